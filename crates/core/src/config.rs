@@ -1,0 +1,79 @@
+//! How a manager behaves: late joins, orphaned flights, the history bound.
+//! One `Config` is shared by the machine and every adapter.
+
+/// What a request for a key whose flight is already streaming does (R3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum LateJoin {
+    /// Join and receive the whole history from the first item, then the live items.
+    #[default]
+    Replay,
+    /// Join and receive only the items produced after joining.
+    Tail,
+    /// Start a fresh flight; the streaming one is no longer joinable.
+    NewFlight,
+}
+
+/// What happens to a flight when its last live request leaves (R11).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Orphan {
+    /// Abort the flight: drop its preparation future or upstream stream.
+    #[default]
+    Abort,
+    /// Let the flight run to its end (to warm a cache); it stays joinable.
+    Finish,
+}
+
+/// The configuration of a manager. Built with chained setters:
+///
+/// ```
+/// use streamflight_core::{Config, LateJoin, Orphan};
+///
+/// let config = Config::default()
+///     .late_join(LateJoin::Tail)
+///     .orphan(Orphan::Finish)
+///     .history_limit(1024);
+/// assert_eq!(config.late_join_policy(), LateJoin::Tail);
+/// assert_eq!(config.max_history(), Some(1024));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    late_join: LateJoin,
+    orphan: Orphan,
+    history_limit: Option<usize>,
+}
+
+impl Config {
+    /// Sets the late-join policy (R3). Default: [`LateJoin::Replay`].
+    pub fn late_join(mut self, policy: LateJoin) -> Self {
+        self.late_join = policy;
+        self
+    }
+
+    /// Sets the orphan policy (R11). Default: [`Orphan::Abort`].
+    pub fn orphan(mut self, policy: Orphan) -> Self {
+        self.orphan = policy;
+        self
+    }
+
+    /// Bounds a flight's history to `items` (R15). Default: unbounded.
+    /// A bound of 0 is taken as 1: the newest item is always retained.
+    pub fn history_limit(mut self, items: usize) -> Self {
+        self.history_limit = Some(items.max(1));
+        self
+    }
+
+    /// The late-join policy.
+    pub fn late_join_policy(&self) -> LateJoin {
+        self.late_join
+    }
+
+    /// The orphan policy.
+    pub fn orphan_policy(&self) -> Orphan {
+        self.orphan
+    }
+
+    /// The history bound, if any.
+    pub fn max_history(&self) -> Option<usize> {
+        self.history_limit
+    }
+}

@@ -1,0 +1,118 @@
+//! Ids the machine hands out and nobody can forge, and the slab they index.
+//! An id names its machine and a serial that is never reused, so a stale id never aliases a live one.
+
+use alloc::vec::Vec;
+use core::fmt;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+/// Tells machines apart, so an id from one is unknown to every other.
+static NEXT_TAG: AtomicU32 = AtomicU32::new(0);
+
+pub(crate) fn next_tag() -> u32 {
+    NEXT_TAG.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The common body of every id: which machine, which slot, which occupant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct RawId {
+    tag: u32,
+    slot: u32,
+    serial: u64,
+}
+
+/// Identifies one request of one manager. Only the machine makes them:
+/// it cannot be forged, and an ended request's id is never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub(crate) RawId);
+
+/// Identifies one flight of one machine, generation included: an input naming
+/// an ended flight is recognised as stale, even when a newer flight has the same key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlightId(pub(crate) RawId);
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "r{}.{}", self.0.tag, self.0.serial)
+    }
+}
+
+impl fmt::Display for FlightId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "f{}.{}", self.0.tag, self.0.serial)
+    }
+}
+
+/// A generational slab: O(1) insert, lookup and removal, slots reused,
+/// capacity kept, so a warmed-up machine allocates nothing.
+pub(crate) struct Slab<T> {
+    tag: u32,
+    next_serial: u64,
+    slots: Vec<(u64, Option<T>)>,
+    free: Vec<u32>,
+    len: usize,
+}
+
+impl<T> Slab<T> {
+    pub(crate) fn new(tag: u32) -> Self {
+        Slab { tag, next_serial: 0, slots: Vec::new(), free: Vec::new(), len: 0 }
+    }
+
+    pub(crate) fn insert(&mut self, value: T) -> RawId {
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        self.len += 1;
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = (serial, Some(value));
+                slot
+            }
+            None => {
+                // More than u32::MAX live entries cannot fit in memory anyway.
+                let slot = self.slots.len() as u32;
+                self.slots.push((serial, Some(value)));
+                slot
+            }
+        };
+        RawId { tag: self.tag, slot, serial }
+    }
+
+    fn slot(&self, id: RawId) -> Option<&(u64, Option<T>)> {
+        if id.tag != self.tag {
+            return None;
+        }
+        self.slots.get(id.slot as usize).filter(|(serial, _)| *serial == id.serial)
+    }
+
+    pub(crate) fn get(&self, id: RawId) -> Option<&T> {
+        self.slot(id)?.1.as_ref()
+    }
+
+    pub(crate) fn get_mut(&mut self, id: RawId) -> Option<&mut T> {
+        self.slot(id)?;
+        self.slots[id.slot as usize].1.as_mut()
+    }
+
+    /// The occupant of `slot`, whatever its serial (for the key index).
+    pub(crate) fn by_slot(&self, slot: u32) -> Option<(RawId, &T)> {
+        let (serial, value) = self.slots.get(slot as usize)?;
+        value.as_ref().map(|v| (RawId { tag: self.tag, slot, serial: *serial }, v))
+    }
+
+    pub(crate) fn remove(&mut self, id: RawId) -> Option<T> {
+        self.slot(id)?;
+        let value = self.slots[id.slot as usize].1.take()?;
+        self.free.push(id.slot);
+        self.len -= 1;
+        Some(value)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl RawId {
+    pub(crate) fn slot(self) -> u32 {
+        self.slot
+    }
+}

@@ -1,0 +1,432 @@
+//! The control plane: requests, preparation and upstream outcomes, cancels and drops in;
+//! actions out. It decides who leads, who joins, who ends how and which flight to abort.
+
+use core::fmt;
+use core::hash::{BuildHasher, Hash};
+
+use alloc::collections::VecDeque;
+use hashbrown::{DefaultHashBuilder, HashTable};
+
+use crate::config::{Config, LateJoin, Orphan};
+use crate::id::{RawId, Slab, next_tag};
+pub use crate::id::{FlightId, RequestId};
+
+/// The role of a request in its flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Started the flight; its `start` future prepares and opens the upstream (R1).
+    Leader,
+    /// Joined while the flight was preparing; does no work (R2).
+    Follower,
+    /// Joined while the flight was streaming (R3).
+    Joiner,
+}
+
+/// Where a new subscriber's cursor starts in its flight's history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Position {
+    /// At the first item: the whole history is replayed (R3 `Replay`, R4).
+    Start,
+    /// After the last item appended so far (R3 `Tail`).
+    Tail,
+}
+
+/// How a flight ended, as reported by whoever ran it. The payload of a
+/// failure stays with the adapter; the machine only needs its kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The upstream finished (R7).
+    Done,
+    /// Preparation or the upstream returned an error (R5, R8).
+    Failed,
+    /// Preparation or the upstream panicked (R9).
+    Panicked,
+}
+
+/// What the machine asks its driver to do. Drained with [`Machine::poll_action`]
+/// after every input, and carried out in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Start `flight`: run the leader's preparation, then its upstream, feeding
+    /// items to the flight's history (R1). Report back with
+    /// [`Machine::handle_prepared`] and [`Machine::handle_ended`].
+    Start {
+        /// The new flight.
+        flight: FlightId,
+    },
+    /// Give `request` a cursor on `flight`'s history at `from` (R3, R4).
+    Subscribe {
+        /// The new request.
+        request: RequestId,
+        /// The flight it reads.
+        flight: FlightId,
+        /// Where its cursor starts.
+        from: Position,
+    },
+    /// End `request` alone with [`Event::Cancelled`](crate::Event::Cancelled): it wins over
+    /// items not yet read; its flight is untouched (R10, R13).
+    Cancel {
+        /// The cancelled request.
+        request: RequestId,
+    },
+    /// Publish `flight`'s end to its history: every subscriber reads the
+    /// remaining items, then this end (R5, R7, R8, R9). The key is already free.
+    Close {
+        /// The flight that ended.
+        flight: FlightId,
+        /// How it ended.
+        outcome: Outcome,
+    },
+    /// Nobody is left: drop `flight`'s preparation future or upstream stream now (R11).
+    Abort {
+        /// The orphaned flight.
+        flight: FlightId,
+    },
+    /// The machine holds nothing more for `flight`: release what the driver holds for it.
+    /// Always follows its `Close` or `Abort`.
+    Forget {
+        /// The flight to release.
+        flight: FlightId,
+    },
+}
+
+/// What [`Machine::handle_request`] tells the caller about its new request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Admission {
+    /// The request's id, for cancel, drop and finish.
+    pub id: RequestId,
+    /// Its role in its flight.
+    pub role: Role,
+    /// The flight it belongs to.
+    pub flight: FlightId,
+}
+
+/// Counters of a manager. Every field is exact when read between inputs.
+#[non_exhaustive]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Requests ever made.
+    pub requests: u64,
+    /// Flights ever started (= preparations started).
+    pub flights: u64,
+    /// Requests served by an existing flight (followers and joiners).
+    pub joined: u64,
+    /// Requests that ended `Cancelled`, dropped ones included (R12).
+    pub cancelled: u64,
+    /// Flights aborted because nobody was left (R11).
+    pub aborted: u64,
+    /// Flights not yet ended.
+    pub active_flights: usize,
+    /// Requests not yet ended (R13).
+    pub active_requests: usize,
+}
+
+/// Why [`Machine::handle_cancel`] (or a drop or finish) changed nothing.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CancelError {
+    /// The id names no live request of this manager: it already ended, was
+    /// cancelled or dropped, or belongs to another manager (R13).
+    UnknownRequest,
+}
+
+impl fmt::Display for CancelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CancelError::UnknownRequest => f.write_str("unknown or already ended request"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for CancelError {}
+
+/// Why a flight input ([`Machine::handle_prepared`], [`Machine::handle_ended`],
+/// [`Machine::handle_truncated`]) changed nothing. The driver may ignore it.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FlightError {
+    /// The flight has already ended or been aborted (or belongs to another
+    /// machine): a late report, recognised and ignored.
+    Stale,
+    /// The flight was already reported prepared.
+    AlreadyPrepared,
+}
+
+impl fmt::Display for FlightError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FlightError::Stale => f.write_str("the flight has already ended"),
+            FlightError::AlreadyPrepared => f.write_str("the flight was already prepared"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for FlightError {}
+
+struct Flight<K> {
+    key: K,
+    hash: u64,
+    streaming: bool,
+    /// Still the key's joinable flight: not replaced (R3 `NewFlight`), not truncated (R15).
+    joinable: bool,
+    /// Requests of this flight that have not ended (R11).
+    live: usize,
+}
+
+struct Request {
+    flight: FlightId,
+    role: Role,
+}
+
+/// The control plane of streamflight: a deterministic, sans-IO state machine.
+///
+/// Feed it inputs with the `handle_*` methods; after each, drain
+/// [`poll_action`](Machine::poll_action) and carry the actions out. It never
+/// touches a clock, a task or a channel, never sees an item, and never panics
+/// on bad input: stale or unknown ids come back as error values.
+///
+/// ```
+/// use streamflight_core::{Action, Config, Machine, Outcome, Role};
+///
+/// let mut machine = Machine::new(Config::default());
+/// let leader = machine.handle_request("prompt");
+/// let follower = machine.handle_request("prompt");
+/// assert_eq!((leader.role, follower.role), (Role::Leader, Role::Follower));
+///
+/// // The run loop: after every input, drain the actions and carry them out.
+/// let mut started = Vec::new();
+/// while let Some(action) = machine.poll_action() {
+///     match action {
+///         Action::Start { flight } => started.push(flight), // spawn prepare + upstream
+///         Action::Subscribe { .. } => {}                   // give the request a cursor
+///         _ => {}
+///     }
+/// }
+/// assert_eq!(started, [leader.flight]);
+///
+/// // The leader cancels: in company, it alone ends (R10).
+/// machine.handle_cancel(leader.id).unwrap();
+/// assert_eq!(machine.poll_action(), Some(Action::Cancel { request: leader.id }));
+/// assert_eq!(machine.poll_action(), None);
+///
+/// // The flight finishes; the key is free before anyone reads the end (R7).
+/// machine.handle_prepared(leader.flight).unwrap();
+/// machine.handle_ended(leader.flight, Outcome::Done).unwrap();
+/// assert_eq!(machine.poll_action(), Some(Action::Close { flight: leader.flight, outcome: Outcome::Done }));
+/// assert_eq!(machine.poll_action(), Some(Action::Forget { flight: leader.flight }));
+/// assert_eq!(machine.handle_request("prompt").role, Role::Leader);
+/// ```
+pub struct Machine<K> {
+    config: Config,
+    hasher: DefaultHashBuilder,
+    flights: Slab<Flight<K>>,
+    /// The joinable flight of each key, by flight slot; the key itself lives in the flight.
+    joinable: HashTable<u32>,
+    requests: Slab<Request>,
+    actions: VecDeque<Action>,
+    stats: Stats,
+}
+
+impl<K: fmt::Debug> fmt::Debug for Machine<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Machine")
+            .field("config", &self.config)
+            .field("stats", &self.stats)
+            .field("pending_actions", &self.actions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Hash + Eq> Machine<K> {
+    /// A machine with no flight and no request.
+    pub fn new(config: Config) -> Self {
+        let tag = next_tag();
+        Machine {
+            config,
+            hasher: DefaultHashBuilder::default(),
+            flights: Slab::new(tag),
+            joinable: HashTable::new(),
+            requests: Slab::new(tag),
+            actions: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// The configuration this machine was built with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The counters, exact between inputs.
+    pub fn stats(&self) -> Stats {
+        self.stats.clone()
+    }
+
+    /// Whether the machine holds no flight and no request (R16).
+    pub fn is_idle(&self) -> bool {
+        self.flights.len() == 0 && self.requests.len() == 0 && self.joinable.is_empty()
+    }
+
+    /// The role of a live request.
+    pub fn role(&self, id: RequestId) -> Option<Role> {
+        self.requests.get(id.0).map(|r| r.role)
+    }
+
+    /// The flight of a live request.
+    pub fn flight_of(&self, id: RequestId) -> Option<FlightId> {
+        self.requests.get(id.0).map(|r| r.flight)
+    }
+
+    /// Whether `flight` has not ended yet.
+    pub fn is_active(&self, flight: FlightId) -> bool {
+        self.flights.get(flight.0).is_some()
+    }
+
+    /// The next action to carry out, in order.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// A request for `key` arrives: it leads a new flight (R1), follows a
+    /// preparing one (R2), or joins a streaming one under the late-join
+    /// policy (R3). Emits `Start` when it leads, then its `Subscribe`.
+    pub fn handle_request(&mut self, key: K) -> Admission {
+        self.stats.requests += 1;
+        let hash = self.hasher.hash_one(&key);
+        let found = {
+            let flights = &self.flights;
+            self.joinable
+                .find(hash, |&slot| flights.by_slot(slot).is_some_and(|(_, f)| f.key == key))
+                .copied()
+        };
+        let existing = found.and_then(|slot| self.flights.by_slot(slot)).map(|(id, f)| (id, f.streaming));
+        let (flight, role, from) = match existing {
+            Some((id, false)) => (id, Role::Follower, Position::Start),
+            Some((id, true)) => match self.config.late_join_policy() {
+                LateJoin::Replay => (id, Role::Joiner, Position::Start),
+                LateJoin::Tail => (id, Role::Joiner, Position::Tail),
+                LateJoin::NewFlight => {
+                    self.unjoin(FlightId(id));
+                    (self.start(key, hash), Role::Leader, Position::Start)
+                }
+            },
+            None => (self.start(key, hash), Role::Leader, Position::Start),
+        };
+        if role != Role::Leader {
+            self.stats.joined += 1;
+        }
+        let flight = FlightId(flight);
+        if let Some(f) = self.flights.get_mut(flight.0) {
+            f.live += 1;
+        }
+        let id = RequestId(self.requests.insert(Request { flight, role }));
+        self.stats.active_requests += 1;
+        self.actions.push_back(Action::Subscribe { request: id, flight, from });
+        Admission { id, role, flight }
+    }
+
+    /// Preparation of `flight` succeeded: from now on, new requests join it
+    /// as joiners (R3, R4). Its subscribers already hold cursors at item 0.
+    pub fn handle_prepared(&mut self, flight: FlightId) -> Result<(), FlightError> {
+        let f = self.flights.get_mut(flight.0).ok_or(FlightError::Stale)?;
+        if f.streaming {
+            return Err(FlightError::AlreadyPrepared);
+        }
+        f.streaming = true;
+        Ok(())
+    }
+
+    /// `flight` ended: preparation failed or panicked, or the upstream
+    /// finished, failed or panicked (R5, R7, R8, R9). The key is freed before
+    /// the `Close` action publishes the end.
+    pub fn handle_ended(&mut self, flight: FlightId, outcome: Outcome) -> Result<(), FlightError> {
+        self.end_flight(flight)?;
+        self.actions.push_back(Action::Close { flight, outcome });
+        self.actions.push_back(Action::Forget { flight });
+        Ok(())
+    }
+
+    /// `flight`'s history released its first item (R15): late requests for its
+    /// key start a new flight from now on.
+    pub fn handle_truncated(&mut self, flight: FlightId) -> Result<(), FlightError> {
+        self.flights.get(flight.0).ok_or(FlightError::Stale)?;
+        self.unjoin(flight);
+        Ok(())
+    }
+
+    /// Cancels a live request: it alone ends `Cancelled` (R10); if it was
+    /// the last live request of a running flight, the flight is orphaned (R11).
+    pub fn handle_cancel(&mut self, id: RequestId) -> Result<(), CancelError> {
+        self.leave(id, true)?;
+        self.actions.push_back(Action::Cancel { request: id });
+        Ok(())
+    }
+
+    /// A live request's subscription was dropped: a cancellation with nobody
+    /// left to tell (R12), so no `Cancel` action.
+    pub fn handle_drop(&mut self, id: RequestId) -> Result<(), CancelError> {
+        self.leave(id, true)
+    }
+
+    /// A request's subscription yielded its end: its flight's end, or
+    /// `Lagged`. It leaves; a lagged one may leave its flight orphaned (R15, R11).
+    pub fn handle_finished(&mut self, id: RequestId) -> Result<(), CancelError> {
+        self.leave(id, false)
+    }
+
+    fn start(&mut self, key: K, hash: u64) -> RawId {
+        self.stats.flights += 1;
+        self.stats.active_flights += 1;
+        let id = self.flights.insert(Flight { key, hash, streaming: false, joinable: true, live: 0 });
+        let flights = &self.flights;
+        self.joinable.insert_unique(hash, id.slot(), |&slot| {
+            flights.by_slot(slot).map_or(0, |(_, f)| f.hash)
+        });
+        self.actions.push_back(Action::Start { flight: FlightId(id) });
+        id
+    }
+
+    /// Frees the key of `flight` if it is still the key's joinable flight; a
+    /// newer flight for the same key is never touched.
+    fn unjoin(&mut self, flight: FlightId) {
+        let Some(f) = self.flights.get_mut(flight.0) else { return };
+        if !core::mem::replace(&mut f.joinable, false) {
+            return;
+        }
+        let (hash, slot) = (f.hash, flight.0.slot());
+        if let Ok(entry) = self.joinable.find_entry(hash, |&s| s == slot) {
+            entry.remove();
+        }
+    }
+
+    fn end_flight(&mut self, flight: FlightId) -> Result<(), FlightError> {
+        self.flights.get(flight.0).ok_or(FlightError::Stale)?;
+        self.unjoin(flight);
+        self.flights.remove(flight.0);
+        self.stats.active_flights -= 1;
+        Ok(())
+    }
+
+    fn leave(&mut self, id: RequestId, cancelled: bool) -> Result<(), CancelError> {
+        let request = self.requests.remove(id.0).ok_or(CancelError::UnknownRequest)?;
+        self.stats.active_requests -= 1;
+        if cancelled {
+            self.stats.cancelled += 1;
+        }
+        let orphaned = match self.flights.get_mut(request.flight.0) {
+            Some(f) => {
+                f.live -= 1;
+                f.live == 0 && self.config.orphan_policy() == Orphan::Abort
+            }
+            None => false,
+        };
+        if orphaned && self.end_flight(request.flight).is_ok() {
+            self.stats.aborted += 1;
+            self.actions.push_back(Action::Abort { flight: request.flight });
+            self.actions.push_back(Action::Forget { flight: request.flight });
+        }
+        Ok(())
+    }
+}
