@@ -44,6 +44,7 @@ impl fmt::Display for FlightId {
 
 /// A generational slab: O(1) insert, lookup and removal, slots reused,
 /// capacity kept, so a warmed-up machine allocates nothing.
+#[derive(Clone, Debug)]
 pub(crate) struct Slab<T> {
     tag: u32,
     next_serial: u64,
@@ -108,6 +109,16 @@ impl<T> Slab<T> {
 
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    #[cfg(feature = "testkit")]
+    pub(crate) fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    #[cfg(feature = "testkit")]
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (RawId, &T)> {
+        (0..self.slots.len() as u32).filter_map(|slot| self.by_slot(slot))
     }
 }
 

@@ -22,10 +22,12 @@ mod machine;
 #[cfg(feature = "std")]
 #[allow(dead_code, unused_imports)]
 mod sync;
+#[cfg(feature = "testkit")]
+#[doc(hidden)]
+pub mod testkit;
 
 pub use config::{Config, LateJoin, Orphan};
 pub use event::{Event, Failure};
 pub use machine::{
-    Action, Admission, CancelError, FlightError, FlightId, Machine, Outcome, Position, RequestId, Role,
-    Stats,
+    Action, Admission, CancelError, FlightError, FlightId, Machine, Outcome, Position, RequestId, Role, Stats,
 };

@@ -8,8 +8,8 @@ use alloc::collections::VecDeque;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::config::{Config, LateJoin, Orphan};
-use crate::id::{RawId, Slab, next_tag};
 pub use crate::id::{FlightId, RequestId};
+use crate::id::{RawId, Slab, next_tag};
 
 /// The role of a request in its flight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -165,6 +165,7 @@ impl fmt::Display for FlightError {
 #[cfg(feature = "std")]
 impl std::error::Error for FlightError {}
 
+#[derive(Clone, Debug)]
 struct Flight<K> {
     key: K,
     hash: u64,
@@ -175,6 +176,15 @@ struct Flight<K> {
     live: usize,
 }
 
+/// How a request leaves its flight.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Leave {
+    Cancelled,
+    Dropped,
+    Finished,
+}
+
+#[derive(Clone, Debug)]
 struct Request {
     flight: FlightId,
     role: Role,
@@ -218,6 +228,7 @@ struct Request {
 /// assert_eq!(machine.poll_action(), Some(Action::Forget { flight: leader.flight }));
 /// assert_eq!(machine.handle_request("prompt").role, Role::Leader);
 /// ```
+#[derive(Clone)]
 pub struct Machine<K> {
     config: Config,
     hasher: DefaultHashBuilder,
@@ -359,21 +370,19 @@ impl<K: Hash + Eq> Machine<K> {
     /// Cancels a live request: it alone ends `Cancelled` (R10); if it was
     /// the last live request of a running flight, the flight is orphaned (R11).
     pub fn handle_cancel(&mut self, id: RequestId) -> Result<(), CancelError> {
-        self.leave(id, true)?;
-        self.actions.push_back(Action::Cancel { request: id });
-        Ok(())
+        self.leave(id, Leave::Cancelled)
     }
 
     /// A live request's subscription was dropped: a cancellation with nobody
     /// left to tell (R12), so no `Cancel` action.
     pub fn handle_drop(&mut self, id: RequestId) -> Result<(), CancelError> {
-        self.leave(id, true)
+        self.leave(id, Leave::Dropped)
     }
 
     /// A request's subscription yielded its end: its flight's end, or
     /// `Lagged`. It leaves; a lagged one may leave its flight orphaned (R15, R11).
     pub fn handle_finished(&mut self, id: RequestId) -> Result<(), CancelError> {
-        self.leave(id, false)
+        self.leave(id, Leave::Finished)
     }
 
     fn start(&mut self, key: K, hash: u64) -> RawId {
@@ -381,9 +390,8 @@ impl<K: Hash + Eq> Machine<K> {
         self.stats.active_flights += 1;
         let id = self.flights.insert(Flight { key, hash, streaming: false, joinable: true, live: 0 });
         let flights = &self.flights;
-        self.joinable.insert_unique(hash, id.slot(), |&slot| {
-            flights.by_slot(slot).map_or(0, |(_, f)| f.hash)
-        });
+        self.joinable
+            .insert_unique(hash, id.slot(), |&slot| flights.by_slot(slot).map_or(0, |(_, f)| f.hash));
         self.actions.push_back(Action::Start { flight: FlightId(id) });
         id
     }
@@ -409,11 +417,16 @@ impl<K: Hash + Eq> Machine<K> {
         Ok(())
     }
 
-    fn leave(&mut self, id: RequestId, cancelled: bool) -> Result<(), CancelError> {
+    fn leave(&mut self, id: RequestId, how: Leave) -> Result<(), CancelError> {
         let request = self.requests.remove(id.0).ok_or(CancelError::UnknownRequest)?;
         self.stats.active_requests -= 1;
-        if cancelled {
-            self.stats.cancelled += 1;
+        match how {
+            Leave::Cancelled => {
+                self.stats.cancelled += 1;
+                self.actions.push_back(Action::Cancel { request: id });
+            }
+            Leave::Dropped => self.stats.cancelled += 1,
+            Leave::Finished => {}
         }
         let orphaned = match self.flights.get_mut(request.flight.0) {
             Some(f) => {
@@ -428,5 +441,40 @@ impl<K: Hash + Eq> Machine<K> {
             self.actions.push_back(Action::Forget { flight: request.flight });
         }
         Ok(())
+    }
+
+    /// Checks the machine's internal bookkeeping and returns a description of
+    /// its whole state, for the model checks: two machines in the same state
+    /// give the same text. Not part of the stable API.
+    #[cfg(feature = "testkit")]
+    #[doc(hidden)]
+    pub fn audit(&self) -> alloc::string::String
+    where
+        K: fmt::Debug,
+    {
+        use alloc::format;
+        let mut live = alloc::vec![0usize; self.flights.capacity()];
+        let mut requests = alloc::vec::Vec::new();
+        for (id, r) in self.requests.iter() {
+            requests.push(format!("{id:?}={r:?}"));
+            if let Some(f) = self.flights.get(r.flight.0) {
+                live[r.flight.0.slot() as usize] += 1;
+                assert!(f.live > 0);
+            }
+        }
+        let mut flights = alloc::vec::Vec::new();
+        let mut joinable = 0;
+        for (id, f) in self.flights.iter() {
+            assert_eq!(f.live, live[id.slot() as usize], "live count of {id:?}");
+            assert_eq!(f.hash, self.hasher.hash_one(&f.key));
+            let indexed = self.joinable.find(f.hash, |&s| s == id.slot()).is_some();
+            assert_eq!(indexed, f.joinable, "index of {id:?}");
+            joinable += usize::from(f.joinable);
+            flights.push(format!("{id:?}={f:?}"));
+        }
+        assert_eq!(joinable, self.joinable.len(), "the key index names only joinable flights");
+        assert_eq!(self.stats.active_flights, self.flights.len());
+        assert_eq!(self.stats.active_requests, self.requests.len());
+        format!("{flights:?} {requests:?} {:?} {:?}", self.actions, self.stats)
     }
 }

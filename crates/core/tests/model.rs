@@ -1,0 +1,74 @@
+//! The machine against the reference model: random op sequences under every
+//! config, every reply, action and invariant checked after each step.
+
+use proptest::prelude::*;
+use proptest::test_runner::Config as ProptestConfig;
+use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
+use streamflight_core::Outcome;
+use streamflight_core::testkit::{Harness, Model, Op, configs};
+
+struct Reference;
+
+impl ReferenceStateMachine for Reference {
+    type State = Model;
+    type Transition = Op;
+
+    fn init_state() -> BoxedStrategy<Model> {
+        proptest::sample::select(configs()).prop_map(Model::new).boxed()
+    }
+
+    fn transitions(model: &Model) -> BoxedStrategy<Op> {
+        // One index past the end names a foreign id; indices stay in range so
+        // shrinking keeps sequences meaningful.
+        let flight = 0..=model.flights() as u8;
+        let request = 0..=model.requests() as u8;
+        let outcome = prop_oneof![Just(Outcome::Done), Just(Outcome::Failed), Just(Outcome::Panicked)];
+        prop_oneof![
+            4 => (0u8..3).prop_map(Op::Request),
+            2 => flight.clone().prop_map(Op::Prepared),
+            2 => (flight.clone(), outcome).prop_map(|(f, o)| Op::Ended(f, o)),
+            1 => flight.prop_map(Op::Truncated),
+            2 => request.clone().prop_map(Op::Cancel),
+            1 => request.clone().prop_map(Op::Drop),
+            2 => request.prop_map(Op::Finish),
+        ]
+        .boxed()
+    }
+
+    fn apply(mut model: Model, op: &Op) -> Model {
+        model.apply(*op);
+        model
+    }
+}
+
+struct MachineTest;
+
+impl StateMachineTest for MachineTest {
+    type SystemUnderTest = Harness;
+    type Reference = Reference;
+
+    fn init_test(model: &Model) -> Harness {
+        Harness::new(model.config().clone())
+    }
+
+    fn apply(mut harness: Harness, _: &Model, op: Op) -> Harness {
+        harness.step(op);
+        harness
+    }
+
+    fn check_invariants(harness: &Harness, _: &Model) {
+        harness.check();
+    }
+}
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000)
+}
+
+prop_state_machine! {
+    #![proptest_config(ProptestConfig { cases: cases(), max_shrink_iters: 10_000, ..ProptestConfig::default() })]
+
+    /// Every rule of the control plane, sampled: up to 60 inputs per case.
+    #[test]
+    fn machine_agrees_with_the_model(sequential 1..60 => MachineTest);
+}
