@@ -20,7 +20,6 @@ pub mod history;
 mod id;
 mod machine;
 #[cfg(feature = "std")]
-#[allow(dead_code, unused_imports)]
 mod sync;
 #[cfg(feature = "testkit")]
 #[doc(hidden)]

@@ -1,2 +1,651 @@
 //! The data plane: one shared, append-only history per flight, read by per-subscriber cursors.
-//! Runtime-agnostic (std `Waker` only); arrives with its issue.
+//! Runtime-agnostic (only `core::task`'s `Waker`): one writer appends, every [`Reader`] reads at its own pace.
+//!
+//! # Design
+//!
+//! Items live once, in fixed-size chunks (`Arc`-shared, write-once slots);
+//! the writer fills a slot and publishes it with one atomic store of the
+//! length. A [`Reader`] is a cursor plus the chunk it reads from: it takes
+//! every published item of that chunk as one batch, then yields them one by
+//! one without any lock or shared write; it locks only to step to the next
+//! chunk or to park its `Waker`. The writer wakes parked readers once per
+//! append and only when some are parked (an atomic hint, checked after a
+//! `SeqCst` fence that pairs with the reader's). With a `history_limit`, whole
+//! chunks out of the retained window are released; a reader behind the window
+//! ends with [`Failure::Lagged`] (R15). A [`Canceller`] ends one reader
+//! with [`Event::Cancelled`], ahead of anything it has not yet yielded (R10,
+//! R13). Wakers are always called after every lock is released.
+//!
+//! Memory: an item is stored once; a reader costs [`BYTES_PER_READER`] bytes.
+
+mod chunk;
+#[cfg(all(test, loom))]
+mod loom_tests;
+#[cfg(all(test, not(loom)))]
+mod tests;
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::fmt;
+use core::mem;
+use core::task::{Context, Poll, Waker};
+
+use self::chunk::Chunk;
+use crate::sync::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Arc, Mutex, Ordering, fence, lock};
+use crate::{Event, Failure, Position};
+
+/// Largest chunk: 2^8 = 256 items. A reader locks once per chunk at most.
+const MAX_CHUNK_SHIFT: u32 = 8;
+
+/// The state a reader adds to a flight, in bytes: its [`Reader`], its
+/// cancellation cell and its waker slot in the history (measured with
+/// `size_of`; a `Canceller`, when taken, is 16 more).
+pub const BYTES_PER_READER: usize = mem::size_of::<Reader<(), ()>>()
+    + mem::size_of::<ReaderCell>()
+    + 2 * mem::size_of::<usize>() // the cell's Arc header
+    + mem::size_of::<Slot>()
+    + mem::size_of::<u32>(); // its entry in the parked list, at most one
+
+/// How a flight ended, as published by [`History::close`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum End<E> {
+    /// The upstream finished (R7): readers get [`Event::Done`].
+    Done,
+    /// Preparation or the upstream failed (R5, R8, R9): readers get [`Event::Failed`].
+    Failed(Failure<E>),
+}
+
+/// One flight's append-only history, shared by all its readers.
+///
+/// There is exactly one writer (the flight's task), which calls
+/// [`append`](History::append), [`extend`](History::extend) and
+/// [`close`](History::close); appends never wait for a reader. Every
+/// [`Reader`] made by [`subscribe`](History::subscribe) reads each item from
+/// its cursor on, in order, with no gap and no duplicate (R6), then exactly one
+/// end (R14).
+///
+/// ```
+/// use std::task::{Context, Poll, Waker};
+/// use streamflight_core::history::{End, History, Reader};
+/// use streamflight_core::{Event, Position};
+///
+/// let history = History::<&str, ()>::new(None);
+/// let mut early = history.subscribe(Position::Start);
+/// history.append("a");
+/// history.append("b");
+/// let mut late = history.subscribe(Position::Tail);
+/// history.append("c");
+/// history.close(End::Done);
+///
+/// let mut cx = Context::from_waker(Waker::noop());
+/// let mut drain = |reader: &mut Reader<&str, ()>| {
+///     let mut events = Vec::new();
+///     while let Poll::Ready(Some(event)) = reader.poll_next(&mut cx) {
+///         events.push(event);
+///     }
+///     events
+/// };
+/// assert_eq!(drain(&mut early), [Event::Item("a"), Event::Item("b"), Event::Item("c"), Event::Done]);
+/// assert_eq!(drain(&mut late), [Event::Item("c"), Event::Done]);
+/// // Joining after the end replays what is retained, then the end.
+/// let mut replay = history.subscribe(Position::Start);
+/// assert_eq!(drain(&mut replay).len(), 4);
+/// ```
+pub struct History<T, E> {
+    /// Items appended and published so far. Stored by the writer only (under
+    /// `writer`), with `Release`, after the item's slot is written.
+    len: AtomicU64,
+    /// Set (under `state`) once the end is published; the final `len` is
+    /// published before it.
+    ended: AtomicBool,
+    /// The retained window, in items (`u64::MAX` for unbounded).
+    limit: u64,
+    /// Chunks hold `1 << shift` items.
+    shift: u32,
+    /// The writer's side; only the writer locks it.
+    writer: Mutex<Writer<T>>,
+    /// The retained chunks and the end.
+    state: Mutex<State<T, E>>,
+    /// Waker slots, shared with the [`Canceller`]s (which thus never keep the
+    /// items alive).
+    wakers: Arc<Wakers>,
+}
+
+struct Writer<T> {
+    /// The chunk being filled.
+    tail: Option<Arc<Chunk<T>>>,
+    /// Number of the oldest chunk still in `State::chunks`.
+    oldest: u64,
+    closed: bool,
+    /// Reused buffer for the wakers to call after unlocking.
+    wake: Vec<Waker>,
+}
+
+struct State<T, E> {
+    /// The retained chunks, oldest first; `chunks[0]` has number `first`.
+    chunks: VecDeque<Arc<Chunk<T>>>,
+    first: u64,
+    end: Option<End<E>>,
+}
+
+/// Every reader's waker slot, and the list of the parked ones.
+struct Wakers {
+    /// `table.parked.len()`, readable without the lock: the writer skips
+    /// waking when it is 0.
+    parked: AtomicUsize,
+    table: Mutex<WakerTable>,
+}
+
+#[derive(Default)]
+struct WakerTable {
+    slots: Vec<Slot>,
+    /// Free slot indices.
+    free: Vec<u32>,
+    /// Indices of slots with `listed` set, each once (a dropped reader's slot
+    /// may stay listed until the next wake; it is then empty or reused).
+    parked: Vec<u32>,
+}
+
+#[derive(Default)]
+struct Slot {
+    waker: Option<Waker>,
+    /// Bumped whenever the slot is freed, so a stale canceller cannot wake
+    /// the slot's next owner.
+    generation: u32,
+    listed: bool,
+}
+
+/// What a reader shares with its cancellers.
+struct ReaderCell {
+    state: AtomicU8,
+    slot: u32,
+    generation: u32,
+}
+
+const LIVE: u8 = 0;
+const CANCELLED: u8 = 1;
+/// Ended (yielded its end) or dropped: cancelling it is a no-op.
+const GONE: u8 = 2;
+
+impl<T, E> History<T, E> {
+    /// A new, empty history. `limit` is the flight's `history_limit`
+    /// ([`Config::max_history`](crate::Config::max_history)): past it the
+    /// oldest items are released (`None`: unbounded; `Some(0)` counts as 1).
+    pub fn new(limit: Option<usize>) -> Arc<Self> {
+        let limit = limit.map_or(u64::MAX, |n| n.max(1) as u64);
+        // Chunks at most half the window, so that at most `1.5 * limit` items
+        // are ever retained.
+        let shift = match limit {
+            u64::MAX => MAX_CHUNK_SHIFT,
+            n => (n / 2).max(1).ilog2().min(MAX_CHUNK_SHIFT),
+        };
+        Arc::new(History {
+            len: AtomicU64::new(0),
+            ended: AtomicBool::new(false),
+            limit,
+            shift,
+            writer: Mutex::new(Writer {
+                tail: None,
+                oldest: 0,
+                closed: false,
+                wake: Vec::new(),
+            }),
+            state: Mutex::new(State {
+                chunks: VecDeque::new(),
+                first: 0,
+                end: None,
+            }),
+            wakers: Arc::new(Wakers {
+                parked: AtomicUsize::new(0),
+                table: Mutex::new(WakerTable::default()),
+            }),
+        })
+    }
+
+    /// Total number of items ever appended (released ones included).
+    pub fn appended(&self) -> u64 {
+        self.len.load(Ordering::Acquire)
+    }
+
+    /// Number of items released so far because of the limit (R15).
+    pub fn released(&self) -> u64 {
+        self.appended().saturating_sub(self.limit)
+    }
+
+    /// Whether the history holds `limit` items, so that the next append
+    /// releases the oldest one. The adapter asks this *before* appending, to
+    /// tell the machine (`handle_truncated`) that late joins must start a new
+    /// flight (R15). Always `false` when unbounded.
+    pub fn is_full(&self) -> bool {
+        self.appended() >= self.limit
+    }
+
+    /// Whether [`close`](History::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
+    /// Publishes the flight's end: every reader yields its remaining items,
+    /// then this end (R7, R8). Returns `false`, changing nothing, if the
+    /// history was already closed. Appends after it are ignored.
+    pub fn close(&self, end: End<E>) -> bool {
+        let mut writer = lock(&self.writer);
+        if writer.closed {
+            return false;
+        }
+        writer.closed = true;
+        let tail = writer.tail.take();
+        drop(writer);
+        drop(tail);
+        {
+            let mut state = lock(&self.state);
+            state.end = Some(end);
+            self.ended.store(true, Ordering::Release);
+        }
+        let mut wake = Vec::new();
+        self.wakers.take_parked(&mut wake);
+        wake.into_iter().for_each(Waker::wake);
+        true
+    }
+
+    /// Makes a reader whose cursor is at item 0 ([`Position::Start`]: the
+    /// whole history is replayed, R3/R4) or after the last item appended so
+    /// far ([`Position::Tail`]). Subscribing after [`close`](History::close)
+    /// works: the reader gets the retained items then the end. If items were
+    /// already released, a `Start` reader ends at once with
+    /// [`Failure::Lagged`].
+    pub fn subscribe(self: &Arc<Self>, from: Position) -> Reader<T, E> {
+        let (slot, generation) = {
+            let mut table = lock(&self.wakers.table);
+            let slot = match table.free.pop() {
+                Some(slot) => slot,
+                None => {
+                    table.slots.push(Slot::default());
+                    (table.slots.len() - 1) as u32
+                }
+            };
+            (slot, table.slots[slot as usize].generation)
+        };
+        let cursor = match from {
+            Position::Start => 0,
+            Position::Tail => self.len.load(Ordering::Acquire),
+        };
+        Reader {
+            history: Arc::clone(self),
+            cell: Arc::new(ReaderCell {
+                state: AtomicU8::new(LIVE),
+                slot,
+                generation,
+            }),
+            chunk: None,
+            cursor,
+            avail: cursor,
+            finished: false,
+        }
+    }
+
+    fn chunk_len(&self) -> u64 {
+        1 << self.shift
+    }
+}
+
+impl<T: Send + Sync, E> History<T, E> {
+    /// Appends one item; never blocks on or waits for a reader. Wakes the
+    /// parked readers, if any. Ignored (the item is dropped) after
+    /// [`close`](History::close). Only the flight's one writer calls it.
+    pub fn append(&self, item: T) {
+        self.extend(core::iter::once(item));
+    }
+
+    /// Appends every item of `items`, publishing them at once: one wake of
+    /// the parked readers for the lot. Otherwise as [`append`](History::append).
+    pub fn extend<I: IntoIterator<Item = T>>(&self, items: I) {
+        let mut writer = lock(&self.writer);
+        if writer.closed {
+            return;
+        }
+        let start = self.len.load(Ordering::Relaxed);
+        let mut len = start;
+        let mask = self.chunk_len() - 1;
+        for item in items {
+            let offset = (len & mask) as usize;
+            if offset == 0 {
+                let chunk = Arc::new(Chunk::new(len >> self.shift, 1 << self.shift));
+                lock(&self.state).chunks.push_back(Arc::clone(&chunk));
+                // The old tail stays alive through the table or its readers.
+                writer.tail = Some(chunk);
+            }
+            let Some(tail) = &writer.tail else { break };
+            // SAFETY: we are the only writer (writer lock held); slot `offset`
+            // of the tail is the next unwritten one and is not published yet
+            // (`len` is stored below).
+            unsafe { tail.write(offset, item) };
+            len += 1;
+        }
+        if len == start {
+            return;
+        }
+        self.len.store(len, Ordering::Release);
+        // Pairs with the fence in `Reader::park`: either we see its parked
+        // hint, or it sees our new length.
+        fence(Ordering::SeqCst);
+        let must_wake = self.wakers.parked.load(Ordering::Relaxed) != 0;
+
+        // Release the chunks wholly out of the window. `len` is published
+        // first, so a reader holding `state` after this sees a length whose
+        // window excludes them.
+        let released = len.saturating_sub(self.limit);
+        let mut popped = Vec::new();
+        if released >= (writer.oldest + 1) << self.shift {
+            let mut state = lock(&self.state);
+            while let Some(chunk) = state.chunks.front() {
+                if (chunk.number + 1) << self.shift > released {
+                    break;
+                }
+                popped.extend(state.chunks.pop_front());
+                state.first += 1;
+            }
+            writer.oldest = state.first;
+        }
+        if !must_wake {
+            drop(writer);
+            drop(popped);
+            return;
+        }
+        let mut wake = mem::take(&mut writer.wake);
+        drop(writer);
+        drop(popped);
+        self.wakers.take_parked(&mut wake);
+        wake.drain(..).for_each(Waker::wake);
+        let mut writer = lock(&self.writer);
+        if wake.capacity() > writer.wake.capacity() {
+            writer.wake = wake;
+        }
+    }
+}
+
+impl Wakers {
+    /// Moves every parked waker into `out` (to be woken after unlocking).
+    fn take_parked(&self, out: &mut Vec<Waker>) {
+        let mut guard = lock(&self.table);
+        let table = &mut *guard;
+        for index in table.parked.drain(..) {
+            let slot = &mut table.slots[index as usize];
+            slot.listed = false;
+            out.extend(slot.waker.take());
+        }
+        self.parked.store(0, Ordering::Relaxed);
+    }
+
+    /// Frees a reader's slot; returns its waker, to drop after unlocking.
+    fn release(&self, index: u32) -> Option<Waker> {
+        let mut table = lock(&self.table);
+        let slot = &mut table.slots[index as usize];
+        slot.generation = slot.generation.wrapping_add(1);
+        let waker = slot.waker.take();
+        table.free.push(index);
+        waker
+    }
+}
+
+impl<T, E> fmt::Debug for History<T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("History")
+            .field("appended", &self.appended())
+            .field("released", &self.released())
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One subscriber's cursor into a [`History`].
+///
+/// [`poll_next`](Reader::poll_next) yields every item from the cursor on, in
+/// order, then exactly one end, then `None` forever (R6, R14). It is a
+/// `Stream` in all but name: adapters wrap it. Dropping it frees its waker
+/// slot (R16); it is `Send` and `Unpin` when `T: Send + Sync` and `E: Send`.
+pub struct Reader<T, E> {
+    history: Arc<History<T, E>>,
+    cell: Arc<ReaderCell>,
+    /// The chunk holding the current batch, `cursor..avail`.
+    chunk: Option<Arc<Chunk<T>>>,
+    /// Global index of the next item to yield.
+    cursor: u64,
+    /// End of the current batch (exclusive): published, in `chunk`.
+    avail: u64,
+    finished: bool,
+}
+
+impl<T: Clone, E: Clone> Reader<T, E> {
+    /// The next event: `Ready(Some(Item))` while items are available (read
+    /// as a batch: no lock, no shared write per item), `Pending` with the
+    /// waker parked when the reader has caught up, then exactly one end event
+    /// (`Done`, `Failed` or `Cancelled`), then `Ready(None)` forever.
+    ///
+    /// A cancel (see [`canceller`](Reader::canceller)) wins over every item
+    /// not yet yielded (R10, R13). A reader that fell out of the retained
+    /// window ends with `Failed(Lagged { missed })`, `missed` counting the
+    /// released items it had not taken into a batch (R15).
+    #[inline]
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event<T, E>>> {
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        if self.cell.state.load(Ordering::Acquire) == CANCELLED {
+            return Poll::Ready(Some(self.finish(Event::Cancelled)));
+        }
+        if let Some(item) = self.next_in_batch() {
+            return Poll::Ready(Some(Event::Item(item)));
+        }
+        self.poll_slow(cx)
+    }
+
+    #[inline]
+    fn next_in_batch(&mut self) -> Option<T> {
+        let chunk = self.chunk.as_ref()?;
+        if self.cursor >= self.avail {
+            return None;
+        }
+        let offset = (self.cursor & (self.history.chunk_len() - 1)) as usize;
+        // SAFETY: `cursor < avail`, and `avail` never exceeds a length this
+        // reader loaded with `Acquire`, nor the end of `chunk` (`poll_slow`).
+        let item = unsafe { chunk.get(offset) };
+        self.cursor += 1;
+        Some(item)
+    }
+
+    /// The batch is exhausted: take the next one, or the end, or park.
+    #[cold]
+    fn poll_slow(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event<T, E>>> {
+        let history = &*self.history;
+        let mut parked = false;
+        loop {
+            // `ended` before `len`: if the end is seen, so is the final length.
+            let ended = history.ended.load(Ordering::Acquire);
+            let len = history.len.load(Ordering::Acquire);
+            if self.cursor < len {
+                return Poll::Ready(Some(self.next_batch(len)));
+            }
+            if ended {
+                let end = match &lock(&history.state).end {
+                    Some(End::Failed(failure)) => Event::Failed(failure.clone()),
+                    Some(End::Done) | None => Event::Done,
+                };
+                return Poll::Ready(Some(self.finish(end)));
+            }
+            if parked {
+                return Poll::Pending;
+            }
+            // Park, then look again: the writer's fence pairs with ours.
+            {
+                let mut guard = lock(&history.wakers.table);
+                let table = &mut *guard;
+                let slot = &mut table.slots[self.cell.slot as usize];
+                match &slot.waker {
+                    Some(waker) if waker.will_wake(cx.waker()) => {}
+                    _ => slot.waker = Some(cx.waker().clone()),
+                }
+                if !slot.listed {
+                    slot.listed = true;
+                    table.parked.push(self.cell.slot);
+                    history.wakers.parked.store(table.parked.len(), Ordering::Relaxed);
+                }
+                // A cancel that missed our waker is seen here (it stored
+                // before locking the table).
+                if self.cell.state.load(Ordering::Acquire) == CANCELLED {
+                    drop(guard);
+                    return Poll::Ready(Some(self.finish(Event::Cancelled)));
+                }
+            }
+            fence(Ordering::SeqCst);
+            parked = true;
+        }
+    }
+
+    /// Starts a batch at the cursor (`cursor < len`) and yields its first
+    /// item, or ends the reader if it fell out of the window.
+    fn next_batch(&mut self, len: u64) -> Event<T, E> {
+        let history = &*self.history;
+        let released = len.saturating_sub(history.limit);
+        if self.cursor < released {
+            return self.lagged(released);
+        }
+        let number = self.cursor >> history.shift;
+        let end_of_chunk = (number + 1) << history.shift;
+        let mut len = len;
+        if self.chunk.as_ref().is_none_or(|chunk| chunk.number != number) {
+            let state = lock(&history.state);
+            // Look again under the lock: the writer may have released our
+            // chunk since, but only after publishing a length that shows it.
+            len = history.len.load(Ordering::Acquire);
+            let released = len.saturating_sub(history.limit);
+            if self.cursor < released {
+                drop(state);
+                return self.lagged(released);
+            }
+            let chunk = state
+                .chunks
+                .get((number - state.first) as usize)
+                .map(Arc::clone);
+            drop(state);
+            // The old chunk, if this was its last reader, drops here, unlocked.
+            self.chunk = chunk;
+        }
+        self.avail = len.min(end_of_chunk);
+        match self.next_in_batch() {
+            Some(item) => Event::Item(item),
+            // Unreachable by the invariants above (the chunk holding a
+            // published, retained item is in the table); stay safe anyway.
+            None => self.lagged(released.max(self.cursor + 1)),
+        }
+    }
+
+    fn lagged(&mut self, released: u64) -> Event<T, E> {
+        let missed = released - self.cursor;
+        self.finish(Event::Failed(Failure::Lagged { missed }))
+    }
+
+    /// Ends the reader with `end`, or with `Cancelled` if a cancel got in
+    /// first (the cell's state decides: one end, R14).
+    fn finish(&mut self, end: Event<T, E>) -> Event<T, E> {
+        let end = match self
+            .cell
+            .state
+            .compare_exchange(LIVE, GONE, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => end,
+            Err(_) => {
+                self.cell.state.store(GONE, Ordering::Release);
+                Event::Cancelled
+            }
+        };
+        self.finished = true;
+        self.chunk = None;
+        self.avail = self.cursor;
+        drop(self.history.wakers.release(self.cell.slot));
+        end
+    }
+}
+
+impl<T, E> Reader<T, E> {
+    /// A handle that ends this reader alone with [`Event::Cancelled`].
+    pub fn canceller(&self) -> Canceller {
+        Canceller {
+            wakers: Arc::clone(&self.history.wakers),
+            cell: Arc::clone(&self.cell),
+        }
+    }
+
+    /// Global index of the next item this reader will yield.
+    pub fn position(&self) -> u64 {
+        self.cursor
+    }
+
+    /// The history this reader reads.
+    pub fn history(&self) -> &Arc<History<T, E>> {
+        &self.history
+    }
+}
+
+impl<T, E> Drop for Reader<T, E> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.cell.state.store(GONE, Ordering::Release);
+            drop(self.history.wakers.release(self.cell.slot));
+        }
+    }
+}
+
+impl<T, E> fmt::Debug for Reader<T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reader")
+            .field("position", &self.cursor)
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Ends one [`Reader`] alone with [`Event::Cancelled`] (R10, R13); cheap to
+/// clone and to send. It keeps no item alive.
+#[derive(Clone)]
+pub struct Canceller {
+    wakers: Arc<Wakers>,
+    cell: Arc<ReaderCell>,
+}
+
+impl Canceller {
+    /// Cancels the reader: once this returns `true`, its next event is
+    /// `Cancelled` (ahead of any item it has not yielded), then `None`; it is
+    /// woken. Returns `false`, changing nothing, if the reader already
+    /// yielded its end, was cancelled, or was dropped. Other readers are
+    /// untouched.
+    pub fn cancel(&self) -> bool {
+        let cell = &*self.cell;
+        if cell
+            .state
+            .compare_exchange(LIVE, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        let waker = {
+            let mut table = lock(&self.wakers.table);
+            let slot = &mut table.slots[cell.slot as usize];
+            if slot.generation == cell.generation {
+                slot.waker.take()
+            } else {
+                None
+            }
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        true
+    }
+}
+
+impl fmt::Debug for Canceller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Canceller").finish_non_exhaustive()
+    }
+}
