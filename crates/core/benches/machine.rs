@@ -1,1 +1,148 @@
-fn main() {}
+//! The control plane's cost per input: lead, follow, join, cancel in company, last one out.
+//! Each sample times batches of 1,000 inputs on a warmed-up machine; setup and clean-up are untimed.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use streamflight_core::{Admission, Config, Machine, Outcome};
+
+const BATCH: u64 = 1_000;
+
+fn drain(machine: &mut Machine<u64>) {
+    while let Some(action) = machine.poll_action() {
+        black_box(action);
+    }
+}
+
+/// Times `timed` over batches of `BATCH` inputs, with `setup` before and `clean` after each batch untimed.
+fn batched<S>(
+    iters: u64,
+    machine: &mut Machine<u64>,
+    mut setup: impl FnMut(&mut Machine<u64>) -> S,
+    mut timed: impl FnMut(&mut Machine<u64>, &mut S, u64),
+    mut clean: impl FnMut(&mut Machine<u64>, S),
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters.div_ceil(BATCH) {
+        let mut state = setup(machine);
+        drain(machine);
+        let start = Instant::now();
+        for i in 0..BATCH {
+            timed(machine, &mut state, i);
+        }
+        total += start.elapsed();
+        clean(machine, state);
+        drain(machine);
+    }
+    total.mul_f64(iters as f64 / (iters.div_ceil(BATCH) * BATCH) as f64)
+}
+
+fn lead_one(machine: &mut Machine<u64>, key: u64) -> Admission {
+    let admission = machine.handle_request(key);
+    drain(machine);
+    admission
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("machine");
+    group.throughput(Throughput::Elements(1));
+    let mut machine = Machine::new(Config::default());
+
+    group.bench_function("lead", |b| {
+        b.iter_custom(|iters| {
+            batched(
+                iters,
+                &mut machine,
+                |_| Vec::with_capacity(BATCH as usize),
+                |m, admitted, i| admitted.push(lead_one(m, i)),
+                |m, admitted| {
+                    for a in admitted {
+                        m.handle_drop(a.id).unwrap();
+                    }
+                },
+            )
+        })
+    });
+
+    group.bench_function("follow", |b| {
+        b.iter_custom(|iters| {
+            batched(
+                iters,
+                &mut machine,
+                |m| (m.handle_request(7), Vec::with_capacity(BATCH as usize)),
+                |m, (_, admitted), _| admitted.push(lead_one(m, 7)),
+                |m, (leader, admitted)| {
+                    m.handle_ended(leader.flight, Outcome::Done).unwrap();
+                    for a in admitted.into_iter().chain([leader]) {
+                        m.handle_finished(a.id).unwrap();
+                    }
+                },
+            )
+        })
+    });
+
+    group.bench_function("join", |b| {
+        b.iter_custom(|iters| {
+            batched(
+                iters,
+                &mut machine,
+                |m| {
+                    let leader = m.handle_request(7);
+                    m.handle_prepared(leader.flight).unwrap();
+                    (leader, Vec::with_capacity(BATCH as usize))
+                },
+                |m, (_, admitted), _| admitted.push(lead_one(m, 7)),
+                |m, (leader, admitted)| {
+                    m.handle_ended(leader.flight, Outcome::Done).unwrap();
+                    for a in admitted.into_iter().chain([leader]) {
+                        m.handle_finished(a.id).unwrap();
+                    }
+                },
+            )
+        })
+    });
+
+    group.bench_function("cancel_in_company", |b| {
+        b.iter_custom(|iters| {
+            batched(
+                iters,
+                &mut machine,
+                |m| {
+                    let leader = m.handle_request(7);
+                    let company: Vec<_> = (0..BATCH).map(|_| m.handle_request(7)).collect();
+                    (leader, company)
+                },
+                |m, (_, company), i| {
+                    m.handle_cancel(company[i as usize].id).unwrap();
+                    drain(m);
+                },
+                |m, (leader, _)| m.handle_cancel(leader.id).unwrap(),
+            )
+        })
+    });
+
+    group.bench_function("last_one_out", |b| {
+        b.iter_custom(|iters| {
+            batched(
+                iters,
+                &mut machine,
+                |m| (0..BATCH).map(|key| m.handle_request(key)).collect::<Vec<_>>(),
+                |m, alone, i| {
+                    m.handle_cancel(alone[i as usize].id).unwrap();
+                    drain(m);
+                },
+                |_, _| {},
+            )
+        })
+    });
+    group.finish();
+    assert!(machine.is_idle(), "the bench left state behind");
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
+    targets = bench
+}
+criterion_main!(benches);

@@ -3,8 +3,9 @@
 //! This crate is pure and runtime-free. [`Machine`] is the control plane, a
 //! deterministic sans-IO state machine (inputs in, [`Action`]s out) that
 //! decides who leads a flight, who joins it, who ends how and which flight to
-//! abort. It is `no_std` (with `alloc`); the `std` feature adds
-//! `std::error::Error` impls. The rules it implements are numbered R1-R16 in
+//! abort. It is `no_std` (with `alloc`); the `std` feature (on in the
+//! adapters) adds `std::error::Error` impls and the shared [`history`], the
+//! data plane that carries a flight's items to its subscribers. The rules it implements are numbered R1-R16 in
 //! the project's design and cited where they apply.
 //!
 //! The adapters (`streamflight-tokio`, `streamflight-async-std`) carry the

@@ -478,3 +478,147 @@ impl<K: Hash + Eq> Machine<K> {
         format!("{flights:?} {requests:?} {:?} {:?}", self.actions, self.stats)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec::Vec;
+
+    fn drain(m: &mut Machine<&'static str>) -> Vec<Action> {
+        core::iter::from_fn(|| m.poll_action()).collect()
+    }
+
+    #[test]
+    fn r1_r2_r3_roles_follow_the_flight_phase() {
+        let mut m = Machine::new(Config::default());
+        let leader = m.handle_request("k");
+        let follower = m.handle_request("k");
+        m.handle_prepared(leader.flight).unwrap();
+        let joiner = m.handle_request("k");
+        let other = m.handle_request("other key");
+        assert_eq!(
+            [leader.role, follower.role, joiner.role, other.role],
+            [Role::Leader, Role::Follower, Role::Joiner, Role::Leader]
+        );
+        assert_eq!((follower.flight, joiner.flight), (leader.flight, leader.flight));
+        let stats = m.stats();
+        assert_eq!((stats.requests, stats.flights, stats.joined), (4, 2, 2));
+    }
+
+    #[test]
+    fn r3_tail_and_new_flight_policies() {
+        let mut m = Machine::new(Config::default().late_join(LateJoin::Tail));
+        let leader = m.handle_request("k");
+        m.handle_prepared(leader.flight).unwrap();
+        drain(&mut m);
+        let joiner = m.handle_request("k");
+        assert_eq!(
+            drain(&mut m),
+            [Action::Subscribe { request: joiner.id, flight: leader.flight, from: Position::Tail }]
+        );
+
+        let mut m = Machine::new(Config::default().late_join(LateJoin::NewFlight));
+        let first = m.handle_request("k");
+        m.handle_prepared(first.flight).unwrap();
+        let second = m.handle_request("k");
+        assert_eq!(second.role, Role::Leader);
+        assert_ne!(second.flight, first.flight);
+        // The old flight goes on, and its end frees nothing of the new one.
+        m.handle_ended(first.flight, Outcome::Done).unwrap();
+        assert_eq!(m.handle_request("k").flight, second.flight);
+    }
+
+    #[test]
+    fn r10_a_leader_cancelled_in_company_ends_alone() {
+        let mut m = Machine::new(Config::default());
+        let leader = m.handle_request("k");
+        let follower = m.handle_request("k");
+        drain(&mut m);
+        m.handle_cancel(leader.id).unwrap();
+        assert_eq!(drain(&mut m), [Action::Cancel { request: leader.id }]);
+        assert!(m.is_active(leader.flight));
+        assert_eq!(m.role(follower.id), Some(Role::Follower));
+    }
+
+    #[test]
+    fn r11_last_one_out_aborts_and_frees_the_key_first() {
+        let mut m = Machine::new(Config::default());
+        let alone = m.handle_request("k");
+        drain(&mut m);
+        m.handle_cancel(alone.id).unwrap();
+        let flight = alone.flight;
+        assert_eq!(
+            drain(&mut m),
+            [Action::Cancel { request: alone.id }, Action::Abort { flight }, Action::Forget { flight }]
+        );
+        assert_eq!(m.stats().aborted, 1);
+        let next = m.handle_request("k");
+        assert_eq!(next.role, Role::Leader);
+        // A late report from the aborted flight is stale and leaves the new one alone.
+        assert_eq!(m.handle_ended(flight, Outcome::Done), Err(FlightError::Stale));
+        assert_eq!(m.handle_prepared(flight), Err(FlightError::Stale));
+        assert!(m.is_active(next.flight));
+    }
+
+    #[test]
+    fn r11_finish_policy_keeps_an_orphan_running_and_joinable() {
+        let mut m = Machine::new(Config::default().orphan(Orphan::Finish));
+        let alone = m.handle_request("k");
+        m.handle_drop(alone.id).unwrap();
+        assert!(m.is_active(alone.flight));
+        assert_eq!(m.handle_request("k").role, Role::Follower);
+    }
+
+    #[test]
+    fn r13_bad_cancels_are_errors_and_change_nothing() {
+        let mut m = Machine::new(Config::default());
+        let mut other = Machine::new(Config::default());
+        let foreign = other.handle_request("k");
+        let mine = m.handle_request("k");
+        assert_eq!(m.handle_cancel(foreign.id), Err(CancelError::UnknownRequest));
+        m.handle_cancel(mine.id).unwrap();
+        assert_eq!(m.handle_cancel(mine.id), Err(CancelError::UnknownRequest));
+        assert_eq!(m.handle_drop(mine.id), Err(CancelError::UnknownRequest));
+        assert_eq!(m.stats().cancelled, 1);
+    }
+
+    #[test]
+    fn r13_a_request_lives_until_it_reads_its_end() {
+        let mut m = Machine::new(Config::default());
+        let r = m.handle_request("k");
+        m.handle_ended(r.flight, Outcome::Failed).unwrap();
+        assert_eq!(m.stats().active_requests, 1);
+        // Cancelled before reading the end: it ends Cancelled, nothing is aborted.
+        m.handle_cancel(r.id).unwrap();
+        assert_eq!(m.stats().aborted, 0);
+        assert!(m.is_idle());
+    }
+
+    #[test]
+    fn r15_truncation_sends_late_joins_to_a_new_flight_and_lagging_counts_as_leaving() {
+        let mut m = Machine::new(Config::default());
+        let leader = m.handle_request("k");
+        m.handle_prepared(leader.flight).unwrap();
+        m.handle_truncated(leader.flight).unwrap();
+        let late = m.handle_request("k");
+        assert_eq!(late.role, Role::Leader);
+        drain(&mut m);
+        // The leader finds itself lagged: its flight is orphaned (R11).
+        m.handle_finished(leader.id).unwrap();
+        assert_eq!(
+            drain(&mut m),
+            [Action::Abort { flight: leader.flight }, Action::Forget { flight: leader.flight }]
+        );
+        assert_eq!(m.stats().cancelled, 0);
+    }
+
+    #[test]
+    fn ids_display_and_never_repeat() {
+        let mut m = Machine::new(Config::default());
+        let a = m.handle_request("k");
+        m.handle_drop(a.id).unwrap();
+        let b = m.handle_request("k");
+        assert_ne!(a.id, b.id);
+        assert_ne!(alloc::format!("{}", a.id), alloc::format!("{}", b.id));
+    }
+}
