@@ -32,6 +32,9 @@ pub enum Failure<E> {
     Upstream(E),
     /// Preparation or the upstream panicked (R9).
     Panicked,
+    /// The flight could not start: `request` was called outside the adapter's
+    /// runtime, so there was nowhere to run the leader's task.
+    NoRuntime,
     /// The subscriber fell out of the retained history (R15); `missed` is the
     /// number of released items it had not read.
     Lagged {
@@ -45,6 +48,7 @@ impl<E: fmt::Display> fmt::Display for Failure<E> {
         match self {
             Failure::Upstream(e) => write!(f, "upstream failed: {e}"),
             Failure::Panicked => f.write_str("upstream panicked"),
+            Failure::NoRuntime => f.write_str("no runtime to run the flight on"),
             Failure::Lagged { missed } => write!(f, "lagged behind the history by {missed} items"),
         }
     }

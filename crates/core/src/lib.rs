@@ -16,6 +16,8 @@ extern crate alloc;
 
 mod config;
 mod event;
+#[cfg(all(feature = "std", not(all(test, loom))))]
+pub mod flights;
 #[cfg(feature = "std")]
 pub mod history;
 mod id;

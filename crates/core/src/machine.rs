@@ -250,21 +250,7 @@ impl<K: fmt::Debug> fmt::Debug for Machine<K> {
     }
 }
 
-impl<K: Hash + Eq> Machine<K> {
-    /// A machine with no flight and no request.
-    pub fn new(config: Config) -> Self {
-        let tag = next_tag();
-        Machine {
-            config,
-            hasher: DefaultHashBuilder::default(),
-            flights: Slab::new(tag),
-            joinable: HashTable::new(),
-            requests: Slab::new(tag),
-            actions: VecDeque::new(),
-            stats: Stats::default(),
-        }
-    }
-
+impl<K> Machine<K> {
     /// The configuration this machine was built with.
     pub fn config(&self) -> &Config {
         &self.config
@@ -293,6 +279,22 @@ impl<K: Hash + Eq> Machine<K> {
     /// Whether `flight` has not ended yet.
     pub fn is_active(&self, flight: FlightId) -> bool {
         self.flights.get(flight.0).is_some()
+    }
+}
+
+impl<K: Hash + Eq> Machine<K> {
+    /// A machine with no flight and no request.
+    pub fn new(config: Config) -> Self {
+        let tag = next_tag();
+        Machine {
+            config,
+            hasher: DefaultHashBuilder::default(),
+            flights: Slab::new(tag),
+            joinable: HashTable::new(),
+            requests: Slab::new(tag),
+            actions: VecDeque::new(),
+            stats: Stats::default(),
+        }
     }
 
     /// The next action to carry out, in order.
