@@ -1,13 +1,13 @@
-//! The synchronisation primitives of the history, switched to loom's under `--cfg loom`.
+//! The synchronisation primitives of the history, switched to loom's in `--cfg loom` unit tests.
 //! Everything concurrent in this crate imports from here, never from `std::sync` directly.
 
-#[cfg(not(loom))]
+#[cfg(not(all(test, loom)))]
 pub(crate) use std::sync::{
     Arc, Mutex, MutexGuard,
     atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering, fence},
 };
 
-#[cfg(loom)]
+#[cfg(all(test, loom))]
 pub(crate) use loom::sync::{
     Arc, Mutex, MutexGuard,
     atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering, fence},
@@ -22,11 +22,11 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// An `UnsafeCell` with loom's closure-based API, so that loom can check
 /// every access to it for races. Outside loom it is a zero-cost wrapper.
-#[cfg(not(loom))]
+#[cfg(not(all(test, loom)))]
 #[derive(Debug)]
 pub(crate) struct UnsafeCell<T>(core::cell::UnsafeCell<T>);
 
-#[cfg(not(loom))]
+#[cfg(not(all(test, loom)))]
 impl<T> UnsafeCell<T> {
     /// Wraps `value`.
     pub(crate) const fn new(value: T) -> Self {
@@ -46,5 +46,5 @@ impl<T> UnsafeCell<T> {
     }
 }
 
-#[cfg(loom)]
+#[cfg(all(test, loom))]
 pub(crate) use loom::cell::UnsafeCell;

@@ -31,11 +31,15 @@ use core::mem;
 use core::task::{Context, Poll, Waker};
 
 use self::chunk::Chunk;
-use crate::sync::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Arc, Mutex, Ordering, fence, lock};
+use crate::sync::{Arc, AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Mutex, Ordering, fence, lock};
 use crate::{Event, Failure, Position};
 
 /// Largest chunk: 2^8 = 256 items. A reader locks once per chunk at most.
+#[cfg(not(all(test, loom)))]
 const MAX_CHUNK_SHIFT: u32 = 8;
+/// Under loom, chunks of 2 items, so that small models cross chunks.
+#[cfg(all(test, loom))]
+const MAX_CHUNK_SHIFT: u32 = 1;
 
 /// The state a reader adds to a flight, in bytes: its [`Reader`], its
 /// cancellation cell and its waker slot in the history (measured with
@@ -184,17 +188,8 @@ impl<T, E> History<T, E> {
             ended: AtomicBool::new(false),
             limit,
             shift,
-            writer: Mutex::new(Writer {
-                tail: None,
-                oldest: 0,
-                closed: false,
-                wake: Vec::new(),
-            }),
-            state: Mutex::new(State {
-                chunks: VecDeque::new(),
-                first: 0,
-                end: None,
-            }),
+            writer: Mutex::new(Writer { tail: None, oldest: 0, closed: false, wake: Vec::new() }),
+            state: Mutex::new(State { chunks: VecDeque::new(), first: 0, end: None }),
             wakers: Arc::new(Wakers {
                 parked: AtomicUsize::new(0),
                 table: Mutex::new(WakerTable::default()),
@@ -254,9 +249,16 @@ impl<T, E> History<T, E> {
     /// works: the reader gets the retained items then the end. If items were
     /// already released, a `Start` reader ends at once with
     /// [`Failure::Lagged`].
+    #[cfg(not(all(test, loom)))]
     pub fn subscribe(self: &Arc<Self>, from: Position) -> Reader<T, E> {
+        Self::subscribe_to(self, from)
+    }
+
+    /// [`subscribe`](History::subscribe) without a method receiver (loom's
+    /// `Arc` cannot be one).
+    fn subscribe_to(this: &Arc<Self>, from: Position) -> Reader<T, E> {
         let (slot, generation) = {
-            let mut table = lock(&self.wakers.table);
+            let mut table = lock(&this.wakers.table);
             let slot = match table.free.pop() {
                 Some(slot) => slot,
                 None => {
@@ -268,15 +270,11 @@ impl<T, E> History<T, E> {
         };
         let cursor = match from {
             Position::Start => 0,
-            Position::Tail => self.len.load(Ordering::Acquire),
+            Position::Tail => this.len.load(Ordering::Acquire),
         };
         Reader {
-            history: Arc::clone(self),
-            cell: Arc::new(ReaderCell {
-                state: AtomicU8::new(LIVE),
-                slot,
-                generation,
-            }),
+            history: Arc::clone(this),
+            cell: Arc::new(ReaderCell { state: AtomicU8::new(LIVE), slot, generation }),
             chunk: None,
             cursor,
             avail: cursor,
@@ -523,10 +521,7 @@ impl<T: Clone, E: Clone> Reader<T, E> {
                 drop(state);
                 return self.lagged(released);
             }
-            let chunk = state
-                .chunks
-                .get((number - state.first) as usize)
-                .map(Arc::clone);
+            let chunk = state.chunks.get((number - state.first) as usize).map(Arc::clone);
             drop(state);
             // The old chunk, if this was its last reader, drops here, unlocked.
             self.chunk = chunk;
@@ -548,11 +543,7 @@ impl<T: Clone, E: Clone> Reader<T, E> {
     /// Ends the reader with `end`, or with `Cancelled` if a cancel got in
     /// first (the cell's state decides: one end, R14).
     fn finish(&mut self, end: Event<T, E>) -> Event<T, E> {
-        let end = match self
-            .cell
-            .state
-            .compare_exchange(LIVE, GONE, Ordering::AcqRel, Ordering::Acquire)
-        {
+        let end = match self.cell.state.compare_exchange(LIVE, GONE, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => end,
             Err(_) => {
                 self.cell.state.store(GONE, Ordering::Release);
@@ -570,10 +561,7 @@ impl<T: Clone, E: Clone> Reader<T, E> {
 impl<T, E> Reader<T, E> {
     /// A handle that ends this reader alone with [`Event::Cancelled`].
     pub fn canceller(&self) -> Canceller {
-        Canceller {
-            wakers: Arc::clone(&self.history.wakers),
-            cell: Arc::clone(&self.cell),
-        }
+        Canceller { wakers: Arc::clone(&self.history.wakers), cell: Arc::clone(&self.cell) }
     }
 
     /// Global index of the next item this reader will yield.
@@ -621,21 +609,13 @@ impl Canceller {
     /// untouched.
     pub fn cancel(&self) -> bool {
         let cell = &*self.cell;
-        if cell
-            .state
-            .compare_exchange(LIVE, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
+        if cell.state.compare_exchange(LIVE, CANCELLED, Ordering::AcqRel, Ordering::Acquire).is_err() {
             return false;
         }
         let waker = {
             let mut table = lock(&self.wakers.table);
             let slot = &mut table.slots[cell.slot as usize];
-            if slot.generation == cell.generation {
-                slot.waker.take()
-            } else {
-                None
-            }
+            if slot.generation == cell.generation { slot.waker.take() } else { None }
         };
         if let Some(waker) = waker {
             waker.wake();

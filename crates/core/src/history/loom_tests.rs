@@ -1,0 +1,209 @@
+//! loom models of the history: every interleaving (up to the preemption bound)
+//! of append, read, close, cancel, subscribe, drop and truncation.
+//! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p streamflight-core --release --lib loom_`.
+
+use std::future::poll_fn;
+use std::task::Poll;
+use std::vec::Vec;
+
+use loom::future::block_on;
+use loom::thread;
+
+use super::*;
+
+/// Reads until the end (parking through loom's own waker, so a lost wake-up
+/// is reported as a deadlock), checks `None` follows it, returns the events.
+fn read_all(reader: &mut Reader<u32, u8>) -> Vec<Event<u32, u8>> {
+    let mut events = Vec::new();
+    loop {
+        let event = block_on(poll_fn(|cx| reader.poll_next(cx)));
+        match event {
+            Some(event) => {
+                let end = event.is_end();
+                events.push(event);
+                if end {
+                    let after = block_on(poll_fn(|cx| reader.poll_next(cx)));
+                    assert_eq!(after, None, "nothing after the end");
+                    return events;
+                }
+            }
+            None => panic!("None before the end"),
+        }
+    }
+}
+
+fn items_then(range: core::ops::Range<u32>, end: Event<u32, u8>) -> Vec<Event<u32, u8>> {
+    let mut events: Vec<_> = range.map(Event::Item).collect();
+    events.push(end);
+    events
+}
+
+/// `events` is `Item(0..k)` then one end; returns `k`.
+fn prefix_len(events: &[Event<u32, u8>]) -> u32 {
+    let (end, items) = events.split_last().expect("an end");
+    assert!(end.is_end());
+    for (index, event) in items.iter().enumerate() {
+        assert_eq!(*event, Event::Item(index as u32), "in order, no gap, no duplicate");
+    }
+    items.len() as u32
+}
+
+fn no_waker_left(history: &History<u32, u8>) {
+    let table = lock(&history.wakers.table);
+    assert_eq!(table.free.len(), table.slots.len());
+    assert!(table.slots.iter().all(|slot| slot.waker.is_none()));
+}
+
+/// Reads `count` items (no end), parking through loom's waker in between.
+fn read_items(reader: &mut Reader<u32, u8>, count: u32) {
+    for expected in 0..count {
+        let event = block_on(poll_fn(|cx| reader.poll_next(cx)));
+        assert_eq!(event, Some(Event::Item(expected)), "in order, no gap, no duplicate");
+    }
+}
+
+#[test]
+fn loom_writer_and_two_readers() {
+    loom::model(|| {
+        let history = History::<u32, u8>::new(None);
+        let mut first = History::subscribe_to(&history, Position::Start);
+        let mut second = History::subscribe_to(&history, Position::Start);
+        // The readers must get every item from the appends' wake-ups alone:
+        // the end is published only once both have read them all.
+        let other = thread::spawn(move || {
+            read_items(&mut second, 3);
+            second
+        });
+        let writer = {
+            let history = history.clone();
+            thread::spawn(move || {
+                history.append(0);
+                history.extend([1, 2]); // crosses a chunk (2 items under loom)
+            })
+        };
+        read_items(&mut first, 3);
+        let mut second = other.join().unwrap();
+        writer.join().unwrap();
+        history.close(End::Done);
+        assert_eq!(read_all(&mut first), [Event::Done]);
+        assert_eq!(read_all(&mut second), [Event::Done]);
+        drop((first, second));
+        no_waker_left(&history);
+    });
+}
+
+#[test]
+fn loom_cancel_while_appending() {
+    loom::model(|| {
+        let history = History::<u32, u8>::new(None);
+        let mut reader = History::subscribe_to(&history, Position::Start);
+        let canceller = reader.canceller();
+        let writer = {
+            let history = history.clone();
+            thread::spawn(move || {
+                history.append(0);
+                history.append(1);
+            })
+        };
+        let cancel = thread::spawn(move || canceller.cancel());
+        // No close: only the cancel (and its wake-up) can end the reader.
+        let events = read_all(&mut reader);
+        assert!(cancel.join().unwrap());
+        writer.join().unwrap();
+        assert!(prefix_len(&events) <= 2);
+        assert_eq!(events.last(), Some(&Event::Cancelled));
+        // A cancel wins over the end too, and is reported once.
+        let mut late = History::subscribe_to(&history, Position::Tail);
+        history.close(End::Done);
+        assert!(late.canceller().cancel());
+        assert_eq!(read_all(&mut late), [Event::Cancelled]);
+        drop((reader, late));
+        no_waker_left(&history);
+    });
+}
+
+#[test]
+fn loom_drop_while_appending_and_closing() {
+    loom::model(|| {
+        let history = History::<u32, u8>::new(None);
+        let mut reader = History::subscribe_to(&history, Position::Start);
+        let mut other = History::subscribe_to(&history, Position::Start);
+        let canceller = reader.canceller();
+        let dropper = thread::spawn(move || {
+            // Park once (registering a waker) if nothing is there yet, then drop.
+            block_on(poll_fn(|cx| {
+                let _ = reader.poll_next(cx);
+                Poll::Ready(())
+            }));
+            drop(reader);
+        });
+        let writer = {
+            let history = history.clone();
+            thread::spawn(move || {
+                history.append(0);
+                history.close(End::Done);
+            })
+        };
+        assert_eq!(read_all(&mut other), items_then(0..1, Event::Done));
+        dropper.join().unwrap();
+        writer.join().unwrap();
+        assert!(!canceller.cancel(), "dropped");
+        drop(other);
+        no_waker_left(&history);
+    });
+}
+
+#[test]
+fn loom_subscribe_races_close() {
+    loom::model(|| {
+        let history = History::<u32, u8>::new(None);
+        let writer = {
+            let history = history.clone();
+            thread::spawn(move || {
+                history.append(0);
+                history.close(End::Failed(Failure::Upstream(3)));
+            })
+        };
+        let end = Event::Failed(Failure::Upstream(3));
+        let mut tail = History::subscribe_to(&history, Position::Tail);
+        let mut start = History::subscribe_to(&history, Position::Start);
+        let tail_events = read_all(&mut tail);
+        assert!(
+            tail_events == items_then(0..1, end.clone()) || tail_events == [end.clone()],
+            "{tail_events:?}"
+        );
+        assert_eq!(read_all(&mut start), items_then(0..1, end));
+        writer.join().unwrap();
+    });
+}
+
+#[test]
+fn loom_truncation_races_slow_reader() {
+    loom::model(|| {
+        // Limit 1: chunks of one item, each append past the first releases one.
+        let history = History::<u32, u8>::new(Some(1));
+        let mut reader = History::subscribe_to(&history, Position::Start);
+        let writer = {
+            let history = history.clone();
+            thread::spawn(move || {
+                history.extend([0, 1]);
+                history.append(2);
+                history.close(End::Done);
+            })
+        };
+        let events = read_all(&mut reader);
+        writer.join().unwrap();
+        let read = prefix_len(&events);
+        match events.last() {
+            Some(Event::Done) => assert_eq!(read, 3),
+            Some(Event::Failed(Failure::Lagged { missed })) => {
+                // Exactly the released items it had not read: at most 2 released.
+                assert!(*missed >= 1 && u64::from(read) + missed <= 2, "{events:?}");
+            }
+            other => panic!("unexpected end {other:?}"),
+        }
+        // What is retained is the window: the last item only (plus none pinned).
+        drop(reader);
+        assert_eq!(lock(&history.state).chunks.len(), 1);
+    });
+}
