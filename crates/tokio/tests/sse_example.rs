@@ -1,0 +1,112 @@
+//! The SSE example, served on localhost and exercised over real HTTP: two identical
+//! requests share one generation, and cancelling one by id leaves the other streaming.
+
+#[path = "../examples/sse.rs"]
+#[allow(dead_code)]
+mod sse;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+
+/// One client's view of an SSE response: its id, role, and events as `(event, data)`.
+struct Client {
+    id: String,
+    role: String,
+    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buffer: String,
+}
+
+impl Client {
+    async fn ask(base: &str, prompt: &str) -> Client {
+        let response = reqwest::get(format!("{base}/ask?prompt={prompt}")).await.expect("GET /ask");
+        assert_eq!(response.status(), 200);
+        let header = |name| response.headers()[name].to_str().unwrap().to_owned();
+        let (id, role) = (header("x-request-id"), header("x-streamflight-role"));
+        Client { id, role, body: Box::pin(response.bytes_stream()), buffer: String::new() }
+    }
+
+    /// The next SSE event, skipping keep-alive comments; `None` when the stream closes.
+    async fn next(&mut self) -> Option<(String, String)> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let (mut event, mut data) = ("message".to_owned(), String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event: ") {
+                        event = v.to_owned();
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        data.push_str(v);
+                    }
+                }
+                if !data.is_empty() {
+                    return Some((event, data));
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.body.next())
+                .await
+                .expect("an SSE event within 10 s")?;
+            self.buffer.push_str(std::str::from_utf8(&chunk.expect("body chunk")).unwrap());
+        }
+    }
+
+    async fn rest(&mut self) -> Vec<(String, String)> {
+        let mut events = Vec::new();
+        while let Some(event) = self.next().await {
+            events.push(event);
+        }
+        events
+    }
+}
+
+async fn serve(model: sse::Model) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, sse::app(model)).await.unwrap() });
+    format!("http://{address}")
+}
+
+async fn stats(base: &str) -> String {
+    reqwest::get(format!("{base}/stats")).await.unwrap().text().await.unwrap()
+}
+
+fn model() -> sse::Model {
+    sse::Model { prepare: Duration::from_millis(100), per_token: Duration::from_millis(5), tokens: 30 }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_identical_requests_share_one_generation() {
+    let base = serve(model()).await;
+    let mut first = Client::ask(&base, "why%20is%20the%20sky%20blue").await;
+    let mut second = Client::ask(&base, "why%20is%20the%20sky%20blue").await;
+    assert_eq!((first.role.as_str(), second.role.as_str()), ("Leader", "Follower"));
+    let (a, b) = (first.rest().await, second.rest().await);
+    assert_eq!(a.len(), 31, "30 tokens then done: {a:?}");
+    assert_eq!(a, b, "both clients saw the same stream");
+    assert_eq!(a[0], ("message".into(), "why#0 ".into()));
+    assert_eq!(a.last().unwrap(), &("done".into(), "[DONE]".into()));
+    let stats = stats(&base).await;
+    assert!(stats.contains("requests: 2, flights: 1, joined: 1"), "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_one_client_by_id_leaves_the_other_streaming() {
+    let base = serve(sse::Model { per_token: Duration::from_millis(20), ..model() }).await;
+    let mut leader = Client::ask(&base, "hello").await;
+    let mut follower = Client::ask(&base, "hello").await;
+    assert_eq!(leader.next().await.unwrap().0, "message");
+
+    let http = reqwest::Client::new();
+    let cancel = |id: String| http.delete(format!("{base}/requests/{id}")).send();
+    assert_eq!(cancel(leader.id.clone()).await.unwrap().status(), 204);
+    assert_eq!(leader.next().await, Some(("cancelled".into(), "{\"status\":\"cancelled\"}".into())));
+    assert_eq!(leader.next().await, None, "the cancelled client's stream closes");
+    assert_eq!(cancel(leader.id.clone()).await.unwrap().status(), 404, "a second cancel finds nothing");
+
+    let rest = follower.rest().await;
+    assert_eq!(rest.len(), 31, "the follower got every token and done: {rest:?}");
+    assert_eq!(rest.last().unwrap().0, "done");
+    let stats = stats(&base).await;
+    assert!(stats.contains("cancelled: 1, aborted: 0"), "{stats}");
+}
