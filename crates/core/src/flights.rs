@@ -114,12 +114,12 @@ where
                 Action::Start { flight: id } => {
                     let history = History::new(self.shared.limit);
                     let abort = Arc::new(AbortCell::default());
-                    state.flights.insert(id, (Arc::clone(&history), Arc::clone(&abort)));
+                    let handles = FlightHandles { history: Arc::clone(&history), abort: Arc::clone(&abort) };
+                    state.flights.insert(id, handles);
                     flight = Some((id, history, abort));
                 }
                 Action::Subscribe { request, flight: id, from } => {
-                    let history = &state.flights[&id].0;
-                    let subscribed = history.subscribe(from);
+                    let subscribed = state.flights[&id].history.subscribe(from);
                     state.cancellers.insert(request, subscribed.canceller());
                     reader = Some(subscribed);
                 }
@@ -174,10 +174,16 @@ struct Shared<K, T, E> {
 
 struct State<K, T, E> {
     machine: Machine<K>,
-    /// The history and abort cell of every flight the machine has not forgotten.
-    flights: HashMap<FlightId, (Arc<History<T, E>>, Arc<AbortCell>)>,
+    /// Every flight the machine has not forgotten.
+    flights: HashMap<FlightId, FlightHandles<T, E>>,
     /// How to end each live request alone.
     cancellers: HashMap<RequestId, Canceller>,
+}
+
+/// What the manager keeps of a running flight: where its items go, how to stop it.
+struct FlightHandles<T, E> {
+    history: Arc<History<T, E>>,
+    abort: Arc<AbortCell>,
 }
 
 impl<K, T, E> Shared<K, T, E> {
@@ -198,13 +204,13 @@ impl<K: Hash + Eq, T, E> State<K, T, E> {
                 }
             }
             Action::Close { flight, .. } => {
-                if let (Some((history, _)), Some(end)) = (self.flights.get(&flight), end.take()) {
-                    history.close(end);
+                if let (Some(handles), Some(end)) = (self.flights.get(&flight), end.take()) {
+                    handles.history.close(end);
                 }
             }
             Action::Abort { flight } => {
-                if let Some((_, abort)) = self.flights.get(&flight) {
-                    abort.abort();
+                if let Some(handles) = self.flights.get(&flight) {
+                    handles.abort.abort();
                 }
             }
             Action::Forget { flight } => {
