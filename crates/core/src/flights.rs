@@ -100,6 +100,34 @@ where
     /// The returned [`Subscription`] yields the flight's items (from the
     /// first one, or the tail under [`LateJoin::Tail`](crate::LateJoin::Tail)),
     /// then exactly one end.
+    ///
+    /// ```
+    /// use futures::{StreamExt, stream};
+    /// use streamflight_core::flights::{Flights, Runtime};
+    /// use streamflight_core::{Event, Role};
+    ///
+    /// // What an adapter supplies (streamflight-tokio names this `Tokio`).
+    /// struct OnTokio;
+    /// impl Runtime for OnTokio {
+    ///     fn spawn<F: Future<Output = ()> + Send + 'static>(task: F) -> bool {
+    ///         drop(tokio::spawn(task));
+    ///         true
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let flights: Flights<&str, u32, String, OnTokio> = Flights::default();
+    /// let upstream = || async { Ok(stream::iter([Ok(1), Ok(2)])) };
+    /// let leader = flights.request("prompt", upstream());
+    /// let follower = flights.request("prompt", upstream()); // dropped unpolled
+    /// assert_eq!((leader.role(), follower.role()), (Role::Leader, Role::Follower));
+    ///
+    /// let expected = [Event::Item(1), Event::Item(2), Event::Done];
+    /// assert_eq!(leader.collect::<Vec<_>>().await, expected);
+    /// assert_eq!(follower.collect::<Vec<_>>().await, expected);
+    /// assert_eq!(flights.stats().flights, 1);
+    /// # }
+    /// ```
     pub fn request<Fut, S>(&self, key: K, start: Fut) -> Subscription<T, E>
     where
         Fut: Future<Output = Result<S, E>> + Send + 'static,
