@@ -1,0 +1,59 @@
+//! Every scenario of the suite, each written once and run on tokio and on async-std.
+//! `rules` has one scenario (or more) per rule R1-R16; `semantics` the adapter guarantees; `stress` the load run.
+
+mod rules;
+mod semantics;
+mod stress;
+
+use std::future::Future;
+
+use streamflight_tests::doubles::{Gate, Probed, Script, ScriptStream};
+use streamflight_tests::{Config, Flights, TestRuntime};
+
+/// The error type of the scenarios' upstreams.
+type Error = &'static str;
+
+/// The manager most scenarios use: string keys, numbered items.
+type Fl<R> = Flights<&'static str, u64, Error, R>;
+
+/// The upstream of most scenarios: a probed, scripted stream.
+type Upstream = Probed<ScriptStream<u64, Error>>;
+
+/// A manager with `config`.
+fn manager<R: TestRuntime>(config: Config) -> Fl<R> {
+    Flights::new(config)
+}
+
+/// A closed preparation gate for scripted upstreams.
+fn gate() -> Gate<Upstream, Error> {
+    Gate::new()
+}
+
+/// A `start` future that prepares at once and returns a stream of `script`.
+fn ready(script: &Script<u64, Error>) -> impl Future<Output = Result<Upstream, Error>> + Send + 'static {
+    let script = script.clone();
+    async move { Ok(script.stream()) }
+}
+
+/// `range` as the items a subscriber should read.
+fn seq(range: std::ops::Range<u64>) -> Vec<u64> {
+    range.collect()
+}
+
+/// A subscription of [`Fl`].
+type Sub = streamflight_tests::Subscription<u64, Error>;
+
+/// The next event of `sub` (within the deadline).
+async fn next<R: TestRuntime>(sub: &mut Sub) -> streamflight_tests::Event<u64, Error> {
+    streamflight_tests::wait::next_event::<R, u64, Error>(sub).await
+}
+
+/// Reads `sub` to its end, checking that `None` follows it forever (R14).
+async fn to_end<R: TestRuntime>(sub: &mut Sub) -> (Vec<u64>, streamflight_tests::Event<u64, Error>) {
+    streamflight_tests::wait::read_to_end::<R, u64, Error>(sub).await
+}
+
+/// Checks that the next event of `sub` is `Item(item)`.
+async fn expect_item<R: TestRuntime>(sub: &mut Sub, item: u64) {
+    assert_eq!(next::<R>(sub).await, streamflight_tests::Event::Item(item), "request {}", sub.id());
+}
