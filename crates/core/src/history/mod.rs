@@ -276,8 +276,9 @@ impl<T, E> History<T, E> {
             history: Arc::clone(this),
             cell: Arc::new(ReaderCell { state: AtomicU8::new(LIVE), slot, generation }),
             chunk: None,
-            cursor,
-            avail: cursor,
+            base: cursor,
+            next: 0,
+            end: 0,
             finished: false,
         }
     }
@@ -405,12 +406,14 @@ impl<T, E> fmt::Debug for History<T, E> {
 pub struct Reader<T, E> {
     history: Arc<History<T, E>>,
     cell: Arc<ReaderCell>,
-    /// The chunk holding the current batch, `cursor..avail`.
+    /// The chunk holding the current batch: its slots `next..end`.
     chunk: Option<Arc<Chunk<T>>>,
-    /// Global index of the next item to yield.
-    cursor: u64,
-    /// End of the current batch (exclusive): published, in `chunk`.
-    avail: u64,
+    /// Global index of `chunk`'s first slot; the cursor is `base + next`.
+    base: u64,
+    /// Offset in `chunk` of the next item to yield.
+    next: usize,
+    /// End of the current batch (exclusive offset): published slots only.
+    end: usize,
     finished: bool,
 }
 
@@ -441,14 +444,13 @@ impl<T: Clone, E: Clone> Reader<T, E> {
     #[inline]
     fn next_in_batch(&mut self) -> Option<T> {
         let chunk = self.chunk.as_ref()?;
-        if self.cursor >= self.avail {
+        if self.next >= self.end {
             return None;
         }
-        let offset = (self.cursor & (self.history.chunk_len() - 1)) as usize;
-        // SAFETY: `cursor < avail`, and `avail` never exceeds a length this
-        // reader loaded with `Acquire`, nor the end of `chunk` (`poll_slow`).
-        let item = unsafe { chunk.get(offset) };
-        self.cursor += 1;
+        // SAFETY: `next < end`, and `base + end` never exceeds a length this
+        // reader loaded with `Acquire` (`next_batch`), so the slot is published.
+        let item = unsafe { chunk.get(self.next) };
+        self.next += 1;
         Some(item)
     }
 
@@ -461,7 +463,7 @@ impl<T: Clone, E: Clone> Reader<T, E> {
             // `ended` before `len`: if the end is seen, so is the final length.
             let ended = history.ended.load(Ordering::Acquire);
             let len = history.len.load(Ordering::Acquire);
-            if self.cursor < len {
+            if self.cursor() < len {
                 return Poll::Ready(Some(self.next_batch(len)));
             }
             if ended {
@@ -504,12 +506,12 @@ impl<T: Clone, E: Clone> Reader<T, E> {
     /// item, or ends the reader if it fell out of the window.
     fn next_batch(&mut self, len: u64) -> Event<T, E> {
         let history = &*self.history;
+        let cursor = self.cursor();
         let released = len.saturating_sub(history.limit);
-        if self.cursor < released {
+        if cursor < released {
             return self.lagged(released);
         }
-        let number = self.cursor >> history.shift;
-        let end_of_chunk = (number + 1) << history.shift;
+        let number = cursor >> history.shift;
         let mut len = len;
         if self.chunk.as_ref().is_none_or(|chunk| chunk.number != number) {
             let state = lock(&history.state);
@@ -517,7 +519,7 @@ impl<T: Clone, E: Clone> Reader<T, E> {
             // chunk since, but only after publishing a length that shows it.
             len = history.len.load(Ordering::Acquire);
             let released = len.saturating_sub(history.limit);
-            if self.cursor < released {
+            if cursor < released {
                 drop(state);
                 return self.lagged(released);
             }
@@ -525,18 +527,21 @@ impl<T: Clone, E: Clone> Reader<T, E> {
             drop(state);
             // The old chunk, if this was its last reader, drops here, unlocked.
             self.chunk = chunk;
+            self.base = number << history.shift;
         }
-        self.avail = len.min(end_of_chunk);
+        let chunk_len = history.chunk_len();
+        self.next = (cursor - self.base) as usize;
+        self.end = (len.min(self.base + chunk_len) - self.base) as usize;
         match self.next_in_batch() {
             Some(item) => Event::Item(item),
             // Unreachable by the invariants above (the chunk holding a
             // published, retained item is in the table); stay safe anyway.
-            None => self.lagged(released.max(self.cursor + 1)),
+            None => self.lagged(released.max(cursor + 1)),
         }
     }
 
     fn lagged(&mut self, released: u64) -> Event<T, E> {
-        let missed = released - self.cursor;
+        let missed = released - self.cursor();
         self.finish(Event::Failed(Failure::Lagged { missed }))
     }
 
@@ -551,8 +556,9 @@ impl<T: Clone, E: Clone> Reader<T, E> {
             }
         };
         self.finished = true;
+        self.base = self.cursor();
+        (self.next, self.end) = (0, 0);
         self.chunk = None;
-        self.avail = self.cursor;
         drop(self.history.wakers.release(self.cell.slot));
         end
     }
@@ -566,7 +572,11 @@ impl<T, E> Reader<T, E> {
 
     /// Global index of the next item this reader will yield.
     pub fn position(&self) -> u64 {
-        self.cursor
+        self.cursor()
+    }
+
+    fn cursor(&self) -> u64 {
+        self.base + self.next as u64
     }
 
     /// The history this reader reads.
@@ -587,7 +597,7 @@ impl<T, E> Drop for Reader<T, E> {
 impl<T, E> fmt::Debug for Reader<T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reader")
-            .field("position", &self.cursor)
+            .field("position", &self.cursor())
             .field("finished", &self.finished)
             .finish_non_exhaustive()
     }
