@@ -14,7 +14,7 @@ use crate::{
 /// One input to the machine, with flights and requests named by the order in
 /// which they were started or issued. An index past the end names an id from
 /// another machine: a foreign id, which must be refused like a stale one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, arbitrary::Arbitrary)]
 pub enum Op {
     /// A request for this key arrives.
     Request(u8),
@@ -34,21 +34,41 @@ pub enum Op {
 }
 
 impl Op {
-    /// Decodes an op from two bytes (for fuzzers): every pair is a valid op.
-    pub fn decode(tag: u8, arg: u8) -> Op {
-        let index = arg & 0x0f;
-        match tag % 7 {
-            0 => Op::Request(arg % 4),
-            1 => Op::Prepared(index),
-            2 => Op::Ended(
-                index,
-                [Outcome::Done, Outcome::Failed, Outcome::Panicked][usize::from(arg >> 4) % 3],
-            ),
-            3 => Op::Truncated(index),
-            4 => Op::Cancel(index),
-            5 => Op::Drop(index),
-            _ => Op::Finish(index),
+    /// Brings an arbitrary op into the model's range: keys to 0..4, indices
+    /// to the flights or requests so far plus one foreign id, so that a
+    /// fuzzer's bytes rarely go to waste.
+    pub fn fit(self, model: &Model) -> Op {
+        let flight = |f: u8| (usize::from(f) % (model.flights() + 1)) as u8;
+        let request = |r: u8| (usize::from(r) % (model.requests() + 1)) as u8;
+        match self {
+            Op::Request(key) => Op::Request(key % 4),
+            Op::Prepared(f) => Op::Prepared(flight(f)),
+            Op::Ended(f, outcome) => Op::Ended(flight(f), outcome),
+            Op::Truncated(f) => Op::Truncated(flight(f)),
+            Op::Cancel(r) => Op::Cancel(request(r)),
+            Op::Drop(r) => Op::Drop(request(r)),
+            Op::Finish(r) => Op::Finish(request(r)),
         }
+    }
+}
+
+/// The fuzz check of the machine: the bytes choose a config and a sequence of
+/// ops (via `arbitrary`), and every step is checked against the model. Panics
+/// on any disagreement. The fuzz target and the corpus replay test both call it.
+pub fn check_machine(data: &[u8]) {
+    let mut input = arbitrary::Unstructured::new(data);
+    let configs = configs();
+    let Ok(choice) = input.choose_index(configs.len()) else { return };
+    let mut harness = Harness::new(configs[choice].clone());
+    // Bounded, so the model's linear scans stay cheap; an exhausted input
+    // would otherwise decode as an endless run of default ops.
+    for _ in 0..256 {
+        if input.is_empty() {
+            break;
+        }
+        let Ok(op) = input.arbitrary::<Op>() else { break };
+        let op = op.fit(harness.model());
+        harness.step(op);
     }
 }
 
@@ -319,7 +339,7 @@ impl Harness {
     pub fn step(&mut self, op: Op) -> bool {
         let (expected, expected_acts) = self.model.step(op);
         let before = matches!(expected, Reply::Flight(Err(_)) | Reply::Request(Err(_)) | Reply::Skipped)
-            .then(|| self.machine.audit());
+            .then(|| self.machine.snapshot());
         let reply = match op {
             Op::Request(key) => {
                 let admission = self.machine.handle_request(key);
@@ -336,7 +356,7 @@ impl Harness {
         };
         assert_eq!(reply, expected, "reply to {op:?}");
         if let Some(before) = before {
-            assert_eq!(self.machine.audit(), before, "{op:?} was refused but changed the machine");
+            assert_eq!(self.machine.snapshot(), before, "{op:?} was refused but changed the machine");
             return false;
         }
         let mut acts = Vec::new();
@@ -397,7 +417,8 @@ impl Harness {
         self.machine.audit();
         let model = &self.model;
         assert_eq!(self.machine.stats(), model.stats(), "stats");
-        for key in 0..=u8::MAX {
+        for flight in &model.flights {
+            let key = flight.key;
             let joinable = model.flights.iter().filter(|f| f.key == key && f.joinable && f.active()).count();
             assert!(joinable <= 1, "two joinable flights for key {key}");
         }
