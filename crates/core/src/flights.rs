@@ -10,7 +10,7 @@ use core::hash::Hash;
 use core::marker::PhantomData;
 use core::pin::{Pin, pin};
 use core::task::{Context, Poll, Waker};
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
