@@ -34,8 +34,10 @@ scenarios! {
     r15_stalled_next_to_fast,
     r15_lagged_exact_count,
     r15_late_join_after_truncation,
+    r15_lagged_after_the_end,
     r15_lagged_last_one_leaves,
     r16_no_leak,
+    r16_no_leak_after_manager_dropped,
 }
 
 /// R1: the first request for a key leads a flight whose preparation starts at once,
@@ -151,18 +153,21 @@ async fn r3_join_late_new_flight<R: TestRuntime>() {
     eventually::<R>("the fresh flight to prepare", || gate2.probe().polled() == 1).await;
     assert_eq!(gate1.probe().polled(), 1);
 
-    gate2.open(script2.stream());
-    script2.push(20);
-    script2.finish();
+    // The old flight ends first; the key stays the fresh flight's.
     script1.push(10);
     script1.finish();
     for sub in [&mut leader1, &mut follower1] {
         assert_eq!(to_end::<R>(sub).await, (vec![10], Event::Done));
     }
-    for sub in [&mut leader2, &mut follower2] {
+    let mut follower3 = flights.request("k", gate2.start());
+    assert_eq!(follower3.role(), Role::Follower, "the old flight's end left the fresh flight joinable");
+    gate2.open(script2.stream());
+    script2.push(20);
+    script2.finish();
+    for sub in [&mut leader2, &mut follower2, &mut follower3] {
         assert_eq!(to_end::<R>(sub).await, (vec![20], Event::Done));
     }
-    assert_eq!(flights.stats(), stats! { requests: 4, flights: 2, joined: 2 });
+    assert_eq!(flights.stats(), stats! { requests: 5, flights: 2, joined: 3 });
 }
 
 /// R4: when preparation succeeds, every waiting request reads from item 0 and the
@@ -394,7 +399,18 @@ async fn r10_cancel_during_preparation_in_company<R: TestRuntime>() {
         script.finish();
         assert_eq!(to_end::<R>(stays).await, (vec![1], Event::Done));
     }
-    assert_eq!(flights.stats(), stats! { requests: 4, flights: 2, joined: 2, cancelled: 2 });
+
+    // The leader's subscription dropped at once, maybe before its task first ran.
+    let (gate, script) = (gate(), Script::new());
+    let leader = flights.request("k", gate.start());
+    let mut follower = flights.request("k", gate.start());
+    drop(leader);
+    eventually::<R>("the preparation to start", || gate.probe().polled() == 1).await;
+    gate.open(script.stream());
+    script.push(1);
+    script.finish();
+    assert_eq!(to_end::<R>(&mut follower).await, (vec![1], Event::Done));
+    assert_eq!(flights.stats(), stats! { requests: 6, flights: 3, joined: 3, cancelled: 3 });
 }
 
 /// R11: the last live request leaving aborts the flight (Orphan::Abort): the preparation
@@ -411,6 +427,15 @@ async fn r11_last_one_out_aborts<R: TestRuntime>() {
     assert_eq!(next::<R>(&mut lone).await, Event::Cancelled);
     eventually::<R>("the preparation future to be dropped", || gate1.probe().dropped() == 1).await;
 
+    // Alone, cancelled at once, maybe before the flight's task first ran.
+    let gate0 = gate();
+    let mut hasty = flights.request("k", gate0.start());
+    assert_eq!(hasty.role(), Role::Leader);
+    hasty.cancel();
+    assert_eq!(flights.stats().aborted, 2);
+    assert_eq!(next::<R>(&mut hasty).await, Event::Cancelled);
+    eventually::<R>("the unstarted preparation to be dropped", || gate0.probe().dropped() == 1).await;
+
     // Two, while streaming: the first to go changes nothing, the last aborts.
     let (gate2, script) = (gate(), Script::new());
     let mut first = flights.request("k", gate2.start());
@@ -422,15 +447,15 @@ async fn r11_last_one_out_aborts<R: TestRuntime>() {
     expect_item::<R>(&mut second, 1).await;
     first.cancel();
     assert_eq!(next::<R>(&mut first).await, Event::Cancelled);
-    assert_eq!(flights.stats().aborted, 1);
+    assert_eq!(flights.stats().aborted, 2);
     assert_eq!(script.probe().dropped(), 0, "someone still listens");
     script.push(2);
     expect_item::<R>(&mut second, 2).await;
     drop(second);
-    assert_eq!(flights.stats().aborted, 2);
+    assert_eq!(flights.stats().aborted, 3);
     eventually::<R>("the upstream stream to be dropped", || script.probe().dropped() == 1).await;
     assert_eq!(flights.request("k", gate2.start()).role(), Role::Leader);
-    assert_eq!(flights.stats(), stats! { requests: 4, flights: 3, joined: 1, cancelled: 4, aborted: 3 });
+    assert_eq!(flights.stats(), stats! { requests: 5, flights: 4, joined: 1, cancelled: 5, aborted: 4 });
 }
 
 /// R11 (Orphan::Finish): with nobody left the flight goes on to its end, stays joinable
@@ -655,18 +680,47 @@ async fn r15_late_join_after_truncation<R: TestRuntime>() {
         script.push(10);
         expect_item::<R>(&mut leader, 10).await;
         expect_item::<R>(&mut joiner, 10).await;
-        let late = flights.request("k", gate.start());
+        let (gate2, script2) = (super::gate(), Script::new());
+        let mut late = flights.request("k", gate2.start());
         assert_eq!(
             late.role(),
             Role::Leader,
             "{policy:?}: after truncation a late request starts a new flight"
         );
         assert_eq!(flights.stats().flights, 2);
-        drop(late);
         script.finish();
         assert_eq!(to_end::<R>(&mut leader).await, (vec![], Event::Done));
         assert_eq!(to_end::<R>(&mut joiner).await, (vec![], Event::Done));
+        let mut later = flights.request("k", gate2.start());
+        assert_eq!(
+            later.role(),
+            Role::Follower,
+            "{policy:?}: the truncated flight's end left the new one joinable"
+        );
+        gate2.open(script2.stream());
+        script2.finish();
+        assert_eq!(to_end::<R>(&mut late).await, (vec![], Event::Done));
+        assert_eq!(to_end::<R>(&mut later).await, (vec![], Event::Done));
     }
+}
+
+/// R15: a subscriber still reading after the flight ended lags all the same if the window
+/// moved past it: `Lagged { missed }`, not `Done`.
+async fn r15_lagged_after_the_end<R: TestRuntime>() {
+    let flights = manager::<R>(Config::default().history_limit(4));
+    let (gate, script) = (gate(), Script::new());
+    let mut fast = flights.request("k", gate.start());
+    let mut slow = flights.request("k", gate.start());
+    gate.open(script.stream());
+    for i in 0..10 {
+        script.push(i);
+        expect_item::<R>(&mut fast, i).await;
+    }
+    script.finish();
+    assert_eq!(to_end::<R>(&mut fast).await, (vec![], Event::Done));
+    assert_eq!(to_end::<R>(&mut slow).await, (vec![], Event::Failed(Failure::Lagged { missed: 6 })));
+    assert_eq!(flights.stats(), stats! { requests: 2, flights: 1, joined: 1 });
+    assert!(flights.is_idle());
 }
 
 /// R15 and R11: a lagged subscriber has left its flight; when it was the last one, the
@@ -749,6 +803,38 @@ async fn r16_no_leak<R: TestRuntime>() {
     .await;
     eventually::<R>("every key and item to be dropped", || keys.alive() == 0 && items.alive() == 0).await;
     drop(scripts);
+}
+
+/// R16: dropping every manager handle while flights are live ends none of them; once their
+/// subscribers are done, every key, item, start future and upstream is dropped.
+async fn r16_no_leak_after_manager_dropped<R: TestRuntime>() {
+    let (keys, items) = (Tally::new(), Tally::new());
+    let flights: Flights<Counted, Counted, Error, R> = Flights::default();
+    let (reading, leaving) = (Script::new(), Script::new());
+    let starts = Probe::new();
+    let start = |script: &Script<Counted, Error>| {
+        let script = script.clone();
+        starts.wrap(async move { Ok::<_, Error>(script.stream()) })
+    };
+    let mut reader = flights.request(keys.make(1), start(&reading));
+    let lone = flights.request(keys.make(2), start(&leaving));
+    drop(flights.clone());
+    drop(flights);
+
+    reading.push(items.make(1));
+    reading.finish();
+    leaving.push(items.make(2));
+    let (got, end) = streamflight_tests::wait::read_to_end::<R, _, _>(&mut reader).await;
+    assert_eq!((got, end), (vec![items.make(1)], Event::Done));
+    eventually::<R>("the second upstream to be polled", || leaving.probe().polled() == 1).await;
+    drop(lone);
+    eventually::<R>("the abandoned flight's upstream to be dropped", || leaving.probe().dropped() == 1).await;
+    drop(reader);
+    eventually::<R>("every start future and upstream to be dropped", || {
+        starts.alive() == 0 && reading.probe().alive() == 0
+    })
+    .await;
+    eventually::<R>("every key and item to be dropped", || keys.alive() == 0 && items.alive() == 0).await;
 }
 
 /// The next event of a subscription of counted items.

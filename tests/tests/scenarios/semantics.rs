@@ -1,8 +1,8 @@
 //! The guarantees an adapter user relies on beyond single rules: who polls `start`, fresh flights
 //! after an end, cancel semantics, prompt aborts, stale events, and one preparation for 100 requests.
 
-use streamflight_tests::doubles::{Counted, Latch, Script, Tally};
-use streamflight_tests::wait::{as_caller, assert_closed, eventually, next_event, read_to_end};
+use streamflight_tests::doubles::{Counted, Latch, Probe, Script, Tally};
+use streamflight_tests::wait::{as_caller, assert_closed, eventually, next_event, next_within, read_to_end};
 use streamflight_tests::{CancelError, Config, Event, Failure, Flights, Role, TestRuntime, scenarios, stats};
 
 use super::{Error, expect_item, gate, manager, next, seq, to_end};
@@ -11,6 +11,7 @@ scenarios! {
     start_polled_only_by_the_flights_task,
     fresh_flight_after_any_end,
     cancel_yields_cancelled_then_none,
+    cancel_wakes_a_parked_reader,
     lone_cancel_or_drop_aborts_promptly,
     everybody_cancels_during_preparation,
     stale_event_from_aborted_flight,
@@ -118,6 +119,35 @@ async fn cancel_yields_cancelled_then_none<R: TestRuntime>() {
     script.finish();
     assert_eq!(to_end::<R>(&mut stays).await, (vec![3], Event::Done));
     assert_eq!(flights.stats(), stats! { requests: 3, flights: 1, joined: 2, cancelled: 2 });
+}
+
+/// A cancel from another task wakes a reader parked on its subscription (no lost wake-up),
+/// while preparing and while streaming; it reads `Cancelled`, then `None`.
+async fn cancel_wakes_a_parked_reader<R: TestRuntime>() {
+    let flights = manager::<R>(Config::default());
+    for round in 0..20u64 {
+        let (gate, script) = (gate(), Script::new());
+        let mut sub = flights.request("k", gate.start());
+        let mut stays = flights.request("k", gate.start());
+        let streaming = round % 2 == 1;
+        if streaming {
+            gate.open(script.stream());
+            script.push(1);
+            expect_item::<R>(&mut stays, 1).await;
+            expect_item::<R>(&mut sub, 1).await;
+        }
+        let (id, parked) = (sub.id(), Probe::new());
+        let mut watched = parked.wrap(sub);
+        let reader = R::spawn_client(async move {
+            let end = next_within::<R, _>("the parked reader", &mut watched).await;
+            (end, next_within::<R, _>("the cancelled reader", &mut watched).await)
+        });
+        eventually::<R>("the reader to park", || parked.polled() == 1).await;
+        assert_eq!(flights.cancel(id), Ok(()));
+        assert_eq!(reader.join().await, (Some(Event::Cancelled), None), "round {round}");
+        assert_eq!(flights.stats().aborted, round, "the other one still listens");
+        drop(stays);
+    }
 }
 
 /// A lone cancel or drop aborts the preparation future or the upstream stream promptly
