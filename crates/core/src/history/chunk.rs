@@ -59,7 +59,7 @@ impl<T> Chunk<T> {
     /// # Safety
     /// Slot `offset` was published to the caller: it observed, with `Acquire`,
     /// a history length covering it, after the writer's `Release` store.
-    #[inline]
+    #[inline(always)]
     pub(super) unsafe fn get(&self, offset: usize) -> T
     where
         T: Clone,

@@ -81,14 +81,15 @@ pub enum End<E> {
 /// history.append("c");
 /// history.close(End::Done);
 ///
-/// let mut cx = Context::from_waker(Waker::noop());
-/// let mut drain = |reader: &mut Reader<&str, ()>| {
+/// // What a reader yields until it would wait (a `Stream` in an adapter).
+/// fn drain(reader: &mut Reader<&'static str, ()>) -> Vec<Event<&'static str, ()>> {
+///     let mut cx = Context::from_waker(Waker::noop());
 ///     let mut events = Vec::new();
 ///     while let Poll::Ready(Some(event)) = reader.poll_next(&mut cx) {
 ///         events.push(event);
 ///     }
 ///     events
-/// };
+/// }
 /// assert_eq!(drain(&mut early), [Event::Item("a"), Event::Item("b"), Event::Item("c"), Event::Done]);
 /// assert_eq!(drain(&mut late), [Event::Item("c"), Event::Done]);
 /// // Joining after the end replays what is retained, then the end.
@@ -433,7 +434,7 @@ impl<T: Clone, E: Clone> Reader<T, E> {
             return Poll::Ready(None);
         }
         if self.cell.state.load(Ordering::Acquire) == CANCELLED {
-            return Poll::Ready(Some(self.finish(Event::Cancelled)));
+            return self.cancelled();
         }
         if let Some(item) = self.next_in_batch() {
             return Poll::Ready(Some(Event::Item(item)));
@@ -441,7 +442,12 @@ impl<T: Clone, E: Clone> Reader<T, E> {
         self.poll_slow(cx)
     }
 
-    #[inline]
+    #[cold]
+    fn cancelled(&mut self) -> Poll<Option<Event<T, E>>> {
+        Poll::Ready(Some(self.finish(Event::Cancelled)))
+    }
+
+    #[inline(always)]
     fn next_in_batch(&mut self) -> Option<T> {
         let chunk = self.chunk.as_ref()?;
         if self.next >= self.end {
