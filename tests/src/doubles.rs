@@ -503,20 +503,44 @@ impl fmt::Debug for Counted {
     }
 }
 
-/// An upstream producing a known sequence, `first..first + len`, giving its
-/// task's turn away now and then, and ending with `Err(error)` if one is set.
+/// A pause of a [`Sequence`]: a future that resolves when it may go on (a timer, say).
+pub type Pause = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// An upstream producing a known sequence, `first..first + len`, pausing every few
+/// items, and ending with `Err(error)` if one is set.
 pub struct Sequence<E> {
     next: u64,
     end: u64,
     error: Option<E>,
     pause_every: u64,
+    /// Makes each pause; `None`: a pause only gives the task's turn away.
+    make_pause: Option<fn() -> Pause>,
+    /// The pause under way, if any.
+    pause: Option<Pause>,
+    /// The pause before the item `next` is over.
     paused: bool,
 }
 
 impl<E> Sequence<E> {
-    /// `first..first + len`, then the end (or `Err(error)`), pausing every `pause_every` items (0: never).
+    /// `first..first + len`, then the end (or `Err(error)`), giving its task's
+    /// turn away before every `pause_every`-th item (0: never).
     pub fn new(first: u64, len: u64, pause_every: u64, error: Option<E>) -> Self {
-        Sequence { next: first, end: first + len, error, pause_every, paused: false }
+        Sequence {
+            next: first,
+            end: first + len,
+            error,
+            pause_every,
+            make_pause: None,
+            pause: None,
+            paused: false,
+        }
+    }
+
+    /// The same, but each pause waits for a future made by `make_pause` (a
+    /// timer, for an upstream whose items arrive over time).
+    pub fn with_pauses(mut self, make_pause: fn() -> Pause) -> Self {
+        self.make_pause = Some(make_pause);
+        self
     }
 }
 
@@ -529,9 +553,20 @@ impl<E: Unpin> Stream for Sequence<E> {
             return Poll::Ready(this.error.take().map(Err));
         }
         if this.pause_every != 0 && this.next.is_multiple_of(this.pause_every) && !this.paused {
-            this.paused = true;
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
+            match (this.make_pause, &mut this.pause) {
+                (None, _) => {
+                    this.paused = true;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                (Some(make), pause) => {
+                    let pending = pause.get_or_insert_with(make).as_mut().poll(cx).is_pending();
+                    if pending {
+                        return Poll::Pending;
+                    }
+                    this.pause = None;
+                }
+            }
         }
         this.paused = false;
         let item = this.next;
