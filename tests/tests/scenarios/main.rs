@@ -57,3 +57,17 @@ async fn to_end<R: TestRuntime>(sub: &mut Sub) -> (Vec<u64>, streamflight_tests:
 async fn expect_item<R: TestRuntime>(sub: &mut Sub, item: u64) {
     assert_eq!(next::<R>(sub).await, streamflight_tests::Event::Item(item), "request {}", sub.id());
 }
+
+/// The contract's static promises, on both adapters: `Flights` is a cheap `Clone + Send + Sync`
+/// handle, `Subscription` a `Stream + Unpin + Send` (checked when this compiles).
+#[allow(dead_code)]
+fn static_promises() {
+    fn handle<T: Clone + Send + Sync + 'static>() {}
+    fn stream<T: futures::Stream + Unpin + Send + 'static>() {}
+    handle::<streamflight_tokio::Flights<String, String, String>>();
+    handle::<streamflight_async_std::Flights<String, String, String>>();
+    stream::<streamflight_tokio::Subscription<String, String>>();
+    stream::<streamflight_async_std::Subscription<String, String>>();
+    handle::<Fl<streamflight_tests::Tokio>>();
+    stream::<Sub>();
+}
