@@ -7,6 +7,7 @@
 //! Nothing here sleeps to synchronise: every wait is on a condition, with a deadline.
 
 pub mod doubles;
+pub mod fuzz;
 mod runtimes;
 pub mod wait;
 
