@@ -192,8 +192,9 @@ pub fn check_cancellation(data: &[u8]) {
             Step::Run => run(&runtime),
         }
         if manager.stats().aborted > aborted {
-            // The last one out aborted its flight: the preparation or upstream is dropped promptly (R11).
-            let (Step::Cancel(r) | Step::CancelSubscription(r) | Step::Drop(r)) = step else {
+            // The last one out (cancelled, dropped, or lagged when polled) aborted its flight:
+            // the preparation or upstream is dropped promptly (R11, R15).
+            let (Step::Cancel(r) | Step::CancelSubscription(r) | Step::Drop(r) | Step::Poll(r)) = step else {
                 panic!("{step:?} aborted a flight")
             };
             let f = requests[usize::from(r) % requests.len()].flight;

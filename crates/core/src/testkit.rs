@@ -446,3 +446,21 @@ impl Harness {
         }
     }
 }
+
+/// The fuzz check of the history: the bytes choose a bound and a sequence of
+/// appends, reads, closes, cancels, subscribes and drops (via `arbitrary`),
+/// checked against the `Vec` reference the proptest uses. Panics on any disagreement.
+#[cfg(all(feature = "std", not(loom)))]
+pub fn check_history(data: &[u8]) {
+    let mut input = arbitrary::Unstructured::new(data);
+    let limits = [None, Some(1), Some(2), Some(4), Some(7), Some(16)];
+    let Ok(limit) = input.choose(&limits).copied() else { return };
+    let mut ops = Vec::new();
+    while !input.is_empty() && ops.len() < 200 {
+        match input.arbitrary() {
+            Ok(op) => ops.push(op),
+            Err(_) => break,
+        }
+    }
+    crate::history::check::run(limit, ops);
+}

@@ -31,3 +31,9 @@ fn machine_corpus_replays_clean() {
     let replayed = replay("machine", streamflight_core::testkit::check_machine);
     assert!(replayed > 0, "no committed corpus for the machine target");
 }
+
+#[test]
+fn history_corpus_replays_clean() {
+    let replayed = replay("history", streamflight_core::testkit::check_history);
+    assert!(replayed > 0, "no committed corpus for the history target");
+}

@@ -18,6 +18,8 @@
 //!
 //! Memory: an item is stored once; a reader costs [`BYTES_PER_READER`] bytes.
 
+#[cfg(all(any(test, feature = "testkit"), not(loom)))]
+pub(crate) mod check;
 mod chunk;
 #[cfg(all(test, loom))]
 mod loom_tests;

@@ -3,31 +3,14 @@
 //! against a `Vec`-like reference). All of them also run under Miri.
 
 use std::sync::Arc as StdArc;
-use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering as StdOrdering};
+use std::sync::atomic::{AtomicIsize, Ordering as StdOrdering};
 use std::task::{Context, Poll, Wake, Waker};
 use std::vec::Vec;
 
 use proptest::prelude::*;
 
+use super::check::{Op, Tracked, counting, run};
 use super::*;
-
-/// A waker that counts its wakes.
-#[derive(Default)]
-struct CountWaker(AtomicUsize);
-
-impl Wake for CountWaker {
-    fn wake(self: StdArc<Self>) {
-        self.0.fetch_add(1, StdOrdering::SeqCst);
-    }
-    fn wake_by_ref(self: &StdArc<Self>) {
-        self.0.fetch_add(1, StdOrdering::SeqCst);
-    }
-}
-
-fn counting() -> (StdArc<CountWaker>, Waker) {
-    let count = StdArc::new(CountWaker::default());
-    (count.clone(), Waker::from(count))
-}
 
 fn poll<T: Clone, E: Clone>(reader: &mut Reader<T, E>) -> Poll<Option<Event<T, E>>> {
     reader.poll_next(&mut Context::from_waker(Waker::noop()))
@@ -262,46 +245,6 @@ impl Wake for Unpark {
     }
 }
 
-/// An item that counts its live copies, to check release and leaks.
-#[derive(Debug)]
-struct Tracked {
-    value: u64,
-    live: StdArc<AtomicIsize>,
-}
-
-impl Tracked {
-    fn new(value: u64, live: &StdArc<AtomicIsize>) -> Self {
-        live.fetch_add(1, StdOrdering::SeqCst);
-        Tracked { value, live: live.clone() }
-    }
-}
-
-impl Clone for Tracked {
-    fn clone(&self) -> Self {
-        Tracked::new(self.value, &self.live)
-    }
-}
-
-impl Drop for Tracked {
-    fn drop(&mut self) {
-        self.live.fetch_sub(1, StdOrdering::SeqCst);
-    }
-}
-
-// ---------------------------------------------------------------------------
-// The model.
-
-#[derive(Clone, Debug)]
-enum Op {
-    Append(u8),
-    Subscribe(bool),
-    Poll(usize),
-    PollAll,
-    Cancel(usize),
-    Drop(usize),
-    Close(bool),
-}
-
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (1u8..6).prop_map(Op::Append),
@@ -316,186 +259,6 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn limit() -> impl Strategy<Value = Option<usize>> {
     prop_oneof![Just(None), Just(Some(1)), Just(Some(2)), Just(Some(4)), Just(Some(7)), Just(Some(16))]
-}
-
-/// The reference: a reader's expected behaviour, computed from the plain
-/// count of appended items (the `Vec` of item `i` being `i`).
-#[derive(Clone, Debug)]
-struct ModelReader {
-    cursor: u64,
-    avail: u64,
-    finished: bool,
-    cancelled: bool,
-}
-
-struct Model {
-    len: u64,
-    limit: u64,
-    chunk: u64,
-    end: Option<End<u8>>,
-}
-
-impl ModelReader {
-    /// The next event, or `None` for `Pending`.
-    fn poll(&mut self, model: &Model) -> Option<Option<Event<u64, u8>>> {
-        if self.finished {
-            return Some(None);
-        }
-        if self.cancelled {
-            self.finished = true;
-            return Some(Some(Event::Cancelled));
-        }
-        if self.cursor < self.avail {
-            self.cursor += 1;
-            return Some(Some(Event::Item(self.cursor - 1)));
-        }
-        if self.cursor < model.len {
-            let released = model.len.saturating_sub(model.limit);
-            if self.cursor < released {
-                self.finished = true;
-                return Some(Some(Event::Failed(Failure::Lagged { missed: released - self.cursor })));
-            }
-            self.avail = model.len.min((self.cursor / model.chunk + 1) * model.chunk);
-            self.cursor += 1;
-            return Some(Some(Event::Item(self.cursor - 1)));
-        }
-        match &model.end {
-            Some(end) => {
-                self.finished = true;
-                Some(Some(match end {
-                    End::Done => Event::Done,
-                    End::Failed(failure) => Event::Failed(failure.clone()),
-                }))
-            }
-            None => None,
-        }
-    }
-}
-
-struct Sub {
-    reader: Option<Reader<Tracked, u8>>,
-    canceller: Canceller,
-    model: ModelReader,
-    count: StdArc<CountWaker>,
-    waker: Waker,
-    /// Wake count when it last returned `Pending`.
-    parked_at: Option<usize>,
-}
-
-impl Sub {
-    fn poll(&mut self, model: &Model) {
-        let expected = self.model.poll(model);
-        let Some(reader) = &mut self.reader else { return };
-        let got = reader.poll_next(&mut Context::from_waker(&self.waker));
-        let got = match got {
-            Poll::Pending => None,
-            Poll::Ready(event) => Some(event.map(|event| match event {
-                Event::Item(item) => Event::Item(item.value),
-                Event::Done => Event::Done,
-                Event::Failed(failure) => Event::Failed(failure),
-                Event::Cancelled => Event::Cancelled,
-            })),
-        };
-        assert_eq!(got, expected);
-        self.parked_at = got.is_none().then(|| self.count.0.load(StdOrdering::SeqCst));
-    }
-}
-
-fn run(limit: Option<usize>, ops: Vec<Op>) {
-    let live = StdArc::new(AtomicIsize::new(0));
-    let history = History::<Tracked, u8>::new(limit);
-    let mut model = Model {
-        len: 0,
-        limit: limit.map_or(u64::MAX, |n| n.max(1) as u64),
-        chunk: history.chunk_len(),
-        end: None,
-    };
-    assert!(model.chunk == 1 || model.chunk * 2 <= model.limit);
-    let mut subs: Vec<Sub> = Vec::new();
-    for op in ops {
-        match op {
-            Op::Append(count) => {
-                let start = model.len;
-                let batch = (start..start + u64::from(count)).map(|value| Tracked::new(value, &live));
-                if count == 1 {
-                    batch.for_each(|item| history.append(item));
-                } else {
-                    history.extend(batch);
-                }
-                if model.end.is_none() {
-                    model.len += u64::from(count);
-                }
-            }
-            Op::Subscribe(start) => {
-                let from = if start { Position::Start } else { Position::Tail };
-                let reader = history.subscribe(from);
-                let cursor = if start { 0 } else { model.len };
-                let (count, waker) = counting();
-                subs.push(Sub {
-                    canceller: reader.canceller(),
-                    reader: Some(reader),
-                    model: ModelReader { cursor, avail: cursor, finished: false, cancelled: false },
-                    count,
-                    waker,
-                    parked_at: None,
-                });
-            }
-            Op::Poll(index) => {
-                if !subs.is_empty() {
-                    let count = subs.len();
-                    subs[index % count].poll(&model);
-                }
-            }
-            Op::PollAll => {
-                for sub in &mut subs {
-                    sub.poll(&model);
-                }
-            }
-            Op::Cancel(index) => {
-                if !subs.is_empty() {
-                    let count = subs.len();
-                    let sub = &mut subs[index % count];
-                    let expected = sub.reader.is_some() && !sub.model.finished && !sub.model.cancelled;
-                    assert_eq!(sub.canceller.cancel(), expected);
-                    if expected {
-                        sub.model.cancelled = true;
-                    }
-                }
-            }
-            Op::Drop(index) => {
-                if !subs.is_empty() {
-                    let count = subs.len();
-                    subs[index % count].reader = None;
-                }
-            }
-            Op::Close(failed) => {
-                let end = if failed { End::Failed(Failure::Upstream(9)) } else { End::Done };
-                assert_eq!(history.close(end.clone()), model.end.is_none());
-                model.end.get_or_insert(end);
-            }
-        }
-        assert_eq!(history.appended(), model.len);
-        // No lost wake-up: a parked reader that now has something to yield was woken.
-        for sub in &subs {
-            if let (Some(_), Some(at)) = (&sub.reader, sub.parked_at)
-                && sub.model.clone().poll(&model).is_some()
-            {
-                assert!(sub.count.0.load(StdOrdering::SeqCst) > at, "lost wake-up");
-            }
-        }
-        // Memory: the retained window (rounded to chunks) plus one chunk per reader.
-        let readers = subs.iter().filter(|sub| sub.reader.is_some()).count() as u64;
-        let bound = model.len.min(model.limit.saturating_add(model.chunk - 1)) + readers * model.chunk;
-        assert!(live.load(StdOrdering::SeqCst) as u64 <= bound);
-    }
-    drop(subs);
-    {
-        let table = lock(&history.wakers.table);
-        assert_eq!(table.free.len(), table.slots.len(), "every slot freed");
-        assert!(table.slots.iter().all(|slot| slot.waker.is_none()));
-    }
-    drop(history);
-    assert_eq!(live.load(StdOrdering::SeqCst), 0, "leak");
 }
 
 fn config() -> ProptestConfig {
