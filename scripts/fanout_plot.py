@@ -2,8 +2,10 @@
 """Turns the criterion results of `cargo bench -p streamflight-tokio --bench flights` into
 docs/fanout.svg (fan-out throughput against K) and the markdown tables of BENCHMARKS.md.
 
-Usage: python3 scripts/fanout_plot.py [CRITERION_DIR] [SVG_OUT]
-(defaults: target/criterion, docs/fanout.svg). Standard library only; medians throughout.
+Usage: python3 scripts/fanout_plot.py [--svg OUT] [CRITERION_DIR ...]
+(defaults: docs/fanout.svg, target/criterion). Each figure is criterion's median; given
+several result directories (copies of target/criterion from repeated runs), the median of
+their medians. Standard library only.
 """
 
 import json
@@ -20,8 +22,18 @@ SYSTEMS = [
 MODES = [("fanout-full", "full speed"), ("fanout-paced", "paced (Pending after every item)")]
 
 
-def load(root, *path):
+def load(roots, *path):
     """(median ns per iteration, elements per iteration or None), or None if not measured."""
+    got = [one for one in (load_one(root, *path) for root in roots) if one]
+    if not got:
+        return None
+    medians = sorted(median for median, _ in got)
+    middle = len(medians) // 2
+    median = medians[middle] if len(medians) % 2 else (medians[middle - 1] + medians[middle]) / 2
+    return median, got[0][1]
+
+
+def load_one(root, *path):
     base = os.path.join(root, *path, "new")
     try:
         with open(os.path.join(base, "estimates.json")) as f:
@@ -33,9 +45,9 @@ def load(root, *path):
     return median, throughput.get("Elements")
 
 
-def rate(root, group, system, k):
+def rate(roots, group, system, k):
     """Deliveries per second, in millions."""
-    got = load(root, group, system, str(k))
+    got = load(roots, group, system, str(k))
     if not got or not got[1]:
         return None
     median, elements = got
@@ -50,8 +62,8 @@ def ratio(a, b):
     return None if a is None or b is None else a / b
 
 
-def svg(root, out):
-    width, height = 900, 420
+def svg(roots, out):
+    width, height = 980, 420
     panel_w, top, bottom, left = 380, 60, 360, 70
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -60,11 +72,11 @@ def svg(root, out):
         f'<text x="{width / 2}" y="24" text-anchor="middle" font-size="16">'
         "Fan-out: one upstream, K subscribers, each on its own task (2 workers)</text>",
     ]
-    rates = {(g, s, k): rate(root, g, s, k) for g, _ in MODES for s, _, _ in SYSTEMS for k in KS}
+    rates = {(g, s, k): rate(roots, g, s, k) for g, _ in MODES for s, _, _ in SYSTEMS for k in KS}
     top_rate = max([r for r in rates.values() if r] or [1])
     y_max = max(10, math.ceil(top_rate / 10) * 10)
     for p, (group, title) in enumerate(MODES):
-        x0 = left + p * (panel_w + 70)
+        x0 = left + p * (panel_w + 90)
 
         def x(k):
             return x0 + KS.index(k) / (len(KS) - 1) * panel_w
@@ -101,13 +113,13 @@ def svg(root, out):
         f.write("\n".join(parts) + "\n")
 
 
-def tables(root):
+def tables(roots):
     print("| mode | K | N | streamflight | tokio broadcast | async-broadcast | vs tokio | vs async-broadcast |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for group, title in MODES:
         for k in KS:
-            sf, tb, ab = (rate(root, group, s, k) for s, _, _ in SYSTEMS)
-            got = load(root, group, "streamflight", str(k))
+            sf, tb, ab = (rate(roots, group, s, k) for s, _, _ in SYSTEMS)
+            got = load(roots, group, "streamflight", str(k))
             n = f"{got[1] // k:,}" if got and got[1] else "—"
             print(
                 f"| {title.split(' (')[0]} | {k} | {n} | {fmt(sf)} | {fmt(tb)} | {fmt(ab)} "
@@ -121,21 +133,24 @@ def tables(root):
         print(f"| {group} | ns per op (median) |")
         print("|---|---:|")
         for name in names:
-            got = load(root, group, name)
+            got = load(roots, group, name)
             print(f"| {name} | {fmt(got and got[0])} |")
         print()
     print("| scale: 100,000 subscribers x 1,000 items | ms (median) | M deliveries/s |")
     print("|---|---:|---:|")
     for system in ["streamflight", "tokio-broadcast"]:
-        got = load(root, "scale", system, "100000x1000")
-        print(f"| {system} | {fmt(got and got[0] / 1e6)} | {fmt(rate(root, 'scale', system, '100000x1000'))} |")
+        got = load(roots, "scale", system, "100000x1000")
+        print(f"| {system} | {fmt(got and got[0] / 1e6)} | {fmt(rate(roots, 'scale', system, '100000x1000'))} |")
 
 
 def main():
-    root = sys.argv[1] if len(sys.argv) > 1 else "target/criterion"
-    out = sys.argv[2] if len(sys.argv) > 2 else "docs/fanout.svg"
-    svg(root, out)
-    tables(root)
+    args = sys.argv[1:]
+    out = "docs/fanout.svg"
+    if args[:1] == ["--svg"]:
+        out, args = args[1], args[2:]
+    roots = args or ["target/criterion"]
+    svg(roots, out)
+    tables(roots)
     print(f"\nwrote {out}", file=sys.stderr)
 
 
