@@ -65,43 +65,31 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    group.bench_function("follow", |b| {
-        b.iter_custom(|iters| {
-            batched(
-                iters,
-                &mut machine,
-                |m| (m.handle_request(7), Vec::with_capacity(BATCH as usize)),
-                |m, (_, admitted), _| admitted.push(lead_one(m, 7)),
-                |m, (leader, admitted)| {
-                    m.handle_ended(leader.flight, Outcome::Done).unwrap();
-                    for a in admitted.into_iter().chain([leader]) {
-                        m.handle_finished(a.id).unwrap();
-                    }
-                },
-            )
-        })
-    });
-
-    group.bench_function("join", |b| {
-        b.iter_custom(|iters| {
-            batched(
-                iters,
-                &mut machine,
-                |m| {
-                    let leader = m.handle_request(7);
-                    m.handle_prepared(leader.flight).unwrap();
-                    (leader, Vec::with_capacity(BATCH as usize))
-                },
-                |m, (_, admitted), _| admitted.push(lead_one(m, 7)),
-                |m, (leader, admitted)| {
-                    m.handle_ended(leader.flight, Outcome::Done).unwrap();
-                    for a in admitted.into_iter().chain([leader]) {
-                        m.handle_finished(a.id).unwrap();
-                    }
-                },
-            )
-        })
-    });
+    // Follow joins a preparing flight, join a streaming one: the same batch otherwise.
+    for (name, streaming) in [("follow", false), ("join", true)] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                batched(
+                    iters,
+                    &mut machine,
+                    |m| {
+                        let leader = m.handle_request(7);
+                        if streaming {
+                            m.handle_prepared(leader.flight).unwrap();
+                        }
+                        (leader, Vec::with_capacity(BATCH as usize))
+                    },
+                    |m, (_, admitted), _| admitted.push(lead_one(m, 7)),
+                    |m, (leader, admitted)| {
+                        m.handle_ended(leader.flight, Outcome::Done).unwrap();
+                        for a in admitted.into_iter().chain([leader]) {
+                            m.handle_finished(a.id).unwrap();
+                        }
+                    },
+                )
+            })
+        });
+    }
 
     group.bench_function("cancel_in_company", |b| {
         b.iter_custom(|iters| {
