@@ -27,10 +27,15 @@ def load(roots, *path):
     got = [one for one in (load_one(root, *path) for root in roots) if one]
     if not got:
         return None
-    medians = sorted(median for median, _ in got)
-    middle = len(medians) // 2
-    median = medians[middle] if len(medians) % 2 else (medians[middle - 1] + medians[middle]) / 2
-    return median, got[0][1]
+    return median([ns for ns, _ in got]), got[0][1]
+
+
+def median(xs):
+    xs = sorted(xs)
+    if not xs:
+        return None
+    middle = len(xs) // 2
+    return xs[middle] if len(xs) % 2 else (xs[middle - 1] + xs[middle]) / 2
 
 
 def load_one(root, *path):
@@ -58,19 +63,24 @@ def fmt(x, digits=1):
     return "—" if x is None else f"{x:.{digits}f}"
 
 
-def ratio(a, b):
-    return None if a is None or b is None else a / b
+def ratio(roots, group, a, b, k):
+    """The median over runs of each run's own ratio of a's rate to b's."""
+    pairs = [(rate([root], group, a, k), rate([root], group, b, k)) for root in roots]
+    return median([x / y for x, y in pairs if x and y])
 
 
 def svg(roots, out):
-    width, height = 980, 420
-    panel_w, top, bottom, left = 380, 60, 360, 70
+    width, height = 980, 452
+    panel_w, top, bottom, left = 380, 80, 380, 70
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
         f'<rect width="{width}" height="{height}" fill="white"/>',
         f'<text x="{width / 2}" y="24" text-anchor="middle" font-size="16">'
-        "Fan-out: one upstream, K subscribers, each on its own task (2 workers)</text>",
+        "Fan-out through Flights::request: one upstream, K subscribers, each on its own task</text>",
+        f'<text x="{width / 2}" y="42" text-anchor="middle" font-size="11" fill="#555">'
+        "tokio multi-thread runtime, 2 workers; N = 100,000 small Bytes (6,250 at K = 4096), cloned per "
+        "delivery; medians (see BENCHMARKS.md)</text>",
     ]
     rates = {(g, s, k): rate(roots, g, s, k) for g, _ in MODES for s, _, _ in SYSTEMS for k in KS}
     top_rate = max([r for r in rates.values() if r] or [1])
@@ -123,24 +133,31 @@ def tables(roots):
             n = f"{got[1] // k:,}" if got and got[1] else "—"
             print(
                 f"| {title.split(' (')[0]} | {k} | {n} | {fmt(sf)} | {fmt(tb)} | {fmt(ab)} "
-                f"| {fmt(ratio(sf, tb), 2)}x | {fmt(ratio(sf, ab), 2)}x |"
+                f"| {fmt(ratio(roots, group, 'streamflight', 'tokio-broadcast', k), 2)}x "
+                f"| {fmt(ratio(roots, group, 'streamflight', 'async-broadcast', k), 2)}x |"
             )
     print()
     for group, names in [
         ("request", ["streamflight", "spawn+mpsc"]),
         ("join", ["streamflight", "streamflight-join+drop", "mutex-map+broadcast"]),
     ]:
-        print(f"| {group} | ns per op (median) |")
-        print("|---|---:|")
+        print(f"| {group} | ns per op (median) | vs {names[-1]} |")
+        print("|---|---:|---:|")
         for name in names:
             got = load(roots, group, name)
-            print(f"| {name} | {fmt(got and got[0])} |")
+            times = [(load_one(root, group, name), load_one(root, group, names[-1])) for root in roots]
+            slower = median([x[0] / y[0] for x, y in times if x and y])
+            print(f"| {name} | {fmt(got and got[0])} | {fmt(slower, 2)}x |")
         print()
-    print("| scale: 100,000 subscribers x 1,000 items | ms (median) | M deliveries/s |")
-    print("|---|---:|---:|")
+    print("| scale: 100,000 subscribers x 1,000 items | ms (median) | M deliveries/s | streamflight's speed-up |")
+    print("|---|---:|---:|---:|")
     for system in ["streamflight", "tokio-broadcast"]:
         got = load(roots, "scale", system, "100000x1000")
-        print(f"| {system} | {fmt(got and got[0] / 1e6)} | {fmt(rate(roots, 'scale', system, '100000x1000'))} |")
+        up = ratio(roots, "scale", "streamflight", system, "100000x1000")
+        print(
+            f"| {system} | {fmt(got and got[0] / 1e6)} | {fmt(rate(roots, 'scale', system, '100000x1000'))} "
+            f"| {fmt(up, 2)}x |"
+        )
 
 
 def main():
