@@ -498,6 +498,11 @@ async fn run_flight<K, T, E, Fut, S>(
                     history.extend(batch.drain(..));
                 }
                 if !matches!(pulled, Poll::Ready(Pulled::Batch)) {
+                    // A burst's buffer is not kept while the upstream idles: a trickling
+                    // flight (a token stream) holds room for a few items, not for `BATCH`.
+                    if batch.capacity() > 8 {
+                        batch = Vec::new();
+                    }
                     return pulled;
                 }
             }
