@@ -14,25 +14,38 @@
 
 pub mod config;
 pub mod key;
+pub mod openai;
+pub mod server;
 pub mod sim;
 pub mod upstream;
 
+use std::sync::Arc;
+
 use axum::Router;
-use axum::routing::get;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
 
 pub use config::Settings;
 
-/// The gateway's routes, ready to serve.
+/// The gateway's routes, ready to serve: `POST /v1/chat/completions`, `POST /v1/completions`,
+/// `DELETE /v1/requests/{id}`, `GET /metrics`, `GET /healthz`. Call it inside a tokio runtime.
 pub fn router(settings: Settings) -> Router {
-    let _ = settings;
-    Router::new().route("/healthz", get(healthz))
+    let body_limit = settings.body_limit;
+    let gateway = Arc::new(server::Gateway::new(settings));
+    Router::new()
+        .route("/v1/chat/completions", post(server::chat))
+        .route("/v1/completions", post(server::completions))
+        .route("/v1/requests/{id}", delete(server::cancel))
+        .route("/metrics", get(server::metrics))
+        .route("/healthz", get(server::healthz))
+        .fallback(server::not_found)
+        .method_not_allowed_fallback(server::method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(server::assign_id))
+        .with_state(gateway)
 }
 
 /// Serves the gateway on `listener` until the process is stopped.
 pub async fn serve(listener: tokio::net::TcpListener, settings: Settings) -> std::io::Result<()> {
     axum::serve(listener, router(settings)).await
-}
-
-async fn healthz() -> &'static str {
-    "ok\n"
 }

@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::stream::{self, StreamExt};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::key::{Endpoint, Key};
-use crate::upstream::UpstreamError;
+use crate::upstream::{Chunks, UpstreamError};
 
 /// How the simulated model behaves.
 #[derive(Clone, Copy, Debug)]
@@ -50,11 +50,7 @@ pub fn words(key: &Key, count: usize) -> Vec<&'static str> {
 /// Prepares the simulated answer for `key` (`body` is the request as parsed): waits the
 /// first-token delay, then returns the stream of OpenAI chunks, one per token, then the
 /// chunk carrying `finish_reason`, then a usage chunk if `stream_options.include_usage`.
-pub async fn answer(
-    key: Key,
-    body: Value,
-    pace: Pace,
-) -> Result<BoxStream<'static, Result<Arc<str>, UpstreamError>>, UpstreamError> {
+pub async fn answer(key: Key, body: Value, pace: Pace) -> Result<Chunks, UpstreamError> {
     tokio::time::sleep(pace.first_token_delay).await;
     let limit = body.get("max_tokens").or_else(|| body.get("max_completion_tokens")).and_then(Value::as_u64);
     let count = limit.map_or(pace.tokens, |limit| pace.tokens.min(limit as usize));
