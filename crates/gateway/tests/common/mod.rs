@@ -141,9 +141,9 @@ pub enum Mode {
     /// `tokens` chunks, `interval` apart; if `gated`, everything after the first chunk
     /// waits for [`Mock::open_gate`]. Then `[DONE]`.
     Tokens { tokens: usize, interval: Duration, gated: bool },
-    /// An error status with an OpenAI error body.
+    /// An error status with an OpenAI error body, once the gate opens.
     Status(u16),
-    /// `after` chunks, then the connection breaks mid-body.
+    /// `after` chunks, then, once the gate opens, the connection breaks mid-body.
     Break { after: usize },
 }
 
@@ -221,6 +221,7 @@ async fn answer(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: String)
     mock.seen.lock().unwrap().push((authorization, serde_json::from_str(&body).unwrap_or(Value::Null)));
     let mode = *mock.mode.lock().unwrap();
     if let Mode::Status(status) = mode {
+        let _ = mock.gate.subscribe().wait_for(|open| *open).await;
         let body = json!({"error": {"message": "the mock is down", "type": "server_error", "code": null}});
         return Response::builder().status(status).body(Body::from(body.to_string())).unwrap();
     }
@@ -244,6 +245,7 @@ async fn answer(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: String)
                     Ok(format!("data: {}\n\n", mock_chunk(i)))
                 }
                 Mode::Break { after } if i == after => {
+                    let _ = gate.wait_for(|open| *open).await;
                     tracker.finished = true;
                     Err(std::io::Error::other("the mock breaks the stream"))
                 }

@@ -1,0 +1,238 @@
+//! The gateway in front of a mock OpenAI-compatible upstream (axum, in this process) that
+//! counts its requests: sharing, tenants, cancel by id, disconnects, upstream failures.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+/// A mock whose answer (20 chunks) waits after its first chunk until the test opens the gate.
+fn gated() -> Mode {
+    Mode::Tokens { tokens: 20, interval: Duration::from_millis(1), gated: true }
+}
+
+/// A mock that streams until its client goes away.
+fn endless() -> Mode {
+    Mode::Tokens { tokens: 1_000_000, interval: Duration::from_millis(5), gated: false }
+}
+
+fn expected_stream(tokens: usize) -> Vec<String> {
+    let mut events: Vec<String> = (0..tokens).map(mock_chunk).collect();
+    events.push("[DONE]".to_owned());
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_identical_streams_make_one_upstream_request() {
+    let mock = Mock::start(gated()).await;
+    let base = gateway(&["--upstream", &mock.base]).await;
+    let clients =
+        futures::future::join_all((0..50).map(|_| Client::chat(&base, "popular question", None))).await;
+    eventually("all 50 are in", || async { metric(&base, "streamflight_active_requests").await == 50 }).await;
+    mock.open_gate();
+    let streams =
+        futures::future::join_all(clients.into_iter().map(|mut c| async move { c.rest().await })).await;
+    for stream in &streams {
+        assert_eq!(stream, &expected_stream(20));
+    }
+    assert_eq!(mock.received(), 1);
+    let (_, body) = mock.seen.lock().unwrap()[0].clone();
+    assert_eq!(body["stream"], true, "the upstream is always asked to stream");
+    assert_eq!(body["messages"][0]["content"], "popular question");
+    assert_eq!(metric(&base, "streamflight_requests_total").await, 50);
+    assert_eq!(metric(&base, "streamflight_flights_total").await, 1);
+    assert_eq!(metric(&base, "streamflight_joined_total").await, 49);
+    eventually("no request is left", || async { metric(&base, "streamflight_active_requests").await == 0 })
+        .await;
+    assert_eq!(metric(&base, "streamflight_active_flights").await, 0);
+}
+
+#[tokio::test]
+async fn two_tenants_never_share_unless_told_to() {
+    let mock = Mock::start(gated()).await;
+    let base = gateway(&["--upstream", &mock.base]).await;
+    let mut alice = Client::chat(&base, "same body", Some("Bearer alice")).await;
+    let mut bob = Client::chat(&base, "same body", Some("Bearer bob")).await;
+    assert_eq!((alice.role.as_str(), bob.role.as_str()), ("leader", "leader"));
+    eventually("both went upstream", || async { mock.received() == 2 }).await;
+    mock.open_gate();
+    assert_eq!(alice.rest().await, expected_stream(20));
+    assert_eq!(bob.rest().await, expected_stream(20));
+    let mut seen: Vec<_> = mock.seen.lock().unwrap().iter().map(|(auth, _)| auth.clone().unwrap()).collect();
+    seen.sort();
+    assert_eq!(seen, ["Bearer alice", "Bearer bob"], "each tenant's own credentials went upstream");
+
+    let mock = Mock::start(gated()).await;
+    let base = gateway(&["--upstream", &mock.base, "--share-across-tenants"]).await;
+    let mut alice = Client::chat(&base, "same body", Some("Bearer alice")).await;
+    let mut bob = Client::chat(&base, "same body", Some("Bearer bob")).await;
+    assert_eq!(alice.role, "leader");
+    assert!(["follower", "joiner"].contains(&bob.role.as_str()), "{}", bob.role);
+    mock.open_gate();
+    assert_eq!(alice.rest().await, bob.rest().await);
+    assert_eq!(mock.received(), 1);
+}
+
+async fn cancel(base: &str, id: &str) -> u16 {
+    http().delete(format!("{base}/v1/requests/{id}")).send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn cancelling_the_leader_in_company_leaves_the_others_streaming() {
+    let mock = Mock::start(gated()).await;
+    let base = gateway(&["--upstream", &mock.base]).await;
+    let mut leader = Client::chat(&base, "q", None).await;
+    let mut follower = Client::chat(&base, "q", None).await;
+    assert_eq!(leader.next().await.unwrap(), mock_chunk(0));
+    assert_eq!(cancel(&base, &leader.id).await, 200);
+    assert_eq!(leader.next().await.unwrap(), r#"{"status":"cancelled"}"#);
+    assert_eq!(leader.next().await, None, "the cancelled stream closes");
+    assert_eq!(cancel(&base, &leader.id).await, 404, "an ended request is unknown");
+
+    mock.open_gate();
+    assert_eq!(follower.rest().await, expected_stream(20));
+    assert_eq!((mock.received(), mock.dropped()), (1, 0));
+    assert_eq!(metric(&base, "streamflight_cancelled_total").await, 1);
+    assert_eq!(metric(&base, "streamflight_aborted_total").await, 0);
+}
+
+#[tokio::test]
+async fn cancelling_a_lone_request_aborts_the_upstream_request() {
+    let mock = Mock::start(endless()).await;
+    let base = gateway(&["--upstream", &mock.base]).await;
+    let mut alone = Client::chat(&base, "q", None).await;
+    assert_eq!(alone.next().await.unwrap(), mock_chunk(0));
+    assert_eq!(cancel(&base, &alone.id).await, 200);
+    let rest = alone.rest().await;
+    assert_eq!(rest.last().unwrap(), r#"{"status":"cancelled"}"#);
+    eventually("the mock sees its connection dropped", || async { mock.dropped() == 1 }).await;
+    assert_eq!(metric(&base, "streamflight_aborted_total").await, 1);
+    assert_eq!(metric(&base, "streamflight_active_flights").await, 0);
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_is_dropped_and_the_last_one_out_aborts() {
+    let mock = Mock::start(endless()).await;
+    let base = gateway(&["--upstream", &mock.base]).await;
+    let mut first = Client::chat(&base, "q", None).await;
+    let mut second = Client::chat(&base, "q", None).await;
+    first.next().await.unwrap();
+    drop(first);
+    eventually("the first is dropped", || async { metric(&base, "streamflight_cancelled_total").await == 1 })
+        .await;
+    assert_eq!(metric(&base, "streamflight_aborted_total").await, 0);
+    second.next().await.unwrap();
+    assert_eq!(mock.dropped(), 0, "the upstream goes on for the second");
+    drop(second);
+    eventually("the mock sees its connection dropped", || async { mock.dropped() == 1 }).await;
+    assert_eq!(metric(&base, "streamflight_aborted_total").await, 1);
+    assert_eq!(mock.received(), 1);
+}
+
+fn assert_upstream_error(event: &str, needle: &str) {
+    let error: Value = serde_json::from_str(event).unwrap_or_else(|_| panic!("not JSON: {event}"));
+    assert_eq!(error["error"]["type"], "upstream_error", "{error}");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains(needle), "{message:?} should mention {needle:?}");
+}
+
+#[tokio::test]
+async fn an_upstream_500_reaches_every_subscriber_as_an_error_event() {
+    let mock = Mock::start(Mode::Status(500)).await;
+    let base = gateway(&["--upstream", &mock.base]).await;
+    let mut clients = vec![Client::chat(&base, "q", None).await, Client::chat(&base, "q", None).await];
+    let collected = tokio::spawn({
+        let base = base.clone();
+        async move {
+            let request =
+                http().post(format!("{base}/v1/chat/completions")).body(chat_body("q", false).to_string());
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    });
+    eventually("all three are in", || async { metric(&base, "streamflight_active_requests").await == 3 })
+        .await;
+    mock.open_gate();
+    for client in &mut clients {
+        let events = client.rest().await;
+        assert_eq!(events.len(), 1, "one error event, then a clean close: {events:?}");
+        assert_upstream_error(&events[0], "the mock is down");
+        assert_upstream_error(&events[0], "500");
+    }
+    let (status, body) = collected.await.unwrap();
+    assert_eq!(status, 502, "{body}");
+    assert_upstream_error(&body, "the mock is down");
+    assert_eq!(mock.received(), 1);
+    assert_eq!(metric(&base, "streamflight_upstream_errors_total").await, 1);
+}
+
+#[tokio::test]
+async fn a_stream_broken_midway_ends_every_subscriber_with_an_error_event() {
+    let mock = Mock::start(Mode::Break { after: 3 }).await;
+    let base = gateway(&["--upstream", &mock.base]).await;
+    let mut clients = vec![Client::chat(&base, "q", None).await, Client::chat(&base, "q", None).await];
+    for client in &mut clients {
+        for i in 0..3 {
+            assert_eq!(client.next().await.unwrap(), mock_chunk(i));
+        }
+    }
+    mock.open_gate();
+    for client in &mut clients {
+        let events = client.rest().await;
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_upstream_error(&events[0], "broke");
+    }
+    assert_eq!(mock.received(), 1);
+    assert_eq!(metric(&base, "streamflight_upstream_errors_total").await, 1);
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_an_error_event() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closed = format!("http://{}/v1", listener.local_addr().unwrap());
+    drop(listener);
+    let base = gateway(&["--upstream", &closed]).await;
+    let events = Client::chat(&base, "q", None).await.rest().await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_upstream_error(&events[0], "cannot reach the upstream");
+    assert_eq!(metric(&base, "streamflight_upstream_errors_total").await, 1);
+    assert_eq!(http().get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn a_non_streaming_request_gets_the_upstream_stream_collected() {
+    let mock = Mock::start(Mode::Tokens { tokens: 3, interval: Duration::ZERO, gated: false }).await;
+    let base = gateway(&["--upstream", &mock.base]).await;
+    let request = http().post(format!("{base}/v1/chat/completions")).body(chat_body("q", false).to_string());
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["id"], "mock");
+    assert_eq!(body["choices"][0]["message"]["content"], "t0 t1 t2 ");
+    assert_eq!(mock.seen.lock().unwrap()[0].1["stream"], true);
+}
+
+#[tokio::test]
+async fn a_late_joiner_gets_the_whole_stream_replayed() {
+    let mock = Mock::start(gated()).await;
+    let base = gateway(&["--upstream", &mock.base]).await;
+    let mut first = Client::chat(&base, "q", None).await;
+    assert_eq!(first.next().await.unwrap(), mock_chunk(0));
+    let mut late = Client::chat(&base, "q", None).await;
+    assert_eq!(late.role, "joiner");
+    mock.open_gate();
+    assert_eq!(late.rest().await, expected_stream(20));
+    assert_eq!(first.rest().await, expected_stream(20)[1..]);
+    assert_eq!(mock.received(), 1);
+}
+
+#[tokio::test]
+async fn an_upstream_api_key_replaces_the_clients_credentials() {
+    let mock = Mock::start(Mode::Tokens { tokens: 2, interval: Duration::ZERO, gated: false }).await;
+    let base = gateway(&["--upstream", &mock.base, "--upstream-api-key", "sk-gateway"]).await;
+    assert_eq!(Client::chat(&base, "q", Some("Bearer client")).await.rest().await, expected_stream(2));
+    assert_eq!(mock.seen.lock().unwrap()[0].0.as_deref(), Some("Bearer sk-gateway"));
+}
