@@ -11,7 +11,8 @@
 //!
 //! N is 100,000, capped at 25.6 M / K deliveries per run (so 6,250 at
 //! K = 4096) to keep the whole run near 6 minutes; set `FANOUT_N` to force N
-//! for every K.
+//! for every K. For diagnosis only, `FANOUT_WORKERS` changes the number of
+//! runtime workers (default 2).
 
 use std::future::poll_fn;
 use std::hint::black_box;
@@ -47,7 +48,8 @@ fn items(n: usize) -> Vec<Bytes> {
 }
 
 fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().expect("runtime")
+    let workers = std::env::var("FANOUT_WORKERS").ok().and_then(|n| n.parse().ok()).unwrap_or(2);
+    tokio::runtime::Builder::new_multi_thread().worker_threads(workers).build().expect("runtime")
 }
 
 #[derive(Clone, Copy)]

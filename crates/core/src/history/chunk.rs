@@ -58,13 +58,18 @@ impl<T> Chunk<T> {
     ///
     /// # Safety
     /// Slot `offset` was published to the caller: it observed, with `Acquire`,
-    /// a history length covering it, after the writer's `Release` store.
+    /// a history length covering it, after the writer's `Release` store (so
+    /// `offset` is also below the chunk's capacity).
     #[inline(always)]
     pub(super) unsafe fn get(&self, offset: usize) -> T
     where
         T: Clone,
     {
-        self.slots[offset].with(|slot| {
+        debug_assert!(offset < self.slots.len());
+        // SAFETY: a published slot is within the chunk (the caller's batch
+        // never extends past the chunk's capacity).
+        let slot = unsafe { self.slots.get_unchecked(offset) };
+        slot.with(|slot| {
             // SAFETY: initialised and never written again (contract above);
             // shared access only, and `T: Sync` for cross-thread reads.
             unsafe { (*slot).assume_init_ref().clone() }

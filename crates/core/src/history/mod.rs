@@ -432,13 +432,18 @@ impl<T: Clone, E: Clone> Reader<T, E> {
     /// released items it had not taken into a batch (R15).
     #[inline]
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event<T, E>>> {
-        if self.finished {
-            return Poll::Ready(None);
-        }
-        if self.cell.state.load(Ordering::Acquire) == CANCELLED {
-            return self.cancelled();
-        }
-        if let Some(item) = self.next_in_batch() {
+        // The per-item path: one comparison, one load of the cancel state,
+        // one clone. A finished reader has an empty batch (`finish`), so it
+        // takes the slow path too.
+        if self.next < self.end
+            && let Some(chunk) = &self.chunk
+            && self.cell.state.load(Ordering::Acquire) != CANCELLED
+        {
+            // SAFETY: `next < end`, and `base + end` never exceeds a length this
+            // reader loaded with `Acquire` (`next_batch`), so the slot is
+            // published; `end` never exceeds the chunk's capacity.
+            let item = unsafe { chunk.get(self.next) };
+            self.next += 1;
             return Poll::Ready(Some(Event::Item(item)));
         }
         self.poll_slow(cx)
@@ -465,6 +470,12 @@ impl<T: Clone, E: Clone> Reader<T, E> {
     /// The batch is exhausted: take the next one, or the end, or park.
     #[cold]
     fn poll_slow(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event<T, E>>> {
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        if self.cell.state.load(Ordering::Acquire) == CANCELLED {
+            return self.cancelled();
+        }
         let history = &*self.history;
         let mut parked = false;
         loop {
