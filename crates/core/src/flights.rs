@@ -352,22 +352,31 @@ impl<T, E> core::fmt::Debug for Subscription<T, E> {
 impl<T: Clone, E: Clone> Stream for Subscription<T, E> {
     type Item = Event<T, E>;
 
+    #[inline]
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event<T, E>>> {
         let this = self.get_mut();
-        if this.over {
-            return Poll::Ready(None);
+        let polled = this.reader.poll_next(cx);
+        // The per-item path hands the reader's event on untouched.
+        match polled {
+            Poll::Pending | Poll::Ready(Some(Event::Item(_))) => polled,
+            Poll::Ready(event) => Poll::Ready(this.end(event)),
         }
-        let event = core::task::ready!(this.reader.poll_next(cx));
+    }
+}
+
+impl<T, E> Subscription<T, E> {
+    /// The reader yielded its end (or `None` after it): tell the manager, once.
+    #[cold]
+    fn end(&mut self, event: Option<Event<T, E>>) -> Option<Event<T, E>> {
         match event {
-            Some(Event::Item(item)) => Poll::Ready(Some(Event::Item(item))),
             Some(Event::Cancelled) | None => {
-                this.over = true;
-                Poll::Ready(event)
+                self.over = true;
+                event
             }
             Some(end) => {
-                this.over = true;
+                self.over = true;
                 // A cancel that raced this end and reached the machine first wins.
-                Poll::Ready(Some(if this.control.finished(this.id) { end } else { Event::Cancelled }))
+                Some(if self.control.finished(self.id) { end } else { Event::Cancelled })
             }
         }
     }
