@@ -32,6 +32,10 @@ use streamflight_tokio::{Event, Flights, Role, Subscription};
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 
+// The baselines, shared with the history-level fan-out bench.
+#[path = "../../core/benches/support/broadcasts.rs"]
+mod broadcasts;
+
 const KS: [usize; 4] = [1, 16, 256, 4096];
 const N: usize = 100_000;
 const MAX_DELIVERIES: usize = 25_600_000;
@@ -269,67 +273,8 @@ fn fanout_run(rt: &Runtime, system: System, n: usize, k: usize, paced: bool) -> 
                 go.send(()).expect("the flight is preparing");
                 (start, readers)
             }
-            System::TokioBroadcast => {
-                let (sender, _) = tokio::sync::broadcast::channel::<Bytes>(n.max(1));
-                let receivers: Vec<_> = (0..k).map(|_| sender.subscribe()).collect();
-                let start = Instant::now();
-                let readers: Vec<_> = receivers
-                    .into_iter()
-                    .map(|mut receiver| {
-                        tokio::spawn(async move {
-                            let mut read = 0;
-                            loop {
-                                match receiver.recv().await {
-                                    Ok(item) => {
-                                        black_box(item);
-                                        read += 1;
-                                    }
-                                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break read,
-                                    Err(lagged) => panic!("{lagged}"),
-                                }
-                            }
-                        })
-                    })
-                    .collect();
-                tokio::spawn(async move {
-                    for item in items {
-                        sender.send(item).expect("receivers");
-                        if paced {
-                            tokio::task::yield_now().await;
-                        }
-                    }
-                });
-                (start, readers)
-            }
-            System::AsyncBroadcast => {
-                let (mut sender, receiver) = async_broadcast::broadcast::<Bytes>(n.max(1));
-                sender.set_overflow(false);
-                let receivers: Vec<_> = (0..k).map(|_| receiver.clone()).collect();
-                drop(receiver);
-                let start = Instant::now();
-                let readers: Vec<_> = receivers
-                    .into_iter()
-                    .map(|mut receiver| {
-                        tokio::spawn(async move {
-                            let mut read = 0;
-                            while let Ok(item) = receiver.recv().await {
-                                black_box(item);
-                                read += 1;
-                            }
-                            read
-                        })
-                    })
-                    .collect();
-                tokio::spawn(async move {
-                    for item in items {
-                        sender.broadcast(item).await.expect("receivers");
-                        if paced {
-                            tokio::task::yield_now().await;
-                        }
-                    }
-                });
-                (start, readers)
-            }
+            System::TokioBroadcast => broadcasts::tokio_broadcast(items, k, paced),
+            System::AsyncBroadcast => broadcasts::async_broadcast(items, k, paced),
         };
         for reader in readers {
             assert_eq!(reader.await.expect("a reader"), n, "{}: every item delivered", system.name());

@@ -1,0 +1,74 @@
+//! The fan-out baselines both fan-out benches run in the same run as streamflight:
+//! `tokio::sync::broadcast` and `async-broadcast`, K reader tasks and one writer task.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::task::JoinHandle;
+
+/// K readers of a `tokio::sync::broadcast` of capacity N (nobody lags), then its writer,
+/// spawned on the current runtime: the clock's start and each reader's count of items.
+pub fn tokio_broadcast(items: Vec<Bytes>, k: usize, paced: bool) -> (Instant, Vec<JoinHandle<usize>>) {
+    let (sender, _) = tokio::sync::broadcast::channel::<Bytes>(items.len().max(1));
+    let receivers: Vec<_> = (0..k).map(|_| sender.subscribe()).collect();
+    let start = Instant::now();
+    let readers = receivers
+        .into_iter()
+        .map(|mut receiver| {
+            tokio::spawn(async move {
+                let mut read = 0;
+                loop {
+                    match receiver.recv().await {
+                        Ok(item) => {
+                            black_box(item);
+                            read += 1;
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break read,
+                        Err(lagged) => panic!("{lagged}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::spawn(async move {
+        for item in items {
+            sender.send(item).expect("receivers");
+            if paced {
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    (start, readers)
+}
+
+/// The same on `async-broadcast` (capacity N, no overflow).
+pub fn async_broadcast(items: Vec<Bytes>, k: usize, paced: bool) -> (Instant, Vec<JoinHandle<usize>>) {
+    let (mut sender, receiver) = async_broadcast::broadcast::<Bytes>(items.len().max(1));
+    sender.set_overflow(false);
+    let receivers: Vec<_> = (0..k).map(|_| receiver.clone()).collect();
+    drop(receiver);
+    let start = Instant::now();
+    let readers = receivers
+        .into_iter()
+        .map(|mut receiver| {
+            tokio::spawn(async move {
+                let mut read = 0;
+                while let Ok(item) = receiver.recv().await {
+                    black_box(item);
+                    read += 1;
+                }
+                read
+            })
+        })
+        .collect();
+    tokio::spawn(async move {
+        for item in items {
+            sender.broadcast(item).await.expect("receivers");
+            if paced {
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    (start, readers)
+}
