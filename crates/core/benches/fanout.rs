@@ -27,28 +27,9 @@ use tokio::runtime::Runtime;
 #[path = "support/broadcasts.rs"]
 mod broadcasts;
 
+use broadcasts::{items, n_for};
+
 const KS: [usize; 4] = [1, 16, 256, 4096];
-const N: usize = 100_000;
-const MAX_DELIVERIES: usize = 25_600_000;
-
-fn n_for(k: usize) -> usize {
-    match std::env::var("FANOUT_N").ok().and_then(|n| n.parse().ok()) {
-        Some(n) => n,
-        None => N.min(MAX_DELIVERIES / k),
-    }
-}
-
-/// N distinct small items, each already promoted to a shared buffer so that
-/// every later clone is one reference-count increment.
-fn items(n: usize) -> Vec<Bytes> {
-    (0..n)
-        .map(|i| {
-            let item = Bytes::from(format!("data: token {i:>8}\n\n").into_bytes());
-            drop(item.clone());
-            item
-        })
-        .collect()
-}
 
 fn runtime() -> Runtime {
     let workers = std::env::var("FANOUT_WORKERS").ok().and_then(|n| n.parse().ok()).unwrap_or(2);

@@ -36,9 +36,9 @@ use tokio::sync::oneshot;
 #[path = "../../core/benches/support/broadcasts.rs"]
 mod broadcasts;
 
+use broadcasts::{items, n_for};
+
 const KS: [usize; 4] = [1, 16, 256, 4096];
-const N: usize = 100_000;
-const MAX_DELIVERIES: usize = 25_600_000;
 /// Joins timed in one go before they are dropped (untimed).
 const JOIN_CHUNK: u64 = 10_000;
 
@@ -46,24 +46,6 @@ type Manager = Flights<u64, Bytes, ()>;
 
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime")
-}
-
-fn n_for(k: usize) -> usize {
-    match std::env::var("FANOUT_N").ok().and_then(|n| n.parse().ok()) {
-        Some(n) => n,
-        None => N.min(MAX_DELIVERIES / k),
-    }
-}
-
-/// `n` distinct small items, each already shared so that a clone is one reference-count increment.
-fn items(n: usize) -> Vec<Bytes> {
-    (0..n)
-        .map(|i| {
-            let item = Bytes::from(format!("data: token {i:>8}\n\n").into_bytes());
-            drop(item.clone());
-            item
-        })
-        .collect()
 }
 
 /// Runs `f` as a task on a worker (as a server's handler would), returning its result.

@@ -1,11 +1,36 @@
-//! The fan-out baselines both fan-out benches run in the same run as streamflight:
-//! `tokio::sync::broadcast` and `async-broadcast`, K reader tasks and one writer task.
+//! The fan-out workload both fan-out benches share (items, N per K) and its baselines,
+//! run in the same run as streamflight: `tokio::sync::broadcast` and `async-broadcast`.
 
 use std::hint::black_box;
 use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::task::JoinHandle;
+
+/// Items per run at full N.
+pub const N: usize = 100_000;
+/// Deliveries per run at most, so K = 4096 fits a bench's time (N = 6,250 there).
+pub const MAX_DELIVERIES: usize = 25_600_000;
+
+/// N for `k` readers: `FANOUT_N` if set, else `N` capped at `MAX_DELIVERIES / k`.
+pub fn n_for(k: usize) -> usize {
+    match std::env::var("FANOUT_N").ok().and_then(|n| n.parse().ok()) {
+        Some(n) => n,
+        None => N.min(MAX_DELIVERIES / k),
+    }
+}
+
+/// `n` distinct small items, each already promoted to a shared buffer so that
+/// every later clone is one reference-count increment.
+pub fn items(n: usize) -> Vec<Bytes> {
+    (0..n)
+        .map(|i| {
+            let item = Bytes::from(format!("data: token {i:>8}\n\n").into_bytes());
+            drop(item.clone());
+            item
+        })
+        .collect()
+}
 
 /// K readers of a `tokio::sync::broadcast` of capacity N (nobody lags), then its writer,
 /// spawned on the current runtime: the clock's start and each reader's count of items.
