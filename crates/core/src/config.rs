@@ -57,6 +57,10 @@ impl Config {
 
     /// Bounds a flight's history to `items` (R15). Default: unbounded.
     /// A bound of 0 is taken as 1: the newest item is always retained.
+    ///
+    /// Appends never wait for readers, and a fast upstream's ready items are
+    /// appended in bursts of up to a thousand: keep the bound above the
+    /// largest burst you expect, or even readers that keep up will lag.
     pub fn history_limit(mut self, items: usize) -> Self {
         self.history_limit = Some(items.max(1));
         self
