@@ -131,20 +131,7 @@ fn join(c: &mut Criterion) {
     group.bench_function("streamflight", |b| {
         b.iter_custom(|iters| {
             let _runtime = rt.enter();
-            let mut held = Vec::with_capacity(JOIN_CHUNK as usize);
-            let mut timed = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let chunk = left.min(JOIN_CHUNK);
-                left -= chunk;
-                let start = Instant::now();
-                for _ in 0..chunk {
-                    held.push(flights.request(7, async { Ok(stream::pending()) }));
-                }
-                timed += start.elapsed();
-                held.clear();
-            }
-            timed
+            joins_held(iters, || flights.request(7, async { Ok(stream::pending()) }))
         })
     });
     // A join, then its drop (a cancellation in company, R10/R12), both timed.
@@ -157,23 +144,29 @@ fn join(c: &mut Criterion) {
     senders.lock().unwrap().insert(7, tokio::sync::broadcast::channel(1024).0);
     group.bench_function("mutex-map+broadcast", |b| {
         b.iter_custom(|iters| {
-            let mut held = Vec::with_capacity(JOIN_CHUNK as usize);
-            let mut timed = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let chunk = left.min(JOIN_CHUNK);
-                left -= chunk;
-                let start = Instant::now();
-                for _ in 0..chunk {
-                    held.push(senders.lock().unwrap().get(&7).map(|sender| sender.subscribe()));
-                }
-                timed += start.elapsed();
-                held.clear();
-            }
-            timed
+            joins_held(iters, || senders.lock().unwrap().get(&7).map(|sender| sender.subscribe()))
         })
     });
     group.finish();
+}
+
+/// Times `iters` joins made by `join`, holding up to `JOIN_CHUNK` of them at once and
+/// dropping them untimed between chunks.
+fn joins_held<S>(iters: u64, mut join: impl FnMut() -> S) -> Duration {
+    let mut held = Vec::with_capacity(JOIN_CHUNK as usize);
+    let mut timed = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let chunk = left.min(JOIN_CHUNK);
+        left -= chunk;
+        let start = Instant::now();
+        for _ in 0..chunk {
+            held.push(join());
+        }
+        timed += start.elapsed();
+        held.clear();
+    }
+    timed
 }
 
 /// The fan-out's upstream: its items, all ready (full speed) or, paced, with a `Pending`
