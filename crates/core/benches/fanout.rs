@@ -27,7 +27,7 @@ use tokio::runtime::Runtime;
 #[path = "support/broadcasts.rs"]
 mod broadcasts;
 
-use broadcasts::{items, n_for};
+use broadcasts::{System, items, n_for};
 
 const KS: [usize; 4] = [1, 16, 256, 4096];
 
@@ -36,22 +36,7 @@ fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(workers).build().expect("runtime")
 }
 
-#[derive(Clone, Copy)]
-enum System {
-    History,
-    TokioBroadcast,
-    AsyncBroadcast,
-}
-
-impl System {
-    fn name(self) -> &'static str {
-        match self {
-            System::History => "history",
-            System::TokioBroadcast => "tokio-broadcast",
-            System::AsyncBroadcast => "async-broadcast",
-        }
-    }
-}
+const OURS: System = System::Ours("history");
 
 /// One run: K readers subscribed, then the clock starts, the readers and the
 /// writer are spawned, and it stops when every reader has read all N items.
@@ -59,7 +44,7 @@ fn run(rt: &Runtime, system: System, n: usize, k: usize, paced: bool) -> Duratio
     let items = items(n);
     rt.block_on(async move {
         let (start, readers) = match system {
-            System::History => {
+            System::Ours(_) => {
                 let history = History::<Bytes, ()>::new(None);
                 let mut readers: Vec<_> = (0..k).map(|_| history.subscribe(Position::Start)).collect();
                 let start = Instant::now();
@@ -123,7 +108,7 @@ fn fanout(c: &mut Criterion) {
         for k in KS {
             let n = n_for(k);
             group.throughput(Throughput::Elements((n * k) as u64));
-            for system in [System::History, System::TokioBroadcast, System::AsyncBroadcast] {
+            for system in [OURS, System::TokioBroadcast, System::AsyncBroadcast] {
                 group.bench_function(BenchmarkId::new(k.to_string(), system.name()), |b| {
                     b.iter_custom(|iters| (0..iters).map(|_| run(&rt, system, n, k, paced)).sum())
                 });

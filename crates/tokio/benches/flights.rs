@@ -36,7 +36,7 @@ use tokio::sync::oneshot;
 #[path = "../../core/benches/support/broadcasts.rs"]
 mod broadcasts;
 
-use broadcasts::{items, n_for};
+use broadcasts::{System, items, n_for};
 
 const KS: [usize; 4] = [1, 16, 256, 4096];
 /// Joins timed in one go before they are dropped (untimed).
@@ -192,22 +192,7 @@ impl Stream for Upstream {
     }
 }
 
-#[derive(Clone, Copy)]
-enum System {
-    Streamflight,
-    TokioBroadcast,
-    AsyncBroadcast,
-}
-
-impl System {
-    fn name(self) -> &'static str {
-        match self {
-            System::Streamflight => "streamflight",
-            System::TokioBroadcast => "tokio-broadcast",
-            System::AsyncBroadcast => "async-broadcast",
-        }
-    }
-}
+const OURS: System = System::Ours("streamflight");
 
 /// One fan-out run: K subscribers made (untimed), then the clock starts, the readers and
 /// the writer (for streamflight: the go of the leader's preparation) start, and it stops
@@ -216,7 +201,7 @@ fn fanout_run(rt: &Runtime, system: System, n: usize, k: usize, paced: bool) -> 
     let items = items(n);
     rt.block_on(async move {
         let (start, readers) = match system {
-            System::Streamflight => {
+            System::Ours(_) => {
                 let flights = Manager::default();
                 let (go, ready) = oneshot::channel::<()>();
                 let upstream = async move {
@@ -270,7 +255,7 @@ fn fanout(c: &mut Criterion) {
         for k in KS {
             let n = n_for(k);
             group.throughput(Throughput::Elements((n * k) as u64));
-            for system in [System::Streamflight, System::TokioBroadcast, System::AsyncBroadcast] {
+            for system in [OURS, System::TokioBroadcast, System::AsyncBroadcast] {
                 group.bench_function(BenchmarkId::new(system.name(), k), |b| {
                     b.iter_custom(|iters| (0..iters).map(|_| fanout_run(&rt, system, n, k, paced)).sum())
                 });
@@ -291,7 +276,7 @@ fn scale(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(1))
         .measurement_time(Duration::from_secs(1))
         .throughput(Throughput::Elements((SUBSCRIBERS * ITEMS) as u64));
-    for system in [System::Streamflight, System::TokioBroadcast] {
+    for system in [OURS, System::TokioBroadcast] {
         group.bench_function(BenchmarkId::new(system.name(), "100000x1000"), |b| {
             b.iter_custom(|iters| {
                 (0..iters).map(|_| fanout_run(&rt, system, ITEMS, SUBSCRIBERS, false)).sum()

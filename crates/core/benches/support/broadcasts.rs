@@ -7,6 +7,28 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::task::JoinHandle;
 
+/// What a fan-out run measures: the bench's own system (named by the bench), or a baseline.
+#[derive(Clone, Copy)]
+pub enum System {
+    /// streamflight's side, under the bench's name for it.
+    Ours(&'static str),
+    /// `tokio::sync::broadcast`.
+    TokioBroadcast,
+    /// `async-broadcast`.
+    AsyncBroadcast,
+}
+
+impl System {
+    /// The criterion id (and plot label) of the system.
+    pub fn name(self) -> &'static str {
+        match self {
+            System::Ours(name) => name,
+            System::TokioBroadcast => "tokio-broadcast",
+            System::AsyncBroadcast => "async-broadcast",
+        }
+    }
+}
+
 /// Items per run at full N.
 pub const N: usize = 100_000;
 /// Deliveries per run at most, so K = 4096 fits a bench's time (N = 6,250 there).
