@@ -1,0 +1,613 @@
+//! The upstream's address and the HTTP client that reaches it.
+//!
+//! Two of the gateway's rules (`DESIGN.md`) are kept here. G6: a URL's credentials never
+//! reach a log line or a response ([`UpstreamUrl`] refuses them, [`describe`] strips any
+//! from an error's text), and no redirect is followed. G9: `TCP_NODELAY`, pooled
+//! connections and HTTP/2 where the upstream offers it.
+//!
+//! TLS is rustls with the `ring` provider: no OpenSSL and no aws-lc, so the binary builds
+//! without a C toolchain for them and links nothing from the system.
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Url;
+use rustls::RootCertStore;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+/// How an upstream URL is written, for the messages that refuse one.
+const EXAMPLE: &str = "as in https://api.openai.com/v1";
+
+/// How long an unused pooled upstream connection is kept: long enough to carry a steady
+/// trickle of requests, short enough to be dropped before most servers drop it themselves.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The upstream's base URL (`/v1` included), checked at start.
+///
+/// It holds no user name, password, query or fragment, and its path has no trailing `/`.
+/// Its `Debug` and `Display` forms are [`UpstreamUrl::redacted`].
+#[derive(Clone)]
+pub struct UpstreamUrl {
+    /// Scheme, host, port and the base path.
+    url: Url,
+}
+
+impl UpstreamUrl {
+    /// Parses an absolute `http://` or `https://` URL with a host; no query, no fragment;
+    /// a trailing `/` is dropped. Errors are one line saying why (clap shows them; the
+    /// binary exits 2).
+    ///
+    /// A user name or password (`https://user:pass@host/v1`) is refused: the gateway owns
+    /// the upstream's `Authorization` header (`--upstream-api-key`, or the leading client's
+    /// own), so a URL credential would either be silently overridden or override it. No
+    /// message quotes the refused text.
+    pub fn parse(text: &str) -> Result<UpstreamUrl, String> {
+        let text = text.trim();
+        // Checked on the text itself: the `url` crate reads `localhost:8000/v1` as the
+        // scheme `localhost`, and `http:host` or `http:///host` as `http://host/`.
+        let Some(authority) = ["http://", "https://"].iter().find_map(|scheme| {
+            let head = text.get(..scheme.len())?;
+            head.eq_ignore_ascii_case(scheme).then(|| &text[scheme.len()..])
+        }) else {
+            return Err(format!("the upstream URL must start with http:// or https://, {EXAMPLE}"));
+        };
+        if authority.is_empty() || authority.starts_with(['/', '\\', '?', '#']) {
+            return Err(format!("the upstream URL has no host, {EXAMPLE}"));
+        }
+        let mut url = Url::parse(text).map_err(|e| format!("the upstream URL is not valid: {e}"))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("the upstream URL must not carry a user name or password: \
+                        give the upstream's key with --upstream-api-key"
+                .to_owned());
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(format!("the upstream URL has no host, {EXAMPLE}"));
+        }
+        if url.query().is_some() {
+            return Err("the upstream URL must not have a query (`?...`): \
+                        a client's query string is passed on as it is"
+                .to_owned());
+        }
+        if url.fragment().is_some() {
+            return Err("the upstream URL must not have a fragment (`#...`)".to_owned());
+        }
+        let path = url.path().trim_end_matches('/').to_owned();
+        url.set_path(&path);
+        Ok(UpstreamUrl { url })
+    }
+
+    /// The URL for `path` (which starts with `/`) and an optional raw query below the base:
+    /// base `https://h/v1` + `/chat/completions` + `Some("api-version=2024-06-01")` is
+    /// `https://h/v1/chat/completions?api-version=2024-06-01`. An empty query is dropped.
+    pub fn join(&self, path: &str, query: Option<&str>) -> Url {
+        let base = self.url.path().trim_end_matches('/');
+        let slash = if path.starts_with('/') { "" } else { "/" };
+        let mut url = self.url.clone();
+        url.set_path(&format!("{base}{slash}{path}"));
+        url.set_query(query.filter(|query| !query.is_empty()));
+        url
+    }
+
+    /// The URL's origin (scheme://host:port) plus `path_and_query` as sent by a client (for
+    /// passthrough of paths outside `/v1`). An empty query is dropped.
+    pub fn origin_join(&self, path_and_query: &str) -> Url {
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (path_and_query, None),
+        };
+        let mut url = self.url.clone();
+        if path.starts_with('/') {
+            url.set_path(path);
+        } else {
+            url.set_path(&format!("/{path}"));
+        }
+        url.set_query(query.filter(|query| !query.is_empty()));
+        url
+    }
+
+    /// The base with any userinfo removed: the only form that may appear in a log or a
+    /// response.
+    pub fn redacted(&self) -> String {
+        // `parse` refuses credentials, so this removes nothing today; it is here so that
+        // the rule holds by construction, whatever `parse` comes to accept.
+        let mut url = self.url.clone();
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        let text = url.as_str();
+        // A base at the root serialises as `https://h/`; every other path has no trailing `/`.
+        text.strip_suffix('/').unwrap_or(text).to_owned()
+    }
+}
+
+impl fmt::Display for UpstreamUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Debug for UpstreamUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("UpstreamUrl").field(&self.redacted()).finish()
+    }
+}
+
+/// Parses `--upstream` with [`UpstreamUrl::parse`]; it is what clap uses for a field of
+/// type `UpstreamUrl` (through `ValueParserFactory`).
+///
+/// Clap's own message for a rejected value quotes it, password included; this one quotes
+/// it only when it holds no `@`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UpstreamUrlParser;
+
+impl clap::builder::TypedValueParser for UpstreamUrlParser {
+    type Value = UpstreamUrl;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<UpstreamUrl, clap::Error> {
+        let arg = arg.map_or_else(|| "--upstream".to_owned(), ToString::to_string);
+        let message = match value.to_str() {
+            Some(text) => match UpstreamUrl::parse(text) {
+                Ok(url) => return Ok(url),
+                Err(reason) if text.contains('@') => format!("invalid value for '{arg}': {reason}"),
+                Err(reason) => format!("invalid value '{text}' for '{arg}': {reason}"),
+            },
+            None => format!("invalid value for '{arg}': the upstream URL is not valid UTF-8"),
+        };
+        Err(clap::Error::raw(clap::error::ErrorKind::ValueValidation, message).format(&mut cmd.clone()))
+    }
+}
+
+impl clap::builder::ValueParserFactory for UpstreamUrl {
+    type Parser = UpstreamUrlParser;
+
+    fn value_parser() -> UpstreamUrlParser {
+        UpstreamUrlParser
+    }
+}
+
+/// What the client needs.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Time allowed to open a connection (TCP and TLS handshakes).
+    pub connect_timeout: Duration,
+    /// A PEM file of certificates trusted as roots besides the system's and webpki's
+    /// (`--upstream-ca`), for an upstream behind a private CA.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The upstream HTTP client.
+///
+/// - TLS: rustls with the `ring` provider; trusted roots are the system's
+///   (rustls-native-certs), webpki-roots (so a container without a CA bundle still reaches
+///   public providers) and the certificates of `options.ca_file`. ALPN offers h2, then
+///   http/1.1.
+/// - No redirect is followed: a 3xx reaches the client as it is, and no credential goes to
+///   another origin (G6).
+/// - `TCP_NODELAY` (G9), `options.connect_timeout`, idle pooled connections dropped after 90 s.
+/// - Proxies: the environment's `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`
+///   (either case) are honoured, as curl and the OpenAI Python SDK do, because an egress-filtered
+///   network reaches a hosted provider only through one; a TLS upstream stays end-to-end
+///   encrypted through the proxy's CONNECT tunnel. reqwest's `system-proxy` feature is not
+///   enabled: it adds only the macOS and Windows system settings, not a server's.
+///
+/// Errors (an unreadable CA file, one without a certificate) are one line for the operator.
+pub fn build(options: &ClientOptions) -> Result<reqwest::Client, String> {
+    let roots = roots(options.ca_file.as_deref())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot set up TLS for the upstream: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // reqwest leaves a preconfigured config's ALPN as it is, and speaks HTTP/2 when h2 is
+    // negotiated.
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let proxies: Vec<&str> =
+        ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
+            .into_iter()
+            .filter(|name| std::env::var_os(name).is_some_and(|value| !value.is_empty()))
+            .collect();
+    if !proxies.is_empty() {
+        // Names only: a proxy URL may hold a password.
+        tracing::info!(variables = ?proxies, "upstream requests go through the proxy the environment names");
+    }
+    reqwest::Client::builder()
+        // The `Any` must be reqwest's own `rustls::ClientConfig`; another rustls version
+        // would make `build` fail, which the tests catch.
+        .tls_backend_preconfigured(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .tcp_nodelay(true)
+        .connect_timeout(options.connect_timeout)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .build()
+        .map_err(|e| format!("cannot build the upstream HTTP client: {}", describe(&e)))
+}
+
+/// The roots a server certificate may chain to.
+fn roots(ca_file: Option<&Path>) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    // A missing or partly unreadable system store is not fatal: webpki-roots follow.
+    let native = rustls_native_certs::load_native_certs();
+    let (system, unusable) = roots.add_parsable_certificates(native.certs);
+    tracing::debug!(system, unusable, errors = native.errors.len(), "upstream TLS: system roots loaded");
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        let shown = path.display();
+        let unreadable = |e: rustls_pki_types::pem::Error| format!("cannot read the CA file {shown}: {e}");
+        let mut count = 0_usize;
+        for certificate in CertificateDer::pem_file_iter(path).map_err(unreadable)? {
+            count += 1;
+            roots
+                .add(certificate.map_err(unreadable)?)
+                .map_err(|e| format!("certificate {count} of the CA file {shown} is not usable: {e}"))?;
+        }
+        if count == 0 {
+            return Err(format!(
+                "the CA file {shown} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+            ));
+        }
+    }
+    Ok(roots)
+}
+
+/// `error` and its sources joined, with any userinfo of any URL in it removed.
+pub fn describe(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let line = cause.to_string();
+        // Some errors repeat their source's text in their own.
+        if !line.is_empty() && !text.ends_with(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        source = cause.source();
+    }
+    strip_userinfo(&text)
+}
+
+/// `text` with the `user:password@` of every `scheme://` authority in it removed.
+///
+/// An authority ends at the first `/`, `?`, `#` or whitespace (a serialised http(s) URL
+/// always has a `/` after it); its userinfo is everything up to its last `@`, since a
+/// serialised password has its own `@` percent-encoded. On text that is not a URL this
+/// may drop more than a password, never less.
+fn strip_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let end =
+            tail.find(|c: char| matches!(c, '/' | '?' | '#') || c.is_whitespace()).unwrap_or(tail.len());
+        let (authority, after) = tail.split_at(end);
+        out.push_str(authority.rfind('@').map_or(authority, |at| &authority[at + 1..]));
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use clap::Parser;
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    fn url(text: &str) -> UpstreamUrl {
+        UpstreamUrl::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    fn refused(text: &str) -> String {
+        match UpstreamUrl::parse(text) {
+            Ok(url) => panic!("{text} was accepted as {url}"),
+            Err(reason) => {
+                assert!(!reason.contains('\n'), "{reason:?} is not one line");
+                reason
+            }
+        }
+    }
+
+    #[test]
+    fn parse_accepts_http_and_https_and_drops_a_trailing_slash() {
+        assert_eq!(url("https://api.openai.com/v1").redacted(), "https://api.openai.com/v1");
+        assert_eq!(url("https://api.openai.com/v1/").redacted(), "https://api.openai.com/v1");
+        assert_eq!(url("http://127.0.0.1:8000/v1//").redacted(), "http://127.0.0.1:8000/v1");
+        assert_eq!(url("HTTP://LocalHost:8000/v1").redacted(), "http://localhost:8000/v1");
+        assert_eq!(url("http://[::1]:8000/v1").redacted(), "http://[::1]:8000/v1");
+        assert_eq!(url("https://h").redacted(), "https://h");
+        assert_eq!(url("https://h/").redacted(), "https://h");
+        assert_eq!(url("  http://h:11434/v1\n").redacted(), "http://h:11434/v1");
+    }
+
+    #[test]
+    fn parse_refuses_what_is_not_an_absolute_http_url() {
+        for text in
+            ["localhost:8000/v1", "127.0.0.1:8000/v1", "api.openai.com/v1", "ftp://h/v1", "http:h/v1", ""]
+        {
+            assert!(refused(text).contains("http:// or https://"), "{text}");
+        }
+        for text in ["http:///v1", "https://", "http://?x", "https://:443/v1"] {
+            refused(text);
+        }
+        assert!(refused("https://h/v1?api-version=1").contains("query"));
+        assert!(refused("https://h/v1?").contains("query"));
+        assert!(refused("https://h/v1#top").contains("fragment"));
+        assert!(refused("http://h:99999/v1").contains("port"));
+    }
+
+    #[test]
+    fn parse_refuses_credentials_without_quoting_them() {
+        for text in ["https://user:s3cret@h/v1", "https://s3cret@h/v1", "https://:s3cret@h/v1"] {
+            let reason = refused(text);
+            assert!(reason.contains("--upstream-api-key"), "{reason}");
+            assert!(!reason.contains("s3cret"), "{reason}");
+        }
+    }
+
+    #[test]
+    fn join_puts_the_path_and_query_below_the_base() {
+        let base = url("https://h/v1/");
+        let joined = base.join("/chat/completions", Some("api-version=2024-06-01"));
+        assert_eq!(joined.as_str(), "https://h/v1/chat/completions?api-version=2024-06-01");
+        assert_eq!(base.join("/models", None).as_str(), "https://h/v1/models");
+        assert_eq!(base.join("/models", Some("")).as_str(), "https://h/v1/models");
+        assert_eq!(base.join("models", None).as_str(), "https://h/v1/models");
+        assert_eq!(url("http://h:8080").join("/v1/models", None).as_str(), "http://h:8080/v1/models");
+        let deep = url("https://r.openai.azure.com/openai/deployments/gpt");
+        assert_eq!(
+            deep.join("/chat/completions", Some("api-version=2024-06-01&x=a%20b")).as_str(),
+            "https://r.openai.azure.com/openai/deployments/gpt/chat/completions?api-version=2024-06-01&x=a%20b"
+        );
+    }
+
+    #[test]
+    fn origin_join_keeps_only_the_origin() {
+        let base = url("https://h:8443/v1");
+        assert_eq!(base.origin_join("/health?full=1").as_str(), "https://h:8443/health?full=1");
+        assert_eq!(base.origin_join("/v2/models").as_str(), "https://h:8443/v2/models");
+        assert_eq!(base.origin_join("/").as_str(), "https://h:8443/");
+        assert_eq!(base.origin_join("/files/a%2Fb?").as_str(), "https://h:8443/files/a%2Fb");
+        assert_eq!(base.origin_join("x").as_str(), "https://h:8443/x");
+    }
+
+    #[test]
+    fn display_and_debug_are_the_redacted_form() {
+        let base = url("https://h/v1");
+        assert_eq!(base.to_string(), "https://h/v1");
+        assert_eq!(format!("{base:?}"), r#"UpstreamUrl("https://h/v1")"#);
+    }
+
+    #[test]
+    fn strip_userinfo_removes_every_credential() {
+        assert_eq!(
+            strip_userinfo("error sending request for url (http://user:se@cr%40et@127.0.0.1:1/v1): refused"),
+            "error sending request for url (http://127.0.0.1:1/v1): refused"
+        );
+        assert_eq!(
+            strip_userinfo("a https://k@h/x b socks5://u:p@proxy:1080 c http://h2?q=a@b"),
+            "a https://h/x b socks5://proxy:1080 c http://h2?q=a@b"
+        );
+        assert_eq!(strip_userinfo("no url, mail@example.com"), "no url, mail@example.com");
+        assert_eq!(strip_userinfo("ends in http://"), "ends in http://");
+    }
+
+    /// The gateway's flag as its `config.rs` would declare it.
+    #[derive(Debug, Parser)]
+    struct Flags {
+        /// The upstream.
+        #[arg(long)]
+        upstream: Option<UpstreamUrl>,
+    }
+
+    #[test]
+    fn clap_refuses_with_a_usage_error_that_does_not_quote_a_password() {
+        let flags = Flags::try_parse_from(["gw", "--upstream", "https://h/v1/"]).unwrap();
+        assert_eq!(flags.upstream.unwrap().redacted(), "https://h/v1");
+
+        let error = Flags::try_parse_from(["gw", "--upstream", "https://user:s3cret@h/v1"]).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        let shown = error.render().to_string();
+        assert!(shown.contains("--upstream-api-key") && !shown.contains("s3cret"), "{shown}");
+
+        let error = Flags::try_parse_from(["gw", "--upstream", "localhost:8000/v1"]).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        let shown = error.render().to_string();
+        assert!(shown.contains("'localhost:8000/v1'") && shown.contains("http://"), "{shown}");
+    }
+
+    /// A CA and a certificate it signed for `localhost` and `127.0.0.1`.
+    struct Pki {
+        /// The CA's certificate, PEM.
+        ca_pem: String,
+        /// The server's certificate chain and key.
+        server: Arc<rustls::ServerConfig>,
+    }
+
+    fn pki(alpn: &[&[u8]]) -> Pki {
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        ca.distinguished_name.push(DnType::CommonName, "streamflight test CA");
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+
+        let key = KeyPair::generate().unwrap();
+        let mut leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let leaf = leaf.signed_by(&key, &ca).unwrap();
+
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let mut server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der().clone(), ca.der().clone()], key)
+            .unwrap();
+        server.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+        Pki { ca_pem: ca.pem(), server: Arc::new(server) }
+    }
+
+    /// A temporary file, removed on drop.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(contents: &str) -> TempFile {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let name =
+                format!("sf-client-{}-{}.pem", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+            let path = std::env::temp_dir().join(name);
+            std::fs::write(&path, contents).unwrap();
+            TempFile(path)
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// An HTTPS server on 127.0.0.1 that answers every request with `response`; it sends
+    /// the ALPN protocol of each handshake that succeeded.
+    async fn serve(
+        pki: &Pki,
+        response: &'static [u8],
+    ) -> (SocketAddr, mpsc::UnboundedReceiver<Option<Vec<u8>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(pki.server.clone());
+        let (alpn_sender, alpn) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let alpn_sender = alpn_sender.clone();
+                tokio::spawn(async move {
+                    // A client that does not trust the certificate ends the handshake.
+                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                    let _ = alpn_sender.send(tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec));
+                    let mut head = Vec::new();
+                    let mut buffer = [0_u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65_536 {
+                        match tls.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buffer[..n]),
+                        }
+                    }
+                    let _ = tls.write_all(response).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        (address, alpn)
+    }
+
+    const OK: &[u8] =
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello";
+
+    fn options(ca_file: Option<&TempFile>) -> ClientOptions {
+        ClientOptions { connect_timeout: Duration::from_secs(5), ca_file: ca_file.map(|file| file.0.clone()) }
+    }
+
+    #[tokio::test]
+    async fn https_with_the_ca_file_succeeds() {
+        let pki = pki(&[b"http/1.1"]);
+        let (address, mut alpn) = serve(&pki, OK).await;
+        let ca = TempFile::new(&pki.ca_pem);
+        let client = build(&options(Some(&ca))).unwrap();
+        for host in ["localhost", "127.0.0.1"] {
+            let base = url(&format!("https://{host}:{}/v1", address.port()));
+            let response = client.get(base.join("/models", None)).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            assert_eq!(response.text().await.unwrap(), "hello");
+            assert_eq!(alpn.recv().await.unwrap().as_deref(), Some(&b"http/1.1"[..]));
+        }
+    }
+
+    #[tokio::test]
+    async fn https_offers_h2_first() {
+        let pki = pki(&[b"h2", b"http/1.1"]);
+        let (address, mut alpn) = serve(&pki, b"").await;
+        let ca = TempFile::new(&pki.ca_pem);
+        let client = build(&options(Some(&ca))).unwrap();
+        // The server cannot speak HTTP/2: the request fails, the handshake has been seen.
+        let _ = client.get(format!("https://127.0.0.1:{}/v1/models", address.port())).send().await;
+        assert_eq!(alpn.recv().await.unwrap().as_deref(), Some(&b"h2"[..]));
+    }
+
+    #[tokio::test]
+    async fn https_without_the_ca_file_is_an_unknown_issuer() {
+        let pki = pki(&[b"http/1.1"]);
+        let (address, _alpn) = serve(&pki, OK).await;
+        let client = build(&options(None)).unwrap();
+        let error =
+            client.get(format!("https://127.0.0.1:{}/v1/models", address.port())).send().await.unwrap_err();
+        let text = describe(&error).to_lowercase();
+        assert!(text.contains("certificate") && text.contains("unknownissuer"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_redirect_reaches_the_caller() {
+        let pki = pki(&[b"http/1.1"]);
+        let response = b"HTTP/1.1 302 Found\r\nlocation: http://elsewhere.invalid/v1/models\r\n\
+                         content-length: 0\r\nconnection: close\r\n\r\n";
+        let (address, _alpn) = serve(&pki, response).await;
+        let ca = TempFile::new(&pki.ca_pem);
+        let client = build(&options(Some(&ca))).unwrap();
+        let response = client
+            .get(format!("https://127.0.0.1:{}/v1/models", address.port()))
+            .bearer_auth("sk-leader")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 302);
+        assert_eq!(response.headers()["location"], "http://elsewhere.invalid/v1/models");
+    }
+
+    #[tokio::test]
+    async fn describe_hides_a_url_password() {
+        // A port that was free a moment ago: the connection is refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let client = build(&options(None)).unwrap();
+        let error = client.get(format!("http://user:secret@127.0.0.1:{port}/v1")).send().await.unwrap_err();
+        let text = describe(&error);
+        assert!(error.is_connect(), "{text}");
+        assert!(text.contains("127.0.0.1") && !text.contains("secret"), "{text}");
+    }
+
+    #[test]
+    fn a_bad_ca_file_is_an_error_at_start() {
+        let missing = std::env::temp_dir().join("sf-client-no-such-file.pem");
+        let error = build(&ClientOptions { connect_timeout: Duration::from_secs(1), ca_file: Some(missing) })
+            .unwrap_err();
+        assert!(error.contains("sf-client-no-such-file.pem") && !error.contains('\n'), "{error}");
+
+        let empty = TempFile::new("not a certificate\n");
+        let error = build(&options(Some(&empty))).unwrap_err();
+        assert!(error.contains("no PEM certificate"), "{error}");
+
+        let broken = TempFile::new("-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n");
+        let error = build(&options(Some(&broken))).unwrap_err();
+        assert!(error.contains("CA file"), "{error}");
+    }
+}
