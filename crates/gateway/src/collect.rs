@@ -1,0 +1,799 @@
+//! The one completion object a non-streaming client gets when it shares a streamed flight
+//! (G2): the upstream's SSE chunks (the `data:` payloads, `[DONE]` excluded) merged
+//! generically, so that usage, logprobs, tool calls, refusal, reasoning fields and fields
+//! nobody here has heard of all reach the client, for every choice of `n > 1`.
+//!
+//! # Merge rules
+//!
+//! Each chunk is parsed once into a [`Value`] and its parts are *moved* into the result, and
+//! strings grow with `push_str`, so the work is linear in the size of the stream. Numbers keep
+//! their digits exactly: the gateway builds `serde_json` with `arbitrary_precision`, and
+//! nothing here goes through `f64`. What `serde_json` does not keep is spelling that does not
+//! change a value: an exponent's `E` becomes `e` and an unsigned exponent gets a `+` (`1E5`
+//! is served as `1e+5`), and string escapes are rewritten (`"\u00e9"` as `"é"`), as for any
+//! object re-serialised.
+//!
+//! Everywhere:
+//! - `null` never overwrites a value, but a key seen only with `null` stays, as `null`;
+//! - objects merge key by key, recursively; keys keep the order in which they first appeared;
+//! - numbers and booleans, and any two values of different types: the last non-null wins.
+//!
+//! Where a value is a *delta* (a chat choice's `delta`, a text choice's `text`, and
+//! `logprobs`), it is a piece of a longer value:
+//! - strings concatenate: `content`, `refusal`, `reasoning`, `reasoning_content`, `text`,
+//!   `function.arguments`, `function.name` (which some servers send in pieces too) and any
+//!   unknown string;
+//! - except *set-once* keys, which keep their first value that is neither `null` nor `""`:
+//!   `role`, `type`, `index`, `id` and every `*_id` (`tool_call_id`, ...). Some servers
+//!   repeat `role`, a tool call's `id` or its `type` in every fragment, and identifiers never
+//!   arrive in pieces. (The other identity fields, `object`, `model`, `created`,
+//!   `system_fingerprint`, `service_tier`, `finish_reason`, live outside deltas, below);
+//! - inside a `delta`, an array whose elements are all objects with an integer `index`
+//!   (`tool_calls`, OpenRouter's `reasoning_details`) merges element by element with the
+//!   accumulated element of the same `index`, recursively; any other array concatenates
+//!   (`logprobs.content`, `logprobs.refusal`, the legacy `tokens`, `token_logprobs`,
+//!   `top_logprobs`, `text_offset`, `annotations`). Inside `logprobs` arrays always
+//!   concatenate: a `top_logprobs` entry is keyed by tokens, and a token may be `"index"`.
+//!
+//! Elsewhere (the top level, and a choice's other fields such as `finish_reason`, vLLM's
+//! `stop_reason`, Azure's `content_filter_results`) a value is a *status*: strings are
+//! replaced by the last non-null one like numbers, arrays concatenate (vLLM streams a choice's
+//! `token_ids` in pieces). `usage` is a snapshot, replaced whole by the last non-null one
+//! (vLLM's continuous usage stats send a growing one on every chunk). The last non-null value
+//! also wins for the top-level identity (`id`, `created`, `model`, `system_fingerprint`,
+//! `service_tier`), not the first: Azure's first chunk carries only `prompt_filter_results`,
+//! with `"id": ""`, `"model": ""` and `"created": 0`.
+//!
+//! `obfuscation` (random padding OpenAI adds to each streamed event against side channels) is
+//! dropped wherever it appears: a non-streaming response has none. So is a top-level
+//! `"error": null`, since clients test for the presence of `error`.
+//!
+//! # The object built
+//!
+//! - `object` is `chat.completion` ([`Kind::Chat`]) or `text_completion` ([`Kind::Text`]), in
+//!   the position the chunks gave it (after `id` if they had none).
+//! - `choices` are sorted by `index`; each has `index`, `message` (chat, where the chunks had
+//!   `delta`) or `text` (completions), `logprobs` (`null` if never sent) and `finish_reason`,
+//!   plus every other field its chunks carried.
+//! - A chat `message`, like OpenAI's non-streaming one, starts with `role` (`"assistant"` if
+//!   never sent) and `content`, and has `refusal` (`null` if never sent). `content` is the
+//!   concatenated text; when there was none it is `null` if the message carries tool calls,
+//!   a `function_call`, a refusal or `audio`, and `""` otherwise. `tool_calls` are sorted by
+//!   `index` and lose that streaming-only `index`; a call that never said its `type` but has a
+//!   `function` gets `"type": "function"`.
+//!
+//! # Errors
+//!
+//! A non-streaming client must never get 200 with a token silently missing, so any chunk this
+//! cannot merge fails the whole collection (the caller answers 502), as does a chunk carrying
+//! a non-null top-level `error` (the caller passes the upstream's error on), and a stream that
+//! carried no choice at all: see [`CollectError`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+/// Which completion object to build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `/v1/chat/completions`: `chat.completion.chunk` chunks become one `chat.completion`.
+    Chat,
+    /// `/v1/completions`: `text_completion` chunks become one `text_completion`.
+    Text,
+}
+
+impl Kind {
+    /// The `object` of the completion built.
+    fn object(self) -> &'static str {
+        match self {
+            Kind::Chat => "chat.completion",
+            Kind::Text => "text_completion",
+        }
+    }
+}
+
+/// Why the chunks of a stream do not make a completion object.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum CollectError {
+    /// The stream carried no choice: no chunk at all, or only chunks without choices (a
+    /// usage chunk alone, say). There is nothing to answer with.
+    Empty,
+    /// A chunk could not be merged: it is not JSON, not a JSON object, or its `choices`, a
+    /// choice, a choice's `index` or a chat choice's `delta` has the wrong type.
+    Malformed {
+        /// The position of the chunk in the stream, from 0.
+        index: usize,
+        /// What is wrong with it (never its content).
+        reason: String,
+    },
+    /// A chunk carried a non-null top-level `error`: the upstream failed mid-stream. This is
+    /// that `error` value as sent, for the caller to pass on.
+    Upstream(Value),
+}
+
+impl fmt::Display for CollectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CollectError::Empty => f.write_str("the upstream stream carried no choice"),
+            CollectError::Malformed { index, reason } => {
+                write!(f, "chunk {index} of the upstream stream is malformed: {reason}")
+            }
+            // Not the message: upstream messages can quote a credential (G6), and this text
+            // is meant for logs. The value itself is in the variant.
+            CollectError::Upstream(error) => {
+                f.write_str("the upstream sent an error in the stream")?;
+                match ["code", "type"].iter().find_map(|key| error.get(key).and_then(Value::as_str)) {
+                    Some(code) => write!(f, " ({code})"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+impl std::error::Error for CollectError {}
+
+/// The completion object that the streamed `chunks` (the SSE `data:` payloads, `[DONE]`
+/// excluded, in order) add up to; see the [module documentation](self) for the rules.
+/// Equivalent to pushing each chunk into a [`Collector`] and finishing it.
+pub fn collect<'a>(kind: Kind, chunks: impl IntoIterator<Item = &'a [u8]>) -> Result<Value, CollectError> {
+    let mut collector = Collector::new(kind);
+    for chunk in chunks {
+        collector.push(chunk)?;
+    }
+    collector.finish()
+}
+
+/// Builds the completion object one chunk at a time, so that a caller can merge chunks as
+/// they arrive instead of keeping them.
+#[derive(Debug)]
+pub struct Collector {
+    kind: Kind,
+    /// How many chunks were pushed: the position of the next one.
+    pushed: usize,
+    /// The top-level fields, in first-seen order; [`Collector::finish`] fills the `choices`
+    /// placeholder and sets `object`.
+    top: Map<String, Value>,
+    /// Each choice's fields by `index`; a chat choice's `delta` holds the merged message.
+    choices: BTreeMap<u64, Map<String, Value>>,
+}
+
+impl Collector {
+    /// An empty collector for a completion of `kind`.
+    pub fn new(kind: Kind) -> Self {
+        Collector { kind, pushed: 0, top: Map::new(), choices: BTreeMap::new() }
+    }
+
+    /// Merges the next chunk of the stream.
+    ///
+    /// # Errors
+    ///
+    /// [`CollectError::Malformed`] or [`CollectError::Upstream`] for this chunk; the
+    /// collector must then be dropped, since the chunk may be partly merged.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<(), CollectError> {
+        let index = self.pushed;
+        self.pushed += 1;
+        let malformed = |reason: &str| CollectError::Malformed { index, reason: reason.to_owned() };
+        let chunk = match serde_json::from_slice::<Value>(chunk) {
+            Ok(Value::Object(chunk)) => chunk,
+            Ok(_) => return Err(malformed("not a JSON object")),
+            Err(error) => return Err(malformed(&format!("not JSON: {error}"))),
+        };
+        if let Some(error) = chunk.get("error").filter(|error| !error.is_null()) {
+            return Err(CollectError::Upstream(error.clone()));
+        }
+        for (key, value) in chunk {
+            match key.as_str() {
+                "choices" => {
+                    self.top.entry(key).or_insert(Value::Null);
+                    match value {
+                        Value::Null => {}
+                        Value::Array(choices) => {
+                            for choice in choices {
+                                self.push_choice(choice).map_err(malformed)?;
+                            }
+                        }
+                        _ => return Err(malformed("`choices` is not an array")),
+                    }
+                }
+                "error" | "obfuscation" => {}
+                "usage" if !value.is_null() => {
+                    self.top.insert(key, value);
+                }
+                _ => merge_entry(&mut self.top, key, value, STATUS),
+            }
+        }
+        Ok(())
+    }
+
+    /// Merges one element of a chunk's `choices`; the error is the reason it is malformed.
+    fn push_choice(&mut self, choice: Value) -> Result<(), &'static str> {
+        let Value::Object(choice) = choice else { return Err("a choice is not a JSON object") };
+        let index = match choice.get("index") {
+            None | Some(Value::Null) => 0,
+            Some(index) => index.as_u64().ok_or("a choice's `index` is not a non-negative integer")?,
+        };
+        let merged = self.choices.entry(index).or_default();
+        for (key, value) in choice {
+            match (self.kind, key.as_str()) {
+                (_, "obfuscation") => {}
+                (Kind::Chat, "delta") => {
+                    let slot = merged.entry(key).or_insert_with(|| Value::Object(Map::new()));
+                    match value {
+                        Value::Null => {}
+                        Value::Object(mut fields) => {
+                            // `shift_remove`: `remove` would move the last key into its place.
+                            fields.shift_remove("obfuscation");
+                            merge(slot, Value::Object(fields), DELTA);
+                        }
+                        _ => return Err("a choice's `delta` is not a JSON object"),
+                    }
+                }
+                (Kind::Text, "text") => merge_entry(merged, key, value, DELTA),
+                (_, "logprobs") => merge_entry(merged, key, value, LOGPROBS),
+                _ => merge_entry(merged, key, value, STATUS),
+            }
+        }
+        Ok(())
+    }
+
+    /// The completion object the pushed chunks add up to.
+    ///
+    /// # Errors
+    ///
+    /// [`CollectError::Empty`] if no chunk carried a choice.
+    pub fn finish(self) -> Result<Value, CollectError> {
+        if self.choices.is_empty() {
+            return Err(CollectError::Empty);
+        }
+        let kind = self.kind;
+        let choices = self.choices.into_iter().map(|(index, fields)| finish_choice(kind, index, fields));
+        let mut top = self.top;
+        top.insert("choices".to_owned(), Value::Array(choices.collect()));
+        let object = Value::from(kind.object());
+        if top.contains_key("object") {
+            top.insert("object".to_owned(), object);
+        } else {
+            let at = position(&top, "id").map_or(0, |id| id + 1);
+            top.shift_insert(at, "object".to_owned(), object);
+        }
+        Ok(Value::Object(top))
+    }
+}
+
+/// How [`merge`] treats strings and arrays at some place in a chunk.
+#[derive(Clone, Copy)]
+struct Mode {
+    /// A string is a piece to append (except under a set-once key), not a replacement.
+    concatenate: bool,
+    /// Arrays of objects that all carry an integer `index` merge element-wise by it.
+    by_index: bool,
+}
+
+/// A message delta or a text choice's `text`.
+const DELTA: Mode = Mode { concatenate: true, by_index: true };
+/// `logprobs`: pieces too, but their arrays are token sequences, never addressed by index.
+const LOGPROBS: Mode = Mode { concatenate: true, by_index: false };
+/// Everything else: the latest report of some state.
+const STATUS: Mode = Mode { concatenate: false, by_index: false };
+
+/// Whether, inside a delta, `key` names an identifier or a label sent whole (and perhaps
+/// repeated), not a piece of text.
+fn set_once(key: &str) -> bool {
+    matches!(key, "role" | "type" | "index" | "id") || key.ends_with("_id")
+}
+
+/// Merges `value` into `map[key]`, which is created (as `null` first, so that the key keeps
+/// its first-seen position) if absent.
+fn merge_entry(map: &mut Map<String, Value>, key: String, value: Value, mode: Mode) {
+    if mode.concatenate && set_once(&key) {
+        let slot = map.entry(key).or_insert(Value::Null);
+        let unset = match slot {
+            Value::Null => true,
+            Value::String(text) => text.is_empty(),
+            _ => false,
+        };
+        if unset && !value.is_null() {
+            *slot = value;
+        }
+        return;
+    }
+    merge(map.entry(key).or_insert(Value::Null), value, mode);
+}
+
+/// Merges `value` into `slot` by the module's rules.
+fn merge(slot: &mut Value, value: Value, mode: Mode) {
+    match (slot, value) {
+        (_, Value::Null) => {}
+        (Value::String(text), Value::String(piece)) if mode.concatenate => text.push_str(&piece),
+        (Value::Object(fields), Value::Object(pieces)) => {
+            for (key, value) in pieces {
+                merge_entry(fields, key, value, mode);
+            }
+        }
+        (Value::Array(items), Value::Array(pieces)) => {
+            if mode.by_index
+                && !pieces.is_empty()
+                && pieces.iter().all(|piece| element_index(piece).is_some())
+            {
+                for piece in pieces {
+                    let index = element_index(&piece);
+                    // The latest element is the likeliest match: search from the end.
+                    match items.iter_mut().rev().find(|item| element_index(item) == index) {
+                        Some(item) => merge(item, piece, mode),
+                        None => items.push(piece),
+                    }
+                }
+            } else {
+                items.extend(pieces);
+            }
+        }
+        (slot, value) => *slot = value,
+    }
+}
+
+/// The integer `index` of an element of an indexed array (`tool_calls`).
+fn element_index(element: &Value) -> Option<u64> {
+    element.get("index")?.as_u64()
+}
+
+/// Where `key` is in `map` (`serde_json::Map` has no `get_index_of`; the maps here are small).
+fn position(map: &Map<String, Value>, key: &str) -> Option<usize> {
+    map.keys().position(|k| k == key)
+}
+
+/// One output choice from the merged fields of the choice at `index`.
+fn finish_choice(kind: Kind, index: u64, fields: Map<String, Value>) -> Value {
+    let mut choice = Map::new();
+    for (key, value) in fields {
+        match (kind, key.as_str()) {
+            (Kind::Chat, "delta") => {
+                choice.insert("message".to_owned(), finish_message(value));
+            }
+            (Kind::Text, "text") if value.is_null() => {
+                choice.insert(key, Value::from(""));
+            }
+            _ => {
+                choice.insert(key, value);
+            }
+        }
+    }
+    // Chunks may leave out any of these; a completion object always has them.
+    if !choice.contains_key("index") {
+        choice.shift_insert(0, "index".to_owned(), Value::from(index));
+    }
+    let body = match kind {
+        Kind::Chat => "message",
+        Kind::Text => "text",
+    };
+    if !choice.contains_key(body) {
+        let value = match kind {
+            Kind::Chat => finish_message(Value::Null),
+            Kind::Text => Value::from(""),
+        };
+        let at = position(&choice, "index").map_or(0, |index| index + 1);
+        choice.shift_insert(at, body.to_owned(), value);
+    }
+    for key in ["logprobs", "finish_reason"] {
+        choice.entry(key).or_insert(Value::Null);
+    }
+    Value::Object(choice)
+}
+
+/// A chat choice's `message` from its merged `delta` (`null` if it never had one).
+fn finish_message(delta: Value) -> Value {
+    let mut delta = match delta {
+        Value::Object(delta) => delta,
+        _ => Map::new(),
+    };
+    let role = match delta.shift_remove("role") {
+        Some(Value::String(role)) if !role.is_empty() => Value::String(role),
+        Some(role) if !role.is_null() && !role.is_string() => role,
+        _ => Value::from("assistant"),
+    };
+    if let Some(Value::Array(calls)) = delta.get_mut("tool_calls") {
+        finish_tool_calls(calls);
+    }
+    let content = match delta.shift_remove("content") {
+        Some(Value::String(text)) if !text.is_empty() => Value::String(text),
+        Some(content) if !content.is_null() && !content.is_string() => content,
+        _ if carries_more_than_text(&delta) => Value::Null,
+        _ => Value::from(""),
+    };
+    let mut message = Map::new();
+    message.insert("role".to_owned(), role);
+    message.insert("content".to_owned(), content);
+    let refused = delta.contains_key("refusal");
+    message.extend(delta);
+    if !refused {
+        message.shift_insert(2, "refusal".to_owned(), Value::Null);
+    }
+    Value::Object(message)
+}
+
+/// Whether a message without text still says something, in which case OpenAI's
+/// non-streaming `content` is `null` rather than `""`.
+fn carries_more_than_text(delta: &Map<String, Value>) -> bool {
+    let present = |key: &str| match delta.get(key) {
+        None | Some(Value::Null) => false,
+        Some(Value::String(text)) => !text.is_empty(),
+        Some(Value::Array(items)) => !items.is_empty(),
+        Some(_) => true,
+    };
+    ["tool_calls", "function_call", "refusal", "audio"].into_iter().any(present)
+}
+
+/// Non-streaming tool calls: in `index` order, without that streaming-only `index`, typed.
+fn finish_tool_calls(calls: &mut [Value]) {
+    calls.sort_by_key(|call| element_index(call).unwrap_or(u64::MAX));
+    for call in calls {
+        // An `index` that is not an integer was not used for merging: it stays as sent.
+        let indexed = element_index(call).is_some();
+        let Value::Object(call) = call else { continue };
+        if indexed {
+            call.shift_remove("index");
+        }
+        if call.contains_key("function") && call.get("type").is_none_or(Value::is_null) {
+            let at = position(call, "id").map_or(0, |id| id + 1);
+            call.shift_insert(at, "type".to_owned(), Value::from("function"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `collect` over chunks given as text.
+    fn run(kind: Kind, chunks: &[&str]) -> Result<Value, CollectError> {
+        collect(kind, chunks.iter().map(|chunk| chunk.as_bytes()))
+    }
+
+    /// Asserts that `actual` serialises exactly as the JSON text `expected` (key order and
+    /// number text included; whitespace in `expected` does not matter).
+    #[track_caller]
+    fn assert_json(actual: &Value, expected: &str) {
+        let expected: Value = serde_json::from_str(expected).expect("expected is JSON");
+        assert_eq!(actual.to_string(), expected.to_string());
+    }
+
+    #[test]
+    fn chat_content_and_usage() {
+        let out = run(
+            Kind::Chat,
+            &[
+                r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o","system_fingerprint":"fp_1","service_tier":"default","choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}],"usage":null}"#,
+                r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o","system_fingerprint":"fp_1","service_tier":"default","choices":[{"index":0,"delta":{"content":"Hello"},"logprobs":null,"finish_reason":null}],"usage":null}"#,
+                r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o","system_fingerprint":"fp_1","service_tier":"default","choices":[{"index":0,"delta":{"content":", world"},"logprobs":null,"finish_reason":null}],"usage":null}"#,
+                r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o","system_fingerprint":"fp_1","service_tier":"default","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}],"usage":null}"#,
+                r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o","system_fingerprint":"fp_1","service_tier":"default","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12,"prompt_tokens_details":{"cached_tokens":0}}}"#,
+            ],
+        )
+        .unwrap();
+        assert_json(
+            &out,
+            r#"{"id":"chatcmpl-1","object":"chat.completion","created":1700000000,"model":"gpt-4o",
+                "system_fingerprint":"fp_1","service_tier":"default",
+                "choices":[{"index":0,"message":{"role":"assistant","content":"Hello, world","refusal":null},
+                            "logprobs":null,"finish_reason":"stop"}],
+                "usage":{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12,"prompt_tokens_details":{"cached_tokens":0}}}"#,
+        );
+    }
+
+    #[test]
+    fn two_parallel_tool_calls_over_several_chunks() {
+        let out = run(
+            Kind::Chat,
+            &[
+                r#"{"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_a","type":"function","function":{"name":"get_weather","arguments":""}}]},"finish_reason":null}]}"#,
+                r#"{"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"type":"function","function":{"arguments":"{\"city\":"}}]},"finish_reason":null}]}"#,
+                // The second call starts; its name arrives in two pieces, its id once.
+                r#"{"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"id":"call_b","type":"function","function":{"name":"get_","arguments":""}}]},"finish_reason":null}]}"#,
+                r#"{"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"function":{"name":"time"}}]},"finish_reason":null}]}"#,
+                r#"{"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_a","function":{"arguments":"\"Paris\"}"}},{"index":1,"function":{"arguments":"{\"tz\":\"CET\"}"}}]},"finish_reason":null}]}"#,
+                r#"{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#,
+            ],
+        )
+        .unwrap();
+        assert_json(
+            &out,
+            r#"{"id":"c","object":"chat.completion","choices":[{"index":0,
+                "message":{"role":"assistant","content":null,"refusal":null,"tool_calls":[
+                    {"id":"call_a","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}},
+                    {"id":"call_b","type":"function","function":{"name":"get_time","arguments":"{\"tz\":\"CET\"}"}}]},
+                "finish_reason":"tool_calls","logprobs":null}]}"#,
+        );
+    }
+
+    #[test]
+    fn tool_calls_out_of_order_and_untyped() {
+        let out = run(
+            Kind::Chat,
+            &[
+                r#"{"choices":[{"index":0,"delta":{"content":"","tool_calls":[{"index":1,"id":"b","function":{"name":"g","arguments":"{}"}}]}}]}"#,
+                r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"a","function":{"name":"f","arguments":"{}"}}]}}]}"#,
+            ],
+        )
+        .unwrap();
+        let message = &out["choices"][0]["message"];
+        assert_eq!(message["content"], Value::Null, "text-less tool-call message: content is null");
+        assert_json(
+            &message["tool_calls"],
+            r#"[{"id":"a","type":"function","function":{"name":"f","arguments":"{}"}},
+                {"id":"b","type":"function","function":{"name":"g","arguments":"{}"}}]"#,
+        );
+    }
+
+    #[test]
+    fn two_choices_interleaved() {
+        let out = run(
+            Kind::Chat,
+            &[
+                r#"{"id":"c","choices":[{"index":1,"delta":{"role":"assistant","content":"B"},"finish_reason":null}]}"#,
+                r#"{"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":"A"},"finish_reason":null}]}"#,
+                r#"{"id":"c","choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null},{"index":1,"delta":{"content":"b"},"finish_reason":null}]}"#,
+                r#"{"id":"c","choices":[{"index":1,"delta":{},"finish_reason":"length"}]}"#,
+                r#"{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+            ],
+        )
+        .unwrap();
+        assert_json(
+            &out["choices"],
+            r#"[{"index":0,"message":{"role":"assistant","content":"Aa","refusal":null},"finish_reason":"stop","logprobs":null},
+                {"index":1,"message":{"role":"assistant","content":"Bb","refusal":null},"finish_reason":"length","logprobs":null}]"#,
+        );
+    }
+
+    #[test]
+    fn logprobs_concatenate_and_numbers_keep_their_text() {
+        let out = run(
+            Kind::Chat,
+            &[
+                r#"{"id":"c","created":123456789012345678901234567890,"choices":[{"index":0,"delta":{"role":"assistant","content":"Hi"},"logprobs":{"content":[{"token":"Hi","logprob":-0.000012345678901234567,"bytes":[72,105],"top_logprobs":[{"token":"Hi","logprob":-0.000012345678901234567,"bytes":[72,105]}]}],"refusal":null},"finish_reason":null}]}"#,
+                r#"{"id":"c","choices":[{"index":0,"delta":{"content":"!"},"logprobs":{"content":[{"token":"!","logprob":-1e-07,"bytes":[33],"top_logprobs":[]}],"refusal":null},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3,"cost":0.10000000000000000555}}"#,
+            ],
+        )
+        .unwrap();
+        let text = out.to_string();
+        assert!(text.contains(r#""created":123456789012345678901234567890"#), "{text}");
+        assert!(text.contains(r#""cost":0.10000000000000000555"#), "{text}");
+        assert_json(
+            &out["choices"][0]["logprobs"],
+            r#"{"content":[
+                {"token":"Hi","logprob":-0.000012345678901234567,"bytes":[72,105],"top_logprobs":[{"token":"Hi","logprob":-0.000012345678901234567,"bytes":[72,105]}]},
+                {"token":"!","logprob":-1e-07,"bytes":[33],"top_logprobs":[]}],"refusal":null}"#,
+        );
+        assert!(text.contains(r#""logprob":-0.000012345678901234567,"#), "{text}");
+        assert!(text.contains(r#""logprob":-1e-07,"#), "{text}");
+        // The one spelling serde_json does not keep (see the module documentation).
+        let out =
+            run(Kind::Chat, &[r#"{"choices":[{"index":0,"delta":{}}],"x":[1E5,2.50E-3,1e+5]}"#]).unwrap();
+        assert_eq!(out["x"].to_string(), "[1e+5,2.50e-3,1e+5]");
+    }
+
+    #[test]
+    fn reasoning_fields_concatenate() {
+        let out = run(
+            Kind::Chat,
+            &[
+                r#"{"choices":[{"index":0,"delta":{"role":"assistant","reasoning_content":"Let me ","reasoning":"Think"}}]}"#,
+                r#"{"choices":[{"index":0,"delta":{"role":"assistant","reasoning_content":"think.","reasoning":"ing."}}]}"#,
+                r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":"42"},"finish_reason":"stop"}]}"#,
+            ],
+        )
+        .unwrap();
+        assert_json(
+            &out["choices"][0]["message"],
+            r#"{"role":"assistant","content":"42","refusal":null,"reasoning_content":"Let me think.","reasoning":"Thinking."}"#,
+        );
+    }
+
+    #[test]
+    fn reasoning_details_merge_by_index() {
+        let out = run(
+            Kind::Chat,
+            &[
+                r#"{"choices":[{"index":0,"delta":{"reasoning_details":[{"type":"reasoning.text","text":"A","index":0}]}}]}"#,
+                r#"{"choices":[{"index":0,"delta":{"reasoning_details":[{"type":"reasoning.text","text":"B","index":0,"signature":"s"}]}}]}"#,
+            ],
+        )
+        .unwrap();
+        assert_json(
+            &out["choices"][0]["message"]["reasoning_details"],
+            r#"[{"type":"reasoning.text","text":"AB","index":0,"signature":"s"}]"#,
+        );
+    }
+
+    #[test]
+    fn refusal_concatenates_and_content_is_null() {
+        let out = run(
+            Kind::Chat,
+            &[
+                r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":null,"refusal":""}}]}"#,
+                r#"{"choices":[{"index":0,"delta":{"refusal":"I'm sorry, "}}]}"#,
+                r#"{"choices":[{"index":0,"delta":{"refusal":"I can't."},"finish_reason":"stop"}]}"#,
+            ],
+        )
+        .unwrap();
+        assert_json(
+            &out["choices"][0]["message"],
+            r#"{"role":"assistant","content":null,"refusal":"I'm sorry, I can't."}"#,
+        );
+    }
+
+    #[test]
+    fn no_text_at_all_is_an_empty_string() {
+        let out = run(
+            Kind::Chat,
+            &[r#"{"choices":[{"index":0,"delta":{"tool_calls":[]},"finish_reason":"length"}]}"#],
+        )
+        .unwrap();
+        assert_json(
+            &out["choices"][0]["message"],
+            r#"{"role":"assistant","content":"","refusal":null,"tool_calls":[]}"#,
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_kept() {
+        let out = run(
+            Kind::Chat,
+            &[
+                r#"{"id":"","created":0,"model":"","object":"","choices":[],"prompt_filter_results":[{"prompt_index":0}]}"#,
+                r#"{"id":"c","created":7,"model":"m","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"obfuscation":"o","role":"assistant","thinking":"hm","audio":{"id":"au","data":"QUJD"}},"stop_reason":null,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}},"token_ids":[1,2]}],"x_trace":{"a":1},"obfuscation":"xyz"}"#,
+                r#"{"id":"c","created":7,"model":"m","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"thinking":"m.","audio":{"id":"au","data":"REVG","transcript":"abc"},"obfuscation":"q"},"stop_reason":"</s>","content_filter_results":{"hate":{"filtered":false,"severity":"low"}},"token_ids":[3],"finish_reason":"stop","obfuscation":"p"}],"x_trace":{"b":2},"x_flag":true}"#,
+            ],
+        )
+        .unwrap();
+        assert_json(
+            &out,
+            r#"{"id":"c","created":7,"model":"m","object":"chat.completion","choices":[{"index":0,
+                "message":{"role":"assistant","content":null,"refusal":null,"thinking":"hmm.","audio":{"id":"au","data":"QUJDREVG","transcript":"abc"}},
+                "stop_reason":"</s>","content_filter_results":{"hate":{"filtered":false,"severity":"low"}},"token_ids":[1,2,3],
+                "finish_reason":"stop","logprobs":null}],
+                "prompt_filter_results":[{"prompt_index":0}],"x_trace":{"a":1,"b":2},"x_flag":true}"#,
+        );
+    }
+
+    #[test]
+    fn role_and_ids_are_not_concatenated() {
+        let out = run(
+            Kind::Chat,
+            &[
+                r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":"a","tool_call_id":"t1"}}]}"#,
+                r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":"b","tool_call_id":"t1"}}]}"#,
+            ],
+        )
+        .unwrap();
+        let message = &out["choices"][0]["message"];
+        assert_eq!(message["role"], "assistant");
+        assert_eq!(message["tool_call_id"], "t1");
+        assert_eq!(message["content"], "ab");
+    }
+
+    #[test]
+    fn text_completion_with_legacy_logprobs() {
+        let out = run(
+            Kind::Text,
+            &[
+                r#"{"id":"cmpl-1","object":"text_completion","created":1,"model":"m","choices":[{"text":"Hel","index":0,"logprobs":{"tokens":["Hel"],"token_logprobs":[-0.5],"top_logprobs":[{"Hel":-0.5,"index":0}],"text_offset":[10]},"finish_reason":null}]}"#,
+                r#"{"id":"cmpl-1","object":"text_completion","created":1,"model":"m","choices":[{"text":"lo","index":0,"logprobs":{"tokens":["lo"],"token_logprobs":[-0.000012345678901234567],"top_logprobs":[{"lo":-0.25,"index":0}],"text_offset":[13]},"finish_reason":"length"}]}"#,
+                r#"{"id":"cmpl-1","object":"text_completion","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":2,"completion_tokens":2,"total_tokens":4}}"#,
+            ],
+        )
+        .unwrap();
+        assert_json(
+            &out,
+            r#"{"id":"cmpl-1","object":"text_completion","created":1,"model":"m","choices":[{"text":"Hello","index":0,
+                "logprobs":{"tokens":["Hel","lo"],"token_logprobs":[-0.5,-0.000012345678901234567],
+                            "top_logprobs":[{"Hel":-0.5,"index":0},{"lo":-0.25,"index":0}],"text_offset":[10,13]},
+                "finish_reason":"length"}],"usage":{"prompt_tokens":2,"completion_tokens":2,"total_tokens":4}}"#,
+        );
+    }
+
+    #[test]
+    fn text_completion_choices_get_their_required_fields() {
+        let out = run(Kind::Text, &[r#"{"choices":[{"index":1,"finish_reason":"stop"}]}"#]).unwrap();
+        assert_json(
+            &out,
+            r#"{"object":"text_completion","choices":[{"index":1,"text":"","finish_reason":"stop","logprobs":null}]}"#,
+        );
+        let out = run(Kind::Chat, &[r#"{"id":"c","choices":[{"finish_reason":"stop"}]}"#]).unwrap();
+        assert_json(
+            &out,
+            r#"{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"","refusal":null},
+                "finish_reason":"stop","logprobs":null}]}"#,
+        );
+    }
+
+    #[test]
+    fn malformed_chunks_fail_the_collection() {
+        let good = r#"{"choices":[{"index":0,"delta":{"content":"a"}}]}"#;
+        let cases = [
+            ("not json", "not JSON"),
+            ("[1,2]", "not a JSON object"),
+            (r#"{"choices":{"index":0}}"#, "`choices` is not an array"),
+            (r#"{"choices":["a"]}"#, "a choice is not a JSON object"),
+            (r#"{"choices":[{"index":-1,"delta":{}}]}"#, "a choice's `index` is not a non-negative integer"),
+            (r#"{"choices":[{"index":0,"delta":"b"}]}"#, "a choice's `delta` is not a JSON object"),
+        ];
+        for (bad, reason) in cases {
+            match run(Kind::Chat, &[good, bad, good]) {
+                Err(CollectError::Malformed { index: 1, reason: got }) => {
+                    assert!(got.starts_with(reason), "{bad}: {got}");
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_error_chunk_is_the_upstreams_error() {
+        let chunks = [
+            r#"{"choices":[{"index":0,"delta":{"content":"a"}}]}"#,
+            r#"{"error":{"message":"overloaded, key sk-123","type":"server_error","code":"overloaded","n":1.50}}"#,
+        ];
+        let error = run(Kind::Chat, &chunks).unwrap_err();
+        let CollectError::Upstream(value) = &error else { panic!("{error:?}") };
+        assert_eq!(
+            value.to_string(),
+            r#"{"message":"overloaded, key sk-123","type":"server_error","code":"overloaded","n":1.50}"#
+        );
+        let shown = error.to_string();
+        assert_eq!(shown, "the upstream sent an error in the stream (overloaded)");
+        let error: Box<dyn std::error::Error> = Box::new(error);
+        assert!(!error.to_string().contains("sk-123"));
+        // `"error": null` is not an error, and is not passed on.
+        let out =
+            run(Kind::Chat, &[r#"{"error":null,"choices":[{"index":0,"delta":{"content":"a"}}]}"#]).unwrap();
+        assert!(out.get("error").is_none());
+    }
+
+    #[test]
+    fn a_stream_without_choices_is_empty() {
+        assert_eq!(run(Kind::Chat, &[]), Err(CollectError::Empty));
+        let usage_only =
+            r#"{"id":"c","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":0,"total_tokens":1}}"#;
+        assert_eq!(run(Kind::Text, &[usage_only]), Err(CollectError::Empty));
+        assert_eq!(CollectError::Empty.to_string(), "the upstream stream carried no choice");
+    }
+
+    #[test]
+    fn a_long_stream_is_merged_whole() {
+        let chunks: Vec<String> = (0..4_000)
+            .map(|i| {
+                format!(
+                    r#"{{"id":"c","choices":[{{"index":{},"delta":{{"content":"{}"}},"logprobs":{{"content":[{{"token":"t","logprob":-{i}.5}}]}}}}]}}"#,
+                    i % 2,
+                    i % 10
+                )
+            })
+            .collect();
+        let out = collect(Kind::Chat, chunks.iter().map(String::as_bytes)).unwrap();
+        for index in 0..2 {
+            let choice = &out["choices"][index];
+            let content = choice["message"]["content"].as_str().unwrap();
+            let expected: String =
+                (index..4_000).step_by(2).map(|i| char::from(b'0' + (i % 10) as u8)).collect();
+            assert_eq!(content, expected);
+            let logprobs = choice["logprobs"]["content"].as_array().unwrap();
+            assert_eq!(logprobs.len(), 2_000);
+            assert_eq!(logprobs[1_999]["logprob"].to_string(), format!("-{}.5", 3_998 + index));
+        }
+    }
+
+    #[test]
+    fn the_collector_is_the_same_merge_one_chunk_at_a_time() {
+        let chunks = [
+            r#"{"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":"a"}}]}"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{"content":"b"},"finish_reason":"stop"}]}"#,
+        ];
+        let mut collector = Collector::new(Kind::Chat);
+        for chunk in chunks {
+            collector.push(chunk.as_bytes()).unwrap();
+        }
+        assert_eq!(collector.finish().unwrap().to_string(), run(Kind::Chat, &chunks).unwrap().to_string());
+    }
+}
