@@ -1,0 +1,449 @@
+//! The connection layer: how client connections are accepted, kept and closed.
+//!
+//! It replaces `axum::serve`, which leaves out what a proxy needs (DESIGN.md, G7-G9):
+//!
+//! - **No added wait (G9).** Every accepted socket gets `TCP_NODELAY`, so a small write is not held
+//!   back until the client's delayed ACK (about 40 ms). HTTP/1.1 and HTTP/2 with prior knowledge
+//!   (h2c) are served on the same port. [`bind`] sets the listen backlog explicitly (the default
+//!   of 128 overflowed under a burst of clients).
+//! - **Bounded (G7).** Three guards, so that no connection is kept without a request in flight for
+//!   longer than [`Connections::header_timeout`] (plus at most as long again to close it):
+//!   - HTTP/1: hyper's `header_read_timeout`. In hyper 1.12 its timer starts whenever the
+//!     connection starts reading a request head (`Conn::poll_read_head`), at the start and again
+//!     after every response, so it closes both half-sent heads and idle keep-alive connections.
+//!   - Every connection, whatever its protocol: a watchdog that counts the requests in flight (from
+//!     the moment a head has been parsed until the response body has been sent or dropped). Once
+//!     there has been none for `header_timeout`, it shuts the connection down gracefully, and drops
+//!     it if it is still there, still without a request, after `header_timeout` more. This covers
+//!     what hyper's timer does not: hyper-util reads the first bytes (to tell HTTP/2's preface from
+//!     an HTTP/1 request line) with no timer, so a peer that sends nothing, or part of the preface,
+//!     would be held forever; and an HTTP/2 connection has no idle timeout of its own. Watching
+//!     requests rather than reads means a slow upload or a long stream is never cut by it.
+//!   - HTTP/2: keep-alive pings every [`H2_PING_INTERVAL`], closing the connection when one is not
+//!     acknowledged within [`H2_PING_TIMEOUT`], so a vanished peer does not hold a long stream.
+//! - **Graceful (G8).** [`serve`] runs until its `stop` future resolves (in the gateway:
+//!   [`signal`]), then stops accepting, asks every connection to finish gracefully (HTTP/1:
+//!   finish the request in flight, then close; HTTP/2: GOAWAY), waits up to
+//!   [`Connections::shutdown_grace`], then fires [`Shutdown`] so that the streams still open end
+//!   themselves with an error event, waits up to [`LAST_WRITES`] for those bytes, and closes what
+//!   is left.
+//!
+//! Accept errors (`EMFILE` and the like) never end the server: they are logged and accepting
+//! pauses for [`ACCEPT_BACKOFF`], since retrying at once would only spin while descriptors are out.
+
+use std::convert::Infallible;
+use std::future::{Future, pending};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use bytes::Bytes;
+use hyper::Request;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
+use tokio::task::{JoinError, JoinSet};
+use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tower::ServiceExt;
+use tracing::{debug, error, info, trace, warn};
+
+/// How often an HTTP/2 connection is pinged when the peer has sent nothing in the meantime.
+pub const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+/// How long an HTTP/2 ping may go unacknowledged before the connection is closed.
+pub const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long, after [`Shutdown`] has fired, the streams have to write their last bytes.
+pub const LAST_WRITES: Duration = Duration::from_secs(2);
+/// How long accepting pauses after an error such as `EMFILE`.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// How connections are accepted and kept.
+#[derive(Clone, Debug)]
+pub struct Connections {
+    /// Time a client has to send a request's head, counted from the connection's start or
+    /// the end of its previous response; so it also closes idle keep-alive connections.
+    /// Must be above zero: zero would close every connection before its first request.
+    pub header_timeout: Duration,
+    /// Time to let in-flight requests finish after SIGTERM/SIGINT (or the shutdown future).
+    pub shutdown_grace: Duration,
+}
+
+/// What the connection layer knows of the connection a request arrived on: it is in every
+/// request's extensions (`axum::Extension<Accepted>`).
+#[derive(Clone, Copy, Debug)]
+pub struct Accepted {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Whether `TCP_NODELAY` is on for the socket, as the kernel reports it after the connection
+    /// layer set it (false only if setting it failed, which is logged).
+    pub nodelay: bool,
+}
+
+/// The signal streams watch: fires when the grace period is over and every stream still
+/// open must end now (with an error event: the caller's business).
+///
+/// Clones share one signal. It fires once and stays fired.
+#[derive(Clone, Debug)]
+pub struct Shutdown {
+    over: Arc<watch::Sender<bool>>,
+}
+
+impl Shutdown {
+    /// A signal that has not fired.
+    pub fn new() -> Shutdown {
+        Shutdown { over: Arc::new(watch::Sender::new(false)) }
+    }
+
+    /// Resolves once the signal has fired (at once if it already has).
+    pub async fn over(&self) {
+        let mut over = self.over.subscribe();
+        // An error would mean the sender is gone, but `self` holds it.
+        let _ = over.wait_for(|over| *over).await;
+    }
+
+    /// Whether the signal has fired.
+    pub fn is_over(&self) -> bool {
+        *self.over.borrow()
+    }
+
+    /// Fires the signal. [`serve`] does this when the grace period is over; it is public so that
+    /// a stream's handling of it can be tested without a server.
+    pub fn end(&self) {
+        self.over.send_replace(true);
+    }
+}
+
+impl Default for Shutdown {
+    fn default() -> Shutdown {
+        Shutdown::new()
+    }
+}
+
+/// Binds `address` with a listen backlog of `backlog` (at least 1,024 by default upstream of
+/// this), with `SO_REUSEADDR` so that a restart does not wait for the old connections' TIME_WAIT.
+///
+/// The kernel caps the backlog at `net.core.somaxconn` (4,096 by default on Linux since 5.4).
+/// Needs a Tokio runtime with I/O enabled; without a runtime it returns an error.
+pub fn bind(address: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    // Registering the listener with the reactor panics outside a runtime: make it an error.
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(io::Error::other("binding a listener needs a Tokio runtime"));
+    }
+    let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(backlog)
+}
+
+/// Resolves on SIGTERM or SIGINT (on other platforms than unix: on ctrl-c).
+///
+/// Must be polled within a Tokio runtime with signals enabled. If a signal cannot be watched,
+/// that is logged and the other one is still watched. Once watched, a signal no longer ends the
+/// process by itself, for the process's whole life: to act on a second one (say, to exit at once
+/// on a second ctrl-c), call this again.
+pub async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{Signal, SignalKind, signal};
+
+        fn watch(kind: SignalKind, name: &'static str) -> Option<Signal> {
+            signal(kind).map_err(|error| warn!(%error, "cannot watch {name}")).ok()
+        }
+        async fn received(signal: Option<Signal>) {
+            if let Some(mut signal) = signal
+                && signal.recv().await.is_some()
+            {
+                return;
+            }
+            // Not watched, or (`None`) no more signals can arrive: this one never fires.
+            pending().await
+        }
+        let term = watch(SignalKind::terminate(), "SIGTERM");
+        let int = watch(SignalKind::interrupt(), "SIGINT");
+        tokio::select! {
+            () = received(term) => info!("SIGTERM received: shutting down"),
+            () = received(int) => info!("SIGINT received: shutting down"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => info!("ctrl-c received: shutting down"),
+            Err(error) => {
+                warn!(%error, "cannot watch ctrl-c");
+                pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `stop` resolves; then stops accepting, lets open
+/// requests finish for `shutdown_grace`, then fires `shutdown` (so streams end with an
+/// error event), waits up to [`LAST_WRITES`] for those last bytes to be written, closes the
+/// connections left, and returns Ok.
+///
+/// Every request carries an [`Accepted`] extension. Accept errors do not end the loop (see the
+/// module's documentation). A connection upgraded by a handler (`Upgrade: ...`) leaves the
+/// server's care once upgraded; it may watch `shutdown` itself.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    connections: Connections,
+    shutdown: Shutdown,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let builder = Arc::new(builder(&connections));
+    // `true` once the connections are to finish gracefully.
+    let (draining, _) = watch::channel(false);
+    let mut open = JoinSet::new();
+    let mut stop = pin!(stop);
+    // Set after an accept error: accepting resumes at this instant.
+    let mut resume: Option<Instant> = None;
+    debug!(address = ?listener.local_addr().ok(), "accepting connections");
+
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut stop => break,
+            // Reaped as they end, so that the set holds only open connections.
+            Some(ended) = open.join_next(), if !open.is_empty() => reap(ended),
+            () = sleep_until(resume.unwrap_or_else(Instant::now)), if resume.is_some() => resume = None,
+            accepted = listener.accept(), if resume.is_none() => match accepted {
+                Ok((stream, peer)) => {
+                    trace!(%peer, "connection accepted");
+                    open.spawn(connection(
+                        Arc::clone(&builder),
+                        stream,
+                        peer,
+                        app.clone(),
+                        connections.header_timeout,
+                        draining.subscribe(),
+                    ));
+                }
+                // The peer gave up before the accept: nothing is short, try the next one.
+                Err(error) if transient(&error) => debug!(%error, "accept failed"),
+                Err(error) => {
+                    warn!(%error, "accept failed; pausing accepts for {ACCEPT_BACKOFF:?}");
+                    resume = Some(Instant::now() + ACCEPT_BACKOFF);
+                }
+            },
+        }
+    }
+
+    // Dropping the listener refuses new connections, those still in the backlog included.
+    drop(listener);
+    let grace = connections.shutdown_grace;
+    info!(connections = open.len(), "stopped accepting; letting open requests finish for up to {grace:?}");
+    draining.send_replace(true);
+    let closed = drain(&mut open, grace).await;
+    if open.is_empty() {
+        info!(closed, "every connection closed within the grace period");
+    } else {
+        info!(closed, still_open = open.len(), "grace period over; telling the streams still open to end");
+    }
+    shutdown.end();
+    if !open.is_empty() {
+        let closed = drain(&mut open, LAST_WRITES).await;
+        info!(closed, still_open = open.len(), "streams told to end");
+    }
+    if !open.is_empty() {
+        info!(connections = open.len(), "closing the connections still open");
+        open.shutdown().await;
+    }
+    info!("all connections closed");
+    Ok(())
+}
+
+/// The hyper connection builder: HTTP/1.1 and h2c, with the timers of the module's documentation.
+fn builder(connections: &Connections) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(connections.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(H2_PING_INTERVAL)
+        .keep_alive_timeout(H2_PING_TIMEOUT);
+    builder
+}
+
+/// Accept errors that concern one connection only, not the process's resources.
+fn transient(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+    )
+}
+
+/// Waits up to `within` for the open connections to end; returns how many did.
+async fn drain(open: &mut JoinSet<()>, within: Duration) -> usize {
+    let mut deadline = pin!(sleep(within));
+    let mut closed = 0;
+    loop {
+        tokio::select! {
+            biased;
+            ended = open.join_next() => match ended {
+                Some(ended) => {
+                    reap(ended);
+                    closed += 1;
+                }
+                None => return closed,
+            },
+            () = &mut deadline => return closed,
+        }
+    }
+}
+
+/// Logs how a connection's task ended, if that is news.
+fn reap(ended: Result<(), JoinError>) {
+    if let Err(error) = ended
+        && error.is_panic()
+    {
+        // On HTTP/1 a handler runs in its connection's task: its panic ends just that connection.
+        error!(%error, "a connection's task panicked");
+    }
+}
+
+/// Why a connection is being closed by the server.
+enum Closing {
+    /// The server is shutting down.
+    Draining,
+    /// No request in flight for the header timeout.
+    Idle,
+}
+
+/// Serves one connection until it ends, the server drains, or it idles out.
+async fn connection(
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    header_timeout: Duration,
+    mut draining: watch::Receiver<bool>,
+) {
+    if let Err(error) = stream.set_nodelay(true) {
+        warn!(%peer, %error, "cannot set TCP_NODELAY");
+    }
+    let accepted = Accepted { peer, nodelay: stream.nodelay().unwrap_or(false) };
+
+    // The number of requests in flight; every change wakes the watchdog, even one that a later
+    // change undoes before it looks.
+    let in_flight = Arc::new(watch::Sender::new(0_usize));
+    let mut requests = in_flight.subscribe();
+    let service = {
+        let in_flight = Arc::clone(&in_flight);
+        service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(accepted);
+            let busy = Busy::start(&in_flight);
+            let app = app.clone();
+            async move {
+                let response = match app.oneshot(request).await {
+                    Ok(response) => response,
+                    Err(infallible) => match infallible {},
+                };
+                // The request stays in flight until its body has been sent (or dropped).
+                Ok::<_, Infallible>(response.map(|body| Tracked { body, _busy: busy }))
+            }
+        })
+    };
+    let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(stream), service));
+
+    let closing = tokio::select! {
+        ended = conn.as_mut() => return closed(peer, ended),
+        _ = draining.wait_for(|draining| *draining) => Closing::Draining,
+        () = quiet(&mut requests, header_timeout) => Closing::Idle,
+    };
+    // Before the protocol is known this ends the connection at once; HTTP/1 closes once the
+    // response in flight (if any) is sent; HTTP/2 sends GOAWAY and finishes its open streams.
+    conn.as_mut().graceful_shutdown();
+    match closing {
+        // The server bounds this wait with its grace period.
+        Closing::Draining => closed(peer, conn.await),
+        Closing::Idle => {
+            debug!(%peer, "closing a connection without a request for {header_timeout:?}");
+            // A peer that neither reads our GOAWAY nor sends anything is not waited for.
+            tokio::select! {
+                ended = conn.as_mut() => closed(peer, ended),
+                () = quiet(&mut requests, header_timeout) => {
+                    debug!(%peer, "dropping an idle connection that did not close");
+                }
+            }
+        }
+    }
+}
+
+/// Logs how a connection ended: at debug, since peers cause these errors.
+fn closed(peer: SocketAddr, ended: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+    match ended {
+        Ok(()) => trace!(%peer, "connection closed"),
+        Err(error) => debug!(%peer, %error, "connection closed"),
+    }
+}
+
+/// Resolves once `requests` (the number in flight) has stayed at zero, unchanged, for `period`.
+async fn quiet(requests: &mut watch::Receiver<usize>, period: Duration) {
+    loop {
+        while *requests.borrow_and_update() > 0 {
+            if requests.changed().await.is_err() {
+                // The sender lives as long as the connection's task: unreachable, but never spin.
+                return pending().await;
+            }
+        }
+        match timeout(period, requests.changed()).await {
+            Err(_elapsed) => return,
+            // A request started (it may even have ended already): the quiet period restarts.
+            Ok(Ok(())) => {}
+            Ok(Err(_closed)) => return pending().await,
+        }
+    }
+}
+
+/// One request in flight on a connection, from its head until its response body is gone.
+struct Busy(Arc<watch::Sender<usize>>);
+
+impl Busy {
+    fn start(in_flight: &Arc<watch::Sender<usize>>) -> Busy {
+        in_flight.send_modify(|n| *n += 1);
+        Busy(Arc::clone(in_flight))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// A response body that keeps its request counted as in flight until hyper drops it.
+struct Tracked {
+    body: axum::body::Body,
+    _busy: Busy,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
