@@ -1,0 +1,294 @@
+"""Fixtures of the conformance suite: llmock and the gateway as real processes.
+
+llmock (an OpenAI-compatible mock nobody here wrote) runs once per session on a
+free loopback port; the gateway runs in front of it from the binary that
+`STREAMFLIGHT_GATEWAY_BIN` names (default: the debug build). A test that takes
+`target` runs twice, `direct` against llmock and `gateway` through the gateway,
+with the same assertions: where the gateway must be transparent, llmock is the
+reference. llmock is driven over its `/_llmock` HTTP API (scripted failures,
+request journal); its own pytest plugin is disabled in pytest.ini.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+# Imported here so that a missing package fails the whole run at once, never a skip.
+import llmock  # noqa: F401
+import openai  # noqa: F401
+import pytest
+
+from support import CHUNK_DELAY_MS, TPM, Target, http
+
+START_DEADLINE_S = 30.0
+STOP_DEADLINE_S = 10.0
+
+CONFORMANCE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = CONFORMANCE_DIR.parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def wait_ready(url: str, process: subprocess.Popen, log: Path, what: str) -> None:
+    """Poll `url` until it answers 200; fail with the log if the process dies or the deadline passes."""
+    deadline = time.monotonic() + START_DEADLINE_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode} before it was ready:\n{tail(log)}")
+        try:
+            status, _, _ = http("GET", url, timeout=1.0)
+            if status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} not ready within {START_DEADLINE_S:.0f} s:\n{tail(log)}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it outlives the deadline."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_DEADLINE_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=STOP_DEADLINE_S)
+
+
+# -- llmock -------------------------------------------------------------------
+
+
+class Llmock:
+    """llmock in a subprocess, with its control API at `/_llmock`."""
+
+    def __init__(self, logdir: Path) -> None:
+        self.log = logdir / "llmock.log"
+        # A port picked here can be taken before llmock binds it: try a few.
+        for _attempt in range(3):
+            self.port = free_port()
+            self.process = self._spawn()
+            try:
+                wait_ready(f"{self.root}/health", self.process, self.log, "llmock")
+                return
+            except RuntimeError:
+                stop(self.process)
+                if _attempt == 2:
+                    raise
+
+    def _spawn(self) -> subprocess.Popen:
+        # No LLMOCK_* from the caller's environment: every setting is given here.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LLMOCK_")}
+        args = [
+            sys.executable, "-m", "llmock.cli", "serve",
+            "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
+            "--stream-chunk-delay-ms", str(CHUNK_DELAY_MS), "--tpm", str(TPM),
+            "--response-style", "varied", "--tool-mode", "auto",
+        ]
+        with open(self.log, "ab") as log:
+            return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
+
+    @property
+    def root(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.root}/v1"
+
+    def control(self, method: str, path: str, body: Any = None) -> Any:
+        status, _, raw = http(method, f"{self.root}/_llmock{path}", body)
+        assert 200 <= status < 300, f"llmock {method} {path}: {status} {raw[:300]!r}"
+        return json.loads(raw)
+
+    def reset(self) -> None:
+        """Forget the journal, queued behaviours and spent quota."""
+        self.control("POST", "/reset")
+
+    def forget_requests(self) -> None:
+        self.control("DELETE", "/requests")
+
+    def script(self, *behaviors: dict[str, Any]) -> None:
+        """Queue behaviours (llmock's JSON form, e.g. {"type": "fail", "status": 429})."""
+        self.control("POST", "/scenario", {"behaviors": list(behaviors)})
+
+    def requests(self, path: str | None = None, model: str | None = None) -> list[dict[str, Any]]:
+        """The journal (llmock waits up to 2 s for requests still in flight)."""
+        records = self.control("GET", "/requests")["requests"]
+        return [r for r in records
+                if (path is None or r["path"] == path) and (model is None or r["model"] == model)]
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"llmock died with {self.process.returncode}:\n{tail(self.log)}")
+
+
+# -- the gateway --------------------------------------------------------------
+
+
+def gateway_binary() -> Path:
+    configured = os.environ.get("STREAMFLIGHT_GATEWAY_BIN")
+    path = Path(configured) if configured else REPO_ROOT / "target" / "debug" / "streamflight-gateway"
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+class Gateway:
+    """`streamflight-gateway` in a subprocess, in front of llmock."""
+
+    def __init__(self, upstream: Llmock, logdir: Path, name: str, *extra: str) -> None:
+        binary = gateway_binary()
+        if not os.access(binary, os.X_OK):
+            # A failure, not a skip: the suite exists to run the gateway.
+            raise RuntimeError(f"gateway binary not found or not executable: {binary} "
+                               "(build it: cargo build -p streamflight-gateway, or set STREAMFLIGHT_GATEWAY_BIN)")
+        self.log = logdir / f"{name}.log"
+        for _attempt in range(3):
+            self.port = free_port()
+            args = [str(binary), "--listen", f"127.0.0.1:{self.port}",
+                    "--upstream", upstream.base_url, "--log", "warn", *extra]
+            # STREAMFLIGHT_* from the caller could change what is tested: only the flags count.
+            env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMFLIGHT_")}
+            with open(self.log, "ab") as log:
+                self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
+            try:
+                wait_ready(f"{self.root}/healthz", self.process, self.log, f"gateway ({' '.join(args)})")
+                return
+            except RuntimeError:
+                stop(self.process)
+                if _attempt == 2:
+                    raise
+
+    @property
+    def root(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.root}/v1"
+
+    def cancel(self, request_id: str, api_key: str | None) -> tuple[int, bytes]:
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        status, _, body = http("DELETE", f"{self.root}/v1/requests/{request_id}", headers=headers)
+        return status, body
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"the gateway died with {self.process.returncode}:\n{tail(self.log)}")
+
+
+@pytest.fixture(scope="session")
+def logdir() -> Path:
+    path = Path(tempfile.mkdtemp(prefix="streamflight-conformance-"))
+    return path
+
+
+@pytest.fixture(scope="session")
+def llmock_process(logdir: Path):
+    server = Llmock(logdir)
+    yield server
+    stop(server.process)
+
+
+@pytest.fixture
+def mock(llmock_process: Llmock) -> Llmock:
+    """llmock, reset for this test: empty journal, no queued behaviour."""
+    llmock_process.check_alive()
+    llmock_process.reset()
+    return llmock_process
+
+
+@pytest.fixture(scope="session")
+def gateway_process(llmock_process: Llmock, logdir: Path):
+    server = Gateway(llmock_process, logdir, "gateway")
+    yield server
+    stop(server.process)
+
+
+@pytest.fixture
+def gateway(gateway_process: Gateway, mock: Llmock) -> Gateway:
+    gateway_process.check_alive()
+    return gateway_process
+
+
+@pytest.fixture(scope="session")
+def shared_gateway_process(llmock_process: Llmock, logdir: Path):
+    """A second gateway, sharing flights across tenants with its own upstream key."""
+    server = Gateway(llmock_process, logdir, "gateway-shared",
+                     "--share-across-tenants", "--upstream-api-key", "sk-conformance-upstream")
+    yield server
+    stop(server.process)
+
+
+@pytest.fixture
+def shared_gateway(shared_gateway_process: Gateway, mock: Llmock) -> Gateway:
+    shared_gateway_process.check_alive()
+    return shared_gateway_process
+
+
+@pytest.fixture
+def spawn_gateway(llmock_process: Llmock, logdir: Path, mock: Llmock):
+    """Starts a gateway of the test's own, with extra flags; stops it at the test's end."""
+    started: list[Gateway] = []
+
+    def spawn(*flags: str) -> Gateway:
+        server = Gateway(llmock_process, logdir, f"gateway-{uuid.uuid4().hex[:8]}", *flags)
+        started.append(server)
+        return server
+
+    yield spawn
+    for server in started:
+        stop(server.process)
+
+
+@pytest.fixture(params=["direct", "gateway"])
+def target(request: pytest.FixtureRequest, mock: Llmock) -> Target:
+    """The same test against llmock and through the gateway."""
+    if request.param == "direct":
+        return Target("direct", mock.base_url)
+    gateway_server: Gateway = request.getfixturevalue("gateway")
+    return Target("gateway", gateway_server.base_url)
+
+
+@pytest.fixture
+def reference(mock: Llmock) -> Target:
+    """llmock itself, for the answer the gateway must reproduce."""
+    return Target("reference", mock.base_url)
+
+
+@pytest.fixture
+def tag() -> str:
+    """Unique per test: put in prompts and model names, so that no two tests can share a
+    flight in the gateway and a scripted behaviour fires only for its own test."""
+    return uuid.uuid4().hex[:12]
+
+
+# -- no silent skips -----------------------------------------------------------
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # A skipped test is a test that did not run: the run fails.
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and reporter.stats.get("skipped"):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
