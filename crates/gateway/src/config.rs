@@ -2,9 +2,12 @@
 //! Parsed by clap in `main`; tests build them with [`Settings::parse_from`](clap::Parser::parse_from).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+
+use crate::client::UpstreamUrl;
 
 /// Everything the gateway can be told. Each flag also reads the environment
 /// variable named in its help (`STREAMFLIGHT_*`); a flag on the command line wins.
@@ -16,18 +19,24 @@ pub struct Settings {
     pub listen: SocketAddr,
 
     /// Base URL of an OpenAI-compatible server, `/v1` included (for example
-    /// `http://127.0.0.1:8000/v1`); requests go to `<URL>/chat/completions` and
-    /// `<URL>/completions`. Without it, the embedded simulated model answers.
-    #[arg(long, env = "STREAMFLIGHT_UPSTREAM")]
-    pub upstream: Option<String>,
+    /// `https://api.openai.com/v1` or `http://127.0.0.1:8000/v1`): a client's `/v1/x` goes to
+    /// `<URL>/x`. Without it, the embedded simulated model answers.
+    #[arg(long, env = "STREAMFLIGHT_UPSTREAM", hide_env_values = true)]
+    pub upstream: Option<UpstreamUrl>,
 
-    /// API key sent upstream as `Authorization: Bearer <key>`. Without it, the
-    /// leading client's own `Authorization` header is forwarded.
+    /// API key sent upstream as `Authorization: Bearer <key>`, in place of the client's
+    /// credentials. Without it, each flight's leading client's own credentials go upstream.
     #[arg(long, env = "STREAMFLIGHT_UPSTREAM_API_KEY", hide_env_values = true)]
     pub upstream_api_key: Option<String>,
 
-    /// Lets requests with different `Authorization` headers share a flight.
-    /// Off by default: a tenant never sees an answer made for another.
+    /// PEM file of extra root certificates to trust for an `https://` upstream (a private CA),
+    /// besides the system's and the webpki roots.
+    #[arg(long, env = "STREAMFLIGHT_UPSTREAM_CA")]
+    pub upstream_ca: Option<PathBuf>,
+
+    /// Lets requests with different credentials share a flight. Needs `--upstream-api-key`
+    /// when `--upstream` is given (a tenant's key must never serve another), and then hides
+    /// `x-streamflight-role`. Off by default: a tenant never sees an answer made for another.
     #[arg(long, env = "STREAMFLIGHT_SHARE_ACROSS_TENANTS")]
     pub share_across_tenants: bool,
 
@@ -43,21 +52,55 @@ pub struct Settings {
     #[arg(long, env = "STREAMFLIGHT_SIM_FIRST_TOKEN_DELAY", default_value = "100ms", value_parser = parse_duration)]
     pub sim_first_token_delay: Duration,
 
-    /// Upstream: time allowed to connect.
+    /// Upstream: time allowed to connect (TLS included).
     #[arg(long, env = "STREAMFLIGHT_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
 
-    /// Upstream: time allowed from sending the request to its response headers.
+    /// Upstream: time allowed from sending the request to its response head.
     #[arg(long, env = "STREAMFLIGHT_RESPONSE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
     pub response_timeout: Duration,
 
-    /// Upstream: longest silence allowed between two events of a streaming answer.
+    /// Upstream: longest silence allowed while reading a response (between two events).
     #[arg(long, env = "STREAMFLIGHT_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
+    /// Clients: time to send a request's head, counted from the connection's start or the end
+    /// of its previous response (so it also closes idle keep-alive connections).
+    #[arg(long, env = "STREAMFLIGHT_HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Clients: longest silence allowed while a request body is being received.
+    #[arg(long, env = "STREAMFLIGHT_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+
     /// Largest request body accepted, in bytes; a larger one gets 413.
-    #[arg(long, env = "STREAMFLIGHT_BODY_LIMIT", default_value_t = 2 * 1024 * 1024)]
+    #[arg(long, env = "STREAMFLIGHT_BODY_LIMIT", default_value_t = 32 * 1024 * 1024)]
     pub body_limit: usize,
+
+    /// Most requests served at once (streams included); over it, 503 with `retry-after`.
+    #[arg(long, env = "STREAMFLIGHT_MAX_CONCURRENT_REQUESTS", default_value_t = 10_000)]
+    pub max_concurrent_requests: usize,
+
+    /// Largest single upstream SSE event, in bytes; a larger one fails the flight (502).
+    #[arg(long, env = "STREAMFLIGHT_MAX_EVENT_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_event_bytes: usize,
+
+    /// Most bytes of an upstream error body passed on; the rest is cut.
+    #[arg(long, env = "STREAMFLIGHT_MAX_ERROR_BODY", default_value_t = 64 * 1024)]
+    pub max_error_body: usize,
+
+    /// Listen backlog: connections the kernel queues before they are accepted.
+    #[arg(long, env = "STREAMFLIGHT_BACKLOG", default_value_t = 4096)]
+    pub backlog: u32,
+
+    /// On SIGTERM or SIGINT: time given to open requests to finish before the rest are ended
+    /// with an error event.
+    #[arg(long, env = "STREAMFLIGHT_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Browser origin allowed by CORS (repeat it, or `*` for any). None: no CORS headers.
+    #[arg(long = "cors-origin", env = "STREAMFLIGHT_CORS_ORIGIN", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
 
     /// Most events of one answer kept for late joiners. Past it, the oldest are
     /// released, later identical requests start a new flight, and a reader that
@@ -68,6 +111,23 @@ pub struct Settings {
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "STREAMFLIGHT_LOG", default_value = "info")]
     pub log: tracing::Level,
+}
+
+impl Settings {
+    /// Checks what clap cannot: combinations of flags. The error is one line, for the operator.
+    pub fn check(&self) -> Result<(), String> {
+        if self.share_across_tenants && self.upstream.is_some() && self.upstream_api_key.is_none() {
+            return Err("--share-across-tenants needs --upstream-api-key: without it one tenant's \
+                        credentials would serve another's requests"
+                .to_owned());
+        }
+        if self.max_concurrent_requests == 0 || self.body_limit == 0 || self.max_event_bytes == 0 {
+            return Err(
+                "--max-concurrent-requests, --body-limit and --max-event-bytes must be above 0".to_owned()
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Parses `250ms`, `2s`, `1m`, or a bare number of milliseconds.
@@ -108,5 +168,23 @@ mod tests {
         let answer =
             settings.sim_first_token_delay + settings.sim_token_interval * settings.sim_tokens as u32;
         assert!(answer >= Duration::from_millis(800) && answer <= Duration::from_millis(1500), "{answer:?}");
+        // G7: every client-side wait at most 30 s, a listen backlog of at least 1,024.
+        assert!(settings.header_timeout <= Duration::from_secs(30));
+        assert!(settings.body_timeout <= Duration::from_secs(30));
+        assert!(settings.backlog >= 1024);
+        assert_eq!(settings.body_limit, 32 << 20);
+        assert!(settings.check().is_ok());
+    }
+
+    #[test]
+    fn sharing_tenants_upstream_needs_a_key_of_its_own() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["streamflight-gateway", "--share-across-tenants"];
+            args.extend_from_slice(extra);
+            Settings::parse_from(args)
+        };
+        assert!(parse(&[]).check().is_ok(), "the simulated model has no credentials to leak");
+        assert!(parse(&["--upstream", "http://127.0.0.1:1/v1"]).check().is_err());
+        assert!(parse(&["--upstream", "http://127.0.0.1:1/v1", "--upstream-api-key", "k"]).check().is_ok());
     }
 }

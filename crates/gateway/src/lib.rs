@@ -1,51 +1,94 @@
-//! streamflight-gateway: an OpenAI-compatible streaming proxy in which identical in-flight
-//! requests share one upstream request; [`router`] builds the server, `main` only runs it.
+//! streamflight-gateway: an OpenAI-compatible proxy in which identical in-flight requests share
+//! one upstream request; [`App`] is the whole server, `main` only parses flags and runs it.
 //!
 //! ```no_run
 //! use clap::Parser;
-//! use streamflight_gateway::{Settings, serve};
+//! use streamflight_gateway::{App, Settings};
 //!
-//! # #[tokio::main] async fn main() -> std::io::Result<()> {
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let settings = Settings::parse_from(["streamflight-gateway", "--listen", "127.0.0.1:0"]);
-//! let listener = tokio::net::TcpListener::bind(settings.listen).await?;
-//! serve(listener, settings).await
-//! # }
+//! let listener = streamflight_gateway::bind(&settings)?;
+//! let app = App::new(settings)?;
+//! // Serves until SIGTERM or SIGINT, then drains gracefully.
+//! app.run(listener, streamflight_gateway::serve::signal()).await?;
+//! # Ok(()) }
 //! ```
 
+pub mod backend;
+pub mod body;
+pub mod client;
+pub mod collect;
 pub mod config;
+pub mod endpoint;
+pub mod flight;
+pub mod headers;
+pub mod inbound;
 pub mod key;
+pub mod metrics;
 pub mod openai;
-pub mod server;
+pub mod passthrough;
+pub mod registry;
+pub mod reply;
+pub mod routes;
+pub mod serve;
 pub mod sim;
+pub mod sse;
+pub mod state;
 pub mod upstream;
 
+use std::future::Future;
+use std::io;
 use std::sync::Arc;
 
-use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use tokio::net::TcpListener;
 
 pub use config::Settings;
 
-/// The gateway's routes, ready to serve: `POST /v1/chat/completions`, `POST /v1/completions`,
-/// `DELETE /v1/requests/{id}`, `GET /metrics`, `GET /healthz`. Call it inside a tokio runtime.
-pub fn router(settings: Settings) -> Router {
-    let body_limit = settings.body_limit;
-    let gateway = Arc::new(server::Gateway::new(settings));
-    Router::new()
-        .route("/v1/chat/completions", post(server::chat))
-        .route("/v1/completions", post(server::completions))
-        .route("/v1/requests/{id}", delete(server::cancel))
-        .route("/metrics", get(server::metrics))
-        .route("/healthz", get(server::healthz))
-        .fallback(server::not_found)
-        .method_not_allowed_fallback(server::method_not_allowed)
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn(server::assign_id))
-        .with_state(gateway)
+use crate::serve::{Connections, Shutdown};
+use crate::state::Gateway;
+
+/// The gateway, ready to serve: its routes and how it keeps connections.
+pub struct App {
+    router: axum::Router,
+    connections: Connections,
+    shutdown: Shutdown,
+    backend: String,
 }
 
-/// Serves the gateway on `listener` until the process is stopped.
-pub async fn serve(listener: tokio::net::TcpListener, settings: Settings) -> std::io::Result<()> {
-    axum::serve(listener, router(settings)).await
+impl App {
+    /// Builds the gateway for `settings`. The error is one line for the operator (flags that
+    /// cannot work together, a CA file that cannot be read).
+    pub fn new(settings: Settings) -> Result<App, String> {
+        let connections =
+            Connections { header_timeout: settings.header_timeout, shutdown_grace: settings.shutdown_grace };
+        let shutdown = Shutdown::new();
+        let gateway = Gateway::new(settings, shutdown.clone())?;
+        let backend = gateway.backend.describe();
+        Ok(App { router: routes::router(Arc::new(gateway)), connections, shutdown, backend })
+    }
+
+    /// What answers the flights, for the startup line.
+    pub fn backend(&self) -> &str {
+        &self.backend
+    }
+
+    /// Serves on `listener` until `stop` resolves, then drains (see [`serve::serve`]).
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> io::Result<()> {
+        serve::serve(listener, self.router, self.connections, self.shutdown, stop).await
+    }
+}
+
+/// Binds the listening socket of `settings` (`--listen`, `--backlog`).
+pub fn bind(settings: &Settings) -> io::Result<TcpListener> {
+    serve::bind(settings.listen, settings.backlog)
+}
+
+/// Serves the gateway on `listener` until SIGTERM or SIGINT, then drains gracefully.
+pub async fn serve(listener: TcpListener, settings: Settings) -> io::Result<()> {
+    let app = App::new(settings).map_err(io::Error::other)?;
+    app.run(listener, serve::signal()).await
 }

@@ -1,11 +1,13 @@
-//! The `streamflight-gateway` binary: parses the flags, sets up logging, binds, serves.
-//! Everything else is in the library, where the tests reach it.
+//! The `streamflight-gateway` binary: parses the flags, sets up logging, binds, serves until
+//! SIGTERM or SIGINT. Everything else is in the library, where the tests reach it.
+
+use std::process::ExitCode;
 
 use clap::Parser;
-use streamflight_gateway::{Settings, serve};
+use streamflight_gateway::{App, Settings};
 
 #[tokio::main]
-async fn main() -> std::io::Result<()> {
+async fn main() -> ExitCode {
     let settings = Settings::parse();
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
@@ -14,8 +16,28 @@ async fn main() -> std::io::Result<()> {
         .with_ansi(colour)
         .with_writer(std::io::stderr)
         .init();
-    let listener = tokio::net::TcpListener::bind(settings.listen).await?;
-    let upstream = settings.upstream.as_deref().unwrap_or("the embedded simulated model");
-    tracing::info!(listen = %listener.local_addr()?, %upstream, "streamflight-gateway ready");
-    serve(listener, settings).await
+    let listen = settings.listen;
+    let listener = match streamflight_gateway::bind(&settings) {
+        Ok(listener) => listener,
+        Err(e) => return fail(&format!("cannot listen on {listen}: {e}")),
+    };
+    let app = match App::new(settings) {
+        Ok(app) => app,
+        Err(e) => return fail(&e),
+    };
+    let address = listener.local_addr().map_or_else(|_| listen.to_string(), |a| a.to_string());
+    tracing::info!(listen = %address, "streamflight-gateway ready, answering from {}", app.backend());
+    match app.run(listener, streamflight_gateway::serve::signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("stopped: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A start-up error: one line, exit code 2 (as clap's own usage errors).
+fn fail(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(2)
 }

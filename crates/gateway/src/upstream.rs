@@ -1,153 +1,252 @@
-//! Forwarding to a real OpenAI-compatible server: one streaming request per flight, its SSE
-//! parsed as it arrives and passed on event by event; every failure becomes an [`UpstreamError`].
+//! A real upstream: one request per flight, its head turned into the flight's first part or
+//! its error, its SSE stream decoded (bounded) and each event classified once, for everyone.
 
-use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::http::HeaderValue;
-use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
-use eventsource_stream::Eventsource;
-use futures::stream::{self, BoxStream, StreamExt};
-use serde_json::{Map, Value};
+use axum::http::header::{CONTENT_TYPE, HeaderValue};
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
-/// Why a flight's upstream failed; every subscriber of the flight receives it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UpstreamError {
-    /// The upstream's HTTP status, when it answered with a non-2xx one.
-    pub status: Option<u16>,
-    /// What went wrong, for the client's error event.
-    pub message: String,
-}
-
-impl fmt::Display for UpstreamError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.status {
-            Some(status) => write!(f, "upstream answered {status}: {}", self.message),
-            None => f.write_str(&self.message),
-        }
-    }
-}
-
-/// The flight's upstream stream: each SSE event's data, up to (not including) `[DONE]`.
-pub type Chunks = BoxStream<'static, Result<Arc<str>, UpstreamError>>;
+use crate::backend::Outgoing;
+use crate::client::{self, ClientOptions, UpstreamUrl};
+use crate::config::Settings;
+use crate::flight::{Broken, Event, Head, Part, Parts, UpstreamError};
+use crate::headers;
+use crate::metrics::Metrics;
+use crate::sse::{Decoder, TooLarge};
 
 /// Where and how to reach the upstream.
-#[derive(Clone, Debug)]
 pub struct Upstream {
-    /// The HTTP client (its connect timeout is set).
+    /// The HTTP client (TLS, connect timeout, no redirects).
     pub client: reqwest::Client,
-    /// Base URL, `/v1` included, without a trailing slash.
-    pub base: String,
-    /// Time from sending the request to its response headers.
+    /// Base URL, `/v1` included.
+    pub url: UpstreamUrl,
+    /// `Bearer <--upstream-api-key>`, sent in place of the clients' credentials.
+    pub api_key: Option<HeaderValue>,
+    /// Time from sending a request to its response head.
     pub response_timeout: Duration,
-    /// Longest silence between two events.
+    /// Longest silence while reading a response.
     pub idle_timeout: Duration,
-    /// Counts the flights whose upstream failed.
-    pub errors: Arc<AtomicU64>,
+    max_event_bytes: usize,
+    max_error_body: usize,
+    metrics: Arc<Metrics>,
 }
-
-/// Most bytes of a non-2xx upstream body quoted in the error.
-const QUOTED: usize = 1000;
 
 impl Upstream {
-    /// Sends `body` (with `"stream": true`) to the endpoint, then returns its events as
-    /// they arrive. A connect failure, a timeout, a non-2xx answer, a broken or truncated
-    /// stream (one that ends without `[DONE]`) are an [`UpstreamError`], counted once.
-    pub async fn open(
-        self,
-        endpoint: crate::key::Endpoint,
-        mut body: Map<String, Value>,
-        authorization: Option<HeaderValue>,
-    ) -> Result<Chunks, UpstreamError> {
-        let errors = Arc::clone(&self.errors);
-        let opened = self.connect(endpoint, &mut body, authorization).await;
-        if opened.is_err() {
-            errors.fetch_add(1, Ordering::Relaxed);
-        }
-        let chunks = opened?.inspect(move |item| {
-            if item.is_err() {
-                errors.fetch_add(1, Ordering::Relaxed);
-            }
-        });
-        Ok(chunks.boxed())
+    /// The upstream of `settings` (which has `--upstream`).
+    pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> Result<Upstream, String> {
+        let url = settings.upstream.clone().ok_or("no --upstream given")?;
+        let client = client::build(&ClientOptions {
+            connect_timeout: settings.connect_timeout,
+            ca_file: settings.upstream_ca.clone(),
+        })?;
+        let api_key = match &settings.upstream_api_key {
+            Some(key) => Some(
+                HeaderValue::from_str(&format!("Bearer {key}"))
+                    .map_err(|_| "--upstream-api-key holds characters a header cannot carry")?,
+            ),
+            None => None,
+        };
+        Ok(Upstream {
+            client,
+            url,
+            api_key,
+            response_timeout: settings.response_timeout,
+            idle_timeout: settings.idle_timeout,
+            max_event_bytes: settings.max_event_bytes,
+            max_error_body: settings.max_error_body,
+            metrics,
+        })
     }
 
-    async fn connect(
-        &self,
-        endpoint: crate::key::Endpoint,
-        body: &mut Map<String, Value>,
-        authorization: Option<HeaderValue>,
-    ) -> Result<Chunks, UpstreamError> {
-        let failed = |message: String| UpstreamError { status: None, message };
-        body.insert("stream".to_owned(), Value::Bool(true));
-        let url = format!("{}{}", self.base, endpoint.path());
-        let mut request = self
-            .client
-            .post(&url)
-            .header(CONTENT_TYPE, "application/json")
-            .header(ACCEPT, "text/event-stream")
-            .body(Value::Object(std::mem::take(body)).to_string());
-        if let Some(authorization) = authorization {
-            request = request.header(AUTHORIZATION, authorization);
+    /// Sends the flight's request and waits for the head: a 2xx gives the parts (head first),
+    /// anything else the upstream's own status, headers and (bounded) body as the error.
+    /// Every failure, now or later in the stream, is counted once.
+    pub async fn open(self: Arc<Self>, outgoing: Outgoing) -> Result<Parts, UpstreamError> {
+        let opened = self.send(outgoing).await;
+        let metrics = Arc::clone(&self.metrics);
+        match opened {
+            Err(error) => {
+                Metrics::bump(&metrics.upstream_errors);
+                Err(error)
+            }
+            Ok(parts) => Ok(parts
+                .inspect(move |part| {
+                    if part.is_err() {
+                        Metrics::bump(&metrics.upstream_errors);
+                    }
+                })
+                .boxed()),
         }
+    }
+
+    async fn send(&self, outgoing: Outgoing) -> Result<Parts, UpstreamError> {
+        let url = self.url.join(outgoing.endpoint.path(), outgoing.query.as_deref());
+        let mut request = self.client.post(url).headers(outgoing.headers).body(outgoing.body);
+        request = request.header(CONTENT_TYPE, "application/json");
         let response = match tokio::time::timeout(self.response_timeout, request.send()).await {
             Err(_) => {
-                return Err(failed(format!(
-                    "no answer from the upstream {url} within {:?}",
-                    self.response_timeout
-                )));
+                let message =
+                    format!("no response head from the upstream within {:?}", self.response_timeout);
+                return Err(UpstreamError::broken(Broken::Timeout, message));
             }
-            Ok(Err(e)) => return Err(failed(format!("cannot reach the upstream {url}: {}", chain(&e)))),
+            Ok(Err(e)) => {
+                let message = format!("cannot reach the upstream {}: {}", self.url, client::describe(&e));
+                return Err(UpstreamError::broken(Broken::Unreachable, message));
+            }
             Ok(Ok(response)) => response,
         };
-        let status = response.status();
-        if !status.is_success() {
-            let text = tokio::time::timeout(self.idle_timeout, response.text()).await;
-            let text = text.ok().and_then(Result::ok).unwrap_or_default();
-            return Err(UpstreamError { status: Some(status.as_u16()), message: quote(&text) });
+        let head = Arc::new(Head {
+            status: response.status(),
+            headers: headers::downstream_response(response.headers(), true),
+        });
+        if !head.status.is_success() {
+            let body = self.error_body(response).await;
+            return Err(UpstreamError::Status { head, body });
         }
-        let idle = self.idle_timeout;
-        let events = response.bytes_stream().eventsource();
-        Ok(stream::unfold(Some(events), move |events| async move {
-            let mut events = events?;
-            loop {
-                let broke = |message: String| Some((Err(failed(message)), None));
-                return match tokio::time::timeout(idle, events.next()).await {
-                    Err(_) => broke(format!("the upstream sent nothing for {idle:?}")),
-                    Ok(None) => broke("the upstream stream ended before [DONE]".to_owned()),
-                    Ok(Some(Err(e))) => broke(format!("the upstream stream broke: {e}")),
-                    Ok(Some(Ok(event))) if event.data.trim() == "[DONE]" => None,
-                    Ok(Some(Ok(event))) if event.data.is_empty() => continue,
-                    Ok(Some(Ok(event))) => Some((Ok(Arc::from(event.data)), Some(events))),
-                };
+        let first = stream::iter([Ok(Part::Head(Arc::clone(&head)))]);
+        if !outgoing.endpoint.streams() {
+            return Ok(first.chain(body_parts(response, self.idle_timeout)).boxed());
+        }
+        let content_type = head.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !content_type.starts_with("text/event-stream") {
+            let message = format!("the upstream answered a streaming request with `{content_type}`, not SSE");
+            return Err(UpstreamError::broken(Broken::Malformed, message));
+        }
+        Ok(first.chain(events(response, self.idle_timeout, self.max_event_bytes)).boxed())
+    }
+
+    /// At most `max_error_body` bytes of an error response's body, as sent.
+    async fn error_body(&self, mut response: reqwest::Response) -> Bytes {
+        let mut body = Vec::new();
+        while body.len() < self.max_error_body {
+            match tokio::time::timeout(self.idle_timeout, response.chunk()).await {
+                Ok(Ok(Some(chunk))) => body.extend_from_slice(&chunk),
+                _ => break,
             }
-        })
-        .boxed())
+        }
+        body.truncate(self.max_error_body);
+        Bytes::from(body)
     }
 }
 
-/// An error and its sources, joined (reqwest's own message is only the outermost).
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text += &format!(": {cause}");
-        source = cause.source();
+/// The next chunk of a response body within `idle`, or why there is none.
+async fn next_chunk(
+    response: &mut reqwest::Response,
+    idle: Duration,
+) -> Result<Option<Bytes>, UpstreamError> {
+    match tokio::time::timeout(idle, response.chunk()).await {
+        Err(_) => {
+            Err(UpstreamError::broken(Broken::Timeout, format!("the upstream sent nothing for {idle:?}")))
+        }
+        Ok(Err(e)) => Err(UpstreamError::broken(
+            Broken::Truncated,
+            format!("the upstream response broke: {}", client::describe(&e)),
+        )),
+        Ok(Ok(chunk)) => Ok(chunk),
     }
-    text
 }
 
-/// The message of a non-2xx upstream body: its OpenAI `error.message` if it has one, else
-/// the start of the text.
-fn quote(text: &str) -> String {
-    let parsed: Option<Value> = serde_json::from_str(text).ok();
-    if let Some(message) = parsed.as_ref().and_then(|v| v.pointer("/error/message")).and_then(Value::as_str) {
-        return message.to_owned();
+/// A body that is not SSE, piece by piece as it arrives.
+fn body_parts(response: reqwest::Response, idle: Duration) -> Parts {
+    stream::unfold(Some(response), move |response| async move {
+        let mut response = response?;
+        match next_chunk(&mut response, idle).await {
+            Ok(Some(chunk)) => Some((Ok(Part::Body(chunk)), Some(response))),
+            Ok(None) => None,
+            Err(error) => Some((Err(error), None)),
+        }
+    })
+    .boxed()
+}
+
+/// What the gateway needs to know of a chunk, read without building it.
+#[derive(Deserialize)]
+struct Probe<'a> {
+    #[serde(borrow)]
+    error: Option<&'a RawValue>,
+    #[serde(borrow)]
+    choices: Option<&'a RawValue>,
+    #[serde(borrow)]
+    usage: Option<&'a RawValue>,
+}
+
+/// Classifies one event's data: an in-stream error ends the flight; the rest are events.
+fn classify(data: Bytes) -> Result<Part, UpstreamError> {
+    let Ok(probe) = serde_json::from_slice::<Probe>(&data) else {
+        // Not a JSON object: passed on as sent; a collecting client refuses it.
+        return Ok(Part::Event(Event { data, usage_only: false }));
+    };
+    if probe.error.is_some() {
+        return Err(UpstreamError::InStream(data));
     }
-    match text.char_indices().nth(QUOTED) {
-        Some((end, _)) => format!("{}...", &text[..end]),
-        None => text.to_owned(),
+    let empty = |raw: &RawValue| raw.get().bytes().filter(|b| !b.is_ascii_whitespace()).eq(*b"[]");
+    let no_choices = probe.choices.is_some_and(empty);
+    Ok(Part::Event(Event { usage_only: no_choices && probe.usage.is_some(), data }))
+}
+
+/// The SSE events of a streamed answer, up to `[DONE]`; an end before it is an error.
+fn events(response: reqwest::Response, idle: Duration, max_event_bytes: usize) -> Parts {
+    let decoder = Decoder::new(max_event_bytes);
+    stream::unfold(Some((response, decoder)), move |state| async move {
+        let (mut response, mut decoder) = state?;
+        loop {
+            match decoder.next_event() {
+                Err(TooLarge { limit }) => {
+                    let message = format!("an upstream event exceeded {limit} bytes (--max-event-bytes)");
+                    return Some((Err(UpstreamError::broken(Broken::TooLarge, message)), None));
+                }
+                Ok(Some(data)) if data.trim_ascii() == b"[DONE]" => return None,
+                Ok(Some(data)) => {
+                    return match classify(data) {
+                        Ok(part) => Some((Ok(part), Some((response, decoder)))),
+                        Err(error) => Some((Err(error), None)),
+                    };
+                }
+                Ok(None) => {}
+            }
+            match next_chunk(&mut response, idle).await {
+                Ok(Some(chunk)) => decoder.push(&chunk),
+                Ok(None) => {
+                    let message = "the upstream stream ended before [DONE]";
+                    return Some((Err(UpstreamError::broken(Broken::Truncated, message)), None));
+                }
+                Err(error) => return Some((Err(error), None)),
+            }
+        }
+    })
+    .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(text: &str) -> Result<(bool, String), String> {
+        match classify(Bytes::from(text.to_owned())) {
+            Ok(Part::Event(event)) => Ok((event.usage_only, String::from_utf8(event.data.to_vec()).unwrap())),
+            Ok(other) => panic!("{other:?}"),
+            Err(UpstreamError::InStream(data)) => Err(String::from_utf8(data.to_vec()).unwrap()),
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn events_are_classified_once() {
+        let chunk = r#"{"choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}"#;
+        assert_eq!(event(chunk), Ok((false, chunk.to_owned())));
+        let usage = r#"{"choices": [ ],"usage":{"total_tokens":3}}"#;
+        assert_eq!(event(usage), Ok((true, usage.to_owned())));
+        let error = r#"{"error":{"message":"overloaded","type":"server_error"}}"#;
+        assert_eq!(event(error), Err(error.to_owned()));
+        assert_eq!(event("not json"), Ok((false, "not json".to_owned())));
+        assert_eq!(
+            event(r#"{"error":null,"choices":[]}"#),
+            Ok((false, r#"{"error":null,"choices":[]}"#.to_owned()))
+        );
     }
 }

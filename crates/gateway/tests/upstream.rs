@@ -38,8 +38,9 @@ async fn fifty_identical_streams_make_one_upstream_request() {
         assert_eq!(stream, &expected_stream(20));
     }
     assert_eq!(mock.received(), 1);
-    let (_, body) = mock.seen.lock().unwrap()[0].clone();
+    let body = mock.last().json();
     assert_eq!(body["stream"], true, "the upstream is always asked to stream");
+    assert_eq!(body["stream_options"]["include_usage"], true, "and for usage");
     assert_eq!(body["messages"][0]["content"], "popular question");
     assert_eq!(metric(&base, "streamflight_requests_total").await, 50);
     assert_eq!(metric(&base, "streamflight_flights_total").await, 1);
@@ -60,20 +61,23 @@ async fn two_tenants_never_share_unless_told_to() {
     mock.open_gate();
     assert_eq!(alice.rest().await, expected_stream(20));
     assert_eq!(bob.rest().await, expected_stream(20));
-    let mut seen: Vec<_> = mock.seen.lock().unwrap().iter().map(|(auth, _)| auth.clone().unwrap()).collect();
+    let mut seen: Vec<_> =
+        mock.seen.lock().unwrap().iter().map(|s| s.header("authorization").unwrap()).collect();
     seen.sort();
     assert_eq!(seen, ["Bearer alice", "Bearer bob"], "each tenant's own credentials went upstream");
 
     let mock = Mock::start(gated()).await;
-    let base = gateway(&["--upstream", &mock.base, "--share-across-tenants"]).await;
+    let base =
+        gateway(&["--upstream", &mock.base, "--share-across-tenants", "--upstream-api-key", "k"]).await;
     let mut alice = Client::chat(&base, "same body", Some("Bearer alice")).await;
     let mut bob = Client::chat(&base, "same body", Some("Bearer bob")).await;
-    assert_eq!(alice.role, "leader");
-    assert!(["follower", "joiner"].contains(&bob.role.as_str()), "{}", bob.role);
     mock.open_gate();
     assert_eq!(alice.rest().await, bob.rest().await);
     assert_eq!(mock.received(), 1);
 }
+
+/// How a cancelled stream ends: an error event the SDKs raise, never a chunk without choices.
+const CANCELLED: &str = r#"{"error":{"message":"the request was cancelled","type":"cancelled","param":null,"code":"request_cancelled"}}"#;
 
 async fn cancel(base: &str, id: &str) -> u16 {
     http().delete(format!("{base}/v1/requests/{id}")).send().await.unwrap().status().as_u16()
@@ -87,7 +91,7 @@ async fn cancelling_the_leader_in_company_leaves_the_others_streaming() {
     let mut follower = Client::chat(&base, "q", None).await;
     assert_eq!(leader.next().await.unwrap(), mock_chunk(0));
     assert_eq!(cancel(&base, &leader.id).await, 200);
-    assert_eq!(leader.next().await.unwrap(), r#"{"status":"cancelled"}"#);
+    assert_eq!(leader.next().await.unwrap(), CANCELLED);
     assert_eq!(leader.next().await, None, "the cancelled stream closes");
     assert_eq!(cancel(&base, &leader.id).await, 404, "an ended request is unknown");
 
@@ -106,7 +110,7 @@ async fn cancelling_a_lone_request_aborts_the_upstream_request() {
     assert_eq!(alone.next().await.unwrap(), mock_chunk(0));
     assert_eq!(cancel(&base, &alone.id).await, 200);
     let rest = alone.rest().await;
-    assert_eq!(rest.last().unwrap(), r#"{"status":"cancelled"}"#);
+    assert_eq!(rest.last().unwrap(), CANCELLED);
     eventually("the mock sees its connection dropped", || async { mock.dropped() == 1 }).await;
     assert_eq!(metric(&base, "streamflight_aborted_total").await, 1);
     assert_eq!(metric(&base, "streamflight_active_flights").await, 0);
@@ -138,34 +142,39 @@ fn assert_upstream_error(event: &str, needle: &str) {
     assert!(message.contains(needle), "{message:?} should mention {needle:?}");
 }
 
+/// G1: a failure before the first byte gives every client the upstream's own response.
 #[tokio::test]
-async fn an_upstream_500_reaches_every_subscriber_as_an_error_event() {
-    let mock = Mock::start(Mode::Status(500)).await;
-    let base = gateway(&["--upstream", &mock.base]).await;
-    let mut clients = vec![Client::chat(&base, "q", None).await, Client::chat(&base, "q", None).await];
-    let collected = tokio::spawn({
-        let base = base.clone();
-        async move {
-            let request =
-                http().post(format!("{base}/v1/chat/completions")).body(chat_body("q", false).to_string());
-            let response = request.send().await.unwrap();
-            (response.status().as_u16(), response.text().await.unwrap())
+async fn an_upstream_error_status_reaches_every_client_as_the_upstream_sent_it() {
+    for status in [429, 500, 503] {
+        let mock = Mock::start(Mode::Status(status)).await;
+        let base = gateway(&["--upstream", &mock.base]).await;
+        let clients: Vec<_> = [true, true, false]
+            .into_iter()
+            .map(|stream| {
+                let request = http()
+                    .post(format!("{base}/v1/chat/completions"))
+                    .body(chat_body("q", stream).to_string());
+                tokio::spawn(Client::send(request))
+            })
+            .collect();
+        eventually("all three are in", || async { metric(&base, "streamflight_active_requests").await == 3 })
+            .await;
+        mock.open_gate();
+        for client in clients {
+            let client = client.await.unwrap();
+            assert_eq!(client.status, status);
+            for (name, value) in RATE_LIMIT_HEADERS {
+                assert_eq!(client.headers[name], value, "{name}");
+            }
+            assert_eq!(client.headers["x-upstream-request-id"], "mock-req-1");
+            assert_eq!(client.headers["content-type"], "application/json");
+            let body = client.json().await;
+            assert_eq!(body["error"]["code"], "mock_down", "the upstream's own error: {body}");
+            assert_eq!(body["error"]["type"], "mock_error");
         }
-    });
-    eventually("all three are in", || async { metric(&base, "streamflight_active_requests").await == 3 })
-        .await;
-    mock.open_gate();
-    for client in &mut clients {
-        let events = client.rest().await;
-        assert_eq!(events.len(), 1, "one error event, then a clean close: {events:?}");
-        assert_upstream_error(&events[0], "the mock is down");
-        assert_upstream_error(&events[0], "500");
+        assert_eq!(mock.received(), 1);
+        assert_eq!(metric(&base, "streamflight_upstream_errors_total").await, 1);
     }
-    let (status, body) = collected.await.unwrap();
-    assert_eq!(status, 502, "{body}");
-    assert_upstream_error(&body, "the mock is down");
-    assert_eq!(mock.received(), 1);
-    assert_eq!(metric(&base, "streamflight_upstream_errors_total").await, 1);
 }
 
 #[tokio::test]
@@ -178,25 +187,47 @@ async fn a_stream_broken_midway_ends_every_subscriber_with_an_error_event() {
             assert_eq!(client.next().await.unwrap(), mock_chunk(i));
         }
     }
+    let collected = tokio::spawn(Client::send(
+        http().post(format!("{base}/v1/chat/completions")).body(chat_body("q", false).to_string()),
+    ));
+    eventually("all three are in", || async { metric(&base, "streamflight_active_requests").await == 3 })
+        .await;
     mock.open_gate();
     for client in &mut clients {
         let events = client.rest().await;
         assert_eq!(events.len(), 1, "{events:?}");
         assert_upstream_error(&events[0], "broke");
     }
+    let collected = collected.await.unwrap();
+    assert_eq!(collected.status, 502, "never 200 for a broken answer");
+    assert_upstream_error(&collected.text().await, "broke");
     assert_eq!(mock.received(), 1);
     assert_eq!(metric(&base, "streamflight_upstream_errors_total").await, 1);
 }
 
 #[tokio::test]
-async fn an_unreachable_upstream_is_an_error_event() {
+async fn an_error_inside_the_upstream_stream_reaches_clients_as_the_upstream_sent_it() {
+    let mock = Mock::start(Mode::InStreamError { after: 2 }).await;
+    let base = gateway(&["--upstream", &mock.base]).await;
+    let events = Client::chat(&base, "q", None).await.rest().await;
+    assert_eq!(events, [mock_chunk(0), mock_chunk(1), mock_error()]);
+    let collected = Client::send(
+        http().post(format!("{base}/v1/chat/completions")).body(chat_body("q2", false).to_string()),
+    )
+    .await;
+    assert_eq!(collected.status, 502, "never 200 with the answer cut short");
+    assert_eq!(collected.text().await, mock_error());
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_a_502_in_openais_shape() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let closed = format!("http://{}/v1", listener.local_addr().unwrap());
     drop(listener);
     let base = gateway(&["--upstream", &closed]).await;
-    let events = Client::chat(&base, "q", None).await.rest().await;
-    assert_eq!(events.len(), 1, "{events:?}");
-    assert_upstream_error(&events[0], "cannot reach the upstream");
+    let client = Client::chat(&base, "q", None).await;
+    assert_eq!(client.status, 502);
+    assert_upstream_error(&client.text().await, "cannot reach the upstream");
     assert_eq!(metric(&base, "streamflight_upstream_errors_total").await, 1);
     assert_eq!(http().get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
 }
@@ -212,7 +243,8 @@ async fn a_non_streaming_request_gets_the_upstream_stream_collected() {
     assert_eq!(body["object"], "chat.completion");
     assert_eq!(body["id"], "mock");
     assert_eq!(body["choices"][0]["message"]["content"], "t0 t1 t2 ");
-    assert_eq!(mock.seen.lock().unwrap()[0].1["stream"], true);
+    assert_eq!(body["usage"]["total_tokens"], 8, "usage, asked for by the gateway");
+    assert_eq!(mock.last().json()["stream"], true);
 }
 
 #[tokio::test]
@@ -234,5 +266,5 @@ async fn an_upstream_api_key_replaces_the_clients_credentials() {
     let mock = Mock::start(Mode::Tokens { tokens: 2, interval: Duration::ZERO, gated: false }).await;
     let base = gateway(&["--upstream", &mock.base, "--upstream-api-key", "sk-gateway"]).await;
     assert_eq!(Client::chat(&base, "q", Some("Bearer client")).await.rest().await, expected_stream(2));
-    assert_eq!(mock.seen.lock().unwrap()[0].0.as_deref(), Some("Bearer sk-gateway"));
+    assert_eq!(mock.last().header("authorization").as_deref(), Some("Bearer sk-gateway"));
 }

@@ -21,19 +21,28 @@ use clap::Parser;
 use streamflight_gateway::Settings;
 
 /// Starts a gateway on 127.0.0.1 with a free port; `flags` come after the program name.
+/// It serves until the test's runtime ends.
 pub async fn gateway(flags: &[&str]) -> String {
+    gateway_until(flags, std::future::pending()).await
+}
+
+/// Starts a gateway that serves until `stop` resolves (then drains gracefully).
+pub async fn gateway_until(flags: &[&str], stop: impl Future<Output = ()> + Send + 'static) -> String {
     let mut args = vec!["streamflight-gateway", "--listen", "127.0.0.1:0"];
     args.extend_from_slice(flags);
     let settings = Settings::parse_from(args);
-    let listener = tokio::net::TcpListener::bind(settings.listen).await.expect("bind a free port");
+    let listener = streamflight_gateway::bind(&settings).expect("bind a free port");
     let address = listener.local_addr().unwrap();
-    tokio::spawn(streamflight_gateway::serve(listener, settings));
+    let app = streamflight_gateway::App::new(settings).expect("settings that work");
+    tokio::spawn(app.run(listener, stop));
     format!("http://{address}")
 }
 
 /// A client that never goes through a proxy.
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
+    // reqwest is built without a default TLS provider (the gateway brings its own config).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
 /// Waits until `condition` holds, checking every few milliseconds; panics after 10 s.
@@ -67,6 +76,7 @@ pub struct Client {
     pub status: u16,
     pub id: String,
     pub role: String,
+    pub headers: HeaderMap,
     body: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
     buffer: String,
 }
@@ -79,7 +89,12 @@ impl Client {
         if let Some(authorization) = authorization {
             request = request.header("authorization", authorization);
         }
-        let response = request.send().await.expect("POST to the gateway");
+        Client::send(request).await
+    }
+
+    /// Sends `request` and keeps its response head.
+    pub async fn send(request: reqwest::RequestBuilder) -> Client {
+        let response = request.send().await.expect("a response from the gateway");
         let header =
             |name| response.headers().get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
         let (id, role) = (header("x-request-id"), header("x-streamflight-role"));
@@ -87,6 +102,7 @@ impl Client {
             status: response.status().as_u16(),
             id,
             role,
+            headers: response.headers().clone(),
             body: Box::pin(response.bytes_stream()),
             buffer: String::new(),
         }
@@ -116,6 +132,21 @@ impl Client {
         }
     }
 
+    /// The whole body as text (for a response that is not a stream).
+    pub async fn text(mut self) -> String {
+        let mut text = std::mem::take(&mut self.buffer);
+        while let Some(chunk) = self.body.next().await {
+            text.push_str(std::str::from_utf8(&chunk.expect("a body chunk")).unwrap());
+        }
+        text
+    }
+
+    /// The body parsed as JSON.
+    pub async fn json(self) -> Value {
+        let text = self.text().await;
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+    }
+
     /// Every remaining event's data, until the stream closes.
     pub async fn rest(&mut self) -> Vec<String> {
         let mut events = Vec::new();
@@ -135,30 +166,60 @@ pub fn content(events: &[String]) -> String {
         .collect()
 }
 
-/// How the mock upstream answers.
+/// How the mock upstream answers a completion request.
 #[derive(Clone, Copy, Debug)]
 pub enum Mode {
     /// `tokens` chunks, `interval` apart; if `gated`, everything after the first chunk
-    /// waits for [`Mock::open_gate`]. Then `[DONE]`.
+    /// waits for [`Mock::open_gate`]. Then a usage chunk if the request asked for one, then `[DONE]`.
     Tokens { tokens: usize, interval: Duration, gated: bool },
-    /// An error status with an OpenAI error body, once the gate opens.
+    /// An error status with an OpenAI error body and rate-limit headers, once the gate opens.
     Status(u16),
     /// `after` chunks, then, once the gate opens, the connection breaks mid-body.
     Break { after: usize },
+    /// `after` chunks, then an OpenAI error object inside the stream, then the stream ends.
+    InStreamError { after: usize },
+    /// A redirect to another origin (which must never be followed).
+    Redirect,
 }
 
-/// A mock OpenAI-compatible upstream that counts what it receives.
+/// What the mock received: one request.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    /// Path and query, as received.
+    pub target: String,
+    pub headers: HeaderMap,
+    /// The body, as received.
+    pub body: Bytes,
+}
+
+impl Seen {
+    /// The body, parsed (losslessly: the gateway's serde_json keeps number text).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).map(|v| v.to_str().unwrap().to_owned())
+    }
+}
+
+/// A mock OpenAI-compatible upstream that counts and records what it receives.
 pub struct Mock {
     pub base: String,
     /// Completion requests received.
     pub received: AtomicUsize,
     /// Streams whose client went away before the end.
     pub dropped: AtomicUsize,
-    /// Each request's `Authorization` and body.
-    pub seen: Mutex<Vec<(Option<String>, Value)>>,
+    /// Every request received, completions and passthrough alike.
+    pub seen: Mutex<Vec<Seen>>,
     mode: Mutex<Mode>,
     gate: watch::Sender<bool>,
 }
+
+/// The rate-limit headers the mock sends with an error status.
+pub const RATE_LIMIT_HEADERS: [(&str, &str); 2] =
+    [("retry-after", "7"), ("x-ratelimit-remaining-requests", "0")];
 
 impl Mock {
     /// Starts a mock upstream on a free port.
@@ -176,6 +237,8 @@ impl Mock {
         let app = axum::Router::new()
             .route("/v1/chat/completions", axum::routing::post(answer))
             .route("/v1/completions", axum::routing::post(answer))
+            .route("/v1/embeddings", axum::routing::post(embeddings))
+            .fallback(echo)
             .with_state(Arc::clone(&mock));
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         mock
@@ -192,6 +255,17 @@ impl Mock {
     pub fn dropped(&self) -> usize {
         self.dropped.load(Ordering::SeqCst)
     }
+
+    /// The last request received.
+    pub fn last(&self) -> Seen {
+        self.seen.lock().unwrap().last().cloned().expect("a request reached the mock")
+    }
+
+    fn record(&self, method: &axum::http::Method, uri: &axum::http::Uri, headers: &HeaderMap, body: &Bytes) {
+        let target = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str()).to_owned();
+        let seen = Seen { method: method.to_string(), target, headers: headers.clone(), body: body.clone() };
+        self.seen.lock().unwrap().push(seen);
+    }
 }
 
 /// The mock's chunk `i`: a chat chunk whose content is `t{i} `.
@@ -199,6 +273,19 @@ pub fn mock_chunk(i: usize) -> String {
     json!({"id": "mock", "object": "chat.completion.chunk", "created": 1, "model": "test-model",
         "choices": [{"index": 0, "delta": {"content": format!("t{i} ")}, "finish_reason": null}]})
     .to_string()
+}
+
+/// The mock's usage chunk, sent when the request asks for it.
+pub fn mock_usage() -> String {
+    json!({"id": "mock", "object": "chat.completion.chunk", "created": 1, "model": "test-model",
+        "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}})
+    .to_string()
+}
+
+/// The in-stream error the mock sends in [`Mode::InStreamError`].
+pub fn mock_error() -> String {
+    json!({"error": {"message": "the model is overloaded", "type": "server_error", "param": null, "code": "overloaded"}})
+        .to_string()
 }
 
 /// Counts a stream as dropped if it goes before its end.
@@ -215,22 +302,47 @@ impl Drop for Tracker {
     }
 }
 
-async fn answer(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: String) -> Response {
+async fn answer(
+    State(mock): State<Arc<Mock>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     mock.received.fetch_add(1, Ordering::SeqCst);
-    let authorization = headers.get("authorization").map(|v| v.to_str().unwrap().to_owned());
-    mock.seen.lock().unwrap().push((authorization, serde_json::from_str(&body).unwrap_or(Value::Null)));
+    mock.record(&method, &uri, &headers, &body);
+    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let usage = request.pointer("/stream_options/include_usage") == Some(&Value::Bool(true));
     let mode = *mock.mode.lock().unwrap();
-    if let Mode::Status(status) = mode {
-        let _ = mock.gate.subscribe().wait_for(|open| *open).await;
-        let body = json!({"error": {"message": "the mock is down", "type": "server_error", "code": null}});
-        return Response::builder().status(status).body(Body::from(body.to_string())).unwrap();
+    match mode {
+        Mode::Status(status) => {
+            let _ = mock.gate.subscribe().wait_for(|open| *open).await;
+            let body =
+                json!({"error": {"message": "the mock is down", "type": "mock_error", "code": "mock_down"}});
+            let mut response = Response::builder().status(status).header("content-type", "application/json");
+            for (name, value) in RATE_LIMIT_HEADERS {
+                response = response.header(name, value);
+            }
+            return response.header("x-request-id", "mock-req-1").body(Body::from(body.to_string())).unwrap();
+        }
+        Mode::Redirect => {
+            return Response::builder()
+                .status(302)
+                .header("location", "http://127.0.0.1:9/elsewhere")
+                .body(Body::from("moved"))
+                .unwrap();
+        }
+        _ => {}
     }
     let gate = mock.gate.subscribe();
     let tracker = Tracker { mock, finished: false };
     let events =
         futures::stream::unfold((0usize, tracker, gate), move |(i, mut tracker, mut gate)| async move {
             let event = match mode {
-                Mode::Tokens { tokens, .. } if i == tokens => {
+                Mode::Tokens { tokens, .. } if i == tokens && usage => {
+                    Ok(format!("data: {}\n\n", mock_usage()))
+                }
+                Mode::Tokens { tokens, .. } if i == tokens + usize::from(usage) => {
                     tracker.finished = true;
                     Ok("data: [DONE]\n\n".to_owned())
                 }
@@ -251,9 +363,59 @@ async fn answer(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: String)
                 }
                 Mode::Break { after } if i > after => return None,
                 Mode::Break { .. } => Ok(format!("data: {}\n\n", mock_chunk(i))),
-                Mode::Status(_) => unreachable!(),
+                Mode::InStreamError { after } if i == after => {
+                    tracker.finished = true;
+                    Ok(format!("data: {}\n\n", mock_error()))
+                }
+                Mode::InStreamError { after } if i > after => return None,
+                Mode::InStreamError { .. } => Ok(format!("data: {}\n\n", mock_chunk(i))),
+                Mode::Status(_) | Mode::Redirect => unreachable!(),
             };
             Some((event, (i + 1, tracker, gate)))
         });
-    Response::builder().header("content-type", "text/event-stream").body(Body::from_stream(events)).unwrap()
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("x-request-id", "mock-req-1")
+        .header("x-ratelimit-remaining-tokens", "999")
+        .header("set-cookie", "leader=secret")
+        .body(Body::from_stream(events))
+        .unwrap()
+}
+
+/// `POST /v1/embeddings`: a fixed vector per call, after the gate opens if the mode is gated.
+async fn embeddings(
+    State(mock): State<Arc<Mock>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    mock.received.fetch_add(1, Ordering::SeqCst);
+    mock.record(&method, &uri, &headers, &body);
+    let mode = *mock.mode.lock().unwrap();
+    if let Mode::Tokens { gated: true, .. } = mode {
+        let _ = mock.gate.subscribe().wait_for(|open| *open).await;
+    }
+    // Written out: a number no f64 holds, to show it passes untouched.
+    let answer = r#"{"object":"list","model":"embed","usage":{"prompt_tokens":1,"total_tokens":1},"data":[{"object":"embedding","index":0,"embedding":[0.125,-1.5,3.0000000000000000001]}]}"#;
+    Response::builder().header("content-type", "application/json").body(Body::from(answer)).unwrap()
+}
+
+/// Any other request: echoed as JSON (method, target, headers, body), with a header of its own.
+async fn echo(
+    State(mock): State<Arc<Mock>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    mock.record(&method, &uri, &headers, &body);
+    let target = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str()).to_owned();
+    let answer = json!({"method": method.as_str(), "target": target, "body": String::from_utf8_lossy(&body)});
+    Response::builder()
+        .status(201)
+        .header("content-type", "application/json")
+        .header("x-mock", "echo")
+        .body(Body::from(answer.to_string()))
+        .unwrap()
 }

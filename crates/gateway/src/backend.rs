@@ -1,0 +1,73 @@
+//! Where flights go, chosen once at start: the embedded simulated model or a real upstream.
+//! Both answer an [`Outgoing`] request with the same [`Parts`], so the rest never asks which.
+
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+
+use crate::config::Settings;
+use crate::endpoint::Endpoint;
+use crate::flight::{Parts, UpstreamError};
+use crate::metrics::Metrics;
+use crate::sim;
+use crate::upstream::Upstream;
+
+/// A coalesced request as its flight sends it: built from the leading client's request.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    /// The endpoint.
+    pub endpoint: Endpoint,
+    /// The client's raw query string, if any.
+    pub query: Option<String>,
+    /// The end-to-end headers to send (credentials already replaced if the gateway has its own).
+    pub headers: HeaderMap,
+    /// The body to send (for streamed endpoints with `stream` and `stream_options` set).
+    pub body: Bytes,
+    /// The canonical body: the simulated model's seed.
+    pub canonical: Arc<str>,
+}
+
+/// The backend of every flight.
+pub enum Backend {
+    /// The embedded simulated model (no `--upstream`): the gateway runs offline.
+    Simulated(sim::Pace),
+    /// A real OpenAI-compatible server.
+    Upstream(Arc<Upstream>),
+}
+
+impl Backend {
+    /// The backend `settings` name; an error (one line) if the upstream client cannot be built.
+    pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> Result<Backend, String> {
+        Ok(match &settings.upstream {
+            Some(_) => Backend::Upstream(Arc::new(Upstream::new(settings, metrics)?)),
+            None => Backend::Simulated(sim::Pace {
+                first_token_delay: settings.sim_first_token_delay,
+                token_interval: settings.sim_token_interval,
+                tokens: settings.sim_tokens,
+            }),
+        })
+    }
+
+    /// Prepares a flight: resolves once the answer's head is in, with its parts to read.
+    pub fn open(&self, outgoing: Outgoing) -> BoxFuture<'static, Result<Parts, UpstreamError>> {
+        match self {
+            Backend::Simulated(pace) => {
+                let pace = *pace;
+                Box::pin(sim::answer(outgoing.endpoint, outgoing.body, outgoing.canonical, pace))
+            }
+            Backend::Upstream(upstream) => Box::pin(Arc::clone(upstream).open(outgoing)),
+        }
+    }
+
+    /// What answers, for the startup line (no credential in it).
+    pub fn describe(&self) -> String {
+        match self {
+            Backend::Simulated(_) => {
+                "the embedded simulated model (offline; give --upstream URL for a real one)".to_owned()
+            }
+            Backend::Upstream(upstream) => format!("the upstream {}", upstream.url),
+        }
+    }
+}

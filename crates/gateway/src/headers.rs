@@ -1,0 +1,171 @@
+//! Which headers cross the gateway and which are its own: hop-by-hop ones stop here, the
+//! credentials name the tenant, the account/project/version selectors join the key (G4, G5).
+
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use sha2::{Digest, Sha256};
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1): never forwarded.
+const HOP_BY_HOP: &[HeaderName] = &[
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Headers that carry a client's credentials: together they name its tenant.
+pub const CREDENTIALS: &[&str] = &["authorization", "api-key", "x-api-key"];
+
+/// Request headers that select an account, a project or an API version: part of the key,
+/// since they can change the answer.
+pub const SELECTORS: &[&str] = &["openai-organization", "openai-project", "openai-beta"];
+
+/// The end-to-end headers of a message: `headers` without the hop-by-hop ones (those listed
+/// above, `keep-alive`, and any named by `Connection`), `host` and `content-length`.
+pub fn end_to_end(headers: &HeaderMap) -> HeaderMap {
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .collect();
+    let mut kept = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let dropped = HOP_BY_HOP.contains(name)
+            || name == header::HOST
+            || name == header::CONTENT_LENGTH
+            || name.as_str() == "keep-alive"
+            || named.iter().any(|n| n == name.as_str());
+        if !dropped {
+            kept.append(name.clone(), value.clone());
+        }
+    }
+    kept
+}
+
+/// The headers sent upstream for a client's request: its end-to-end headers, with its
+/// credentials replaced by `api_key` when the gateway has one of its own.
+pub fn upstream_request(headers: &HeaderMap, api_key: Option<&HeaderValue>) -> HeaderMap {
+    let mut out = end_to_end(headers);
+    if let Some(api_key) = api_key {
+        for name in CREDENTIALS {
+            out.remove(*name);
+        }
+        out.insert(header::AUTHORIZATION, api_key.clone());
+    }
+    out
+}
+
+/// The headers of an upstream response as a client gets them: end to end, the upstream's
+/// `x-request-id` renamed `x-upstream-request-id` (the gateway's own is `x-request-id`), and,
+/// for a shared (coalesced) answer, no `set-cookie`: a cookie is one client's, never a flight's.
+pub fn downstream_response(headers: &HeaderMap, shared: bool) -> HeaderMap {
+    let mut out = end_to_end(headers);
+    if let Some(id) = out.remove("x-request-id") {
+        out.insert(HeaderName::from_static("x-upstream-request-id"), id);
+    }
+    if shared {
+        out.remove(header::SET_COOKIE);
+    }
+    out
+}
+
+/// SHA-256 of the client's credentials (every credential header, in a fixed order): the tenant.
+/// A client without credentials is a tenant of its own kind: the empty one.
+pub fn tenant(headers: &HeaderMap) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for name in CREDENTIALS {
+        for value in headers.get_all(*name) {
+            hasher.update(name.as_bytes());
+            hasher.update([0]);
+            hasher.update(value.as_bytes());
+            hasher.update([0]);
+        }
+    }
+    hasher.finalize().into()
+}
+
+/// The selectors and the query string in one canonical text, for the key.
+pub fn selectors(headers: &HeaderMap, query: Option<&str>) -> String {
+    let mut text = String::new();
+    for name in SELECTORS {
+        for value in headers.get_all(*name) {
+            text.push_str(name);
+            text.push(':');
+            text.push_str(&String::from_utf8_lossy(value.as_bytes()));
+            text.push('\n');
+        }
+    }
+    if let Some(query) = query {
+        text.push('?');
+        text.push_str(query);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(n, v)| (HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn hop_by_hop_headers_stop_here() {
+        let headers = map(&[
+            ("connection", "keep-alive, x-private"),
+            ("keep-alive", "timeout=5"),
+            ("x-private", "1"),
+            ("transfer-encoding", "chunked"),
+            ("host", "gateway"),
+            ("content-length", "12"),
+            ("user-agent", "OpenAI/Python"),
+            ("traceparent", "00-1-2-01"),
+        ]);
+        let kept = end_to_end(&headers);
+        let names: Vec<&str> = kept.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["user-agent", "traceparent"]);
+    }
+
+    #[test]
+    fn the_gateways_key_replaces_every_client_credential() {
+        let headers =
+            map(&[("authorization", "Bearer client"), ("api-key", "azure"), ("openai-project", "p")]);
+        let ours = HeaderValue::from_static("Bearer gateway");
+        let out = upstream_request(&headers, Some(&ours));
+        assert_eq!(out.get("authorization").unwrap(), "Bearer gateway");
+        assert!(out.get("api-key").is_none());
+        assert_eq!(out.get("openai-project").unwrap(), "p");
+        assert_eq!(upstream_request(&headers, None).get("authorization").unwrap(), "Bearer client");
+    }
+
+    #[test]
+    fn tenants_and_selectors() {
+        let a = map(&[("authorization", "Bearer a")]);
+        let b = map(&[("authorization", "Bearer b")]);
+        let azure = map(&[("api-key", "Bearer a")]);
+        assert_ne!(tenant(&a), tenant(&b));
+        assert_ne!(tenant(&a), tenant(&azure), "the same text in another header is another credential");
+        assert_eq!(tenant(&a), tenant(&map(&[("authorization", "Bearer a"), ("user-agent", "x")])));
+        let org = map(&[("openai-organization", "org-1")]);
+        assert_ne!(selectors(&org, None), selectors(&HeaderMap::new(), None));
+        assert_ne!(selectors(&org, Some("api-version=1")), selectors(&org, Some("api-version=2")));
+    }
+
+    #[test]
+    fn upstream_ids_are_renamed_and_cookies_never_shared() {
+        let headers = map(&[("x-request-id", "up-1"), ("set-cookie", "a=b"), ("retry-after", "3")]);
+        let out = downstream_response(&headers, true);
+        assert_eq!(out.get("x-upstream-request-id").unwrap(), "up-1");
+        assert!(out.get("x-request-id").is_none() && out.get("set-cookie").is_none());
+        assert_eq!(out.get("retry-after").unwrap(), "3");
+        assert!(downstream_response(&headers, false).get("set-cookie").is_some());
+    }
+}

@@ -1,0 +1,103 @@
+//! Reading a client's request body within its bounds (G7): at most `--body-limit` bytes, no
+//! silence longer than `--body-timeout`, and a declared length over the limit refused at once.
+
+use std::io;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::StatusCode;
+use axum::http::header::{CONTENT_LENGTH, HeaderMap};
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+
+use crate::openai;
+
+/// Why a body could not be read; each is a response in OpenAI's shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyFailure {
+    /// Over `--body-limit`, declared or sent: 413.
+    TooLarge,
+    /// Silent for longer than `--body-timeout`: 408.
+    Timeout,
+    /// The client's connection broke mid-body: 400 (it will hardly read it).
+    Broken,
+}
+
+impl BodyFailure {
+    /// The response for this failure.
+    pub fn error(self) -> openai::Error<'static> {
+        let (status, code, message) = match self {
+            BodyFailure::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request_too_large",
+                "the request body is larger than this gateway accepts (--body-limit)",
+            ),
+            BodyFailure::Timeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body did not arrive in time (--body-timeout)",
+            ),
+            BodyFailure::Broken => {
+                (StatusCode::BAD_REQUEST, "invalid_body", "the request body could not be read")
+            }
+        };
+        openai::Error { status, kind: "invalid_request_error", code, message }
+    }
+}
+
+/// Whether the request declares a body longer than `limit` (refused before reading a byte).
+pub fn declared_too_large(headers: &HeaderMap, limit: usize) -> bool {
+    declared_length(headers).is_some_and(|length| length > limit as u64)
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// The whole body, read within the bounds. Memory: the body once (its buffer is sized from
+/// `content-length` when declared, so it is not doubled while growing).
+pub async fn read(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    idle: Duration,
+) -> Result<Bytes, BodyFailure> {
+    if declared_too_large(headers, limit) {
+        return Err(BodyFailure::TooLarge);
+    }
+    let expected = declared_length(headers).unwrap_or(0) as usize;
+    let mut buffer = BytesMut::with_capacity(expected.min(limit));
+    let mut pieces = std::pin::pin!(bounded(body, limit, idle));
+    while let Some(piece) = pieces.next().await {
+        buffer.extend_from_slice(&piece?);
+    }
+    Ok(buffer.freeze())
+}
+
+/// The body as a stream of pieces within the bounds, for passing on without holding it.
+pub fn bounded(
+    body: Body,
+    limit: usize,
+    idle: Duration,
+) -> impl Stream<Item = Result<Bytes, BodyFailure>> + Send {
+    let data = body.into_data_stream();
+    futures::stream::unfold(Some((data, 0usize)), move |state| async move {
+        let (mut data, seen) = state?;
+        match tokio::time::timeout(idle, data.next()).await {
+            Err(_) => Some((Err(BodyFailure::Timeout), None)),
+            Ok(None) => None,
+            Ok(Some(Err(_))) => Some((Err(BodyFailure::Broken), None)),
+            Ok(Some(Ok(piece))) if seen + piece.len() > limit => Some((Err(BodyFailure::TooLarge), None)),
+            Ok(Some(Ok(piece))) => {
+                let seen = seen + piece.len();
+                Some((Ok(piece), Some((data, seen))))
+            }
+        }
+    })
+}
+
+impl From<BodyFailure> for io::Error {
+    fn from(failure: BodyFailure) -> io::Error {
+        io::Error::other(failure.error().message)
+    }
+}

@@ -1,0 +1,71 @@
+//! The gateway's counters and their Prometheus text for `GET /metrics`: the manager's own
+//! statistics plus what only the HTTP side sees (upstream failures, passthrough, refusals).
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use streamflight_tokio::Stats;
+
+/// Counters kept by the HTTP side. Relaxed atomics: each is a monotonic count read for display.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Flights whose upstream failed (connect, timeout, non-2xx, broken stream, in-stream error).
+    pub upstream_errors: AtomicU64,
+    /// Requests proxied unchanged (G3).
+    pub passthrough: AtomicU64,
+    /// Requests refused with 503 because `--max-concurrent-requests` were already served.
+    pub rejected: AtomicU64,
+    /// Requests being served now (streams included).
+    pub in_flight: AtomicU64,
+}
+
+impl Metrics {
+    /// Adds one to `counter`.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Every series in the Prometheus text format.
+    pub fn render(&self, stats: &Stats) -> String {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let rows: [(&str, &str, &str, u64); 11] = [
+            ("requests_total", "counter", "Coalesced requests admitted.", stats.requests),
+            ("flights_total", "counter", "Flights started: upstream requests made.", stats.flights),
+            ("joined_total", "counter", "Requests served by a flight already in the air.", stats.joined),
+            (
+                "cancelled_total",
+                "counter",
+                "Requests cancelled by DELETE or by their client leaving.",
+                stats.cancelled,
+            ),
+            ("aborted_total", "counter", "Flights aborted because nobody was left to listen.", stats.aborted),
+            (
+                "upstream_errors_total",
+                "counter",
+                "Flights whose upstream failed.",
+                read(&self.upstream_errors),
+            ),
+            ("passthrough_total", "counter", "Requests proxied unchanged.", read(&self.passthrough)),
+            (
+                "rejected_total",
+                "counter",
+                "Requests refused over --max-concurrent-requests.",
+                read(&self.rejected),
+            ),
+            ("active_flights", "gauge", "Flights in the air.", stats.active_flights as u64),
+            ("active_requests", "gauge", "Coalesced requests not yet ended.", stats.active_requests as u64),
+            (
+                "in_flight_requests",
+                "gauge",
+                "Requests being served, streams included.",
+                read(&self.in_flight),
+            ),
+        ];
+        let mut text = String::new();
+        for (name, kind, help, value) in rows {
+            let _ = writeln!(text, "# HELP streamflight_{name} {help}\n# TYPE streamflight_{name} {kind}");
+            let _ = writeln!(text, "streamflight_{name} {value}");
+        }
+        text
+    }
+}

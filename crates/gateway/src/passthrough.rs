@@ -1,0 +1,110 @@
+//! Every request the gateway does not coalesce (G3): method, path, query, headers and body go
+//! upstream unchanged and the answer comes back as it is, streamed both ways, within bounds.
+
+use std::io;
+use std::time::Duration;
+
+use axum::body::{Body, HttpBody};
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use axum::response::Response;
+use futures::StreamExt;
+
+use crate::backend::Backend;
+use crate::client;
+use crate::flight::Broken;
+use crate::headers;
+use crate::inbound::{self, BodyFailure};
+use crate::metrics::Metrics;
+use crate::openai;
+use crate::sim;
+use crate::state::Gateway;
+use crate::upstream::Upstream;
+
+/// No such endpoint here (the simulated model serves only what it simulates).
+pub const UNKNOWN_URL: openai::Error<'static> = openai::Error {
+    status: StatusCode::NOT_FOUND,
+    kind: "invalid_request_error",
+    code: "unknown_url",
+    message: "no such endpoint",
+};
+
+/// Proxies `request` unchanged; without an upstream, the simulated model's `GET /v1/models`.
+pub async fn forward(gateway: &Gateway, request: Request) -> Response {
+    Metrics::bump(&gateway.metrics.passthrough);
+    match &gateway.backend {
+        Backend::Upstream(upstream) => {
+            proxy(upstream, gateway.settings.body_limit, gateway.settings.body_timeout, request).await
+        }
+        Backend::Simulated(_) => {
+            let path = request.uri().path().trim_end_matches('/');
+            if request.method() == axum::http::Method::GET && path == "/v1/models" {
+                let mut response = Response::new(Body::from(sim::models()));
+                response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                return response;
+            }
+            UNKNOWN_URL.response()
+        }
+    }
+}
+
+async fn proxy(upstream: &Upstream, limit: usize, body_timeout: Duration, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    if inbound::declared_too_large(&parts.headers, limit) {
+        return BodyFailure::TooLarge.error().response();
+    }
+    let path = parts.uri.path();
+    let query = parts.uri.query();
+    let url = match path.strip_prefix("/v1") {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => upstream.url.join(rest, query),
+        _ => upstream.url.origin_join(parts.uri.path_and_query().map_or(path, |pq| pq.as_str())),
+    };
+    let mut outgoing = headers::upstream_request(&parts.headers, upstream.api_key.as_ref());
+    if let Some(length) = parts.headers.get(CONTENT_LENGTH) {
+        outgoing.insert(CONTENT_LENGTH, length.clone());
+    }
+    let mut sent = upstream.client.request(parts.method.clone(), url).headers(outgoing);
+    if body.size_hint().exact() != Some(0) {
+        let pieces = inbound::bounded(body, limit, body_timeout).map(|piece| piece.map_err(io::Error::from));
+        sent = sent.body(reqwest::Body::wrap_stream(pieces));
+    }
+    let response = match tokio::time::timeout(upstream.response_timeout, sent.send()).await {
+        Err(_) => {
+            let message =
+                format!("no response head from the upstream within {:?}", upstream.response_timeout);
+            return failure(Broken::Timeout, &message);
+        }
+        Ok(Err(e)) => {
+            let message = format!("cannot reach the upstream {}: {}", upstream.url, client::describe(&e));
+            return failure(Broken::Unreachable, &message);
+        }
+        Ok(Ok(response)) => response,
+    };
+    let status = response.status();
+    let headers = headers::downstream_response(response.headers(), false);
+    let idle = upstream.idle_timeout;
+    let body = futures::stream::unfold(Some(response), move |response| async move {
+        let mut response = response?;
+        match tokio::time::timeout(idle, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => Some((Ok(chunk), Some(response))),
+            Ok(Ok(None)) => None,
+            // Cut the client's connection: a partial body must never pass for a whole one.
+            Ok(Err(e)) => Some((Err(io::Error::other(client::describe(&e))), None)),
+            Err(_) => Some((Err(io::Error::other("the upstream went silent")), None)),
+        }
+    });
+    let mut out = Response::new(Body::from_stream(body));
+    *out.status_mut() = status;
+    *out.headers_mut() = headers;
+    out
+}
+
+fn failure(kind: Broken, message: &str) -> Response {
+    let (status, code) = match kind {
+        Broken::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+        _ => (StatusCode::BAD_GATEWAY, "upstream_unreachable"),
+    };
+    tracing::warn!(%message, "passthrough failed");
+    openai::Error { status, kind: "upstream_error", code, message }.response()
+}

@@ -1,0 +1,244 @@
+//! The HTTP surface: which path goes where (coalesced endpoints, cancel, metrics, health,
+//! everything else passed through) and the layers every request crosses (id, admission, CORS).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::{Extension, Request, State};
+use axum::http::header::{ACCEPT_ENCODING, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderName, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use serde_json::json;
+use streamflight_tokio::Role;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tracing::Instrument;
+
+use crate::backend::Outgoing;
+use crate::body;
+use crate::endpoint::Endpoint;
+use crate::headers;
+use crate::inbound;
+use crate::key::Key;
+use crate::metrics::Metrics;
+use crate::openai::{self, json_response};
+use crate::passthrough;
+use crate::registry::{ClientId, Live};
+use crate::reply::{self, Wants};
+use crate::state::Gateway;
+
+type Shared = Arc<Gateway>;
+
+/// The gateway's routes over `gateway`, ready to serve.
+pub fn router(gateway: Shared) -> Router {
+    let cors = cors(&gateway.settings.cors_origins);
+    let coalesced = || post(coalesced).fallback(passthrough);
+    let mut router = Router::new()
+        .route("/v1/chat/completions", coalesced())
+        .route("/v1/completions", coalesced())
+        .route("/v1/embeddings", coalesced())
+        .route("/v1/requests/{id}", delete(cancel).fallback(passthrough))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .fallback(passthrough)
+        .layer(middleware::from_fn_with_state(Arc::clone(&gateway), admit))
+        .layer(middleware::from_fn(assign_id))
+        .with_state(gateway);
+    if let Some(cors) = cors {
+        router = router.layer(cors);
+    }
+    router
+}
+
+/// CORS for browser clients, when `--cors-origin` names any origin.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    let exposed = ["x-request-id", "x-streamflight-role", "x-upstream-request-id", "retry-after"];
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods(Any)
+            .allow_headers(Any)
+            .expose_headers(exposed.map(HeaderName::from_static)),
+    )
+}
+
+/// Gives every request an id, logs it, and puts it in the response's `x-request-id`.
+async fn assign_id(mut request: Request, next: Next) -> Response {
+    let id = ClientId::random();
+    request.extensions_mut().insert(id);
+    let span = tracing::info_span!("http", request_id = %id, method = %request.method(), path = %request.uri().path());
+    let mut response = next.run(request).instrument(span).await;
+    let shown = HeaderValue::from_str(&id.to_string()).expect("hex is a valid header value");
+    response.headers_mut().insert("x-request-id", shown);
+    response
+}
+
+/// Over `--max-concurrent-requests`, a 503 with `retry-after`; else the request holds a permit
+/// until its response body is done (a stream holds it to its end). Health and metrics are free.
+async fn admit(State(gateway): State<Shared>, request: Request, next: Next) -> Response {
+    if matches!(request.uri().path(), "/healthz" | "/metrics") {
+        return next.run(request).await;
+    }
+    let Ok(permit) = Arc::clone(&gateway.permits).try_acquire_owned() else {
+        Metrics::bump(&gateway.metrics.rejected);
+        let mut response = openai::Error {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            kind: "server_error",
+            code: "too_many_requests",
+            message: "the gateway is serving as many requests as it may (--max-concurrent-requests)",
+        }
+        .response();
+        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
+    let held = Held { gateway: Arc::clone(&gateway), _permit: permit };
+    gateway.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+    let response = next.run(request).await;
+    // The closure owns `held`: the permit goes back when the body is dropped, at its end.
+    response.map(|body| {
+        axum::body::Body::new(body.map_frame(move |frame| {
+            let _ = &held;
+            frame
+        }))
+    })
+}
+
+/// A request's admission, released when dropped.
+struct Held {
+    gateway: Shared,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.gateway.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Any path or method the gateway does not coalesce.
+async fn passthrough(State(gateway): State<Shared>, request: Request) -> Response {
+    passthrough::forward(&gateway, request).await
+}
+
+/// `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`: joins or starts the flight
+/// of the request's key and answers from it.
+async fn coalesced(
+    State(gateway): State<Shared>,
+    Extension(id): Extension<ClientId>,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let Some(endpoint) = Endpoint::at(parts.uri.path()) else {
+        return passthrough::UNKNOWN_URL.response();
+    };
+    let settings = &gateway.settings;
+    let bytes = match inbound::read(&parts.headers, body, settings.body_limit, settings.body_timeout).await {
+        Ok(bytes) => bytes,
+        Err(failure) => return failure.error().response(),
+    };
+    let parsed = match body::parse(&bytes, endpoint.streams()) {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            let message = error.to_string();
+            let code = match error {
+                body::BodyError::NotJson(_) | body::BodyError::NotAnObject => "invalid_json",
+                _ => "invalid_type",
+            };
+            return openai::Error {
+                status: StatusCode::BAD_REQUEST,
+                kind: "invalid_request_error",
+                code,
+                message: &message,
+            }
+            .response();
+        }
+    };
+    drop(bytes);
+    let query = parts.uri.query().map(str::to_owned);
+    let tenant = headers::tenant(&parts.headers);
+    let canonical: Arc<str> = parsed.canonical.into();
+    let key = Key {
+        endpoint,
+        tenant: (!settings.share_across_tenants).then_some(tenant),
+        selectors: headers::selectors(&parts.headers, query.as_deref()).into(),
+        body: Box::from(&*canonical),
+    };
+    let digest = key.digest();
+    let mut sent = headers::upstream_request(&parts.headers, upstream_key(&gateway));
+    // The gateway reads the answer (SSE, collected, shared): it must arrive uncompressed.
+    sent.remove(ACCEPT_ENCODING);
+    let outgoing = Outgoing { endpoint, query, headers: sent, body: parsed.upstream, canonical };
+    let subscription = gateway.flights.request(key, gateway.backend.open(outgoing));
+    let role = subscription.role();
+    let live = Live::enter(Arc::clone(&gateway.registry), id, subscription.id(), role, tenant);
+    tracing::info!(request_id = %id, ?role, key = %digest, stream = parsed.stream, "admitted");
+    let wants = Wants {
+        endpoint,
+        stream: parsed.stream,
+        include_usage: parsed.include_usage,
+        role: (!settings.share_across_tenants).then(|| role_header(role)),
+    };
+    reply::reply(subscription, wants, live, gateway.shutdown.clone()).await
+}
+
+fn upstream_key(gateway: &Gateway) -> Option<&HeaderValue> {
+    match &gateway.backend {
+        crate::backend::Backend::Upstream(upstream) => upstream.api_key.as_ref(),
+        crate::backend::Backend::Simulated(_) => None,
+    }
+}
+
+fn role_header(role: Role) -> HeaderValue {
+    HeaderValue::from_static(match role {
+        Role::Leader => "leader",
+        Role::Follower => "follower",
+        Role::Joiner => "joiner",
+    })
+}
+
+/// `DELETE /v1/requests/{id}`: cancels a live request by the id from its `x-request-id`, for
+/// the tenant that made it only; anyone else gets the 404 of an unknown id (G5).
+async fn cancel(State(gateway): State<Shared>, headers: HeaderMap, uri: Uri) -> Response {
+    // The raw path segment: an id is 32 hex digits, so anything percent-encoded is unknown
+    // (and never a text/plain rejection of a bad escape).
+    let shown = uri.path().trim_start_matches("/v1/requests/");
+    let tenant = headers::tenant(&headers);
+    let known = ClientId::parse(shown).and_then(|id| gateway.registry.find(id, &tenant));
+    match known.map(|request| gateway.flights.cancel(request)) {
+        Some(Ok(())) => {
+            tracing::info!(request_id = %shown, "cancelled by DELETE");
+            let body = json!({"id": shown, "object": "request", "status": "cancelled"});
+            json_response(StatusCode::OK, Bytes::from(body.to_string()))
+        }
+        _ => openai::Error {
+            status: StatusCode::NOT_FOUND,
+            kind: "invalid_request_error",
+            code: "request_not_found",
+            message: "no live request with this id",
+        }
+        .response(),
+    }
+}
+
+/// `GET /metrics`, in the Prometheus text format.
+async fn metrics(State(gateway): State<Shared>) -> Response {
+    let text = gateway.metrics.render(&gateway.flights.stats());
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+/// `GET /healthz`.
+async fn healthz() -> &'static str {
+    "ok\n"
+}

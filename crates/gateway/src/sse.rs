@@ -1,0 +1,157 @@
+//! Server-sent events both ways: a bounded decoder for the upstream's stream, and the frames
+//! the gateway writes to its clients.
+//!
+//! The decoder is the gateway's own rather than a crate's because it must bound one event
+//! (G7): the SSE crates buffer an event of any size. It keeps only what SSE needs for
+//! OpenAI-compatible streams: `data` lines joined by `\n`; `event`, `id`, `retry` and comments
+//! are read and dropped.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// One event was larger than the bound.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TooLarge {
+    /// The bound, in bytes.
+    pub limit: usize,
+}
+
+/// Room for `data: ` in front of a value on a line that has not ended yet.
+const FIELD_SLACK: usize = 16;
+
+/// Splits a byte stream into events' data, holding at most `limit` bytes of one event.
+#[derive(Debug)]
+pub struct Decoder {
+    /// Received bytes not yet split into lines.
+    pending: BytesMut,
+    /// The data of the event being read, its lines joined by `\n`.
+    data: BytesMut,
+    /// Whether the event being read has a `data` field (an empty one counts).
+    has_data: bool,
+    /// A line ended with `\r`: a `\n` right after it belongs to the same line end.
+    after_cr: bool,
+    limit: usize,
+}
+
+impl Decoder {
+    /// A decoder for events of at most `limit` bytes of data.
+    pub fn new(limit: usize) -> Decoder {
+        Decoder { pending: BytesMut::new(), data: BytesMut::new(), has_data: false, after_cr: false, limit }
+    }
+
+    /// Adds received bytes; then call [`Decoder::next_event`] until it returns `Ok(None)`.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+    }
+
+    /// The next complete event's data, if one is complete.
+    pub fn next_event(&mut self) -> Result<Option<Bytes>, TooLarge> {
+        loop {
+            if self.after_cr && self.pending.first() == Some(&b'\n') {
+                self.pending.advance(1);
+            }
+            self.after_cr = false;
+            let Some(end) = self.pending.iter().position(|&b| b == b'\n' || b == b'\r') else {
+                // An incomplete line may still become part of the event: bound it too (the
+                // slack is for the field name in front of its value).
+                if self.pending.len() + self.data.len() > self.limit + FIELD_SLACK {
+                    return Err(TooLarge { limit: self.limit });
+                }
+                return Ok(None);
+            };
+            self.after_cr = self.pending[end] == b'\r';
+            let line = self.pending.split_to(end + 1);
+            let line = &line[..end];
+            if line.is_empty() {
+                if self.has_data {
+                    self.has_data = false;
+                    let mut data = std::mem::take(&mut self.data);
+                    data.truncate(data.len() - 1); // the `\n` after the last data line
+                    return Ok(Some(data.freeze()));
+                }
+                continue;
+            }
+            let (field, value) = match line.iter().position(|&b| b == b':') {
+                Some(colon) => {
+                    let value = &line[colon + 1..];
+                    (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
+                }
+                None => (line, &b""[..]),
+            };
+            if field == b"data" {
+                if self.data.len() + value.len() + 1 > self.limit + 1 {
+                    return Err(TooLarge { limit: self.limit });
+                }
+                self.data.extend_from_slice(value);
+                self.data.extend_from_slice(b"\n");
+                self.has_data = true;
+            }
+        }
+    }
+}
+
+/// The frame of one event whose data is `data` (lines split into `data:` fields, as SSE needs).
+pub fn frame(data: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(data.len() + 8);
+    for line in data.split(|&b| b == b'\n') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\n");
+    }
+    out.extend_from_slice(b"\n");
+    out.freeze()
+}
+
+/// A comment frame: keeps a connection (and the proxies on its way) from timing out.
+pub const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(chunks: &[&[u8]], limit: usize) -> Result<Vec<String>, TooLarge> {
+        let mut decoder = Decoder::new(limit);
+        let mut events = Vec::new();
+        for chunk in chunks {
+            decoder.push(chunk);
+            while let Some(data) = decoder.next_event()? {
+                events.push(String::from_utf8(data.to_vec()).unwrap());
+            }
+        }
+        Ok(events)
+    }
+
+    #[test]
+    fn events_split_anywhere_come_out_whole() {
+        let stream =
+            b"data: {\"a\":1}\n\n: comment\n\nevent: x\ndata:two\ndata: lines\n\r\ndata: [DONE]\r\n\r\n";
+        let whole = decode(&[stream], 1024).unwrap();
+        assert_eq!(whole, ["{\"a\":1}", "two\nlines", "[DONE]"]);
+        for split in 0..stream.len() {
+            let (a, b) = stream.split_at(split);
+            assert_eq!(decode(&[a, b], 1024).unwrap(), whole, "split at {split}");
+        }
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(decode(&bytes, 1024).unwrap(), whole);
+    }
+
+    #[test]
+    fn cr_alone_ends_a_line() {
+        assert_eq!(decode(&[b"data: a\r\rdata: b\r", b"\r"], 64).unwrap(), ["a", "b"]);
+    }
+
+    #[test]
+    fn an_event_over_the_bound_is_refused_even_before_its_line_ends() {
+        assert_eq!(decode(&[b"data: 12345678\n\n"], 8).unwrap(), ["12345678"]);
+        assert_eq!(decode(&[b"data: 123456789\n\n"], 8), Err(TooLarge { limit: 8 }));
+        assert_eq!(decode(&[b"data: 1234\ndata: 5678\n\n"], 8), Err(TooLarge { limit: 8 }));
+        // A line that never ends is refused once it cannot fit, not buffered forever.
+        let endless = vec![b'x'; 100];
+        assert_eq!(decode(&[b"data: ", &endless], 64), Err(TooLarge { limit: 64 }));
+    }
+
+    #[test]
+    fn frames_split_lines() {
+        assert_eq!(&frame(b"{\"a\":1}")[..], b"data: {\"a\":1}\n\n");
+        assert_eq!(&frame(b"a\nb")[..], b"data: a\ndata: b\n\n");
+    }
+}
