@@ -68,7 +68,8 @@ const USAGE_ONLY: &str = r#"{"include_usage":true}"#;
 /// `include_usage` set to `true` (its other members as sent); a missing one is appended at the
 /// end. For another endpoint (embeddings) the upstream body is `bytes`, untouched.
 ///
-/// In both cases the canonical text leaves out the top-level `stream` and `stream_options`, and a
+/// For a streamed endpoint the canonical text leaves out the top-level `stream` and
+/// `stream_options` (the gateway's own); for another it has every member. A
 /// duplicated key counts once, with its last value (as Python's `json` and serde_json read it); the
 /// upstream body keeps duplicates as sent.
 pub fn parse(bytes: &[u8], streamed: bool) -> Result<Body, BodyError> {
@@ -80,12 +81,14 @@ pub fn parse(bytes: &[u8], streamed: bool) -> Result<Body, BodyError> {
         return Err(BodyError::NotAnObject);
     }
     let mut canonical = String::with_capacity(text.len());
-    let mut transport = Transport::default();
-    walker.object(&mut canonical, 1, Some(&mut transport)).map_err(not_json)?;
     if !streamed {
+        // Sent as it is, so every field is part of the answer: all of them are in the key.
+        walker.object(&mut canonical, 1, None).map_err(not_json)?;
         let upstream = Bytes::copy_from_slice(bytes);
         return Ok(Body { stream: false, include_usage: false, canonical, upstream });
     }
+    let mut transport = Transport::default();
+    walker.object(&mut canonical, 1, Some(&mut transport)).map_err(not_json)?;
     // The last of duplicated members is the one that counts, as for every other key.
     let stream = match transport.stream.last().map(|span| &text[span.clone()]) {
         None | Some("null" | "false") => false,
@@ -949,7 +952,8 @@ mod tests {
             " {\"input\": [\"a\", 1e400], \"model\":\"e\", \"stream\": \"odd\", \"stream_options\": 3}\n";
         let body = parse(text.as_bytes(), false).unwrap();
         assert_eq!(&body.upstream[..], text.as_bytes());
-        assert_eq!(body.canonical, r#"{"input":["a",1e400],"model":"e"}"#);
+        // Sent as they are, `stream` and `stream_options` may change the answer: they are in the key.
+        assert_eq!(body.canonical, r#"{"input":["a",1e400],"model":"e","stream":"odd","stream_options":3}"#);
         assert!(!body.stream && !body.include_usage);
     }
 

@@ -18,7 +18,7 @@ use futures::stream;
 use streamflight_tokio::{Event as Flight, Failure};
 use tokio::time::{Instant, Sleep};
 
-use crate::collect::{Collector, Kind};
+use crate::collect::{self, Collector, Kind};
 use crate::endpoint::Endpoint;
 use crate::flight::{Broken, Head, Part, UpstreamError};
 use crate::openai::{self, json_response};
@@ -316,7 +316,6 @@ async fn collected_response(
     let kind = if endpoint == Endpoint::Completions { Kind::Text } else { Kind::Chat };
     // Merged as the events arrive: the client holds its answer once, not every event too.
     let mut collector = Collector::new(kind);
-    let mut malformed = None;
     let end = loop {
         let event = tokio::select! {
             event = subscription.next() => event,
@@ -329,8 +328,7 @@ async fn collected_response(
             Some(Flight::Item(Part::Event(event))) => {
                 if let Err(error) = collector.push(&event.data) {
                     live.ended(&"an answer that cannot be collected");
-                    malformed = Some(error);
-                    break Flight::Failed(Failure::Panicked);
+                    return uncollectable(&error);
                 }
             }
             Some(Flight::Item(_)) => {}
@@ -338,32 +336,31 @@ async fn collected_response(
             None => break Flight::Failed(Failure::Panicked),
         }
     };
-    let outcome = match malformed {
-        Some(error) => Err(error),
-        None => {
-            live.ended(&describe(&end));
-            if !matches!(end, Flight::Done) {
-                return match end {
-                    Flight::Failed(Failure::Upstream(error)) => upstream_error_response(&error),
-                    other => before_first_byte(other),
-                };
-            }
-            collector.finish()
-        }
-    };
-    match outcome {
+    live.ended(&describe(&end));
+    match end {
+        Flight::Done => {}
+        Flight::Failed(Failure::Upstream(error)) => return upstream_error_response(&error),
+        other => return before_first_byte(other),
+    }
+    match collector.finish() {
         Ok(completion) => {
             let body = Bytes::from(serde_json::to_vec(&completion).unwrap_or_default());
             let mut response = head_response(head, Body::from(body));
             response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             response
         }
-        Err(error) => openai::Error {
-            status: StatusCode::BAD_GATEWAY,
-            kind: "upstream_error",
-            code: "upstream_malformed",
-            message: &format!("the upstream's streamed answer cannot be collected: {error}"),
-        }
-        .response(),
+        Err(error) => uncollectable(&error),
     }
+}
+
+/// A streamed answer that does not add up to a completion object: 502, never a 200 with a
+/// piece missing.
+fn uncollectable(error: &collect::CollectError) -> Response {
+    openai::Error {
+        status: StatusCode::BAD_GATEWAY,
+        kind: "upstream_error",
+        code: "upstream_malformed",
+        message: &format!("the upstream's streamed answer cannot be collected: {error}"),
+    }
+    .response()
 }
