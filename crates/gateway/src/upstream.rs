@@ -69,15 +69,21 @@ impl Upstream {
     pub async fn open(self: Arc<Self>, outgoing: Outgoing) -> Result<Parts, UpstreamError> {
         let opened = self.send(outgoing).await;
         let metrics = Arc::clone(&self.metrics);
+        // Logged at WARN, once a flight, by Display: a status or the gateway's own message,
+        // never an upstream body (an upstream 401 may quote the key it refused).
+        let failed = move |error: &UpstreamError| {
+            Metrics::bump(&metrics.upstream_errors);
+            tracing::warn!(%error, "upstream failed");
+        };
         match opened {
             Err(error) => {
-                Metrics::bump(&metrics.upstream_errors);
+                failed(&error);
                 Err(error)
             }
             Ok(parts) => Ok(parts
                 .inspect(move |part| {
-                    if part.is_err() {
-                        Metrics::bump(&metrics.upstream_errors);
+                    if let Err(error) = part {
+                        failed(error);
                     }
                 })
                 .boxed()),

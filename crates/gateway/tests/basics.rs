@@ -158,3 +158,30 @@ async fn bad_input_gets_a_4xx_with_an_openai_error_body() {
     assert_eq!(Client::chat(&base, "still there?", None).await.rest().await.last().unwrap(), "[DONE]");
     assert_eq!(metric(&base, "streamflight_requests_total").await, 4);
 }
+
+#[tokio::test]
+async fn browsers_of_an_allowed_origin_get_cors_headers() {
+    let base = gateway(&[FAST, &["--cors-origin", "https://app.example"]].concat()).await;
+    let preflight = http()
+        .request(reqwest::Method::OPTIONS, format!("{base}/v1/chat/completions"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization,content-type")
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "https://app.example");
+    let answer =
+        http().get(format!("{base}/healthz")).header("origin", "https://app.example").send().await.unwrap();
+    let exposed = answer.headers()["access-control-expose-headers"].to_str().unwrap().to_owned();
+    assert!(exposed.contains("x-request-id"), "{exposed}");
+    let other =
+        http().get(format!("{base}/healthz")).header("origin", "https://evil.example").send().await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    // Without the flag, no CORS headers at all.
+    let plain = gateway(FAST).await;
+    let answer =
+        http().get(format!("{plain}/healthz")).header("origin", "https://app.example").send().await.unwrap();
+    assert!(answer.headers().get("access-control-allow-origin").is_none());
+}
