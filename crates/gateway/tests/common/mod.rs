@@ -261,10 +261,15 @@ impl Mock {
         self.seen.lock().unwrap().last().cloned().expect("a request reached the mock")
     }
 
-    fn record(&self, method: &axum::http::Method, uri: &axum::http::Uri, headers: &HeaderMap, body: &Bytes) {
+    /// Reads and records a request.
+    async fn record(&self, request: axum::extract::Request) -> Seen {
+        let (parts, body) = request.into_parts();
+        let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+        let uri = &parts.uri;
         let target = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str()).to_owned();
-        let seen = Seen { method: method.to_string(), target, headers: headers.clone(), body: body.clone() };
-        self.seen.lock().unwrap().push(seen);
+        let seen = Seen { method: parts.method.to_string(), target, headers: parts.headers, body };
+        self.seen.lock().unwrap().push(seen.clone());
+        seen
     }
 }
 
@@ -302,16 +307,10 @@ impl Drop for Tracker {
     }
 }
 
-async fn answer(
-    State(mock): State<Arc<Mock>>,
-    method: axum::http::Method,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn answer(State(mock): State<Arc<Mock>>, request: axum::extract::Request) -> Response {
     mock.received.fetch_add(1, Ordering::SeqCst);
-    mock.record(&method, &uri, &headers, &body);
-    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let seen = mock.record(request).await;
+    let request = seen.json();
     let usage = request.pointer("/stream_options/include_usage") == Some(&Value::Bool(true));
     let mode = *mock.mode.lock().unwrap();
     match mode {
@@ -383,15 +382,9 @@ async fn answer(
 }
 
 /// `POST /v1/embeddings`: a fixed vector per call, after the gate opens if the mode is gated.
-async fn embeddings(
-    State(mock): State<Arc<Mock>>,
-    method: axum::http::Method,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn embeddings(State(mock): State<Arc<Mock>>, request: axum::extract::Request) -> Response {
     mock.received.fetch_add(1, Ordering::SeqCst);
-    mock.record(&method, &uri, &headers, &body);
+    mock.record(request).await;
     let mode = *mock.mode.lock().unwrap();
     if let Mode::Tokens { gated: true, .. } = mode {
         let _ = mock.gate.subscribe().wait_for(|open| *open).await;
@@ -402,16 +395,10 @@ async fn embeddings(
 }
 
 /// Any other request: echoed as JSON (method, target, headers, body), with a header of its own.
-async fn echo(
-    State(mock): State<Arc<Mock>>,
-    method: axum::http::Method,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    mock.record(&method, &uri, &headers, &body);
-    let target = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str()).to_owned();
-    let answer = json!({"method": method.as_str(), "target": target, "body": String::from_utf8_lossy(&body)});
+async fn echo(State(mock): State<Arc<Mock>>, request: axum::extract::Request) -> Response {
+    let seen = mock.record(request).await;
+    let answer =
+        json!({"method": seen.method, "target": seen.target, "body": String::from_utf8_lossy(&seen.body)});
     Response::builder()
         .status(201)
         .header("content-type", "application/json")
