@@ -20,8 +20,9 @@ import sys
 import tempfile
 import time
 import uuid
+from http.client import HTTPException
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 # Imported here so that a missing package fails the whole run at once, never a skip.
 import llmock  # noqa: F401
@@ -50,20 +51,41 @@ def tail(path: Path, lines: int = 40) -> str:
         return "(no log)"
 
 
+class ExitedEarly(RuntimeError):
+    """The server exited before it was ready (a port taken meanwhile, or a bad flag)."""
+
+
 def wait_ready(url: str, process: subprocess.Popen, log: Path, what: str) -> None:
     """Poll `url` until it answers 200; fail with the log if the process dies or the deadline passes."""
     deadline = time.monotonic() + START_DEADLINE_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode} before it was ready:\n{tail(log)}")
+            raise ExitedEarly(f"{what} exited with {process.returncode} before it was ready:\n{tail(log)}")
         try:
             status, _, _ = http("GET", url, timeout=1.0)
             if status == 200:
                 return
-        except OSError:
+        except (OSError, HTTPException):
             pass
         time.sleep(0.05)
+    stop(process)
     raise RuntimeError(f"{what} not ready within {START_DEADLINE_S:.0f} s:\n{tail(log)}")
+
+
+def start(spawn: Callable[[int], subprocess.Popen], health: str, log: Path, what: str
+          ) -> tuple[int, subprocess.Popen]:
+    """Start a server on a free port, ready when `health` answers 200. A port picked
+    here can be taken before the server binds it: an early exit is retried twice."""
+    for attempt in range(3):
+        port = free_port()
+        process = spawn(port)
+        try:
+            wait_ready(f"http://127.0.0.1:{port}{health}", process, log, what)
+            return port, process
+        except ExitedEarly:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -86,29 +108,20 @@ class Llmock:
 
     def __init__(self, logdir: Path) -> None:
         self.log = logdir / "llmock.log"
-        # A port picked here can be taken before llmock binds it: try a few.
-        for _attempt in range(3):
-            self.port = free_port()
-            self.process = self._spawn()
-            try:
-                wait_ready(f"{self.root}/health", self.process, self.log, "llmock")
-                return
-            except RuntimeError:
-                stop(self.process)
-                if _attempt == 2:
-                    raise
+        self.port, self.process = start(self._spawn, "/health", self.log, "llmock")
 
-    def _spawn(self) -> subprocess.Popen:
+    def _spawn(self, port: int) -> subprocess.Popen:
         # No LLMOCK_* from the caller's environment: every setting is given here.
         env = {k: v for k, v in os.environ.items() if not k.startswith("LLMOCK_")}
         args = [
             sys.executable, "-m", "llmock.cli", "serve",
-            "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
+            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
             "--stream-chunk-delay-ms", str(CHUNK_DELAY_MS), "--tpm", str(TPM),
             "--response-style", "varied", "--tool-mode", "auto",
         ]
+        # Its banner goes to stdout; uvicorn's log, tracebacks included, to stderr.
         with open(self.log, "ab") as log:
-            return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
+            return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, env=env)
 
     @property
     def root(self) -> str:
@@ -164,21 +177,16 @@ class Gateway:
             raise RuntimeError(f"gateway binary not found or not executable: {binary} "
                                "(build it: cargo build -p streamflight-gateway, or set STREAMFLIGHT_GATEWAY_BIN)")
         self.log = logdir / f"{name}.log"
-        for _attempt in range(3):
-            self.port = free_port()
-            args = [str(binary), "--listen", f"127.0.0.1:{self.port}",
-                    "--upstream", upstream.base_url, "--log", "warn", *extra]
+        flags = ["--upstream", upstream.base_url, "--log", "warn", *extra]
+
+        def spawn(port: int) -> subprocess.Popen:
             # STREAMFLIGHT_* from the caller could change what is tested: only the flags count.
             env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMFLIGHT_")}
             with open(self.log, "ab") as log:
-                self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
-            try:
-                wait_ready(f"{self.root}/healthz", self.process, self.log, f"gateway ({' '.join(args)})")
-                return
-            except RuntimeError:
-                stop(self.process)
-                if _attempt == 2:
-                    raise
+                return subprocess.Popen([str(binary), "--listen", f"127.0.0.1:{port}", *flags],
+                                        stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
+
+        self.port, self.process = start(spawn, "/healthz", self.log, f"gateway {' '.join(flags)}")
 
     @property
     def root(self) -> str:
@@ -198,10 +206,13 @@ class Gateway:
             raise RuntimeError(f"the gateway died with {self.process.returncode}:\n{tail(self.log)}")
 
 
+# Where the servers' logs go; shown at the end of a run that failed.
+LOGDIR = Path(tempfile.mkdtemp(prefix="streamflight-conformance-"))
+
+
 @pytest.fixture(scope="session")
 def logdir() -> Path:
-    path = Path(tempfile.mkdtemp(prefix="streamflight-conformance-"))
-    return path
+    return LOGDIR
 
 
 @pytest.fixture(scope="session")
@@ -284,7 +295,19 @@ def tag() -> str:
     return uuid.uuid4().hex[:12]
 
 
-# -- no silent skips -----------------------------------------------------------
+# -- the end of a run -----------------------------------------------------------
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int) -> None:
+    if terminalreporter.stats.get("skipped"):
+        terminalreporter.write_line("conformance: a skipped test did not run, so the run fails")
+    # A failure through the gateway is often explained by what it logged (warn and above).
+    if not (terminalreporter.stats.get("failed") or terminalreporter.stats.get("error")):
+        return
+    for log in sorted(LOGDIR.glob("*.log")):
+        if log.stat().st_size:
+            terminalreporter.write_sep("-", f"last lines of {log}")
+            terminalreporter.write_line(tail(log, 30))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
