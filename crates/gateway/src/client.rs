@@ -299,18 +299,7 @@ fn strip_userinfo(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
     use clap::Parser;
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-        KeyUsagePurpose,
-    };
-    use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
-    use tokio::sync::mpsc;
 
     use super::*;
 
@@ -436,178 +425,15 @@ mod tests {
         assert!(shown.contains("'localhost:8000/v1'") && shown.contains("http://"), "{shown}");
     }
 
-    /// A CA and a certificate it signed for `localhost` and `127.0.0.1`.
-    struct Pki {
-        /// The CA's certificate, PEM.
-        ca_pem: String,
-        /// The server's certificate chain and key.
-        server: Arc<rustls::ServerConfig>,
-    }
-
-    fn pki(alpn: &[&[u8]]) -> Pki {
-        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        ca.distinguished_name.push(DnType::CommonName, "streamflight test CA");
-        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
-
-        let key = KeyPair::generate().unwrap();
-        let mut leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let leaf = leaf.signed_by(&key, &ca).unwrap();
-
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let mut server = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![leaf.der().clone(), ca.der().clone()], key)
-            .unwrap();
-        server.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
-        Pki { ca_pem: ca.pem(), server: Arc::new(server) }
-    }
-
-    /// A temporary file, removed on drop.
-    struct TempFile(PathBuf);
-
-    impl TempFile {
-        fn new(contents: &str) -> TempFile {
-            static NEXT: AtomicUsize = AtomicUsize::new(0);
-            let name =
-                format!("sf-client-{}-{}.pem", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-            let path = std::env::temp_dir().join(name);
-            std::fs::write(&path, contents).unwrap();
-            TempFile(path)
-        }
-    }
-
-    impl Drop for TempFile {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-
-    /// An HTTPS server on 127.0.0.1 that answers every request with `response`; it sends
-    /// the ALPN protocol of each handshake that succeeded.
-    async fn serve(
-        pki: &Pki,
-        response: &'static [u8],
-    ) -> (SocketAddr, mpsc::UnboundedReceiver<Option<Vec<u8>>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(pki.server.clone());
-        let (alpn_sender, alpn) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let acceptor = acceptor.clone();
-                let alpn_sender = alpn_sender.clone();
-                tokio::spawn(async move {
-                    // A client that does not trust the certificate ends the handshake.
-                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
-                    let _ = alpn_sender.send(tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec));
-                    let mut head = Vec::new();
-                    let mut buffer = [0_u8; 4096];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65_536 {
-                        match tls.read(&mut buffer).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buffer[..n]),
-                        }
-                    }
-                    let _ = tls.write_all(response).await;
-                    let _ = tls.shutdown().await;
-                });
-            }
-        });
-        (address, alpn)
-    }
-
-    const OK: &[u8] =
-        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello";
-
-    fn options(ca_file: Option<&TempFile>) -> ClientOptions {
-        ClientOptions { connect_timeout: Duration::from_secs(5), ca_file: ca_file.map(|file| file.0.clone()) }
-    }
-
-    #[tokio::test]
-    async fn https_with_the_ca_file_succeeds() {
-        let pki = pki(&[b"http/1.1"]);
-        let (address, mut alpn) = serve(&pki, OK).await;
-        let ca = TempFile::new(&pki.ca_pem);
-        let client = build(&options(Some(&ca))).unwrap();
-        for host in ["localhost", "127.0.0.1"] {
-            let base = url(&format!("https://{host}:{}/v1", address.port()));
-            let response = client.get(base.join("/models", None)).send().await.unwrap();
-            assert_eq!(response.status(), 200);
-            assert_eq!(response.text().await.unwrap(), "hello");
-            assert_eq!(alpn.recv().await.unwrap().as_deref(), Some(&b"http/1.1"[..]));
-        }
-    }
-
-    #[tokio::test]
-    async fn https_offers_h2_first() {
-        let pki = pki(&[b"h2", b"http/1.1"]);
-        let (address, mut alpn) = serve(&pki, b"").await;
-        let ca = TempFile::new(&pki.ca_pem);
-        let client = build(&options(Some(&ca))).unwrap();
-        // The server cannot speak HTTP/2: the request fails, the handshake has been seen.
-        let _ = client.get(format!("https://127.0.0.1:{}/v1/models", address.port())).send().await;
-        assert_eq!(alpn.recv().await.unwrap().as_deref(), Some(&b"h2"[..]));
-    }
-
-    #[tokio::test]
-    async fn https_without_the_ca_file_is_an_unknown_issuer() {
-        let pki = pki(&[b"http/1.1"]);
-        let (address, _alpn) = serve(&pki, OK).await;
-        let client = build(&options(None)).unwrap();
-        let error =
-            client.get(format!("https://127.0.0.1:{}/v1/models", address.port())).send().await.unwrap_err();
-        let text = describe(&error).to_lowercase();
-        assert!(text.contains("certificate") && text.contains("unknownissuer"), "{text}");
-    }
-
-    #[tokio::test]
-    async fn a_redirect_reaches_the_caller() {
-        let pki = pki(&[b"http/1.1"]);
-        let response = b"HTTP/1.1 302 Found\r\nlocation: http://elsewhere.invalid/v1/models\r\n\
-                         content-length: 0\r\nconnection: close\r\n\r\n";
-        let (address, _alpn) = serve(&pki, response).await;
-        let ca = TempFile::new(&pki.ca_pem);
-        let client = build(&options(Some(&ca))).unwrap();
-        let response = client
-            .get(format!("https://127.0.0.1:{}/v1/models", address.port()))
-            .bearer_auth("sk-leader")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 302);
-        assert_eq!(response.headers()["location"], "http://elsewhere.invalid/v1/models");
-    }
-
     #[tokio::test]
     async fn describe_hides_a_url_password() {
         // A port that was free a moment ago: the connection is refused.
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let client = build(&options(None)).unwrap();
+        let client =
+            build(&ClientOptions { connect_timeout: Duration::from_secs(5), ca_file: None }).unwrap();
         let error = client.get(format!("http://user:secret@127.0.0.1:{port}/v1")).send().await.unwrap_err();
         let text = describe(&error);
         assert!(error.is_connect(), "{text}");
         assert!(text.contains("127.0.0.1") && !text.contains("secret"), "{text}");
-    }
-
-    #[test]
-    fn a_bad_ca_file_is_an_error_at_start() {
-        let missing = std::env::temp_dir().join("sf-client-no-such-file.pem");
-        let error = build(&ClientOptions { connect_timeout: Duration::from_secs(1), ca_file: Some(missing) })
-            .unwrap_err();
-        assert!(error.contains("sf-client-no-such-file.pem") && !error.contains('\n'), "{error}");
-
-        let empty = TempFile::new("not a certificate\n");
-        let error = build(&options(Some(&empty))).unwrap_err();
-        assert!(error.contains("no PEM certificate"), "{error}");
-
-        let broken = TempFile::new("-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n");
-        let error = build(&options(Some(&broken))).unwrap_err();
-        assert!(error.contains("CA file"), "{error}");
     }
 }

@@ -180,6 +180,11 @@ pub enum Mode {
     InStreamError { after: usize },
     /// A redirect to another origin (which must never be followed).
     Redirect,
+    /// `after` chunks, then one event of more than `bytes` bytes (see [`mock_huge_chunk`]),
+    /// then `[DONE]`.
+    HugeEvent { after: usize, bytes: usize },
+    /// `status` with an error body of `bytes` bytes (see [`mock_big_error`]).
+    BigError { status: u16, bytes: usize },
 }
 
 /// What the mock received: one request.
@@ -226,6 +231,13 @@ impl Mock {
     pub async fn start(mode: Mode) -> Arc<Mock> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}/v1", listener.local_addr().unwrap());
+        let (mock, app) = Mock::app(mode, base);
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        mock
+    }
+
+    /// A mock and its routes, for the caller to serve at `base` (over TLS, say).
+    pub fn app(mode: Mode, base: String) -> (Arc<Mock>, axum::Router) {
         let mock = Arc::new(Mock {
             base,
             received: AtomicUsize::new(0),
@@ -240,8 +252,7 @@ impl Mock {
             .route("/v1/embeddings", axum::routing::post(embeddings))
             .fallback(echo)
             .with_state(Arc::clone(&mock));
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        mock
+        (mock, app)
     }
 
     pub fn open_gate(&self) {
@@ -293,6 +304,22 @@ pub fn mock_error() -> String {
         .to_string()
 }
 
+/// The mock's chunk whose content is `bytes` letters: one SSE event of more than `bytes` bytes.
+pub fn mock_huge_chunk(bytes: usize) -> String {
+    json!({"id": "mock", "object": "chat.completion.chunk", "created": 1, "model": "test-model",
+        "choices": [{"index": 0, "delta": {"content": "x".repeat(bytes)}, "finish_reason": null}]})
+    .to_string()
+}
+
+/// The error body of [`Mode::BigError`]: an OpenAI error object of exactly `bytes` bytes (at
+/// least 100), whose message runs on and on.
+pub fn mock_big_error(bytes: usize) -> String {
+    let (open, close) = (r#"{"error":{"message":""#, r#"","type":"mock_error","code":"mock_big"}}"#);
+    let filler = "the mock explains at length ".chars().cycle();
+    let message: String = filler.take(bytes - open.len() - close.len()).collect();
+    format!("{open}{message}{close}")
+}
+
 /// Counts a stream as dropped if it goes before its end.
 struct Tracker {
     mock: Arc<Mock>,
@@ -323,6 +350,13 @@ async fn answer(State(mock): State<Arc<Mock>>, request: axum::extract::Request) 
                 response = response.header(name, value);
             }
             return response.header("x-request-id", "mock-req-1").body(Body::from(body.to_string())).unwrap();
+        }
+        Mode::BigError { status, bytes } => {
+            return Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(Body::from(mock_big_error(bytes)))
+                .unwrap();
         }
         Mode::Redirect => {
             return Response::builder()
@@ -368,7 +402,16 @@ async fn answer(State(mock): State<Arc<Mock>>, request: axum::extract::Request) 
                 }
                 Mode::InStreamError { after } if i > after => return None,
                 Mode::InStreamError { .. } => Ok(format!("data: {}\n\n", mock_chunk(i))),
-                Mode::Status(_) | Mode::Redirect => unreachable!(),
+                Mode::HugeEvent { after, bytes } if i == after => {
+                    Ok(format!("data: {}\n\n", mock_huge_chunk(bytes)))
+                }
+                Mode::HugeEvent { after, .. } if i == after + 1 => {
+                    tracker.finished = true;
+                    Ok("data: [DONE]\n\n".to_owned())
+                }
+                Mode::HugeEvent { after, .. } if i > after + 1 => return None,
+                Mode::HugeEvent { .. } => Ok(format!("data: {}\n\n", mock_chunk(i))),
+                Mode::Status(_) | Mode::Redirect | Mode::BigError { .. } => unreachable!(),
             };
             Some((event, (i + 1, tracker, gate)))
         });
@@ -405,4 +448,115 @@ async fn echo(State(mock): State<Arc<Mock>>, request: axum::extract::Request) ->
         .header("x-mock", "echo")
         .body(Body::from(answer.to_string()))
         .unwrap()
+}
+
+/// The longest a raw-socket helper waits for the server; reaching it fails the test.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// The socket address behind a base URL such as `http://127.0.0.1:8080`.
+pub fn address(base: &str) -> std::net::SocketAddr {
+    let authority = base.trim_start_matches("http://");
+    authority.split('/').next().unwrap().parse().unwrap_or_else(|_| panic!("no address in {base}"))
+}
+
+/// Opens a raw connection to `base` and writes `bytes` (a request, or part of one).
+pub async fn raw(base: &str, bytes: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let connect = tokio::net::TcpStream::connect(address(base));
+    let mut stream = tokio::time::timeout(DEADLINE, connect).await.expect("connect in time").unwrap();
+    stream.write_all(bytes).await.unwrap();
+    stream
+}
+
+/// A response read from a raw socket.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// The head, status line included, header names in lower case.
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// The body parsed as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// Reads one HTTP/1.1 response (a `content-length` or chunked body) within [`DEADLINE`].
+pub async fn read_response(stream: &mut tokio::net::TcpStream) -> RawResponse {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let read = async {
+        let mut buffer = [0_u8; 4096];
+        loop {
+            if let Some(response) = parse_response(&received) {
+                return response;
+            }
+            let n = stream.read(&mut buffer).await.expect("read a response");
+            assert!(n > 0, "closed mid-response: {:?}", String::from_utf8_lossy(&received));
+            received.extend_from_slice(&buffer[..n]);
+        }
+    };
+    tokio::time::timeout(DEADLINE, read).await.expect("a response in time")
+}
+
+/// The response at the start of `received`, once it is complete.
+fn parse_response(received: &[u8]) -> Option<RawResponse> {
+    let end = received.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&received[..end]).to_lowercase();
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
+    let header = |name: &str| head.lines().find_map(|line| line.strip_prefix(name)).map(str::trim);
+    let mut rest = &received[end + 4..];
+    let body = if header("transfer-encoding:") == Some("chunked") {
+        let mut body = Vec::new();
+        loop {
+            let line = rest.windows(2).position(|w| w == b"\r\n")?;
+            let size = std::str::from_utf8(&rest[..line]).unwrap().split(';').next().unwrap();
+            let size = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
+            // The chunk and its CRLF; the last, empty one, ends with the trailers' empty line.
+            let chunk = rest.get(line + 2..line + 2 + size + 2)?;
+            if size == 0 {
+                break body;
+            }
+            body.extend_from_slice(&chunk[..size]);
+            rest = &rest[line + 2 + size + 2..];
+        }
+    } else {
+        let length = header("content-length:").map_or(0, |value| value.parse().unwrap());
+        rest.get(..length)?.to_vec()
+    };
+    Some(RawResponse { status, head, body })
+}
+
+/// Reads until the server closes the connection (FIN or reset) within [`DEADLINE`]; returns
+/// what it sent meanwhile.
+pub async fn closed_by_server(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let mut buffer = [0_u8; 4096];
+    let read = async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) => return,
+                Ok(n) => received.extend_from_slice(&buffer[..n]),
+                Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => return,
+                Err(error) => panic!("reading: {error}"),
+            }
+        }
+    };
+    let closed = tokio::time::timeout(DEADLINE, read).await.is_ok();
+    assert!(closed, "the server kept the connection; it sent {:?}", String::from_utf8_lossy(&received));
+    received
+}
+
+/// Checks that `body` is an error in OpenAI's shape with `code`; returns it.
+pub fn openai_error(body: &Value, code: &str) -> Value {
+    let error = &body["error"];
+    assert!(error["message"].is_string() && error["type"].is_string(), "not OpenAI's shape: {body}");
+    assert!(error.get("param").is_some(), "no param: {body}");
+    assert_eq!(error["code"], code, "{body}");
+    error.clone()
 }

@@ -1,0 +1,243 @@
+//! The `streamflight-gateway` binary as an operator runs it: its startup line, start-up errors
+//! (exit 2, one line), graceful shutdown on SIGTERM and SIGINT (G8), no credential in its output.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use tokio::sync::mpsc;
+
+/// The binary, started with `--listen 127.0.0.1:0` and `flags`, its stderr collected.
+struct Binary {
+    child: Child,
+    /// Every line written to stderr so far.
+    stderr: Arc<Mutex<Vec<String>>>,
+    /// The lines as they come.
+    lines: mpsc::UnboundedReceiver<String>,
+    /// Joined once stderr has closed (the process is gone).
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Binary {
+    fn start(flags: &[&str]) -> Binary {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_streamflight-gateway"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(flags)
+            // Neither a `STREAMFLIGHT_*` fallback nor a proxy of the test's environment applies.
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the gateway binary starts");
+        let pipe = child.stderr.take().unwrap();
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (sender, lines) = mpsc::unbounded_channel();
+        let collected = Arc::clone(&stderr);
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                collected.lock().unwrap().push(line.clone());
+                let _ = sender.send(line);
+            }
+        });
+        Binary { child, stderr, lines, reader: Some(reader) }
+    }
+
+    /// Waits for the startup line; returns it and the address it names.
+    async fn ready(&mut self) -> (String, SocketAddr) {
+        loop {
+            let line = tokio::time::timeout(DEADLINE, self.lines.recv())
+                .await
+                .expect("a startup line in time")
+                .unwrap_or_else(|| panic!("the gateway ended before it was ready: {}", self.stderr()));
+            if line.contains("ready") {
+                let listen = line.split_whitespace().find_map(|word| word.strip_prefix("listen="));
+                let address = listen.and_then(|a| a.parse().ok()).unwrap_or_else(|| panic!("{line}"));
+                return (line, address);
+            }
+        }
+    }
+
+    /// Sends `signal` to the process.
+    fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) only reads its two integer arguments; the pid is our own child's, which
+        // has not been waited for, so it cannot have been reused.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill");
+    }
+
+    /// Waits for the process to exit, then for its stderr to close.
+    async fn exit(&mut self) -> ExitStatus {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "still running; it wrote {}", self.stderr());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        status
+    }
+
+    /// Everything written to stderr so far.
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        // A test that failed midway leaves no gateway behind.
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs the binary with `flags`, expecting it to refuse to start; returns the line that says
+/// why, and the whole of stderr.
+async fn refused(flags: &[&str]) -> (String, String) {
+    let mut binary = Binary::start(flags);
+    let status = binary.exit().await;
+    let stderr = binary.stderr();
+    assert_eq!(status.code(), Some(2), "{flags:?}: {stderr}");
+    let mut lines = stderr.lines().filter(|line| !line.trim().is_empty());
+    let reason = lines.next().unwrap_or_default().to_owned();
+    assert!(reason.starts_with("error: "), "{flags:?}: {stderr}");
+    // Only clap's usage hints may follow the one line that says why.
+    for line in lines {
+        assert!(line.starts_with("Usage: ") || line.starts_with("For more information"), "{stderr}");
+    }
+    (reason, stderr)
+}
+
+/// A port nothing listens on (it was free a moment ago).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn start_up_errors_exit_2_with_one_line() {
+    for upstream in ["localhost:8000/v1", "ftp://x/v1"] {
+        let (reason, _) = refused(&["--upstream", upstream]).await;
+        assert!(reason.contains("http:// or https://"), "{reason}");
+    }
+    let (reason, stderr) = refused(&["--upstream", "https://user:s3cret@host/v1"]).await;
+    assert!(reason.contains("--upstream-api-key") && !stderr.contains("s3cret"), "{stderr}");
+    let (reason, _) = refused(&["--share-across-tenants", "--upstream", "http://127.0.0.1:9/v1"]).await;
+    assert!(reason.contains("--share-across-tenants needs --upstream-api-key"), "{reason}");
+    let (reason, _) =
+        refused(&["--upstream-ca", "/nonexistent.pem", "--upstream", "https://127.0.0.1:9/v1"]).await;
+    assert!(reason.contains("/nonexistent.pem"), "{reason}");
+}
+
+#[tokio::test]
+async fn the_startup_line_says_what_answers() {
+    let mut simulated = Binary::start(&[]);
+    let (line, address) = simulated.ready().await;
+    assert!(line.contains("simulated model") && line.contains("--upstream"), "{line}");
+    let health = http().get(format!("http://{address}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200, "the address of the startup line is served");
+
+    let upstream = format!("http://127.0.0.1:{}/v1", closed_port());
+    let mut proxying = Binary::start(&["--upstream", &upstream]);
+    let (line, _) = proxying.ready().await;
+    assert!(line.contains(&format!("the upstream {upstream}")) && !line.contains("simulated"), "{line}");
+
+    for binary in [&mut simulated, &mut proxying] {
+        binary.signal(libc::SIGTERM);
+        assert_eq!(binary.exit().await.code(), Some(0), "{}", binary.stderr());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sigterm_a_stream_in_flight_finishes_and_the_process_exits_0() {
+    // The stream cannot end before the test opens the gate: what happens meanwhile is certain.
+    let mock = Mock::start(Mode::Tokens { tokens: 3, interval: Duration::ZERO, gated: true }).await;
+    let mut binary = Binary::start(&["--upstream", &mock.base]);
+    let (_, address) = binary.ready().await;
+    let base = format!("http://{address}");
+    let mut stream = Client::chat(&base, "q", None).await;
+    assert_eq!(stream.next().await.unwrap(), mock_chunk(0));
+
+    binary.signal(libc::SIGTERM);
+    let refused = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match tokio::net::TcpStream::connect(address).await {
+                Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => return,
+                // Not refused yet: polled, since nothing announces the listener's closing.
+                _ => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    });
+    refused.await.expect("new connections refused");
+    assert!(binary.child.try_wait().unwrap().is_none(), "the process waits for the stream");
+
+    mock.open_gate();
+    assert_eq!(stream.rest().await, [mock_chunk(1), mock_chunk(2), "[DONE]".to_owned()]);
+    assert!(binary.exit().await.success(), "{}", binary.stderr());
+    assert!(binary.stderr().contains("SIGTERM received"), "{}", binary.stderr());
+}
+
+#[tokio::test]
+async fn on_sigint_a_stream_outliving_the_grace_ends_with_an_error_event_and_the_process_exits_0() {
+    let mut binary = Binary::start(&[
+        "--shutdown-grace",
+        "200ms",
+        "--sim-first-token-delay",
+        "0ms",
+        "--sim-token-interval",
+        "10ms",
+        "--sim-tokens",
+        "100000",
+    ]);
+    let (_, address) = binary.ready().await;
+    let mut stream = Client::chat(&format!("http://{address}"), "a long answer", None).await;
+    assert_eq!(stream.status, 200);
+    stream.next().await.expect("the stream has begun");
+
+    binary.signal(libc::SIGINT);
+    // `rest` returns once the server has closed the stream.
+    let events = stream.rest().await;
+    let last = events.last().expect("an event after the signal");
+    openai_error(&serde_json::from_str(last).unwrap(), "shutting_down");
+    assert!(events.iter().all(|event| event != "[DONE]"), "{events:?}");
+    assert!(binary.exit().await.success(), "{}", binary.stderr());
+    assert!(binary.stderr().contains("SIGINT received"), "{}", binary.stderr());
+}
+
+#[tokio::test]
+async fn a_clients_authorization_appears_in_no_response_and_no_log_line() {
+    const SECRET: &str = "sk-secret-123";
+    let upstream = format!("http://127.0.0.1:{}/v1", closed_port());
+    // The most verbose level: what an operator debugging this would turn on.
+    let mut binary = Binary::start(&["--upstream", &upstream, "--log", "trace"]);
+    let (_, address) = binary.ready().await;
+    let base = format!("http://{address}");
+    let authorization = format!("Bearer {SECRET}");
+    let requests = [
+        http().post(format!("{base}/v1/chat/completions")).body(chat_body("q", true).to_string()),
+        http().post(format!("{base}/v1/chat/completions")).body(chat_body("q", false).to_string()),
+        http().get(format!("{base}/v1/models")),
+    ];
+    for request in requests {
+        let response = Client::send(request.header("authorization", &authorization)).await;
+        assert_eq!(response.status, 502);
+        let body = response.text().await;
+        assert!(body.contains("cannot reach the upstream") && !body.contains(SECRET), "{body}");
+    }
+    binary.signal(libc::SIGTERM);
+    assert!(binary.exit().await.success());
+    let stderr = binary.stderr();
+    assert!(stderr.contains("cannot reach the upstream"), "the failures were logged: {stderr}");
+    assert!(!stderr.contains(SECRET), "{stderr}");
+}
