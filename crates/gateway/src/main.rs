@@ -8,7 +8,15 @@ use streamflight_gateway::{App, Settings};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let settings = Settings::parse();
+    let settings = match Settings::try_parse() {
+        Ok(settings) => settings,
+        // Help and version go out whole; a usage error is one line, exit code 2.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let text = e.render().to_string();
+            return fail(text.lines().next().unwrap_or_default().trim_start_matches("error: "));
+        }
+    };
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_max_level(settings.log)

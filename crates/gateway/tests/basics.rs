@@ -67,6 +67,7 @@ async fn a_non_streaming_request_gets_the_collected_completion() {
     let response = response.send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert!(is_id(response.headers()["x-request-id"].to_str().unwrap()));
+    assert!(response.content_length().is_some(), "a whole answer keeps its length, it is not chunked");
     let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
     assert_eq!(body["object"], "chat.completion");
     assert_eq!(
