@@ -2,6 +2,7 @@
 //! upstream unchanged and the answer comes back as it is, streamed both ways, within bounds.
 
 use std::io;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::{Body, HttpBody};
@@ -65,8 +66,16 @@ async fn proxy(upstream: &Upstream, limit: usize, body_timeout: Duration, reques
         outgoing.insert(CONTENT_LENGTH, length.clone());
     }
     let mut sent = upstream.client.request(parts.method.clone(), url).headers(outgoing);
+    // Where the client's side of a failed send is told apart from the upstream's.
+    let client_failed: Arc<Mutex<Option<BodyFailure>>> = Arc::default();
     if body.size_hint().exact() != Some(0) {
-        let pieces = inbound::bounded(body, limit, body_timeout).map(|piece| piece.map_err(io::Error::from));
+        let noted = Arc::clone(&client_failed);
+        let pieces = inbound::bounded(body, limit, body_timeout).map(move |piece| {
+            piece.map_err(|failure| {
+                *noted.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(failure);
+                io::Error::from(failure)
+            })
+        });
         sent = sent.body(reqwest::Body::wrap_stream(pieces));
     }
     let response = match tokio::time::timeout(upstream.response_timeout, sent.send()).await {
@@ -76,6 +85,11 @@ async fn proxy(upstream: &Upstream, limit: usize, body_timeout: Duration, reques
             return failure(Broken::Timeout, &message);
         }
         Ok(Err(e)) => {
+            let noted = *client_failed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(failure) = noted {
+                // The client's body was too slow or too large: its 408 or 413, not a 502.
+                return failure.error().response();
+            }
             let message = format!("cannot reach the upstream {}: {}", upstream.url, client::describe(&e));
             return failure(Broken::Unreachable, &message);
         }

@@ -53,6 +53,17 @@ async fn a_half_sent_body_gets_408_and_its_connection_is_closed() {
     assert_eq!(metric(&base, "streamflight_requests_total").await, 0);
 }
 
+#[tokio::test]
+async fn a_half_sent_passthrough_body_gets_408_not_a_502() {
+    let mock = Mock::start(Mode::Tokens { tokens: 1, interval: Duration::ZERO, gated: false }).await;
+    let base = gateway(&["--upstream", &mock.base, "--body-timeout", "300ms"]).await;
+    let mut stream = raw(&base, head("POST", "/v1/files", 100).as_bytes()).await;
+    tokio::io::AsyncWriteExt::write_all(&mut stream, b"0123456789").await.unwrap();
+    let response = read_response(&mut stream).await;
+    assert_eq!(response.status, 408, "the client's slowness, not the upstream's failure: {}", response.head);
+    openai_error(&response.json(), "request_timeout");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_connections_are_closed_while_healthz_answers() {
     let base = gateway(&[QUICK_SIM, &["--header-timeout", "300ms"]].concat()).await;
