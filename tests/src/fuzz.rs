@@ -84,7 +84,8 @@ pub fn check_cancellation(data: &[u8]) {
     let configs = configs();
     let Ok(choice) = input.choose_index(configs.len()) else { return };
     let config = configs[choice].clone();
-    let (bounded, tail) = (config.max_history().is_some(), config.late_join_policy() == LateJoin::Tail);
+    let (bounded, tail) =
+        (config.history_limit_items().is_some(), config.late_join_policy() == LateJoin::Tail);
     let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a current-thread runtime");
     let _inside = runtime.enter();
     let manager: Flights<u8, u32, u8, Tokio> = Flights::new(config);

@@ -19,7 +19,7 @@ use std::time::Duration;
 use futures::FutureExt;
 
 pub use streamflight_async_std::AsyncStd;
-pub use streamflight_core::flights::{Flights, Runtime, Subscription};
+pub use streamflight_core::driver::{Flights, Runtime, Subscription};
 pub use streamflight_core::{CancelError, Config, Event, Failure, LateJoin, Orphan, RequestId, Role, Stats};
 pub use streamflight_tokio::Tokio;
 
@@ -27,7 +27,7 @@ pub use streamflight_tokio::Tokio;
 pub const SCENARIO_LIMIT: Duration = Duration::from_secs(30);
 
 /// A streamflight [`Runtime`] the suite can drive: run a scenario, spawn client tasks, tell time.
-pub trait TestRuntime: Runtime + Sized {
+pub trait TestRuntime: Runtime + Default + Sized {
     /// The runtime's name, for failure messages.
     const NAME: &'static str;
 

@@ -18,21 +18,37 @@
 //!     assert_eq!(answer.next().await, None);
 //! });
 //! ```
+#![forbid(unsafe_code)]
 
 use std::future::Future;
 
-pub use streamflight_core::flights::{Runtime, Subscription};
+pub use streamflight_core::driver::{Runtime, Subscription};
 pub use streamflight_core::{CancelError, Config, Event, Failure, LateJoin, Orphan, RequestId, Role, Stats};
 
-/// The manager on async-std: see [`streamflight_core::flights::Flights`] for its methods.
-pub type Flights<K, T, E> = streamflight_core::flights::Flights<K, T, E, AsyncStd>;
+/// The manager on async-std: see [`streamflight_core::driver::Flights`] for its methods.
+///
+/// Flight tasks run on async-std's global executor, wherever `request` is
+/// called; [`Flights::new`](streamflight_core::driver::Flights::new) and
+/// [`Flights::with_runtime`](streamflight_core::driver::Flights::with_runtime)
+/// with [`AsyncStd`] are the same:
+///
+/// ```
+/// use futures::StreamExt;
+/// use streamflight_async_std::{AsyncStd, Config, Event, Flights};
+///
+/// let flights: Flights<&str, u32, String> = Flights::with_runtime(Config::default(), AsyncStd);
+/// let answer = flights.request("prompt", async { Ok(futures::stream::iter([Ok(1)])) });
+/// let events = async_std::task::block_on(answer.collect::<Vec<_>>());
+/// assert_eq!(events, [Event::Item(1), Event::Done]);
+/// ```
+pub type Flights<K, T, E> = streamflight_core::driver::Flights<K, T, E, AsyncStd>;
 
 /// async-std as a streamflight [`Runtime`]: flight tasks run on its global executor.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AsyncStd;
 
 impl Runtime for AsyncStd {
-    fn spawn<F: Future<Output = ()> + Send + 'static>(task: F) -> bool {
+    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) -> bool {
         drop(async_std::task::spawn(task));
         true
     }

@@ -5,7 +5,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use streamflight_core::{Admission, Config, Machine, Outcome};
+use streamflight_core::{Admission, Config, Machine};
 
 const BATCH: u64 = 1_000;
 
@@ -81,7 +81,7 @@ fn bench(c: &mut Criterion) {
                     },
                     |m, (_, admitted), _| admitted.push(lead_one(m, 7)),
                     |m, (leader, admitted)| {
-                        m.handle_ended(leader.flight, Outcome::Done).unwrap();
+                        m.handle_ended(leader.flight).unwrap();
                         for a in admitted.into_iter().chain([leader]) {
                             m.handle_finished(a.id).unwrap();
                         }

@@ -2,7 +2,7 @@
 //! cancels in company, a late joiner, and a lone request that is aborted.
 //! Run with `cargo run -p streamflight-core --example walkthrough`.
 
-use streamflight_core::{Config, Machine, Outcome};
+use streamflight_core::{Config, Machine};
 
 fn main() {
     let mut machine = Machine::new(Config::default());
@@ -23,7 +23,7 @@ fn main() {
     step(&mut machine, "preparation succeeded: the upstream streams");
     let joiner = machine.handle_request("What is a flight?");
     step(&mut machine, &format!("request C for prompt 1: {:?}, replayed from item 0", joiner.role));
-    machine.handle_ended(leader.flight, Outcome::Done).unwrap();
+    machine.handle_ended(leader.flight).unwrap();
     step(&mut machine, "the upstream is done: the key is free before anyone reads Done (R7)");
     machine.handle_finished(follower.id).unwrap();
     machine.handle_finished(joiner.id).unwrap();

@@ -33,7 +33,7 @@ pub enum Orphan {
 ///     .orphan(Orphan::Finish)
 ///     .history_limit(1024);
 /// assert_eq!(config.late_join_policy(), LateJoin::Tail);
-/// assert_eq!(config.max_history(), Some(1024));
+/// assert_eq!(config.history_limit_items(), Some(1024));
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Config {
@@ -56,7 +56,8 @@ impl Config {
     }
 
     /// Bounds a flight's history to `items` (R15). Default: unbounded.
-    /// A bound of 0 is taken as 1: the newest item is always retained.
+    /// A bound of 0 is taken as 1 (here, the one place it is raised): the
+    /// newest item is always retained.
     ///
     /// Appends never wait for readers, and a fast upstream's ready items are
     /// appended in bursts of up to a thousand: keep the bound above the
@@ -76,8 +77,15 @@ impl Config {
         self.orphan
     }
 
-    /// The history bound, if any.
-    pub fn max_history(&self) -> Option<usize> {
+    /// The history bound set by [`history_limit`](Config::history_limit), in
+    /// items, if any (never 0).
+    pub fn history_limit_items(&self) -> Option<usize> {
         self.history_limit
+    }
+
+    /// The history bound, if any.
+    #[deprecated(note = "named after its setter now: use `history_limit_items`")]
+    pub fn max_history(&self) -> Option<usize> {
+        self.history_limit_items()
     }
 }

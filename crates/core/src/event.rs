@@ -1,5 +1,5 @@
-//! What a subscription yields: items, then exactly one end (R14).
-//! Shared by the machine (which decides ends) and the history (which delivers them).
+//! What a subscription yields (items, then exactly one end, R14) and how a flight ends.
+//! A flight's [`End`] travels unchanged from its task through its history to each subscriber.
 
 use core::fmt;
 
@@ -32,8 +32,9 @@ pub enum Failure<E> {
     Upstream(E),
     /// Preparation or the upstream panicked (R9).
     Panicked,
-    /// The flight could not start: `request` was called outside the adapter's
-    /// runtime, so there was nowhere to run the leader's task.
+    /// The flight had no runtime to run on: `request` was called outside the
+    /// adapter's runtime, or the runtime dropped the flight's task (it shut
+    /// down) before the flight ended.
     NoRuntime,
     /// The subscriber fell out of the retained history (R15); `missed` is the
     /// number of released items it had not read.
@@ -56,3 +57,41 @@ impl<E: fmt::Display> fmt::Display for Failure<E> {
 
 #[cfg(feature = "std")]
 impl<E: fmt::Debug + fmt::Display> std::error::Error for Failure<E> {}
+
+/// How a flight ended: exactly the ends a flight can have, and nothing a
+/// single subscriber can cause (a cancel or a lag is that subscriber's own end,
+/// never its flight's). An aborted flight has no end: nobody is left to tell.
+///
+/// The flight's task reports it, the history publishes it, and every
+/// subscriber turns it into its end [`Event`] with [`End::event`], the one
+/// place where a flight's end becomes an event.
+///
+/// ```
+/// use streamflight_core::{End, Event, Failure};
+///
+/// assert_eq!(End::<&str>::Done.event::<u32>(), Event::Done);
+/// assert_eq!(End::Upstream("503").event::<u32>(), Event::Failed(Failure::Upstream("503")));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum End<E> {
+    /// The upstream finished (R7).
+    Done,
+    /// Preparation or the upstream returned `Err(e)` (R5, R8).
+    Upstream(E),
+    /// Preparation or the upstream panicked (R9).
+    Panicked,
+    /// There was no runtime to run the flight on (see [`Failure::NoRuntime`]).
+    NoRuntime,
+}
+
+impl<E: Clone> End<E> {
+    /// The end event a subscriber yields for this end.
+    pub fn event<T>(&self) -> Event<T, E> {
+        match self {
+            End::Done => Event::Done,
+            End::Upstream(e) => Event::Failed(Failure::Upstream(e.clone())),
+            End::Panicked => Event::Failed(Failure::Panicked),
+            End::NoRuntime => Event::Failed(Failure::NoRuntime),
+        }
+    }
+}

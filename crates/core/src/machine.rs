@@ -1,4 +1,4 @@
-//! The control plane: requests, preparation and upstream outcomes, cancels and drops in;
+//! The control plane: requests, flight reports (prepared, truncated, ended), cancels and drops in;
 //! actions out. It decides who leads, who joins, who ends how and which flight to abort.
 
 use core::fmt;
@@ -31,26 +31,16 @@ pub enum Position {
     Tail,
 }
 
-/// How a flight ended, as reported by whoever ran it. The payload of a
-/// failure stays with the adapter; the machine only needs its kind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "testkit", derive(arbitrary::Arbitrary))]
-pub enum Outcome {
-    /// The upstream finished (R7).
-    Done,
-    /// Preparation or the upstream returned an error (R5, R8).
-    Failed,
-    /// Preparation or the upstream panicked (R9).
-    Panicked,
-}
-
 /// What the machine asks its driver to do. Drained with [`Machine::poll_action`]
-/// after every input, and carried out in order.
+/// after every input, and carried out in order. `Close` and `Abort` are a
+/// flight's last action: after either, the machine holds nothing of it and the
+/// driver releases what it holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
     /// Start `flight`: run the leader's preparation, then its upstream, feeding
     /// items to the flight's history (R1). Report back with
-    /// [`Machine::handle_prepared`] and [`Machine::handle_ended`].
+    /// [`Machine::handle_prepared`], [`Machine::handle_truncated`] and
+    /// [`Machine::handle_ended`].
     Start {
         /// The new flight.
         flight: FlightId,
@@ -70,23 +60,17 @@ pub enum Action {
         /// The cancelled request.
         request: RequestId,
     },
-    /// Publish `flight`'s end to its history: every subscriber reads the
-    /// remaining items, then this end (R5, R7, R8, R9). The key is already free.
+    /// Publish the end `flight` reported (its [`End`](crate::End)) to its
+    /// history: every subscriber reads the remaining items, then this end (R5,
+    /// R7, R8, R9). The key is already free. Then release the flight.
     Close {
         /// The flight that ended.
         flight: FlightId,
-        /// How it ended.
-        outcome: Outcome,
     },
-    /// Nobody is left: drop `flight`'s preparation future or upstream stream now (R11).
+    /// Nobody is left: drop `flight`'s preparation future or upstream stream
+    /// now (R11), then release the flight. It reports nothing more.
     Abort {
         /// The orphaned flight.
-        flight: FlightId,
-    },
-    /// The machine holds nothing more for `flight`: release what the driver holds for it.
-    /// Always follows its `Close` or `Abort`.
-    Forget {
-        /// The flight to release.
         flight: FlightId,
     },
 }
@@ -143,7 +127,7 @@ impl fmt::Display for CancelError {
 impl std::error::Error for CancelError {}
 
 /// Why a flight input ([`Machine::handle_prepared`], [`Machine::handle_ended`],
-/// [`Machine::handle_truncated`]) changed nothing. The driver may ignore it.
+/// [`Machine::handle_truncated`]) changed nothing: the input was refused.
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FlightError {
@@ -199,7 +183,7 @@ struct Request {
 /// on bad input: stale or unknown ids come back as error values.
 ///
 /// ```
-/// use streamflight_core::{Action, Config, Machine, Outcome, Role};
+/// use streamflight_core::{Action, Config, Machine, Role};
 ///
 /// let mut machine = Machine::new(Config::default());
 /// let leader = machine.handle_request("prompt");
@@ -224,19 +208,20 @@ struct Request {
 ///
 /// // The flight finishes; the key is free before anyone reads the end (R7).
 /// machine.handle_prepared(leader.flight).unwrap();
-/// machine.handle_ended(leader.flight, Outcome::Done).unwrap();
-/// assert_eq!(machine.poll_action(), Some(Action::Close { flight: leader.flight, outcome: Outcome::Done }));
-/// assert_eq!(machine.poll_action(), Some(Action::Forget { flight: leader.flight }));
+/// machine.handle_ended(leader.flight).unwrap();
+/// assert_eq!(machine.poll_action(), Some(Action::Close { flight: leader.flight }));
 /// assert_eq!(machine.handle_request("prompt").role, Role::Leader);
 /// ```
 #[derive(Clone)]
 pub struct Machine<K> {
     config: Config,
     hasher: DefaultHashBuilder,
-    flights: Slab<Flight<K>>,
+    /// Flights not yet ended ([`Stats::active_flights`]).
+    active_flights: Slab<Flight<K>>,
     /// The joinable flight of each key, by flight slot; the key itself lives in the flight.
     joinable: HashTable<u32>,
-    requests: Slab<Request>,
+    /// Requests not yet ended ([`Stats::active_requests`]).
+    active_requests: Slab<Request>,
     actions: VecDeque<Action>,
     stats: Stats,
 }
@@ -264,87 +249,37 @@ impl<K> Machine<K> {
 
     /// Whether the machine holds no flight and no request (R16).
     pub fn is_idle(&self) -> bool {
-        self.flights.len() == 0 && self.requests.len() == 0 && self.joinable.is_empty()
+        self.active_flights.len() == 0 && self.active_requests.len() == 0 && self.joinable.is_empty()
     }
 
     /// The role of a live request.
     pub fn role(&self, id: RequestId) -> Option<Role> {
-        self.requests.get(id.0).map(|r| r.role)
+        self.active_requests.get(id.0).map(|r| r.role)
     }
 
     /// The flight of a live request.
     pub fn flight_of(&self, id: RequestId) -> Option<FlightId> {
-        self.requests.get(id.0).map(|r| r.flight)
+        self.active_requests.get(id.0).map(|r| r.flight)
     }
 
     /// Whether `flight` has not ended yet.
     pub fn is_active(&self, flight: FlightId) -> bool {
-        self.flights.get(flight.0).is_some()
-    }
-}
-
-impl<K: Hash + Eq> Machine<K> {
-    /// A machine with no flight and no request.
-    pub fn new(config: Config) -> Self {
-        let tag = next_tag();
-        Machine {
-            config,
-            hasher: DefaultHashBuilder::default(),
-            flights: Slab::new(tag),
-            joinable: HashTable::new(),
-            requests: Slab::new(tag),
-            actions: VecDeque::new(),
-            stats: Stats::default(),
-        }
+        self.active_flights.get(flight.0).is_some()
     }
 
-    /// The next action to carry out, in order.
+    /// The next action to carry out, in order. Drain it to `None` after
+    /// every input, before the next one.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }
 
-    /// A request for `key` arrives: it leads a new flight (R1), follows a
-    /// preparing one (R2), or joins a streaming one under the late-join
-    /// policy (R3). Emits `Start` when it leads, then its `Subscribe`.
-    pub fn handle_request(&mut self, key: K) -> Admission {
-        self.stats.requests += 1;
-        let hash = self.hasher.hash_one(&key);
-        let found = {
-            let flights = &self.flights;
-            self.joinable
-                .find(hash, |&slot| flights.by_slot(slot).is_some_and(|(_, f)| f.key == key))
-                .copied()
-        };
-        let existing = found.and_then(|slot| self.flights.by_slot(slot)).map(|(id, f)| (id, f.streaming));
-        let (flight, role, from) = match existing {
-            Some((id, false)) => (id, Role::Follower, Position::Start),
-            Some((id, true)) => match self.config.late_join_policy() {
-                LateJoin::Replay => (id, Role::Joiner, Position::Start),
-                LateJoin::Tail => (id, Role::Joiner, Position::Tail),
-                LateJoin::NewFlight => {
-                    self.unjoin(FlightId(id));
-                    (self.start(key, hash), Role::Leader, Position::Start)
-                }
-            },
-            None => (self.start(key, hash), Role::Leader, Position::Start),
-        };
-        if role != Role::Leader {
-            self.stats.joined += 1;
-        }
-        let flight = FlightId(flight);
-        if let Some(f) = self.flights.get_mut(flight.0) {
-            f.live += 1;
-        }
-        let id = RequestId(self.requests.insert(Request { flight, role }));
-        self.stats.active_requests += 1;
-        self.actions.push_back(Action::Subscribe { request: id, flight, from });
-        Admission { id, role, flight }
-    }
+    // The inputs below never hash or compare a key, so they need no bound on
+    // it: a driver reports a flight's progress without knowing its key type.
 
     /// Preparation of `flight` succeeded: from now on, new requests join it
     /// as joiners (R3, R4). Its subscribers already hold cursors at item 0.
     pub fn handle_prepared(&mut self, flight: FlightId) -> Result<(), FlightError> {
-        let f = self.flights.get_mut(flight.0).ok_or(FlightError::Stale)?;
+        let f = self.active_flights.get_mut(flight.0).ok_or(FlightError::Stale)?;
         if f.streaming {
             return Err(FlightError::AlreadyPrepared);
         }
@@ -353,19 +288,19 @@ impl<K: Hash + Eq> Machine<K> {
     }
 
     /// `flight` ended: preparation failed or panicked, or the upstream
-    /// finished, failed or panicked (R5, R7, R8, R9). The key is freed before
-    /// the `Close` action publishes the end.
-    pub fn handle_ended(&mut self, flight: FlightId, outcome: Outcome) -> Result<(), FlightError> {
+    /// finished, failed or panicked (R5, R7, R8, R9); the driver holds how
+    /// (its [`End`](crate::End)). The key is freed before the `Close` action
+    /// publishes the end.
+    pub fn handle_ended(&mut self, flight: FlightId) -> Result<(), FlightError> {
         self.end_flight(flight)?;
-        self.actions.push_back(Action::Close { flight, outcome });
-        self.actions.push_back(Action::Forget { flight });
+        self.actions.push_back(Action::Close { flight });
         Ok(())
     }
 
     /// `flight`'s history released its first item (R15): late requests for its
     /// key start a new flight from now on.
     pub fn handle_truncated(&mut self, flight: FlightId) -> Result<(), FlightError> {
-        self.flights.get(flight.0).ok_or(FlightError::Stale)?;
+        self.active_flights.get(flight.0).ok_or(FlightError::Stale)?;
         self.unjoin(flight);
         Ok(())
     }
@@ -388,21 +323,10 @@ impl<K: Hash + Eq> Machine<K> {
         self.leave(id, Leave::Finished)
     }
 
-    fn start(&mut self, key: K, hash: u64) -> RawId {
-        self.stats.flights += 1;
-        self.stats.active_flights += 1;
-        let id = self.flights.insert(Flight { key, hash, streaming: false, joinable: true, live: 0 });
-        let flights = &self.flights;
-        self.joinable
-            .insert_unique(hash, id.slot(), |&slot| flights.by_slot(slot).map_or(0, |(_, f)| f.hash));
-        self.actions.push_back(Action::Start { flight: FlightId(id) });
-        id
-    }
-
     /// Frees the key of `flight` if it is still the key's joinable flight; a
     /// newer flight for the same key is never touched.
     fn unjoin(&mut self, flight: FlightId) {
-        let Some(f) = self.flights.get_mut(flight.0) else { return };
+        let Some(f) = self.active_flights.get_mut(flight.0) else { return };
         if !core::mem::replace(&mut f.joinable, false) {
             return;
         }
@@ -413,15 +337,15 @@ impl<K: Hash + Eq> Machine<K> {
     }
 
     fn end_flight(&mut self, flight: FlightId) -> Result<(), FlightError> {
-        self.flights.get(flight.0).ok_or(FlightError::Stale)?;
+        self.active_flights.get(flight.0).ok_or(FlightError::Stale)?;
         self.unjoin(flight);
-        self.flights.remove(flight.0);
+        self.active_flights.remove(flight.0);
         self.stats.active_flights -= 1;
         Ok(())
     }
 
     fn leave(&mut self, id: RequestId, how: Leave) -> Result<(), CancelError> {
-        let request = self.requests.remove(id.0).ok_or(CancelError::UnknownRequest)?;
+        let request = self.active_requests.remove(id.0).ok_or(CancelError::UnknownRequest)?;
         self.stats.active_requests -= 1;
         match how {
             Leave::Cancelled => {
@@ -431,7 +355,7 @@ impl<K: Hash + Eq> Machine<K> {
             Leave::Dropped => self.stats.cancelled += 1,
             Leave::Finished => {}
         }
-        let orphaned = match self.flights.get_mut(request.flight.0) {
+        let orphaned = match self.active_flights.get_mut(request.flight.0) {
             Some(f) => {
                 f.live -= 1;
                 f.live == 0 && self.config.orphan_policy() == Orphan::Abort
@@ -441,9 +365,74 @@ impl<K: Hash + Eq> Machine<K> {
         if orphaned && self.end_flight(request.flight).is_ok() {
             self.stats.aborted += 1;
             self.actions.push_back(Action::Abort { flight: request.flight });
-            self.actions.push_back(Action::Forget { flight: request.flight });
         }
         Ok(())
+    }
+}
+
+impl<K: Hash + Eq> Machine<K> {
+    /// A machine with no flight and no request.
+    pub fn new(config: Config) -> Self {
+        let tag = next_tag();
+        Machine {
+            config,
+            hasher: DefaultHashBuilder::default(),
+            active_flights: Slab::new(tag),
+            joinable: HashTable::new(),
+            active_requests: Slab::new(tag),
+            actions: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// A request for `key` arrives: it leads a new flight (R1), follows a
+    /// preparing one (R2), or joins a streaming one under the late-join
+    /// policy (R3). Emits `Start` when it leads, then its `Subscribe`.
+    pub fn handle_request(&mut self, key: K) -> Admission {
+        self.stats.requests += 1;
+        let hash = self.hasher.hash_one(&key);
+        let found = {
+            let flights = &self.active_flights;
+            self.joinable
+                .find(hash, |&slot| flights.by_slot(slot).is_some_and(|(_, f)| f.key == key))
+                .copied()
+        };
+        let existing =
+            found.and_then(|slot| self.active_flights.by_slot(slot)).map(|(id, f)| (id, f.streaming));
+        let (flight, role, from) = match existing {
+            Some((id, false)) => (id, Role::Follower, Position::Start),
+            Some((id, true)) => match self.config.late_join_policy() {
+                LateJoin::Replay => (id, Role::Joiner, Position::Start),
+                LateJoin::Tail => (id, Role::Joiner, Position::Tail),
+                LateJoin::NewFlight => {
+                    self.unjoin(FlightId(id));
+                    (self.start(key, hash), Role::Leader, Position::Start)
+                }
+            },
+            None => (self.start(key, hash), Role::Leader, Position::Start),
+        };
+        if role != Role::Leader {
+            self.stats.joined += 1;
+        }
+        let flight = FlightId(flight);
+        if let Some(f) = self.active_flights.get_mut(flight.0) {
+            f.live += 1;
+        }
+        let id = RequestId(self.active_requests.insert(Request { flight, role }));
+        self.stats.active_requests += 1;
+        self.actions.push_back(Action::Subscribe { request: id, flight, from });
+        Admission { id, role, flight }
+    }
+
+    fn start(&mut self, key: K, hash: u64) -> RawId {
+        self.stats.flights += 1;
+        self.stats.active_flights += 1;
+        let id = self.active_flights.insert(Flight { key, hash, streaming: false, joinable: true, live: 0 });
+        let flights = &self.active_flights;
+        self.joinable
+            .insert_unique(hash, id.slot(), |&slot| flights.by_slot(slot).map_or(0, |(_, f)| f.hash));
+        self.actions.push_back(Action::Start { flight: FlightId(id) });
+        id
     }
 
     /// A description of the machine's whole state, for the model checks: two
@@ -454,8 +443,8 @@ impl<K: Hash + Eq> Machine<K> {
     where
         K: fmt::Debug,
     {
-        let flights: alloc::vec::Vec<_> = self.flights.iter().collect();
-        let requests: alloc::vec::Vec<_> = self.requests.iter().collect();
+        let flights: alloc::vec::Vec<_> = self.active_flights.iter().collect();
+        let requests: alloc::vec::Vec<_> = self.active_requests.iter().collect();
         alloc::format!("{flights:?} {requests:?} {:?} {:?}", self.actions, self.stats)
     }
 
@@ -464,15 +453,15 @@ impl<K: Hash + Eq> Machine<K> {
     #[cfg(feature = "testkit")]
     #[doc(hidden)]
     pub fn audit(&self) {
-        let mut live = alloc::vec![0usize; self.flights.capacity()];
-        for (_, r) in self.requests.iter() {
-            if let Some(f) = self.flights.get(r.flight.0) {
+        let mut live = alloc::vec![0usize; self.active_flights.capacity()];
+        for (_, r) in self.active_requests.iter() {
+            if let Some(f) = self.active_flights.get(r.flight.0) {
                 live[r.flight.0.slot() as usize] += 1;
                 assert!(f.live > 0);
             }
         }
         let mut joinable = 0;
-        for (id, f) in self.flights.iter() {
+        for (id, f) in self.active_flights.iter() {
             assert_eq!(f.live, live[id.slot() as usize], "live count of {id:?}");
             assert_eq!(f.hash, self.hasher.hash_one(&f.key));
             let indexed = self.joinable.find(f.hash, |&s| s == id.slot()).is_some();
@@ -480,8 +469,8 @@ impl<K: Hash + Eq> Machine<K> {
             joinable += usize::from(f.joinable);
         }
         assert_eq!(joinable, self.joinable.len(), "the key index names only joinable flights");
-        assert_eq!(self.stats.active_flights, self.flights.len());
-        assert_eq!(self.stats.active_requests, self.requests.len());
+        assert_eq!(self.stats.active_flights, self.active_flights.len());
+        assert_eq!(self.stats.active_requests, self.active_requests.len());
     }
 }
 
@@ -530,7 +519,7 @@ mod tests {
         assert_eq!(second.role, Role::Leader);
         assert_ne!(second.flight, first.flight);
         // The old flight goes on, and its end frees nothing of the new one.
-        m.handle_ended(first.flight, Outcome::Done).unwrap();
+        m.handle_ended(first.flight).unwrap();
         assert_eq!(m.handle_request("k").flight, second.flight);
     }
 
@@ -553,15 +542,12 @@ mod tests {
         drain(&mut m);
         m.handle_cancel(alone.id).unwrap();
         let flight = alone.flight;
-        assert_eq!(
-            drain(&mut m),
-            [Action::Cancel { request: alone.id }, Action::Abort { flight }, Action::Forget { flight }]
-        );
+        assert_eq!(drain(&mut m), [Action::Cancel { request: alone.id }, Action::Abort { flight }]);
         assert_eq!(m.stats().aborted, 1);
         let next = m.handle_request("k");
         assert_eq!(next.role, Role::Leader);
         // A late report from the aborted flight is stale and leaves the new one alone.
-        assert_eq!(m.handle_ended(flight, Outcome::Done), Err(FlightError::Stale));
+        assert_eq!(m.handle_ended(flight), Err(FlightError::Stale));
         assert_eq!(m.handle_prepared(flight), Err(FlightError::Stale));
         assert!(m.is_active(next.flight));
     }
@@ -592,7 +578,7 @@ mod tests {
     fn r13_a_request_lives_until_it_reads_its_end() {
         let mut m = Machine::new(Config::default());
         let r = m.handle_request("k");
-        m.handle_ended(r.flight, Outcome::Failed).unwrap();
+        m.handle_ended(r.flight).unwrap();
         assert_eq!(m.stats().active_requests, 1);
         // Cancelled before reading the end: it ends Cancelled, nothing is aborted.
         m.handle_cancel(r.id).unwrap();
@@ -611,10 +597,7 @@ mod tests {
         drain(&mut m);
         // The leader finds itself lagged: its flight is orphaned (R11).
         m.handle_finished(leader.id).unwrap();
-        assert_eq!(
-            drain(&mut m),
-            [Action::Abort { flight: leader.flight }, Action::Forget { flight: leader.flight }]
-        );
+        assert_eq!(drain(&mut m), [Action::Abort { flight: leader.flight }]);
         assert_eq!(m.stats().cancelled, 0);
     }
 

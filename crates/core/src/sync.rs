@@ -1,4 +1,4 @@
-//! The synchronisation primitives of the history, switched to loom's in `--cfg loom` unit tests.
+//! The synchronisation primitives of the history and the driver, switched to loom's in `--cfg loom` unit tests.
 //! Everything concurrent in this crate imports from here, never from `std::sync` directly.
 
 #[cfg(not(all(test, loom)))]

@@ -4,7 +4,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use streamflight_core::{Config, Machine, Outcome};
+use streamflight_core::{Config, Machine};
 
 struct Counting;
 
@@ -46,7 +46,7 @@ fn cycle(machine: &mut Machine<String>, keys: &mut Vec<String>) {
     let dropped = machine.handle_request(keys.pop().unwrap());
     drain(machine);
     machine.handle_drop(dropped.id).unwrap();
-    machine.handle_ended(leader.flight, Outcome::Done).unwrap();
+    machine.handle_ended(leader.flight).unwrap();
     drain(machine);
     machine.handle_finished(follower.id).unwrap();
     machine.handle_finished(joiner.id).unwrap();

@@ -1,42 +1,40 @@
-//! The machine against the reference model: random op sequences under every
+//! The machine against the reference model: random input sequences under every
 //! config, every reply, action and invariant checked after each step.
 
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
-use streamflight_core::Outcome;
-use streamflight_core::testkit::{Harness, Model, Op, configs};
+use streamflight_core::testkit::{Harness, Input, Model, configs};
 
 struct Reference;
 
 impl ReferenceStateMachine for Reference {
     type State = Model;
-    type Transition = Op;
+    type Transition = Input;
 
     fn init_state() -> BoxedStrategy<Model> {
         proptest::sample::select(configs()).prop_map(Model::new).boxed()
     }
 
-    fn transitions(model: &Model) -> BoxedStrategy<Op> {
+    fn transitions(model: &Model) -> BoxedStrategy<Input> {
         // One index past the end names a foreign id; indices stay in range so
         // shrinking keeps sequences meaningful.
         let flight = 0..=model.flights() as u8;
         let request = 0..=model.requests() as u8;
-        let outcome = prop_oneof![Just(Outcome::Done), Just(Outcome::Failed), Just(Outcome::Panicked)];
         prop_oneof![
-            4 => (0u8..3).prop_map(Op::Request),
-            2 => flight.clone().prop_map(Op::Prepared),
-            2 => (flight.clone(), outcome).prop_map(|(f, o)| Op::Ended(f, o)),
-            1 => flight.prop_map(Op::Truncated),
-            2 => request.clone().prop_map(Op::Cancel),
-            1 => request.clone().prop_map(Op::Drop),
-            2 => request.prop_map(Op::Finish),
+            4 => (0u8..3).prop_map(Input::Request),
+            2 => flight.clone().prop_map(Input::Prepared),
+            2 => flight.clone().prop_map(Input::Ended),
+            1 => flight.prop_map(Input::Truncated),
+            2 => request.clone().prop_map(Input::Cancel),
+            1 => request.clone().prop_map(Input::Drop),
+            2 => request.prop_map(Input::Finish),
         ]
         .boxed()
     }
 
-    fn apply(mut model: Model, op: &Op) -> Model {
-        model.apply(*op);
+    fn apply(mut model: Model, input: &Input) -> Model {
+        model.apply(*input);
         model
     }
 }
@@ -51,8 +49,8 @@ impl StateMachineTest for MachineTest {
         Harness::new(model.config().clone())
     }
 
-    fn apply(mut harness: Harness, _: &Model, op: Op) -> Harness {
-        harness.step(op);
+    fn apply(mut harness: Harness, _: &Model, input: Input) -> Harness {
+        harness.step(input);
         harness
     }
 

@@ -18,22 +18,73 @@
 //! assert_eq!(answer.next().await, None);
 //! # }
 //! ```
+#![forbid(unsafe_code)]
 
 use std::future::Future;
 
-pub use streamflight_core::flights::{Runtime, Subscription};
+use tokio::runtime::Handle;
+
+pub use streamflight_core::driver::{Runtime, Subscription};
 pub use streamflight_core::{CancelError, Config, Event, Failure, LateJoin, Orphan, RequestId, Role, Stats};
 
-/// The manager on tokio: see [`streamflight_core::flights::Flights`] for its methods.
-/// Flight tasks are spawned on the runtime `request` is called from.
-pub type Flights<K, T, E> = streamflight_core::flights::Flights<K, T, E, Tokio>;
+/// The manager on tokio: see [`streamflight_core::driver::Flights`] for its methods.
+///
+/// [`Flights::new`](streamflight_core::driver::Flights::new) (or `default`)
+/// spawns each flight's task on the runtime `request` is called from: called
+/// outside any runtime, the flight ends at once with [`Failure::NoRuntime`].
+/// [`Flights::with_runtime`](streamflight_core::driver::Flights::with_runtime)
+/// with [`Tokio::with_handle`] spawns them on the given runtime, wherever
+/// `request` is called:
+///
+/// ```
+/// use futures::StreamExt;
+/// use streamflight_tokio::{Config, Event, Failure, Flights, Tokio};
+///
+/// let runtime = tokio::runtime::Runtime::new().unwrap();
+/// // Neither built nor called inside the runtime.
+/// let flights: Flights<&str, u32, String> =
+///     Flights::with_runtime(Config::default(), Tokio::with_handle(runtime.handle().clone()));
+/// let answer = flights.request("prompt", async { Ok(futures::stream::iter([Ok(1)])) });
+/// assert_eq!(runtime.block_on(answer.collect::<Vec<_>>()), [Event::Item(1), Event::Done]);
+///
+/// // On the current runtime, outside any: a clean failure, no panic.
+/// let current: Flights<&str, u32, String> = Flights::default();
+/// let mut answer = current.request("prompt", async { Ok(futures::stream::iter([Ok(1)])) });
+/// let end = futures::executor::block_on(answer.next());
+/// assert_eq!(end, Some(Event::Failed(Failure::NoRuntime)));
+/// ```
+pub type Flights<K, T, E> = streamflight_core::driver::Flights<K, T, E, Tokio>;
 
-/// tokio as a streamflight [`Runtime`]: flight tasks run on the current runtime.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Tokio;
+/// tokio as a streamflight [`Runtime`]: flight tasks run on the runtime of a
+/// [`Handle`], or on the one current where `request` is called (the default).
+#[derive(Clone, Debug, Default)]
+pub struct Tokio {
+    handle: Option<Handle>,
+}
+
+impl Tokio {
+    /// Flight tasks on the runtime `request` is called from (the default).
+    pub fn current() -> Self {
+        Tokio { handle: None }
+    }
+
+    /// Flight tasks on `handle`'s runtime, wherever `request` is called.
+    /// See [`Flights`] for an example.
+    pub fn with_handle(handle: Handle) -> Self {
+        Tokio { handle: Some(handle) }
+    }
+}
 
 impl Runtime for Tokio {
-    fn spawn<F: Future<Output = ()> + Send + 'static>(task: F) -> bool {
-        tokio::runtime::Handle::try_current().map(|runtime| drop(runtime.spawn(task))).is_ok()
+    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) -> bool {
+        let handle = match &self.handle {
+            Some(handle) => handle.clone(),
+            None => match Handle::try_current() {
+                Ok(current) => current,
+                Err(_) => return false,
+            },
+        };
+        drop(handle.spawn(task));
+        true
     }
 }

@@ -112,10 +112,7 @@ impl ModelReader {
         match &model.end {
             Some(end) => {
                 self.finished = true;
-                Some(Some(match end {
-                    End::Done => Event::Done,
-                    End::Failed(failure) => Event::Failed(failure.clone()),
-                }))
+                Some(Some(end.event()))
             }
             None => None,
         }
@@ -221,7 +218,7 @@ pub(crate) fn run(limit: Option<usize>, ops: Vec<Op>) {
                 }
             }
             Op::Close(failed) => {
-                let end = if failed { End::Failed(Failure::Upstream(9)) } else { End::Done };
+                let end = if failed { End::Upstream(9) } else { End::Done };
                 assert_eq!(history.close(end.clone()), model.end.is_none());
                 model.end.get_or_insert(end);
             }

@@ -161,7 +161,7 @@ fn loom_subscribe_races_close() {
             let history = history.clone();
             thread::spawn(move || {
                 history.append(0);
-                history.close(End::Failed(Failure::Upstream(3)));
+                history.close(End::Upstream(3));
             })
         };
         let end = Event::Failed(Failure::Upstream(3));

@@ -52,14 +52,8 @@ pub const BYTES_PER_READER: usize = mem::size_of::<Reader<(), ()>>()
     + mem::size_of::<Slot>()
     + mem::size_of::<u32>(); // its entry in the parked list, at most one
 
-/// How a flight ended, as published by [`History::close`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum End<E> {
-    /// The upstream finished (R7): readers get [`Event::Done`].
-    Done,
-    /// Preparation or the upstream failed (R5, R8, R9): readers get [`Event::Failed`].
-    Failed(Failure<E>),
-}
+/// How a flight ended, as published by [`History::close`]: the crate's one end type.
+pub use crate::End;
 
 /// One flight's append-only history, shared by all its readers.
 ///
@@ -259,7 +253,7 @@ impl<T, E> History<T, E> {
 
     /// [`subscribe`](History::subscribe) without a method receiver (loom's
     /// `Arc` cannot be one).
-    fn subscribe_to(this: &Arc<Self>, from: Position) -> Reader<T, E> {
+    pub(crate) fn subscribe_to(this: &Arc<Self>, from: Position) -> Reader<T, E> {
         let (slot, generation) = {
             let mut table = lock(&this.wakers.table);
             let slot = match table.free.pop() {
@@ -486,10 +480,7 @@ impl<T: Clone, E: Clone> Reader<T, E> {
                 return Poll::Ready(Some(self.next_batch(len)));
             }
             if ended {
-                let end = match &lock(&history.state).end {
-                    Some(End::Failed(failure)) => Event::Failed(failure.clone()),
-                    Some(End::Done) | None => Event::Done,
-                };
+                let end = lock(&history.state).end.as_ref().map_or(Event::Done, End::event);
                 return Poll::Ready(Some(self.finish(end)));
             }
             if parked {

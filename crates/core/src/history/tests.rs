@@ -38,7 +38,7 @@ fn replay_tail_and_end() {
     assert_eq!(drain(&mut start), items(0..300));
     assert_eq!(poll(&mut start), Poll::Pending);
     history.append(300);
-    assert!(history.close(End::Failed(Failure::Upstream(7))));
+    assert!(history.close(End::Upstream(7)));
     assert!(!history.close(End::Done), "a second close is ignored");
     history.append(301); // ignored after close
     assert_eq!(history.appended(), 301);

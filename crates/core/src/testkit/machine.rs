@@ -1,27 +1,25 @@
-//! A small, obviously correct reference model of the control plane, and a harness that drives
-//! a [`Machine`] beside it, checking every reply, action and invariant after each step.
-//!
-//! The proptest model test, the exhaustive enumeration and the fuzz targets all use this one
-//! harness. It panics on the first disagreement: it is a test oracle, not an API.
+//! The machine's reference model, and a harness that drives a [`Machine`] beside it, checking
+//! every reply, action and invariant after each step; it panics on the first disagreement.
 
 use alloc::vec::Vec;
 
 use crate::{
-    Action, CancelError, Config, FlightError, FlightId, LateJoin, Machine, Orphan, Outcome, Position,
-    RequestId, Role, Stats,
+    Action, CancelError, Config, FlightError, FlightId, LateJoin, Machine, Orphan, Position, RequestId, Role,
+    Stats,
 };
 
 /// One input to the machine, with flights and requests named by the order in
 /// which they were started or issued. An index past the end names an id from
 /// another machine: a foreign id, which must be refused like a stale one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, arbitrary::Arbitrary)]
-pub enum Op {
+pub enum Input {
     /// A request for this key arrives.
     Request(u8),
     /// The flight's preparation succeeded.
     Prepared(u8),
-    /// The flight ended (preparation failed, upstream finished...).
-    Ended(u8, Outcome),
+    /// The flight ended (preparation failed, upstream finished...): how is the
+    /// driver's to publish, the machine only frees the key.
+    Ended(u8),
     /// The flight's history released its first item.
     Truncated(u8),
     /// The request is cancelled.
@@ -33,42 +31,42 @@ pub enum Op {
     Finish(u8),
 }
 
-impl Op {
-    /// Brings an arbitrary op into the model's range: keys to 0..4, indices
+impl Input {
+    /// Brings an arbitrary input into the model's range: keys to 0..4, indices
     /// to the flights or requests so far plus one foreign id, so that a
     /// fuzzer's bytes rarely go to waste.
-    pub fn fit(self, model: &Model) -> Op {
+    pub fn fit(self, model: &Model) -> Input {
         let flight = |f: u8| (usize::from(f) % (model.flights() + 1)) as u8;
         let request = |r: u8| (usize::from(r) % (model.requests() + 1)) as u8;
         match self {
-            Op::Request(key) => Op::Request(key % 4),
-            Op::Prepared(f) => Op::Prepared(flight(f)),
-            Op::Ended(f, outcome) => Op::Ended(flight(f), outcome),
-            Op::Truncated(f) => Op::Truncated(flight(f)),
-            Op::Cancel(r) => Op::Cancel(request(r)),
-            Op::Drop(r) => Op::Drop(request(r)),
-            Op::Finish(r) => Op::Finish(request(r)),
+            Input::Request(key) => Input::Request(key % 4),
+            Input::Prepared(f) => Input::Prepared(flight(f)),
+            Input::Ended(f) => Input::Ended(flight(f)),
+            Input::Truncated(f) => Input::Truncated(flight(f)),
+            Input::Cancel(r) => Input::Cancel(request(r)),
+            Input::Drop(r) => Input::Drop(request(r)),
+            Input::Finish(r) => Input::Finish(request(r)),
         }
     }
 }
 
 /// The fuzz check of the machine: the bytes choose a config and a sequence of
-/// ops (via `arbitrary`), and every step is checked against the model. Panics
+/// inputs (via `arbitrary`), and every step is checked against the model. Panics
 /// on any disagreement. The fuzz target and the corpus replay test both call it.
 pub fn check_machine(data: &[u8]) {
-    let mut input = arbitrary::Unstructured::new(data);
+    let mut bytes = arbitrary::Unstructured::new(data);
     let configs = configs();
-    let Ok(choice) = input.choose_index(configs.len()) else { return };
+    let Ok(choice) = bytes.choose_index(configs.len()) else { return };
     let mut harness = Harness::new(configs[choice].clone());
     // Bounded, so the model's linear scans stay cheap; an exhausted input
-    // would otherwise decode as an endless run of default ops.
+    // would otherwise decode as an endless run of default inputs.
     for _ in 0..256 {
-        if input.is_empty() {
+        if bytes.is_empty() {
             break;
         }
-        let Ok(op) = input.arbitrary::<Op>() else { break };
-        let op = op.fit(harness.model());
-        harness.step(op);
+        let Ok(input) = bytes.arbitrary::<Input>() else { break };
+        let input = input.fit(harness.model());
+        harness.step(input);
     }
 }
 
@@ -87,7 +85,7 @@ pub fn configs() -> Vec<Config> {
 enum Phase {
     Preparing,
     Streaming,
-    Closed(Outcome),
+    Closed,
     Aborted,
 }
 
@@ -118,9 +116,8 @@ enum Act {
     Start(usize),
     Subscribe(usize, usize, Position),
     Cancel(usize),
-    Close(usize, Outcome),
+    Close(usize),
     Abort(usize),
-    Forget(usize),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,7 +125,7 @@ enum Reply {
     Admitted(Role),
     Flight(Result<(), FlightError>),
     Request(Result<(), CancelError>),
-    /// The op cannot happen in this state (nothing to read yet): not fed to the machine.
+    /// The input cannot happen in this state (nothing to read yet): not fed to the machine.
     Skipped,
 }
 
@@ -152,9 +149,9 @@ impl Model {
         &self.config
     }
 
-    /// Applies `op` to the model alone (for proptest's reference state machine).
-    pub fn apply(&mut self, op: Op) {
-        self.step(op);
+    /// Applies `input` to the model alone (for proptest's reference state machine).
+    pub fn apply(&mut self, input: Input) {
+        self.step(input);
     }
 
     /// Flights started so far.
@@ -188,11 +185,11 @@ impl Model {
         self.requests.get(index).filter(|r| !r.ended).map(|_| index)
     }
 
-    fn step(&mut self, op: Op) -> (Reply, Vec<Act>) {
+    fn step(&mut self, input: Input) -> (Reply, Vec<Act>) {
         let mut acts = Vec::new();
-        let reply = match op {
-            Op::Request(key) => Reply::Admitted(self.request(key, &mut acts)),
-            Op::Prepared(f) => Reply::Flight(match self.active_flight(f) {
+        let reply = match input {
+            Input::Request(key) => Reply::Admitted(self.request(key, &mut acts)),
+            Input::Prepared(f) => Reply::Flight(match self.active_flight(f) {
                 None => Err(FlightError::Stale),
                 Some(f) if self.flights[f].phase == Phase::Streaming => Err(FlightError::AlreadyPrepared),
                 Some(f) => {
@@ -200,16 +197,16 @@ impl Model {
                     Ok(())
                 }
             }),
-            Op::Ended(f, outcome) => Reply::Flight(match self.active_flight(f) {
+            Input::Ended(f) => Reply::Flight(match self.active_flight(f) {
                 None => Err(FlightError::Stale),
                 Some(f) => {
-                    self.flights[f].phase = Phase::Closed(outcome);
+                    self.flights[f].phase = Phase::Closed;
                     self.flights[f].joinable = false;
-                    acts.extend([Act::Close(f, outcome), Act::Forget(f)]);
+                    acts.push(Act::Close(f));
                     Ok(())
                 }
             }),
-            Op::Truncated(f) => Reply::Flight(match self.active_flight(f) {
+            Input::Truncated(f) => Reply::Flight(match self.active_flight(f) {
                 None => Err(FlightError::Stale),
                 Some(f) => {
                     self.flights[f].joinable = false;
@@ -217,24 +214,24 @@ impl Model {
                     Ok(())
                 }
             }),
-            Op::Cancel(r) | Op::Drop(r) => Reply::Request(match self.live_request(r) {
+            Input::Cancel(r) | Input::Drop(r) => Reply::Request(match self.live_request(r) {
                 None => Err(CancelError::UnknownRequest),
                 Some(r) => {
                     self.requests[r].ended = true;
                     self.stats.cancelled += 1;
-                    if matches!(op, Op::Cancel(_)) {
+                    if matches!(input, Input::Cancel(_)) {
                         acts.push(Act::Cancel(r));
                     }
                     self.orphan_check(self.requests[r].flight, &mut acts);
                     Ok(())
                 }
             }),
-            Op::Finish(r) => match self.live_request(r) {
+            Input::Finish(r) => match self.live_request(r) {
                 None => Reply::Request(Err(CancelError::UnknownRequest)),
                 Some(r) => {
                     let f = &self.flights[self.requests[r].flight];
                     let lagged = f.active() && f.truncated;
-                    if matches!(f.phase, Phase::Closed(_)) || lagged {
+                    if f.phase == Phase::Closed || lagged {
                         self.requests[r].ended = true;
                         self.orphan_check(self.requests[r].flight, &mut acts);
                         Reply::Request(Ok(()))
@@ -286,7 +283,7 @@ impl Model {
             self.flights[f].phase = Phase::Aborted;
             self.flights[f].joinable = false;
             self.stats.aborted += 1;
-            acts.extend([Act::Abort(f), Act::Forget(f)]);
+            acts.push(Act::Abort(f));
         }
     }
 }
@@ -320,7 +317,7 @@ impl Harness {
         }
     }
 
-    /// The reference model, to choose the next op from.
+    /// The reference model, to choose the next input from.
     pub fn model(&self) -> &Model {
         &self.model
     }
@@ -333,38 +330,38 @@ impl Harness {
         self.requests.get(usize::from(index)).copied().unwrap_or(self.foreign_request)
     }
 
-    /// Applies `op` to both, checks the machine against the model and every
-    /// invariant. Returns whether the op changed anything: an op refused with
+    /// Applies `input` to both, checks the machine against the model and every
+    /// invariant. Returns whether the input changed anything: an input refused with
     /// an error (or skipped) leaves the machine exactly as it was.
-    pub fn step(&mut self, op: Op) -> bool {
-        let (expected, expected_acts) = self.model.step(op);
+    pub fn step(&mut self, input: Input) -> bool {
+        let (expected, expected_acts) = self.model.step(input);
         let before = matches!(expected, Reply::Flight(Err(_)) | Reply::Request(Err(_)) | Reply::Skipped)
             .then(|| self.machine.snapshot());
-        let reply = match op {
-            Op::Request(key) => {
+        let reply = match input {
+            Input::Request(key) => {
                 let admission = self.machine.handle_request(key);
                 assert_eq!(self.machine.role(admission.id), Some(admission.role));
                 Reply::Admitted(admission.role)
             }
-            Op::Prepared(f) => Reply::Flight(self.machine.handle_prepared(self.flight(f))),
-            Op::Ended(f, outcome) => Reply::Flight(self.machine.handle_ended(self.flight(f), outcome)),
-            Op::Truncated(f) => Reply::Flight(self.machine.handle_truncated(self.flight(f))),
-            Op::Cancel(r) => Reply::Request(self.machine.handle_cancel(self.request(r))),
-            Op::Drop(r) => Reply::Request(self.machine.handle_drop(self.request(r))),
-            Op::Finish(_) if expected == Reply::Skipped => Reply::Skipped,
-            Op::Finish(r) => Reply::Request(self.machine.handle_finished(self.request(r))),
+            Input::Prepared(f) => Reply::Flight(self.machine.handle_prepared(self.flight(f))),
+            Input::Ended(f) => Reply::Flight(self.machine.handle_ended(self.flight(f))),
+            Input::Truncated(f) => Reply::Flight(self.machine.handle_truncated(self.flight(f))),
+            Input::Cancel(r) => Reply::Request(self.machine.handle_cancel(self.request(r))),
+            Input::Drop(r) => Reply::Request(self.machine.handle_drop(self.request(r))),
+            Input::Finish(_) if expected == Reply::Skipped => Reply::Skipped,
+            Input::Finish(r) => Reply::Request(self.machine.handle_finished(self.request(r))),
         };
-        assert_eq!(reply, expected, "reply to {op:?}");
+        assert_eq!(reply, expected, "reply to {input:?}");
         if let Some(before) = before {
-            assert_eq!(self.machine.snapshot(), before, "{op:?} was refused but changed the machine");
+            assert_eq!(self.machine.snapshot(), before, "{input:?} was refused but changed the machine");
             return false;
         }
         let mut acts = Vec::new();
         while let Some(action) = self.machine.poll_action() {
             acts.push(self.translate(action));
         }
-        assert_eq!(acts, expected_acts, "actions after {op:?}");
-        if let (Op::Drop(r) | Op::Finish(r), Reply::Request(Ok(()))) = (op, reply) {
+        assert_eq!(acts, expected_acts, "actions after {input:?}");
+        if let (Input::Drop(r) | Input::Finish(r), Reply::Request(Ok(()))) = (input, reply) {
             self.end(usize::from(r));
         }
         self.check();
@@ -395,7 +392,7 @@ impl Harness {
                 self.end(r);
                 Act::Cancel(r)
             }
-            Action::Close { flight: id, outcome } => Act::Close(flight(self, id), outcome),
+            Action::Close { flight: id } => Act::Close(flight(self, id)),
             Action::Abort { flight: id } => {
                 let f = flight(self, id);
                 // Aborted only when nobody is left and the policy says so (R11).
@@ -403,7 +400,6 @@ impl Harness {
                 assert_eq!(self.model.config.orphan_policy(), Orphan::Abort, "aborted under Finish");
                 Act::Abort(f)
             }
-            Action::Forget { flight: id } => Act::Forget(flight(self, id)),
         }
     }
 
@@ -445,22 +441,4 @@ impl Harness {
             assert!(self.machine.is_idle(), "R16: state left behind");
         }
     }
-}
-
-/// The fuzz check of the history: the bytes choose a bound and a sequence of
-/// appends, reads, closes, cancels, subscribes and drops (via `arbitrary`),
-/// checked against the `Vec` reference the proptest uses. Panics on any disagreement.
-#[cfg(all(feature = "std", not(loom)))]
-pub fn check_history(data: &[u8]) {
-    let mut input = arbitrary::Unstructured::new(data);
-    let limits = [None, Some(1), Some(2), Some(4), Some(7), Some(16)];
-    let Ok(limit) = input.choose(&limits).copied() else { return };
-    let mut ops = Vec::new();
-    while !input.is_empty() && ops.len() < 200 {
-        match input.arbitrary() {
-            Ok(op) => ops.push(op),
-            Err(_) => break,
-        }
-    }
-    crate::history::check::run(limit, ops);
 }

@@ -1,0 +1,217 @@
+//! The driver: carries out the [`Machine`](crate::Machine)'s actions with real tasks and one
+//! [`History`](crate::history::History) per flight. Every adapter is this module plus a [`Runtime`].
+//!
+//! # Structure
+//!
+//! - [`Flights`] (here): the manager a user holds; every call is one input.
+//! - `registry`: the machine and the handles of flights and requests behind
+//!   the manager's one lock. Every input takes the same path: fed to the
+//!   machine under the lock, every action drained into effects, the lock
+//!   released, the effects run.
+//! - `task`: a flight's task, a named `Future` (preparing, streaming, over)
+//!   that reports to the registry and writes the flight's history.
+//! - `abort`: the signal that stops a task from outside (R11).
+//! - [`Subscription`]: one request's stream of events, and what it tells the
+//!   manager (its cancel, its end, its drop).
+//!
+//! # Locks
+//!
+//! The order, written here once: the registry (the manager's one lock), then
+//! the history's writer, then its state, then its waker table. The registry
+//! takes a history lock only to subscribe (the waker table); the abort
+//! signal's lock is taken alone. Nothing is woken, spawned, published or
+//! dropped under the registry (save a key, dropped by the machine): those are
+//! effects, run once it is released, so a waker or a drop may call back into
+//! the manager. User code run under the registry: the key's `Hash`, `Eq` and
+//! `Drop`, nothing else.
+
+mod abort;
+mod registry;
+mod subscription;
+mod task;
+
+#[cfg(all(test, loom))]
+mod loom_tests;
+#[cfg(test)]
+mod testing;
+#[cfg(all(test, not(loom)))]
+mod tests;
+
+use core::future::Future;
+use core::hash::Hash;
+
+use futures_core::Stream;
+
+use self::registry::Shared;
+pub use self::subscription::Subscription;
+use self::subscription::control;
+use self::task::FlightTask;
+use crate::sync::Arc;
+use crate::{CancelError, Config, RequestId, Stats};
+
+/// The one thing an adapter supplies: somewhere to run each flight's task.
+pub trait Runtime: Send + Sync + 'static {
+    /// Spawns `task` to run to completion, detached. Returns `false` if there
+    /// is nowhere to run it; `task` must then be dropped unpolled, and its
+    /// drop ends the flight with [`Failure::NoRuntime`](crate::Failure::NoRuntime)
+    /// instead of a panic.
+    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) -> bool;
+}
+
+/// The manager: joins the live flight for a key or starts one. A cheap
+/// `Clone + Send + Sync` handle; every clone is the same manager.
+///
+/// Each adapter names it with its runtime filled in (`streamflight_tokio::Flights<K, T, E>`).
+pub struct Flights<K, T, E, R> {
+    shared: Arc<Shared<K, T, E, R>>,
+}
+
+impl<K, T, E, R> Clone for Flights<K, T, E, R> {
+    fn clone(&self) -> Self {
+        Flights { shared: Arc::clone(&self.shared) }
+    }
+}
+
+impl<K, T, E, R> core::fmt::Debug for Flights<K, T, E, R> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let registry = self.shared.read();
+        f.debug_struct("Flights")
+            .field("config", registry.machine().config())
+            .field("stats", &registry.machine().stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, T, E, R> Default for Flights<K, T, E, R>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+    E: Clone + Send + Sync + 'static,
+    R: Runtime + Default,
+{
+    fn default() -> Self {
+        Flights::new(Config::default())
+    }
+}
+
+impl<K, T, E, R> Flights<K, T, E, R>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+    E: Clone + Send + Sync + 'static,
+    R: Runtime,
+{
+    /// A manager with no flight, on the runtime's default value (for the
+    /// adapters: the runtime `request` is called from).
+    pub fn new(config: Config) -> Self
+    where
+        R: Default,
+    {
+        Flights::with_runtime(config, R::default())
+    }
+
+    /// A manager with no flight whose flights run on `runtime`: a handle on a
+    /// runtime the manager was not built in, or a dedicated one.
+    ///
+    /// ```
+    /// use futures::{StreamExt, stream};
+    /// use streamflight_core::driver::{Flights, Runtime};
+    /// use streamflight_core::{Config, Event};
+    ///
+    /// /// A runtime of one's own: here, a handle on a tokio runtime.
+    /// struct OnHandle(tokio::runtime::Handle);
+    /// impl Runtime for OnHandle {
+    ///     fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) -> bool {
+    ///         drop(self.0.spawn(task));
+    ///         true
+    ///     }
+    /// }
+    ///
+    /// let runtime = tokio::runtime::Runtime::new().unwrap();
+    /// // Built outside the runtime, and `request` called outside it too.
+    /// let flights: Flights<&str, u32, String, OnHandle> =
+    ///     Flights::with_runtime(Config::default(), OnHandle(runtime.handle().clone()));
+    /// let answer = flights.request("prompt", async { Ok(stream::iter([Ok(1)])) });
+    /// let events = runtime.block_on(answer.collect::<Vec<_>>());
+    /// assert_eq!(events, [Event::Item(1), Event::Done]);
+    /// ```
+    pub fn with_runtime(config: Config, runtime: R) -> Self {
+        Flights { shared: Arc::new(Shared::new(config, runtime)) }
+    }
+
+    /// Joins the live flight for `key`, or starts one (R1-R3). `start` is
+    /// polled only when this request leads, and only by the flight's own task;
+    /// a follower's `start` is dropped unpolled. It prepares and returns the
+    /// upstream stream. With the default runtime, call it inside the runtime:
+    /// elsewhere the flight ends at once with
+    /// [`Failure::NoRuntime`](crate::Failure::NoRuntime).
+    ///
+    /// The returned [`Subscription`] yields the flight's items (from the
+    /// first one, or the tail under [`LateJoin::Tail`](crate::LateJoin::Tail)),
+    /// then exactly one end.
+    ///
+    /// ```
+    /// use futures::{StreamExt, stream};
+    /// use streamflight_core::driver::{Flights, Runtime};
+    /// use streamflight_core::{Event, Role};
+    ///
+    /// // What an adapter supplies (streamflight-tokio names this `Tokio`).
+    /// #[derive(Default)]
+    /// struct OnTokio;
+    /// impl Runtime for OnTokio {
+    ///     fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) -> bool {
+    ///         drop(tokio::spawn(task));
+    ///         true
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let flights: Flights<&str, u32, String, OnTokio> = Flights::default();
+    /// let upstream = || async { Ok(stream::iter([Ok(1), Ok(2)])) };
+    /// let leader = flights.request("prompt", upstream());
+    /// let follower = flights.request("prompt", upstream()); // dropped unpolled
+    /// assert_eq!((leader.role(), follower.role()), (Role::Leader, Role::Follower));
+    ///
+    /// let expected = [Event::Item(1), Event::Item(2), Event::Done];
+    /// assert_eq!(leader.collect::<Vec<_>>().await, expected);
+    /// assert_eq!(follower.collect::<Vec<_>>().await, expected);
+    /// assert_eq!(flights.stats().flights, 1);
+    /// # }
+    /// ```
+    pub fn request<Fut, S>(&self, key: K, start: Fut) -> Subscription<T, E>
+    where
+        Fut: Future<Output = Result<S, E>> + Send + 'static,
+        S: Stream<Item = Result<T, E>> + Send + 'static,
+    {
+        let (admission, reader, started) = self.shared.request(key);
+        match started {
+            Some(started) => {
+                let task = FlightTask::new(Arc::clone(&self.shared), started, start);
+                // Refused, the task is dropped unpolled, and its drop ends the flight.
+                let _spawned = self.shared.runtime.spawn(task);
+            }
+            // A follower's or joiner's `start` is dropped unpolled, outside the lock.
+            None => drop(start),
+        }
+        Subscription::new(admission, reader, control(&self.shared))
+    }
+
+    /// Cancels a live request (R10, R11, R13): its next event is `Cancelled`,
+    /// then its stream closes; its flight goes on for the others, or is
+    /// aborted if it was the last one. An unknown or ended id is an error and
+    /// changes nothing.
+    pub fn cancel(&self, id: RequestId) -> Result<(), CancelError> {
+        self.shared.cancel(id)
+    }
+
+    /// The manager's counters.
+    pub fn stats(&self) -> Stats {
+        self.shared.read().machine().stats()
+    }
+
+    /// Whether the manager holds no state for any key, flight or request (R16).
+    pub fn is_idle(&self) -> bool {
+        let registry = self.shared.read();
+        registry.machine().is_idle() && registry.holds_nothing()
+    }
+}

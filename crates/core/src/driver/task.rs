@@ -1,0 +1,270 @@
+//! A flight's task: the leader's preparation, then its upstream into the history, then the end.
+//! A named `Future` with named stages and steps; the registry stops it through its abort signal.
+
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::vec::Vec;
+
+use futures_core::Stream;
+use pin_project_lite::pin_project;
+
+use super::abort::AbortWatch;
+use super::registry::{Shared, Started};
+use crate::history::History;
+use crate::sync::Arc;
+use crate::{End, FlightId};
+
+/// Items taken from a ready upstream before they are appended as one batch
+/// (one publication, one wake of the parked readers).
+const BATCH: usize = 64;
+/// Batches per poll before the task yields to its runtime.
+const BATCHES_PER_POLL: usize = 16;
+/// A batch buffer larger than this is freed while the upstream idles: a
+/// trickling flight (a token stream) keeps room for a few items, not `BATCH`.
+const IDLE_BATCH_CAPACITY: usize = 8;
+
+pin_project! {
+    /// The task of one flight. It reports to the registry (prepared,
+    /// truncated, ended) and is the one writer of the flight's history.
+    /// Dropping it mid-flight still ends the flight (see its `Drop`).
+    #[must_use = "a flight's task does nothing unless spawned"]
+    pub(super) struct FlightTask<K, T, E, R, Fut, S> {
+        flight: Flight<K, T, E, R>,
+        #[pin]
+        stage: Stage<Fut, S>,
+    }
+
+    impl<K, T, E, R, Fut, S> PinnedDrop for FlightTask<K, T, E, R, Fut, S> {
+        fn drop(this: Pin<&mut Self>) {
+            this.project().flight.dropped();
+        }
+    }
+}
+
+pin_project! {
+    /// Where the flight is.
+    #[project = StageMut]
+    enum Stage<Fut, S> {
+        /// The leader's `start` future prepares the upstream (R1, R4).
+        Preparing { #[pin] start: Fut },
+        /// The upstream feeds the history (R6).
+        Streaming { #[pin] upstream: S },
+        /// Ended and reported, or aborted: nothing is left to poll.
+        Over,
+    }
+}
+
+/// The task's state beside its stage: how it reports, where it writes.
+struct Flight<K, T, E, R> {
+    shared: Arc<Shared<K, T, E, R>>,
+    id: FlightId,
+    history: Arc<History<T, E>>,
+    abort: AbortWatch,
+    truncation: Truncation,
+    /// Ready items not yet appended.
+    batch: Vec<T>,
+    /// A poll is under way: if the task is dropped meanwhile, the poll unwound.
+    polling: bool,
+    /// The flight's end was reported: the task reports nothing more.
+    ended: bool,
+}
+
+/// What one pull of the upstream gave.
+enum Pulled<E> {
+    /// Items: more may be ready by now (a self-waking upstream, a burst), so
+    /// the task pulls again before it waits.
+    Items,
+    /// Nothing: the upstream waits, and will wake the task.
+    Pending,
+    /// The upstream ended (the batch may hold its last items).
+    Ended(End<E>),
+}
+
+/// Decides, once, when the history is about to release its first item (R15).
+struct Truncation {
+    /// The history bound, in items.
+    limit: u64,
+    told: bool,
+}
+
+impl Truncation {
+    /// Whether appending `batch` items to `appended` releases the first item
+    /// for the first time: the machine must hear of it before the append, so
+    /// that no late join is admitted onto a released item.
+    fn first_release(&mut self, appended: u64, batch: usize) -> bool {
+        if self.told || appended.saturating_add(batch as u64) <= self.limit {
+            return false;
+        }
+        self.told = true;
+        true
+    }
+}
+
+impl<K, T, E, R, Fut, S> FlightTask<K, T, E, R, Fut, S> {
+    /// The task of the flight the machine just started, preparing with `start`.
+    pub(super) fn new(shared: Arc<Shared<K, T, E, R>>, started: Started<T, E>, start: Fut) -> Self {
+        let limit = started.limit.map_or(u64::MAX, |items| items as u64);
+        FlightTask {
+            flight: Flight {
+                shared,
+                id: started.flight,
+                history: started.history,
+                abort: AbortWatch::new(started.abort),
+                truncation: Truncation { limit, told: false },
+                batch: Vec::new(),
+                polling: false,
+                ended: false,
+            },
+            stage: Stage::Preparing { start },
+        }
+    }
+}
+
+impl<K, T, E, R, Fut, S> Future for FlightTask<K, T, E, R, Fut, S>
+where
+    T: Send + Sync,
+    Fut: Future<Output = Result<S, E>>,
+    S: Stream<Item = Result<T, E>>,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        this.flight.polling = true;
+        let polled = step(this.flight, this.stage, cx);
+        this.flight.polling = false;
+        polled
+    }
+}
+
+/// One poll of the task: stop if aborted, else advance the stage as far as it goes.
+fn step<K, T, E, R, Fut, S>(
+    flight: &mut Flight<K, T, E, R>,
+    mut stage: Pin<&mut Stage<Fut, S>>,
+    cx: &mut Context<'_>,
+) -> Poll<()>
+where
+    T: Send + Sync,
+    Fut: Future<Output = Result<S, E>>,
+    S: Stream<Item = Result<T, E>>,
+{
+    if flight.abort.is_aborted(cx) {
+        // R11: the preparation future or the upstream is dropped now, and
+        // nothing is reported: the machine has released the flight.
+        stage.set(Stage::Over);
+        return Poll::Ready(());
+    }
+    let end = loop {
+        match stage.as_mut().project() {
+            StageMut::Preparing { start } => match catch_unwind(AssertUnwindSafe(|| start.poll(cx))) {
+                Ok(Poll::Pending) => return Poll::Pending,
+                Ok(Poll::Ready(Ok(upstream))) => {
+                    stage.set(Stage::Streaming { upstream });
+                    flight.shared.prepared(flight.id);
+                }
+                Ok(Poll::Ready(Err(e))) => break End::Upstream(e),
+                Err(_panic) => break End::Panicked,
+            },
+            StageMut::Streaming { upstream } => match flight.stream(upstream, cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(end) => break end,
+            },
+            StageMut::Over => return Poll::Ready(()),
+        }
+    };
+    flight.end(end);
+    // The upstream (or the finished `start` future) goes only after its end is out.
+    stage.set(Stage::Over);
+    Poll::Ready(())
+}
+
+impl<K, T, E, R> Flight<K, T, E, R> {
+    /// One poll's worth of streaming: batches of ready items, each appended
+    /// at once, until the upstream waits or ends, or the task must yield.
+    fn stream<S>(&mut self, mut upstream: Pin<&mut S>, cx: &mut Context<'_>) -> Poll<End<E>>
+    where
+        T: Send + Sync,
+        S: Stream<Item = Result<T, E>>,
+    {
+        for _ in 0..BATCHES_PER_POLL {
+            let pulled = pull(upstream.as_mut(), cx, &mut self.batch);
+            self.append();
+            match pulled {
+                Pulled::Items => {}
+                Pulled::Pending => {
+                    self.shrink();
+                    return Poll::Pending;
+                }
+                Pulled::Ended(end) => return Poll::Ready(end),
+            }
+        }
+        // A fast upstream lets the runtime run its readers now and then.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Appends the batch, telling the machine first if it releases the first item (R15).
+    fn append(&mut self)
+    where
+        T: Send + Sync,
+    {
+        if self.batch.is_empty() {
+            return;
+        }
+        if self.truncation.first_release(self.history.appended(), self.batch.len()) {
+            self.shared.truncated(self.id);
+        }
+        self.history.extend(self.batch.drain(..));
+    }
+
+    /// Frees a burst's buffer while the upstream idles.
+    fn shrink(&mut self) {
+        if self.batch.capacity() > IDLE_BATCH_CAPACITY {
+            self.batch = Vec::new();
+        }
+    }
+
+    /// The flight ended with `end`: the machine frees the key first (R7),
+    /// then every reader sees `end` after its remaining items.
+    fn end(&mut self, end: End<E>) {
+        self.ended = true;
+        if self.shared.ended(self.id) {
+            self.history.close(end);
+        }
+    }
+
+    /// The task is dropped. Mid-flight (neither ended nor aborted), nobody
+    /// would ever end the flight: it ends now, `Panicked` if a poll unwound,
+    /// else `NoRuntime` (the runtime dropped the task: it shut down, or had
+    /// refused to spawn it).
+    fn dropped(&mut self) {
+        if self.ended || self.abort.signal().is_set() {
+            return;
+        }
+        self.end(if self.polling { End::Panicked } else { End::NoRuntime });
+    }
+}
+
+/// Polls the upstream for up to [`BATCH`] ready items into `batch`, catching
+/// its panics (R9). A pull that took items never reports `Pending`: the
+/// upstream is polled again (within [`BATCHES_PER_POLL`]) before the task
+/// waits, so that a self-waking upstream is drained several items per task
+/// poll and its readers woken once per batch.
+fn pull<T, E, S>(mut upstream: Pin<&mut S>, cx: &mut Context<'_>, batch: &mut Vec<T>) -> Pulled<E>
+where
+    S: Stream<Item = Result<T, E>>,
+{
+    while batch.len() < BATCH {
+        match catch_unwind(AssertUnwindSafe(|| upstream.as_mut().poll_next(cx))) {
+            Ok(Poll::Ready(Some(Ok(item)))) => batch.push(item),
+            Ok(Poll::Ready(Some(Err(e)))) => return Pulled::Ended(End::Upstream(e)),
+            Ok(Poll::Ready(None)) => return Pulled::Ended(End::Done),
+            Ok(Poll::Pending) if batch.is_empty() => return Pulled::Pending,
+            Ok(Poll::Pending) => return Pulled::Items,
+            Err(_panic) => return Pulled::Ended(End::Panicked),
+        }
+    }
+    Pulled::Items
+}

@@ -1,0 +1,261 @@
+//! The driver's unit tests: effects run with the lock released (a waker may call back into the
+//! manager), the ends a flight's task reports on its own (no runtime, dropped), and none when aborted.
+
+use std::pin::Pin;
+use std::sync::Arc as StdArc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+use std::vec::Vec;
+
+use futures::channel::mpsc::{UnboundedSender, unbounded};
+use futures::{Stream, future, stream};
+
+use super::Subscription;
+use super::testing::{Manual, Task, manager};
+use crate::{Config, Event, Failure, Role};
+
+type Sub = Subscription<u32, u8>;
+type Upstream = futures::channel::mpsc::UnboundedReceiver<Result<u32, u8>>;
+type Feeder = UnboundedSender<Result<u32, u8>>;
+
+/// A preparation that never finishes.
+fn preparing() -> future::Pending<Result<Upstream, u8>> {
+    future::pending()
+}
+
+/// A preparation that succeeds at once with an upstream the test feeds through the sender.
+fn feed() -> (Feeder, future::Ready<Result<Upstream, u8>>) {
+    let (sender, upstream) = unbounded();
+    (sender, future::ready(Ok(upstream)))
+}
+
+fn poll_with(sub: &mut Sub, waker: &Waker) -> Poll<Option<Event<u32, u8>>> {
+    Pin::new(sub).poll_next(&mut Context::from_waker(waker))
+}
+
+fn poll(sub: &mut Sub) -> Poll<Option<Event<u32, u8>>> {
+    poll_with(sub, Waker::noop())
+}
+
+fn run_with(task: &mut Task, waker: &Waker) -> Poll<()> {
+    task.as_mut().poll(&mut Context::from_waker(waker))
+}
+
+fn run(task: &mut Task) -> Poll<()> {
+    run_with(task, Waker::noop())
+}
+
+/// A waker whose every wake calls back into the manager, as an application's
+/// waker may (one that runs its task inline, or reports somewhere).
+struct CallBack<F> {
+    call: F,
+    calls: AtomicUsize,
+}
+
+impl<F: Fn() + Send + Sync + 'static> Wake for CallBack<F> {
+    fn wake(self: StdArc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &StdArc<Self>) {
+        (self.call)();
+        self.calls.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn call_back<F: Fn() + Send + Sync + 'static>(call: F) -> (StdArc<CallBack<F>>, Waker) {
+    let callback = StdArc::new(CallBack { call, calls: AtomicUsize::new(0) });
+    (StdArc::clone(&callback), Waker::from(callback))
+}
+
+/// Runs `body` on a thread of its own and fails if it has not returned
+/// within a deadline: a waker called under the manager's non-reentrant lock
+/// would deadlock it.
+fn without_deadlock(what: &str, body: impl FnOnce() + Send + 'static) {
+    let (done, finished) = mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        body();
+        let _ = done.send(());
+    });
+    match finished.recv_timeout(Duration::from_secs(10)) {
+        Ok(()) => thread.join().expect("the body returned"),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            if let Err(panic) = thread.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what}: deadlocked, a wake ran under the manager's lock")
+        }
+    }
+}
+
+#[test]
+fn a_cancelled_readers_waker_may_call_back_into_the_manager() {
+    without_deadlock("R10: the cancelled reader's wake", || {
+        let runtime = Manual::new();
+        let flights = manager(Config::default(), &runtime);
+        let mut leader = flights.request("k", preparing());
+        let mut follower = flights.request("k", preparing());
+        // The follower's wake reads the stats and cancels the leader: one input inside another's effects.
+        let (callback, waker) = call_back({
+            let (flights, leader) = (flights.clone(), leader.id());
+            move || {
+                let _ = flights.stats();
+                let _ = flights.cancel(leader);
+            }
+        });
+        assert_eq!(poll_with(&mut follower, &waker), Poll::Pending);
+        flights.cancel(follower.id()).unwrap();
+        assert_eq!(callback.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(poll(&mut follower), Poll::Ready(Some(Event::Cancelled)));
+        assert_eq!(poll(&mut leader), Poll::Ready(Some(Event::Cancelled)));
+        assert_eq!(flights.stats().aborted, 1, "the leader was the last one out");
+        drop(runtime.take());
+        assert!(flights.is_idle());
+    });
+}
+
+#[test]
+fn an_aborted_tasks_waker_may_call_back_into_the_manager() {
+    without_deadlock("R11: the aborted task's wake", || {
+        let runtime = Manual::new();
+        let flights = manager(Config::default(), &runtime);
+        let alone = flights.request("k", preparing());
+        let mut task = runtime.take().expect("the leader's task");
+        let (callback, waker) = call_back({
+            let flights = flights.clone();
+            move || assert_eq!(flights.stats().aborted, 1)
+        });
+        assert_eq!(run_with(&mut task, &waker), Poll::Pending);
+        drop(alone);
+        assert_eq!(callback.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(run(&mut task), Poll::Ready(()));
+        assert!(flights.is_idle());
+    });
+}
+
+#[test]
+fn a_closed_flights_readers_wakers_may_call_back_into_the_manager() {
+    without_deadlock("R7: the end's wake", || {
+        let runtime = Manual::new();
+        let flights = manager(Config::default(), &runtime);
+        let (upstream, start) = feed();
+        let mut sub = flights.request("k", start);
+        let mut task = runtime.take().expect("the leader's task");
+        // The wake sees the key free already (R7): a request for it leads a new flight.
+        let (callback, waker) = call_back({
+            let flights = flights.clone();
+            move || assert_eq!(flights.request("k", preparing()).role(), Role::Leader)
+        });
+        upstream.unbounded_send(Ok(1)).unwrap();
+        assert_eq!(run(&mut task), Poll::Pending);
+        assert_eq!(poll(&mut sub), Poll::Ready(Some(Event::Item(1))));
+        assert_eq!(poll_with(&mut sub, &waker), Poll::Pending);
+        upstream.close_channel();
+        assert_eq!(run(&mut task), Poll::Ready(()));
+        assert_eq!(callback.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(poll(&mut sub), Poll::Ready(Some(Event::Done)));
+        assert_eq!(poll(&mut sub), Poll::Ready(None));
+    });
+}
+
+#[test]
+fn a_request_with_nowhere_to_run_fails_no_runtime() {
+    let runtime = Manual::refusing();
+    let flights = manager(Config::default(), &runtime);
+    let mut sub = flights.request("k", preparing());
+    assert_eq!(poll(&mut sub), Poll::Ready(Some(Event::Failed(Failure::NoRuntime))));
+    assert_eq!(poll(&mut sub), Poll::Ready(None));
+    assert_eq!(flights.request("k", preparing()).role(), Role::Leader, "the key is free");
+    assert!(flights.is_idle());
+}
+
+#[test]
+fn a_task_dropped_before_its_end_ends_its_flight_no_runtime() {
+    for polled in [false, true] {
+        let runtime = Manual::new();
+        let flights = manager(Config::default(), &runtime);
+        let (upstream, start) = feed();
+        let mut sub = flights.request("k", start);
+        let mut task = runtime.take().expect("the leader's task");
+        if polled {
+            upstream.unbounded_send(Ok(7)).unwrap();
+            assert_eq!(run(&mut task), Poll::Pending);
+        }
+        // A runtime shutting down drops its tasks.
+        drop(task);
+        if polled {
+            assert_eq!(poll(&mut sub), Poll::Ready(Some(Event::Item(7))));
+        }
+        assert_eq!(poll(&mut sub), Poll::Ready(Some(Event::Failed(Failure::NoRuntime))), "polled: {polled}");
+        drop(sub);
+        assert!(flights.is_idle());
+    }
+}
+
+#[test]
+fn an_aborted_flight_reports_nothing() {
+    // Aborted before its first poll, while preparing, and while streaming; the
+    // registry refuses (in tests: panics on) any report the machine would refuse.
+    for polls in 0..3 {
+        let runtime = Manual::new();
+        let flights = manager(Config::default(), &runtime);
+        let (upstream, start) = feed();
+        let sub = flights.request("k", start);
+        let mut task = runtime.take().expect("the leader's task");
+        for _ in 0..polls {
+            upstream.unbounded_send(Ok(1)).unwrap();
+            assert_eq!(run(&mut task), Poll::Pending);
+        }
+        drop(sub);
+        let fresh = flights.request("k", preparing());
+        assert_eq!(fresh.role(), Role::Leader);
+        // The old task drops its upstream and reports nothing; the new flight is untouched.
+        assert_eq!(run(&mut task), Poll::Ready(()));
+        assert!(upstream.is_closed(), "the upstream was dropped (R11)");
+        let stats = flights.stats();
+        assert_eq!((stats.aborted, stats.active_flights, stats.active_requests), (1, 1, 1), "polls: {polls}");
+        drop((fresh, runtime.take()));
+        assert!(flights.is_idle());
+    }
+}
+
+#[test]
+fn the_machine_hears_of_truncation_before_the_first_release() {
+    let runtime = Manual::new();
+    let flights = manager(Config::default().history_limit(2), &runtime);
+    let (upstream, start) = feed();
+    let mut leader = flights.request("k", start);
+    let mut task = runtime.take().expect("the leader's task");
+    upstream.unbounded_send(Ok(0)).unwrap();
+    assert_eq!(run(&mut task), Poll::Pending);
+    assert_eq!(flights.request("k", preparing()).role(), Role::Joiner, "two items fit");
+    for item in 1..3 {
+        upstream.unbounded_send(Ok(item)).unwrap();
+    }
+    assert_eq!(run(&mut task), Poll::Pending);
+    // The batch released item 0: a late join would start there, so it leads a new flight.
+    assert_eq!(flights.request("k", preparing()).role(), Role::Leader);
+    assert_eq!(poll(&mut leader), Poll::Ready(Some(Event::Failed(Failure::Lagged { missed: 1 }))));
+}
+
+#[test]
+fn a_ready_upstream_is_appended_in_batches_and_the_task_yields() {
+    let runtime = Manual::new();
+    let flights = manager(Config::default(), &runtime);
+    let items: Vec<Result<u32, u8>> = (0..5000).map(Ok).collect();
+    let mut sub = flights.request("k", future::ready(Ok::<_, u8>(stream::iter(items))));
+    let mut task = runtime.take().expect("the leader's task");
+    let mut polls = 0;
+    while run(&mut task).is_pending() {
+        polls += 1;
+    }
+    assert!(polls >= 4, "a poll appends at most 1,024 items, then yields: {polls}");
+    for expected in 0..5000 {
+        assert_eq!(poll(&mut sub), Poll::Ready(Some(Event::Item(expected))));
+    }
+    assert_eq!(poll(&mut sub), Poll::Ready(Some(Event::Done)));
+}
