@@ -56,8 +56,7 @@ impl Config {
     }
 
     /// Bounds a flight's history to `items` (R15). Default: unbounded.
-    /// A bound of 0 is taken as 1 (here, the one place it is raised): the
-    /// newest item is always retained.
+    /// A bound of 0 is taken as 1: the newest item is always retained.
     ///
     /// Appends never wait for readers, and a fast upstream's ready items are
     /// appended in bursts of up to a thousand: keep the bound above the
