@@ -81,8 +81,24 @@ struct ModelReader {
 struct Model {
     len: u64,
     limit: u64,
-    chunk: u64,
+    /// The first chunk's size and the largest's: the reference walks the
+    /// sizes from one to the other, doubling, apart from the history's
+    /// closed form.
+    first_chunk: u64,
+    max_chunk: u64,
     end: Option<End<u8>>,
+}
+
+impl Model {
+    /// One past the last index of the chunk holding `index`.
+    fn chunk_end(&self, index: u64) -> u64 {
+        let (mut end, mut size) = (self.first_chunk, self.first_chunk);
+        while end <= index {
+            size = (size * 2).min(self.max_chunk);
+            end += size;
+        }
+        end
+    }
 }
 
 impl ModelReader {
@@ -105,7 +121,7 @@ impl ModelReader {
                 self.finished = true;
                 return Some(Some(Event::Failed(Failure::Lagged { missed: released - self.cursor })));
             }
-            self.avail = model.len.min((self.cursor / model.chunk + 1) * model.chunk);
+            self.avail = model.len.min(model.chunk_end(self.cursor));
             self.cursor += 1;
             return Some(Some(Event::Item(self.cursor - 1)));
         }
@@ -156,10 +172,14 @@ pub(crate) fn run(limit: Option<usize>, ops: Vec<Op>) {
     let mut model = Model {
         len: 0,
         limit: limit.map_or(u64::MAX, |n| n.max(1) as u64),
-        chunk: history.chunk_len(),
+        first_chunk: history.geometry.capacity(0) as u64,
+        max_chunk: history.geometry.max_capacity() as u64,
         end: None,
     };
-    assert!(model.chunk == 1 || model.chunk * 2 <= model.limit);
+    // Chunks at most half the window (when they can be), so that at most
+    // `1.5 * limit` items are retained.
+    assert!(model.max_chunk == 1 || model.max_chunk * 2 <= model.limit);
+    assert!(model.first_chunk <= model.max_chunk);
     let mut subs: Vec<Sub> = Vec::new();
     for op in ops {
         match op {
@@ -234,7 +254,8 @@ pub(crate) fn run(limit: Option<usize>, ops: Vec<Op>) {
         }
         // Memory: the retained window (rounded to chunks) plus one chunk per reader.
         let readers = subs.iter().filter(|sub| sub.reader.is_some()).count() as u64;
-        let bound = model.len.min(model.limit.saturating_add(model.chunk - 1)) + readers * model.chunk;
+        let bound =
+            model.len.min(model.limit.saturating_add(model.max_chunk - 1)) + readers * model.max_chunk;
         assert!(live.load(StdOrdering::SeqCst) as u64 <= bound);
     }
     drop(subs);

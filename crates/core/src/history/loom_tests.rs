@@ -1,5 +1,7 @@
 //! loom models of the history: every interleaving (up to the preemption bound)
-//! of append, read, close, cancel, subscribe, drop and truncation.
+//! of append, read, close, cancel, subscribe, drop and truncation. Chunks hold
+//! 1 item, then 2 (`MAX_CHUNK_SHIFT`), so the models cross chunks both while
+//! they grow and once they are full size.
 //! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p streamflight-core --release --lib loom_`.
 
 use std::future::poll_fn;
@@ -71,17 +73,17 @@ fn loom_writer_and_two_readers() {
         // The readers must get every item from the appends' wake-ups alone:
         // the end is published only once both have read them all.
         let other = thread::spawn(move || {
-            read_items(&mut second, 3);
+            read_items(&mut second, 4);
             second
         });
         let writer = {
             let history = history.clone();
             thread::spawn(move || {
-                history.append(0);
-                history.extend([1, 2]); // crosses a chunk (2 items under loom)
+                history.append(0); // chunk [0]
+                history.extend([1, 2, 3]); // fills [1, 2], starts [3, 4]
             })
         };
-        read_items(&mut first, 3);
+        read_items(&mut first, 4);
         let mut second = other.join().unwrap();
         writer.join().unwrap();
         history.close(End::Done);
@@ -205,5 +207,39 @@ fn loom_truncation_races_slow_reader() {
         // What is retained is the window: the last item only (plus none pinned).
         drop(reader);
         assert_eq!(lock(&history.state).chunks.len(), 1);
+    });
+}
+
+#[test]
+fn loom_truncation_of_growing_chunks_races_reader() {
+    loom::model(|| {
+        // Limit 4: chunks [0], [1, 2], [3, 4], [5, 6]; 7 items release 3,
+        // that is the first two chunks, at two different appends.
+        let history = History::<u32, u8>::new(Some(4));
+        let mut reader = History::subscribe_to(&history, Position::Start);
+        let writer = {
+            let history = history.clone();
+            thread::spawn(move || {
+                history.extend([0, 1, 2]);
+                history.extend([3, 4, 5]); // releases [0]
+                history.append(6); // releases [1, 2]
+                history.close(End::Done);
+            })
+        };
+        let events = read_all(&mut reader);
+        writer.join().unwrap();
+        let read = prefix_len(&events);
+        match events.last() {
+            Some(Event::Done) => assert_eq!(read, 7),
+            Some(Event::Failed(Failure::Lagged { missed })) => {
+                // Exactly the released items it had not read: at most 3.
+                assert!(*missed >= 1 && u64::from(read) + missed <= 3, "{events:?}");
+            }
+            other => panic!("unexpected end {other:?}"),
+        }
+        // The retained chunks are [3, 4] and [5, 6]; the reader pinned none past its end.
+        drop(reader);
+        let state = lock(&history.state);
+        assert_eq!(state.chunks.iter().map(|chunk| chunk.number()).collect::<Vec<_>>(), [2, 3]);
     });
 }

@@ -3,12 +3,15 @@
 //!
 //! # Design
 //!
-//! Items live once, in fixed-size chunks (`Arc`-shared, write-once slots);
-//! the writer fills a slot and publishes it with one atomic store of the
-//! length. A [`Reader`] is a cursor plus the chunk it reads from: it takes
-//! every published item of that chunk as one batch, then yields them one by
-//! one without any lock or shared write; it locks only to step to the next
-//! chunk or to park its `Waker`. The writer wakes parked readers once per
+//! Items live once, in chunks of write-once slots, each chunk one allocation
+//! shared by counted handles. Chunks double from 1 slot up to 256 (or half the
+//! `history_limit`), then stay at that size: a short history costs about what
+//! it holds, a long one allocates once per 256 items. The writer fills a slot
+//! and publishes it with one atomic store of the length. A [`Reader`] is a
+//! cursor plus the chunk it reads from: it takes every published item of that
+//! chunk as one batch, then yields them one by one without any lock or shared
+//! write; it locks only to step to the next chunk (found in closed form from
+//! its index) or to park its `Waker`. The writer wakes parked readers once per
 //! append and only when some are parked (an atomic hint, checked after a
 //! `SeqCst` fence that pairs with the reader's). With a `history_limit`, whole
 //! chunks out of the retained window are released; a reader behind the window
@@ -16,11 +19,15 @@
 //! with [`Event::Cancelled`], ahead of anything it has not yet yielded (R10,
 //! R13). Wakers are always called after every lock is released.
 //!
-//! Memory: an item is stored once; a reader costs [`BYTES_PER_READER`] bytes.
+//! Memory: an item is stored once; a reader costs [`BYTES_PER_READER`] bytes;
+//! a history with one reader past its first item allocates about 400 bytes
+//! (itself, its waker table, the reader's cell, a one-slot chunk and the chunk
+//! list; BENCHMARKS.md has the breakdown).
 
 #[cfg(all(any(test, feature = "testkit"), not(loom)))]
 pub(crate) mod check;
 mod chunk;
+mod geometry;
 #[cfg(all(test, loom))]
 mod loom_tests;
 #[cfg(all(test, not(loom)))]
@@ -32,14 +39,21 @@ use core::fmt;
 use core::mem;
 use core::task::{Context, Poll, Waker};
 
+use smallvec::SmallVec;
+
 use self::chunk::Chunk;
+use self::geometry::Geometry;
 use crate::sync::{Arc, AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Mutex, Ordering, fence, lock};
 use crate::{Event, Failure, Position};
 
+/// First chunk: 2^0 = 1 slot, so that a flight past its first item holds
+/// one slot; they double from there.
+const MIN_CHUNK_SHIFT: u32 = 0;
 /// Largest chunk: 2^8 = 256 items. A reader locks once per chunk at most.
 #[cfg(not(all(test, loom)))]
 const MAX_CHUNK_SHIFT: u32 = 8;
-/// Under loom, chunks of 2 items, so that small models cross chunks.
+/// Under loom, chunks of 1, then 2 items, so that small models cross chunks
+/// both while they grow and once they are full size.
 #[cfg(all(test, loom))]
 const MAX_CHUNK_SHIFT: u32 = 1;
 
@@ -101,8 +115,8 @@ pub struct History<T, E> {
     ended: AtomicBool,
     /// The retained window, in items (`u64::MAX` for unbounded).
     limit: u64,
-    /// Chunks hold `1 << shift` items.
-    shift: u32,
+    /// The chunks' sizes.
+    geometry: Geometry,
     /// The writer's side; only the writer locks it.
     writer: Mutex<Writer<T>>,
     /// The retained chunks and the end.
@@ -114,18 +128,23 @@ pub struct History<T, E> {
 
 struct Writer<T> {
     /// The chunk being filled.
-    tail: Option<Arc<Chunk<T>>>,
-    /// Number of the oldest chunk still in `State::chunks`.
-    oldest: u64,
+    tail: Option<Chunk<T>>,
+    /// Global index one past the oldest chunk still in `State::chunks`: it
+    /// is released once that many items are.
+    oldest_end: u64,
     closed: bool,
     /// Reused buffer for the wakers to call after unlocking.
-    wake: Vec<Waker>,
+    wake: Wakes,
 }
 
+/// Wakers to call after unlocking: room for one inline, as most flights
+/// have one reader, so that they never allocate for it.
+type Wakes = SmallVec<[Waker; 1]>;
+
 struct State<T, E> {
-    /// The retained chunks, oldest first; `chunks[0]` has number `first`.
-    chunks: VecDeque<Arc<Chunk<T>>>,
-    first: u64,
+    /// The retained chunks, oldest first, numbered consecutively. Never
+    /// empty once an item is appended (the tail is never released).
+    chunks: VecDeque<Chunk<T>>,
     end: Option<End<E>>,
 }
 
@@ -176,17 +195,23 @@ impl<T, E> History<T, E> {
         let limit = limit.map_or(u64::MAX, |n| n.max(1) as u64);
         // Chunks at most half the window, so that at most `1.5 * limit` items
         // are ever retained.
-        let shift = match limit {
+        let max_shift = match limit {
             u64::MAX => MAX_CHUNK_SHIFT,
             n => (n / 2).max(1).ilog2().min(MAX_CHUNK_SHIFT),
         };
+        let geometry = Geometry::new(MIN_CHUNK_SHIFT, max_shift);
         Arc::new(History {
             len: AtomicU64::new(0),
             ended: AtomicBool::new(false),
             limit,
-            shift,
-            writer: Mutex::new(Writer { tail: None, oldest: 0, closed: false, wake: Vec::new() }),
-            state: Mutex::new(State { chunks: VecDeque::new(), first: 0, end: None }),
+            geometry,
+            writer: Mutex::new(Writer {
+                tail: None,
+                oldest_end: geometry.start(1),
+                closed: false,
+                wake: Wakes::new(),
+            }),
+            state: Mutex::new(State { chunks: VecDeque::new(), end: None }),
             wakers: Arc::new(Wakers {
                 parked: AtomicUsize::new(0),
                 table: Mutex::new(WakerTable::default()),
@@ -234,7 +259,7 @@ impl<T, E> History<T, E> {
             state.end = Some(end);
             self.ended.store(true, Ordering::Release);
         }
-        let mut wake = Vec::new();
+        let mut wake = Wakes::new();
         self.wakers.take_parked(&mut wake);
         wake.into_iter().for_each(Waker::wake);
         true
@@ -259,7 +284,7 @@ impl<T, E> History<T, E> {
             let slot = match table.free.pop() {
                 Some(slot) => slot,
                 None => {
-                    table.slots.push(Slot::default());
+                    push_first_alone(&mut table.slots, Slot::default());
                     (table.slots.len() - 1) as u32
                 }
             };
@@ -278,10 +303,6 @@ impl<T, E> History<T, E> {
             end: 0,
             finished: false,
         }
-    }
-
-    fn chunk_len(&self) -> u64 {
-        1 << self.shift
     }
 }
 
@@ -302,20 +323,21 @@ impl<T: Send + Sync, E> History<T, E> {
         }
         let start = self.len.load(Ordering::Relaxed);
         let mut len = start;
-        let mask = self.chunk_len() - 1;
         for item in items {
-            let offset = (len & mask) as usize;
-            if offset == 0 {
-                let chunk = Arc::new(Chunk::new(len >> self.shift, 1 << self.shift));
-                lock(&self.state).chunks.push_back(Arc::clone(&chunk));
-                // The old tail stays alive through the table or its readers.
-                writer.tail = Some(chunk);
-            }
-            let Some(tail) = &writer.tail else { break };
-            // SAFETY: we are the only writer (writer lock held); slot `offset`
-            // of the tail is the next unwritten one and is not published yet
-            // (`len` is stored below).
-            unsafe { tail.write(offset, item) };
+            let tail = match &writer.tail {
+                Some(tail) if !tail.is_full() => tail,
+                full_or_none => {
+                    let number = full_or_none.as_ref().map_or(0, |tail| tail.number() + 1);
+                    debug_assert_eq!(self.geometry.start(number), len);
+                    let chunk = Chunk::new(number, self.geometry.capacity(number));
+                    lock(&self.state).chunks.push_back(chunk.clone());
+                    // The old tail stays alive through the table or its readers.
+                    writer.tail.insert(chunk)
+                }
+            };
+            // SAFETY: we are the only writer (writer lock held), and `len`,
+            // which covers the slots filled so far, is stored below.
+            unsafe { tail.push(item) };
             len += 1;
         }
         if len == start {
@@ -332,16 +354,15 @@ impl<T: Send + Sync, E> History<T, E> {
         // window excludes them.
         let released = len.saturating_sub(self.limit);
         let mut popped = Vec::new();
-        if released >= (writer.oldest + 1) << self.shift {
+        if released >= writer.oldest_end {
             let mut state = lock(&self.state);
             while let Some(chunk) = state.chunks.front() {
-                if (chunk.number + 1) << self.shift > released {
+                writer.oldest_end = self.geometry.start(chunk.number() + 1);
+                if writer.oldest_end > released {
                     break;
                 }
                 popped.extend(state.chunks.pop_front());
-                state.first += 1;
             }
-            writer.oldest = state.first;
         }
         if !must_wake {
             drop(writer);
@@ -360,9 +381,19 @@ impl<T: Send + Sync, E> History<T, E> {
     }
 }
 
+/// Pushes `value`, allocating room for it alone if `vec` has none: most
+/// flights have one reader, and a flight's memory is what it allocates. Later
+/// pushes grow it as usual.
+fn push_first_alone<V>(vec: &mut Vec<V>, value: V) {
+    if vec.capacity() == 0 {
+        vec.reserve_exact(1);
+    }
+    vec.push(value);
+}
+
 impl Wakers {
     /// Moves every parked waker into `out` (to be woken after unlocking).
-    fn take_parked(&self, out: &mut Vec<Waker>) {
+    fn take_parked(&self, out: &mut Wakes) {
         let mut guard = lock(&self.table);
         let table = &mut *guard;
         for index in table.parked.drain(..) {
@@ -404,7 +435,7 @@ pub struct Reader<T, E> {
     history: Arc<History<T, E>>,
     cell: Arc<ReaderCell>,
     /// The chunk holding the current batch: its slots `next..end`.
-    chunk: Option<Arc<Chunk<T>>>,
+    chunk: Option<Chunk<T>>,
     /// Global index of `chunk`'s first slot; the cursor is `base + next`.
     base: u64,
     /// Offset in `chunk` of the next item to yield.
@@ -497,7 +528,7 @@ impl<T: Clone, E: Clone> Reader<T, E> {
                 }
                 if !slot.listed {
                     slot.listed = true;
-                    table.parked.push(self.cell.slot);
+                    push_first_alone(&mut table.parked, self.cell.slot);
                     history.wakers.parked.store(table.parked.len(), Ordering::Relaxed);
                 }
                 // A cancel that missed our waker is seen here (it stored
@@ -521,9 +552,9 @@ impl<T: Clone, E: Clone> Reader<T, E> {
         if cursor < released {
             return self.lagged(released);
         }
-        let number = cursor >> history.shift;
+        let (number, start) = history.geometry.locate(cursor);
         let mut len = len;
-        if self.chunk.as_ref().is_none_or(|chunk| chunk.number != number) {
+        if self.chunk.as_ref().is_none_or(|chunk| chunk.number() != number) {
             let state = lock(&history.state);
             // Look again under the lock: the writer may have released our
             // chunk since, but only after publishing a length that shows it.
@@ -533,15 +564,17 @@ impl<T: Clone, E: Clone> Reader<T, E> {
                 drop(state);
                 return self.lagged(released);
             }
-            let chunk = state.chunks.get((number - state.first) as usize).map(Arc::clone);
+            // Chunks are numbered consecutively from the oldest retained one.
+            let first = state.chunks.front().map_or(0, Chunk::number);
+            let chunk = state.chunks.get((number - first) as usize).cloned();
             drop(state);
             // The old chunk, if this was its last reader, drops here, unlocked.
             self.chunk = chunk;
-            self.base = number << history.shift;
+            self.base = start;
         }
-        let chunk_len = history.chunk_len();
+        let capacity = history.geometry.capacity(number) as u64;
         self.next = (cursor - self.base) as usize;
-        self.end = (len.min(self.base + chunk_len) - self.base) as usize;
+        self.end = (len.min(self.base + capacity) - self.base) as usize;
         match self.next_in_batch() {
             Some(item) => Event::Item(item),
             // Unreachable by the invariants above (the chunk holding a

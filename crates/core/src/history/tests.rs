@@ -10,6 +10,7 @@ use std::vec::Vec;
 use proptest::prelude::*;
 
 use super::check::{Op, Tracked, counting, run};
+use super::geometry::Geometry;
 use super::*;
 
 fn poll<T: Clone, E: Clone>(reader: &mut Reader<T, E>) -> Poll<Option<Event<T, E>>> {
@@ -119,23 +120,26 @@ fn append_wakes_parked_readers_once() {
 #[test]
 fn lagged_counts_exactly_what_was_released_unread() {
     let history = History::<u32, u8>::new(Some(4));
-    assert_eq!(history.chunk_len(), 2);
+    // Chunks [0], [1, 2], [3, 4], [5, 6], ...
+    assert_eq!((history.geometry.capacity(0), history.geometry.max_capacity()), (1, 2));
     let mut slow = history.subscribe(Position::Start);
     let mut fast = history.subscribe(Position::Start);
     history.extend(0..3);
-    // `slow` takes the batch [0, 2) (one chunk) and reads one item of it.
+    // `slow` reads chunk [0], then takes the batch [1, 3) and reads one item of it.
     assert_eq!(poll(&mut slow), Poll::Ready(Some(Event::Item(0))));
+    assert_eq!(poll(&mut slow), Poll::Ready(Some(Event::Item(1))));
     assert_eq!(drain(&mut fast), items(0..3));
     assert!(!history.is_full());
     history.append(3);
     assert!(history.is_full());
     assert_eq!(drain(&mut fast), items(3..4));
-    history.extend(4..10); // releases 0..6
+    history.extend(4..10); // releases 0..6 (the chunks up to [3, 4])
     assert_eq!(history.released(), 6);
+    assert_eq!(lock(&history.state).chunks.front().map(|chunk| chunk.number()), Some(3));
     assert_eq!(drain(&mut fast), [Event::Failed(Failure::Lagged { missed: 2 })]);
-    // Item 1 is in its batch: it counts as read. Items 2..6 were missed.
-    assert_eq!(poll(&mut slow), Poll::Ready(Some(Event::Item(1))));
-    assert_eq!(poll(&mut slow), Poll::Ready(Some(Event::Failed(Failure::Lagged { missed: 4 }))));
+    // Item 2 is in its batch: it counts as read. Items 3..6 were missed.
+    assert_eq!(poll(&mut slow), Poll::Ready(Some(Event::Item(2))));
+    assert_eq!(poll(&mut slow), Poll::Ready(Some(Event::Failed(Failure::Lagged { missed: 3 }))));
     assert_eq!(poll(&mut slow), Poll::Ready(None));
     // A late `Start` reader of a truncated history lags at once.
     let mut late = history.subscribe(Position::Start);
@@ -145,12 +149,69 @@ fn lagged_counts_exactly_what_was_released_unread() {
     assert_eq!(drain(&mut tail), items(10..11));
 }
 
+/// The closed forms against a walk over the chunk sizes, for every geometry
+/// the history makes and a few more: every index of the first 40 chunks, and
+/// chunk boundaries far out.
+#[test]
+fn geometry_matches_a_walk_over_the_chunks() {
+    for (min, max) in [(0, 0), (0, 1), (0, 2), (0, 5), (0, 8), (1, 3), (2, 8), (3, 3), (5, 2), (8, 8)] {
+        let geometry = Geometry::new(min, max);
+        let (first, largest) = (1 << min.min(max), 1 << max);
+        assert_eq!((geometry.capacity(0), geometry.max_capacity()), (first, largest));
+        let (mut start, mut size) = (0u64, first as u64);
+        for number in 0..40 {
+            assert_eq!(geometry.start(number), start, "{min}/{max}: start of chunk {number}");
+            assert_eq!(geometry.capacity(number) as u64, size, "{min}/{max}: size of chunk {number}");
+            for index in start..start + size {
+                assert_eq!(geometry.locate(index), (number, start), "{min}/{max}: item {index}");
+            }
+            start += size;
+            size = (size * 2).min(largest as u64);
+        }
+        // Far out, where only full-size chunks are: consecutive and covering.
+        for number in [1 << 20, (1 << 40) + 3, 1 << 50] {
+            let start = geometry.start(number);
+            assert_eq!(geometry.start(number + 1), start + largest as u64);
+            assert_eq!(geometry.locate(start), (number, start));
+            assert_eq!(geometry.locate(start + largest as u64 - 1), (number, start));
+        }
+    }
+}
+
+/// A history holds the chunks the geometry says, numbered in order, whether
+/// items come one by one or in batches that straddle chunks.
+#[test]
+fn chunks_double_then_stay_full_size() {
+    let capacities = |history: &History<u32, u8>| -> Vec<usize> {
+        let state = lock(&history.state);
+        for (index, chunk) in state.chunks.iter().enumerate() {
+            assert_eq!(chunk.number(), index as u64);
+        }
+        state.chunks.iter().map(Chunk::capacity).collect()
+    };
+    let history = History::<u32, u8>::new(None);
+    assert_eq!(capacities(&history), [0usize; 0], "nothing before the first item");
+    history.append(0);
+    assert_eq!(capacities(&history), [1]);
+    history.append(1);
+    assert_eq!(capacities(&history), [1, 2]);
+    history.extend(2..600);
+    assert_eq!(capacities(&history), [1, 2, 4, 8, 16, 32, 64, 128, 256, 256]);
+    let mut reader = history.subscribe(Position::Start);
+    history.close(End::Done);
+    let mut expected = items(0..600);
+    expected.push(Event::Done);
+    assert_eq!(drain(&mut reader), expected);
+}
+
 #[test]
 fn limit_sizes_chunks_and_bounds_memory() {
-    for (limit, chunk) in
+    // The first chunk holds one item; the largest at most half the window.
+    for (limit, largest) in
         [(None, 256), (Some(0), 1), (Some(1), 1), (Some(3), 1), (Some(4), 2), (Some(100), 32)]
     {
-        assert_eq!(History::<u8, u8>::new(limit).chunk_len(), chunk, "{limit:?}");
+        let geometry = History::<u8, u8>::new(limit).geometry;
+        assert_eq!((geometry.capacity(0), geometry.max_capacity()), (1, largest), "{limit:?}");
     }
     let live = StdArc::new(AtomicIsize::new(0));
     let history = History::<Tracked, u8>::new(Some(10));
@@ -257,8 +318,18 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Chunks of 1 to 256 slots (unbounded), of 1 only (limits 1, 2), of 1 then 2
+/// (4, 7), of 1 to 8 (16) and of 1 to 32 (64).
 fn limit() -> impl Strategy<Value = Option<usize>> {
-    prop_oneof![Just(None), Just(Some(1)), Just(Some(2)), Just(Some(4)), Just(Some(7)), Just(Some(16))]
+    prop_oneof![
+        Just(None),
+        Just(Some(1)),
+        Just(Some(2)),
+        Just(Some(4)),
+        Just(Some(7)),
+        Just(Some(16)),
+        Just(Some(64)),
+    ]
 }
 
 fn config() -> ProptestConfig {
