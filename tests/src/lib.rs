@@ -1,5 +1,5 @@
 //! The scenario suite of streamflight: each scenario is written once, generic over a [`TestRuntime`],
-//! and the [`scenarios!`] macro runs it on every adapter (tokio and async-std).
+//! and the [`scenarios!`] macro runs it on every adapter (tokio, async-std and smol).
 //!
 //! A scenario is an `async fn name<R: TestRuntime>()` driving a
 //! [`Flights<K, T, E, R>`](Flights) — the very type each adapter names — with
@@ -14,6 +14,8 @@ pub mod wait;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, resume_unwind};
 use std::pin::Pin;
+use std::sync::mpsc::{RecvTimeoutError, channel};
+use std::thread;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -21,18 +23,31 @@ use futures::FutureExt;
 pub use streamflight_async_std::AsyncStd;
 pub use streamflight_core::driver::{Flights, Runtime, Subscription};
 pub use streamflight_core::{CancelError, Config, Event, Failure, LateJoin, Orphan, RequestId, Role, Stats};
+pub use streamflight_smol::Smol;
 pub use streamflight_tokio::Tokio;
 
 /// How long a whole scenario may take before it fails as hung.
 pub const SCENARIO_LIMIT: Duration = Duration::from_secs(30);
 
 /// A streamflight [`Runtime`] the suite can drive: run a scenario, spawn client tasks, tell time.
-pub trait TestRuntime: Runtime + Default + Sized {
+pub trait TestRuntime: Runtime + Default + Clone + Sized {
     /// The runtime's name, for failure messages.
     const NAME: &'static str;
 
+    /// Whether the default runtime is a global executor that every thread
+    /// reaches (async-std, smol), rather than the runtime current where
+    /// `request` is called (tokio).
+    const GLOBAL_BY_DEFAULT: bool;
+
+    /// What a scenario's managers run on (`Flights::with_runtime(config, R::scenario())`),
+    /// called inside [`TestRuntime::block_on`]: the runtime the scenario runs in.
+    fn scenario() -> Self;
+
+    /// A runtime of this kind that the suite owns, for `Flights::with_runtime`.
+    fn dedicated() -> Dedicated<Self>;
+
     /// Runs `scenario` to completion on the calling thread, inside this runtime
-    /// (so that [`Runtime::spawn`] finds it). Panics propagate.
+    /// (so that [`Runtime::spawn`] and [`TestRuntime::scenario`] find it). Panics propagate.
     fn block_on<F: Future<Output = ()>>(scenario: F);
 
     /// Spawns a client task on this runtime; [`Client::join`] waits for its
@@ -44,6 +59,42 @@ pub trait TestRuntime: Runtime + Default + Sized {
 
     /// A timer that fires once `duration` has passed.
     fn sleep(duration: Duration) -> impl Future<Output = ()> + Send + 'static;
+}
+
+/// A runtime the suite owns (see [`TestRuntime::dedicated`]), stopped when dropped.
+pub struct Dedicated<R> {
+    /// What to give `Flights::with_runtime`.
+    pub runtime: R,
+    /// Stops the runtime and drops the tasks it still holds; `None` for one
+    /// that cannot stop (async-std's global executor).
+    stop: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl<R> Dedicated<R> {
+    /// A runtime value, and how to stop the runtime it spawns on, if it can be stopped.
+    fn new(runtime: R, stop: Option<Box<dyn FnOnce() + Send>>) -> Self {
+        Dedicated { runtime, stop }
+    }
+
+    /// Stops the runtime and returns once every task it held is dropped; `false` if it cannot be stopped.
+    pub fn stop(mut self) -> bool {
+        match self.stop.take() {
+            Some(stop) => {
+                stop();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl<R> Drop for Dedicated<R> {
+    fn drop(&mut self) {
+        // A failed scenario must not leave a runtime's threads behind.
+        if let Some(stop) = self.stop.take() {
+            stop();
+        }
+    }
 }
 
 /// The join handle of a client task spawned by [`TestRuntime::spawn_client`].
@@ -72,13 +123,35 @@ fn catching<F: Future>(task: F) -> impl Future<Output = std::thread::Result<F::O
     AssertUnwindSafe(task).catch_unwind()
 }
 
-/// Runs one scenario on `R` with the [`SCENARIO_LIMIT`] deadline.
-pub fn run<R: TestRuntime>(name: &str, scenario: impl Future<Output = ()>) {
+/// Runs one scenario (the future `scenario` makes) inside `R` with the [`SCENARIO_LIMIT`] deadline.
+pub fn run<R: TestRuntime>(name: &str, scenario: impl AsyncFnOnce()) {
     R::block_on(async {
-        if wait::within::<R, _>(SCENARIO_LIMIT, scenario).await.is_none() {
+        if wait::within::<R, _>(SCENARIO_LIMIT, scenario()).await.is_none() {
             panic!("scenario {name} on {} did not finish within {SCENARIO_LIMIT:?}", R::NAME);
         }
     });
+}
+
+/// Runs one scenario that must run outside any runtime (a plain function) on
+/// a thread of its own, with the [`SCENARIO_LIMIT`] deadline. Panics propagate.
+pub fn outside<R: TestRuntime>(name: &str, scenario: fn()) {
+    let (finished, done) = channel();
+    let thread = thread::spawn(move || {
+        scenario();
+        // The receiver is gone only if the scenario already timed out.
+        let _ = finished.send(());
+    });
+    match done.recv_timeout(SCENARIO_LIMIT) {
+        Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+            if let Err(panic) = thread.join() {
+                resume_unwind(panic);
+            }
+        }
+        // The thread is left blocked: nothing can end it from here.
+        Err(RecvTimeoutError::Timeout) => {
+            panic!("scenario {name} on {} did not finish within {SCENARIO_LIMIT:?}", R::NAME)
+        }
+    }
 }
 
 /// A [`Stats`] with the named fields set and every other field 0:
@@ -93,19 +166,25 @@ macro_rules! stats {
 }
 
 /// Runs each listed scenario (`async fn name<R: TestRuntime>()` in the calling
-/// module) on both adapters: it generates `mod tokio { #[test] fn name() }`
-/// and `mod async_std { #[test] fn name() }`. Attributes before a name
-/// (`#[ignore = "..."]`) go on both tests.
+/// module) on every adapter: it generates `mod tokio { #[test] fn name() }`,
+/// `mod async_std { ... }` and `mod smol { ... }`. Attributes before a name
+/// (`#[ignore = "..."]`) go on every test.
+///
+/// `scenarios! { outside: name, ... }` does the same for scenarios that must
+/// run outside any runtime, plain `fn name<R: TestRuntime>()`s (see [`outside`]).
 #[macro_export]
 macro_rules! scenarios {
-    ($($(#[$meta:meta])* $name:ident),* $(,)?) => {
+    (outside: $($(#[$meta:meta])* $name:ident),* $(,)?) => {
+        $crate::scenarios!(@on outside, $($(#[$meta])* $name),*);
+    };
+    (@on $runner:ident, $($(#[$meta:meta])* $name:ident),*) => {
         /// The scenarios on tokio: a multi-thread runtime with 2 workers per test.
         mod tokio {
             $(
                 $(#[$meta])*
                 #[test]
                 fn $name() {
-                    $crate::run::<$crate::Tokio>(stringify!($name), super::$name::<$crate::Tokio>());
+                    $crate::$runner::<$crate::Tokio>(stringify!($name), super::$name::<$crate::Tokio>);
                 }
             )*
         }
@@ -116,9 +195,23 @@ macro_rules! scenarios {
                 $(#[$meta])*
                 #[test]
                 fn $name() {
-                    $crate::run::<$crate::AsyncStd>(stringify!($name), super::$name::<$crate::AsyncStd>());
+                    $crate::$runner::<$crate::AsyncStd>(stringify!($name), super::$name::<$crate::AsyncStd>);
                 }
             )*
         }
+
+        /// The scenarios on smol: an executor with 2 worker threads per test.
+        mod smol {
+            $(
+                $(#[$meta])*
+                #[test]
+                fn $name() {
+                    $crate::$runner::<$crate::Smol>(stringify!($name), super::$name::<$crate::Smol>);
+                }
+            )*
+        }
+    };
+    ($($(#[$meta:meta])* $name:ident),* $(,)?) => {
+        $crate::scenarios!(@on run, $($(#[$meta])* $name),*);
     };
 }

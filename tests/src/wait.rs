@@ -59,6 +59,16 @@ pub async fn eventually<R: TestRuntime>(what: &str, mut condition: impl FnMut() 
     }
 }
 
+/// [`eventually`] for a scenario outside any runtime: the thread sleeps a
+/// tick between two looks, since there is no runtime timer to wait on.
+pub fn eventually_outside<R: TestRuntime>(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "on {}: gave up after {PATIENCE:?} waiting for {what}", R::NAME);
+        std::thread::sleep(TICK);
+    }
+}
+
 /// The next element of `stream`, polled as the caller; fails the scenario,
 /// naming `what`, if none arrives within [`PATIENCE`].
 pub async fn next_within<R: TestRuntime, S: Stream + Unpin>(what: &str, stream: &mut S) -> Option<S::Item> {

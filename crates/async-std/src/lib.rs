@@ -4,6 +4,12 @@
 //! returned [`Subscription`] is a `Stream` of [`Event`]s. The decisions are
 //! `streamflight-core`'s; this crate only runs each flight as an async-std task.
 //!
+//! **async-std is discontinued upstream** (RUSTSEC-2025-0052) and gets no more
+//! fixes. This adapter stays for services already on it; a new project that
+//! does not use tokio should take `streamflight-smol`, whose API is the same:
+//! moving is a change of the `use` line (smol's global executor, like
+//! async-std's, runs flights from any thread).
+//!
 //! ```
 //! use futures::StreamExt;
 //! use streamflight_async_std::{Event, Flights};

@@ -1,6 +1,8 @@
-//! Every scenario of the suite, each written once and run on tokio and on async-std.
-//! `rules` has one scenario (or more) per rule R1-R16; `semantics` the adapter guarantees; `stress` the load run.
+//! Every scenario of the suite, each written once and run on tokio, async-std and smol.
+//! `rules` has one scenario (or more) per rule R1-R16; `semantics` the adapter guarantees; `stress` the load run;
+//! `outside` the managers used from outside any runtime (`Flights::with_runtime`, the default runtime).
 
+mod outside;
 mod rules;
 mod semantics;
 mod stress;
@@ -19,9 +21,9 @@ type Fl<R> = Flights<&'static str, u64, Error, R>;
 /// The upstream of most scenarios: a probed, scripted stream.
 type Upstream = Probed<ScriptStream<u64, Error>>;
 
-/// A manager with `config`.
+/// A manager with `config`, on the running scenario's runtime.
 fn manager<R: TestRuntime>(config: Config) -> Fl<R> {
-    Flights::new(config)
+    Flights::with_runtime(config, R::scenario())
 }
 
 /// A closed preparation gate for scripted upstreams.
@@ -58,7 +60,7 @@ async fn expect_item<R: TestRuntime>(sub: &mut Sub, item: u64) {
     assert_eq!(next::<R>(sub).await, streamflight_tests::Event::Item(item), "request {}", sub.id());
 }
 
-/// The contract's static promises, on both adapters: `Flights` is a cheap `Clone + Send + Sync`
+/// The contract's static promises, on every adapter: `Flights` is a cheap `Clone + Send + Sync`
 /// handle, `Subscription` a `Stream + Unpin + Send` (checked when this compiles).
 #[allow(dead_code)]
 fn static_promises() {
@@ -68,6 +70,8 @@ fn static_promises() {
     handle::<streamflight_async_std::Flights<String, String, String>>();
     stream::<streamflight_tokio::Subscription<String, String>>();
     stream::<streamflight_async_std::Subscription<String, String>>();
+    handle::<streamflight_smol::Flights<String, String, String>>();
+    stream::<streamflight_smol::Subscription<String, String>>();
     handle::<Fl<streamflight_tests::Tokio>>();
     stream::<Sub>();
 }

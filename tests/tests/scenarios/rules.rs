@@ -748,7 +748,8 @@ async fn r15_lagged_last_one_leaves<R: TestRuntime>() {
 /// subscription is dropped, the manager holds nothing: idle, every key and item dropped.
 async fn r16_no_leak<R: TestRuntime>() {
     let (keys, items) = (Tally::new(), Tally::new());
-    let flights: Flights<Counted, Counted, Error, R> = Flights::new(Config::default().history_limit(8));
+    let flights: Flights<Counted, Counted, Error, R> =
+        Flights::with_runtime(Config::default().history_limit(8), R::scenario());
     let (starts, upstreams) = (Probe::new(), Probe::new());
     let request = |key: u64, script: &Script<Counted, Error>| {
         let (script, upstreams) = (script.clone(), upstreams.clone());
@@ -809,7 +810,8 @@ async fn r16_no_leak<R: TestRuntime>() {
 /// subscribers are done, every key, item, start future and upstream is dropped.
 async fn r16_no_leak_after_manager_dropped<R: TestRuntime>() {
     let (keys, items) = (Tally::new(), Tally::new());
-    let flights: Flights<Counted, Counted, Error, R> = Flights::default();
+    let flights: Flights<Counted, Counted, Error, R> =
+        Flights::with_runtime(Config::default(), R::scenario());
     let (reading, leaving) = (Script::new(), Script::new());
     let starts = Probe::new();
     let start = |script: &Script<Counted, Error>| {
@@ -826,7 +828,8 @@ async fn r16_no_leak_after_manager_dropped<R: TestRuntime>() {
     leaving.push(items.make(2));
     let (got, end) = streamflight_tests::wait::read_to_end::<R, _, _>(&mut reader).await;
     assert_eq!((got, end), (vec![items.make(1)], Event::Done));
-    eventually::<R>("the second upstream to be polled", || leaving.probe().polled() == 1).await;
+    // Taken by the flight, not merely polled: an item still in the script would outlive the flight.
+    eventually::<R>("the second upstream's item to be taken", || leaving.pending_steps() == 0).await;
     drop(lone);
     eventually::<R>("the abandoned flight's upstream to be dropped", || leaving.probe().dropped() == 1).await;
     drop(reader);

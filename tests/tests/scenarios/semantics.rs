@@ -236,7 +236,7 @@ type Unused = futures::stream::Empty<Result<Counted, Error>>;
 /// A stale event from an aborted flight never touches a newer flight for the key: flight 1
 /// is aborted while its upstream is still closing; flight 2 starts; flight 1 then reports its end.
 async fn stale_event_from_aborted_flight<R: TestRuntime>() {
-    let flights: Flights<&str, Counted, Error, R> = Flights::new(Config::default());
+    let flights: Flights<&str, Counted, Error, R> = Flights::with_runtime(Config::default(), R::scenario());
     let (old_items, new_items) = (Tally::new(), Tally::new());
     let latch = Latch::new();
     let old = Script::new();

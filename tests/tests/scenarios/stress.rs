@@ -101,7 +101,7 @@ async fn stress_bounded_history_tail_joins_orphans_finish<R: TestRuntime>() {
 /// Runs the clients under `mode`, checks that the counts and the stats agree and that
 /// everything is idle at the end; returns both for mode-specific checks.
 async fn stress<R: TestRuntime>(mode: Mode) -> (Ends, streamflight_tests::Stats) {
-    let flights: Flights<u64, u64, Error, R> = Flights::new(mode.config());
+    let flights: Flights<u64, u64, Error, R> = Flights::with_runtime(mode.config(), R::scenario());
     let (starts, upstreams) = (Probe::new(), Probe::new());
     let clients: Vec<_> = (0..CLIENTS)
         .map(|client| {

@@ -1,0 +1,150 @@
+//! streamflight on smol: one upstream stream for every identical in-flight streaming request.
+//!
+//! [`Flights::request`] joins the live flight for a key or starts one; the
+//! returned [`Subscription`] is a `Stream` of [`Event`]s. The decisions are
+//! `streamflight-core`'s; this crate only runs each flight as a task on an
+//! async-executor [`Executor`]: smol's global one (the default), or one of
+//! your own ([`Smol::with_executor`]).
+//!
+//! For a new project that does not use tokio, this is the adapter to pick:
+//! async-std, the other one, is discontinued upstream.
+//!
+//! ```
+//! use futures::StreamExt;
+//! use streamflight_smol::{Event, Flights};
+//!
+//! smol::block_on(async {
+//!     let flights: Flights<String, String, String> = Flights::default();
+//!     let upstream = async { Ok(futures::stream::iter(["Hello", ", world"].map(|t| Ok(t.to_string())))) };
+//!     let mut answer = flights.request("the prompt".to_string(), upstream);
+//!     assert_eq!(answer.next().await, Some(Event::Item("Hello".to_string())));
+//!     assert_eq!(answer.next().await, Some(Event::Item(", world".to_string())));
+//!     assert_eq!(answer.next().await, Some(Event::Done));
+//!     assert_eq!(answer.next().await, None);
+//! });
+//! ```
+#![forbid(unsafe_code)]
+
+use std::future::Future;
+use std::sync::{Arc, Weak};
+
+use smol::Executor;
+
+pub use streamflight_core::driver::{Runtime, Subscription};
+pub use streamflight_core::{CancelError, Config, Event, Failure, LateJoin, Orphan, RequestId, Role, Stats};
+
+/// The manager on smol: see [`streamflight_core::driver::Flights`] for its methods.
+///
+/// [`Flights::new`](streamflight_core::driver::Flights::new) (or `default`)
+/// spawns each flight's task on smol's global executor, which is started on
+/// first use and never stops: `request` works from any thread, inside an
+/// async context or not, and its flights never end with
+/// [`Failure::NoRuntime`].
+/// [`Flights::with_runtime`](streamflight_core::driver::Flights::with_runtime)
+/// with [`Smol::with_executor`] spawns them on an executor of your own, which
+/// runs them while someone runs it ([`Executor::run`]); once it is dropped,
+/// its flights end with [`Failure::NoRuntime`]:
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use futures::StreamExt;
+/// use streamflight_smol::{Config, Event, Failure, Flights, Smol};
+///
+/// let executor = Arc::new(smol::Executor::new());
+/// let flights: Flights<&str, u32, String> =
+///     Flights::with_runtime(Config::default(), Smol::with_executor(&executor));
+/// let answer = flights.request("prompt", async { Ok(futures::stream::iter([Ok(1)])) });
+/// // This thread runs the executor, and so the flight, while it reads the answer.
+/// let events = smol::block_on(executor.run(answer.collect::<Vec<_>>()));
+/// assert_eq!(events, [Event::Item(1), Event::Done]);
+///
+/// // The executor gone, there is nowhere to run a flight: a clean failure, no panic.
+/// drop(executor);
+/// let mut answer = flights.request("prompt", async { Ok(futures::stream::iter([Ok(1)])) });
+/// let end = futures::executor::block_on(answer.next());
+/// assert_eq!(end, Some(Event::Failed(Failure::NoRuntime)));
+/// ```
+pub type Flights<K, T, E> = streamflight_core::driver::Flights<K, T, E, Smol>;
+
+/// smol as a streamflight [`Runtime`]: flight tasks run on smol's global
+/// executor (the default), or on an [`Executor`] of your own.
+#[derive(Clone, Debug, Default)]
+pub struct Smol {
+    // Weak: a manager must not keep an executor alive that nobody runs any
+    // more (its flights would hang instead of ending). It also breaks the
+    // cycle executor -> flight task -> manager -> executor.
+    executor: Option<Weak<Executor<'static>>>,
+}
+
+impl Smol {
+    /// Flight tasks on smol's global executor (the default): always there,
+    /// so `request` never fails with [`Failure::NoRuntime`]. It runs on one
+    /// thread unless the `SMOL_THREADS` variable says otherwise; a busy
+    /// service may prefer an executor of its own ([`Smol::with_executor`]).
+    ///
+    /// ```
+    /// use futures::StreamExt;
+    /// use streamflight_smol::{Config, Event, Flights, Smol};
+    ///
+    /// let flights: Flights<&str, u32, String> = Flights::with_runtime(Config::default(), Smol::global());
+    /// // Any thread will do, inside an executor or not.
+    /// let answer = flights.request("prompt", async { Ok(futures::stream::iter([Ok(1)])) });
+    /// let events = futures::executor::block_on(answer.collect::<Vec<_>>());
+    /// assert_eq!(events, [Event::Item(1), Event::Done]);
+    /// ```
+    pub fn global() -> Self {
+        Smol { executor: None }
+    }
+
+    /// Flight tasks on `executor` ([`smol::Executor`] is async-executor's
+    /// `Executor`), wherever `request` is called. They run while some thread
+    /// runs it ([`Executor::run`]). The manager holds it weakly: once its
+    /// last `Arc` is dropped, its pending flights and any later ones end with
+    /// [`Failure::NoRuntime`]. See also [`Flights`].
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    ///
+    /// use futures::StreamExt;
+    /// use streamflight_smol::{Config, Event, Flights, Smol};
+    ///
+    /// // An executor of the service's own, run by two threads until `stop` is dropped.
+    /// let executor = Arc::new(smol::Executor::new());
+    /// let (stop, stopped) = smol::channel::bounded::<()>(1);
+    /// let workers: Vec<_> = (0..2)
+    ///     .map(|_| {
+    ///         let (executor, stopped) = (executor.clone(), stopped.clone());
+    ///         std::thread::spawn(move || smol::block_on(executor.run(stopped.recv())))
+    ///     })
+    ///     .collect();
+    ///
+    /// let flights: Flights<&str, u32, String> =
+    ///     Flights::with_runtime(Config::default(), Smol::with_executor(&executor));
+    /// let answer = flights.request("prompt", async { Ok(futures::stream::iter([Ok(1), Ok(2)])) });
+    /// let events = smol::block_on(answer.collect::<Vec<_>>());
+    /// assert_eq!(events, [Event::Item(1), Event::Item(2), Event::Done]);
+    ///
+    /// drop(stop);
+    /// for worker in workers {
+    ///     let _closed = worker.join().unwrap();
+    /// }
+    /// ```
+    pub fn with_executor(executor: &Arc<Executor<'static>>) -> Self {
+        Smol { executor: Some(Arc::downgrade(executor)) }
+    }
+}
+
+impl Runtime for Smol {
+    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) -> bool {
+        // A dropped `Task` cancels its future: each one is detached.
+        match &self.executor {
+            None => smol::spawn(task).detach(),
+            Some(executor) => match executor.upgrade() {
+                Some(executor) => executor.spawn(task).detach(),
+                None => return false,
+            },
+        }
+        true
+    }
+}
