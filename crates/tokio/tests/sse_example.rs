@@ -17,8 +17,14 @@ struct Client {
     buffer: String,
 }
 
+/// reqwest, in a workspace build, has the gateway's rustls without a default crypto provider.
+fn tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 impl Client {
     async fn ask(base: &str, prompt: &str) -> Client {
+        tls_provider();
         let response = reqwest::get(format!("{base}/ask?prompt={prompt}")).await.expect("GET /ask");
         assert_eq!(response.status(), 200);
         let header = |name| response.headers()[name].to_str().unwrap().to_owned();
@@ -68,6 +74,7 @@ async fn serve(model: sse::Model) -> String {
 }
 
 async fn stats(base: &str) -> String {
+    tls_provider();
     reqwest::get(format!("{base}/stats")).await.unwrap().text().await.unwrap()
 }
 
@@ -97,6 +104,7 @@ async fn cancelling_one_client_by_id_leaves_the_other_streaming() {
     let mut follower = Client::ask(&base, "hello").await;
     assert_eq!(leader.next().await.unwrap().0, "message");
 
+    tls_provider();
     let http = reqwest::Client::new();
     let cancel = |id: String| http.delete(format!("{base}/requests/{id}")).send();
     assert_eq!(cancel(leader.id.clone()).await.unwrap().status(), 204);
