@@ -1,0 +1,1615 @@
+//! Gateway latency (issue 10's latency benchmark, DESIGN.md G9): what the gateway adds to a
+//! request, measured side by side in one run against the same upstream reached directly.
+//!
+//! ```text
+//! cargo build --release -p streamflight-gateway
+//! cargo run --release -p streamflight-gateway --example latency
+//! ```
+//!
+//! The upstream is the gateway binary itself with its simulated model (it answers like an OpenAI
+//! server: chunks, `[DONE]`, a JSON completion), with zero delays and 10 tokens unless said
+//! otherwise; "through" is a second gateway in front of it (`--upstream http://127.0.0.1:P/v1`).
+//! Both are child processes of `target/release/streamflight-gateway` on free ports of 127.0.0.1,
+//! killed when this program ends (a guard kills on drop, panics included; on Linux they also die
+//! with this process).
+//!
+//! Sections, each direct against through in the same run:
+//!
+//! 1. Non-streaming: unique requests (a counter in the prompt, so nothing coalesces) at a fixed
+//!    rate, open loop: a pacer thread hands each request out at its scheduled instant and its
+//!    latency is counted from that instant (no coordinated omission), over a fixed pool of
+//!    keep-alive HTTP/1.1 connections (one `reqwest` client per connection).
+//! 2. Streaming, the same load with `"stream": true`: time to first event, time between events,
+//!    whole stream.
+//!
+//!    2b. Between two events, on the very same events: an upstream that paces its tokens, and
+//!    each request sent twice at once, direct and through. The upstream is itself a gateway, so
+//!    it serves both from one flight (the request asks for usage, as the gateway always asks its
+//!    upstream, so the two are the same request): each event leaves it once for both paths,
+//!    and what the gateway adds to an event, or to a gap between two, is measured without the
+//!    upstream's own timer jitter in it.
+//! 3. The official Python SDK streaming 10 tokens, 200 sequential requests on one client
+//!    (`conformance/latency_sdk.py`, run with the conformance venv's python; skipped, saying why,
+//!    when that venv is missing: `crates/gateway/conformance/run` creates it).
+//! 4. A burst of identical streams through the gateway, one connection each (kept open, as an
+//!    SDK's pool would), all joining one flight before the upstream's first token: how long
+//!    after the earliest first event each client gets its own, both as the kernel stamped its
+//!    arrival at the client's socket (`SO_TIMESTAMPNS`, Linux) and as the client read it.
+//!
+//! Timings are the machine's and noisy; nothing here asserts one. Flags: `--help`.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use futures::StreamExt;
+use tokio::sync::{Mutex, mpsc};
+
+/// "Nothing added between two events", in ms: what this machine's noise allows. A proxy that
+/// buffered would add a token interval or more to a gap, one waiting for a delayed ACK
+/// (Nagle) about 40 ms.
+const NOTHING_ADDED: f64 = 0.3;
+
+/// Section 2b: the paced upstream's time to its first token, in ms: long enough for the request
+/// through the gateway to join the direct one's flight before it.
+const PAIR_FIRST_TOKEN_MS: u64 = 20;
+
+/// What to run and how hard.
+#[derive(Debug, Parser)]
+#[command(about = "Latency the gateway adds, direct against through, in one run")]
+struct Options {
+    /// Requests per second in sections 1 and 2 (open loop).
+    #[arg(long, default_value_t = 1000)]
+    rate: u32,
+    /// Measured seconds per path in sections 1 and 2.
+    #[arg(long, default_value_t = 10)]
+    seconds: u32,
+    /// Warm-up seconds before each measurement (same rate, not counted).
+    #[arg(long, default_value_t = 2)]
+    warmup: u32,
+    /// Keep-alive connections in sections 1 and 2.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// The sections to run, of 1 (non-streaming), 2 (streaming), 2b (paced streaming), 3 (SDK)
+    /// and 4 (burst).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,2b,3,4")]
+    sections: Vec<String>,
+    /// Tokens of every simulated answer.
+    #[arg(long, default_value_t = 10)]
+    tokens: usize,
+    /// Section 2b: the upstream's time between two tokens, in ms (0: skip the section).
+    #[arg(long, default_value_t = 5)]
+    paced_interval_ms: u64,
+    /// Section 2b: pairs of requests per second.
+    #[arg(long, default_value_t = 200)]
+    paced_rate: u32,
+    /// Section 2b: measured seconds.
+    #[arg(long, default_value_t = 5)]
+    paced_seconds: u32,
+    /// Section 3: timed SDK requests per path (0: skip the section).
+    #[arg(long, default_value_t = 200)]
+    sdk_requests: usize,
+    /// Section 4: identical streams in the burst (0: skip the section).
+    #[arg(long, default_value_t = 2000)]
+    burst: usize,
+    /// Section 4: the upstream's time to its first token, in ms; long enough for every stream of
+    /// the burst to join the flight before it.
+    #[arg(long, default_value_t = 300)]
+    burst_first_token_ms: u64,
+    /// Section 4: the upstream's time between two tokens, in ms (0: the whole answer at once,
+    /// the most the gateway has to write to each stream at the first token).
+    #[arg(long, default_value_t = 0)]
+    burst_token_interval_ms: u64,
+    /// The gateway binary (default: `$STREAMFLIGHT_GATEWAY_BIN`, else the workspace's
+    /// `target/release/streamflight-gateway`).
+    #[arg(long)]
+    gateway: Option<PathBuf>,
+    /// The python with the `openai` SDK (default: the workspace's
+    /// `target/conformance-venv/bin/python`).
+    #[arg(long)]
+    python: Option<PathBuf>,
+}
+
+fn main() {
+    let options = Options::parse();
+    let run_section = |name: &str| options.sections.iter().any(|s| s == name);
+    let root = workspace_root();
+    let gateway = options.gateway.clone().unwrap_or_else(|| default_gateway(&root));
+    if !gateway.is_file() {
+        eprintln!(
+            "latency: no gateway binary at {}: build it first with\n  cargo build --release -p streamflight-gateway",
+            gateway.display()
+        );
+        std::process::exit(2);
+    }
+    warn_if_stale(&gateway, &root);
+    let files = raise_open_file_limit();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "gateway latency, {} UTC: {cpus} CPUs ({}), load average {} at start, open files {files}",
+        utc_now(),
+        cpu_model(),
+        load_average()
+    );
+    println!("gateway: {}", gateway.display());
+    let tokens = options.tokens.to_string();
+    let zero = ["--sim-first-token-delay", "0ms", "--sim-token-interval", "0ms", "--sim-tokens", &tokens];
+    let upstream = Gateway::start(&gateway, "upstream", &zero);
+    let front = Gateway::start(&gateway, "front", &["--upstream", &upstream.v1()]);
+    println!(
+        "upstream: the gateway's simulated model (answers like an OpenAI server), zero delays, {tokens} tokens, \
+         127.0.0.1:{}; through: a second gateway in front of it, 127.0.0.1:{}",
+        upstream.port, front.port
+    );
+    let run = run_tag();
+    let mut goals = Vec::new();
+
+    // 1 and 2: the same open-loop load, direct then through.
+    let load = Load {
+        rate: options.rate,
+        warmup: u64::from(options.warmup) * u64::from(options.rate),
+        measured: u64::from(options.seconds) * u64::from(options.rate),
+        connections: options.connections,
+        mode: Mode::Plain,
+    };
+    if run_section("1") {
+        println!(
+            "\n1. Non-streaming: unique requests, {} /s open loop (latency from the scheduled send), {} s after a {} s \
+             warm-up, {} keep-alive HTTP/1.1 connections; ms",
+            options.rate, options.seconds, options.warmup, options.connections
+        );
+        let (direct, direct_cpu) =
+            measured(&runtime, &[&upstream], (upstream.chat(), None), &load, &format!("{run} plain direct"));
+        let (through, through_cpu) = measured(
+            &runtime,
+            &[&upstream, &front],
+            (front.chat(), None),
+            &load,
+            &format!("{run} plain through"),
+        );
+        print_whole_table(&direct, &through);
+        print_cpu(&direct_cpu, &through_cpu);
+        let added = |p: f64| ms(through.whole.pct(p)) - ms(direct.whole.pct(p));
+        goals.push(goal("added latency p50 (non-streaming)", added(50.0), 0.3, "ms"));
+        goals.push(goal("added latency p99 (non-streaming)", added(99.0), 1.0, "ms"));
+    }
+
+    if run_section("2") {
+        let streaming = Load { mode: Mode::Stream, ..load };
+        println!(
+            "\n2. Streaming ({tokens} tokens, zero delays): the same load with \"stream\": true; first event = the first \
+             `data:` event, gaps = between consecutive `data:` events of one stream; ms"
+        );
+        let (direct, direct_cpu) = measured(
+            &runtime,
+            &[&upstream],
+            (upstream.chat(), None),
+            &streaming,
+            &format!("{run} stream direct"),
+        );
+        let (through, through_cpu) = measured(
+            &runtime,
+            &[&upstream, &front],
+            (front.chat(), None),
+            &streaming,
+            &format!("{run} stream through"),
+        );
+        print_stream_table(&direct, &through);
+        print_cpu(&direct_cpu, &through_cpu);
+        let added = |p: f64| ms(through.first.pct(p)) - ms(direct.first.pct(p));
+        goals.push(goal("added time to first event p50 (streaming)", added(50.0), 0.3, "ms"));
+        goals.push(goal("added time to first event p99 (streaming)", added(99.0), 1.0, "ms"));
+        goals.push(goal(
+            "added gap between events p99 (streaming)",
+            ms(through.gaps.pct(99.0)) - ms(direct.gaps.pct(99.0)),
+            NOTHING_ADDED,
+            "ms (nothing added)",
+        ));
+    }
+
+    if run_section("2b") && options.paced_interval_ms > 0 {
+        let interval = format!("{}ms", options.paced_interval_ms);
+        let first = format!("{PAIR_FIRST_TOKEN_MS}ms");
+        let paced_upstream = Gateway::start(
+            &gateway,
+            "paced upstream",
+            &["--sim-first-token-delay", &first, "--sim-token-interval", &interval, "--sim-tokens", &tokens],
+        );
+        let paced_front = Gateway::start(&gateway, "paced front", &["--upstream", &paced_upstream.v1()]);
+        let pairs = Load {
+            rate: options.paced_rate,
+            warmup: u64::from(options.paced_rate),
+            measured: u64::from(options.paced_seconds) * u64::from(options.paced_rate),
+            connections: options.connections,
+            mode: Mode::Pair,
+        };
+        println!(
+            "\n2b. Between two events, on the same events: a paced upstream ({tokens} tokens {interval} apart, the \
+             first after {first}); each request sent twice at once, direct and through the gateway, both served by \
+             one upstream flight, so every event leaves the upstream once for both; {} pairs/s, {} s after 1 s \
+             warm-up; ms",
+            options.paced_rate, options.paced_seconds
+        );
+        let metrics = reqwest::Client::builder().no_proxy().build().expect("an HTTP client");
+        let flights_before = runtime.block_on(flights(&metrics, paced_upstream.port));
+        let (pair, cpu) = measured(
+            &runtime,
+            &[&paced_upstream, &paced_front],
+            (paced_upstream.chat(), Some(paced_front.chat())),
+            &pairs,
+            &format!("{run} pair"),
+        );
+        let flights_after = runtime.block_on(flights(&metrics, paced_upstream.port));
+        print_pair_table(&pair, &cpu);
+        if let (Some(before), Some(after)) = (flights_before, flights_after) {
+            // One flight per pair, or the two paths did not see the same events.
+            let per_pair = (after - before) as f64 / (pairs.warmup + pairs.measured) as f64;
+            println!("upstream flights per pair: {per_pair:.3} (1: every pair shared one)");
+        }
+        goals.push(goal(
+            "added to a gap between two events, p99 (paced)",
+            ms(pair.added_gap.pct(99.0)),
+            NOTHING_ADDED,
+            "ms (nothing added)",
+        ));
+        goals.push(goal(
+            "an event's delay through the gateway, p50 (paced)",
+            ms(pair.delay.pct(50.0)),
+            0.3,
+            "ms",
+        ));
+        goals.push(goal(
+            "an event's delay through the gateway, p99 (paced)",
+            ms(pair.delay.pct(99.0)),
+            1.0,
+            "ms",
+        ));
+    }
+
+    if run_section("3") && options.sdk_requests > 0 {
+        println!(
+            "\n3. The official openai Python SDK: {} sequential streaming requests ({tokens} tokens, zero delays) on one \
+             client, after 20 untimed; whole request, create() to the stream's end; ms",
+            options.sdk_requests
+        );
+        let python =
+            options.python.clone().unwrap_or_else(|| root.join("target/conformance-venv/bin/python"));
+        match sdk_section(&python, &upstream, &front, options.sdk_requests, &run) {
+            Ok((direct, through)) => {
+                print_sdk_table(&direct, &through);
+                for p in [50.0, 99.0] {
+                    let what = format!("SDK stream of {tokens} tokens through the gateway, p{p}");
+                    goals.push(goal(&what, ms(through.pct(p)), 5.0, "ms"));
+                }
+            }
+            Err(why) => println!("skipped: {why}"),
+        }
+    }
+    drop(front);
+    drop(upstream);
+
+    if run_section("4") && options.burst > 0 {
+        let delay = format!("{}ms", options.burst_first_token_ms);
+        let interval = format!("{}ms", options.burst_token_interval_ms);
+        let pace = match options.burst_token_interval_ms {
+            0 => "the rest of the answer with it".to_owned(),
+            _ => format!("then one every {interval}"),
+        };
+        let upstream = Gateway::start(
+            &gateway,
+            "burst upstream",
+            &["--sim-first-token-delay", &delay, "--sim-token-interval", &interval, "--sim-tokens", &tokens],
+        );
+        let front = Gateway::start(&gateway, "burst front", &["--upstream", &upstream.v1()]);
+        println!(
+            "\n4. A burst of {} identical streams through the gateway, one HTTP/1.1 connection each, all started at \
+             once; the upstream's first token after {delay}, {pace}; lag = a client's first event minus the earliest first \
+             event of the burst; ms",
+            options.burst
+        );
+        let burst = runtime.block_on(burst(&upstream, &front, options.burst, &format!("{run} burst")));
+        print_burst(&burst, options.burst_first_token_ms);
+        if burst.landed_lag.len() > 0 {
+            goals.push(goal(
+                "burst: p99 first event after the upstream's first token (at the client's socket)",
+                ms(burst.landed_lag.pct(99.0)),
+                50.0,
+                "ms",
+            ));
+        }
+        goals.push(goal(
+            "burst: p99 first event after the upstream's first token (read by the client)",
+            ms(burst.lag.pct(99.0)),
+            50.0,
+            "ms",
+        ));
+    }
+
+    println!("\nGoals (issue 10, G9)");
+    println!("| goal | measured | target | |\n|---|---:|---:|---|");
+    for line in &goals {
+        println!("{line}");
+    }
+    println!("\nload average at the end: {}", load_average());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The gateways, as child processes.
+
+/// A gateway child process, killed (and reaped) on drop.
+struct Gateway {
+    port: u16,
+    child: Child,
+}
+
+impl Gateway {
+    /// Starts `binary` with `args` on a free port of 127.0.0.1 and waits (10 s at most) for its
+    /// `/healthz`. Another process may take the port between its choice and the bind: then the
+    /// child exits, and another port is tried.
+    fn start(binary: &Path, name: &'static str, args: &[&str]) -> Gateway {
+        let mut last = String::new();
+        for _attempt in 0..5 {
+            let port = free_port();
+            let mut command = Command::new(binary);
+            command
+                .arg("--listen")
+                .arg(format!("127.0.0.1:{port}"))
+                .args(["--log", "warn"])
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null());
+            // Only the flags given here: no setting of the caller's environment (`STREAMFLIGHT_*`)
+            // reaches the gateways. (`TOKIO_WORKER_THREADS` does, for experiments.)
+            for (name, _) in std::env::vars_os() {
+                if name.to_string_lossy().starts_with("STREAMFLIGHT_") {
+                    command.env_remove(name);
+                }
+            }
+            die_with_parent(&mut command);
+            let child = command.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+            let mut gateway = Gateway { port, child };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if let Ok(Some(status)) = gateway.child.try_wait() {
+                    last = format!("{name} exited at start ({status})");
+                    break;
+                }
+                if healthy(port) {
+                    return gateway;
+                }
+                if Instant::now() > deadline {
+                    panic!("{name} on port {port}: /healthz did not answer within 10 s");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("{last}");
+    }
+
+    /// The base URL to give as `--upstream`.
+    fn v1(&self) -> String {
+        format!("http://127.0.0.1:{}/v1", self.port)
+    }
+
+    /// CPU time (user + system) the process has used so far, from `/proc/<pid>/stat` (Linux;
+    /// zero elsewhere). Clock ticks of 10 ms: enough over seconds of load.
+    #[cfg(target_os = "linux")]
+    fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // After the command's `(name)`: state is field 3, utime 14 and stime 15.
+        let fields: Vec<&str> =
+            stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+        let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+        // SAFETY: sysconf only reads a system constant.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        Duration::from_secs_f64(ticks as f64 / per_second.max(1) as f64)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn cpu(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    /// The chat completions URL.
+    fn chat(&self) -> String {
+        format!("http://127.0.0.1:{}/v1/chat/completions", self.port)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Asks the kernel for a port nobody uses right now.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("its address").port()
+}
+
+/// Whether `GET /healthz` answers 200 (plain std I/O, so no runtime is needed).
+fn healthy(port: u16) -> bool {
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let request = "GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n";
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    answer.starts_with(b"HTTP/1.1 200")
+}
+
+/// On Linux, the child gets SIGKILL when this process dies, even by SIGKILL. (The signal follows
+/// the thread that spawned the child: always the main thread here, which lives as long as the
+/// process.)
+#[cfg(target_os = "linux")]
+fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_command: &mut Command) {}
+
+/// Raises the soft open-file limit to the hard one (the burst holds two descriptors per stream
+/// in the front gateway and one here; the children inherit the limit). Returns the limit.
+#[cfg(unix)]
+fn raise_open_file_limit() -> libc::rlim_t {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `limit` is a valid rlimit for the call to fill and then read.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
+}
+
+#[cfg(not(unix))]
+fn raise_open_file_limit() -> u64 {
+    0
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sections 1 and 2: the open-loop load.
+
+/// One open-loop run.
+#[derive(Clone, Copy, Debug)]
+struct Load {
+    rate: u32,
+    /// Requests sent first and not counted.
+    warmup: u64,
+    /// Requests counted.
+    measured: u64,
+    connections: usize,
+    mode: Mode,
+}
+
+/// What each request of a load is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    /// A non-streaming request.
+    Plain,
+    /// A streaming request.
+    Stream,
+    /// Two identical streaming requests at once, one direct and one through the gateway: the
+    /// upstream serves both from one flight, so each event leaves it once for both paths.
+    Pair,
+}
+
+/// What one run measured, in nanoseconds.
+#[derive(Default)]
+struct Samples {
+    /// Scheduled send to the response's last byte.
+    whole: Dist,
+    /// Scheduled send to the first `data:` event (streams only).
+    first: Dist,
+    /// Between consecutive `data:` events of one stream (streams only).
+    gaps: Dist,
+    /// Scheduled send to a connection's picking the request up: the client's own delay.
+    dispatch: Dist,
+    /// Pairs: an event's arrival through the gateway minus the same event's arrival direct.
+    delay: Dist,
+    /// Pairs: what the gateway added to a gap, the change of `delay` from one event to the next
+    /// (through's gap minus direct's gap between the same two events).
+    added_gap: Dist,
+    /// Fewest `data:` events in one stream (streams only), to check they were whole.
+    fewest_events: Option<usize>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl Samples {
+    fn merge(&mut self, other: Samples) {
+        self.whole.0.extend(other.whole.0);
+        self.first.0.extend(other.first.0);
+        self.gaps.0.extend(other.gaps.0);
+        self.dispatch.0.extend(other.dispatch.0);
+        self.delay.0.extend(other.delay.0);
+        self.added_gap.0.extend(other.added_gap.0);
+        self.fewest_events = match (self.fewest_events, other.fewest_events) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.errors += other.errors;
+        self.first_error = self.first_error.take().or(other.first_error);
+    }
+
+    fn record(&mut self, one: One, mode: Mode) {
+        self.whole.add(one.whole);
+        if mode == Mode::Plain {
+            return;
+        }
+        self.first.add(one.first);
+        for gap in one.gaps {
+            self.gaps.add(gap);
+        }
+        self.fewest_events = Some(self.fewest_events.map_or(one.events, |f| f.min(one.events)));
+        if let Some((direct, through)) = one.pair {
+            for (d, t) in direct.iter().zip(&through) {
+                self.delay.add_between(*d, *t);
+            }
+            for k in 1..direct.len().min(through.len()) {
+                let (direct_gap, through_gap) = (direct[k] - direct[k - 1], through[k] - through[k - 1]);
+                let ns = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+                self.added_gap.0.push(ns(through_gap) - ns(direct_gap));
+            }
+        }
+    }
+
+    fn error(&mut self, what: String) {
+        self.errors += 1;
+        self.first_error.get_or_insert(what);
+    }
+}
+
+/// A request to send: its number and the instant it is due.
+type Job = (u64, Instant);
+
+/// Sends `load.warmup + load.measured` unique chat requests to `url` at `load.rate` per second,
+/// whatever the answers do: a pacer thread releases each at its instant; `load.connections`
+/// tasks, each with its own client and so its own keep-alive connection, take them in turn.
+/// Pairs also go to `second` (through the gateway), on a second connection of each task.
+/// Bounded: the count is fixed and every request has a 10 s timeout.
+async fn open_loop(url: String, second: Option<String>, load: &Load, tag: &str) -> Samples {
+    let (jobs, queue) = mpsc::unbounded_channel::<Job>();
+    let queue = Arc::new(Mutex::new(queue));
+    let mut workers = Vec::with_capacity(load.connections);
+    for _ in 0..load.connections {
+        let (client, other) = (load_client(), load_client());
+        let (queue, url, second, tag) = (Arc::clone(&queue), url.clone(), second.clone(), tag.to_owned());
+        let load = *load;
+        workers.push(tokio::spawn(async move {
+            let mut samples = Samples::default();
+            loop {
+                let job = queue.lock().await.recv().await;
+                let Some((seq, due)) = job else { break };
+                let counted = seq >= load.warmup;
+                if counted {
+                    samples.dispatch.add(due.elapsed());
+                }
+                let prompt = format!("latency {tag} {seq}");
+                let outcome = match (load.mode, &second) {
+                    (Mode::Plain, _) => plain_once(&client, &url, chat_body(&prompt, false), due).await,
+                    (Mode::Stream, _) => stream_once(&client, &url, chat_body(&prompt, true), due).await,
+                    (Mode::Pair, Some(through)) => {
+                        pair_once(&client, &url, &other, through, pair_body(&prompt), due).await
+                    }
+                    (Mode::Pair, None) => Err("a pair needs a second URL".to_owned()),
+                };
+                match outcome {
+                    Ok(one) if counted => samples.record(one, load.mode),
+                    Ok(_) => {}
+                    Err(e) => samples.error(e),
+                }
+            }
+            samples
+        }));
+    }
+
+    let period_ns = 1_000_000_000 / u64::from(load.rate.max(1));
+    let total = load.warmup + load.measured;
+    let pacer = std::thread::spawn(move || {
+        precise_sleeps();
+        let start = Instant::now() + Duration::from_millis(10);
+        for seq in 0..total {
+            let due = start + Duration::from_nanos(period_ns * seq);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            if jobs.send((seq, due)).is_err() {
+                break;
+            }
+        }
+    });
+    let mut samples = Samples::default();
+    for worker in workers {
+        samples.merge(worker.await.expect("a load task"));
+    }
+    pacer.join().expect("the pacer");
+    for dist in [
+        &mut samples.whole,
+        &mut samples.first,
+        &mut samples.gaps,
+        &mut samples.dispatch,
+        &mut samples.delay,
+        &mut samples.added_gap,
+    ] {
+        dist.0.sort_unstable();
+    }
+    samples
+}
+
+/// Runs `load` against `url` (and `second`, for pairs) and notes the CPU time each of `gateways` spent on it, per request
+/// sent (warm-up included), in microseconds.
+fn measured(
+    runtime: &tokio::runtime::Runtime,
+    gateways: &[&Gateway],
+    (url, second): (String, Option<String>),
+    load: &Load,
+    tag: &str,
+) -> (Samples, Vec<f64>) {
+    let before: Vec<Duration> = gateways.iter().map(|g| g.cpu()).collect();
+    let samples = runtime.block_on(open_loop(url, second, load, tag));
+    let sent = (load.warmup + load.measured).max(1) as f64;
+    let cpu = gateways
+        .iter()
+        .zip(before)
+        .map(|(g, b)| g.cpu().saturating_sub(b).as_secs_f64() * 1e6 / sent)
+        .collect();
+    (samples, cpu)
+}
+
+/// On Linux, makes this thread's sleeps end within about a microsecond of their deadline
+/// (the default timer slack is 50 us).
+#[cfg(target_os = "linux")]
+fn precise_sleeps() {
+    // SAFETY: sets a property of the calling thread; no memory is passed.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn precise_sleeps() {}
+
+/// A client for one keep-alive HTTP/1.1 connection.
+fn load_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .http1_only()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(1)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("an HTTP client")
+}
+
+/// A streaming chat request that asks for usage: the gateway always asks its upstream for it,
+/// so with it the direct request and the gateway's upstream request are the same request, and
+/// the upstream (itself a gateway) serves them from one flight.
+fn pair_body(prompt: &str) -> String {
+    format!(
+        r#"{{"model":"bench","messages":[{{"role":"user","content":"{prompt}"}}],"stream":true,"stream_options":{{"include_usage":true}}}}"#
+    )
+}
+
+/// A chat request for `prompt`.
+fn chat_body(prompt: &str, stream: bool) -> String {
+    let stream = if stream { r#","stream":true"# } else { "" };
+    format!(r#"{{"model":"bench","messages":[{{"role":"user","content":"{prompt}"}}]{stream}}}"#)
+}
+
+/// What one request took, counted from its scheduled instant.
+struct One {
+    whole: Duration,
+    first: Duration,
+    gaps: Vec<Duration>,
+    events: usize,
+    /// Pairs: each event's arrival direct and through.
+    pair: Option<(Vec<Instant>, Vec<Instant>)>,
+}
+
+async fn plain_once(client: &reqwest::Client, url: &str, body: String, due: Instant) -> Result<One, String> {
+    let response = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(|e| format!("body: {e}"))?;
+    let whole = due.elapsed();
+    if status != reqwest::StatusCode::OK {
+        return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)));
+    }
+    if !bytes.starts_with(b"{") {
+        return Err("not a JSON completion".to_owned());
+    }
+    Ok(One { whole, first: whole, gaps: Vec::new(), events: 0, pair: None })
+}
+
+async fn stream_once(client: &reqwest::Client, url: &str, body: String, due: Instant) -> Result<One, String> {
+    let events = stream_events(client, url, body).await?;
+    let whole = due.elapsed();
+    let first = events.times.first().map_or(whole, |&t| t - due);
+    let gaps = events.times.windows(2).map(|w| w[1] - w[0]).collect();
+    Ok(One { whole, first, gaps, events: events.times.len(), pair: None })
+}
+
+/// The same request direct and through at once; the figures are the direct one's, plus both
+/// streams' event times.
+async fn pair_once(
+    direct_client: &reqwest::Client,
+    direct_url: &str,
+    through_client: &reqwest::Client,
+    through_url: &str,
+    body: String,
+    due: Instant,
+) -> Result<One, String> {
+    let (direct, through) = tokio::join!(
+        stream_events(direct_client, direct_url, body.clone()),
+        stream_events(through_client, through_url, body)
+    );
+    let (direct, through) = (direct?, through?);
+    if direct.times.len() != through.times.len() {
+        return Err(format!(
+            "{} events direct but {} through: not one flight",
+            direct.times.len(),
+            through.times.len()
+        ));
+    }
+    let whole = due.elapsed();
+    let first = direct.times.first().map_or(whole, |&t| t - due);
+    let gaps = direct.times.windows(2).map(|w| w[1] - w[0]).collect();
+    Ok(One { whole, first, gaps, events: direct.times.len(), pair: Some((direct.times, through.times)) })
+}
+
+/// Sends a streaming request and reads its events to `[DONE]`.
+async fn stream_events(client: &reqwest::Client, url: &str, body: String) -> Result<Events, String> {
+    let response = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    let status = response.status();
+    if status != reqwest::StatusCode::OK {
+        let text = response.text().await.unwrap_or_default();
+        return Err(format!("{status}: {text}"));
+    }
+    let mut events = Events::default();
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| format!("stream: {e}"))?;
+        events.feed(&chunk, Instant::now());
+    }
+    if !events.done {
+        return Err("stream ended without [DONE]".to_owned());
+    }
+    Ok(events)
+}
+
+/// An SSE reader that notes when each `data:` event was complete (the arrival of the bytes
+/// that ended it). Comments (`: keep-alive`) are not events.
+#[derive(Default)]
+struct Events {
+    pending: Vec<u8>,
+    times: Vec<Instant>,
+    done: bool,
+}
+
+impl Events {
+    fn feed(&mut self, bytes: &[u8], now: Instant) {
+        self.pending.extend_from_slice(bytes);
+        while let Some((end, skip)) = blank_line(&self.pending) {
+            let event = &self.pending[..end];
+            if event.starts_with(b"data:") {
+                self.times.push(now);
+                if event.ends_with(b"[DONE]") {
+                    self.done = true;
+                }
+            }
+            self.pending.drain(..end + skip);
+        }
+    }
+}
+
+/// Where the first event of `bytes` ends: the offset of the blank line and its length.
+fn blank_line(bytes: &[u8]) -> Option<(usize, usize)> {
+    let lf = bytes.windows(2).position(|w| w == b"\n\n").map(|at| (at, 2));
+    let crlf = bytes.windows(4).position(|w| w == b"\r\n\r\n").map(|at| (at, 4));
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Section 3: the Python SDK.
+
+fn sdk_section(
+    python: &Path,
+    upstream: &Gateway,
+    front: &Gateway,
+    requests: usize,
+    run: &str,
+) -> Result<(Dist, Dist), String> {
+    if !python.is_file() {
+        return Err(format!(
+            "no python at {} (the conformance venv with the pinned openai SDK): create it with \
+             crates/gateway/conformance/run, or pass --python",
+            python.display()
+        ));
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/latency_sdk.py");
+    let direct = sdk_run(python, &script, &upstream.v1(), requests, &format!("{run} sdk direct"))?;
+    let through = sdk_run(python, &script, &front.v1(), requests, &format!("{run} sdk through"))?;
+    Ok((direct, through))
+}
+
+fn sdk_run(python: &Path, script: &Path, base_url: &str, requests: usize, tag: &str) -> Result<Dist, String> {
+    let mut command = Command::new(python);
+    command
+        .arg(script)
+        .args(["--base-url", base_url, "--requests", &requests.to_string(), "--warmup", "20", "--tag", tag])
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .stdin(Stdio::null());
+    for proxy in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"] {
+        command.env_remove(proxy);
+    }
+    let output = command.output().map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{} failed ({}): {}",
+            script.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).map_err(|e| format!("unreadable SDK report: {e}"))?;
+    if report["errors"].as_u64() != Some(0) {
+        return Err(format!(
+            "SDK requests failed: {} errors, first: {}",
+            report["errors"], report["first_error"]
+        ));
+    }
+    let mut dist = Dist::default();
+    for sample in report["samples_ms"].as_array().ok_or("no samples in the SDK report")? {
+        let ms = sample.as_f64().ok_or("a sample that is not a number")?;
+        dist.add(Duration::from_secs_f64(ms / 1000.0));
+    }
+    dist.0.sort_unstable();
+    Ok(dist)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Section 4: the burst.
+
+struct Burst {
+    clients: usize,
+    errors: usize,
+    first_error: Option<String>,
+    leaders: usize,
+    /// Upstream requests the front gateway made for the burst (its `flights_total` before/after).
+    flights: Option<u64>,
+    /// Each client's first event minus the earliest first event of all, as the client read it.
+    lag: Dist,
+    /// The same, as the kernel stamped its arrival at the client's socket: without the time the
+    /// 2,000 clients, on the same cores, took to get to their reads.
+    landed_lag: Dist,
+    /// Burst start to each client's first event.
+    first: Dist,
+    /// Burst start to each client's response head.
+    heads: Dist,
+    /// Clients whose response head came before the earliest first event: joined before the
+    /// upstream's first token.
+    joined_before: usize,
+    fewest_events: usize,
+    /// CPU time over the burst: the front gateway's, the upstream's, and this process's (the
+    /// clients').
+    cpu: [Duration; 3],
+}
+
+/// What one stream of the burst saw, as instants.
+struct Arrival {
+    head: Instant,
+    first: Instant,
+    /// When the bytes of the first event reached the client's socket (the kernel's stamp).
+    first_landed: Option<SystemTime>,
+    /// The connection, kept open (as an SDK's pool would keep it) until the whole burst is over,
+    /// so that no stream's end closes a connection while others still wait for their events.
+    _connection: tokio::net::TcpStream,
+    leader: bool,
+    events: usize,
+}
+
+async fn burst(upstream: &Gateway, front: &Gateway, clients: usize, tag: &str) -> Burst {
+    let client = reqwest::Client::builder().no_proxy().build().expect("an HTTP client");
+    let flights_before = flights(&client, front.port).await;
+    let body: Arc<str> = Arc::from(chat_body(&format!("latency {tag}"), true));
+    let cpu_before = [front.cpu(), upstream.cpu(), own_cpu()];
+    let start = Instant::now();
+    let tasks: Vec<_> =
+        (0..clients).map(|_| tokio::spawn(burst_stream(front.port, Arc::clone(&body)))).collect();
+    let mut arrivals = Vec::with_capacity(clients);
+    let (mut errors, mut first_error) = (0, None);
+    for task in tasks {
+        match task.await.expect("a burst task") {
+            Ok(arrival) => arrivals.push(arrival),
+            Err(e) => {
+                errors += 1;
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let cpu_after = [front.cpu(), upstream.cpu(), own_cpu()];
+    let flights_after = flights(&client, front.port).await;
+    let earliest = arrivals.iter().map(|a| a.first).min().unwrap_or(start);
+    let mut result = Burst {
+        clients,
+        errors,
+        first_error,
+        leaders: arrivals.iter().filter(|a| a.leader).count(),
+        flights: flights_before.zip(flights_after).map(|(b, a)| a - b),
+        lag: Dist::default(),
+        landed_lag: Dist::default(),
+        first: Dist::default(),
+        heads: Dist::default(),
+        joined_before: arrivals.iter().filter(|a| a.head <= earliest).count(),
+        fewest_events: arrivals.iter().map(|a| a.events).min().unwrap_or(0),
+        cpu: [0, 1, 2].map(|i| cpu_after[i].saturating_sub(cpu_before[i])),
+    };
+    let landed: Vec<SystemTime> = arrivals.iter().filter_map(|a| a.first_landed).collect();
+    if landed.len() == arrivals.len()
+        && let Some(&earliest) = landed.iter().min()
+    {
+        for &time in &landed {
+            result.landed_lag.add(time.duration_since(earliest).unwrap_or_default());
+        }
+    }
+    for arrival in &arrivals {
+        result.lag.add(arrival.first - earliest);
+        result.first.add(arrival.first - start);
+        result.heads.add(arrival.head - start);
+    }
+    for dist in [&mut result.lag, &mut result.landed_lag, &mut result.first, &mut result.heads] {
+        dist.0.sort_unstable();
+    }
+    result
+}
+
+/// One stream of the burst, on a connection of its own, with a lean HTTP/1.1 client: a
+/// `reqwest` stream costs this process about twice the CPU, which the gateway, on the same
+/// cores, would wait for.
+async fn burst_stream(port: u16, body: Arc<str>) -> Result<Arrival, String> {
+    tokio::time::timeout(Duration::from_secs(60), raw_stream(port, &body))
+        .await
+        .map_err(|_| "no end within 60 s".to_owned())?
+}
+
+async fn raw_stream(port: u16, body: &str) -> Result<Arrival, String> {
+    use tokio::io::AsyncWriteExt;
+
+    let mut socket =
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| format!("connect: {e}"))?;
+    socket.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
+    stamp_arrivals(&socket).map_err(|e| format!("SO_TIMESTAMPNS: {e}"))?;
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    socket.write_all(request.as_bytes()).await.map_err(|e| format!("send: {e}"))?;
+    let mut response = Response::default();
+    let mut buffer = vec![0; 16 * 1024];
+    let mut events = Events::default();
+    let mut first_landed = None;
+    loop {
+        let (read, landed) = read_stamped(&socket, &mut buffer).await.map_err(|e| format!("read: {e}"))?;
+        let now = Instant::now();
+        if read == 0 {
+            if response.finish_at_eof() {
+                break;
+            }
+            return Err("connection closed mid-response".to_owned());
+        }
+        let had_events = !events.times.is_empty();
+        let complete = response.feed(&buffer[..read], now, &mut events)?;
+        if !had_events && !events.times.is_empty() {
+            first_landed = landed;
+        }
+        if complete {
+            break;
+        }
+    }
+    let head = response.head.ok_or("no response head")?;
+    if response.status != 200 {
+        return Err(format!("status {}", response.status));
+    }
+    let first = *events.times.first().ok_or("no event")?;
+    if !events.done {
+        return Err("stream ended without [DONE]".to_owned());
+    }
+    Ok(Arrival {
+        head,
+        first,
+        first_landed,
+        leader: response.leader,
+        events: events.times.len(),
+        _connection: socket,
+    })
+}
+
+/// Asks the kernel to stamp each received packet with the time it reached the socket
+/// (`SO_TIMESTAMPNS`, Linux): when the bytes arrived, however late this process reads them.
+#[cfg(target_os = "linux")]
+fn stamp_arrivals(socket: &tokio::net::TcpStream) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket and a c_int option value of the size given.
+    let status = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if status == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn stamp_arrivals(_socket: &tokio::net::TcpStream) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// Reads what has arrived, with the kernel's stamp of when it reached the socket (the last
+/// packet's, for TCP) when there is one.
+#[cfg(target_os = "linux")]
+async fn read_stamped(
+    socket: &tokio::net::TcpStream,
+    buffer: &mut [u8],
+) -> std::io::Result<(usize, Option<SystemTime>)> {
+    use std::os::fd::AsRawFd;
+    loop {
+        socket.readable().await?;
+        match socket.try_io(tokio::io::Interest::READABLE, || recv_stamped(socket.as_raw_fd(), buffer)) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            result => return result,
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn recv_stamped(fd: std::os::fd::RawFd, buffer: &mut [u8]) -> std::io::Result<(usize, Option<SystemTime>)> {
+    let mut iov = libc::iovec { iov_base: buffer.as_mut_ptr().cast(), iov_len: buffer.len() };
+    // Room for a few control messages, aligned for `cmsghdr`.
+    let mut control = [0u64; 16];
+    // SAFETY: msghdr is plain data, for which all zeroes is valid (no name, no control yet).
+    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+    message.msg_iov = &mut iov;
+    message.msg_iovlen = 1;
+    message.msg_control = control.as_mut_ptr().cast();
+    message.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: `message` points at `iov` (into `buffer`) and `control`, both alive for the call.
+    let read = unsafe { libc::recvmsg(fd, &mut message, 0) };
+    if read < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut stamp = None;
+    // SAFETY: the kernel filled `message`'s control buffer; the CMSG macros walk it within its
+    // `msg_controllen`, and a timestamp's data is one timespec (read unaligned).
+    unsafe {
+        let mut header = libc::CMSG_FIRSTHDR(&message);
+        while !header.is_null() {
+            if (*header).cmsg_level == libc::SOL_SOCKET && (*header).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let time: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(header).cast());
+                stamp = Some(UNIX_EPOCH + Duration::new(time.tv_sec as u64, time.tv_nsec as u32));
+            }
+            header = libc::CMSG_NXTHDR(&message, header);
+        }
+    }
+    Ok((read as usize, stamp))
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn read_stamped(
+    socket: &tokio::net::TcpStream,
+    buffer: &mut [u8],
+) -> std::io::Result<(usize, Option<SystemTime>)> {
+    // `read` needs `&mut`; a shared reference reads through `try_read` instead.
+    loop {
+        socket.readable().await?;
+        match socket.try_read(buffer) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            result => return result.map(|read| (read, None)),
+        }
+    }
+}
+
+/// An HTTP/1.1 response read as its bytes arrive: the head, then the body (chunked, sized, or
+/// up to the end of the connection), its bytes handed to an [`Events`] reader.
+#[derive(Default)]
+struct Response {
+    /// Bytes not parsed yet.
+    raw: Vec<u8>,
+    /// When the head was complete.
+    head: Option<Instant>,
+    status: u16,
+    leader: bool,
+    framing: Framing,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+enum Framing {
+    /// The head is not complete yet.
+    #[default]
+    Head,
+    Chunked,
+    /// Body bytes still to come.
+    Length(usize),
+    UntilClose,
+    Done,
+}
+
+impl Response {
+    /// Takes the bytes of one read; true once the response is complete.
+    fn feed(&mut self, bytes: &[u8], now: Instant, events: &mut Events) -> Result<bool, String> {
+        self.raw.extend_from_slice(bytes);
+        if let Framing::Head = self.framing {
+            let Some(end) = self.raw.windows(4).position(|w| w == b"\r\n\r\n") else { return Ok(false) };
+            self.head = Some(now);
+            self.parse_head(end)?;
+            self.raw.drain(..end + 4);
+        }
+        loop {
+            match self.framing {
+                Framing::Head => return Ok(false),
+                Framing::Done => return Ok(true),
+                Framing::UntilClose => {
+                    events.feed(&self.raw, now);
+                    self.raw.clear();
+                    return Ok(false);
+                }
+                Framing::Length(left) => {
+                    let take = left.min(self.raw.len());
+                    events.feed(&self.raw[..take], now);
+                    self.raw.drain(..take);
+                    self.framing = if left == take { Framing::Done } else { Framing::Length(left - take) };
+                    return Ok(left == take);
+                }
+                Framing::Chunked => {
+                    // `<hex size>[;extensions]\r\n<data>\r\n`; size 0 ends the body (trailers,
+                    // never sent here, are not read).
+                    let Some(line) = self.raw.windows(2).position(|w| w == b"\r\n") else { return Ok(false) };
+                    let text = std::str::from_utf8(&self.raw[..line]).map_err(|_| "bad chunk size")?;
+                    let hex = text.split(';').next().unwrap_or("").trim();
+                    let size =
+                        usize::from_str_radix(hex, 16).map_err(|_| format!("bad chunk size {text:?}"))?;
+                    if size == 0 {
+                        self.framing = Framing::Done;
+                        return Ok(true);
+                    }
+                    if self.raw.len() < line + 2 + size + 2 {
+                        return Ok(false);
+                    }
+                    events.feed(&self.raw[line + 2..line + 2 + size], now);
+                    if &self.raw[line + 2 + size..line + 4 + size] != b"\r\n" {
+                        return Err("chunk not followed by CRLF".to_owned());
+                    }
+                    self.raw.drain(..line + 4 + size);
+                }
+            }
+        }
+    }
+
+    fn parse_head(&mut self, end: usize) -> Result<(), String> {
+        let head = std::str::from_utf8(&self.raw[..end]).map_err(|_| "response head not UTF-8")?;
+        let mut lines = head.split("\r\n");
+        let status = lines.next().unwrap_or("");
+        self.status = status
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|rest| rest.get(..3)?.parse().ok())
+            .ok_or_else(|| format!("bad status line {status:?}"))?;
+        self.framing = Framing::UntilClose;
+        for line in lines {
+            let Some((name, value)) = line.split_once(':') else { continue };
+            let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
+            match name.as_str() {
+                "transfer-encoding" if value.eq_ignore_ascii_case("chunked") => {
+                    self.framing = Framing::Chunked
+                }
+                "content-length" if !matches!(self.framing, Framing::Chunked) => {
+                    let length = value.parse().map_err(|_| format!("bad content-length {value:?}"))?;
+                    self.framing = if length == 0 { Framing::Done } else { Framing::Length(length) };
+                }
+                "x-streamflight-role" => self.leader = value == "leader",
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// At the end of the connection: whether the response was complete.
+    fn finish_at_eof(&self) -> bool {
+        matches!(self.framing, Framing::UntilClose | Framing::Done)
+    }
+}
+
+/// The gateway's `streamflight_flights_total`: upstream requests made.
+async fn flights(client: &reqwest::Client, port: u16) -> Option<u64> {
+    let text = client.get(format!("http://127.0.0.1:{port}/metrics")).send().await.ok()?.text().await.ok()?;
+    text.lines().find_map(|line| line.strip_prefix("streamflight_flights_total ")?.trim().parse().ok())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Figures and tables.
+
+/// Durations in nanoseconds, signed (a difference may be negative); sorted before they are read.
+#[derive(Default)]
+struct Dist(Vec<i64>);
+
+impl Dist {
+    fn add(&mut self, d: Duration) {
+        self.0.push(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+    }
+
+    /// `later` minus `earlier`, negative when `later` came first.
+    fn add_between(&mut self, earlier: Instant, later: Instant) {
+        let ns = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        self.0.push(if later >= earlier { ns(later - earlier) } else { -ns(earlier - later) });
+    }
+
+    /// The `p`th percentile (nearest rank) in ns; 0 when empty.
+    fn pct(&self, p: f64) -> i64 {
+        if self.0.is_empty() {
+            return 0;
+        }
+        let rank = ((p / 100.0) * self.0.len() as f64).ceil() as usize;
+        self.0[rank.clamp(1, self.0.len()) - 1]
+    }
+
+    fn max(&self) -> i64 {
+        self.0.last().copied().unwrap_or(0)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+fn ms(ns: i64) -> f64 {
+    ns as f64 / 1e6
+}
+
+fn errors(samples: &Samples) -> String {
+    match &samples.first_error {
+        Some(e) => format!("{} ({e})", samples.errors),
+        None => samples.errors.to_string(),
+    }
+}
+
+/// The client's own lateness (see `Samples::dispatch`) past which a run is called disturbed, ms.
+const DISTURBED: f64 = 0.5;
+
+/// Says so when the client itself was late: then the machine was busy with something else, and
+/// the figures of this load say more about that than about the gateway.
+fn warn_if_disturbed(direct: &Samples, through: &Samples) {
+    let late = ms(direct.dispatch.pct(99.0)).max(ms(through.dispatch.pct(99.0)));
+    if late > DISTURBED {
+        println!(
+            "note: this client was itself {late:.3} ms late at p99 handing requests out: the machine was busy; \
+             these figures are disturbed, run again"
+        );
+    }
+}
+
+fn print_whole_table(direct: &Samples, through: &Samples) {
+    println!("| path | requests | errors | p50 | p90 | p99 | max | client dispatch p99 |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (name, s) in [("direct", direct), ("through the gateway", through)] {
+        println!(
+            "| {name} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            s.whole.len(),
+            errors(s),
+            ms(s.whole.pct(50.0)),
+            ms(s.whole.pct(90.0)),
+            ms(s.whole.pct(99.0)),
+            ms(s.whole.max()),
+            ms(s.dispatch.pct(99.0)),
+        );
+    }
+    let d = |f: fn(&Dist) -> i64| ms(f(&through.whole)) - ms(f(&direct.whole));
+    println!(
+        "| **added** (through - direct) | | | **{:+.3}** | {:+.3} | **{:+.3}** | {:+.3} | |",
+        d(|x| x.pct(50.0)),
+        d(|x| x.pct(90.0)),
+        d(|x| x.pct(99.0)),
+        d(Dist::max)
+    );
+    warn_if_disturbed(direct, through);
+}
+
+fn print_stream_table(direct: &Samples, through: &Samples) {
+    println!(
+        "| path | streams | errors | first event p50 | p90 | p99 | max | gap p50 | gap p99 | gap max | whole p50 | whole p99 |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (name, s) in [("direct", direct), ("through the gateway", through)] {
+        println!(
+            "| {name} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            s.whole.len(),
+            errors(s),
+            ms(s.first.pct(50.0)),
+            ms(s.first.pct(90.0)),
+            ms(s.first.pct(99.0)),
+            ms(s.first.max()),
+            ms(s.gaps.pct(50.0)),
+            ms(s.gaps.pct(99.0)),
+            ms(s.gaps.max()),
+            ms(s.whole.pct(50.0)),
+            ms(s.whole.pct(99.0)),
+        );
+    }
+    let d = |f: &dyn Fn(&Samples) -> i64| ms(f(through)) - ms(f(direct));
+    println!(
+        "| **added** (through - direct) | | | **{:+.3}** | {:+.3} | {:+.3} | {:+.3} | {:+.3} | **{:+.3}** | {:+.3} | {:+.3} | {:+.3} |",
+        d(&|s| s.first.pct(50.0)),
+        d(&|s| s.first.pct(90.0)),
+        d(&|s| s.first.pct(99.0)),
+        d(&|s| s.first.max()),
+        d(&|s| s.gaps.pct(50.0)),
+        d(&|s| s.gaps.pct(99.0)),
+        d(&|s| s.gaps.max()),
+        d(&|s| s.whole.pct(50.0)),
+        d(&|s| s.whole.pct(99.0)),
+    );
+    println!(
+        "`data:` events per stream (fewest): direct {}, through {}; client dispatch p99: direct {:.3}, through {:.3}",
+        direct.fewest_events.unwrap_or(0),
+        through.fewest_events.unwrap_or(0),
+        ms(direct.dispatch.pct(99.0)),
+        ms(through.dispatch.pct(99.0)),
+    );
+    warn_if_disturbed(direct, through);
+}
+
+fn print_cpu(direct: &[f64], through: &[f64]) {
+    let at = |v: &[f64], i: usize| v.get(i).copied().unwrap_or(0.0);
+    println!(
+        "CPU per request (us, warm-up included, 10 ms ticks): direct: upstream {:.0}; through: upstream {:.0}, \
+         gateway {:.0}",
+        at(direct, 0),
+        at(through, 0),
+        at(through, 1)
+    );
+}
+
+fn print_pair_table(pair: &Samples, cpu: &[f64]) {
+    println!("| | p50 | p90 | p99 | max |\n|---|---:|---:|---:|---:|");
+    let row = |name: &str, d: &Dist| {
+        println!(
+            "| {name} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            ms(d.pct(50.0)),
+            ms(d.pct(90.0)),
+            ms(d.pct(99.0)),
+            ms(d.max())
+        );
+    };
+    row("the upstream's gap between two events (direct)", &pair.gaps);
+    row("an event's delay through the gateway (through - direct, same event)", &pair.delay);
+    row("**added to a gap** (through's gap - direct's gap, same two events)", &pair.added_gap);
+    println!(
+        "pairs {}, failed {}; `data:` events per stream (fewest) {}; CPU per pair (us, warm-up included): upstream \
+         {:.0}, gateway {:.0}",
+        pair.whole.len(),
+        errors(pair),
+        pair.fewest_events.unwrap_or(0),
+        cpu.first().copied().unwrap_or(0.0),
+        cpu.get(1).copied().unwrap_or(0.0)
+    );
+    warn_if_disturbed(pair, pair);
+}
+
+fn print_sdk_table(direct: &Dist, through: &Dist) {
+    println!("| path | requests | p50 | p90 | p99 | max |\n|---|---:|---:|---:|---:|---:|");
+    for (name, d) in [("direct", direct), ("through the gateway", through)] {
+        println!(
+            "| {name} | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            d.len(),
+            ms(d.pct(50.0)),
+            ms(d.pct(90.0)),
+            ms(d.pct(99.0)),
+            ms(d.max())
+        );
+    }
+    let diff = |p: f64| ms(through.pct(p)) - ms(direct.pct(p));
+    println!(
+        "| **added** (through - direct) | | {:+.3} | {:+.3} | {:+.3} | {:+.3} |",
+        diff(50.0),
+        diff(90.0),
+        diff(99.0),
+        ms(through.max()) - ms(direct.max())
+    );
+}
+
+fn print_burst(burst: &Burst, first_token_ms: u64) {
+    println!("| | p50 | p90 | p99 | max |\n|---|---:|---:|---:|---:|");
+    let row = |name: &str, d: &Dist| {
+        println!(
+            "| {name} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            ms(d.pct(50.0)),
+            ms(d.pct(90.0)),
+            ms(d.pct(99.0)),
+            ms(d.max())
+        );
+    };
+    if burst.landed_lag.len() > 0 {
+        row("**lag behind the earliest first event, arrival at the client's socket**", &burst.landed_lag);
+        row("lag behind the earliest first event, read by the client", &burst.lag);
+    } else {
+        row("**lag behind the earliest first event, read by the client**", &burst.lag);
+    }
+    row(&format!("first event, from the burst's start (upstream: {first_token_ms} ms)"), &burst.first);
+    row("response head, from the burst's start", &burst.heads);
+    let flights = burst.flights.map_or_else(|| "?".to_owned(), |f| f.to_string());
+    let error = burst.first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default();
+    println!(
+        "streams {}, failed {}{error}; leaders {}, upstream requests {flights}; heads before the first event {} of {}; \
+         `data:` events per stream (fewest) {}",
+        burst.clients,
+        burst.errors,
+        burst.leaders,
+        burst.joined_before,
+        burst.clients - burst.errors,
+        burst.fewest_events
+    );
+    println!(
+        "CPU over the burst (ms): gateway {:.0}, upstream {:.0}, the {} clients (this process) {:.0}",
+        burst.cpu[0].as_secs_f64() * 1e3,
+        burst.cpu[1].as_secs_f64() * 1e3,
+        burst.clients,
+        burst.cpu[2].as_secs_f64() * 1e3
+    );
+}
+
+/// CPU time (user + system) this process has used so far.
+#[cfg(unix)]
+fn own_cpu() -> Duration {
+    // SAFETY: rusage is plain integers, for which all zeroes is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid rusage for the call to fill.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return Duration::ZERO;
+    }
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+#[cfg(not(unix))]
+fn own_cpu() -> Duration {
+    Duration::ZERO
+}
+
+/// One line of the goals table.
+fn goal(what: &str, measured: f64, target: f64, unit: &str) -> String {
+    let met = if measured <= target { "met" } else { "**missed**" };
+    format!("| {what} | {measured:.3} | <= {target} {unit} | {met} |")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The machine and the build.
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("the workspace root")
+}
+
+fn default_gateway(root: &Path) -> PathBuf {
+    if let Some(path) = std::env::var_os("STREAMFLIGHT_GATEWAY_BIN") {
+        return PathBuf::from(path);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |t| root.join(t));
+    target.join("release/streamflight-gateway")
+}
+
+/// Warns when a source of the gateway (or of the crates under it) is newer than the binary.
+fn warn_if_stale(binary: &Path, root: &Path) {
+    let Ok(built) = binary.metadata().and_then(|m| m.modified()) else { return };
+    let mut newest: Option<(SystemTime, PathBuf)> = None;
+    let mut dirs: Vec<PathBuf> =
+        ["crates/gateway/src", "crates/tokio/src", "crates/core/src"].iter().map(|d| root.join(d)).collect();
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if let Ok(modified) = entry.metadata().and_then(|m| m.modified())
+                && newest.as_ref().is_none_or(|(t, _)| modified > *t)
+            {
+                newest = Some((modified, path));
+            }
+        }
+    }
+    if let Some((modified, path)) = newest
+        && modified > built
+    {
+        eprintln!(
+            "latency: warning: {} is newer than the binary; rebuild with cargo build --release -p streamflight-gateway",
+            path.display()
+        );
+    }
+}
+
+fn cpu_model() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, m)| m.trim().to_owned()))
+        .unwrap_or_else(|| "unknown CPU".to_owned())
+}
+
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// A tag unique to this run, in every prompt: no flight is shared with anything else.
+fn run_tag() -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{}-{nanos}", std::process::id())
+}
+
+/// Now, as `YYYY-MM-DD HH:MM`, UTC (civil-from-days, without a date crate).
+fn utc_now() -> String {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let mut text = String::new();
+    let _ = write!(text, "{year:04}-{month:02}-{day:02} {:02}:{:02}", rest / 3600, rest % 3600 / 60);
+    text
+}
