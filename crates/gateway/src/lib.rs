@@ -21,6 +21,7 @@ pub mod collect;
 pub mod config;
 pub mod endpoint;
 pub mod flight;
+pub mod guarded;
 pub mod headers;
 pub mod inbound;
 pub mod key;

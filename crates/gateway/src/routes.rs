@@ -1,13 +1,10 @@
 //! The HTTP surface: which path goes where (coalesced endpoints, cancel, metrics, health,
 //! everything else passed through) and the layers every request crosses (id, admission, CORS).
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
 
 use axum::Router;
-use axum::body::HttpBody;
 use axum::extract::{Extension, Request, State};
 use axum::http::header::{ACCEPT_ENCODING, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderName, StatusCode, Uri};
@@ -15,7 +12,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use bytes::Bytes;
-use http_body::{Frame, SizeHint};
 use serde_json::json;
 use streamflight_tokio::Role;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
@@ -24,6 +20,7 @@ use tracing::Instrument;
 use crate::backend::Outgoing;
 use crate::body;
 use crate::endpoint::Endpoint;
+use crate::guarded::Guarded;
 use crate::headers;
 use crate::inbound;
 use crate::key::Key;
@@ -109,7 +106,7 @@ async fn admit(State(gateway): State<Shared>, request: Request, next: Next) -> R
     let held = Held { gateway: Arc::clone(&gateway), _permit: permit };
     gateway.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
     let response = next.run(request).await;
-    response.map(|inner| axum::body::Body::new(HeldBody { inner, _held: held }))
+    response.map(|body| axum::body::Body::new(Guarded::new(body, held)))
 }
 
 /// A request's admission, released when dropped.
@@ -121,33 +118,6 @@ struct Held {
 impl Drop for Held {
     fn drop(&mut self) {
         self.gateway.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A response body that holds its request's admission until it is done or dropped; its size
-/// is the inner body's, so a response of known length keeps its `content-length`.
-struct HeldBody {
-    inner: axum::body::Body,
-    _held: Held,
-}
-
-impl HttpBody for HeldBody {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

@@ -35,15 +35,13 @@ use std::convert::Infallible;
 use std::future::{Future, pending};
 use std::io;
 use std::net::SocketAddr;
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use bytes::Bytes;
 use hyper::Request;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -53,6 +51,8 @@ use tokio::task::{JoinError, JoinSet};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tower::ServiceExt;
 use tracing::{debug, error, info, trace, warn};
+
+use crate::guarded::Guarded;
 
 /// How often an HTTP/2 connection is pinged when the peer has sent nothing in the meantime.
 pub const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
@@ -350,7 +350,7 @@ async fn connection(
                     Err(infallible) => match infallible {},
                 };
                 // The request stays in flight until its body has been sent (or dropped).
-                Ok::<_, Infallible>(response.map(|body| Tracked { body, _busy: busy }))
+                Ok::<_, Infallible>(response.map(|body| Guarded::new(body, busy)))
             }
         })
     };
@@ -419,31 +419,5 @@ impl Busy {
 impl Drop for Busy {
     fn drop(&mut self) {
         self.0.send_modify(|n| *n = n.saturating_sub(1));
-    }
-}
-
-/// A response body that keeps its request counted as in flight until hyper drops it.
-struct Tracked {
-    body: axum::body::Body,
-    _busy: Busy,
-}
-
-impl Body for Tracked {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
     }
 }
