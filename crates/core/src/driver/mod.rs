@@ -142,9 +142,9 @@ where
     /// Joins the live flight for `key`, or starts one (R1-R3). `start` is
     /// polled only when this request leads, and only by the flight's own task;
     /// a follower's `start` is dropped unpolled. It prepares and returns the
-    /// upstream stream. With the default runtime, call it inside the runtime:
-    /// elsewhere the flight ends at once with
-    /// [`Failure::NoRuntime`](crate::Failure::NoRuntime).
+    /// upstream stream. If the runtime has nowhere to run the flight (tokio's
+    /// default, called outside any runtime), the flight ends at once with
+    /// [`Failure::NoRuntime`](crate::Failure::NoRuntime), never a panic.
     ///
     /// The returned [`Subscription`] yields the flight's items (from the
     /// first one, or the tail under [`LateJoin::Tail`](crate::LateJoin::Tail)),
