@@ -333,7 +333,11 @@ async fn collected_response(
             }
             Some(Flight::Item(_)) => {}
             Some(end) => break end,
-            None => break Flight::Failed(Failure::Panicked),
+            // Every subscription yields its end before `None` (R14): never reached.
+            None => {
+                live.ended(&"no end");
+                return FLIGHT_FAILED.response();
+            }
         }
     };
     live.ended(&describe(&end));
