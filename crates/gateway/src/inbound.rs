@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::StatusCode;
-use axum::http::header::{CONTENT_LENGTH, HeaderMap};
+use axum::http::header::{CONNECTION, CONTENT_LENGTH, HeaderMap, HeaderValue};
+use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 
@@ -42,6 +43,14 @@ impl BodyFailure {
             }
         };
         openai::Error { status, kind: "invalid_request_error", code, message }
+    }
+
+    /// The response for this failure, with `connection: close`: the rest of the body is never
+    /// read, so the connection cannot carry another request, and a client must not try.
+    pub fn response(self) -> Response {
+        let mut response = self.error().response();
+        response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+        response
     }
 }
 

@@ -53,7 +53,7 @@ pub async fn forward(gateway: &Gateway, request: Request) -> Response {
 async fn proxy(upstream: &Upstream, limit: usize, body_timeout: Duration, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     if inbound::declared_too_large(&parts.headers, limit) {
-        return BodyFailure::TooLarge.error().response();
+        return BodyFailure::TooLarge.response();
     }
     let path = parts.uri.path();
     let query = parts.uri.query();
@@ -88,7 +88,7 @@ async fn proxy(upstream: &Upstream, limit: usize, body_timeout: Duration, reques
             let noted = *client_failed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             if let Some(failure) = noted {
                 // The client's body was too slow or too large: its 408 or 413, not a 502.
-                return failure.error().response();
+                return failure.response();
             }
             let message = format!("cannot reach the upstream {}: {}", upstream.url, client::describe(&e));
             return failure(Broken::Unreachable, &message);

@@ -140,7 +140,7 @@ async fn coalesced(
     let settings = &gateway.settings;
     let bytes = match inbound::read(&parts.headers, body, settings.body_limit, settings.body_timeout).await {
         Ok(bytes) => bytes,
-        Err(failure) => return failure.error().response(),
+        Err(failure) => return failure.response(),
     };
     let parsed = match body::parse(&bytes, endpoint.streams()) {
         Ok(parsed) => parsed,

@@ -34,6 +34,8 @@ async fn a_declared_ten_gigabyte_body_is_refused_before_it_is_sent() {
         let response = read_response(&mut stream).await;
         assert_eq!(response.status, 413, "{path}: {}", response.head);
         assert!(response.head.contains("content-type: application/json"), "{}", response.head);
+        // The body is never read: the client must not send another request on this connection.
+        assert!(response.head.contains("connection: close"), "{}", response.head);
         openai_error(&response.json(), "request_too_large");
     }
     assert!(mock.seen.lock().unwrap().is_empty(), "nothing reached the upstream");
