@@ -170,15 +170,8 @@ fn main() {
              warm-up, {} keep-alive HTTP/1.1 connections; ms",
             options.rate, options.seconds, options.warmup, options.connections
         );
-        let (direct, direct_cpu) =
-            measured(&runtime, &[&upstream], (upstream.chat(), None), &load, &format!("{run} plain direct"));
-        let (through, through_cpu) = measured(
-            &runtime,
-            &[&upstream, &front],
-            (front.chat(), None),
-            &load,
-            &format!("{run} plain through"),
-        );
+        let ((direct, direct_cpu), (through, through_cpu)) =
+            direct_and_through(&runtime, &upstream, &front, &load, &format!("{run} plain"));
         print_whole_table(&direct, &through);
         print_cpu(&direct_cpu, &through_cpu);
         let added = |p: f64| ms(through.whole.pct(p)) - ms(direct.whole.pct(p));
@@ -192,20 +185,8 @@ fn main() {
             "\n2. Streaming ({tokens} tokens, zero delays): the same load with \"stream\": true; first event = the first \
              `data:` event, gaps = between consecutive `data:` events of one stream; ms"
         );
-        let (direct, direct_cpu) = measured(
-            &runtime,
-            &[&upstream],
-            (upstream.chat(), None),
-            &streaming,
-            &format!("{run} stream direct"),
-        );
-        let (through, through_cpu) = measured(
-            &runtime,
-            &[&upstream, &front],
-            (front.chat(), None),
-            &streaming,
-            &format!("{run} stream through"),
-        );
+        let ((direct, direct_cpu), (through, through_cpu)) =
+            direct_and_through(&runtime, &upstream, &front, &streaming, &format!("{run} stream"));
         print_stream_table(&direct, &through);
         print_cpu(&direct_cpu, &through_cpu);
         let added = |p: f64| ms(through.first.pct(p)) - ms(direct.first.pct(p));
@@ -673,6 +654,20 @@ async fn open_loop(url: String, second: Option<String>, load: &Load, tag: &str) 
 
 /// Runs `load` against `url` (and `second`, for pairs) and notes the CPU time each of `gateways` spent on it, per request
 /// sent (warm-up included), in microseconds.
+/// The same load on the upstream directly, then through the front gateway.
+fn direct_and_through(
+    runtime: &tokio::runtime::Runtime,
+    upstream: &Gateway,
+    front: &Gateway,
+    load: &Load,
+    tag: &str,
+) -> ((Samples, Vec<f64>), (Samples, Vec<f64>)) {
+    let direct = measured(runtime, &[upstream], (upstream.chat(), None), load, &format!("{tag} direct"));
+    let through =
+        measured(runtime, &[upstream, front], (front.chat(), None), load, &format!("{tag} through"));
+    (direct, through)
+}
+
 fn measured(
     runtime: &tokio::runtime::Runtime,
     gateways: &[&Gateway],

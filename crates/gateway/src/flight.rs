@@ -8,6 +8,8 @@ use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
+use crate::openai;
+
 /// The upstream's response head, as each client of the flight gets it: the status and the
 /// end-to-end headers (hop-by-hop ones and `content-length` already removed).
 #[derive(Clone, Debug)]
@@ -92,9 +94,30 @@ impl UpstreamError {
         match self {
             UpstreamError::Status { head, .. } => head.status,
             UpstreamError::InStream(_) => StatusCode::BAD_GATEWAY,
-            UpstreamError::Broken { kind: Broken::Timeout, .. } => StatusCode::GATEWAY_TIMEOUT,
-            UpstreamError::Broken { .. } => StatusCode::BAD_GATEWAY,
+            UpstreamError::Broken { kind, .. } => kind.status(),
         }
+    }
+}
+
+impl Broken {
+    /// The status a client that has not received a byte yet gets.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Broken::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The gateway's own error for it, in OpenAI's shape: type `upstream_error`, a code per kind.
+    pub fn error(self, message: &str) -> openai::Error<'_> {
+        let code = match self {
+            Broken::Unreachable => "upstream_unreachable",
+            Broken::Timeout => "upstream_timeout",
+            Broken::Truncated => "upstream_truncated",
+            Broken::TooLarge => "upstream_too_large",
+            Broken::Malformed => "upstream_malformed",
+        };
+        openai::Error { status: self.status(), kind: "upstream_error", code, message }
     }
 }
 

@@ -2,6 +2,7 @@
 //! string and the selecting headers, and (unless tenants share) a hash of the credentials.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -17,7 +18,7 @@ pub struct Key {
     /// The query string and the account/project/version headers ([`crate::headers::selectors`]).
     pub selectors: Box<str>,
     /// The body without its transport fields (`stream`, `stream_options`), canonical JSON.
-    pub body: Box<str>,
+    pub body: Arc<str>,
 }
 
 impl Key {

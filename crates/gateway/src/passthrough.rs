@@ -115,10 +115,6 @@ async fn proxy(upstream: &Upstream, limit: usize, body_timeout: Duration, reques
 }
 
 fn failure(kind: Broken, message: &str) -> Response {
-    let (status, code) = match kind {
-        Broken::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
-        _ => (StatusCode::BAD_GATEWAY, "upstream_unreachable"),
-    };
     tracing::warn!(%message, "passthrough failed");
-    openai::Error { status, kind: "upstream_error", code, message }.response()
+    kind.error(message).response()
 }

@@ -147,23 +147,7 @@ fn upstream_error_response(error: &UpstreamError) -> Response {
             response
         }
         UpstreamError::InStream(data) => json_response(error.status(), data.clone()),
-        UpstreamError::Broken { kind, message } => openai::Error {
-            status: error.status(),
-            kind: "upstream_error",
-            code: broken_code(*kind),
-            message,
-        }
-        .response(),
-    }
-}
-
-fn broken_code(kind: Broken) -> &'static str {
-    match kind {
-        Broken::Unreachable => "upstream_unreachable",
-        Broken::Timeout => "upstream_timeout",
-        Broken::Truncated => "upstream_truncated",
-        Broken::TooLarge => "upstream_too_large",
-        Broken::Malformed => "upstream_malformed",
+        UpstreamError::Broken { kind, message } => kind.error(message).response(),
     }
 }
 
@@ -181,13 +165,7 @@ fn error_event(end: &Event) -> Bytes {
                 message: &error.to_string(),
             }
             .body(),
-            UpstreamError::Broken { kind, message } => openai::Error {
-                status: error.status(),
-                kind: "upstream_error",
-                code: broken_code(*kind),
-                message,
-            }
-            .body(),
+            UpstreamError::Broken { kind, message } => kind.error(message).body(),
         },
         Flight::Cancelled => CANCELLED.body(),
         Flight::Failed(Failure::Lagged { .. }) => LAGGED.body(),
@@ -360,11 +338,7 @@ async fn collected_response(
 /// A streamed answer that does not add up to a completion object: 502, never a 200 with a
 /// piece missing.
 fn uncollectable(error: &collect::CollectError) -> Response {
-    openai::Error {
-        status: StatusCode::BAD_GATEWAY,
-        kind: "upstream_error",
-        code: "upstream_malformed",
-        message: &format!("the upstream's streamed answer cannot be collected: {error}"),
-    }
-    .response()
+    Broken::Malformed
+        .error(&format!("the upstream's streamed answer cannot be collected: {error}"))
+        .response()
 }

@@ -167,7 +167,7 @@ async fn coalesced(
         endpoint,
         tenant: (!settings.share_across_tenants).then_some(tenant),
         selectors: headers::selectors(&parts.headers, query.as_deref()).into(),
-        body: Box::from(&*canonical),
+        body: Arc::clone(&canonical),
     };
     let digest = key.digest();
     let mut sent = headers::upstream_request(&parts.headers, upstream_key(&gateway));
