@@ -140,3 +140,18 @@ impl RawId {
         self.slot
     }
 }
+
+impl FlightId {
+    /// The slot of the machine's table this flight occupies while active:
+    /// the driver's tables are indexed by it.
+    pub(crate) fn slot(self) -> u32 {
+        self.0.slot
+    }
+}
+
+impl RequestId {
+    /// The slot of the machine's table this request occupies while live.
+    pub(crate) fn slot(self) -> u32 {
+        self.0.slot
+    }
+}

@@ -157,8 +157,9 @@ struct Flight<K> {
     streaming: bool,
     /// Still the key's joinable flight: not replaced (R3 `NewFlight`), not truncated (R15).
     joinable: bool,
-    /// Requests of this flight that have not ended (R11).
-    live: usize,
+    /// Requests of this flight that have not ended (R11). Requests are
+    /// numbered by `u32` slots, so this cannot overflow.
+    live: u32,
 }
 
 /// How a request leaves its flight.
@@ -453,7 +454,7 @@ impl<K: Hash + Eq> Machine<K> {
     #[cfg(feature = "testkit")]
     #[doc(hidden)]
     pub fn audit(&self) {
-        let mut live = alloc::vec![0usize; self.active_flights.capacity()];
+        let mut live = alloc::vec![0u32; self.active_flights.capacity()];
         for (_, r) in self.active_requests.iter() {
             if let Some(f) = self.active_flights.get(r.flight.0) {
                 live[r.flight.0.slot() as usize] += 1;

@@ -11,22 +11,26 @@
 //! - `task`: a flight's task, a named `Future` (preparing, streaming, over)
 //!   that reports to the registry and writes the flight's history.
 //! - `abort`: the signal that stops a task from outside (R11).
+//! - `slots`: the per-flight and per-request handles, by the machine's id slots.
 //! - [`Subscription`]: one request's stream of events, and what it tells the
 //!   manager (its cancel, its end, its drop).
 //!
 //! # Locks
 //!
-//! The order, written here once: the registry (the manager's one lock), then
-//! the history's writer, then its state, then its waker table. The registry
-//! takes a history lock only to subscribe (the waker table); the abort
-//! signal's lock is taken alone. Nothing is woken, spawned, published or
-//! dropped under the registry (save a key, dropped by the machine): those are
-//! effects, run once it is released, so a waker or a drop may call back into
-//! the manager. User code run under the registry: the key's `Hash`, `Eq` and
+//! The order, written here once: the history's writer, then the registry
+//! (the manager's one lock), then the history's state, then its waker table.
+//! Only a flight's task takes its history's writer: it holds it while it
+//! polls its upstream straight into a batch (user code that may call the
+//! manager, hence the writer first). The registry takes a history lock only
+//! to subscribe (the waker table); the abort signal's lock is taken alone.
+//! Nothing is woken, spawned, published or dropped under the registry (save
+//! a key, dropped by the machine): those are effects, run once it is
+//! released, so a waker or a drop may call back into the manager. User code run under the registry: the key's `Hash`, `Eq` and
 //! `Drop`, nothing else.
 
 mod abort;
 mod registry;
+mod slots;
 mod subscription;
 mod task;
 

@@ -2,9 +2,8 @@
 //! Every input goes the same way: fed to the machine under the lock, its actions drained into
 //! [`Effects`], the lock released, the effects run.
 
-use hashbrown::HashMap;
-
 use super::abort::AbortSignal;
+use super::slots::Slots;
 use crate::history::{Canceller, History, Reader};
 use crate::sync::{Arc, Mutex, MutexGuard, lock};
 use crate::{Action, Admission, CancelError, Config, FlightId, Machine, RequestId};
@@ -19,10 +18,12 @@ pub(super) struct Shared<K, T, E, R> {
 /// Everything behind the manager's lock.
 pub(super) struct Registry<K, T, E> {
     machine: Machine<K>,
-    /// What the driver holds for each flight the machine has not released.
-    handles: HashMap<FlightId, FlightHandles<T, E>>,
-    /// How to end each live request alone (R10).
-    cancellers: HashMap<RequestId, Canceller>,
+    /// What the driver holds for each flight the machine has not released,
+    /// by slot: exactly the flights the machine holds active.
+    handles: Slots<FlightHandles<T, E>>,
+    /// How to end each live request alone (R10), by slot: exactly the
+    /// requests the machine holds live.
+    cancellers: Slots<Canceller>,
 }
 
 /// What the driver holds for one flight: where its items go, how to stop it.
@@ -31,13 +32,11 @@ pub(super) struct FlightHandles<T, E> {
     abort: Arc<AbortSignal>,
 }
 
-/// A flight the machine just started, for its task: its own handles and the
-/// history bound it appends under.
+/// A flight the machine just started, for its task: its own handles.
 pub(super) struct Started<T, E> {
     pub(super) flight: FlightId,
     pub(super) history: Arc<History<T, E>>,
     pub(super) abort: Arc<AbortSignal>,
-    pub(super) limit: Option<usize>,
 }
 
 /// What one input leaves to do once the lock is released: every wake, and
@@ -105,7 +104,7 @@ impl<K, T, E, R> Shared<K, T, E, R> {
         K: core::hash::Hash + Eq,
     {
         let registry =
-            Registry { machine: Machine::new(config), handles: HashMap::new(), cancellers: HashMap::new() };
+            Registry { machine: Machine::new(config), handles: Slots::new(), cancellers: Slots::new() };
         Shared { registry: Mutex::new(registry), runtime }
     }
 
@@ -182,7 +181,7 @@ impl<K, T, E, R> Shared<K, T, E, R> {
     pub(super) fn finished(&self, id: RequestId) -> bool {
         let mut effects = Effects::default();
         let result = self.input(&mut effects, |registry, effects| {
-            effects.left = registry.cancellers.remove(&id);
+            effects.left = registry.leave(id);
             registry.machine.handle_finished(id)
         });
         effects.run();
@@ -194,7 +193,7 @@ impl<K, T, E, R> Shared<K, T, E, R> {
         let mut effects = Effects::default();
         // Refused if a cancel reached the machine first: the request is gone already.
         let _ = self.input(&mut effects, |registry, effects| {
-            effects.left = registry.cancellers.remove(&id);
+            effects.left = registry.leave(id);
             registry.machine.handle_drop(id)
         });
         effects.run();
@@ -212,6 +211,12 @@ impl<K, T, E> Registry<K, T, E> {
         self.handles.is_empty() && self.cancellers.is_empty()
     }
 
+    /// The canceller of `id`, if it is live: it is leaving its flight.
+    fn leave(&mut self, id: RequestId) -> Option<Canceller> {
+        self.machine.flight_of(id)?;
+        self.cancellers.take(id.slot())
+    }
+
     /// Feeds `flight`'s task's report to the machine, unless the flight was
     /// aborted: the driver released it then, and its task's late report is
     /// nothing for the machine to refuse.
@@ -219,7 +224,7 @@ impl<K, T, E> Registry<K, T, E> {
     where
         F: core::fmt::Debug,
     {
-        if self.handles.contains_key(&flight) {
+        if self.machine.is_active(flight) {
             let accepted = input(&mut self.machine, flight);
             // The task reports each step once, in order, and only while its
             // flight lives: a refusal is a driver bug (checked in tests, loom's included).
@@ -235,34 +240,33 @@ impl<K, T, E> Registry<K, T, E> {
     fn apply(&mut self, action: Action, effects: &mut Effects<T, E>) {
         match action {
             Action::Start { flight } => {
-                let limit = self.machine.config().history_limit_items();
-                let history = History::new(limit);
+                let history = History::new(self.machine.config().history_limit_items());
                 let abort = Arc::new(AbortSignal::default());
                 let handles = FlightHandles { history: Arc::clone(&history), abort: Arc::clone(&abort) };
-                self.handles.insert(flight, handles);
-                once(&mut effects.started, Started { flight, history, abort, limit });
+                self.handles.insert(flight.slot(), handles);
+                once(&mut effects.started, Started { flight, history, abort });
             }
             Action::Subscribe { request, flight, from } => {
                 // The machine subscribes only to flights it has not released.
-                if let Some(handles) = self.handles.get(&flight) {
+                if let Some(handles) = self.handles.get(flight.slot()) {
                     let reader = History::subscribe_to(&handles.history, from);
-                    self.cancellers.insert(request, reader.canceller());
+                    self.cancellers.insert(request.slot(), reader.canceller());
                     once(&mut effects.reader, reader);
                 }
             }
             Action::Cancel { request } => {
-                if let Some(canceller) = self.cancellers.remove(&request) {
+                if let Some(canceller) = self.cancellers.take(request.slot()) {
                     once(&mut effects.cancel, canceller);
                 }
             }
             Action::Close { flight } => {
                 effects.close = true;
-                if let Some(handles) = self.handles.remove(&flight) {
+                if let Some(handles) = self.handles.take(flight.slot()) {
                     once(&mut effects.released, handles);
                 }
             }
             Action::Abort { flight } => {
-                if let Some(handles) = self.handles.remove(&flight) {
+                if let Some(handles) = self.handles.take(flight.slot()) {
                     once(&mut effects.abort, Arc::clone(&handles.abort));
                     once(&mut effects.released, handles);
                 }

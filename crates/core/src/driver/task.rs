@@ -5,14 +5,13 @@ use core::future::Future;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::vec::Vec;
 
 use futures_core::Stream;
 use pin_project_lite::pin_project;
 
 use super::abort::AbortWatch;
 use super::registry::{Shared, Started};
-use crate::history::History;
+use crate::history::{Batch, History};
 use crate::sync::Arc;
 use crate::{End, FlightId};
 
@@ -21,9 +20,6 @@ use crate::{End, FlightId};
 const BATCH: usize = 64;
 /// Batches per poll before the task yields to its runtime.
 const BATCHES_PER_POLL: usize = 16;
-/// A batch buffer larger than this is freed while the upstream idles: a
-/// trickling flight (a token stream) keeps room for a few items, not `BATCH`.
-const IDLE_BATCH_CAPACITY: usize = 8;
 
 pin_project! {
     /// The task of one flight. It reports to the registry (prepared,
@@ -62,9 +58,6 @@ struct Flight<K, T, E, R> {
     id: FlightId,
     history: Arc<History<T, E>>,
     abort: AbortWatch,
-    truncation: Truncation,
-    /// Ready items not yet appended.
-    batch: Vec<T>,
     /// A poll is under way: if the task is dropped meanwhile, the poll unwound.
     polling: bool,
     /// The flight's end was reported: the task reports nothing more.
@@ -82,38 +75,15 @@ enum Pulled<E> {
     Ended(End<E>),
 }
 
-/// Decides, once, when the history is about to release its first item (R15).
-struct Truncation {
-    /// The history bound, in items.
-    limit: u64,
-    told: bool,
-}
-
-impl Truncation {
-    /// Whether appending `batch` items to `appended` releases the first item
-    /// for the first time: the machine must hear of it before the append, so
-    /// that no late join is admitted onto a released item.
-    fn first_release(&mut self, appended: u64, batch: usize) -> bool {
-        if self.told || appended.saturating_add(batch as u64) <= self.limit {
-            return false;
-        }
-        self.told = true;
-        true
-    }
-}
-
 impl<K, T, E, R, Fut, S> FlightTask<K, T, E, R, Fut, S> {
     /// The task of the flight the machine just started, preparing with `start`.
     pub(super) fn new(shared: Arc<Shared<K, T, E, R>>, started: Started<T, E>, start: Fut) -> Self {
-        let limit = started.limit.map_or(u64::MAX, |items| items as u64);
         FlightTask {
             flight: Flight {
                 shared,
                 id: started.flight,
                 history: started.history,
                 abort: AbortWatch::new(started.abort),
-                truncation: Truncation { limit, told: false },
-                batch: Vec::new(),
                 polling: false,
                 ended: false,
             },
@@ -181,49 +151,34 @@ where
 }
 
 impl<K, T, E, R> Flight<K, T, E, R> {
-    /// One poll's worth of streaming: batches of ready items, each appended
-    /// at once, until the upstream waits or ends, or the task must yield.
+    /// One poll's worth of streaming: batches of ready items, each written
+    /// straight into the history and published at once, until the upstream
+    /// waits or ends, or the task must yield.
     fn stream<S>(&mut self, mut upstream: Pin<&mut S>, cx: &mut Context<'_>) -> Poll<End<E>>
     where
         T: Send + Sync,
         S: Stream<Item = Result<T, E>>,
     {
         for _ in 0..BATCHES_PER_POLL {
-            let pulled = pull(upstream.as_mut(), cx, &mut self.batch);
-            self.append();
+            let mut batch = self.history.batch();
+            let pulled = pull(upstream.as_mut(), cx, &mut batch);
+            let written = batch.len();
+            drop(batch);
+            // R15: the machine hears of the first release before any reader
+            // can see it, so that no late join is admitted onto a released item.
+            if self.history.releases_first(written) {
+                self.shared.truncated(self.id);
+            }
+            self.history.publish();
             match pulled {
                 Pulled::Items => {}
-                Pulled::Pending => {
-                    self.shrink();
-                    return Poll::Pending;
-                }
+                Pulled::Pending => return Poll::Pending,
                 Pulled::Ended(end) => return Poll::Ready(end),
             }
         }
         // A fast upstream lets the runtime run its readers now and then.
         cx.waker().wake_by_ref();
         Poll::Pending
-    }
-
-    /// Appends the batch, telling the machine first if it releases the first item (R15).
-    fn append(&mut self)
-    where
-        T: Send + Sync,
-    {
-        if self.batch.is_empty() {
-            return;
-        }
-        if self.truncation.first_release(self.history.appended(), self.batch.len()) {
-            self.shared.truncated(self.id);
-        }
-        self.history.extend(self.batch.drain(..));
-    }
-
-    /// Frees a burst's buffer while the upstream idles.
-    fn shrink(&mut self) {
-        if self.batch.capacity() > IDLE_BATCH_CAPACITY {
-            self.batch = Vec::new();
-        }
     }
 
     /// The flight ended with `end`: the machine frees the key first (R7),
@@ -252,8 +207,9 @@ impl<K, T, E, R> Flight<K, T, E, R> {
 /// upstream is polled again (within [`BATCHES_PER_POLL`]) before the task
 /// waits, so that a self-waking upstream is drained several items per task
 /// poll and its readers woken once per batch.
-fn pull<T, E, S>(mut upstream: Pin<&mut S>, cx: &mut Context<'_>, batch: &mut Vec<T>) -> Pulled<E>
+fn pull<T, E, S>(mut upstream: Pin<&mut S>, cx: &mut Context<'_>, batch: &mut Batch<'_, T, E>) -> Pulled<E>
 where
+    T: Send + Sync,
     S: Stream<Item = Result<T, E>>,
 {
     while batch.len() < BATCH {

@@ -43,7 +43,9 @@ use smallvec::SmallVec;
 
 use self::chunk::Chunk;
 use self::geometry::Geometry;
-use crate::sync::{Arc, AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Mutex, Ordering, fence, lock};
+use crate::sync::{
+    Arc, AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering, fence, lock,
+};
 use crate::{Event, Failure, Position};
 
 /// First chunk: 2^0 = 1 slot, so that a flight past its first item holds
@@ -132,6 +134,8 @@ struct Writer<T> {
     /// Global index one past the oldest chunk still in `State::chunks`: it
     /// is released once that many items are.
     oldest_end: u64,
+    /// Items written, published or not (`len` is the published count).
+    written: u64,
     closed: bool,
     /// Reused buffer for the wakers to call after unlocking.
     wake: Wakes,
@@ -208,6 +212,7 @@ impl<T, E> History<T, E> {
             writer: Mutex::new(Writer {
                 tail: None,
                 oldest_end: geometry.start(1),
+                written: 0,
                 closed: false,
                 wake: Wakes::new(),
             }),
@@ -229,12 +234,13 @@ impl<T, E> History<T, E> {
         self.appended().saturating_sub(self.limit)
     }
 
-    /// Whether the history holds `limit` items, so that the next append
-    /// releases the oldest one. The adapter asks this *before* appending, to
-    /// tell the machine (`handle_truncated`) that late joins must start a new
-    /// flight (R15). Always `false` when unbounded.
-    pub fn is_full(&self) -> bool {
-        self.appended() >= self.limit
+    /// Whether publishing `more` items releases the first item (R15): true
+    /// for exactly one publication of a bounded history. The driver asks this
+    /// between writing a batch and publishing it, to tell the machine first
+    /// (`handle_truncated`), so that no late join is admitted onto a released item.
+    pub fn releases_first(&self, more: usize) -> bool {
+        let appended = self.appended();
+        appended <= self.limit && appended.saturating_add(more as u64) > self.limit
     }
 
     /// Whether [`close`](History::close) was called.
@@ -251,6 +257,8 @@ impl<T, E> History<T, E> {
             return false;
         }
         writer.closed = true;
+        // Items written and not yet published come before the end.
+        self.len.store(writer.written, Ordering::Release);
         let tail = writer.tail.take();
         drop(writer);
         drop(tail);
@@ -300,7 +308,7 @@ impl<T, E> History<T, E> {
             chunk: None,
             base: cursor,
             next: 0,
-            end: 0,
+            batch_end: 0,
             finished: false,
         }
     }
@@ -317,30 +325,26 @@ impl<T: Send + Sync, E> History<T, E> {
     /// Appends every item of `items`, publishing them at once: one wake of
     /// the parked readers for the lot. Otherwise as [`append`](History::append).
     pub fn extend<I: IntoIterator<Item = T>>(&self, items: I) {
+        let mut batch = self.batch();
+        items.into_iter().for_each(|item| batch.push(item));
+        drop(batch);
+        self.publish();
+    }
+
+    /// Starts writing items in place, unseen by readers until
+    /// [`publish`](History::publish): the writer fills a batch straight from
+    /// its source, with no buffer of its own, and may act between writing and
+    /// publishing (the driver tells the machine of a first release, R15).
+    pub fn batch(&self) -> Batch<'_, T, E> {
+        Batch { history: self, writer: lock(&self.writer), len: 0 }
+    }
+
+    /// Publishes every item written so far: readers see them, the parked
+    /// ones are woken (once), and chunks out of the window are released.
+    pub fn publish(&self) {
         let mut writer = lock(&self.writer);
-        if writer.closed {
-            return;
-        }
-        let start = self.len.load(Ordering::Relaxed);
-        let mut len = start;
-        for item in items {
-            let tail = match &writer.tail {
-                Some(tail) if !tail.is_full() => tail,
-                full_or_none => {
-                    let number = full_or_none.as_ref().map_or(0, |tail| tail.number() + 1);
-                    debug_assert_eq!(self.geometry.start(number), len);
-                    let chunk = Chunk::new(number, self.geometry.capacity(number));
-                    lock(&self.state).chunks.push_back(chunk.clone());
-                    // The old tail stays alive through the table or its readers.
-                    writer.tail.insert(chunk)
-                }
-            };
-            // SAFETY: we are the only writer (writer lock held), and `len`,
-            // which covers the slots filled so far, is stored below.
-            unsafe { tail.push(item) };
-            len += 1;
-        }
-        if len == start {
+        let len = writer.written;
+        if len == self.len.load(Ordering::Relaxed) {
             return;
         }
         self.len.store(len, Ordering::Release);
@@ -378,6 +382,66 @@ impl<T: Send + Sync, E> History<T, E> {
         if wake.capacity() > writer.wake.capacity() {
             writer.wake = wake;
         }
+    }
+}
+
+/// Items being written into a [`History`] in place by its one writer, not yet
+/// published: see [`History::batch`]. Dropping it leaves them written, for
+/// the next [`publish`](History::publish) (or [`close`](History::close)).
+pub struct Batch<'a, T, E> {
+    history: &'a History<T, E>,
+    writer: MutexGuard<'a, Writer<T>>,
+    len: usize,
+}
+
+impl<T: Send + Sync, E> Batch<'_, T, E> {
+    /// Writes `item` after the last one written. Ignored (the item is
+    /// dropped) after [`close`](History::close).
+    #[inline]
+    pub fn push(&mut self, item: T) {
+        let writer = &mut *self.writer;
+        if writer.closed {
+            return;
+        }
+        let tail = match &writer.tail {
+            Some(tail) if !tail.is_full() => tail,
+            full_or_none => {
+                let number = full_or_none.as_ref().map_or(0, |tail| tail.number() + 1);
+                let geometry = &self.history.geometry;
+                debug_assert_eq!(geometry.start(number), writer.written);
+                let chunk = Chunk::new(number, geometry.capacity(number));
+                let mut state = lock(&self.history.state);
+                // Room for one chunk first: a short history has one.
+                if state.chunks.capacity() == 0 {
+                    state.chunks.reserve_exact(1);
+                }
+                state.chunks.push_back(chunk.clone());
+                drop(state);
+                // The old tail stays alive through the table or its readers.
+                writer.tail.insert(chunk)
+            }
+        };
+        // SAFETY: we are the only writer (writer lock held), and `len` covers
+        // only slots written before it is stored (`History::publish`).
+        unsafe { tail.push(item) };
+        writer.written += 1;
+        self.len += 1;
+    }
+
+    /// Items written through this batch.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing was written through this batch.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl<T, E> fmt::Debug for Batch<'_, T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Batch").field("len", &self.len).finish_non_exhaustive()
     }
 }
 
@@ -434,14 +498,14 @@ impl<T, E> fmt::Debug for History<T, E> {
 pub struct Reader<T, E> {
     history: Arc<History<T, E>>,
     cell: Arc<ReaderCell>,
-    /// The chunk holding the current batch: its slots `next..end`.
+    /// The chunk holding the current batch: its slots `next..batch_end`.
     chunk: Option<Chunk<T>>,
     /// Global index of `chunk`'s first slot; the cursor is `base + next`.
     base: u64,
     /// Offset in `chunk` of the next item to yield.
-    next: usize,
+    next: u32,
     /// End of the current batch (exclusive offset): published slots only.
-    end: usize,
+    batch_end: u32,
     finished: bool,
 }
 
@@ -460,14 +524,14 @@ impl<T: Clone, E: Clone> Reader<T, E> {
         // The per-item path: one comparison, one load of the cancel state,
         // one clone. A finished reader has an empty batch (`finish`), so it
         // takes the slow path too.
-        if self.next < self.end
+        if self.next < self.batch_end
             && let Some(chunk) = &self.chunk
             && self.cell.state.load(Ordering::Acquire) != CANCELLED
         {
-            // SAFETY: `next < end`, and `base + end` never exceeds a length this
+            // SAFETY: `next < batch_end`, and `base + batch_end` never exceeds a length this
             // reader loaded with `Acquire` (`next_batch`), so the slot is
             // published; `end` never exceeds the chunk's capacity.
-            let item = unsafe { chunk.get(self.next) };
+            let item = unsafe { chunk.get(self.next as usize) };
             self.next += 1;
             return Poll::Ready(Some(Event::Item(item)));
         }
@@ -482,12 +546,12 @@ impl<T: Clone, E: Clone> Reader<T, E> {
     #[inline(always)]
     fn next_in_batch(&mut self) -> Option<T> {
         let chunk = self.chunk.as_ref()?;
-        if self.next >= self.end {
+        if self.next >= self.batch_end {
             return None;
         }
-        // SAFETY: `next < end`, and `base + end` never exceeds a length this
+        // SAFETY: `next < batch_end`, and `base + batch_end` never exceeds a length this
         // reader loaded with `Acquire` (`next_batch`), so the slot is published.
-        let item = unsafe { chunk.get(self.next) };
+        let item = unsafe { chunk.get(self.next as usize) };
         self.next += 1;
         Some(item)
     }
@@ -573,8 +637,9 @@ impl<T: Clone, E: Clone> Reader<T, E> {
             self.base = start;
         }
         let capacity = history.geometry.capacity(number) as u64;
-        self.next = (cursor - self.base) as usize;
-        self.end = (len.min(self.base + capacity) - self.base) as usize;
+        // Offsets within a chunk: at most its capacity, 256.
+        self.next = (cursor - self.base) as u32;
+        self.batch_end = (len.min(self.base + capacity) - self.base) as u32;
         match self.next_in_batch() {
             Some(item) => Event::Item(item),
             // Unreachable by the invariants above (the chunk holding a
@@ -600,7 +665,7 @@ impl<T: Clone, E: Clone> Reader<T, E> {
         };
         self.finished = true;
         self.base = self.cursor();
-        (self.next, self.end) = (0, 0);
+        (self.next, self.batch_end) = (0, 0);
         self.chunk = None;
         drop(self.history.wakers.release(self.cell.slot));
         end

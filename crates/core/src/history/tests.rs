@@ -118,6 +118,33 @@ fn append_wakes_parked_readers_once() {
 }
 
 #[test]
+fn a_batch_is_unseen_until_published_and_close_publishes_it() {
+    let history = History::<u32, u8>::new(None);
+    let mut reader = history.subscribe(Position::Start);
+    let mut batch = history.batch();
+    (0..3).for_each(|item| batch.push(item));
+    assert_eq!(batch.len(), 3);
+    drop(batch);
+    assert_eq!(poll(&mut reader), Poll::Pending, "written, not published");
+    assert_eq!(history.appended(), 0);
+    history.publish();
+    assert_eq!(drain(&mut reader), items(0..3));
+    let mut batch = history.batch();
+    batch.push(3);
+    drop(batch);
+    assert!(history.close(End::Done));
+    let mut expected = items(3..4);
+    expected.push(Event::Done);
+    assert_eq!(drain(&mut reader), expected, "an unpublished item comes before the end");
+    let mut batch = history.batch();
+    batch.push(4);
+    assert!(batch.is_empty(), "nothing is written after the end");
+    drop(batch);
+    history.publish();
+    assert_eq!(history.appended(), 4);
+}
+
+#[test]
 fn lagged_counts_exactly_what_was_released_unread() {
     let history = History::<u32, u8>::new(Some(4));
     // Chunks [0], [1, 2], [3, 4], [5, 6], ...
@@ -129,12 +156,15 @@ fn lagged_counts_exactly_what_was_released_unread() {
     assert_eq!(poll(&mut slow), Poll::Ready(Some(Event::Item(0))));
     assert_eq!(poll(&mut slow), Poll::Ready(Some(Event::Item(1))));
     assert_eq!(drain(&mut fast), items(0..3));
-    assert!(!history.is_full());
+    assert!(!history.releases_first(1));
+    assert!(history.releases_first(2));
     history.append(3);
-    assert!(history.is_full());
+    assert!(history.releases_first(1));
+    assert!(!history.releases_first(0));
     assert_eq!(drain(&mut fast), items(3..4));
     history.extend(4..10); // releases 0..6 (the chunks up to [3, 4])
     assert_eq!(history.released(), 6);
+    assert!(!history.releases_first(1), "the first release happens once");
     assert_eq!(lock(&history.state).chunks.front().map(|chunk| chunk.number()), Some(3));
     assert_eq!(drain(&mut fast), [Event::Failed(Failure::Lagged { missed: 2 })]);
     // Item 2 is in its batch: it counts as read. Items 3..6 were missed.
