@@ -141,6 +141,7 @@ impl RawId {
     }
 }
 
+#[cfg(feature = "std")]
 impl FlightId {
     /// The slot of the machine's table this flight occupies while active:
     /// the driver's tables are indexed by it.
@@ -149,6 +150,7 @@ impl FlightId {
     }
 }
 
+#[cfg(feature = "std")]
 impl RequestId {
     /// The slot of the machine's table this request occupies while live.
     pub(crate) fn slot(self) -> u32 {

@@ -22,10 +22,7 @@ mod config;
 #[cfg(feature = "std")]
 pub mod driver;
 mod event;
-// The one allowance: the history's chunks publish write-once slots to
-// readers on other threads (see `history::chunk`).
 #[cfg(feature = "std")]
-#[allow(unsafe_code)]
 pub mod history;
 mod id;
 mod machine;

@@ -9,7 +9,7 @@ use std::vec::Vec;
 
 use proptest::prelude::*;
 
-use super::check::{Op, Tracked, counting, run};
+use crate::testkit::history::{Op, Tracked, counting, run};
 use super::geometry::Geometry;
 use super::*;
 

@@ -1,7 +1,269 @@
-//! The history's fuzz check: the reference model itself lives beside the history
-//! (`history::check`), which its proptest shares.
+//! The history's reference model and checker: random appends, reads, closes, cancels,
+//! subscribes and drops against a plain count of items, shared by the proptest and the fuzz target.
 
-use alloc::vec::Vec;
+use std::sync::Arc as StdArc;
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering as StdOrdering};
+use std::task::{Context, Poll, Wake, Waker};
+use std::vec::Vec;
+
+use crate::history::{Canceller, End, History, Reader};
+use crate::{Event, Failure, Position};
+
+/// A waker that counts its wakes.
+#[derive(Default)]
+pub(crate) struct CountWaker(pub(crate) AtomicUsize);
+
+impl Wake for CountWaker {
+    fn wake(self: StdArc<Self>) {
+        self.0.fetch_add(1, StdOrdering::SeqCst);
+    }
+    fn wake_by_ref(self: &StdArc<Self>) {
+        self.0.fetch_add(1, StdOrdering::SeqCst);
+    }
+}
+
+pub(crate) fn counting() -> (StdArc<CountWaker>, Waker) {
+    let count = StdArc::new(CountWaker::default());
+    (count.clone(), Waker::from(count))
+}
+
+/// An item that counts its live copies, to check release and leaks.
+#[derive(Debug)]
+pub(crate) struct Tracked {
+    value: u64,
+    live: StdArc<AtomicIsize>,
+}
+
+impl Tracked {
+    pub(crate) fn new(value: u64, live: &StdArc<AtomicIsize>) -> Self {
+        live.fetch_add(1, StdOrdering::SeqCst);
+        Tracked { value, live: live.clone() }
+    }
+}
+
+impl Clone for Tracked {
+    fn clone(&self) -> Self {
+        Tracked::new(self.value, &self.live)
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, StdOrdering::SeqCst);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The model.
+
+/// One operation on a history and its readers; indices are taken modulo the readers made.
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "testkit", derive(arbitrary::Arbitrary))]
+pub(crate) enum Op {
+    Append(u8),
+    Subscribe(bool),
+    Poll(usize),
+    PollAll,
+    Cancel(usize),
+    Drop(usize),
+    Close(bool),
+}
+
+/// The reference: a reader's expected behaviour, computed from the plain
+/// count of appended items (the `Vec` of item `i` being `i`).
+#[derive(Clone, Debug)]
+struct ModelReader {
+    cursor: u64,
+    avail: u64,
+    finished: bool,
+    cancelled: bool,
+}
+
+struct Model {
+    len: u64,
+    limit: u64,
+    /// The first chunk's size and the largest's: the reference walks the
+    /// sizes from one to the other, doubling, apart from the history's
+    /// closed form.
+    first_chunk: u64,
+    max_chunk: u64,
+    end: Option<End<u8>>,
+}
+
+impl Model {
+    /// One past the last index of the chunk holding `index`.
+    fn chunk_end(&self, index: u64) -> u64 {
+        let (mut end, mut size) = (self.first_chunk, self.first_chunk);
+        while end <= index {
+            size = (size * 2).min(self.max_chunk);
+            end += size;
+        }
+        end
+    }
+}
+
+impl ModelReader {
+    /// The next event, or `None` for `Pending`.
+    fn poll(&mut self, model: &Model) -> Option<Option<Event<u64, u8>>> {
+        if self.finished {
+            return Some(None);
+        }
+        if self.cancelled {
+            self.finished = true;
+            return Some(Some(Event::Cancelled));
+        }
+        if self.cursor < self.avail {
+            self.cursor += 1;
+            return Some(Some(Event::Item(self.cursor - 1)));
+        }
+        if self.cursor < model.len {
+            let released = model.len.saturating_sub(model.limit);
+            if self.cursor < released {
+                self.finished = true;
+                return Some(Some(Event::Failed(Failure::Lagged { missed: released - self.cursor })));
+            }
+            self.avail = model.len.min(model.chunk_end(self.cursor));
+            self.cursor += 1;
+            return Some(Some(Event::Item(self.cursor - 1)));
+        }
+        match &model.end {
+            Some(end) => {
+                self.finished = true;
+                Some(Some(end.event()))
+            }
+            None => None,
+        }
+    }
+}
+
+struct Sub {
+    reader: Option<Reader<Tracked, u8>>,
+    canceller: Canceller,
+    model: ModelReader,
+    count: StdArc<CountWaker>,
+    waker: Waker,
+    /// Wake count when it last returned `Pending`.
+    parked_at: Option<usize>,
+}
+
+impl Sub {
+    fn poll(&mut self, model: &Model) {
+        let expected = self.model.poll(model);
+        let Some(reader) = &mut self.reader else { return };
+        let got = reader.poll_next(&mut Context::from_waker(&self.waker));
+        let got = match got {
+            Poll::Pending => None,
+            Poll::Ready(event) => Some(event.map(|event| match event {
+                Event::Item(item) => Event::Item(item.value),
+                Event::Done => Event::Done,
+                Event::Failed(failure) => Event::Failed(failure),
+                Event::Cancelled => Event::Cancelled,
+            })),
+        };
+        assert_eq!(got, expected);
+        self.parked_at = got.is_none().then(|| self.count.0.load(StdOrdering::SeqCst));
+    }
+}
+
+/// Runs `ops` on a history bounded by `limit` and checks every event, wake-up,
+/// the memory bound and, at the end, that nothing leaked. Panics on any disagreement.
+pub(crate) fn run(limit: Option<usize>, ops: Vec<Op>) {
+    let live = StdArc::new(AtomicIsize::new(0));
+    let history = History::<Tracked, u8>::new(limit);
+    let mut model = Model {
+        len: 0,
+        limit: limit.map_or(u64::MAX, |n| n.max(1) as u64),
+        first_chunk: history.chunk_capacities().0,
+        max_chunk: history.chunk_capacities().1,
+        end: None,
+    };
+    // Chunks at most half the window (when they can be), so that at most
+    // `1.5 * limit` items are retained.
+    assert!(model.max_chunk == 1 || model.max_chunk * 2 <= model.limit);
+    assert!(model.first_chunk <= model.max_chunk);
+    let mut subs: Vec<Sub> = Vec::new();
+    for op in ops {
+        match op {
+            Op::Append(count) => {
+                let start = model.len;
+                let batch = (start..start + u64::from(count)).map(|value| Tracked::new(value, &live));
+                if count == 1 {
+                    batch.for_each(|item| history.append(item));
+                } else {
+                    history.extend(batch);
+                }
+                if model.end.is_none() {
+                    model.len += u64::from(count);
+                }
+            }
+            Op::Subscribe(start) => {
+                let from = if start { Position::Start } else { Position::Tail };
+                let reader = history.subscribe(from);
+                let cursor = if start { 0 } else { model.len };
+                let (count, waker) = counting();
+                subs.push(Sub {
+                    canceller: reader.canceller(),
+                    reader: Some(reader),
+                    model: ModelReader { cursor, avail: cursor, finished: false, cancelled: false },
+                    count,
+                    waker,
+                    parked_at: None,
+                });
+            }
+            Op::Poll(index) => {
+                if !subs.is_empty() {
+                    let count = subs.len();
+                    subs[index % count].poll(&model);
+                }
+            }
+            Op::PollAll => {
+                for sub in &mut subs {
+                    sub.poll(&model);
+                }
+            }
+            Op::Cancel(index) => {
+                if !subs.is_empty() {
+                    let count = subs.len();
+                    let sub = &mut subs[index % count];
+                    let expected = sub.reader.is_some() && !sub.model.finished && !sub.model.cancelled;
+                    assert_eq!(sub.canceller.cancel(), expected);
+                    if expected {
+                        sub.model.cancelled = true;
+                    }
+                }
+            }
+            Op::Drop(index) => {
+                if !subs.is_empty() {
+                    let count = subs.len();
+                    subs[index % count].reader = None;
+                }
+            }
+            Op::Close(failed) => {
+                let end = if failed { End::Upstream(9) } else { End::Done };
+                assert_eq!(history.close(end.clone()), model.end.is_none());
+                model.end.get_or_insert(end);
+            }
+        }
+        assert_eq!(history.appended(), model.len);
+        // No lost wake-up: a parked reader that now has something to yield was woken.
+        for sub in &subs {
+            if let (Some(_), Some(at)) = (&sub.reader, sub.parked_at)
+                && sub.model.clone().poll(&model).is_some()
+            {
+                assert!(sub.count.0.load(StdOrdering::SeqCst) > at, "lost wake-up");
+            }
+        }
+        // Memory: the retained window (rounded to chunks) plus one chunk per reader.
+        let readers = subs.iter().filter(|sub| sub.reader.is_some()).count() as u64;
+        let bound =
+            model.len.min(model.limit.saturating_add(model.max_chunk - 1)) + readers * model.max_chunk;
+        assert!(live.load(StdOrdering::SeqCst) as u64 <= bound);
+    }
+    drop(subs);
+    assert!(history.every_waker_slot_free(), "every slot freed, no waker kept");
+    drop(history);
+    assert_eq!(live.load(StdOrdering::SeqCst), 0, "leak");
+}
 
 /// The fuzz check of the history: the bytes choose a bound and a sequence of
 /// appends, reads, closes, cancels, subscribes and drops (via `arbitrary`),
@@ -17,5 +279,5 @@ pub fn check_history(data: &[u8]) {
             Err(_) => break,
         }
     }
-    crate::history::check::run(limit, ops);
+    run(limit, ops);
 }

@@ -2,7 +2,7 @@
 //! each with the harness that drives the real part beside it. Test oracles, not a stable API.
 
 #[cfg(all(feature = "std", not(loom)))]
-mod history;
+pub(crate) mod history;
 mod machine;
 
 #[cfg(all(feature = "std", not(loom)))]
