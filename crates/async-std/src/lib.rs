@@ -29,7 +29,9 @@
 use std::future::Future;
 
 pub use streamflight_core::driver::{Runtime, Subscription};
-pub use streamflight_core::{CancelError, Config, Event, Failure, LateJoin, Orphan, RequestId, Role, Stats};
+pub use streamflight_core::{
+    CancelError, Config, Event, Failure, LateJoin, Orphan, ParseIdError, RequestId, Role, Stats,
+};
 
 /// The manager on async-std: see [`streamflight_core::driver::Flights`] for its methods.
 ///

@@ -1,11 +1,16 @@
 //! What a subscription yields (items, then exactly one end, R14) and how a flight ends.
 //! A flight's [`End`] travels unchanged from its task through its history to each subscriber.
 
+use alloc::sync::Arc;
 use core::fmt;
 
 /// One event of a subscription: items, then exactly one of `Done`, `Failed`
 /// or `Cancelled` (rule R14), after which the stream yields `None`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// axum has an `Event` too (`axum::response::sse::Event`): import this one
+/// under the crate's name (`streamflight_tokio::Event as FlightEvent`) or
+/// name it by path.
+#[derive(Debug, PartialEq, Eq)]
 pub enum Event<T, E> {
     /// One item of the upstream, in upstream order (R6).
     Item(T),
@@ -17,6 +22,18 @@ pub enum Event<T, E> {
     Cancelled,
 }
 
+// By hand: an event is `Clone` when its item is, whatever the error (shared).
+impl<T: Clone, E> Clone for Event<T, E> {
+    fn clone(&self) -> Self {
+        match self {
+            Event::Item(item) => Event::Item(item.clone()),
+            Event::Done => Event::Done,
+            Event::Failed(failure) => Event::Failed(failure.clone()),
+            Event::Cancelled => Event::Cancelled,
+        }
+    }
+}
+
 impl<T, E> Event<T, E> {
     /// Whether this is an end event (anything but an item).
     pub fn is_end(&self) -> bool {
@@ -25,11 +42,16 @@ impl<T, E> Event<T, E> {
 }
 
 /// Why a request ended with [`Event::Failed`].
+///
+/// The upstream's error is shared: every subscriber of the flight gets the
+/// same [`Arc`], so `E` need not be `Clone` (a `reqwest::Error`, an
+/// `std::io::Error` will do).
 #[non_exhaustive]
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Failure<E> {
-    /// Preparation or the upstream returned `Err(e)` (R5, R8).
-    Upstream(E),
+    /// Preparation or the upstream returned `Err(e)` (R5, R8); every
+    /// subscriber of the flight holds the same `e`.
+    Upstream(Arc<E>),
     /// Preparation or the upstream panicked (R9).
     Panicked,
     /// The flight had no runtime to run on: `request` was called outside the
@@ -42,6 +64,23 @@ pub enum Failure<E> {
         /// Items released before this subscriber could read them.
         missed: u64,
     },
+    /// The request was cancelled (R10, R11). Only a stream of results
+    /// (`Subscription::into_results`) says it so, as its last item: a
+    /// subscription's events say [`Event::Cancelled`].
+    Cancelled,
+}
+
+// By hand: cloning shares the error, whatever `E` is.
+impl<E> Clone for Failure<E> {
+    fn clone(&self) -> Self {
+        match self {
+            Failure::Upstream(e) => Failure::Upstream(Arc::clone(e)),
+            Failure::Panicked => Failure::Panicked,
+            Failure::NoRuntime => Failure::NoRuntime,
+            Failure::Lagged { missed } => Failure::Lagged { missed: *missed },
+            Failure::Cancelled => Failure::Cancelled,
+        }
+    }
 }
 
 impl<E: fmt::Display> fmt::Display for Failure<E> {
@@ -51,12 +90,20 @@ impl<E: fmt::Display> fmt::Display for Failure<E> {
             Failure::Panicked => f.write_str("upstream panicked"),
             Failure::NoRuntime => f.write_str("no runtime to run the flight on"),
             Failure::Lagged { missed } => write!(f, "lagged behind the history by {missed} items"),
+            Failure::Cancelled => f.write_str("the request was cancelled"),
         }
     }
 }
 
 #[cfg(feature = "std")]
-impl<E: fmt::Debug + fmt::Display> std::error::Error for Failure<E> {}
+impl<E: std::error::Error + 'static> std::error::Error for Failure<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Failure::Upstream(e) => Some(&**e),
+            _ => None,
+        }
+    }
+}
 
 /// How a flight ended: exactly the ends a flight can have, and nothing a
 /// single subscriber can cause (a cancel or a lag is that subscriber's own end,
@@ -67,29 +114,49 @@ impl<E: fmt::Debug + fmt::Display> std::error::Error for Failure<E> {}
 /// place where a flight's end becomes an event.
 ///
 /// ```
+/// use std::sync::Arc;
 /// use streamflight_core::{End, Event, Failure};
 ///
 /// assert_eq!(End::<&str>::Done.event::<u32>(), Event::Done);
-/// assert_eq!(End::Upstream("503").event::<u32>(), Event::Failed(Failure::Upstream("503")));
+/// let end = End::upstream("503");
+/// assert_eq!(end.event::<u32>(), Event::Failed(Failure::Upstream(Arc::new("503"))));
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum End<E> {
     /// The upstream finished (R7).
     Done,
-    /// Preparation or the upstream returned `Err(e)` (R5, R8).
-    Upstream(E),
+    /// Preparation or the upstream returned `Err(e)` (R5, R8), shared by
+    /// every subscriber.
+    Upstream(Arc<E>),
     /// Preparation or the upstream panicked (R9).
     Panicked,
     /// There was no runtime to run the flight on (see [`Failure::NoRuntime`]).
     NoRuntime,
 }
 
-impl<E: Clone> End<E> {
+// By hand: cloning shares the error, whatever `E` is.
+impl<E> Clone for End<E> {
+    fn clone(&self) -> Self {
+        match self {
+            End::Done => End::Done,
+            End::Upstream(e) => End::Upstream(Arc::clone(e)),
+            End::Panicked => End::Panicked,
+            End::NoRuntime => End::NoRuntime,
+        }
+    }
+}
+
+impl<E> End<E> {
+    /// The end for the upstream's error `e`.
+    pub fn upstream(e: E) -> Self {
+        End::Upstream(Arc::new(e))
+    }
+
     /// The end event a subscriber yields for this end.
     pub fn event<T>(&self) -> Event<T, E> {
         match self {
             End::Done => Event::Done,
-            End::Upstream(e) => Event::Failed(Failure::Upstream(e.clone())),
+            End::Upstream(e) => Event::Failed(Failure::Upstream(Arc::clone(e))),
             End::Panicked => Event::Failed(Failure::Panicked),
             End::NoRuntime => Event::Failed(Failure::NoRuntime),
         }

@@ -31,12 +31,68 @@ pub struct RequestId(pub(crate) RawId);
 pub struct FlightId(pub(crate) RawId);
 
 impl fmt::Display for RequestId {
+    /// `r<machine>.<slot>.<serial>`, which [`FromStr`](core::str::FromStr) reads back.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "r{}.{}", self.0.tag, self.0.serial)
+        write!(f, "r{}.{}.{}", self.0.tag, self.0.slot, self.0.serial)
     }
 }
 
-// Debug reads like Display: the slot is an implementation detail.
+/// Reads back what [`Display`](fmt::Display) printed, so that an id can
+/// travel as text (a URL, a header) and come back.
+///
+/// Parsing makes nothing live: an id that no live request of the manager
+/// holds, well formed or not, is only ever answered with
+/// `CancelError::UnknownRequest`. The text is not a secret: a service that
+/// lets clients cancel by id checks who asks (the gateway checks the tenant).
+///
+/// ```
+/// use streamflight_core::{CancelError, Config, Machine, RequestId};
+///
+/// let mut machine = Machine::new(Config::default());
+/// let id = machine.handle_request("prompt").id;
+/// let text = id.to_string();
+/// assert_eq!(text.parse::<RequestId>(), Ok(id));
+///
+/// // Well formed, but no live request of this machine holds it.
+/// let forged: RequestId = "r999.0.0".parse().unwrap();
+/// assert_eq!(machine.handle_cancel(forged), Err(CancelError::UnknownRequest));
+/// assert!("hello".parse::<RequestId>().is_err());
+/// ```
+impl core::str::FromStr for RequestId {
+    type Err = ParseIdError;
+
+    fn from_str(text: &str) -> Result<Self, ParseIdError> {
+        let fields = text.strip_prefix('r').ok_or(ParseIdError::Malformed)?;
+        let mut fields = fields.split('.');
+        let mut next = || fields.next().ok_or(ParseIdError::Malformed);
+        let tag = next()?.parse().map_err(|_| ParseIdError::Malformed)?;
+        let slot = next()?.parse().map_err(|_| ParseIdError::Malformed)?;
+        let serial = next()?.parse().map_err(|_| ParseIdError::Malformed)?;
+        if fields.next().is_some() {
+            return Err(ParseIdError::Malformed);
+        }
+        Ok(RequestId(RawId { tag, slot, serial }))
+    }
+}
+
+/// Why a text is not a [`RequestId`].
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParseIdError {
+    /// The text is not of the form `r<machine>.<slot>.<serial>` that a
+    /// request id prints (three decimal numbers in range).
+    Malformed,
+}
+
+impl fmt::Display for ParseIdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not a request id (expected r<machine>.<slot>.<serial>)")
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for ParseIdError {}
+
 impl fmt::Debug for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
@@ -51,7 +107,7 @@ impl fmt::Debug for FlightId {
 
 impl fmt::Display for FlightId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "f{}.{}", self.0.tag, self.0.serial)
+        write!(f, "f{}.{}.{}", self.0.tag, self.0.slot, self.0.serial)
     }
 }
 

@@ -34,6 +34,7 @@ pub mod testkit;
 
 pub use config::{Config, LateJoin, Orphan};
 pub use event::{End, Event, Failure};
+pub use id::ParseIdError;
 pub use machine::{
     Action, Admission, CancelError, FlightError, FlightId, Machine, Position, RequestId, Role, Stats,
 };

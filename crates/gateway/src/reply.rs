@@ -154,7 +154,7 @@ fn upstream_error_response(error: &UpstreamError) -> Response {
 /// The data of the error event that ends a stream after its first byte.
 fn error_event(end: &Event) -> Bytes {
     match end {
-        Flight::Failed(Failure::Upstream(error)) => match error {
+        Flight::Failed(Failure::Upstream(error)) => match &**error {
             // The upstream's own error object, as it sent it.
             UpstreamError::InStream(data) => data.clone(),
             UpstreamError::Status { body, .. } if is_openai_error(body) => body.clone(),

@@ -31,7 +31,9 @@ use std::sync::{Arc, Weak};
 use smol::Executor;
 
 pub use streamflight_core::driver::{Runtime, Subscription};
-pub use streamflight_core::{CancelError, Config, Event, Failure, LateJoin, Orphan, RequestId, Role, Stats};
+pub use streamflight_core::{
+    CancelError, Config, Event, Failure, LateJoin, Orphan, ParseIdError, RequestId, Role, Stats,
+};
 
 /// The manager on smol: see [`streamflight_core::driver::Flights`] for its methods.
 ///

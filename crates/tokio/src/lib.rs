@@ -25,7 +25,9 @@ use std::future::Future;
 use tokio::runtime::Handle;
 
 pub use streamflight_core::driver::{Runtime, Subscription};
-pub use streamflight_core::{CancelError, Config, Event, Failure, LateJoin, Orphan, RequestId, Role, Stats};
+pub use streamflight_core::{
+    CancelError, Config, Event, Failure, LateJoin, Orphan, ParseIdError, RequestId, Role, Stats,
+};
 
 /// The manager on tokio: see [`streamflight_core::driver::Flights`] for its methods.
 ///

@@ -1,6 +1,7 @@
 //! One scenario (or more) per rule of DESIGN.md, R1-R16, named after the rule it proves.
 //! Each asserts what a client would check: roles, events in order, stats, what was polled or dropped.
 
+use std::sync::Arc;
 use streamflight_tests::doubles::{Counted, Probe, Rng, Script, Tally, yield_once};
 use streamflight_tests::wait::{as_caller, assert_closed, eventually, next_within, poll_once};
 use streamflight_tests::{
@@ -195,7 +196,7 @@ async fn r5_prepare_failed<R: TestRuntime>() {
     eventually::<R>("the preparation to start", || gate.probe().polled() == 1).await;
     gate.fail("no model");
     for sub in &mut subs {
-        assert_eq!(to_end::<R>(sub).await, (vec![], Event::Failed(Failure::Upstream("no model"))));
+        assert_eq!(to_end::<R>(sub).await, (vec![], Event::Failed(Failure::Upstream(Arc::new("no model")))));
     }
     assert_eq!(flights.stats(), stats! { requests: 3, flights: 1, joined: 2 });
 
@@ -283,7 +284,7 @@ async fn r8_upstream_error<R: TestRuntime>() {
     assert_eq!(joiner.role(), Role::Joiner);
     script.fail("broken pipe");
     script.push(3);
-    let failed = Event::Failed(Failure::Upstream("broken pipe"));
+    let failed = Event::Failed(Failure::Upstream(Arc::new("broken pipe")));
     assert_eq!(to_end::<R>(&mut leader).await, (vec![2], failed.clone()));
     assert_eq!(to_end::<R>(&mut follower).await, (vec![1, 2], failed.clone()));
     assert_eq!(to_end::<R>(&mut joiner).await, (vec![1, 2], failed));
@@ -566,7 +567,7 @@ async fn r14_exactly_one_end<R: TestRuntime>() {
     subs[3].cancel();
     let ends = [
         Event::Done,
-        Event::Failed(Failure::Upstream("no")),
+        Event::Failed(Failure::Upstream(Arc::new("no"))),
         Event::Failed(Failure::Panicked),
         Event::Cancelled,
     ];
@@ -779,7 +780,7 @@ async fn r16_no_leak<R: TestRuntime>() {
         assert_eq!((got.len(), end), (3, Event::Done));
     }
     assert!(matches!(next_of::<R>(&mut failed).await, Event::Item(_)));
-    assert_eq!(next_of::<R>(&mut failed).await, Event::Failed(Failure::Upstream("no")));
+    assert_eq!(next_of::<R>(&mut failed).await, Event::Failed(Failure::Upstream(Arc::new("no"))));
     assert!(matches!(next_of::<R>(&mut aborted).await, Event::Item(_)));
     aborted.cancel();
     assert_eq!(next_of::<R>(&mut aborted).await, Event::Cancelled);

@@ -1,6 +1,7 @@
 //! The guarantees an adapter user relies on beyond single rules: who polls `start`, fresh flights
 //! after an end, cancel semantics, prompt aborts, stale events, and one preparation for 100 requests.
 
+use std::sync::Arc;
 use streamflight_tests::doubles::{Counted, Latch, Probe, Script, Tally};
 use streamflight_tests::wait::{as_caller, assert_closed, eventually, next_event, next_within, read_to_end};
 use streamflight_tests::{CancelError, Config, Event, Failure, Flights, Role, TestRuntime, scenarios, stats};
@@ -81,7 +82,7 @@ async fn fresh_flight_after_any_end<R: TestRuntime>() {
         }
         let end = match ending {
             Done => Event::Done,
-            PrepareFailed | UpstreamFailed => Event::Failed(Failure::Upstream("no")),
+            PrepareFailed | UpstreamFailed => Event::Failed(Failure::Upstream(Arc::new("no"))),
             PreparePanicked | UpstreamPanicked => Event::Failed(Failure::Panicked),
             Aborted => Event::Cancelled,
         };

@@ -226,7 +226,7 @@ async fn read<R: TestRuntime>(
     }
     match end {
         Some(Event::Done) if whole && !fails(key) => End::Done,
-        Some(Event::Failed(Failure::Upstream("tail"))) if whole && fails(key) => End::Failed,
+        Some(Event::Failed(Failure::Upstream(e))) if *e == "tail" && whole && fails(key) => End::Failed,
         Some(Event::Failed(Failure::Lagged { missed })) if mode == Mode::Bounded => {
             let at = next.unwrap_or(first);
             assert!(missed >= 1 && at + missed <= last, "request {}: lagged by {missed} at {at}", sub.id());

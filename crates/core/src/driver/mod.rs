@@ -90,7 +90,7 @@ impl<K, T, E, R> Default for Flights<K, T, E, R>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     T: Clone + Send + Sync + 'static,
-    E: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
     R: Runtime + Default,
 {
     fn default() -> Self {
@@ -102,7 +102,7 @@ impl<K, T, E, R> Flights<K, T, E, R>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     T: Clone + Send + Sync + 'static,
-    E: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
     R: Runtime,
 {
     /// A manager with no flight, on the runtime's default value (for the

@@ -1,15 +1,17 @@
 //! One request's view of its flight: a `Stream` of [`Event`]s over its history reader, and
 //! what it tells its manager (its cancel, its end, its drop), with the key and runtime types erased.
 
+use core::future::Future;
 use core::pin::Pin;
 use core::task::{Context, Poll};
+use std::boxed::Box;
 
 use futures_core::Stream;
 
 use super::registry::Shared;
 use crate::history::Reader;
 use crate::sync::Arc;
-use crate::{Admission, CancelError, Event, RequestId, Role};
+use crate::{Admission, CancelError, Event, Failure, RequestId, Role};
 
 /// What a [`Subscription`] asks of its manager. Each call is one input of
 /// the machine, taken by the registry's one path.
@@ -68,12 +70,26 @@ pub(super) fn control<C: Control + 'static>(shared: &Arc<C>) -> Arc<dyn Control>
 /// One request's view of its flight: a `Stream` of [`Event`]s. Items, then
 /// exactly one of `Done`, `Failed`, `Cancelled`, then `None` forever (R14).
 ///
+/// It is a `futures_core::Stream` when `T: Clone` (each subscriber gets its
+/// own clone of every item; share large items as `Arc<T>`), whatever `E` is
+/// (errors are shared as [`Arc<E>`](crate::Failure::Upstream)). It is `Unpin`
+/// always, and `Send` when `T: Send + Sync` and `E: Send + Sync`: hold it
+/// across awaits, move it into a response body, call `StreamExt::next` on it.
+///
+/// [`ready`](Subscription::ready) waits for the first event without taking
+/// it (choose a status code before sending a byte);
+/// [`into_results`](Subscription::into_results) turns it into a stream of
+/// `Result`s for bodies and `?`.
+///
 /// Dropping it is a cancellation with nobody left to tell (R12).
 pub struct Subscription<T, E> {
     id: RequestId,
     role: Role,
     reader: Reader<T, E>,
     control: Arc<dyn Control>,
+    /// The event [`ready`](Subscription::ready) took from the reader, to be
+    /// yielded first (boxed: most subscriptions never hold one).
+    peeked: Option<Box<Event<T, E>>>,
     /// It yielded its end: its manager was told, or needs not be.
     ended: bool,
 }
@@ -81,7 +97,7 @@ pub struct Subscription<T, E> {
 impl<T, E> Subscription<T, E> {
     /// The subscription of an admitted request, reading with `reader`.
     pub(super) fn new(admission: Admission, reader: Reader<T, E>, control: Arc<dyn Control>) -> Self {
-        Subscription { id: admission.id, role: admission.role, reader, control, ended: false }
+        Subscription { id: admission.id, role: admission.role, reader, control, peeked: None, ended: false }
     }
 
     /// This request's id, for [`Flights::cancel`](super::Flights::cancel).
@@ -98,6 +114,84 @@ impl<T, E> Subscription<T, E> {
     /// idempotent: cancelling an ended request does nothing.
     pub fn cancel(&self) {
         let _ = self.control.cancel(self.id);
+    }
+
+    /// Waits for this subscription's first event (or its next one, if items
+    /// were taken already) without taking it: the stream yields it next.
+    /// `None` if the stream already yielded its end.
+    ///
+    /// A handler chooses its status code with it before sending a byte: an
+    /// item means the flight streams, an end before any item is the flight's
+    /// (or this request's) whole answer.
+    ///
+    /// ```
+    /// use futures::{StreamExt, stream};
+    /// use streamflight_core::{Event, Failure};
+    /// # use streamflight_core::driver::Runtime;
+    /// # #[derive(Default)]
+    /// # struct Tokio;
+    /// # impl Runtime for Tokio {
+    /// #     fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) -> bool {
+    /// #         drop(tokio::spawn(task));
+    /// #         true
+    /// #     }
+    /// # }
+    /// # type Flights<K, T, E> = streamflight_core::driver::Flights<K, T, E, Tokio>;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    ///
+    /// let flights = Flights::<&str, u32, String>::default();
+    /// let mut ok = flights.request("a", async { Ok(stream::iter([Ok(1), Ok(2)])) });
+    /// assert_eq!(ok.ready().await, Some(&Event::Item(1)));
+    /// assert_eq!(ok.next().await, Some(Event::Item(1)), "ready took nothing");
+    ///
+    /// let mut failed = flights.request("b", async { Err::<stream::Empty<_>, _>("no model".to_string()) });
+    /// let status = match failed.ready().await {
+    ///     Some(Event::Failed(Failure::Upstream(_))) => 502,
+    ///     _ => 200,
+    /// };
+    /// assert_eq!(status, 502);
+    /// # }
+    /// ```
+    pub fn ready(&mut self) -> Ready<'_, T, E>
+    where
+        T: Clone,
+    {
+        Ready { subscription: Some(self) }
+    }
+
+    /// This subscription as a stream of `Result`s, for a response body or
+    /// `?`: each item is `Ok(item)`; `Done` ends the stream; `Failed(f)` is
+    /// one `Err(f)`, then the end; `Cancelled` is one
+    /// `Err(Failure::Cancelled)`, then the end, so that a body cut by a
+    /// cancel is never taken for a whole one.
+    ///
+    /// ```
+    /// use futures::{StreamExt, stream};
+    /// use streamflight_core::Failure;
+    /// # use streamflight_core::driver::Runtime;
+    /// # #[derive(Default)]
+    /// # struct Tokio;
+    /// # impl Runtime for Tokio {
+    /// #     fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) -> bool {
+    /// #         drop(tokio::spawn(task));
+    /// #         true
+    /// #     }
+    /// # }
+    /// # type Flights<K, T, E> = streamflight_core::driver::Flights<K, T, E, Tokio>;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    ///
+    /// let flights = Flights::<&str, u32, String>::default();
+    /// let upstream = stream::iter([Ok(1), Err("cut".to_string())]);
+    /// let results: Vec<_> = flights.request("k", async { Ok(upstream) }).into_results().collect().await;
+    /// assert_eq!(results.len(), 2);
+    /// assert_eq!(results[0], Ok(1));
+    /// assert!(matches!(&results[1], Err(Failure::Upstream(e)) if e.as_str() == "cut"));
+    /// # }
+    /// ```
+    pub fn into_results(self) -> Results<T, E> {
+        Results { subscription: self }
     }
 
     /// The reader yielded its end (or `None` after it): the manager hears of
@@ -119,18 +213,97 @@ impl<T, E> core::fmt::Debug for Subscription<T, E> {
     }
 }
 
-impl<T: Clone, E: Clone> Stream for Subscription<T, E> {
+impl<T: Clone, E> Stream for Subscription<T, E> {
     type Item = Event<T, E>;
 
     #[inline]
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event<T, E>>> {
         let this = self.get_mut();
+        if let Some(event) = this.peeked.take() {
+            return Poll::Ready(Some(*event));
+        }
         let polled = this.reader.poll_next(cx);
         // The per-item path hands the reader's event on untouched.
         match polled {
             Poll::Pending | Poll::Ready(Some(Event::Item(_))) => polled,
             Poll::Ready(event) => Poll::Ready(this.end(event)),
         }
+    }
+}
+
+/// The future of [`Subscription::ready`]: the next event, by reference, left
+/// in place.
+#[must_use = "futures do nothing unless awaited"]
+pub struct Ready<'a, T, E> {
+    subscription: Option<&'a mut Subscription<T, E>>,
+}
+
+impl<'a, T: Clone, E> Future for Ready<'a, T, E> {
+    type Output = Option<&'a Event<T, E>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(subscription) = self.subscription.take() else {
+            // Polled after completion: nothing more to tell.
+            return Poll::Ready(None);
+        };
+        if subscription.peeked.is_none() {
+            match Pin::new(&mut *subscription).poll_next(cx) {
+                Poll::Pending => {
+                    self.subscription = Some(subscription);
+                    return Poll::Pending;
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Ready(Some(event)) => subscription.peeked = Some(Box::new(event)),
+            }
+        }
+        Poll::Ready(subscription.peeked.as_deref())
+    }
+}
+
+impl<T, E> core::fmt::Debug for Ready<'_, T, E> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Ready").finish_non_exhaustive()
+    }
+}
+
+/// A [`Subscription`] as a stream of `Result`s: see
+/// [`into_results`](Subscription::into_results). Dropping it drops the
+/// subscription (R12).
+#[must_use = "streams do nothing unless polled"]
+pub struct Results<T, E> {
+    subscription: Subscription<T, E>,
+}
+
+impl<T, E> Results<T, E> {
+    /// The request's id, for a cancel.
+    pub fn id(&self) -> RequestId {
+        self.subscription.id
+    }
+
+    /// The request's role in its flight.
+    pub fn role(&self) -> Role {
+        self.subscription.role
+    }
+}
+
+impl<T: Clone, E> Stream for Results<T, E> {
+    type Item = Result<T, Failure<E>>;
+
+    #[inline]
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let subscription = &mut self.get_mut().subscription;
+        Pin::new(subscription).poll_next(cx).map(|event| match event? {
+            Event::Item(item) => Some(Ok(item)),
+            Event::Done => None,
+            Event::Failed(failure) => Some(Err(failure)),
+            Event::Cancelled => Some(Err(Failure::Cancelled)),
+        })
+    }
+}
+
+impl<T, E> core::fmt::Debug for Results<T, E> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Results").field("subscription", &self.subscription).finish()
     }
 }
 

@@ -134,7 +134,7 @@ where
                     stage.set(Stage::Streaming { upstream });
                     flight.shared.prepared(flight.id);
                 }
-                Ok(Poll::Ready(Err(e))) => break End::Upstream(e),
+                Ok(Poll::Ready(Err(e))) => break End::upstream(e),
                 Err(_panic) => break End::Panicked,
             },
             StageMut::Streaming { upstream } => match flight.stream(upstream, cx) {
@@ -215,7 +215,7 @@ where
     while batch.len() < BATCH {
         match catch_unwind(AssertUnwindSafe(|| upstream.as_mut().poll_next(cx))) {
             Ok(Poll::Ready(Some(Ok(item)))) => batch.push(item),
-            Ok(Poll::Ready(Some(Err(e)))) => return Pulled::Ended(End::Upstream(e)),
+            Ok(Poll::Ready(Some(Err(e)))) => return Pulled::Ended(End::upstream(e)),
             Ok(Poll::Ready(None)) => return Pulled::Ended(End::Done),
             Ok(Poll::Pending) if batch.is_empty() => return Pulled::Pending,
             Ok(Poll::Pending) => return Pulled::Items,

@@ -163,10 +163,10 @@ fn loom_subscribe_races_close() {
             let history = history.clone();
             thread::spawn(move || {
                 history.append(0);
-                history.close(End::Upstream(3));
+                history.close(End::upstream(3));
             })
         };
-        let end = Event::Failed(Failure::Upstream(3));
+        let end = Event::Failed(Failure::Upstream(std::sync::Arc::new(3)));
         let mut tail = History::subscribe_to(&history, Position::Tail);
         let mut start = History::subscribe_to(&history, Position::Start);
         let tail_events = read_all(&mut tail);

@@ -439,7 +439,9 @@ impl<T: Send + Sync, E> Batch<'_, T, E> {
         // SAFETY: we are the only writer (writer lock held), and `len` covers
         // only slots written before it is stored (`History::publish`).
         #[allow(unsafe_code)]
-        unsafe { tail.push(item) };
+        unsafe {
+            tail.push(item)
+        };
         writer.written += 1;
         self.len += 1;
     }
@@ -525,7 +527,7 @@ pub struct Reader<T, E> {
     finished: bool,
 }
 
-impl<T: Clone, E: Clone> Reader<T, E> {
+impl<T: Clone, E> Reader<T, E> {
     /// The next event: `Ready(Some(Item))` while items are available (read
     /// as a batch: no lock, no shared write per item), `Pending` with the
     /// waker parked when the reader has caught up, then exactly one end event

@@ -9,9 +9,9 @@ use std::vec::Vec;
 
 use proptest::prelude::*;
 
-use crate::testkit::history::{Op, Tracked, counting, run};
 use super::geometry::Geometry;
 use super::*;
+use crate::testkit::history::{Op, Tracked, counting, run};
 
 fn poll<T: Clone, E: Clone>(reader: &mut Reader<T, E>) -> Poll<Option<Event<T, E>>> {
     reader.poll_next(&mut Context::from_waker(Waker::noop()))
@@ -39,22 +39,22 @@ fn replay_tail_and_end() {
     assert_eq!(drain(&mut start), items(0..300));
     assert_eq!(poll(&mut start), Poll::Pending);
     history.append(300);
-    assert!(history.close(End::Upstream(7)));
+    assert!(history.close(End::upstream(7)));
     assert!(!history.close(End::Done), "a second close is ignored");
     history.append(301); // ignored after close
     assert_eq!(history.appended(), 301);
     let mut expected = items(300..301);
-    expected.push(Event::Failed(Failure::Upstream(7)));
+    expected.push(Event::Failed(Failure::Upstream(StdArc::new(7))));
     assert_eq!(drain(&mut tail), expected);
     assert_eq!(poll(&mut tail), Poll::Ready(None));
     assert_eq!(poll(&mut tail), Poll::Ready(None));
     // Subscribing after the end replays everything, then the end.
     let mut late = history.subscribe(Position::Start);
     let mut expected = items(0..301);
-    expected.push(Event::Failed(Failure::Upstream(7)));
+    expected.push(Event::Failed(Failure::Upstream(StdArc::new(7))));
     assert_eq!(drain(&mut late), expected);
     let mut tail = history.subscribe(Position::Tail);
-    assert_eq!(drain(&mut tail), [Event::Failed(Failure::Upstream(7))]);
+    assert_eq!(drain(&mut tail), [Event::Failed(Failure::Upstream(StdArc::new(7)))]);
 }
 
 #[test]

@@ -239,7 +239,7 @@ pub(crate) fn run(limit: Option<usize>, ops: Vec<Op>) {
                 }
             }
             Op::Close(failed) => {
-                let end = if failed { End::Upstream(9) } else { End::Done };
+                let end = if failed { End::upstream(9) } else { End::Done };
                 assert_eq!(history.close(end.clone()), model.end.is_none());
                 model.end.get_or_insert(end);
             }
