@@ -219,7 +219,9 @@ impl<T: Clone, E> Stream for Subscription<T, E> {
     #[inline]
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event<T, E>>> {
         let this = self.get_mut();
-        if let Some(event) = this.peeked.take() {
+        if this.peeked.is_some()
+            && let Some(event) = this.peeked.take()
+        {
             return Poll::Ready(Some(*event));
         }
         let polled = this.reader.poll_next(cx);
