@@ -20,11 +20,14 @@
 //! ```
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "axum")]
+pub mod axum;
+
 use std::future::Future;
 
 use tokio::runtime::Handle;
 
-pub use streamflight_core::driver::{Runtime, Subscription};
+pub use streamflight_core::driver::{Ready, Results, Runtime, Subscription};
 pub use streamflight_core::{
     CancelError, Config, Event, Failure, LateJoin, Orphan, ParseIdError, RequestId, Role, Stats,
 };

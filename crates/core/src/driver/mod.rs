@@ -47,8 +47,8 @@ use core::hash::Hash;
 use futures_core::Stream;
 
 use self::registry::Shared;
-pub use self::subscription::Subscription;
 use self::subscription::control;
+pub use self::subscription::{Ready, Results, Subscription};
 use self::task::FlightTask;
 use crate::sync::Arc;
 use crate::{CancelError, Config, RequestId, Stats};
