@@ -9,19 +9,20 @@
 //! ```
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+// axum's SSE `Event` renamed: `streamflight_tokio::Event` is the other one.
+use axum::response::Response;
+use axum::response::sse::Event as SseEvent;
 use axum::routing::{delete, get};
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use serde::Deserialize;
-use streamflight_tokio::{Event, Flights, RequestId};
+use streamflight_tokio::axum::Answer;
+use streamflight_tokio::{Flights, RequestId};
 
 /// How the simulated model behaves.
 #[derive(Clone, Copy, Debug)]
@@ -86,23 +87,19 @@ async fn generate(
 
 async fn ask(State(app): State<App>, Query(Ask { prompt }): Query<Ask>) -> Response {
     let subscription = app.flights.request(prompt.clone(), generate(prompt, app.model));
-    let id = subscription.id();
-    let shown = id.to_string();
-    app.requests.lock().unwrap().insert(shown.clone(), id);
+    let shown = subscription.id().to_string();
+    app.requests.lock().unwrap().insert(shown.clone(), subscription.id());
     let role = format!("{:?}", subscription.role());
     // The id stops being cancellable when the response stream goes, however it goes.
     let forget = Forget { requests: app.requests.clone(), id: shown.clone() };
-    let events = subscription.map(move |event| {
-        let _ = &forget;
-        let sse = match event {
-            Event::Item(token) => SseEvent::default().data(token),
-            Event::Done => SseEvent::default().event("done").data("[DONE]"),
-            Event::Failed(failure) => SseEvent::default().event("failed").data(format!("{failure:?}")),
-            Event::Cancelled => SseEvent::default().event("cancelled").data("{\"status\":\"cancelled\"}"),
-        };
-        Ok::<_, Infallible>(sse)
-    });
-    let mut response = Sse::new(events).keep_alive(KeepAlive::default()).into_response();
+    // 200 once the first token is there (a failed preparation is a 502 instead), then one
+    // event per token and a last `done`, `error` or `cancelled` event.
+    let mut response = Answer::new(subscription)
+        .sse(move |token| {
+            let _ = &forget;
+            SseEvent::default().data(token)
+        })
+        .await;
     let headers = response.headers_mut();
     headers.insert("x-request-id", HeaderValue::from_str(&shown).expect("ids are ASCII"));
     headers.insert("x-streamflight-role", HeaderValue::from_str(&role).expect("roles are ASCII"));

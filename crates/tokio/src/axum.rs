@@ -67,9 +67,11 @@ where
     }
 
     /// A Server-Sent Events response: each item becomes the event `item`
-    /// makes of it; `Done` ends the stream; a later failure is a last event
-    /// `error` (its text as data), a later cancel a last event `cancelled`.
-    /// Keep-alive comments are sent while the upstream is quiet.
+    /// makes of it; the stream ends with one last event, named for the end:
+    /// `done` (data `[DONE]`), `error` (the failure's text) or `cancelled`,
+    /// so that a client (a browser's `EventSource`, which reconnects when a
+    /// stream just closes) knows the answer is over and how. Keep-alive
+    /// comments are sent while the upstream is quiet.
     pub async fn sse<F>(mut self, item: F) -> Response
     where
         F: FnMut(T) -> SseEvent + Send + 'static,
@@ -164,7 +166,8 @@ where
             Poll::Ready(Some(Event::Cancelled)) => {
                 Some(SseEvent::default().event("cancelled").data("cancelled"))
             }
-            Poll::Ready(Some(Event::Done) | None) => None,
+            Poll::Ready(Some(Event::Done)) => Some(SseEvent::default().event("done").data("[DONE]")),
+            Poll::Ready(None) => None,
         };
         // The end: the subscription is done (and told its manager so).
         this.subscription = None;
