@@ -33,7 +33,8 @@ pub use streamflight_core::{
     CancelError, Config, Event, Failure, LateJoin, Orphan, ParseIdError, RequestId, Role, Stats,
 };
 
-/// The manager on async-std: see [`streamflight_core::driver::Flights`] for its methods.
+/// The manager on async-std: `request`, `cancel`, `stats`, `is_idle`, `new`, `with_runtime`, all
+/// listed below (they are [`streamflight_core::driver::Flights`]'s, with the runtime filled in).
 ///
 /// Flight tasks run on async-std's global executor, wherever `request` is
 /// called; [`Flights::new`](streamflight_core::driver::Flights::new) and

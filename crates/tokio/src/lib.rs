@@ -32,7 +32,8 @@ pub use streamflight_core::{
     CancelError, Config, Event, Failure, LateJoin, Orphan, ParseIdError, RequestId, Role, Stats,
 };
 
-/// The manager on tokio: see [`streamflight_core::driver::Flights`] for its methods.
+/// The manager on tokio: `request`, `cancel`, `stats`, `is_idle`, `new`, `with_runtime`, all
+/// listed below (they are [`streamflight_core::driver::Flights`]'s, with the runtime filled in).
 ///
 /// [`Flights::new`](streamflight_core::driver::Flights::new) (or `default`)
 /// spawns each flight's task on the runtime `request` is called from: called
