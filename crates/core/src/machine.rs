@@ -22,6 +22,17 @@ pub enum Role {
     Joiner,
 }
 
+impl fmt::Display for Role {
+    /// `Leader`, `Follower` or `Joiner` (as a header value, a log field).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Leader => "Leader",
+            Role::Follower => "Follower",
+            Role::Joiner => "Joiner",
+        })
+    }
+}
+
 /// Where a new subscriber's cursor starts in its flight's history.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Position {

@@ -86,24 +86,23 @@ async fn generate(
 }
 
 async fn ask(State(app): State<App>, Query(Ask { prompt }): Query<Ask>) -> Response {
-    let subscription = app.flights.request(prompt.clone(), generate(prompt, app.model));
-    let shown = subscription.id().to_string();
-    app.requests.lock().unwrap().insert(shown.clone(), subscription.id());
-    let role = format!("{:?}", subscription.role());
+    let answer = Answer::new(app.flights.request(prompt.clone(), generate(prompt, app.model)));
+    let shown = answer.id().to_string();
+    app.requests.lock().unwrap().insert(shown.clone(), answer.id());
+    let id = HeaderValue::from_str(&shown).expect("ids are ASCII");
+    let role = HeaderValue::from_str(&answer.role().to_string()).expect("roles are ASCII");
     // The id stops being cancellable when the response stream goes, however it goes.
-    let forget = Forget { requests: app.requests.clone(), id: shown.clone() };
+    let forget = Forget { requests: app.requests.clone(), id: shown };
     // 200 once the first token is there (a failed preparation is a 502 instead), then one
     // event per token and a last `done`, `error` or `cancelled` event.
-    let mut response = Answer::new(subscription)
+    answer
+        .header("x-request-id", id)
+        .header("x-streamflight-role", role)
         .sse(move |token| {
             let _ = &forget;
             SseEvent::default().data(token)
         })
-        .await;
-    let headers = response.headers_mut();
-    headers.insert("x-request-id", HeaderValue::from_str(&shown).expect("ids are ASCII"));
-    headers.insert("x-streamflight-role", HeaderValue::from_str(&role).expect("roles are ASCII"));
-    response
+        .await
 }
 
 struct Forget {
