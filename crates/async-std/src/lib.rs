@@ -28,7 +28,7 @@
 
 use std::future::Future;
 
-pub use streamflight_core::driver::{Runtime, Subscription};
+pub use streamflight_core::driver::{Ready, Results, Runtime, Subscription};
 pub use streamflight_core::{
     CancelError, Config, Event, Failure, LateJoin, Orphan, ParseIdError, RequestId, Role, Stats,
 };

@@ -30,7 +30,7 @@ use std::sync::{Arc, Weak};
 
 use smol::Executor;
 
-pub use streamflight_core::driver::{Runtime, Subscription};
+pub use streamflight_core::driver::{Ready, Results, Runtime, Subscription};
 pub use streamflight_core::{
     CancelError, Config, Event, Failure, LateJoin, Orphan, ParseIdError, RequestId, Role, Stats,
 };
