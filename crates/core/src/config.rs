@@ -1,7 +1,7 @@
 //! How a manager behaves: late joins, orphaned flights, the history bound.
 //! One `Config` is shared by the machine and every adapter.
 
-/// What a request for a key whose flight is already streaming does (R3).
+/// What a request for a key whose flight is already streaming does ([R3](crate::design#r3)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum LateJoin {
     /// Join and receive the whole history from the first item, then the live items.
@@ -13,7 +13,7 @@ pub enum LateJoin {
     NewFlight,
 }
 
-/// What happens to a flight when its last live request leaves (R11).
+/// What happens to a flight when its last live request leaves ([R11](crate::design#r11)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Orphan {
     /// Abort the flight: drop its preparation future or upstream stream.
@@ -43,19 +43,19 @@ pub struct Config {
 }
 
 impl Config {
-    /// Sets the late-join policy (R3). Default: [`LateJoin::Replay`].
+    /// Sets the late-join policy ([R3](crate::design#r3)). Default: [`LateJoin::Replay`].
     pub fn late_join(mut self, policy: LateJoin) -> Self {
         self.late_join = policy;
         self
     }
 
-    /// Sets the orphan policy (R11). Default: [`Orphan::Abort`].
+    /// Sets the orphan policy ([R11](crate::design#r11)). Default: [`Orphan::Abort`].
     pub fn orphan(mut self, policy: Orphan) -> Self {
         self.orphan = policy;
         self
     }
 
-    /// Bounds a flight's history to `items` (R15). Default: unbounded.
+    /// Bounds a flight's history to `items` ([R15](crate::design#r15)). Default: unbounded.
     /// A bound of 0 is taken as 1: the newest item is always retained.
     ///
     /// Appends never wait for readers, and a fast upstream's ready items are

@@ -1,24 +1,24 @@
-//! What a subscription yields (items, then exactly one end, R14) and how a flight ends.
+//! What a subscription yields (items, then exactly one end, [R14](crate::design#r14)) and how a flight ends.
 //! A flight's [`End`] travels unchanged from its task through its history to each subscriber.
 
 use alloc::sync::Arc;
 use core::fmt;
 
 /// One event of a subscription: items, then exactly one of `Done`, `Failed`
-/// or `Cancelled` (rule R14), after which the stream yields `None`.
+/// or `Cancelled` (rule [R14](crate::design#r14)), after which the stream yields `None`.
 ///
 /// axum has an `Event` too (`axum::response::sse::Event`): import this one
 /// under the crate's name (`streamflight_tokio::Event as FlightEvent`) or
 /// name it by path.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event<T, E> {
-    /// One item of the upstream, in upstream order (R6).
+    /// One item of the upstream, in upstream order ([R6](crate::design#r6)).
     Item(T),
-    /// The upstream finished; every item before it was delivered (R7).
+    /// The upstream finished; every item before it was delivered ([R7](crate::design#r7)).
     Done,
-    /// Preparation or the upstream failed, or this subscriber lagged (R5, R8, R9, R15).
+    /// Preparation or the upstream failed, or this subscriber lagged ([R5](crate::design#r5), [R8](crate::design#r8), [R9](crate::design#r9), [R15](crate::design#r15)).
     Failed(Failure<E>),
-    /// This request was cancelled or was the last one out (R10, R11).
+    /// This request was cancelled or was the last one out ([R10](crate::design#r10), [R11](crate::design#r11)).
     Cancelled,
 }
 
@@ -49,22 +49,22 @@ impl<T, E> Event<T, E> {
 #[non_exhaustive]
 #[derive(Debug, PartialEq, Eq)]
 pub enum Failure<E> {
-    /// Preparation or the upstream returned `Err(e)` (R5, R8); every
+    /// Preparation or the upstream returned `Err(e)` ([R5](crate::design#r5), [R8](crate::design#r8)); every
     /// subscriber of the flight holds the same `e`.
     Upstream(Arc<E>),
-    /// Preparation or the upstream panicked (R9).
+    /// Preparation or the upstream panicked ([R9](crate::design#r9)).
     Panicked,
     /// The flight had no runtime to run on: `request` was called outside the
     /// adapter's runtime, or the runtime dropped the flight's task (it shut
     /// down) before the flight ended.
     NoRuntime,
-    /// The subscriber fell out of the retained history (R15); `missed` is the
+    /// The subscriber fell out of the retained history ([R15](crate::design#r15)); `missed` is the
     /// number of released items it had not read.
     Lagged {
         /// Items released before this subscriber could read them.
         missed: u64,
     },
-    /// The request was cancelled (R10, R11). Only a stream of results
+    /// The request was cancelled ([R10](crate::design#r10), [R11](crate::design#r11)). Only a stream of results
     /// (`Subscription::into_results`) says it so, as its last item: a
     /// subscription's events say [`Event::Cancelled`].
     Cancelled,
@@ -123,12 +123,12 @@ impl<E: std::error::Error + 'static> std::error::Error for Failure<E> {
 /// ```
 #[derive(Debug, PartialEq, Eq)]
 pub enum End<E> {
-    /// The upstream finished (R7).
+    /// The upstream finished ([R7](crate::design#r7)).
     Done,
-    /// Preparation or the upstream returned `Err(e)` (R5, R8), shared by
+    /// Preparation or the upstream returned `Err(e)` ([R5](crate::design#r5), [R8](crate::design#r8)), shared by
     /// every subscriber.
     Upstream(Arc<E>),
-    /// Preparation or the upstream panicked (R9).
+    /// Preparation or the upstream panicked ([R9](crate::design#r9)).
     Panicked,
     /// There was no runtime to run the flight on (see [`Failure::NoRuntime`]).
     NoRuntime,

@@ -9,9 +9,9 @@
 //! carries the machine's actions out with real tasks on any [`driver::Runtime`].
 //! A flight's [`End`] goes unchanged from its task through its history to
 //! every subscriber's end [`Event`]. The rules it implements are numbered
-//! R1-R16 in the project's design and cited where they apply.
+//! [R1](crate::design#r1)-[R16](crate::design#r16) in the project's design and cited where they apply.
 //!
-//! The adapters (`streamflight-tokio`, `streamflight-async-std`) name the
+//! The adapters (`streamflight-tokio`, `streamflight-smol`, `streamflight-async-std`) name the
 //! driver's manager with their runtime and re-export the shared types below.
 #![cfg_attr(not(feature = "std"), no_std)]
 #![deny(unsafe_code)]
@@ -19,6 +19,11 @@
 extern crate alloc;
 
 mod config;
+/// The design: vocabulary, architecture, the rules ([R1](crate::design#r1)-[R24](crate::design#r24), G1-G9) with the
+/// checks that hold each, and the peer failures ruled out. The repository's
+/// `DESIGN.md`, included here so that the docs can link every rule they cite.
+#[doc = include_str!("../../../DESIGN.md")]
+pub mod design {}
 #[cfg(feature = "std")]
 pub mod driver;
 mod event;

@@ -14,11 +14,11 @@ use crate::id::{RawId, Slab, next_tag};
 /// The role of a request in its flight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
-    /// Started the flight; its `start` future prepares and opens the upstream (R1).
+    /// Started the flight; its `start` future prepares and opens the upstream ([R1](crate::design#r1)).
     Leader,
-    /// Joined while the flight was preparing; does no work (R2).
+    /// Joined while the flight was preparing; does no work ([R2](crate::design#r2)).
     Follower,
-    /// Joined while the flight was streaming (R3).
+    /// Joined while the flight was streaming ([R3](crate::design#r3)).
     Joiner,
 }
 
@@ -36,9 +36,9 @@ impl fmt::Display for Role {
 /// Where a new subscriber's cursor starts in its flight's history.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Position {
-    /// At the first item: the whole history is replayed (R3 `Replay`, R4).
+    /// At the first item: the whole history is replayed ([R3](crate::design#r3) `Replay`, [R4](crate::design#r4)).
     Start,
-    /// After the last item appended so far (R3 `Tail`).
+    /// After the last item appended so far ([R3](crate::design#r3) `Tail`).
     Tail,
 }
 
@@ -49,14 +49,14 @@ pub enum Position {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
     /// Start `flight`: run the leader's preparation, then its upstream, feeding
-    /// items to the flight's history (R1). Report back with
+    /// items to the flight's history ([R1](crate::design#r1)). Report back with
     /// [`Machine::handle_prepared`], [`Machine::handle_truncated`] and
     /// [`Machine::handle_ended`].
     Start {
         /// The new flight.
         flight: FlightId,
     },
-    /// Give `request` a cursor on `flight`'s history at `from` (R3, R4).
+    /// Give `request` a cursor on `flight`'s history at `from` ([R3](crate::design#r3), [R4](crate::design#r4)).
     Subscribe {
         /// The new request.
         request: RequestId,
@@ -66,20 +66,20 @@ pub enum Action {
         from: Position,
     },
     /// End `request` alone with [`Event::Cancelled`](crate::Event::Cancelled): it wins over
-    /// items not yet read; its flight is untouched (R10, R13).
+    /// items not yet read; its flight is untouched ([R10](crate::design#r10), [R13](crate::design#r13)).
     Cancel {
         /// The cancelled request.
         request: RequestId,
     },
     /// Publish the end `flight` reported (its [`End`](crate::End)) to its
-    /// history: every subscriber reads the remaining items, then this end (R5,
-    /// R7, R8, R9). The key is already free. Then release the flight.
+    /// history: every subscriber reads the remaining items, then this end ([R5](crate::design#r5),
+    /// [R7](crate::design#r7), [R8](crate::design#r8), [R9](crate::design#r9)). The key is already free. Then release the flight.
     Close {
         /// The flight that ended.
         flight: FlightId,
     },
     /// Nobody is left: drop `flight`'s preparation future or upstream stream
-    /// now (R11), then release the flight. It reports nothing more.
+    /// now ([R11](crate::design#r11)), then release the flight. It reports nothing more.
     Abort {
         /// The orphaned flight.
         flight: FlightId,
@@ -107,13 +107,13 @@ pub struct Stats {
     pub flights: u64,
     /// Requests served by an existing flight (followers and joiners).
     pub joined: u64,
-    /// Requests that ended `Cancelled`, dropped ones included (R12).
+    /// Requests that ended `Cancelled`, dropped ones included ([R12](crate::design#r12)).
     pub cancelled: u64,
-    /// Flights aborted because nobody was left (R11).
+    /// Flights aborted because nobody was left ([R11](crate::design#r11)).
     pub aborted: u64,
     /// Flights not yet ended.
     pub active_flights: usize,
-    /// Requests not yet ended (R13).
+    /// Requests not yet ended ([R13](crate::design#r13)).
     pub active_requests: usize,
 }
 
@@ -122,7 +122,7 @@ pub struct Stats {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CancelError {
     /// The id names no live request of this manager: it already ended, was
-    /// cancelled or dropped, or belongs to another manager (R13).
+    /// cancelled or dropped, or belongs to another manager ([R13](crate::design#r13)).
     UnknownRequest,
 }
 
@@ -166,9 +166,9 @@ struct Flight<K> {
     key: K,
     hash: u64,
     streaming: bool,
-    /// Still the key's joinable flight: not replaced (R3 `NewFlight`), not truncated (R15).
+    /// Still the key's joinable flight: not replaced ([R3](crate::design#r3) `NewFlight`), not truncated ([R15](crate::design#r15)).
     joinable: bool,
-    /// Requests of this flight that have not ended (R11). Requests are
+    /// Requests of this flight that have not ended ([R11](crate::design#r11)). Requests are
     /// numbered by `u32` slots, so this cannot overflow.
     live: u32,
 }
@@ -259,7 +259,7 @@ impl<K> Machine<K> {
         self.stats.clone()
     }
 
-    /// Whether the machine holds no flight and no request (R16).
+    /// Whether the machine holds no flight and no request ([R16](crate::design#r16)).
     pub fn is_idle(&self) -> bool {
         self.active_flights.len() == 0 && self.active_requests.len() == 0 && self.joinable.is_empty()
     }
@@ -289,7 +289,7 @@ impl<K> Machine<K> {
     // it: a driver reports a flight's progress without knowing its key type.
 
     /// Preparation of `flight` succeeded: from now on, new requests join it
-    /// as joiners (R3, R4). Its subscribers already hold cursors at item 0.
+    /// as joiners ([R3](crate::design#r3), [R4](crate::design#r4)). Its subscribers already hold cursors at item 0.
     pub fn handle_prepared(&mut self, flight: FlightId) -> Result<(), FlightError> {
         let f = self.active_flights.get_mut(flight.0).ok_or(FlightError::Stale)?;
         if f.streaming {
@@ -300,7 +300,7 @@ impl<K> Machine<K> {
     }
 
     /// `flight` ended: preparation failed or panicked, or the upstream
-    /// finished, failed or panicked (R5, R7, R8, R9); the driver holds how
+    /// finished, failed or panicked ([R5](crate::design#r5), [R7](crate::design#r7), [R8](crate::design#r8), [R9](crate::design#r9)); the driver holds how
     /// (its [`End`](crate::End)). The key is freed before the `Close` action
     /// publishes the end.
     pub fn handle_ended(&mut self, flight: FlightId) -> Result<(), FlightError> {
@@ -309,7 +309,7 @@ impl<K> Machine<K> {
         Ok(())
     }
 
-    /// `flight`'s history released its first item (R15): late requests for its
+    /// `flight`'s history released its first item ([R15](crate::design#r15)): late requests for its
     /// key start a new flight from now on.
     pub fn handle_truncated(&mut self, flight: FlightId) -> Result<(), FlightError> {
         self.active_flights.get(flight.0).ok_or(FlightError::Stale)?;
@@ -317,20 +317,20 @@ impl<K> Machine<K> {
         Ok(())
     }
 
-    /// Cancels a live request: it alone ends `Cancelled` (R10); if it was
-    /// the last live request of a running flight, the flight is orphaned (R11).
+    /// Cancels a live request: it alone ends `Cancelled` ([R10](crate::design#r10)); if it was
+    /// the last live request of a running flight, the flight is orphaned ([R11](crate::design#r11)).
     pub fn handle_cancel(&mut self, id: RequestId) -> Result<(), CancelError> {
         self.leave(id, Leave::Cancelled)
     }
 
     /// A live request's subscription was dropped: a cancellation with nobody
-    /// left to tell (R12), so no `Cancel` action.
+    /// left to tell ([R12](crate::design#r12)), so no `Cancel` action.
     pub fn handle_drop(&mut self, id: RequestId) -> Result<(), CancelError> {
         self.leave(id, Leave::Dropped)
     }
 
     /// A request's subscription yielded its end: its flight's end, or
-    /// `Lagged`. It leaves; a lagged one may leave its flight orphaned (R15, R11).
+    /// `Lagged`. It leaves; a lagged one may leave its flight orphaned ([R15](crate::design#r15), [R11](crate::design#r11)).
     pub fn handle_finished(&mut self, id: RequestId) -> Result<(), CancelError> {
         self.leave(id, Leave::Finished)
     }
@@ -397,9 +397,9 @@ impl<K: Hash + Eq> Machine<K> {
         }
     }
 
-    /// A request for `key` arrives: it leads a new flight (R1), follows a
-    /// preparing one (R2), or joins a streaming one under the late-join
-    /// policy (R3). Emits `Start` when it leads, then its `Subscribe`.
+    /// A request for `key` arrives: it leads a new flight ([R1](crate::design#r1)), follows a
+    /// preparing one ([R2](crate::design#r2)), or joins a streaming one under the late-join
+    /// policy ([R3](crate::design#r3)). Emits `Start` when it leads, then its `Subscribe`.
     pub fn handle_request(&mut self, key: K) -> Admission {
         self.stats.requests += 1;
         let hash = self.hasher.hash_one(&key);

@@ -43,7 +43,7 @@ type OnFailure<E> = Box<dyn FnOnce(&Failure<E>) -> Response + Send>;
 /// stream then ends with an `error` event (or a `cancelled` one), and a plain
 /// body is cut with an error, so that no client takes it for a whole answer.
 /// Dropping the response (the client went away), even while it waits for the
-/// first event, drops the subscription: a cancellation (R12).
+/// first event, drops the subscription: a cancellation ([R12](streamflight_core::design#r12)).
 ///
 /// The response head waits for the first event, by design (the status
 /// depends on it): an upstream slow to its first byte keeps the client

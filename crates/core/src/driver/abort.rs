@@ -1,4 +1,4 @@
-//! How the registry stops a flight's task from outside (R11): a flag and the task's waker,
+//! How the registry stops a flight's task from outside ([R11](crate::design#r11)): a flag and the task's waker,
 //! `AtomicWaker`-style over `crate::sync`, so that loom checks it with the rest of the driver.
 
 use core::task::{Context, Waker};

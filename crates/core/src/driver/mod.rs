@@ -10,7 +10,7 @@
 //!   released, the effects run.
 //! - `task`: a flight's task, a named `Future` (preparing, streaming, over)
 //!   that reports to the registry and writes the flight's history.
-//! - `abort`: the signal that stops a task from outside (R11).
+//! - `abort`: the signal that stops a task from outside ([R11](crate::design#r11)).
 //! - `slots`: the per-flight and per-request handles, by the machine's id slots.
 //! - [`Subscription`]: one request's stream of events, and what it tells the
 //!   manager (its cancel, its end, its drop).
@@ -143,7 +143,7 @@ where
         Flights { shared: Arc::new(Shared::new(config, runtime)) }
     }
 
-    /// Joins the live flight for `key`, or starts one (R1-R3). `start` is
+    /// Joins the live flight for `key`, or starts one ([R1](crate::design#r1)-[R3](crate::design#r3)). `start` is
     /// polled only when this request leads, and only by the flight's own task;
     /// a follower's `start` is dropped unpolled. It prepares and returns the
     /// upstream stream. If the runtime has nowhere to run the flight (tokio's
@@ -200,7 +200,7 @@ where
         Subscription::new(admission, reader, control(&self.shared))
     }
 
-    /// Cancels a live request (R10, R11, R13): its next event is `Cancelled`,
+    /// Cancels a live request ([R10](crate::design#r10), [R11](crate::design#r11), [R13](crate::design#r13)): its next event is `Cancelled`,
     /// then its stream closes; its flight goes on for the others, or is
     /// aborted if it was the last one. An unknown or ended id is an error and
     /// changes nothing.
@@ -213,7 +213,7 @@ where
         self.shared.read().machine().stats()
     }
 
-    /// Whether the manager holds no state for any key, flight or request (R16).
+    /// Whether the manager holds no state for any key, flight or request ([R16](crate::design#r16)).
     pub fn is_idle(&self) -> bool {
         let registry = self.shared.read();
         registry.machine().is_idle() && registry.holds_nothing()

@@ -21,7 +21,7 @@ pub(super) struct Registry<K, T, E> {
     /// What the driver holds for each flight the machine has not released,
     /// by slot: exactly the flights the machine holds active.
     handles: Slots<FlightHandles<T, E>>,
-    /// How to end each live request alone (R10), by slot: exactly the
+    /// How to end each live request alone ([R10](crate::design#r10)), by slot: exactly the
     /// requests the machine holds live.
     cancellers: Slots<Canceller>,
 }
@@ -50,7 +50,7 @@ pub(super) struct Effects<T, E> {
     reader: Option<Reader<T, E>>,
     /// `Cancel`: the reader to end with `Cancelled`, waking it.
     cancel: Option<Canceller>,
-    /// `Close`: the flight's task publishes the end it reported (the key is free, R7).
+    /// `Close`: the flight's task publishes the end it reported (the key is free, [R7](crate::design#r7)).
     close: bool,
     /// `Abort`: the flight's task to stop, waking it.
     abort: Option<Arc<AbortSignal>>,
@@ -130,7 +130,7 @@ impl<K, T, E, R> Shared<K, T, E, R> {
         output
     }
 
-    /// A request for `key` (R1-R3): its admission, its reader, and the flight
+    /// A request for `key` ([R1](crate::design#r1)-[R3](crate::design#r3)): its admission, its reader, and the flight
     /// it started, if it leads.
     #[inline]
     pub(super) fn request(&self, key: K) -> (Admission, Reader<T, E>, Option<Started<T, E>>)
@@ -145,21 +145,21 @@ impl<K, T, E, R> Shared<K, T, E, R> {
         (admission, reader, started)
     }
 
-    /// `flight` prepared: from now on its late requests are joiners (R3, R4).
+    /// `flight` prepared: from now on its late requests are joiners ([R3](crate::design#r3), [R4](crate::design#r4)).
     pub(super) fn prepared(&self, flight: FlightId) {
         let mut effects = Effects::default();
         self.input(&mut effects, |registry, _| registry.report(flight, Machine::handle_prepared));
         effects.run();
     }
 
-    /// `flight`'s history is about to release its first item (R15).
+    /// `flight`'s history is about to release its first item ([R15](crate::design#r15)).
     pub(super) fn truncated(&self, flight: FlightId) {
         let mut effects = Effects::default();
         self.input(&mut effects, |registry, _| registry.report(flight, Machine::handle_truncated));
         effects.run();
     }
 
-    /// `flight` ended: the machine frees its key (R7). Returns whether the
+    /// `flight` ended: the machine frees its key ([R7](crate::design#r7)). Returns whether the
     /// task is to publish its end: `false` once the flight was aborted.
     pub(super) fn ended(&self, flight: FlightId) -> bool {
         let mut effects = Effects::default();
@@ -168,7 +168,7 @@ impl<K, T, E, R> Shared<K, T, E, R> {
         effects.close
     }
 
-    /// Cancels a live request (R10, R11, R13).
+    /// Cancels a live request ([R10](crate::design#r10), [R11](crate::design#r11), [R13](crate::design#r13)).
     pub(super) fn cancel(&self, id: RequestId) -> Result<(), CancelError> {
         let mut effects = Effects::default();
         let result = self.input(&mut effects, |registry, _| registry.machine.handle_cancel(id));
@@ -188,7 +188,7 @@ impl<K, T, E, R> Shared<K, T, E, R> {
         result.is_ok()
     }
 
-    /// A live request's subscription was dropped (R12).
+    /// A live request's subscription was dropped ([R12](crate::design#r12)).
     pub(super) fn dropped(&self, id: RequestId) {
         let mut effects = Effects::default();
         // Refused if a cancel reached the machine first: the request is gone already.
@@ -206,7 +206,7 @@ impl<K, T, E> Registry<K, T, E> {
         &self.machine
     }
 
-    /// Whether the driver holds nothing for any flight or request (R16).
+    /// Whether the driver holds nothing for any flight or request ([R16](crate::design#r16)).
     pub(super) fn holds_nothing(&self) -> bool {
         self.handles.is_empty() && self.cancellers.is_empty()
     }

@@ -16,11 +16,11 @@ use crate::{Admission, CancelError, Event, Failure, RequestId, Role};
 /// What a [`Subscription`] asks of its manager. Each call is one input of
 /// the machine, taken by the registry's one path.
 pub(super) trait Control: Send + Sync {
-    /// Cancels the request (R10, R11).
+    /// Cancels the request ([R10](crate::design#r10), [R11](crate::design#r11)).
     fn cancel(&self, id: RequestId) -> Result<(), CancelError>;
     /// The request yielded its end; `false` if a cancel got there first.
     fn finished(&self, id: RequestId) -> bool;
-    /// The live request's subscription is dropped (R12).
+    /// The live request's subscription is dropped ([R12](crate::design#r12)).
     fn dropped(&self, id: RequestId);
 }
 
@@ -68,7 +68,7 @@ pub(super) fn control<C: Control + 'static>(shared: &Arc<C>) -> Arc<dyn Control>
 }
 
 /// One request's view of its flight: a `Stream` of [`Event`]s. Items, then
-/// exactly one of `Done`, `Failed`, `Cancelled`, then `None` forever (R14).
+/// exactly one of `Done`, `Failed`, `Cancelled`, then `None` forever ([R14](crate::design#r14)).
 ///
 /// It is a `futures_core::Stream` when `T: Clone` (each subscriber gets its
 /// own clone of every item; share large items as `Arc<T>`), whatever `E` is
@@ -81,7 +81,7 @@ pub(super) fn control<C: Control + 'static>(shared: &Arc<C>) -> Arc<dyn Control>
 /// [`into_results`](Subscription::into_results) turns it into a stream of
 /// `Result`s for bodies and `?`.
 ///
-/// Dropping it is a cancellation with nobody left to tell (R12).
+/// Dropping it is a cancellation with nobody left to tell ([R12](crate::design#r12)).
 pub struct Subscription<T, E> {
     id: RequestId,
     role: Role,
@@ -195,7 +195,7 @@ impl<T, E> Subscription<T, E> {
     }
 
     /// The reader yielded its end (or `None` after it): the manager hears of
-    /// it once, and a cancel that reached the machine first wins (R10, R14).
+    /// it once, and a cancel that reached the machine first wins ([R10](crate::design#r10), [R14](crate::design#r14)).
     #[cold]
     fn end(&mut self, event: Option<Event<T, E>>) -> Option<Event<T, E>> {
         self.ended = true;
@@ -270,7 +270,7 @@ impl<T, E> core::fmt::Debug for Ready<'_, T, E> {
 
 /// A [`Subscription`] as a stream of `Result`s: see
 /// [`into_results`](Subscription::into_results). Dropping it drops the
-/// subscription (R12).
+/// subscription ([R12](crate::design#r12)).
 #[must_use = "streams do nothing unless polled"]
 pub struct Results<T, E> {
     subscription: Subscription<T, E>,

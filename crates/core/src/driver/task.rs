@@ -43,9 +43,9 @@ pin_project! {
     /// Where the flight is.
     #[project = StageMut]
     enum Stage<Fut, S> {
-        /// The leader's `start` future prepares the upstream (R1, R4).
+        /// The leader's `start` future prepares the upstream ([R1](crate::design#r1), [R4](crate::design#r4)).
         Preparing { #[pin] start: Fut },
-        /// The upstream feeds the history (R6).
+        /// The upstream feeds the history ([R6](crate::design#r6)).
         Streaming { #[pin] upstream: S },
         /// Ended and reported, or aborted: nothing is left to poll.
         Over,
@@ -181,7 +181,7 @@ impl<K, T, E, R> Flight<K, T, E, R> {
         Poll::Pending
     }
 
-    /// The flight ended with `end`: the machine frees the key first (R7),
+    /// The flight ended with `end`: the machine frees the key first ([R7](crate::design#r7)),
     /// then every reader sees `end` after its remaining items.
     fn end(&mut self, end: End<E>) {
         self.ended = true;
@@ -203,7 +203,7 @@ impl<K, T, E, R> Flight<K, T, E, R> {
 }
 
 /// Polls the upstream for up to [`BATCH`] ready items into `batch`, catching
-/// its panics (R9). A pull that took items never reports `Pending`: the
+/// its panics ([R9](crate::design#r9)). A pull that took items never reports `Pending`: the
 /// upstream is polled again (within [`BATCHES_PER_POLL`]) before the task
 /// waits, so that a self-waking upstream is drained several items per task
 /// poll and its readers woken once per batch.

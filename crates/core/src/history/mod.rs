@@ -15,9 +15,9 @@
 //! append and only when some are parked (an atomic hint, checked after a
 //! `SeqCst` fence that pairs with the reader's). With a `history_limit`, whole
 //! chunks out of the retained window are released; a reader behind the window
-//! ends with [`Failure::Lagged`] (R15). A [`Canceller`] ends one reader
-//! with [`Event::Cancelled`], ahead of anything it has not yet yielded (R10,
-//! R13). Wakers are always called after every lock is released.
+//! ends with [`Failure::Lagged`] ([R15](crate::design#r15)). A [`Canceller`] ends one reader
+//! with [`Event::Cancelled`], ahead of anything it has not yet yielded ([R10](crate::design#r10),
+//! [R13](crate::design#r13)). Wakers are always called after every lock is released.
 //!
 //! Memory: an item is stored once; a reader costs [`BYTES_PER_READER`] bytes;
 //! a history with one reader past its first item allocates about 400 bytes
@@ -25,8 +25,9 @@
 //! list; BENCHMARKS.md has the breakdown).
 
 // The crate's one allowance of `unsafe`: the chunks' write-once slots,
-// published to readers on other threads. The history's two other uses call
-// into it, each allowed where it stands with its proof.
+// published to readers on other threads. The history calls into it at three
+// places (a batch's push, a reader's two reads), each allowed where it stands
+// with its proof.
 #[allow(unsafe_code)]
 mod chunk;
 mod geometry;
@@ -79,8 +80,8 @@ pub use crate::End;
 /// [`append`](History::append), [`extend`](History::extend) and
 /// [`close`](History::close); appends never wait for a reader. Every
 /// [`Reader`] made by [`subscribe`](History::subscribe) reads each item from
-/// its cursor on, in order, with no gap and no duplicate (R6), then exactly one
-/// end (R14).
+/// its cursor on, in order, with no gap and no duplicate ([R6](crate::design#r6)), then exactly one
+/// end ([R14](crate::design#r14)).
 ///
 /// ```
 /// use std::task::{Context, Poll, Waker};
@@ -231,12 +232,12 @@ impl<T, E> History<T, E> {
         self.len.load(Ordering::Acquire)
     }
 
-    /// Number of items released so far because of the limit (R15).
+    /// Number of items released so far because of the limit ([R15](crate::design#r15)).
     pub fn released(&self) -> u64 {
         self.appended().saturating_sub(self.limit)
     }
 
-    /// Whether publishing `more` items releases the first item (R15): true
+    /// Whether publishing `more` items releases the first item ([R15](crate::design#r15)): true
     /// for exactly one publication of a bounded history. The driver asks this
     /// between writing a batch and publishing it, to tell the machine first
     /// (`handle_truncated`), so that no late join is admitted onto a released item.
@@ -264,7 +265,7 @@ impl<T, E> History<T, E> {
     }
 
     /// Publishes the flight's end: every reader yields its remaining items,
-    /// then this end (R7, R8). Returns `false`, changing nothing, if the
+    /// then this end ([R7](crate::design#r7), [R8](crate::design#r8)). Returns `false`, changing nothing, if the
     /// history was already closed. Appends after it are ignored.
     pub fn close(&self, end: End<E>) -> bool {
         let mut writer = lock(&self.writer);
@@ -289,7 +290,7 @@ impl<T, E> History<T, E> {
     }
 
     /// Makes a reader whose cursor is at item 0 ([`Position::Start`]: the
-    /// whole history is replayed, R3/R4) or after the last item appended so
+    /// whole history is replayed, [R3](crate::design#r3)/[R4](crate::design#r4)) or after the last item appended so
     /// far ([`Position::Tail`]). Subscribing after [`close`](History::close)
     /// works: the reader gets the retained items then the end. If items were
     /// already released, a `Start` reader ends at once with
@@ -349,7 +350,7 @@ impl<T: Send + Sync, E> History<T, E> {
     /// Starts writing items in place, unseen by readers until
     /// [`publish`](History::publish): the writer fills a batch straight from
     /// its source, with no buffer of its own, and may act between writing and
-    /// publishing (the driver tells the machine of a first release, R15).
+    /// publishing (the driver tells the machine of a first release, [R15](crate::design#r15)).
     pub fn batch(&self) -> Batch<'_, T, E> {
         Batch { history: self, writer: lock(&self.writer), len: 0 }
     }
@@ -510,9 +511,9 @@ impl<T, E> fmt::Debug for History<T, E> {
 /// One subscriber's cursor into a [`History`].
 ///
 /// [`poll_next`](Reader::poll_next) yields every item from the cursor on, in
-/// order, then exactly one end, then `None` forever (R6, R14). It is a
+/// order, then exactly one end, then `None` forever ([R6](crate::design#r6), [R14](crate::design#r14)). It is a
 /// `Stream` in all but name: adapters wrap it. Dropping it frees its waker
-/// slot (R16); it is `Send` and `Unpin` when `T: Send + Sync` and `E: Send`.
+/// slot ([R16](crate::design#r16)); it is `Send` and `Unpin` when `T: Send + Sync` and `E: Send`.
 pub struct Reader<T, E> {
     history: Arc<History<T, E>>,
     cell: Arc<ReaderCell>,
@@ -534,9 +535,9 @@ impl<T: Clone, E> Reader<T, E> {
     /// (`Done`, `Failed` or `Cancelled`), then `Ready(None)` forever.
     ///
     /// A cancel (see [`canceller`](Reader::canceller)) wins over every item
-    /// not yet yielded (R10, R13). A reader that fell out of the retained
+    /// not yet yielded ([R10](crate::design#r10), [R13](crate::design#r13)). A reader that fell out of the retained
     /// window ends with `Failed(Lagged { missed })`, `missed` counting the
-    /// released items it had not taken into a batch (R15).
+    /// released items it had not taken into a batch ([R15](crate::design#r15)).
     #[inline]
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event<T, E>>> {
         // The per-item path: one comparison, one load of the cancel state,
@@ -674,7 +675,7 @@ impl<T: Clone, E> Reader<T, E> {
     }
 
     /// Ends the reader with `end`, or with `Cancelled` if a cancel got in
-    /// first (the cell's state decides: one end, R14).
+    /// first (the cell's state decides: one end, [R14](crate::design#r14)).
     fn finish(&mut self, end: Event<T, E>) -> Event<T, E> {
         let end = match self.cell.state.compare_exchange(LIVE, GONE, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => end,
@@ -731,7 +732,7 @@ impl<T, E> fmt::Debug for Reader<T, E> {
     }
 }
 
-/// Ends one [`Reader`] alone with [`Event::Cancelled`] (R10, R13); cheap to
+/// Ends one [`Reader`] alone with [`Event::Cancelled`] ([R10](crate::design#r10), [R13](crate::design#r13)); cheap to
 /// clone and to send. It keeps no item alive.
 #[derive(Clone)]
 pub struct Canceller {
