@@ -1,5 +1,7 @@
-//! How a manager behaves: late joins, orphaned flights, the history bound.
+//! How a manager behaves: late joins, orphaned flights, the history bound, linger and resume.
 //! One `Config` is shared by the machine and every adapter.
+
+use core::time::Duration;
 
 /// What a request for a key whose flight is already streaming does ([R3](crate::design#r3)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -40,6 +42,8 @@ pub struct Config {
     late_join: LateJoin,
     orphan: Orphan,
     history_limit: Option<usize>,
+    linger: Duration,
+    resume_window: Duration,
 }
 
 impl Config {
@@ -64,6 +68,34 @@ impl Config {
     pub fn history_limit(mut self, items: usize) -> Self {
         self.history_limit = Some(items.max(1));
         self
+    }
+
+    /// Keeps a flight that ended `Done` joinable for `after_done` (R17): a
+    /// request for its key in that window joins it as a joiner, replays its
+    /// whole history, gets `Done`, and starts no upstream (whatever the
+    /// late-join policy: it governs joining a *streaming* flight). A flight
+    /// that failed, panicked or was aborted, or whose history released items
+    /// (R15), never lingers. Default: zero, no linger.
+    pub fn linger(mut self, after_done: Duration) -> Self {
+        self.linger = after_done;
+        self
+    }
+
+    /// How long a detached request stays live, waiting to be resumed (R18).
+    /// Default: zero, detaching is dropping (R12).
+    pub fn resume_window(mut self, window: Duration) -> Self {
+        self.resume_window = window;
+        self
+    }
+
+    /// The linger after `Done` (R17).
+    pub fn linger_duration(&self) -> Duration {
+        self.linger
+    }
+
+    /// The resume window of a detached request (R18).
+    pub fn resume_window_duration(&self) -> Duration {
+        self.resume_window
     }
 
     /// The late-join policy.

@@ -41,5 +41,6 @@ pub use config::{Config, LateJoin, Orphan};
 pub use event::{End, Event, Failure};
 pub use id::ParseIdError;
 pub use machine::{
-    Action, Admission, CancelError, FlightError, FlightId, Machine, Position, RequestId, Role, Stats,
+    Action, Admission, CancelError, FlightError, FlightId, Machine, Position, RequestId, ResumeError, Role,
+    Stats,
 };

@@ -3,8 +3,9 @@
 
 use core::fmt;
 use core::hash::{BuildHasher, Hash};
+use core::time::Duration;
 
-use alloc::collections::VecDeque;
+use alloc::collections::{BTreeSet, VecDeque};
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::config::{Config, LateJoin, Orphan};
@@ -40,10 +41,12 @@ pub enum Position {
     Start,
     /// After the last item appended so far ([R3](crate::design#r3) `Tail`).
     Tail,
+    /// At item `n`: a resumed request reads from where its client stopped (R18).
+    At(u64),
 }
 
 /// What the machine asks its driver to do. Drained with [`Machine::poll_action`]
-/// after every input, and carried out in order. `Close` and `Abort` are a
+/// after every input, and carried out in order. `Release` and `Abort` are a
 /// flight's last action: after either, the machine holds nothing of it and the
 /// driver releases what it holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -73,9 +76,16 @@ pub enum Action {
     },
     /// Publish the end `flight` reported (its [`End`](crate::End)) to its
     /// history: every subscriber reads the remaining items, then this end ([R5](crate::design#r5),
-    /// [R7](crate::design#r7), [R8](crate::design#r8), [R9](crate::design#r9)). The key is already free. Then release the flight.
+    /// [R7](crate::design#r7), [R8](crate::design#r8), [R9](crate::design#r9)). The key is already free, unless the flight lingers (R17).
     Close {
         /// The flight that ended.
+        flight: FlightId,
+    },
+    /// Release what is held for `flight` (its history): no request will
+    /// subscribe to it any more. Right after its `Close`, or when its linger
+    /// is over (R17). Readers still reading keep what they read.
+    Release {
+        /// The flight released.
         flight: FlightId,
     },
     /// Nobody is left: drop `flight`'s preparation future or upstream stream
@@ -85,6 +95,45 @@ pub enum Action {
         flight: FlightId,
     },
 }
+
+/// Why a resume changed nothing (R18).
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ResumeError {
+    /// The id names no live request of this manager: it ended, its resume
+    /// window passed, or it belongs to another manager.
+    UnknownRequest,
+    /// The request is live but not detached: it has its subscription (a
+    /// second resume of the same request is refused while the first lives).
+    NotDetached,
+    /// The items from where the request asked to resume were released
+    /// (`history_limit`, R15); `missed` of them. Told by the driver, which
+    /// holds the history.
+    Released {
+        /// Items released before the asked position.
+        missed: u64,
+    },
+    /// The request asked to resume past the items appended so far; `appended`
+    /// is how many there are. Told by the driver, which holds the history.
+    Ahead {
+        /// Items appended so far.
+        appended: u64,
+    },
+}
+
+impl fmt::Display for ResumeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResumeError::UnknownRequest => f.write_str("unknown or already ended request"),
+            ResumeError::NotDetached => f.write_str("the request is not detached"),
+            ResumeError::Released { missed } => write!(f, "{missed} items to resume from were released"),
+            ResumeError::Ahead { appended } => write!(f, "past the end: {appended} items so far"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for ResumeError {}
 
 /// What [`Machine::handle_request`] tells the caller about its new request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -168,9 +217,11 @@ struct Flight<K> {
     streaming: bool,
     /// Still the key's joinable flight: not replaced ([R3](crate::design#r3) `NewFlight`), not truncated ([R15](crate::design#r15)).
     joinable: bool,
-    /// Requests of this flight that have not ended ([R11](crate::design#r11)). Requests are
-    /// numbered by `u32` slots, so this cannot overflow.
+    /// Requests of this flight that have not ended ([R11](crate::design#r11)), detached ones
+    /// included (R18). Requests are numbered by `u32` slots, so this cannot overflow.
     live: u32,
+    /// Ended `Done` and lingering (R17): joinable, reported no more.
+    ended: bool,
 }
 
 /// How a request leaves its flight.
@@ -185,6 +236,15 @@ enum Leave {
 struct Request {
     flight: FlightId,
     role: Role,
+    /// Detached: the end of its resume window (R18).
+    detached: Option<Duration>,
+}
+
+/// What a deadline is for: a flight's linger (R17) or a request's resume window (R18).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Linger(FlightId),
+    Window(RequestId),
 }
 
 /// The control plane of streamflight: a deterministic, sans-IO state machine.
@@ -234,6 +294,8 @@ pub struct Machine<K> {
     joinable: HashTable<u32>,
     /// Requests not yet ended ([`Stats::active_requests`]).
     active_requests: Slab<Request>,
+    /// Every pending deadline, soonest first; removed as soon as it no longer applies.
+    timers: BTreeSet<(Duration, Timer)>,
     actions: VecDeque<Action>,
     stats: Stats,
 }
@@ -274,9 +336,26 @@ impl<K> Machine<K> {
         self.active_requests.get(id.0).map(|r| r.flight)
     }
 
-    /// Whether `flight` has not ended yet.
+    /// Whether `flight` has not ended yet (a lingering flight has, R17).
     pub fn is_active(&self, flight: FlightId) -> bool {
-        self.active_flights.get(flight.0).is_some()
+        self.running(flight).is_some()
+    }
+
+    /// Whether the live request `id` is detached, waiting to be resumed (R18).
+    pub fn is_detached(&self, id: RequestId) -> bool {
+        self.active_requests.get(id.0).is_some_and(|r| r.detached.is_some())
+    }
+
+    /// The next deadline the machine waits for (a linger's end, R17; a resume
+    /// window's, R18), as the caller's monotonic time; `None` if none. Call
+    /// [`handle_timeout`](Machine::handle_timeout) once the clock reaches it.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        self.timers.first().map(|&(deadline, _)| deadline)
+    }
+
+    /// A flight that has not ended.
+    fn running(&self, flight: FlightId) -> Option<&Flight<K>> {
+        self.active_flights.get(flight.0).filter(|f| !f.ended)
     }
 
     /// The next action to carry out, in order. Drain it to `None` after
@@ -291,7 +370,7 @@ impl<K> Machine<K> {
     /// Preparation of `flight` succeeded: from now on, new requests join it
     /// as joiners ([R3](crate::design#r3), [R4](crate::design#r4)). Its subscribers already hold cursors at item 0.
     pub fn handle_prepared(&mut self, flight: FlightId) -> Result<(), FlightError> {
-        let f = self.active_flights.get_mut(flight.0).ok_or(FlightError::Stale)?;
+        let f = self.active_flights.get_mut(flight.0).filter(|f| !f.ended).ok_or(FlightError::Stale)?;
         if f.streaming {
             return Err(FlightError::AlreadyPrepared);
         }
@@ -300,19 +379,90 @@ impl<K> Machine<K> {
     }
 
     /// `flight` ended: preparation failed or panicked, or the upstream
-    /// finished, failed or panicked ([R5](crate::design#r5), [R7](crate::design#r7), [R8](crate::design#r8), [R9](crate::design#r9)); the driver holds how
-    /// (its [`End`](crate::End)). The key is freed before the `Close` action
-    /// publishes the end.
+    /// failed or panicked (R5, R8, R9); the driver holds how (its
+    /// [`End`](crate::End)). The key is freed before the `Close` action
+    /// publishes the end; then `Release`. (An upstream that finished is
+    /// [`handle_done`](Machine::handle_done), which may linger.)
     pub fn handle_ended(&mut self, flight: FlightId) -> Result<(), FlightError> {
         self.end_flight(flight)?;
         self.actions.push_back(Action::Close { flight });
+        self.actions.push_back(Action::Release { flight });
         Ok(())
+    }
+
+    /// `flight`'s upstream finished at `now` (R7): as
+    /// [`handle_ended`](Machine::handle_ended), but with a linger (R17) a
+    /// flight still joinable stays so until `now + linger`: `Close` now,
+    /// `Release` when the linger is over. `now` is the caller's monotonic
+    /// time, as a `Duration` since an epoch of its choosing.
+    pub fn handle_done(&mut self, flight: FlightId, now: Duration) -> Result<(), FlightError> {
+        let linger = self.config.linger_duration();
+        let f = self.active_flights.get_mut(flight.0).filter(|f| !f.ended).ok_or(FlightError::Stale)?;
+        if linger.is_zero() || !f.joinable {
+            return self.handle_ended(flight);
+        }
+        f.ended = true;
+        self.stats.active_flights -= 1;
+        self.timers.insert((now.saturating_add(linger), Timer::Linger(flight)));
+        self.actions.push_back(Action::Close { flight });
+        Ok(())
+    }
+
+    /// A live request's client went away for now (R18): the request stays
+    /// live (it keeps its flight from being orphaned, R11) until `now +
+    /// resume_window`, to be resumed with [`handle_resume`](Machine::handle_resume).
+    /// The driver drops its subscription's reader and keeps its history.
+    /// With no resume window it is a drop (R12). A request not live, or
+    /// already detached, is refused.
+    pub fn handle_detach(&mut self, id: RequestId, now: Duration) -> Result<(), CancelError> {
+        let window = self.config.resume_window_duration();
+        let request = self.active_requests.get_mut(id.0).filter(|r| r.detached.is_none());
+        let request = request.ok_or(CancelError::UnknownRequest)?;
+        if window.is_zero() {
+            return self.leave(id, Leave::Dropped);
+        }
+        let deadline = now.saturating_add(window);
+        request.detached = Some(deadline);
+        self.timers.insert((deadline, Timer::Window(id)));
+        Ok(())
+    }
+
+    /// Resumes a detached request from item `from` (R18): a `Subscribe` at
+    /// [`Position::At`]. Whether `from` is within its history is the driver's
+    /// to check first ([`ResumeError::Released`], [`ResumeError::Ahead`]).
+    pub fn handle_resume(&mut self, id: RequestId, from: u64) -> Result<(), ResumeError> {
+        let request = self.active_requests.get_mut(id.0).ok_or(ResumeError::UnknownRequest)?;
+        let deadline = request.detached.take().ok_or(ResumeError::NotDetached)?;
+        let flight = request.flight;
+        self.timers.remove(&(deadline, Timer::Window(id)));
+        self.actions.push_back(Action::Subscribe { request: id, flight, from: Position::At(from) });
+        Ok(())
+    }
+
+    /// The clock reached `now`: every linger (R17) and resume window (R18)
+    /// over by then ends, in deadline order. An early or repeated call does nothing.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        while let Some(&(deadline, timer)) = self.timers.first() {
+            if deadline > now {
+                break;
+            }
+            self.timers.pop_first();
+            match timer {
+                Timer::Linger(flight) => {
+                    self.unjoin(flight);
+                    self.active_flights.remove(flight.0);
+                    self.actions.push_back(Action::Release { flight });
+                }
+                // The window passed with no resume: a drop (R12).
+                Timer::Window(id) => drop(self.leave(id, Leave::Dropped)),
+            }
+        }
     }
 
     /// `flight`'s history released its first item ([R15](crate::design#r15)): late requests for its
     /// key start a new flight from now on.
     pub fn handle_truncated(&mut self, flight: FlightId) -> Result<(), FlightError> {
-        self.active_flights.get(flight.0).ok_or(FlightError::Stale)?;
+        self.running(flight).ok_or(FlightError::Stale)?;
         self.unjoin(flight);
         Ok(())
     }
@@ -349,7 +499,7 @@ impl<K> Machine<K> {
     }
 
     fn end_flight(&mut self, flight: FlightId) -> Result<(), FlightError> {
-        self.active_flights.get(flight.0).ok_or(FlightError::Stale)?;
+        self.running(flight).ok_or(FlightError::Stale)?;
         self.unjoin(flight);
         self.active_flights.remove(flight.0);
         self.stats.active_flights -= 1;
@@ -359,6 +509,9 @@ impl<K> Machine<K> {
     fn leave(&mut self, id: RequestId, how: Leave) -> Result<(), CancelError> {
         let request = self.active_requests.remove(id.0).ok_or(CancelError::UnknownRequest)?;
         self.stats.active_requests -= 1;
+        if let Some(deadline) = request.detached {
+            self.timers.remove(&(deadline, Timer::Window(id)));
+        }
         match how {
             Leave::Cancelled => {
                 self.stats.cancelled += 1;
@@ -370,7 +523,7 @@ impl<K> Machine<K> {
         let orphaned = match self.active_flights.get_mut(request.flight.0) {
             Some(f) => {
                 f.live -= 1;
-                f.live == 0 && self.config.orphan_policy() == Orphan::Abort
+                f.live == 0 && !f.ended && self.config.orphan_policy() == Orphan::Abort
             }
             None => false,
         };
@@ -392,6 +545,7 @@ impl<K: Hash + Eq> Machine<K> {
             active_flights: Slab::new(tag),
             joinable: HashTable::new(),
             active_requests: Slab::new(tag),
+            timers: BTreeSet::new(),
             actions: VecDeque::new(),
             stats: Stats::default(),
         }
@@ -409,11 +563,14 @@ impl<K: Hash + Eq> Machine<K> {
                 .find(hash, |&slot| flights.by_slot(slot).is_some_and(|(_, f)| f.key == key))
                 .copied()
         };
-        let existing =
-            found.and_then(|slot| self.active_flights.by_slot(slot)).map(|(id, f)| (id, f.streaming));
+        let existing = found
+            .and_then(|slot| self.active_flights.by_slot(slot))
+            .map(|(id, f)| (id, f.streaming, f.ended));
         let (flight, role, from) = match existing {
-            Some((id, false)) => (id, Role::Follower, Position::Start),
-            Some((id, true)) => match self.config.late_join_policy() {
+            // Lingering (R17): the whole finished answer, whatever the late-join policy.
+            Some((id, _, true)) => (id, Role::Joiner, Position::Start),
+            Some((id, false, false)) => (id, Role::Follower, Position::Start),
+            Some((id, true, false)) => match self.config.late_join_policy() {
                 LateJoin::Replay => (id, Role::Joiner, Position::Start),
                 LateJoin::Tail => (id, Role::Joiner, Position::Tail),
                 LateJoin::NewFlight => {
@@ -430,7 +587,7 @@ impl<K: Hash + Eq> Machine<K> {
         if let Some(f) = self.active_flights.get_mut(flight.0) {
             f.live += 1;
         }
-        let id = RequestId(self.active_requests.insert(Request { flight, role }));
+        let id = RequestId(self.active_requests.insert(Request { flight, role, detached: None }));
         self.stats.active_requests += 1;
         self.actions.push_back(Action::Subscribe { request: id, flight, from });
         Admission { id, role, flight }
@@ -439,7 +596,8 @@ impl<K: Hash + Eq> Machine<K> {
     fn start(&mut self, key: K, hash: u64) -> RawId {
         self.stats.flights += 1;
         self.stats.active_flights += 1;
-        let id = self.active_flights.insert(Flight { key, hash, streaming: false, joinable: true, live: 0 });
+        let flight = Flight { key, hash, streaming: false, joinable: true, live: 0, ended: false };
+        let id = self.active_flights.insert(flight);
         let flights = &self.active_flights;
         self.joinable
             .insert_unique(hash, id.slot(), |&slot| flights.by_slot(slot).map_or(0, |(_, f)| f.hash));
@@ -457,7 +615,7 @@ impl<K: Hash + Eq> Machine<K> {
     {
         let flights: alloc::vec::Vec<_> = self.active_flights.iter().collect();
         let requests: alloc::vec::Vec<_> = self.active_requests.iter().collect();
-        alloc::format!("{flights:?} {requests:?} {:?} {:?}", self.actions, self.stats)
+        alloc::format!("{flights:?} {requests:?} {:?} {:?} {:?}", self.timers, self.actions, self.stats)
     }
 
     /// Checks the machine's internal bookkeeping (live counts, the key index,
@@ -481,8 +639,21 @@ impl<K: Hash + Eq> Machine<K> {
             joinable += usize::from(f.joinable);
         }
         assert_eq!(joinable, self.joinable.len(), "the key index names only joinable flights");
-        assert_eq!(self.stats.active_flights, self.active_flights.len());
+        let running = self.active_flights.iter().filter(|(_, f)| !f.ended).count();
+        assert_eq!(self.stats.active_flights, running);
         assert_eq!(self.stats.active_requests, self.active_requests.len());
+        // One timer per lingering flight and per detached request, nothing else (R16).
+        let lingering = self.active_flights.iter().filter(|(_, f)| f.ended).count();
+        let detached = self.active_requests.iter().filter(|(_, r)| r.detached.is_some()).count();
+        assert_eq!(self.timers.len(), lingering + detached, "timers");
+        for &(deadline, timer) in &self.timers {
+            match timer {
+                Timer::Linger(flight) => assert!(self.active_flights.get(flight.0).is_some_and(|f| f.ended)),
+                Timer::Window(id) => {
+                    assert_eq!(self.active_requests.get(id.0).and_then(|r| r.detached), Some(deadline))
+                }
+            }
+        }
     }
 }
 
@@ -493,6 +664,58 @@ mod tests {
 
     fn drain(m: &mut Machine<&'static str>) -> Vec<Action> {
         core::iter::from_fn(|| m.poll_action()).collect()
+    }
+
+    #[test]
+    fn r17_a_done_flight_lingers_then_is_released() {
+        let second = Duration::from_secs(1);
+        let mut m = Machine::new(Config::default().linger(second));
+        let leader = m.handle_request("k");
+        m.handle_prepared(leader.flight).unwrap();
+        drain(&mut m);
+        m.handle_done(leader.flight, Duration::ZERO).unwrap();
+        assert_eq!(drain(&mut m), [Action::Close { flight: leader.flight }]);
+        assert_eq!(m.poll_timeout(), Some(second));
+        // Within the linger: a joiner of the finished answer, from its start, no new flight.
+        let late = m.handle_request("k");
+        assert_eq!((late.role, late.flight), (Role::Joiner, leader.flight));
+        let subscribe = Action::Subscribe { request: late.id, flight: leader.flight, from: Position::Start };
+        assert_eq!(drain(&mut m), [subscribe]);
+        assert!(!m.is_active(leader.flight), "a lingering flight has ended");
+        m.handle_timeout(second - Duration::from_millis(1));
+        assert_eq!(drain(&mut m), [], "not yet");
+        m.handle_timeout(second);
+        assert_eq!(drain(&mut m), [Action::Release { flight: leader.flight }]);
+        assert_eq!(m.handle_request("k").role, Role::Leader, "after the linger, a new flight");
+        // A failed flight never lingers.
+        let failed = m.handle_request("f");
+        m.handle_ended(failed.flight).unwrap();
+        drain(&mut m);
+        assert_eq!(m.handle_request("f").role, Role::Leader);
+    }
+
+    #[test]
+    fn r18_a_detached_request_keeps_its_flight_until_its_window_passes() {
+        let window = Duration::from_secs(10);
+        let mut m = Machine::new(Config::default().resume_window(window));
+        let alone = m.handle_request("k");
+        drain(&mut m);
+        m.handle_detach(alone.id, Duration::ZERO).unwrap();
+        assert_eq!(drain(&mut m), [], "R11 waits: the detached request is live");
+        assert!(m.is_detached(alone.id));
+        assert_eq!(m.handle_detach(alone.id, Duration::ZERO), Err(CancelError::UnknownRequest));
+        m.handle_resume(alone.id, 3).unwrap();
+        let resumed = Action::Subscribe { request: alone.id, flight: alone.flight, from: Position::At(3) };
+        assert_eq!(drain(&mut m), [resumed]);
+        assert_eq!(m.handle_resume(alone.id, 3), Err(ResumeError::NotDetached), "one subscription at a time");
+        assert_eq!(m.poll_timeout(), None, "a resumed request has no deadline");
+        // Detached again, never resumed: at the end of its window it is dropped, and
+        // being alone it orphans its flight (R12, R11).
+        m.handle_detach(alone.id, Duration::from_secs(1)).unwrap();
+        m.handle_timeout(Duration::from_secs(11));
+        assert_eq!(drain(&mut m), [Action::Abort { flight: alone.flight }]);
+        assert_eq!(m.handle_resume(alone.id, 0), Err(ResumeError::UnknownRequest));
+        assert!(m.is_idle());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Small-scope exhaustive check: every input sequence up to `DEPTH` over two
 //! keys and three requests, under every config, checked step by step.
 
-use streamflight_core::testkit::{Harness, Input, configs};
+use streamflight_core::testkit::{Harness, Input, configs, timed};
 
 /// Inputs per sequence: depth 6 checks about 0.8 million inputs in a second;
 /// CI also runs depth 7 (7 million) through `STREAMFLIGHT_EXHAUSTIVE_DEPTH`.
@@ -10,9 +10,12 @@ const MAX_REQUESTS: usize = 3;
 
 /// Every input that can be fed in the harness's state: requests for both keys
 /// while fewer than three were made, and each flight or request input on
-/// every flight and request so far plus a foreign one.
+/// every flight and request so far plus a foreign one. Under a config with
+/// time (R17, R18), the inputs of time too: a flight done (it may linger), a
+/// detach, a resume, the clock to the next deadline.
 fn alphabet(harness: &Harness) -> Vec<Input> {
     let model = harness.model();
+    let timed = timed(model.config());
     let (flights, requests) = (model.flights() as u8, model.requests() as u8);
     let mut inputs = Vec::new();
     if model.requests() < MAX_REQUESTS {
@@ -20,9 +23,18 @@ fn alphabet(harness: &Harness) -> Vec<Input> {
     }
     for f in 0..=flights {
         inputs.extend([Input::Prepared(f), Input::Truncated(f), Input::Ended(f)]);
+        if timed {
+            inputs.push(Input::Done(f));
+        }
     }
     for r in 0..=requests {
         inputs.extend([Input::Cancel(r), Input::Drop(r), Input::Finish(r)]);
+        if timed {
+            inputs.extend([Input::Detach(r), Input::Resume(r)]);
+        }
+    }
+    if timed {
+        inputs.push(Input::Advance);
     }
     inputs
 }
@@ -60,6 +72,9 @@ fn every_sequence_up_to_depth() {
             .collect();
         workers.into_iter().map(|w| w.join().expect("a sequence broke an invariant")).sum()
     });
-    println!("exhaustive: {visited} inputs checked, every sequence up to {depth} inputs under 6 configs");
+    let configs = configs().len();
+    println!(
+        "exhaustive: {visited} inputs checked, every sequence up to {depth} inputs under {configs} configs"
+    );
     assert!(visited > 100_000, "the enumeration is smaller than it should be: {visited}");
 }

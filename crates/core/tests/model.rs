@@ -25,10 +25,14 @@ impl ReferenceStateMachine for Reference {
             4 => (0u8..3).prop_map(Input::Request),
             2 => flight.clone().prop_map(Input::Prepared),
             2 => flight.clone().prop_map(Input::Ended),
-            1 => flight.prop_map(Input::Truncated),
+            1 => flight.clone().prop_map(Input::Truncated),
             2 => request.clone().prop_map(Input::Cancel),
             1 => request.clone().prop_map(Input::Drop),
-            2 => request.prop_map(Input::Finish),
+            2 => request.clone().prop_map(Input::Finish),
+            2 => flight.clone().prop_map(Input::Done),
+            2 => request.clone().prop_map(Input::Detach),
+            2 => request.prop_map(Input::Resume),
+            2 => Just(Input::Advance),
         ]
         .boxed()
     }

@@ -54,7 +54,7 @@ pub(super) struct Effects<T, E> {
     close: bool,
     /// `Abort`: the flight's task to stop, waking it.
     abort: Option<Arc<AbortSignal>>,
-    /// `Close` or `Abort`: what was held for the flight, released.
+    /// `Release` or `Abort`: what was held for the flight, released.
     released: Option<FlightHandles<T, E>>,
     /// The canceller of a request that finished or was dropped, released.
     left: Option<Canceller>,
@@ -259,8 +259,8 @@ impl<K, T, E> Registry<K, T, E> {
                     once(&mut effects.cancel, canceller);
                 }
             }
-            Action::Close { flight } => {
-                effects.close = true;
+            Action::Close { .. } => effects.close = true,
+            Action::Release { flight } => {
                 if let Some(handles) = self.handles.take(flight.slot()) {
                     once(&mut effects.released, handles);
                 }

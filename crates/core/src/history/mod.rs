@@ -317,6 +317,8 @@ impl<T, E> History<T, E> {
         let cursor = match from {
             Position::Start => 0,
             Position::Tail => this.len.load(Ordering::Acquire),
+            // Past the items appended so far, the reader waits for them.
+            Position::At(n) => n,
         };
         Reader {
             history: Arc::clone(this),

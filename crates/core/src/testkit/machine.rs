@@ -2,11 +2,19 @@
 //! every reply, action and invariant after each step; it panics on the first disagreement.
 
 use alloc::vec::Vec;
+use core::time::Duration;
 
 use crate::{
-    Action, CancelError, Config, FlightError, FlightId, LateJoin, Machine, Orphan, Position, RequestId, Role,
-    Stats,
+    Action, CancelError, Config, FlightError, FlightId, LateJoin, Machine, Orphan, Position, RequestId,
+    ResumeError, Role, Stats,
 };
+
+/// The linger of the timed configs (R17), in the harness's milliseconds.
+const LINGER_MS: u64 = 1_000;
+/// The resume window of the timed configs (R18). The harness's clock moves 1 ms
+/// per input and a check is at most a few hundred inputs, so a linger and a
+/// window never end at the same instant: the order of expiry is unambiguous.
+const WINDOW_MS: u64 = 1_500;
 
 /// One input to the machine, with flights and requests named by the order in
 /// which they were started or issued. An index past the end names an id from
@@ -27,8 +35,17 @@ pub enum Input {
     /// The request's subscription is dropped.
     Drop(u8),
     /// The request's subscription yields its end: its flight's end once the flight is
-    /// closed, or `Lagged` once the flight's history was truncated. Skipped otherwise.
+    /// closed, or `Lagged` once the flight's history was truncated. Skipped otherwise,
+    /// and for a detached request (it has no subscription).
     Finish(u8),
+    /// The flight's upstream finished (`Done`): it may linger (R17).
+    Done(u8),
+    /// The request's client went away: detached for the resume window (R18).
+    Detach(u8),
+    /// The detached request is resumed (from item 0: the machine does not check items).
+    Resume(u8),
+    /// The clock jumps to the next deadline, and the machine is told (skipped if none).
+    Advance,
 }
 
 impl Input {
@@ -46,6 +63,10 @@ impl Input {
             Input::Cancel(r) => Input::Cancel(request(r)),
             Input::Drop(r) => Input::Drop(request(r)),
             Input::Finish(r) => Input::Finish(request(r)),
+            Input::Done(f) => Input::Done(flight(f)),
+            Input::Detach(r) => Input::Detach(request(r)),
+            Input::Resume(r) => Input::Resume(request(r)),
+            Input::Advance => Input::Advance,
         }
     }
 }
@@ -70,21 +91,38 @@ pub fn check_machine(data: &[u8]) {
     }
 }
 
-/// Every config the checks run under: each late-join policy with each orphan policy.
+/// Every config the checks run under: each late-join policy with each orphan
+/// policy, without time and with a linger and a resume window (R17, R18).
 pub fn configs() -> Vec<Config> {
     let mut all = Vec::new();
-    for late in [LateJoin::Replay, LateJoin::Tail, LateJoin::NewFlight] {
-        for orphan in [Orphan::Abort, Orphan::Finish] {
-            all.push(Config::default().late_join(late).orphan(orphan));
+    for timed in [false, true] {
+        for late in [LateJoin::Replay, LateJoin::Tail, LateJoin::NewFlight] {
+            for orphan in [Orphan::Abort, Orphan::Finish] {
+                let config = Config::default().late_join(late).orphan(orphan);
+                all.push(match timed {
+                    false => config,
+                    true => config
+                        .linger(Duration::from_millis(LINGER_MS))
+                        .resume_window(Duration::from_millis(WINDOW_MS)),
+                });
+            }
         }
     }
     all
+}
+
+/// Whether `config` has a linger or a resume window: the inputs of time do
+/// something of their own only then.
+pub fn timed(config: &Config) -> bool {
+    !config.linger_duration().is_zero() || !config.resume_window_duration().is_zero()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Preparing,
     Streaming,
+    /// Ended `Done`, joinable until the deadline (R17).
+    Lingering(u64),
     Closed,
     Aborted,
 }
@@ -108,6 +146,8 @@ struct ModelRequest {
     flight: usize,
     role: Role,
     ended: bool,
+    /// Detached until this deadline (R18).
+    detached: Option<u64>,
 }
 
 /// An action with flights and requests named by index, so the model and the machine compare.
@@ -117,6 +157,7 @@ enum Act {
     Subscribe(usize, usize, Position),
     Cancel(usize),
     Close(usize),
+    Release(usize),
     Abort(usize),
 }
 
@@ -125,6 +166,9 @@ enum Reply {
     Admitted(Role),
     Flight(Result<(), FlightError>),
     Request(Result<(), CancelError>),
+    Resume(Result<(), ResumeError>),
+    /// The clock moved to a deadline.
+    Timeout,
     /// The input cannot happen in this state (nothing to read yet): not fed to the machine.
     Skipped,
 }
@@ -136,12 +180,14 @@ pub struct Model {
     flights: Vec<ModelFlight>,
     requests: Vec<ModelRequest>,
     stats: Stats,
+    /// The clock, in milliseconds: one per input, or a jump to a deadline.
+    now: u64,
 }
 
 impl Model {
     /// A model with nothing in flight.
     pub fn new(config: Config) -> Self {
-        Model { config, flights: Vec::new(), requests: Vec::new(), stats: Stats::default() }
+        Model { config, flights: Vec::new(), requests: Vec::new(), stats: Stats::default(), now: 0 }
     }
 
     /// The config the model runs under.
@@ -185,8 +231,30 @@ impl Model {
         self.requests.get(index).filter(|r| !r.ended).map(|_| index)
     }
 
+    /// The clock, as the machine is told it.
+    fn now(&self) -> Duration {
+        Duration::from_millis(self.now)
+    }
+
+    /// The soonest deadline: a linger's end or a detached request's window's.
+    fn next_deadline(&self) -> Option<u64> {
+        let lingers = self.flights.iter().filter_map(|f| match f.phase {
+            Phase::Lingering(until) => Some(until),
+            _ => None,
+        });
+        let windows = self.requests.iter().filter(|r| !r.ended).filter_map(|r| r.detached);
+        lingers.chain(windows).min()
+    }
+
+    fn millis(duration: Duration) -> u64 {
+        duration.as_millis() as u64
+    }
+
     fn step(&mut self, input: Input) -> (Reply, Vec<Act>) {
         let mut acts = Vec::new();
+        if input != Input::Advance {
+            self.now += 1;
+        }
         let reply = match input {
             Input::Request(key) => Reply::Admitted(self.request(key, &mut acts)),
             Input::Prepared(f) => Reply::Flight(match self.active_flight(f) {
@@ -197,12 +265,19 @@ impl Model {
                     Ok(())
                 }
             }),
-            Input::Ended(f) => Reply::Flight(match self.active_flight(f) {
+            Input::Ended(f) | Input::Done(f) => Reply::Flight(match self.active_flight(f) {
                 None => Err(FlightError::Stale),
                 Some(f) => {
-                    self.flights[f].phase = Phase::Closed;
-                    self.flights[f].joinable = false;
+                    let linger = Self::millis(self.config.linger_duration());
                     acts.push(Act::Close(f));
+                    if matches!(input, Input::Done(_)) && linger > 0 && self.flights[f].joinable {
+                        // R17: joinable, reported no more, until the linger is over.
+                        self.flights[f].phase = Phase::Lingering(self.now + linger);
+                    } else {
+                        self.flights[f].phase = Phase::Closed;
+                        self.flights[f].joinable = false;
+                        acts.push(Act::Release(f));
+                    }
                     Ok(())
                 }
             }),
@@ -217,21 +292,17 @@ impl Model {
             Input::Cancel(r) | Input::Drop(r) => Reply::Request(match self.live_request(r) {
                 None => Err(CancelError::UnknownRequest),
                 Some(r) => {
-                    self.requests[r].ended = true;
-                    self.stats.cancelled += 1;
-                    if matches!(input, Input::Cancel(_)) {
-                        acts.push(Act::Cancel(r));
-                    }
-                    self.orphan_check(self.requests[r].flight, &mut acts);
+                    self.leave(r, matches!(input, Input::Cancel(_)), &mut acts);
                     Ok(())
                 }
             }),
             Input::Finish(r) => match self.live_request(r) {
                 None => Reply::Request(Err(CancelError::UnknownRequest)),
+                Some(r) if self.requests[r].detached.is_some() => Reply::Skipped,
                 Some(r) => {
                     let f = &self.flights[self.requests[r].flight];
                     let lagged = f.active() && f.truncated;
-                    if f.phase == Phase::Closed || lagged {
+                    if matches!(f.phase, Phase::Closed | Phase::Lingering(_)) || lagged {
                         self.requests[r].ended = true;
                         self.orphan_check(self.requests[r].flight, &mut acts);
                         Reply::Request(Ok(()))
@@ -240,8 +311,63 @@ impl Model {
                     }
                 }
             },
+            Input::Detach(r) => Reply::Request(match self.live_request(r) {
+                Some(r) if self.requests[r].detached.is_none() => {
+                    let window = Self::millis(self.config.resume_window_duration());
+                    if window == 0 {
+                        // No resume window: a drop (R12).
+                        self.leave(r, false, &mut acts);
+                    } else {
+                        self.requests[r].detached = Some(self.now + window);
+                    }
+                    Ok(())
+                }
+                _ => Err(CancelError::UnknownRequest),
+            }),
+            Input::Resume(r) => Reply::Resume(match self.live_request(r) {
+                None => Err(ResumeError::UnknownRequest),
+                Some(r) if self.requests[r].detached.is_none() => Err(ResumeError::NotDetached),
+                Some(r) => {
+                    self.requests[r].detached = None;
+                    acts.push(Act::Subscribe(r, self.requests[r].flight, Position::At(0)));
+                    Ok(())
+                }
+            }),
+            Input::Advance => match self.next_deadline() {
+                None => Reply::Skipped,
+                Some(deadline) => {
+                    self.now = self.now.max(deadline);
+                    while let Some(due) = self.next_deadline().filter(|&d| d <= self.now) {
+                        self.expire(due, &mut acts);
+                    }
+                    Reply::Timeout
+                }
+            },
         };
         (reply, acts)
+    }
+
+    /// The deadline `due` is over: a flight's linger (it is released) or a
+    /// detached request's window (it is dropped, R12).
+    fn expire(&mut self, due: u64, acts: &mut Vec<Act>) {
+        if let Some(f) = self.flights.iter().position(|f| f.phase == Phase::Lingering(due)) {
+            self.flights[f].phase = Phase::Closed;
+            self.flights[f].joinable = false;
+            acts.push(Act::Release(f));
+        } else if let Some(r) = self.requests.iter().position(|r| !r.ended && r.detached == Some(due)) {
+            self.leave(r, false, acts);
+        }
+    }
+
+    /// The live request `r` leaves, cancelled (told: `Cancel`) or dropped.
+    fn leave(&mut self, r: usize, told: bool, acts: &mut Vec<Act>) {
+        self.requests[r].ended = true;
+        self.requests[r].detached = None;
+        self.stats.cancelled += 1;
+        if told {
+            acts.push(Act::Cancel(r));
+        }
+        self.orphan_check(self.requests[r].flight, acts);
     }
 
     fn request(&mut self, key: u8, acts: &mut Vec<Act>) -> Role {
@@ -251,6 +377,10 @@ impl Model {
             .collect();
         assert!(joinable.len() <= 1, "model: two joinable flights for key {key}");
         let joined = match joinable.first() {
+            // Lingering (R17): the whole finished answer, whatever the late-join policy.
+            Some(&f) if matches!(self.flights[f].phase, Phase::Lingering(_)) => {
+                Some((f, Role::Joiner, Position::Start))
+            }
             Some(&f) if self.flights[f].phase == Phase::Preparing => {
                 Some((f, Role::Follower, Position::Start))
             }
@@ -273,7 +403,7 @@ impl Model {
         if role != Role::Leader {
             self.stats.joined += 1;
         }
-        self.requests.push(ModelRequest { flight, role, ended: false });
+        self.requests.push(ModelRequest { flight, role, ended: false, detached: None });
         acts.push(Act::Subscribe(self.requests.len() - 1, flight, from));
         role
     }
@@ -334,9 +464,14 @@ impl Harness {
     /// invariant. Returns whether the input changed anything: an input refused with
     /// an error (or skipped) leaves the machine exactly as it was.
     pub fn step(&mut self, input: Input) -> bool {
+        let ended_before: Vec<bool> = self.model.requests.iter().map(|r| r.ended).collect();
         let (expected, expected_acts) = self.model.step(input);
-        let before = matches!(expected, Reply::Flight(Err(_)) | Reply::Request(Err(_)) | Reply::Skipped)
-            .then(|| self.machine.snapshot());
+        let refused = matches!(
+            expected,
+            Reply::Flight(Err(_)) | Reply::Request(Err(_)) | Reply::Resume(Err(_)) | Reply::Skipped
+        );
+        let before = refused.then(|| self.machine.snapshot());
+        let now = self.model.now();
         let reply = match input {
             Input::Request(key) => {
                 let admission = self.machine.handle_request(key);
@@ -350,6 +485,17 @@ impl Harness {
             Input::Drop(r) => Reply::Request(self.machine.handle_drop(self.request(r))),
             Input::Finish(_) if expected == Reply::Skipped => Reply::Skipped,
             Input::Finish(r) => Reply::Request(self.machine.handle_finished(self.request(r))),
+            Input::Done(f) => Reply::Flight(self.machine.handle_done(self.flight(f), now)),
+            Input::Detach(r) => Reply::Request(self.machine.handle_detach(self.request(r), now)),
+            Input::Resume(r) => Reply::Resume(self.machine.handle_resume(self.request(r), 0)),
+            Input::Advance if expected == Reply::Skipped => {
+                assert_eq!(self.machine.poll_timeout(), None, "a deadline the model does not have");
+                Reply::Skipped
+            }
+            Input::Advance => {
+                self.machine.handle_timeout(now);
+                Reply::Timeout
+            }
         };
         assert_eq!(reply, expected, "reply to {input:?}");
         if let Some(before) = before {
@@ -363,6 +509,13 @@ impl Harness {
         assert_eq!(acts, expected_acts, "actions after {input:?}");
         if let (Input::Drop(r) | Input::Finish(r), Reply::Request(Ok(()))) = (input, reply) {
             self.end(usize::from(r));
+        }
+        // A detach without a window, or a window that passed: dropped, nobody to tell (R12).
+        if matches!(input, Input::Detach(_) | Input::Advance) {
+            let dropped: Vec<usize> = (0..ended_before.len())
+                .filter(|&r| !ended_before[r] && self.model.requests[r].ended)
+                .collect();
+            dropped.into_iter().for_each(|r| self.end(r));
         }
         self.check();
         true
@@ -381,6 +534,10 @@ impl Harness {
                 self.flights.push(id);
                 Act::Start(self.flights.len() - 1)
             }
+            Action::Subscribe { request: id, flight: f, from: Position::At(from) } => {
+                // A resume (R18): a request already known.
+                Act::Subscribe(request(self, id), flight(self, f), Position::At(from))
+            }
             Action::Subscribe { request: id, flight: f, from } => {
                 assert!(!self.requests.contains(&id), "a request id was reused");
                 self.requests.push(id);
@@ -393,6 +550,7 @@ impl Harness {
                 Act::Cancel(r)
             }
             Action::Close { flight: id } => Act::Close(flight(self, id)),
+            Action::Release { flight: id } => Act::Release(flight(self, id)),
             Action::Abort { flight: id } => {
                 let f = flight(self, id);
                 // Aborted only when nobody is left and the policy says so (R11).
@@ -420,6 +578,11 @@ impl Harness {
         }
         for (r, (&id, m)) in self.requests.iter().zip(&model.requests).enumerate() {
             assert_eq!(self.over[r], m.ended, "request {r} over");
+            assert_eq!(
+                self.machine.is_detached(id),
+                !m.ended && m.detached.is_some(),
+                "request {r} detached"
+            );
             assert_eq!(self.machine.role(id), (!m.ended).then_some(m.role), "role of request {r}");
             let flight = self.machine.flight_of(id);
             assert_eq!(flight, (!m.ended).then_some(self.flights[m.flight]), "flight of request {r}");
@@ -433,11 +596,14 @@ impl Harness {
         for (f, (&id, m)) in self.flights.iter().zip(&model.flights).enumerate() {
             assert_eq!(self.machine.is_active(id), m.active(), "flight {f} active");
         }
+        let deadline = model.next_deadline().map(Duration::from_millis);
+        assert_eq!(self.machine.poll_timeout(), deadline, "the next deadline");
         let quiet = model.requests.iter().all(|r| r.ended);
         if quiet && model.config.orphan_policy() == Orphan::Abort {
             assert!(model.flights.iter().all(|f| !f.active()), "Abort: a flight outlived its last request");
         }
-        if quiet && model.flights.iter().all(|f| !f.active()) {
+        let lingering = model.flights.iter().any(|f| matches!(f.phase, Phase::Lingering(_)));
+        if quiet && !lingering && model.flights.iter().all(|f| !f.active()) {
             assert!(self.machine.is_idle(), "R16: state left behind");
         }
     }

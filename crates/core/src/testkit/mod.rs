@@ -7,4 +7,4 @@ mod machine;
 
 #[cfg(all(feature = "std", not(loom)))]
 pub use history::check_history;
-pub use machine::{Harness, Input, Model, check_machine, configs};
+pub use machine::{Harness, Input, Model, check_machine, configs, timed};
