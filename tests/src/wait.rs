@@ -43,7 +43,7 @@ pub fn in_caller() -> bool {
 
 /// `future`'s output, or `None` if `limit` passes first.
 pub async fn within<R: TestRuntime, F: Future>(limit: Duration, future: F) -> Option<F::Output> {
-    match select(pin!(future), pin!(R::sleep(limit))).await {
+    match select(pin!(future), pin!(<R as TestRuntime>::sleep(limit))).await {
         Either::Left((output, _)) => Some(output),
         Either::Right(_) => None,
     }
@@ -55,7 +55,7 @@ pub async fn eventually<R: TestRuntime>(what: &str, mut condition: impl FnMut() 
     let deadline = Instant::now() + PATIENCE;
     while !condition() {
         assert!(Instant::now() < deadline, "on {}: gave up after {PATIENCE:?} waiting for {what}", R::NAME);
-        R::sleep(TICK).await;
+        <R as TestRuntime>::sleep(TICK).await;
     }
 }
 

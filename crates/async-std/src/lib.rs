@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 use std::future::Future;
+use std::time::Duration;
 
 pub use streamflight_core::driver::{Ready, Results, Runtime, Subscription};
 pub use streamflight_core::{
@@ -60,5 +61,9 @@ impl Runtime for AsyncStd {
     fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) -> bool {
         drop(async_std::task::spawn(task));
         true
+    }
+
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send + 'static {
+        async_std::task::sleep(duration)
     }
 }

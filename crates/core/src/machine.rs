@@ -5,7 +5,7 @@ use core::fmt;
 use core::hash::{BuildHasher, Hash};
 use core::time::Duration;
 
-use alloc::collections::{BTreeSet, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::config::{Config, LateJoin, Orphan};
@@ -80,6 +80,12 @@ pub enum Action {
     Close {
         /// The flight that ended.
         flight: FlightId,
+    },
+    /// Release what is held for the detached `request` (R18): its resume
+    /// window passed, and it was dropped (R12), with nobody to tell.
+    Forget {
+        /// The request gone.
+        request: RequestId,
     },
     /// Release what is held for `flight` (its history): no request will
     /// subscribe to it any more. Right after its `Close`, or when its linger
@@ -236,8 +242,8 @@ enum Leave {
 struct Request {
     flight: FlightId,
     role: Role,
-    /// Detached: the end of its resume window (R18).
-    detached: Option<Duration>,
+    /// Detached (R18); the end of its window is in `Machine::windows`.
+    detached: bool,
 }
 
 /// What a deadline is for: a flight's linger (R17) or a request's resume window (R18).
@@ -296,6 +302,9 @@ pub struct Machine<K> {
     active_requests: Slab<Request>,
     /// Every pending deadline, soonest first; removed as soon as it no longer applies.
     timers: BTreeSet<(Duration, Timer)>,
+    /// The end of each detached request's resume window (R18): detached
+    /// requests are few, so they alone pay for it.
+    windows: BTreeMap<RequestId, Duration>,
     actions: VecDeque<Action>,
     stats: Stats,
 }
@@ -343,7 +352,7 @@ impl<K> Machine<K> {
 
     /// Whether the live request `id` is detached, waiting to be resumed (R18).
     pub fn is_detached(&self, id: RequestId) -> bool {
-        self.active_requests.get(id.0).is_some_and(|r| r.detached.is_some())
+        self.active_requests.get(id.0).is_some_and(|r| r.detached)
     }
 
     /// The next deadline the machine waits for (a linger's end, R17; a resume
@@ -416,13 +425,14 @@ impl<K> Machine<K> {
     /// already detached, is refused.
     pub fn handle_detach(&mut self, id: RequestId, now: Duration) -> Result<(), CancelError> {
         let window = self.config.resume_window_duration();
-        let request = self.active_requests.get_mut(id.0).filter(|r| r.detached.is_none());
+        let request = self.active_requests.get_mut(id.0).filter(|r| !r.detached);
         let request = request.ok_or(CancelError::UnknownRequest)?;
         if window.is_zero() {
             return self.leave(id, Leave::Dropped);
         }
+        request.detached = true;
         let deadline = now.saturating_add(window);
-        request.detached = Some(deadline);
+        self.windows.insert(id, deadline);
         self.timers.insert((deadline, Timer::Window(id)));
         Ok(())
     }
@@ -432,9 +442,11 @@ impl<K> Machine<K> {
     /// to check first ([`ResumeError::Released`], [`ResumeError::Ahead`]).
     pub fn handle_resume(&mut self, id: RequestId, from: u64) -> Result<(), ResumeError> {
         let request = self.active_requests.get_mut(id.0).ok_or(ResumeError::UnknownRequest)?;
-        let deadline = request.detached.take().ok_or(ResumeError::NotDetached)?;
+        if !core::mem::replace(&mut request.detached, false) {
+            return Err(ResumeError::NotDetached);
+        }
         let flight = request.flight;
-        self.timers.remove(&(deadline, Timer::Window(id)));
+        self.close_window(id);
         self.actions.push_back(Action::Subscribe { request: id, flight, from: Position::At(from) });
         Ok(())
     }
@@ -454,7 +466,11 @@ impl<K> Machine<K> {
                     self.actions.push_back(Action::Release { flight });
                 }
                 // The window passed with no resume: a drop (R12).
-                Timer::Window(id) => drop(self.leave(id, Leave::Dropped)),
+                Timer::Window(id) => {
+                    if self.leave(id, Leave::Dropped).is_ok() {
+                        self.actions.push_back(Action::Forget { request: id });
+                    }
+                }
             }
         }
     }
@@ -506,11 +522,18 @@ impl<K> Machine<K> {
         Ok(())
     }
 
+    /// Forgets the resume window of `id`, which is no longer detached.
+    fn close_window(&mut self, id: RequestId) {
+        if let Some(deadline) = self.windows.remove(&id) {
+            self.timers.remove(&(deadline, Timer::Window(id)));
+        }
+    }
+
     fn leave(&mut self, id: RequestId, how: Leave) -> Result<(), CancelError> {
         let request = self.active_requests.remove(id.0).ok_or(CancelError::UnknownRequest)?;
         self.stats.active_requests -= 1;
-        if let Some(deadline) = request.detached {
-            self.timers.remove(&(deadline, Timer::Window(id)));
+        if request.detached {
+            self.close_window(id);
         }
         match how {
             Leave::Cancelled => {
@@ -546,6 +569,7 @@ impl<K: Hash + Eq> Machine<K> {
             joinable: HashTable::new(),
             active_requests: Slab::new(tag),
             timers: BTreeSet::new(),
+            windows: BTreeMap::new(),
             actions: VecDeque::new(),
             stats: Stats::default(),
         }
@@ -587,7 +611,7 @@ impl<K: Hash + Eq> Machine<K> {
         if let Some(f) = self.active_flights.get_mut(flight.0) {
             f.live += 1;
         }
-        let id = RequestId(self.active_requests.insert(Request { flight, role, detached: None }));
+        let id = RequestId(self.active_requests.insert(Request { flight, role, detached: false }));
         self.stats.active_requests += 1;
         self.actions.push_back(Action::Subscribe { request: id, flight, from });
         Admission { id, role, flight }
@@ -615,7 +639,8 @@ impl<K: Hash + Eq> Machine<K> {
     {
         let flights: alloc::vec::Vec<_> = self.active_flights.iter().collect();
         let requests: alloc::vec::Vec<_> = self.active_requests.iter().collect();
-        alloc::format!("{flights:?} {requests:?} {:?} {:?} {:?}", self.timers, self.actions, self.stats)
+        let (timers, windows) = (&self.timers, &self.windows);
+        alloc::format!("{flights:?} {requests:?} {timers:?} {windows:?} {:?} {:?}", self.actions, self.stats)
     }
 
     /// Checks the machine's internal bookkeeping (live counts, the key index,
@@ -644,13 +669,15 @@ impl<K: Hash + Eq> Machine<K> {
         assert_eq!(self.stats.active_requests, self.active_requests.len());
         // One timer per lingering flight and per detached request, nothing else (R16).
         let lingering = self.active_flights.iter().filter(|(_, f)| f.ended).count();
-        let detached = self.active_requests.iter().filter(|(_, r)| r.detached.is_some()).count();
+        let detached = self.active_requests.iter().filter(|(_, r)| r.detached).count();
         assert_eq!(self.timers.len(), lingering + detached, "timers");
+        assert_eq!(self.windows.len(), detached, "windows");
         for &(deadline, timer) in &self.timers {
             match timer {
                 Timer::Linger(flight) => assert!(self.active_flights.get(flight.0).is_some_and(|f| f.ended)),
                 Timer::Window(id) => {
-                    assert_eq!(self.active_requests.get(id.0).and_then(|r| r.detached), Some(deadline))
+                    assert!(self.active_requests.get(id.0).is_some_and(|r| r.detached));
+                    assert_eq!(self.windows.get(&id), Some(&deadline));
                 }
             }
         }
@@ -713,7 +740,10 @@ mod tests {
         // being alone it orphans its flight (R12, R11).
         m.handle_detach(alone.id, Duration::from_secs(1)).unwrap();
         m.handle_timeout(Duration::from_secs(11));
-        assert_eq!(drain(&mut m), [Action::Abort { flight: alone.flight }]);
+        assert_eq!(
+            drain(&mut m),
+            [Action::Abort { flight: alone.flight }, Action::Forget { request: alone.id }]
+        );
         assert_eq!(m.handle_resume(alone.id, 0), Err(ResumeError::UnknownRequest));
         assert!(m.is_idle());
     }

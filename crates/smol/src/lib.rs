@@ -27,6 +27,7 @@
 
 use std::future::Future;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use smol::Executor;
 
@@ -149,5 +150,13 @@ impl Runtime for Smol {
             },
         }
         true
+    }
+
+    // Not an `async fn`: the timer must not borrow `self` (it outlives it).
+    #[allow(clippy::manual_async_fn)]
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send + 'static {
+        async move {
+            smol::Timer::after(duration).await;
+        }
     }
 }

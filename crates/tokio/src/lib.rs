@@ -24,6 +24,7 @@
 pub mod axum;
 
 use std::future::Future;
+use std::time::Duration;
 
 use tokio::runtime::Handle;
 
@@ -92,5 +93,15 @@ impl Runtime for Tokio {
         };
         drop(handle.spawn(task));
         true
+    }
+
+    /// tokio's timer: made when first polled, in the timer's task, on the
+    /// flights' runtime, which must have its time driver (`enable_time`, or
+    /// `enable_all`, as `#[tokio::main]` does) when a linger or a resume
+    /// window is set.
+    // Not an `async fn`: the timer must not borrow `self` (it outlives it).
+    #[allow(clippy::manual_async_fn)]
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send + 'static {
+        async move { tokio::time::sleep(duration).await }
     }
 }

@@ -163,7 +163,9 @@ async fn run_client<R: TestRuntime>(
                 Ok(upstreams.wrap(match mode {
                     Mode::Defaults => sequence,
                     // Items arrive over time, a few at once, as from a network.
-                    Mode::Bounded => sequence.with_pauses(|| Box::pin(R::sleep(Duration::from_millis(1)))),
+                    Mode::Bounded => {
+                        sequence.with_pauses(|| Box::pin(<R as TestRuntime>::sleep(Duration::from_millis(1))))
+                    }
                 }))
             });
             let sub = flights.request(key, start);
@@ -213,7 +215,7 @@ async fn read<R: TestRuntime>(
                 next = Some(item + 1);
                 read += 1;
                 if slow {
-                    R::sleep(Duration::from_millis(2)).await;
+                    <R as TestRuntime>::sleep(Duration::from_millis(2)).await;
                 }
             }
             end => break Some(end),

@@ -43,6 +43,7 @@ mod tests;
 
 use core::future::Future;
 use core::hash::Hash;
+use core::time::Duration;
 
 use futures_core::Stream;
 
@@ -51,7 +52,7 @@ use self::subscription::control;
 pub use self::subscription::{Ready, Results, Subscription};
 use self::task::FlightTask;
 use crate::sync::Arc;
-use crate::{CancelError, Config, RequestId, Stats};
+use crate::{CancelError, Config, RequestId, ResumeError, Stats};
 
 /// The one thing an adapter supplies: somewhere to run each flight's task.
 pub trait Runtime: Send + Sync + 'static {
@@ -60,6 +61,12 @@ pub trait Runtime: Send + Sync + 'static {
     /// drop ends the flight with [`Failure::NoRuntime`](crate::Failure::NoRuntime)
     /// instead of a panic.
     fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) -> bool;
+
+    /// A future that completes `duration` after it is first polled: the
+    /// manager's one timer (a linger's end, R17; a resume window's, R18)
+    /// sleeps on it, in a task of its own. Only polled inside that task, so
+    /// it may need the runtime's context when polled, not when made.
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send + 'static;
 }
 
 /// The manager: joins the live flight for a key or starts one. A cheap
@@ -140,7 +147,7 @@ where
     /// assert_eq!(events, [Event::Item(1), Event::Done]);
     /// ```
     pub fn with_runtime(config: Config, runtime: R) -> Self {
-        Flights { shared: Arc::new(Shared::new(config, runtime)) }
+        Flights { shared: Shared::new(config, runtime) }
     }
 
     /// Joins the live flight for `key`, or starts one ([R1](crate::design#r1)-[R3](crate::design#r3)). `start` is
@@ -206,6 +213,24 @@ where
     /// changes nothing.
     pub fn cancel(&self, id: RequestId) -> Result<(), CancelError> {
         self.shared.cancel(id)
+    }
+
+    /// Resumes a detached request (R18) from item `from` (the number of
+    /// items its client already has): a new subscription that yields the
+    /// items from there, the live ones, then the request's one end (R14
+    /// holds across the detach). Within the resume window only, and once at
+    /// a time.
+    ///
+    /// # Errors
+    ///
+    /// [`ResumeError::UnknownRequest`] if the request ended or its window
+    /// passed; [`ResumeError::NotDetached`] if it has a subscription;
+    /// [`ResumeError::Released`] if items from `from` on were released
+    /// (`history_limit`, R15); [`ResumeError::Ahead`] past the items so far.
+    /// The request stays detached after an error.
+    pub fn resume(&self, id: RequestId, from: u64) -> Result<Subscription<T, E>, ResumeError> {
+        let (admission, reader) = self.shared.resume(id, from)?;
+        Ok(Subscription::new(admission, reader, control(&self.shared)))
     }
 
     /// The manager's counters.

@@ -2,17 +2,29 @@
 //! Every input goes the same way: fed to the machine under the lock, its actions drained into
 //! [`Effects`], the lock released, the effects run.
 
+use alloc::collections::BTreeMap;
+use core::time::Duration;
+
+use super::Runtime;
 use super::abort::AbortSignal;
 use super::slots::Slots;
 use crate::history::{Canceller, History, Reader};
 use crate::sync::{Arc, Mutex, MutexGuard, lock};
-use crate::{Action, Admission, CancelError, Config, FlightId, Machine, RequestId};
+use crate::{Action, Admission, CancelError, Config, FlightId, Machine, Position, RequestId, ResumeError};
 
 /// What a manager and its flights' tasks and subscriptions share: the
 /// registry behind its lock, and the runtime the flights run on.
 pub(super) struct Shared<K, T, E, R> {
     registry: Mutex<Registry<K, T, E>>,
     pub(super) runtime: R,
+    /// The manager's clock: the machine's time is the time since this instant.
+    epoch: std::time::Instant,
+    /// The manager itself, for its timer task to reach it (and not keep it alive).
+    #[cfg(not(all(test, loom)))]
+    me: std::sync::Weak<Self>,
+    /// Spawns the timer task for a deadline: chosen where the runtime's
+    /// bounds are known, so that no input needs them.
+    arm: fn(&Self, Duration),
 }
 
 /// Everything behind the manager's lock.
@@ -21,9 +33,24 @@ pub(super) struct Registry<K, T, E> {
     /// What the driver holds for each flight the machine has not released,
     /// by slot: exactly the flights the machine holds active.
     handles: Slots<FlightHandles<T, E>>,
-    /// How to end each live request alone ([R10](crate::design#r10)), by slot: exactly the
-    /// requests the machine holds live.
+    /// How to end each live request alone ([R10](crate::design#r10)), by slot:
+    /// exactly the requests the machine holds live and not detached.
     cancellers: Slots<Canceller>,
+    /// The history each detached request resumes from (R18): they are few,
+    /// so they alone pay for it.
+    detached: BTreeMap<RequestId, Arc<History<T, E>>>,
+    /// The deadline the manager's one timer task sleeps until, if one does.
+    armed: Option<Duration>,
+}
+
+/// What the driver held for a request that left, to release unlocked.
+pub(super) enum Held<T, E> {
+    /// It reads: how to end it alone ([R10](crate::design#r10)).
+    Reading(Canceller),
+    /// It is detached (R18): the history it resumes from.
+    Detached(
+        #[allow(dead_code, reason = "held only to be dropped once the lock is released")] Arc<History<T, E>>,
+    ),
 }
 
 /// What the driver holds for one flight: where its items go, how to stop it.
@@ -52,12 +79,14 @@ pub(super) struct Effects<T, E> {
     cancel: Option<Canceller>,
     /// `Close`: the flight's task publishes the end it reported (the key is free, [R7](crate::design#r7)).
     close: bool,
+    /// A deadline earlier than the one the timer sleeps until: a timer for it.
+    arm: Option<Duration>,
     /// `Abort`: the flight's task to stop, waking it.
     abort: Option<Arc<AbortSignal>>,
     /// `Release` or `Abort`: what was held for the flight, released.
     released: Option<FlightHandles<T, E>>,
-    /// The canceller of a request that finished or was dropped, released.
-    left: Option<Canceller>,
+    /// What was held for a request that left (finished, dropped, forgotten), released.
+    left: Option<Held<T, E>>,
 }
 
 impl<T, E> Default for Effects<T, E> {
@@ -67,6 +96,7 @@ impl<T, E> Default for Effects<T, E> {
             reader: None,
             cancel: None,
             close: false,
+            arm: None,
             abort: None,
             released: None,
             left: None,
@@ -98,14 +128,42 @@ fn once<V>(slot: &mut Option<V>, value: V) {
 }
 
 impl<K, T, E, R> Shared<K, T, E, R> {
-    /// A registry with no flight, running flights on `runtime`.
-    pub(super) fn new(config: Config, runtime: R) -> Self
+    /// A manager with no flight, running flights on `runtime`.
+    pub(super) fn new(config: Config, runtime: R) -> Arc<Self>
     where
         K: core::hash::Hash + Eq,
+        R: Runtime,
+        Self: Send + Sync + 'static,
     {
-        let registry =
-            Registry { machine: Machine::new(config), handles: Slots::new(), cancellers: Slots::new() };
-        Shared { registry: Mutex::new(registry), runtime }
+        let registry = Registry {
+            machine: Machine::new(config),
+            handles: Slots::new(),
+            cancellers: Slots::new(),
+            detached: BTreeMap::new(),
+            armed: None,
+        };
+        let registry = Mutex::new(registry);
+        let epoch = std::time::Instant::now();
+        #[cfg(not(all(test, loom)))]
+        let shared =
+            Arc::new_cyclic(|me| Shared { registry, runtime, epoch, me: me.clone(), arm: Self::arm });
+        #[cfg(all(test, loom))]
+        let shared = Arc::new(Shared { registry, runtime, epoch, arm: Self::arm });
+        shared
+    }
+
+    /// Runs an input's effects once the lock is released, its timer included.
+    #[inline(always)]
+    fn finish(&self, effects: &mut Effects<T, E>) {
+        effects.run();
+        if let Some(deadline) = effects.arm.take() {
+            (self.arm)(self, deadline);
+        }
+    }
+
+    /// The manager's clock, as the machine reads it.
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
     }
 
     /// The registry, for reading only: no input goes through this guard.
@@ -127,9 +185,62 @@ impl<K, T, E, R> Shared<K, T, E, R> {
         while let Some(action) = registry.machine.poll_action() {
             registry.apply(action, effects);
         }
+        // One timer per manager, for the soonest deadline (R17, R18).
+        let next = registry.machine.poll_timeout();
+        if let Some(deadline) = next.filter(|&next| registry.armed.is_none_or(|armed| next < armed)) {
+            registry.armed = Some(deadline);
+            effects.arm = Some(deadline);
+        }
         output
     }
+}
 
+impl<K, T, E, R> Shared<K, T, E, R>
+where
+    R: Runtime,
+    Self: Send + Sync + 'static,
+{
+    /// Spawns the timer task for `deadline`: it sleeps until then and tells
+    /// the machine the time. Run with no lock held.
+    fn arm(&self, deadline: Duration) {
+        #[cfg(not(all(test, loom)))]
+        {
+            let me = self.me.clone();
+            let sleep = self.runtime.sleep(deadline.saturating_sub(self.now()));
+            let timer = async move {
+                sleep.await;
+                if let Some(shared) = me.upgrade() {
+                    shared.fire(deadline);
+                }
+            };
+            if !self.runtime.spawn(timer) {
+                // Nowhere to sleep: the next input tries again.
+                let mut registry = lock(&self.registry);
+                if registry.armed == Some(deadline) {
+                    registry.armed = None;
+                }
+            }
+        }
+        #[cfg(all(test, loom))]
+        let _ = deadline;
+    }
+
+    /// The timer for `deadline` woke: the machine is told the time, unless an
+    /// earlier deadline's timer took over meanwhile.
+    fn fire(&self, deadline: Duration) {
+        let mut effects = Effects::default();
+        let now = self.now();
+        self.input(&mut effects, |registry, _| {
+            if registry.armed == Some(deadline) {
+                registry.armed = None;
+                registry.machine.handle_timeout(now);
+            }
+        });
+        self.finish(&mut effects);
+    }
+}
+
+impl<K, T, E, R> Shared<K, T, E, R> {
     /// A request for `key` ([R1](crate::design#r1)-[R3](crate::design#r3)): its admission, its reader, and the flight
     /// it started, if it leads.
     #[inline]
@@ -141,7 +252,7 @@ impl<K, T, E, R> Shared<K, T, E, R> {
         let admission = self.input(&mut effects, |registry, _| registry.machine.handle_request(key));
         let reader = effects.reader.take().expect("the machine subscribes every request it admits");
         let started = effects.started.take();
-        effects.run();
+        self.finish(&mut effects);
         (admission, reader, started)
     }
 
@@ -149,22 +260,27 @@ impl<K, T, E, R> Shared<K, T, E, R> {
     pub(super) fn prepared(&self, flight: FlightId) {
         let mut effects = Effects::default();
         self.input(&mut effects, |registry, _| registry.report(flight, Machine::handle_prepared));
-        effects.run();
+        self.finish(&mut effects);
     }
 
     /// `flight`'s history is about to release its first item ([R15](crate::design#r15)).
     pub(super) fn truncated(&self, flight: FlightId) {
         let mut effects = Effects::default();
         self.input(&mut effects, |registry, _| registry.report(flight, Machine::handle_truncated));
-        effects.run();
+        self.finish(&mut effects);
     }
 
-    /// `flight` ended: the machine frees its key ([R7](crate::design#r7)). Returns whether the
-    /// task is to publish its end: `false` once the flight was aborted.
-    pub(super) fn ended(&self, flight: FlightId) -> bool {
+    /// `flight` ended, `Done` or not: the machine frees its key ([R7](crate::design#r7)), or
+    /// lets a `Done` one linger (R17). Returns whether the task is to publish
+    /// its end: `false` once the flight was aborted.
+    pub(super) fn ended(&self, flight: FlightId, done: bool) -> bool {
         let mut effects = Effects::default();
-        self.input(&mut effects, |registry, _| registry.report(flight, Machine::handle_ended));
-        effects.run();
+        let now = self.now();
+        self.input(&mut effects, |registry, _| match done {
+            true => registry.report(flight, |machine, flight| machine.handle_done(flight, now)),
+            false => registry.report(flight, Machine::handle_ended),
+        });
+        self.finish(&mut effects);
         effects.close
     }
 
@@ -172,7 +288,7 @@ impl<K, T, E, R> Shared<K, T, E, R> {
     pub(super) fn cancel(&self, id: RequestId) -> Result<(), CancelError> {
         let mut effects = Effects::default();
         let result = self.input(&mut effects, |registry, _| registry.machine.handle_cancel(id));
-        effects.run();
+        self.finish(&mut effects);
         result
     }
 
@@ -184,7 +300,7 @@ impl<K, T, E, R> Shared<K, T, E, R> {
             effects.left = registry.leave(id);
             registry.machine.handle_finished(id)
         });
-        effects.run();
+        self.finish(&mut effects);
         result.is_ok()
     }
 
@@ -196,7 +312,50 @@ impl<K, T, E, R> Shared<K, T, E, R> {
             effects.left = registry.leave(id);
             registry.machine.handle_drop(id)
         });
-        effects.run();
+        self.finish(&mut effects);
+    }
+
+    /// A live request's client went away for now (R18): it stays live for the
+    /// resume window, `history` kept for it; with no window, a drop (R12).
+    pub(super) fn detach(&self, id: RequestId, history: Arc<History<T, E>>) {
+        let mut effects = Effects::default();
+        let now = self.now();
+        self.input(&mut effects, |registry, effects| {
+            if registry.machine.handle_detach(id, now).is_err() {
+                return; // A cancel got there first: the request is gone.
+            }
+            effects.left = registry.cancellers.take(id.slot()).map(Held::Reading);
+            if registry.machine.is_detached(id) {
+                registry.detached.insert(id, history);
+            }
+        });
+        self.finish(&mut effects);
+    }
+
+    /// Resumes a detached request from item `from` (R18): its admission and
+    /// its new reader.
+    pub(super) fn resume(&self, id: RequestId, from: u64) -> Result<(Admission, Reader<T, E>), ResumeError> {
+        let mut effects = Effects::default();
+        let admission = self.input(&mut effects, |registry, _| {
+            let role = registry.machine.role(id).ok_or(ResumeError::UnknownRequest)?;
+            let flight = registry.machine.flight_of(id).ok_or(ResumeError::UnknownRequest)?;
+            let Some(history) = registry.detached.get(&id) else {
+                return Err(ResumeError::NotDetached);
+            };
+            let (released, appended) = (history.released(), history.appended());
+            if from < released {
+                return Err(ResumeError::Released { missed: released - from });
+            }
+            if from > appended {
+                return Err(ResumeError::Ahead { appended });
+            }
+            registry.machine.handle_resume(id, from)?;
+            Ok(Admission { id, role, flight })
+        });
+        let reader = effects.reader.take();
+        self.finish(&mut effects);
+        let admission = admission?;
+        Ok((admission, reader.expect("the machine subscribes every request it resumes")))
     }
 }
 
@@ -208,13 +367,21 @@ impl<K, T, E> Registry<K, T, E> {
 
     /// Whether the driver holds nothing for any flight or request ([R16](crate::design#r16)).
     pub(super) fn holds_nothing(&self) -> bool {
-        self.handles.is_empty() && self.cancellers.is_empty()
+        self.handles.is_empty() && self.cancellers.is_empty() && self.detached.is_empty()
     }
 
-    /// The canceller of `id`, if it is live: it is leaving its flight.
-    fn leave(&mut self, id: RequestId) -> Option<Canceller> {
+    /// What is held for `id`, if it is live: it is leaving its flight.
+    fn leave(&mut self, id: RequestId) -> Option<Held<T, E>> {
         self.machine.flight_of(id)?;
-        self.cancellers.take(id.slot())
+        self.take(id)
+    }
+
+    /// What is held for the request `id`, taken out.
+    fn take(&mut self, id: RequestId) -> Option<Held<T, E>> {
+        match self.cancellers.take(id.slot()) {
+            Some(canceller) => Some(Held::Reading(canceller)),
+            None => self.detached.remove(&id).map(Held::Detached),
+        }
     }
 
     /// Feeds `flight`'s task's report to the machine, unless the flight was
@@ -246,6 +413,14 @@ impl<K, T, E> Registry<K, T, E> {
                 self.handles.insert(flight.slot(), handles);
                 once(&mut effects.started, Started { flight, history, abort });
             }
+            Action::Subscribe { request, from: from @ Position::At(_), .. } => {
+                // A resume (R18): the history kept for the detached request.
+                if let Some(history) = self.detached.remove(&request) {
+                    let reader = History::subscribe_to(&history, from);
+                    self.cancellers.insert(request.slot(), reader.canceller());
+                    once(&mut effects.reader, reader);
+                }
+            }
             Action::Subscribe { request, flight, from } => {
                 // The machine subscribes only to flights it has not released.
                 if let Some(handles) = self.handles.get(flight.slot()) {
@@ -254,11 +429,12 @@ impl<K, T, E> Registry<K, T, E> {
                     once(&mut effects.reader, reader);
                 }
             }
-            Action::Cancel { request } => {
-                if let Some(canceller) = self.cancellers.take(request.slot()) {
-                    once(&mut effects.cancel, canceller);
-                }
-            }
+            Action::Cancel { request } => match self.take(request) {
+                Some(Held::Reading(canceller)) => once(&mut effects.cancel, canceller),
+                // Detached: nobody reads, nothing to wake; what was kept goes.
+                held => effects.left = held,
+            },
+            Action::Forget { request } => effects.left = self.take(request),
             Action::Close { .. } => effects.close = true,
             Action::Release { flight } => {
                 if let Some(handles) = self.handles.take(flight.slot()) {

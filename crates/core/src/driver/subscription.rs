@@ -9,27 +9,33 @@ use std::boxed::Box;
 use futures_core::Stream;
 
 use super::registry::Shared;
-use crate::history::Reader;
+use crate::history::{History, Reader};
 use crate::sync::Arc;
 use crate::{Admission, CancelError, Event, Failure, RequestId, Role};
 
 /// What a [`Subscription`] asks of its manager. Each call is one input of
 /// the machine, taken by the registry's one path.
-pub(super) trait Control: Send + Sync {
+pub(super) trait Control<T, E>: Send + Sync {
     /// Cancels the request ([R10](crate::design#r10), [R11](crate::design#r11)).
     fn cancel(&self, id: RequestId) -> Result<(), CancelError>;
+    /// Detaches the live request, keeping `history` for its resume (R18).
+    fn detach(&self, id: RequestId, history: Arc<History<T, E>>);
     /// The request yielded its end; `false` if a cancel got there first.
     fn finished(&self, id: RequestId) -> bool;
     /// The live request's subscription is dropped ([R12](crate::design#r12)).
     fn dropped(&self, id: RequestId);
 }
 
-impl<K, T, E, R> Control for Shared<K, T, E, R>
+impl<K, T, E, R> Control<T, E> for Shared<K, T, E, R>
 where
     Shared<K, T, E, R>: Send + Sync,
 {
     fn cancel(&self, id: RequestId) -> Result<(), CancelError> {
         Shared::cancel(self, id)
+    }
+
+    fn detach(&self, id: RequestId, history: Arc<History<T, E>>) {
+        Shared::detach(self, id, history)
     }
 
     fn finished(&self, id: RequestId) -> bool {
@@ -44,9 +50,13 @@ where
 // loom's `Arc` cannot be coerced to a trait object; under loom a
 // subscription's `Arc<dyn Control>` holds a second `Arc` to its manager.
 #[cfg(all(test, loom))]
-impl<C: Control + ?Sized> Control for Arc<C> {
+impl<T, E, C: Control<T, E> + ?Sized> Control<T, E> for Arc<C> {
     fn cancel(&self, id: RequestId) -> Result<(), CancelError> {
         (**self).cancel(id)
+    }
+
+    fn detach(&self, id: RequestId, history: Arc<History<T, E>>) {
+        (**self).detach(id, history)
     }
 
     fn finished(&self, id: RequestId) -> bool {
@@ -59,11 +69,11 @@ impl<C: Control + ?Sized> Control for Arc<C> {
 }
 
 /// `shared` as a subscription's handle on its manager.
-pub(super) fn control<C: Control + 'static>(shared: &Arc<C>) -> Arc<dyn Control> {
+pub(super) fn control<T, E, C: Control<T, E> + 'static>(shared: &Arc<C>) -> Arc<dyn Control<T, E>> {
     #[cfg(not(all(test, loom)))]
-    let control = Arc::clone(shared) as Arc<dyn Control>;
+    let control = Arc::clone(shared) as Arc<dyn Control<T, E>>;
     #[cfg(all(test, loom))]
-    let control = Arc::from_std(std::sync::Arc::new(Arc::clone(shared)) as std::sync::Arc<dyn Control>);
+    let control = Arc::from_std(std::sync::Arc::new(Arc::clone(shared)) as std::sync::Arc<dyn Control<T, E>>);
     control
 }
 
@@ -86,7 +96,7 @@ pub struct Subscription<T, E> {
     id: RequestId,
     role: Role,
     reader: Reader<T, E>,
-    control: Arc<dyn Control>,
+    control: Arc<dyn Control<T, E>>,
     /// The event [`ready`](Subscription::ready) took from the reader, to be
     /// yielded first (boxed: most subscriptions never hold one).
     peeked: Option<Box<Event<T, E>>>,
@@ -96,7 +106,7 @@ pub struct Subscription<T, E> {
 
 impl<T, E> Subscription<T, E> {
     /// The subscription of an admitted request, reading with `reader`.
-    pub(super) fn new(admission: Admission, reader: Reader<T, E>, control: Arc<dyn Control>) -> Self {
+    pub(super) fn new(admission: Admission, reader: Reader<T, E>, control: Arc<dyn Control<T, E>>) -> Self {
         Subscription { id: admission.id, role: admission.role, reader, control, peeked: None, ended: false }
     }
 
@@ -114,6 +124,22 @@ impl<T, E> Subscription<T, E> {
     /// idempotent: cancelling an ended request does nothing.
     pub fn cancel(&self) {
         let _ = self.control.cancel(self.id);
+    }
+
+    /// Detaches this request instead of cancelling it (R18): its client went
+    /// away for now (a lost connection, a reloaded page). The request stays
+    /// live for the manager's resume window (`Config::resume_window`),
+    /// keeping its flight going (R11), and [`Flights::resume`](super::Flights::resume)
+    /// with the returned id gives it a new subscription from the item its
+    /// client last had. Where that is, is the caller's to remember (count
+    /// the items delivered). Without a resume window (the default), or if
+    /// the subscription already yielded its end, this is a drop (R12).
+    pub fn detach(mut self) -> RequestId {
+        if !self.ended {
+            self.ended = true;
+            self.control.detach(self.id, Arc::clone(self.reader.history()));
+        }
+        self.id
     }
 
     /// Waits for this subscription's first event (or its next one, if items

@@ -185,7 +185,7 @@ impl<K, T, E, R> Flight<K, T, E, R> {
     /// then every reader sees `end` after its remaining items.
     fn end(&mut self, end: End<E>) {
         self.ended = true;
-        if self.shared.ended(self.id) {
+        if self.shared.ended(self.id, matches!(end, End::Done)) {
             self.history.close(end);
         }
     }

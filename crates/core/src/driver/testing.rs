@@ -48,6 +48,11 @@ impl Runtime for Manual {
         lock(&self.tasks).push(Box::pin(task));
         true
     }
+
+    /// Never wakes: the tests that use time drive the machine's clock themselves.
+    fn sleep(&self, _: core::time::Duration) -> impl Future<Output = ()> + Send + 'static {
+        core::future::pending()
+    }
 }
 
 /// The manager the tests drive: string keys, numbered items, numbered errors.

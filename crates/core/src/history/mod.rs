@@ -247,13 +247,13 @@ impl<T, E> History<T, E> {
     }
 
     /// The capacities of the first chunk and of the largest, for the reference model.
-    #[cfg(feature = "testkit")]
+    #[cfg(all(feature = "testkit", not(loom)))]
     pub(crate) fn chunk_capacities(&self) -> (u64, u64) {
         (self.geometry.capacity(0) as u64, self.geometry.max_capacity() as u64)
     }
 
     /// Whether every reader's waker slot is free and holds no waker, for the reference model.
-    #[cfg(feature = "testkit")]
+    #[cfg(all(feature = "testkit", not(loom)))]
     pub(crate) fn every_waker_slot_free(&self) -> bool {
         let table = lock(&self.wakers.table);
         table.free.len() == table.slots.len() && table.slots.iter().all(|slot| slot.waker.is_none())

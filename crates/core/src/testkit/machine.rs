@@ -157,6 +157,7 @@ enum Act {
     Subscribe(usize, usize, Position),
     Cancel(usize),
     Close(usize),
+    Forget(usize),
     Release(usize),
     Abort(usize),
 }
@@ -356,6 +357,7 @@ impl Model {
             acts.push(Act::Release(f));
         } else if let Some(r) = self.requests.iter().position(|r| !r.ended && r.detached == Some(due)) {
             self.leave(r, false, acts);
+            acts.push(Act::Forget(r));
         }
     }
 
@@ -551,6 +553,7 @@ impl Harness {
             }
             Action::Close { flight: id } => Act::Close(flight(self, id)),
             Action::Release { flight: id } => Act::Release(flight(self, id)),
+            Action::Forget { request: id } => Act::Forget(request(self, id)),
             Action::Abort { flight: id } => {
                 let f = flight(self, id);
                 // Aborted only when nobody is left and the policy says so (R11).
