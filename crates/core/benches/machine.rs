@@ -1,4 +1,5 @@
-//! The control plane's cost per input: lead, follow, join, cancel in company, last one out.
+//! The control plane's cost per input: lead, follow, join, cancel in company, last one out,
+//! and with time: detach, resume, a resume window that passes (R18).
 //! Each sample times batches of 1,000 inputs on a warmed-up machine; setup and clean-up are untimed.
 
 use std::hint::black_box;
@@ -124,8 +125,76 @@ fn bench(c: &mut Criterion) {
             )
         })
     });
+    // With time (R18): a flight with company, each member detached, resumed, or left to expire.
+    let window = Duration::from_secs(10);
+    let mut timed = Machine::new(Config::default().resume_window(window));
+    let company = |m: &mut Machine<u64>| {
+        let leader = m.handle_request(7);
+        m.handle_prepared(leader.flight).unwrap();
+        let company: Vec<_> = (0..BATCH).map(|_| m.handle_request(7)).collect();
+        (leader, company)
+    };
+    let detach_all = |m: &mut Machine<u64>, company: &[Admission]| {
+        for (i, a) in company.iter().enumerate() {
+            m.handle_detach(a.id, Duration::from_nanos(i as u64)).unwrap();
+        }
+    };
+    let leave = |m: &mut Machine<u64>, (leader, company): (Admission, Vec<Admission>)| {
+        for a in company.into_iter().chain([leader]) {
+            let _ = m.handle_cancel(a.id);
+        }
+    };
+    group.bench_function("detach", |b| {
+        b.iter_custom(|iters| {
+            batched(
+                iters,
+                &mut timed,
+                company,
+                |m, (_, company), i| m.handle_detach(company[i as usize].id, Duration::from_nanos(i)).unwrap(),
+                leave,
+            )
+        })
+    });
+    group.bench_function("resume", |b| {
+        b.iter_custom(|iters| {
+            batched(
+                iters,
+                &mut timed,
+                |m| {
+                    let state = company(m);
+                    detach_all(m, &state.1);
+                    state
+                },
+                |m, (_, company), i| {
+                    m.handle_resume(company[i as usize].id, 0).unwrap();
+                    drain(m);
+                },
+                leave,
+            )
+        })
+    });
+    group.bench_function("window_passes", |b| {
+        b.iter_custom(|iters| {
+            batched(
+                iters,
+                &mut timed,
+                |m| {
+                    let state = company(m);
+                    detach_all(m, &state.1);
+                    state
+                },
+                // Each call is one window's end: the request is dropped (R12).
+                |m, _, i| {
+                    m.handle_timeout(window + Duration::from_nanos(i));
+                    drain(m);
+                },
+                leave,
+            )
+        })
+    });
     group.finish();
     assert!(machine.is_idle(), "the bench left state behind");
+    assert!(timed.is_idle(), "the timed bench left state behind");
 }
 
 criterion_group! {
