@@ -6,12 +6,13 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
 use futures::Stream;
 
 use crate::doubles::{Gate, Probed, Script, ScriptStream};
-use crate::{Config, Event, Failure, Flights, LateJoin, Orphan, Subscription, Tokio};
+use crate::{Config, Event, Failure, Flights, LateJoin, Orphan, RequestId, ResumeError, Subscription, Tokio};
 
 type Upstream = Probed<ScriptStream<u32, u8>>;
 
@@ -38,6 +39,10 @@ enum Step {
     Drop(u8),
     /// The subscription is polled once.
     Poll(u8),
+    /// `Subscription::detach()` (R18).
+    Detach(u8),
+    /// `Flights::resume(id, from)` of a detached request, from the items it read (R18).
+    Resume(u8),
     /// The runtime runs its tasks (the flight tasks) until they wait.
     Run,
 }
@@ -61,20 +66,29 @@ struct Request {
     end: Option<Event<u32, u8>>,
     /// `cancel` returned `Ok`: the next event must be `Cancelled`.
     cancelled: bool,
+    /// Detached (R18) and not resumed: its id, to resume it.
+    detached: Option<RequestId>,
 }
 
 impl Request {
+    /// Live, judged as if it still had its subscription: not ended, not cancelled.
+    fn live_when_detached(&self) -> bool {
+        self.end.is_none() && !self.cancelled
+    }
+
     fn live(&self) -> bool {
-        self.subscription.is_some() && self.end.is_none() && !self.cancelled
+        (self.subscription.is_some() || self.detached.is_some()) && self.end.is_none() && !self.cancelled
     }
 }
 
-fn configs() -> [Config; 4] {
+fn configs() -> [Config; 5] {
     [
         Config::default(),
         Config::default().orphan(Orphan::Finish),
         Config::default().history_limit(3),
         Config::default().late_join(LateJoin::Tail),
+        // A window no case outlives: detached requests are resumed or cancelled, never expire.
+        Config::default().resume_window(Duration::from_secs(3600)),
     ]
 }
 
@@ -86,7 +100,11 @@ pub fn check_cancellation(data: &[u8]) {
     let config = configs[choice].clone();
     let (bounded, tail) =
         (config.history_limit_items().is_some(), config.late_join_policy() == LateJoin::Tail);
-    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a current-thread runtime");
+    let windowed = !config.resume_window_duration().is_zero();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a current-thread runtime");
     let _inside = runtime.enter();
     let manager: Flights<u8, u32, u8, Tokio> = Flights::new(config);
     let mut flights: Vec<FlightCtl> = Vec::new();
@@ -136,6 +154,7 @@ pub fn check_cancellation(data: &[u8]) {
                     items: Vec::new(),
                     end: None,
                     cancelled: false,
+                    detached: None,
                 });
             }
             Step::Open(f) | Step::FailPreparation(f) => {
@@ -169,20 +188,46 @@ pub fn check_cancellation(data: &[u8]) {
                 if let Some(r) = request(r) {
                     let request = &mut requests[r];
                     let live = request.live();
-                    match (&request.subscription, step) {
-                        (Some(s), Step::CancelSubscription(_)) => s.cancel(),
-                        (Some(s), _) => {
+                    let issued = match (&request.subscription, step, request.detached) {
+                        (Some(s), Step::CancelSubscription(_), _) => {
+                            s.cancel();
+                            true
+                        }
+                        (Some(s), _, _) => {
                             let result = manager.cancel(s.id());
                             assert_eq!(result.is_ok(), live, "cancel of request {r}: {result:?} (R13)");
+                            true
                         }
-                        (None, _) => {}
-                    }
-                    request.cancelled |= live;
+                        (None, Step::Cancel(_), Some(id)) => {
+                            let result = manager.cancel(id);
+                            assert_eq!(result.is_ok(), live, "cancel of detached request {r}: {result:?}");
+                            true
+                        }
+                        (None, _, _) => false,
+                    };
+                    request.cancelled |= live && issued;
                 }
             }
             Step::Drop(r) => {
                 if let Some(r) = request(r) {
                     requests[r].subscription = None;
+                }
+            }
+            Step::Detach(r) => {
+                if let Some(r) = request(r) {
+                    let request = &mut requests[r];
+                    if let Some(subscription) = request.subscription.take() {
+                        let id = subscription.detach();
+                        // Only a live request with a window stays (else: a drop, R12).
+                        if windowed && request.live_when_detached() {
+                            request.detached = Some(id);
+                        }
+                    }
+                }
+            }
+            Step::Resume(r) => {
+                if let Some(r) = request(r) {
+                    resume(&manager, &mut requests[r], r);
                 }
             }
             Step::Poll(r) => {
@@ -195,7 +240,12 @@ pub fn check_cancellation(data: &[u8]) {
         if manager.stats().aborted > aborted {
             // The last one out (cancelled, dropped, or lagged when polled) aborted its flight:
             // the preparation or upstream is dropped promptly (R11, R15).
-            let (Step::Cancel(r) | Step::CancelSubscription(r) | Step::Drop(r) | Step::Poll(r)) = step else {
+            let (Step::Cancel(r)
+            | Step::CancelSubscription(r)
+            | Step::Drop(r)
+            | Step::Poll(r)
+            | Step::Detach(r)) = step
+            else {
                 panic!("{step:?} aborted a flight")
             };
             let f = requests[usize::from(r) % requests.len()].flight;
@@ -217,6 +267,9 @@ pub fn check_cancellation(data: &[u8]) {
             ctl.finished = true;
             ctl.script.finish();
         }
+    }
+    for (r, request) in requests.iter_mut().enumerate() {
+        resume(&manager, request, r);
     }
     for _ in 0..64 {
         run(&runtime);
@@ -246,6 +299,26 @@ pub fn check_cancellation(data: &[u8]) {
         // An aborted flight's gate may still hold the stream the check opened it with.
         drop(gate);
         assert_eq!(script.probe().alive(), 0, "flight {f}: an upstream outlived everything");
+    }
+}
+
+/// Resumes `request` if it is detached, from the items it read: it must be accepted if the
+/// request is live, and its reading goes on where it stopped (checked by [`poll_once`], R6).
+fn resume(manager: &Flights<u8, u32, u8, Tokio>, request: &mut Request, r: usize) {
+    let Some(id) = request.detached else { return };
+    let live = request.live();
+    match manager.resume(id, request.items.len() as u64) {
+        Ok(subscription) => {
+            assert!(live, "request {r}: resumed after it ended");
+            assert_eq!(subscription.id(), id);
+            request.subscription = Some(subscription);
+            request.detached = None;
+        }
+        Err(ResumeError::UnknownRequest) => {
+            assert!(!live, "request {r}: live and detached, but unknown to resume (R18)");
+            request.detached = None;
+        }
+        Err(error) => panic!("request {r}: resume from the items it read refused: {error:?}"),
     }
 }
 

@@ -150,7 +150,9 @@ fn bench(c: &mut Criterion) {
                 iters,
                 &mut timed,
                 company,
-                |m, (_, company), i| m.handle_detach(company[i as usize].id, Duration::from_nanos(i)).unwrap(),
+                |m, (_, company), i| {
+                    m.handle_detach(company[i as usize].id, Duration::from_nanos(i)).unwrap()
+                },
                 leave,
             )
         })
