@@ -126,6 +126,7 @@ where
     ///
     /// ```
     /// use futures::{StreamExt, stream};
+    /// use std::time::Duration;
     /// use streamflight_core::driver::{Flights, Runtime};
     /// use streamflight_core::{Config, Event};
     ///
@@ -135,6 +136,9 @@ where
     ///     fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) -> bool {
     ///         drop(self.0.spawn(task));
     ///         true
+    ///     }
+    ///     fn sleep(&self, d: Duration) -> impl Future<Output = ()> + Send + 'static {
+    ///         async move { tokio::time::sleep(d).await }
     ///     }
     /// }
     ///
@@ -163,6 +167,7 @@ where
     ///
     /// ```
     /// use futures::{StreamExt, stream};
+    /// use std::time::Duration;
     /// use streamflight_core::driver::{Flights, Runtime};
     /// use streamflight_core::{Event, Role};
     ///
@@ -173,6 +178,9 @@ where
     ///     fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) -> bool {
     ///         drop(tokio::spawn(task));
     ///         true
+    ///     }
+    ///     fn sleep(&self, d: Duration) -> impl Future<Output = ()> + Send + 'static {
+    ///         async move { tokio::time::sleep(d).await }
     ///     }
     /// }
     ///

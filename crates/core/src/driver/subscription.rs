@@ -161,6 +161,9 @@ impl<T, E> Subscription<T, E> {
     /// #         drop(tokio::spawn(task));
     /// #         true
     /// #     }
+    /// #     fn sleep(&self, d: std::time::Duration) -> impl Future<Output = ()> + Send + 'static {
+    /// #         async move { tokio::time::sleep(d).await }
+    /// #     }
     /// # }
     /// # type Flights<K, T, E> = streamflight_core::driver::Flights<K, T, E, Tokio>;
     /// # #[tokio::main(flavor = "current_thread")]
@@ -202,6 +205,9 @@ impl<T, E> Subscription<T, E> {
     /// #     fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) -> bool {
     /// #         drop(tokio::spawn(task));
     /// #         true
+    /// #     }
+    /// #     fn sleep(&self, d: std::time::Duration) -> impl Future<Output = ()> + Send + 'static {
+    /// #         async move { tokio::time::sleep(d).await }
     /// #     }
     /// # }
     /// # type Flights<K, T, E> = streamflight_core::driver::Flights<K, T, E, Tokio>;
