@@ -166,6 +166,10 @@ pub struct Stats {
     pub cancelled: u64,
     /// Flights aborted because nobody was left ([R11](crate::design#r11)).
     pub aborted: u64,
+    /// Requests served by a lingering flight, a finished answer (R17).
+    pub lingered: u64,
+    /// Detached requests resumed (R18).
+    pub resumed: u64,
     /// Flights not yet ended.
     pub active_flights: usize,
     /// Requests not yet ended ([R13](crate::design#r13)).
@@ -447,6 +451,7 @@ impl<K> Machine<K> {
         }
         let flight = request.flight;
         self.close_window(id);
+        self.stats.resumed += 1;
         self.actions.push_back(Action::Subscribe { request: id, flight, from: Position::At(from) });
         Ok(())
     }
@@ -592,7 +597,10 @@ impl<K: Hash + Eq> Machine<K> {
             .map(|(id, f)| (id, f.streaming, f.ended));
         let (flight, role, from) = match existing {
             // Lingering (R17): the whole finished answer, whatever the late-join policy.
-            Some((id, _, true)) => (id, Role::Joiner, Position::Start),
+            Some((id, _, true)) => {
+                self.stats.lingered += 1;
+                (id, Role::Joiner, Position::Start)
+            }
             Some((id, false, false)) => (id, Role::Follower, Position::Start),
             Some((id, true, false)) => match self.config.late_join_policy() {
                 LateJoin::Replay => (id, Role::Joiner, Position::Start),

@@ -108,6 +108,12 @@ pub struct Settings {
     #[arg(long, env = "STREAMFLIGHT_HISTORY_LIMIT")]
     pub history_limit: Option<usize>,
 
+    /// How long a finished answer (ended with `[DONE]`) serves identical requests
+    /// after its end, with no new upstream request: a retry, a second tab, a page
+    /// of clients loading over a few seconds. 0: none. A failed answer never lingers.
+    #[arg(long, env = "STREAMFLIGHT_LINGER", default_value = "0s", value_parser = parse_duration)]
+    pub linger: Duration,
+
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "STREAMFLIGHT_LOG", default_value = "info")]
     pub log: tracing::Level,

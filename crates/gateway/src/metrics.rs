@@ -28,7 +28,7 @@ impl Metrics {
     /// Every series in the Prometheus text format.
     pub fn render(&self, stats: &Stats) -> String {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let rows: [(&str, &str, &str, u64); 11] = [
+        let rows: [(&str, &str, &str, u64); 12] = [
             ("requests_total", "counter", "Coalesced requests admitted.", stats.requests),
             ("flights_total", "counter", "Flights started: upstream requests made.", stats.flights),
             ("joined_total", "counter", "Requests served by a flight already in the air.", stats.joined),
@@ -39,6 +39,12 @@ impl Metrics {
                 stats.cancelled,
             ),
             ("aborted_total", "counter", "Flights aborted because nobody was left to listen.", stats.aborted),
+            (
+                "lingered_total",
+                "counter",
+                "Requests served by a finished answer within --linger, with no upstream request.",
+                stats.lingered,
+            ),
             (
                 "upstream_errors_total",
                 "counter",

@@ -268,3 +268,31 @@ async fn an_upstream_api_key_replaces_the_clients_credentials() {
     assert_eq!(Client::chat(&base, "q", Some("Bearer client")).await.rest().await, expected_stream(2));
     assert_eq!(mock.last().header("authorization").as_deref(), Some("Bearer sk-gateway"));
 }
+
+/// With `--linger`, an identical request just after `[DONE]` gets the same answer with no
+/// upstream request; once the linger is over, the next one goes upstream again (R17).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linger_serves_a_finished_answer_then_lets_it_go() {
+    let tokens = || Mode::Tokens { tokens: 5, interval: Duration::from_millis(1), gated: false };
+    let mock = Mock::start(tokens()).await;
+    let base = gateway(&["--upstream", &mock.base, "--linger", "60s"]).await;
+    let first = Client::chat(&base, "asked twice", None).await.rest().await;
+    assert_eq!(first, expected_stream(5));
+    let mut again = Client::chat(&base, "asked twice", None).await;
+    assert_eq!(again.role, "joiner");
+    assert_eq!(again.rest().await, first, "the same answer");
+    assert_eq!(mock.received(), 1, "no second upstream request");
+    assert_eq!(metric(&base, "streamflight_lingered_total").await, 1);
+
+    let mock = Mock::start(tokens()).await;
+    let base = gateway(&["--upstream", &mock.base, "--linger", "50ms"]).await;
+    assert_eq!(Client::chat(&base, "asked twice", None).await.rest().await, expected_stream(5));
+    // Identical requests until one leads: the linger ended on the gateway's timer.
+    eventually("a request after the linger to go upstream", || async {
+        let mut client = Client::chat(&base, "asked twice", None).await;
+        assert_eq!(client.rest().await, expected_stream(5));
+        client.role == "leader"
+    })
+    .await;
+    assert_eq!(mock.received(), 2);
+}

@@ -330,6 +330,7 @@ impl Model {
                 Some(r) if self.requests[r].detached.is_none() => Err(ResumeError::NotDetached),
                 Some(r) => {
                     self.requests[r].detached = None;
+                    self.stats.resumed += 1;
                     acts.push(Act::Subscribe(r, self.requests[r].flight, Position::At(0)));
                     Ok(())
                 }
@@ -381,6 +382,7 @@ impl Model {
         let joined = match joinable.first() {
             // Lingering (R17): the whole finished answer, whatever the late-join policy.
             Some(&f) if matches!(self.flights[f].phase, Phase::Lingering(_)) => {
+                self.stats.lingered += 1;
                 Some((f, Role::Joiner, Position::Start))
             }
             Some(&f) if self.flights[f].phase == Phase::Preparing => {
