@@ -114,6 +114,12 @@ pub struct Settings {
     #[arg(long, env = "STREAMFLIGHT_LINGER", default_value = "0s", value_parser = parse_duration)]
     pub linger: Duration,
 
+    /// How long a streaming client that lost its connection may resume its stream
+    /// (`GET /v1/requests/{id}/events` with `Last-Event-ID`): its request stays
+    /// live that long, and its upstream goes on. 0: a lost connection cancels.
+    #[arg(long, env = "STREAMFLIGHT_RESUME_WINDOW", default_value = "10s", value_parser = parse_duration)]
+    pub resume_window: Duration,
+
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "STREAMFLIGHT_LOG", default_value = "info")]
     pub log: tracing::Level,

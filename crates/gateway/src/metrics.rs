@@ -28,7 +28,7 @@ impl Metrics {
     /// Every series in the Prometheus text format.
     pub fn render(&self, stats: &Stats) -> String {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let rows: [(&str, &str, &str, u64); 12] = [
+        let rows: [(&str, &str, &str, u64); 13] = [
             ("requests_total", "counter", "Coalesced requests admitted.", stats.requests),
             ("flights_total", "counter", "Flights started: upstream requests made.", stats.flights),
             ("joined_total", "counter", "Requests served by a flight already in the air.", stats.joined),
@@ -44,6 +44,12 @@ impl Metrics {
                 "counter",
                 "Requests served by a finished answer within --linger, with no upstream request.",
                 stats.lingered,
+            ),
+            (
+                "resumed_total",
+                "counter",
+                "Streams resumed after their client lost its connection (GET /v1/requests/{id}/events).",
+                stats.resumed,
             ),
             (
                 "upstream_errors_total",

@@ -1,9 +1,10 @@
 //! The ids clients see (`x-request-id`) and the live coalesced requests behind them, each with
-//! its tenant, so that only the tenant that made a request can cancel it (G5).
+//! its tenant, so that only the tenant that made a request can cancel or resume it (G5).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use streamflight_tokio::{RequestId, Role};
 
@@ -43,6 +44,22 @@ pub struct Registry {
 struct Entry {
     request: RequestId,
     tenant: [u8; 32],
+    /// What the stream's client asked for, for a resume to answer alike.
+    include_usage: bool,
+    /// Detached (its client lost its connection): which detach, so that the window's end
+    /// forgets only that one (R18).
+    detached: Option<u64>,
+}
+
+/// A live request found for its tenant.
+#[derive(Clone, Copy, Debug)]
+pub struct Found {
+    /// The library's request.
+    pub request: RequestId,
+    /// `stream_options.include_usage` of its client.
+    pub include_usage: bool,
+    /// It is detached: a resume may take it over.
+    pub detached: bool,
 }
 
 impl Registry {
@@ -51,9 +68,9 @@ impl Registry {
         self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Records a live request of `tenant`.
-    pub fn insert(&self, id: ClientId, request: RequestId, tenant: [u8; 32]) {
-        self.live().insert(id, Entry { request, tenant });
+    /// Records a live request of `tenant` (or its resumed stream).
+    pub fn insert(&self, id: ClientId, request: RequestId, tenant: [u8; 32], include_usage: bool) {
+        self.live().insert(id, Entry { request, tenant, include_usage, detached: None });
     }
 
     /// Forgets a request that ended or whose client left.
@@ -62,8 +79,29 @@ impl Registry {
     }
 
     /// The request shown as `id`, if it is live and `tenant`'s; anyone else learns nothing.
-    pub fn find(&self, id: ClientId, tenant: &[u8; 32]) -> Option<RequestId> {
-        self.live().get(&id).filter(|entry| &entry.tenant == tenant).map(|entry| entry.request)
+    pub fn find(&self, id: ClientId, tenant: &[u8; 32]) -> Option<Found> {
+        let live = self.live();
+        let entry = live.get(&id).filter(|entry| &entry.tenant == tenant)?;
+        let detached = entry.detached.is_some();
+        Some(Found { request: entry.request, include_usage: entry.include_usage, detached })
+    }
+
+    /// Marks `id` detached; returns the mark, for [`forget_detached`](Registry::forget_detached).
+    fn detach(&self, id: ClientId) -> Option<u64> {
+        static DETACHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let mark = DETACHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut live = self.live();
+        let entry = live.get_mut(&id)?;
+        entry.detached = Some(mark);
+        Some(mark)
+    }
+
+    /// Forgets `id` if it is still detached by `mark`: its window passed without a resume.
+    fn forget_detached(&self, id: ClientId, mark: u64) {
+        let mut live = self.live();
+        if live.get(&id).is_some_and(|entry| entry.detached == Some(mark)) {
+            live.remove(&id);
+        }
     }
 }
 
@@ -75,6 +113,8 @@ pub struct Live {
     id: ClientId,
     role: Role,
     ended: bool,
+    /// Detached: the entry outlives this guard, until the resume window passes.
+    kept: bool,
 }
 
 impl Live {
@@ -85,9 +125,25 @@ impl Live {
         request: RequestId,
         role: Role,
         tenant: [u8; 32],
+        include_usage: bool,
     ) -> Live {
-        registry.insert(id, request, tenant);
-        Live { registry, id, role, ended: false }
+        registry.insert(id, request, tenant, include_usage);
+        Live { registry, id, role, ended: false, kept: false }
+    }
+
+    /// The client lost its connection and its request was detached (R18): the entry stays,
+    /// for a resume, until `window` passes.
+    pub fn detach(mut self, window: Duration) {
+        self.ended = true;
+        tracing::info!(request_id = %self.id, role = ?self.role, "client went away: detached");
+        let Some(mark) = self.registry.detach(self.id) else { return };
+        let (registry, id) = (Arc::clone(&self.registry), self.id);
+        // The library's own window ends first: by then the request is gone there too.
+        tokio::spawn(async move {
+            tokio::time::sleep(window).await;
+            registry.forget_detached(id, mark);
+        });
+        self.kept = true;
     }
 
     /// The request got its end (`outcome` says which, for the log).
@@ -99,7 +155,9 @@ impl Live {
 
 impl Drop for Live {
     fn drop(&mut self) {
-        self.registry.remove(self.id);
+        if !self.kept {
+            self.registry.remove(self.id);
+        }
         if !self.ended {
             tracing::info!(request_id = %self.id, role = ?self.role, "client went away");
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
-use axum::http::{HeaderName, StatusCode};
+use axum::http::{HeaderMap, HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -45,6 +45,8 @@ pub struct Wants {
     pub include_usage: bool,
     /// `x-streamflight-role`, unless tenants share (then a tenant could learn of another's request).
     pub role: Option<HeaderValue>,
+    /// A streaming client that loses its connection is detached this long (R18), if at all.
+    pub resume: Option<Duration>,
 }
 
 /// The client's response. Waits for the flight's head (or its failure), then answers.
@@ -66,7 +68,8 @@ pub async fn reply(
             if !wants.endpoint.streams() {
                 body_response(&head, subscription, live, shutdown)
             } else if wants.stream {
-                sse_response(&head, subscription, wants.include_usage, live, shutdown)
+                let stream = Stream { include_usage: wants.include_usage, next: 1, resume: wants.resume };
+                sse_response(&head, subscription, stream, live, shutdown)
             } else {
                 collected_response(&head, wants.endpoint, subscription, live, shutdown).await
             }
@@ -221,35 +224,37 @@ fn body_response(head: &Head, subscription: Subscription, live: Live, shutdown: 
     head_response(head, Body::from_stream(body))
 }
 
-/// A streaming client's SSE answer: the events it asked for, then `[DONE]` or an error event;
-/// a comment every 15 s of silence; an error event if the grace period of a shutdown ends first.
+/// A streaming client's SSE answer: the events it asked for, each with its `id:` (its index in
+/// the answer), then `[DONE]` or an error event; a comment every 15 s of silence; an error event
+/// if the grace period of a shutdown ends first. `next` is the index of the subscription's next
+/// item (the head is item 0). If the client goes away before the end and `resume` is a window,
+/// its request is detached for that long instead of cancelled (R18).
 fn sse_response(
     head: &Head,
     subscription: Subscription,
-    include_usage: bool,
+    stream: Stream,
     live: Live,
     shutdown: Shutdown,
 ) -> Response {
-    struct State {
-        subscription: Subscription,
-        live: Live,
-        over: Pin<Box<dyn Future<Output = ()> + Send>>,
-        quiet: Pin<Box<Sleep>>,
-    }
     let state = State {
-        subscription,
-        live,
+        subscription: Some(subscription),
+        live: Some(live),
         over: Box::pin(async move { shutdown.over().await }),
         quiet: Box::pin(tokio::time::sleep(KEEP_ALIVE)),
+        next: stream.next,
+        resume: stream.resume,
+        done: false,
     };
+    let include_usage = stream.include_usage;
     let body = stream::unfold(Some(state), move |state| async move {
         let mut state = state?;
         loop {
+            let subscription = state.subscription.as_mut()?;
             let event = tokio::select! {
                 biased;
-                event = state.subscription.next() => event?,
+                event = subscription.next() => event?,
                 () = &mut state.over => {
-                    state.live.ended(&"shutting down");
+                    state.end(&"shutting down");
                     return Some((Ok::<_, Infallible>(sse::frame(&SHUTTING_DOWN.body())), None));
                 }
                 () = &mut state.quiet => {
@@ -257,18 +262,22 @@ fn sse_response(
                     return Some((Ok(Bytes::from_static(sse::KEEP_ALIVE)), Some(state)));
                 }
             };
+            let index = state.next;
+            if matches!(event, Flight::Item(_)) {
+                state.next += 1;
+            }
             let frame = match event {
                 Flight::Item(Part::Event(event)) if include_usage || !event.usage_only => {
-                    sse::frame(&event.data)
+                    sse::frame_with_id(index, &event.data)
                 }
                 Flight::Item(_) => continue,
                 Flight::Done => {
-                    state.live.ended(&"done");
-                    return Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), None));
+                    state.end(&"done");
+                    return Some((Ok(sse::frame_with_id(index, b"[DONE]")), None));
                 }
                 end => {
-                    state.live.ended(&describe(&end));
-                    return Some((Ok(sse::frame(&error_event(&end))), None));
+                    state.end(&describe(&end));
+                    return Some((Ok(sse::frame_with_id(index, &error_event(&end))), None));
                 }
             };
             state.quiet.as_mut().reset(Instant::now() + KEEP_ALIVE);
@@ -280,6 +289,60 @@ fn sse_response(
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
+}
+
+/// How an SSE answer is numbered and kept.
+pub struct Stream {
+    /// `stream_options.include_usage`: otherwise the usage chunk is held back.
+    pub include_usage: bool,
+    /// The index of the subscription's first item.
+    pub next: u64,
+    /// The resume window, if a lost connection detaches the request (R18).
+    pub resume: Option<Duration>,
+}
+
+/// A streaming answer on its way: what it reads, how it logs, how it ends.
+struct State {
+    /// Taken out when the client goes away, to detach it.
+    subscription: Option<Subscription>,
+    live: Option<Live>,
+    over: Pin<Box<dyn Future<Output = ()> + Send>>,
+    quiet: Pin<Box<Sleep>>,
+    next: u64,
+    resume: Option<Duration>,
+    /// The end (or the shutdown's error event) is out.
+    done: bool,
+}
+
+impl State {
+    fn end(&mut self, outcome: &dyn std::fmt::Display) {
+        self.done = true;
+        if let Some(live) = self.live.as_mut() {
+            live.ended(outcome);
+        }
+    }
+}
+
+impl Drop for State {
+    /// The body went away before its end: the client lost its connection. With a resume
+    /// window its request is detached, not cancelled (R18); else the drop cancels it (R12).
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if let (Some(window), Some(subscription), Some(live)) =
+            (self.resume, self.subscription.take(), self.live.take())
+        {
+            subscription.detach();
+            live.detach(window);
+        }
+    }
+}
+
+/// The answer to `GET /v1/requests/{id}/events`: the resumed stream, from item `from`.
+pub fn resumed(subscription: Subscription, stream: Stream, live: Live, shutdown: Shutdown) -> Response {
+    let head = Head { status: StatusCode::OK, headers: HeaderMap::new() };
+    sse_response(&head, subscription, stream, live, shutdown)
 }
 
 /// A non-streaming client of a streamed flight: every event, collected into the completion

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use bytes::Bytes;
 use serde_json::json;
-use streamflight_tokio::Role;
+use streamflight_tokio::{ResumeError, Role};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tracing::Instrument;
 
@@ -42,6 +42,7 @@ pub fn router(gateway: Shared) -> Router {
         .route("/v1/completions", coalesced())
         .route("/v1/embeddings", coalesced())
         .route("/v1/requests/{id}", delete(cancel).fallback(passthrough))
+        .route("/v1/requests/{id}/events", get(resume).fallback(passthrough))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .fallback(passthrough)
@@ -80,6 +81,8 @@ async fn assign_id(mut request: Request, next: Next) -> Response {
     request.extensions_mut().insert(id);
     let span = tracing::info_span!("http", request_id = %id, method = %request.method(), path = %request.uri().path());
     let mut response = next.run(request).instrument(span).await;
+    // A resumed stream keeps the id its client knows.
+    let id = response.extensions().get::<ClientId>().copied().unwrap_or(id);
     let shown = HeaderValue::from_str(&id.to_string()).expect("hex is a valid header value");
     response.headers_mut().insert("x-request-id", shown);
     response
@@ -176,13 +179,15 @@ async fn coalesced(
     let outgoing = Outgoing { endpoint, query, headers: sent, body: parsed.upstream, canonical };
     let subscription = gateway.flights.request(key, gateway.backend.open(outgoing));
     let role = subscription.role();
-    let live = Live::enter(Arc::clone(&gateway.registry), id, subscription.id(), role, tenant);
+    let live =
+        Live::enter(Arc::clone(&gateway.registry), id, subscription.id(), role, tenant, parsed.include_usage);
     tracing::info!(request_id = %id, ?role, key = %digest, stream = parsed.stream, "admitted");
     let wants = Wants {
         endpoint,
         stream: parsed.stream,
         include_usage: parsed.include_usage,
         role: (!settings.share_across_tenants).then(|| role_header(role)),
+        resume: (!settings.resume_window.is_zero()).then_some(settings.resume_window),
     };
     reply::reply(subscription, wants, live, gateway.shutdown.clone()).await
 }
@@ -210,20 +215,89 @@ async fn cancel(State(gateway): State<Shared>, headers: HeaderMap, uri: Uri) -> 
     let shown = uri.path().trim_start_matches("/v1/requests/");
     let tenant = headers::tenant(&headers);
     let known = ClientId::parse(shown).and_then(|id| gateway.registry.find(id, &tenant));
-    match known.map(|request| gateway.flights.cancel(request)) {
+    match known.map(|found| gateway.flights.cancel(found.request)) {
         Some(Ok(())) => {
             tracing::info!(request_id = %shown, "cancelled by DELETE");
             let body = json!({"id": shown, "object": "request", "status": "cancelled"});
             json_response(StatusCode::OK, Bytes::from(body.to_string()))
         }
-        _ => openai::Error {
-            status: StatusCode::NOT_FOUND,
-            kind: "invalid_request_error",
-            code: "request_not_found",
-            message: "no live request with this id",
-        }
-        .response(),
+        _ => NOT_FOUND.response(),
     }
+}
+
+/// No live request with the id, for this tenant (G5: anyone else learns nothing more).
+const NOT_FOUND: openai::Error<'static> = openai::Error {
+    status: StatusCode::NOT_FOUND,
+    kind: "invalid_request_error",
+    code: "request_not_found",
+    message: "no live request with this id",
+};
+
+/// `GET /v1/requests/{id}/events`: resumes the stream of a request whose client lost its
+/// connection (R18), with the events after `Last-Event-ID` (or `?after=N`; neither: from the
+/// first), then its end: what the client holds is then the uninterrupted stream. For the
+/// tenant that made it only, within `--resume-window`; the response keeps its `x-request-id`.
+async fn resume(State(gateway): State<Shared>, headers: HeaderMap, uri: Uri) -> Response {
+    let shown = uri.path().trim_start_matches("/v1/requests/").trim_end_matches("/events");
+    let tenant = headers::tenant(&headers);
+    let Some((id, found)) =
+        ClientId::parse(shown).and_then(|id| Some((id, gateway.registry.find(id, &tenant)?)))
+    else {
+        return NOT_FOUND.response();
+    };
+    let last =
+        headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned).or_else(|| {
+            uri.query()?.split('&').find_map(|pair| pair.strip_prefix("after=")).map(str::to_owned)
+        });
+    let from = match last.map(|text| text.trim().parse::<u64>()) {
+        None => 1,
+        Some(Ok(last)) => last.saturating_add(1),
+        Some(Err(_)) => {
+            return openai::Error {
+                status: StatusCode::BAD_REQUEST,
+                kind: "invalid_request_error",
+                code: "invalid_last_event_id",
+                message: "Last-Event-ID (or after) must be the id of an event of this stream",
+            }
+            .response();
+        }
+    };
+    let subscription = match gateway.flights.resume(found.request, from) {
+        Ok(subscription) => subscription,
+        Err(ResumeError::NotDetached) => {
+            return openai::Error {
+                status: StatusCode::CONFLICT,
+                kind: "invalid_request_error",
+                code: "request_streaming",
+                message: "this request's stream is being read by another connection",
+            }
+            .response();
+        }
+        Err(ResumeError::Released { .. } | ResumeError::Ahead { .. }) => {
+            return openai::Error {
+                status: StatusCode::BAD_REQUEST,
+                kind: "invalid_request_error",
+                code: "invalid_last_event_id",
+                message: "the stream holds no events after this id (released by --history-limit, or not sent yet)",
+            }
+            .response();
+        }
+        Err(_) => return NOT_FOUND.response(),
+    };
+    let role = subscription.role();
+    let registry = Arc::clone(&gateway.registry);
+    let live = Live::enter(registry, id, subscription.id(), role, tenant, found.include_usage);
+    tracing::info!(request_id = %id, from, "resumed");
+    let settings = &gateway.settings;
+    let stream = reply::Stream {
+        include_usage: found.include_usage,
+        next: from,
+        resume: (!settings.resume_window.is_zero()).then_some(settings.resume_window),
+    };
+    let mut response = reply::resumed(subscription, stream, live, gateway.shutdown.clone());
+    // The stream's id stays the one its client knows, for a next resume.
+    response.extensions_mut().insert(id);
+    response
 }
 
 /// `GET /metrics`, in the Prometheus text format.

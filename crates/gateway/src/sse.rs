@@ -92,12 +92,29 @@ impl Decoder {
 /// The frame of one event whose data is `data` (lines split into `data:` fields, as SSE needs).
 pub fn frame(data: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(data.len() + 8);
+    put_data(&mut out, data);
+    out.freeze()
+}
+
+/// The `data:` lines of `data` and the blank line that ends the event.
+fn put_data(out: &mut BytesMut, data: &[u8]) {
     for line in data.split(|&b| b == b'\n') {
         out.extend_from_slice(b"data: ");
         out.extend_from_slice(line);
         out.extend_from_slice(b"\n");
     }
     out.extend_from_slice(b"\n");
+}
+
+/// An event frame with its `id:` (the event's index in the answer), so that a client that lost
+/// its connection can resume after it (`Last-Event-ID`).
+pub fn frame_with_id(id: u64, data: &[u8]) -> Bytes {
+    let id = id.to_string();
+    let mut out = BytesMut::with_capacity(data.len() + id.len() + 12);
+    out.extend_from_slice(b"id: ");
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(b"\n");
+    put_data(&mut out, data);
     out.freeze()
 }
 

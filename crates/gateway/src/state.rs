@@ -36,7 +36,7 @@ impl Gateway {
     /// The state for `settings`; an error (one line, for the operator) if they cannot work.
     pub fn new(settings: Settings, shutdown: Shutdown) -> Result<Gateway, String> {
         settings.check()?;
-        let mut config = Config::default().linger(settings.linger);
+        let mut config = Config::default().linger(settings.linger).resume_window(settings.resume_window);
         if let Some(limit) = settings.history_limit {
             config = config.history_limit(limit);
         }

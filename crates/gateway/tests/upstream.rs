@@ -119,7 +119,8 @@ async fn cancelling_a_lone_request_aborts_the_upstream_request() {
 #[tokio::test]
 async fn a_client_that_disconnects_is_dropped_and_the_last_one_out_aborts() {
     let mock = Mock::start(endless()).await;
-    let base = gateway(&["--upstream", &mock.base]).await;
+    // Without a resume window, a lost connection is a cancel (R12).
+    let base = gateway(&["--upstream", &mock.base, "--resume-window", "0"]).await;
     let mut first = Client::chat(&base, "q", None).await;
     let mut second = Client::chat(&base, "q", None).await;
     first.next().await.unwrap();
@@ -295,4 +296,86 @@ async fn linger_serves_a_finished_answer_then_lets_it_go() {
     })
     .await;
     assert_eq!(mock.received(), 2);
+}
+
+/// GETs the resumed stream of `id`, after the event `last` if given.
+async fn resume(base: &str, id: &str, last: Option<&str>, authorization: Option<&str>) -> Client {
+    let mut request = http().get(format!("{base}/v1/requests/{id}/events"));
+    if let Some(last) = last {
+        request = request.header("last-event-id", last);
+    }
+    if let Some(authorization) = authorization {
+        request = request.header("authorization", authorization);
+    }
+    Client::send(request).await
+}
+
+/// A client that loses its connection after 5 events resumes with `Last-Event-ID`: what it
+/// holds then is, event for event, what an uninterrupted client got (R18).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_connection_resumes_after_its_last_event_id() {
+    let mock =
+        Mock::start(Mode::Tokens { tokens: 40, interval: Duration::from_millis(2), gated: false }).await;
+    let base = gateway(&["--upstream", &mock.base]).await;
+    let mut whole = Client::chat(&base, "resumable", Some("Bearer alice")).await;
+    let mut cut = Client::chat(&base, "resumable", Some("Bearer alice")).await;
+    let mut held = Vec::new();
+    let mut last = None;
+    for _ in 0..5 {
+        let (id, data) = cut.next_with_id().await.expect("an event before the cut");
+        last = Some(id.expect("every event has an id"));
+        held.push(data);
+    }
+    let id = cut.id.clone();
+    drop(cut);
+    let last = last.unwrap();
+    // Another tenant learns nothing; the right one gets the rest.
+    assert_eq!(resume(&base, &id, Some(&last), Some("Bearer bob")).await.status, 404);
+    // 409 until the gateway has seen the connection go (the request still has its reader).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut resumed = loop {
+        let resumed = resume(&base, &id, Some(&last), Some("Bearer alice")).await;
+        if resumed.status != 409 {
+            break resumed;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the gateway never saw the connection go");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(resumed.status, 200);
+    assert_eq!(resumed.id, id, "the stream keeps its id, for a next resume");
+    assert_eq!(resumed.headers["content-type"], "text/event-stream");
+    let busy = resume(&base, &id, Some(&last), Some("Bearer alice")).await;
+    assert_eq!(busy.status, 409, "one connection reads a request at a time");
+    held.extend(resumed.rest().await);
+
+    let mut ids = Vec::new();
+    let mut uninterrupted = Vec::new();
+    while let Some((id, data)) = whole.next_with_id().await {
+        ids.push(id.expect("every event has an id").parse::<u64>().unwrap());
+        uninterrupted.push(data);
+    }
+    assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "ids grow: {ids:?}");
+    assert_eq!(held, uninterrupted, "the resumed client holds the whole stream");
+    assert_eq!(uninterrupted.last().map(String::as_str), Some("[DONE]"));
+    assert_eq!(mock.received(), 1);
+    assert_eq!(metric(&base, "streamflight_resumed_total").await, 1);
+    assert_eq!(metric(&base, "streamflight_cancelled_total").await, 0, "detached, never cancelled");
+    assert_eq!(resume(&base, &id, Some(&last), Some("Bearer alice")).await.status, 404, "it has ended");
+}
+
+/// A lone client that loses its connection and never comes back: its request lives out the
+/// window, then is dropped, and its upstream request aborted (R18, R12, R11).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_client_that_never_comes_back_is_dropped_after_the_window() {
+    let mock = Mock::start(endless()).await;
+    let base = gateway(&["--upstream", &mock.base, "--resume-window", "300ms"]).await;
+    let mut alone = Client::chat(&base, "abandoned", None).await;
+    assert_eq!(alone.next().await.unwrap(), mock_chunk(0));
+    let id = alone.id.clone();
+    drop(alone);
+    eventually("the window to pass and the upstream to be aborted", || async { mock.dropped() == 1 }).await;
+    assert_eq!(metric(&base, "streamflight_aborted_total").await, 1);
+    assert_eq!(metric(&base, "streamflight_cancelled_total").await, 1, "a drop, at the window's end");
+    eventually("the id to be forgotten", || async { resume(&base, &id, None, None).await.status == 404 })
+        .await;
 }

@@ -30,7 +30,7 @@ use tokio::runtime::Handle;
 
 pub use streamflight_core::driver::{Ready, Results, Runtime, Subscription};
 pub use streamflight_core::{
-    CancelError, Config, Event, Failure, LateJoin, Orphan, ParseIdError, RequestId, Role, Stats,
+    CancelError, Config, Event, Failure, LateJoin, Orphan, ParseIdError, RequestId, ResumeError, Role, Stats,
 };
 
 /// The manager on tokio: `request`, `cancel`, `stats`, `is_idle`, `new`, `with_runtime`, all

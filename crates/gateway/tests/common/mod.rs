@@ -116,12 +116,18 @@ impl Client {
 
     /// The data of the next SSE event (comments skipped); `None` once the stream closes.
     pub async fn next(&mut self) -> Option<String> {
+        self.next_with_id().await.map(|(_, data)| data)
+    }
+
+    /// The `id:` and the data of the next SSE event (comments skipped).
+    pub async fn next_with_id(&mut self) -> Option<(Option<String>, String)> {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
                 let data: Vec<&str> = block.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+                let id = block.lines().find_map(|l| l.strip_prefix("id: ")).map(str::to_owned);
                 if !data.is_empty() {
-                    return Some(data.join("\n"));
+                    return Some((id, data.join("\n")));
                 }
                 continue;
             }
