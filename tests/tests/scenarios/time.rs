@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use streamflight_tests::doubles::Script;
 use streamflight_tests::wait::eventually;
-use streamflight_tests::{Config, Event, ResumeError, Role, TestRuntime, scenarios};
+use streamflight_tests::{
+    Config, Event, Failure, LateJoin, Orphan, ResumeError, Role, TestRuntime, scenarios,
+};
 
 use super::{Error, expect_item, manager, ready, seq, to_end};
 
@@ -15,6 +17,9 @@ scenarios! {
     r18_a_detached_request_resumes_where_its_client_stopped,
     r18_resume_is_refused_when_it_cannot_be_honoured,
     r18_a_lone_detached_request_keeps_its_flight_until_its_window_passes,
+    r17_linger_under_every_late_join_policy_and_orphan_policy,
+    r17_a_truncated_history_is_never_lingered_on,
+    r18_resume_from_the_end_and_from_released_items,
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -120,4 +125,80 @@ async fn r18_a_lone_detached_request_keeps_its_flight_until_its_window_passes<R:
     eventually::<R>("the upstream to be dropped", || script.probe().dropped() == 1).await;
     assert_eq!(flights.resume(id, 0).err(), Some(ResumeError::UnknownRequest));
     eventually::<R>("the manager to let everything go", || flights.is_idle()).await;
+}
+
+/// Linger governs a finished flight, the late-join policy a streaming one: under `Tail` and
+/// `NewFlight` too, a request within the linger replays the whole answer. With `Orphan::Finish`,
+/// a flight nobody listens to any more runs to its end, then lingers for the next one.
+async fn r17_linger_under_every_late_join_policy_and_orphan_policy<R: TestRuntime>() {
+    for config in [
+        Config::default().late_join(LateJoin::Tail),
+        Config::default().late_join(LateJoin::NewFlight),
+        Config::default().orphan(Orphan::Finish),
+    ] {
+        let flights = manager::<R>(config.clone().linger(MINUTE));
+        let script = Script::<u64, Error>::new();
+        let mut first = flights.request("k", ready(&script));
+        eventually::<R>("the upstream to be made", || script.probe().made() == 1).await;
+        script.push_all([1, 2]);
+        let finish = config.orphan_policy() == Orphan::Finish;
+        if finish {
+            drop(first); // Nobody left: the flight goes on regardless.
+            script.finish();
+        } else {
+            script.finish();
+            assert_eq!(to_end::<R>(&mut first).await, (seq(1..3), Event::Done), "{config:?}");
+        }
+        eventually::<R>("the flight to finish", || flights.stats().active_flights == 0).await;
+        let mut late = flights.request("k", ready(&Script::new()));
+        assert_eq!(late.role(), Role::Joiner, "{config:?}");
+        assert_eq!(to_end::<R>(&mut late).await, (seq(1..3), Event::Done), "{config:?}");
+        assert_eq!(flights.stats().flights, 1, "{config:?}");
+    }
+}
+
+/// A flight whose history released items (R15) never lingers: the answer is no longer whole.
+async fn r17_a_truncated_history_is_never_lingered_on<R: TestRuntime>() {
+    let flights = manager::<R>(Config::default().history_limit(2).linger(MINUTE));
+    let script = Script::<u64, Error>::new();
+    let mut first = flights.request("k", ready(&script));
+    script.push_all([1, 2, 3, 4]);
+    script.finish();
+    let (items, end) = to_end::<R>(&mut first).await;
+    assert!(end == Event::Done || matches!(end, Event::Failed(Failure::Lagged { .. })), "{items:?} {end:?}");
+    eventually::<R>("the flight to finish", || flights.stats().active_flights == 0).await;
+    let again = flights.request("k", ready(&Script::new()));
+    assert_eq!(again.role(), Role::Leader, "no linger on a truncated answer");
+}
+
+/// A resume from the end reads only the end; one from items already released by the history
+/// bound is refused with how many were missed, and the request stays detached.
+async fn r18_resume_from_the_end_and_from_released_items<R: TestRuntime>() {
+    let flights = manager::<R>(Config::default().resume_window(MINUTE));
+    let script = Script::<u64, Error>::new();
+    let mut sub = flights.request("k", ready(&script));
+    script.push_all([0, 1, 2]);
+    script.finish();
+    for item in 0..3 {
+        expect_item::<R>(&mut sub, item).await;
+    }
+    let id = sub.detach();
+    let mut resumed = flights.resume(id, 3).expect("from the end");
+    assert_eq!(to_end::<R>(&mut resumed).await, (vec![], Event::Done));
+
+    let flights = manager::<R>(Config::default().resume_window(MINUTE).history_limit(2));
+    let script = Script::<u64, Error>::new();
+    let mut sub = flights.request("k", ready(&script));
+    script.push(0);
+    expect_item::<R>(&mut sub, 0).await;
+    let id = sub.detach();
+    script.push_all([1, 2, 3, 4, 5]);
+    script.finish();
+    // The flight ends while its one request is away; the request stays live (R18).
+    eventually::<R>("the flight to end", || flights.stats().active_flights == 0).await;
+    assert_eq!(flights.stats().active_requests, 1);
+    // Six items, two retained: 0..4 were released.
+    assert_eq!(flights.resume(id, 1).err(), Some(ResumeError::Released { missed: 3 }));
+    let mut resumed = flights.resume(id, 4).expect("from a retained item, still detached");
+    assert_eq!(to_end::<R>(&mut resumed).await, (seq(4..6), Event::Done));
 }
