@@ -1,10 +1,11 @@
 //! The ids clients see (`x-request-id`) and the live coalesced requests behind them, each with
 //! its tenant, so that only the tenant that made a request can cancel or resume it (G5).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use streamflight_tokio::{RequestId, Role};
 
@@ -37,7 +38,15 @@ impl fmt::Display for ClientId {
 /// Live coalesced requests by the id their client was shown.
 #[derive(Debug, Default)]
 pub struct Registry {
-    live: Mutex<HashMap<ClientId, Entry>>,
+    live: Mutex<Table>,
+}
+
+/// The entries, and when each detached one's window ends, oldest first (one window for all:
+/// the queue stays in order), so that forgetting them needs no timer of its own.
+#[derive(Debug, Default)]
+struct Table {
+    entries: HashMap<ClientId, Entry>,
+    expiries: VecDeque<(Instant, ClientId, u64)>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -63,45 +72,49 @@ pub struct Found {
 }
 
 impl Registry {
-    fn live(&self) -> MutexGuard<'_, HashMap<ClientId, Entry>> {
-        // The map holds plain data: a panic elsewhere cannot leave it half-changed.
-        self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// The table, with the detached entries whose window passed forgotten.
+    fn live(&self) -> MutexGuard<'_, Table> {
+        // The table holds plain data: a panic elsewhere cannot leave it half-changed.
+        let mut table = self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = Instant::now();
+        while let Some(&(end, id, mark)) = table.expiries.front() {
+            if end > now {
+                break;
+            }
+            table.expiries.pop_front();
+            if table.entries.get(&id).is_some_and(|entry| entry.detached == Some(mark)) {
+                table.entries.remove(&id);
+            }
+        }
+        table
     }
 
     /// Records a live request of `tenant` (or its resumed stream).
     pub fn insert(&self, id: ClientId, request: RequestId, tenant: [u8; 32], include_usage: bool) {
-        self.live().insert(id, Entry { request, tenant, include_usage, detached: None });
+        self.live().entries.insert(id, Entry { request, tenant, include_usage, detached: None });
     }
 
     /// Forgets a request that ended or whose client left.
     pub fn remove(&self, id: ClientId) {
-        self.live().remove(&id);
+        self.live().entries.remove(&id);
     }
 
     /// The request shown as `id`, if it is live and `tenant`'s; anyone else learns nothing.
     pub fn find(&self, id: ClientId, tenant: &[u8; 32]) -> Option<Found> {
-        let live = self.live();
-        let entry = live.get(&id).filter(|entry| &entry.tenant == tenant)?;
+        let table = self.live();
+        let entry = table.entries.get(&id).filter(|entry| &entry.tenant == tenant)?;
         let detached = entry.detached.is_some();
         Some(Found { request: entry.request, include_usage: entry.include_usage, detached })
     }
 
-    /// Marks `id` detached; returns the mark, for [`forget_detached`](Registry::forget_detached).
-    fn detach(&self, id: ClientId) -> Option<u64> {
-        static DETACHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let mark = DETACHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut live = self.live();
-        let entry = live.get_mut(&id)?;
+    /// Marks `id` detached until `window` passes; then it is forgotten, unless resumed.
+    fn detach(&self, id: ClientId, window: Duration) {
+        static DETACHES: AtomicU64 = AtomicU64::new(0);
+        let mark = DETACHES.fetch_add(1, Ordering::Relaxed);
+        let mut table = self.live();
+        let Some(entry) = table.entries.get_mut(&id) else { return };
         entry.detached = Some(mark);
-        Some(mark)
-    }
-
-    /// Forgets `id` if it is still detached by `mark`: its window passed without a resume.
-    fn forget_detached(&self, id: ClientId, mark: u64) {
-        let mut live = self.live();
-        if live.get(&id).is_some_and(|entry| entry.detached == Some(mark)) {
-            live.remove(&id);
-        }
+        table.expiries.push_back((Instant::now() + window, id, mark));
     }
 }
 
@@ -132,17 +145,11 @@ impl Live {
     }
 
     /// The client lost its connection and its request was detached (R18): the entry stays,
-    /// for a resume, until `window` passes.
+    /// for a resume, until `window` passes (the library lets the request go then too).
     pub fn detach(mut self, window: Duration) {
         self.ended = true;
         tracing::info!(request_id = %self.id, role = ?self.role, "client went away: detached");
-        let Some(mark) = self.registry.detach(self.id) else { return };
-        let (registry, id) = (Arc::clone(&self.registry), self.id);
-        // The library's own window ends first: by then the request is gone there too.
-        tokio::spawn(async move {
-            tokio::time::sleep(window).await;
-            registry.forget_detached(id, mark);
-        });
+        self.registry.detach(self.id, window);
         self.kept = true;
     }
 
