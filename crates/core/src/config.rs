@@ -70,30 +70,30 @@ impl Config {
         self
     }
 
-    /// Keeps a flight that ended `Done` joinable for `after_done` (R17): a
+    /// Keeps a flight that ended `Done` joinable for `after_done` ([R17](crate::design#r17)): a
     /// request for its key in that window joins it as a joiner, replays its
     /// whole history, gets `Done`, and starts no upstream (whatever the
     /// late-join policy: it governs joining a *streaming* flight). A flight
     /// that failed, panicked or was aborted, or whose history released items
-    /// (R15), never lingers. Default: zero, no linger.
+    /// ([R15](crate::design#r15)), never lingers. Default: zero, no linger.
     pub fn linger(mut self, after_done: Duration) -> Self {
         self.linger = after_done;
         self
     }
 
-    /// How long a detached request stays live, waiting to be resumed (R18).
-    /// Default: zero, detaching is dropping (R12).
+    /// How long a detached request stays live, waiting to be resumed ([R18](crate::design#r18)).
+    /// Default: zero, detaching is dropping ([R12](crate::design#r12)).
     pub fn resume_window(mut self, window: Duration) -> Self {
         self.resume_window = window;
         self
     }
 
-    /// The linger after `Done` (R17).
+    /// The linger after `Done` ([R17](crate::design#r17)).
     pub fn linger_duration(&self) -> Duration {
         self.linger
     }
 
-    /// The resume window of a detached request (R18).
+    /// The resume window of a detached request ([R18](crate::design#r18)).
     pub fn resume_window_duration(&self) -> Duration {
         self.resume_window
     }

@@ -9,7 +9,7 @@
 //! carries the machine's actions out with real tasks on any [`driver::Runtime`].
 //! A flight's [`End`] goes unchanged from its task through its history to
 //! every subscriber's end [`Event`]. The rules it implements are numbered
-//! [R1](crate::design#r1)-[R16](crate::design#r16) in the project's design and cited where they apply.
+//! [R1](crate::design#r1)-[R18](crate::design#r18) in the project's design and cited where they apply.
 //!
 //! The adapters (`streamflight-tokio`, `streamflight-smol`, `streamflight-async-std`) name the
 //! driver's manager with their runtime and re-export the shared types below.

@@ -41,7 +41,7 @@ pub enum Position {
     Start,
     /// After the last item appended so far ([R3](crate::design#r3) `Tail`).
     Tail,
-    /// At item `n`: a resumed request reads from where its client stopped (R18).
+    /// At item `n`: a resumed request reads from where its client stopped ([R18](crate::design#r18)).
     At(u64),
 }
 
@@ -76,20 +76,20 @@ pub enum Action {
     },
     /// Publish the end `flight` reported (its [`End`](crate::End)) to its
     /// history: every subscriber reads the remaining items, then this end ([R5](crate::design#r5),
-    /// [R7](crate::design#r7), [R8](crate::design#r8), [R9](crate::design#r9)). The key is already free, unless the flight lingers (R17).
+    /// [R7](crate::design#r7), [R8](crate::design#r8), [R9](crate::design#r9)). The key is already free, unless the flight lingers ([R17](crate::design#r17)).
     Close {
         /// The flight that ended.
         flight: FlightId,
     },
-    /// Release what is held for the detached `request` (R18): its resume
-    /// window passed, and it was dropped (R12), with nobody to tell.
+    /// Release what is held for the detached `request` ([R18](crate::design#r18)): its resume
+    /// window passed, and it was dropped ([R12](crate::design#r12)), with nobody to tell.
     Forget {
         /// The request gone.
         request: RequestId,
     },
     /// Release what is held for `flight` (its history): no request will
     /// subscribe to it any more. Right after its `Close`, or when its linger
-    /// is over (R17). Readers still reading keep what they read.
+    /// is over ([R17](crate::design#r17)). Readers still reading keep what they read.
     Release {
         /// The flight released.
         flight: FlightId,
@@ -102,7 +102,7 @@ pub enum Action {
     },
 }
 
-/// Why a resume changed nothing (R18).
+/// Why a resume changed nothing ([R18](crate::design#r18)).
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ResumeError {
@@ -113,7 +113,7 @@ pub enum ResumeError {
     /// second resume of the same request is refused while the first lives).
     NotDetached,
     /// The items from where the request asked to resume were released
-    /// (`history_limit`, R15); `missed` of them. Told by the driver, which
+    /// (`history_limit`, [R15](crate::design#r15)); `missed` of them. Told by the driver, which
     /// holds the history.
     Released {
         /// Items released before the asked position.
@@ -166,9 +166,9 @@ pub struct Stats {
     pub cancelled: u64,
     /// Flights aborted because nobody was left ([R11](crate::design#r11)).
     pub aborted: u64,
-    /// Requests served by a lingering flight, a finished answer (R17).
+    /// Requests served by a lingering flight, a finished answer ([R17](crate::design#r17)).
     pub lingered: u64,
-    /// Detached requests resumed (R18).
+    /// Detached requests resumed ([R18](crate::design#r18)).
     pub resumed: u64,
     /// Flights not yet ended.
     pub active_flights: usize,
@@ -228,9 +228,9 @@ struct Flight<K> {
     /// Still the key's joinable flight: not replaced ([R3](crate::design#r3) `NewFlight`), not truncated ([R15](crate::design#r15)).
     joinable: bool,
     /// Requests of this flight that have not ended ([R11](crate::design#r11)), detached ones
-    /// included (R18). Requests are numbered by `u32` slots, so this cannot overflow.
+    /// included ([R18](crate::design#r18)). Requests are numbered by `u32` slots, so this cannot overflow.
     live: u32,
-    /// Ended `Done` and lingering (R17): joinable, reported no more.
+    /// Ended `Done` and lingering ([R17](crate::design#r17)): joinable, reported no more.
     ended: bool,
 }
 
@@ -246,11 +246,11 @@ enum Leave {
 struct Request {
     flight: FlightId,
     role: Role,
-    /// Detached (R18); the end of its window is in `Machine::windows`.
+    /// Detached ([R18](crate::design#r18)); the end of its window is in `Machine::windows`.
     detached: bool,
 }
 
-/// What a deadline is for: a flight's linger (R17) or a request's resume window (R18).
+/// What a deadline is for: a flight's linger ([R17](crate::design#r17)) or a request's resume window ([R18](crate::design#r18)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Linger(FlightId),
@@ -306,7 +306,7 @@ pub struct Machine<K> {
     active_requests: Slab<Request>,
     /// Every pending deadline, soonest first; removed as soon as it no longer applies.
     timers: BTreeSet<(Duration, Timer)>,
-    /// The end of each detached request's resume window (R18): detached
+    /// The end of each detached request's resume window ([R18](crate::design#r18)): detached
     /// requests are few, so they alone pay for it.
     windows: BTreeMap<RequestId, Duration>,
     actions: VecDeque<Action>,
@@ -349,18 +349,18 @@ impl<K> Machine<K> {
         self.active_requests.get(id.0).map(|r| r.flight)
     }
 
-    /// Whether `flight` has not ended yet (a lingering flight has, R17).
+    /// Whether `flight` has not ended yet (a lingering flight has, [R17](crate::design#r17)).
     pub fn is_active(&self, flight: FlightId) -> bool {
         self.running(flight).is_some()
     }
 
-    /// Whether the live request `id` is detached, waiting to be resumed (R18).
+    /// Whether the live request `id` is detached, waiting to be resumed ([R18](crate::design#r18)).
     pub fn is_detached(&self, id: RequestId) -> bool {
         self.active_requests.get(id.0).is_some_and(|r| r.detached)
     }
 
-    /// The next deadline the machine waits for (a linger's end, R17; a resume
-    /// window's, R18), as the caller's monotonic time; `None` if none. Call
+    /// The next deadline the machine waits for (a linger's end, [R17](crate::design#r17); a resume
+    /// window's, [R18](crate::design#r18)), as the caller's monotonic time; `None` if none. Call
     /// [`handle_timeout`](Machine::handle_timeout) once the clock reaches it.
     pub fn poll_timeout(&self) -> Option<Duration> {
         self.timers.first().map(|&(deadline, _)| deadline)
@@ -392,7 +392,7 @@ impl<K> Machine<K> {
     }
 
     /// `flight` ended: preparation failed or panicked, or the upstream
-    /// failed or panicked (R5, R8, R9); the driver holds how (its
+    /// failed or panicked ([R5](crate::design#r5), [R8](crate::design#r8), [R9](crate::design#r9)); the driver holds how (its
     /// [`End`](crate::End)). The key is freed before the `Close` action
     /// publishes the end; then `Release`. (An upstream that finished is
     /// [`handle_done`](Machine::handle_done), which may linger.)
@@ -403,8 +403,8 @@ impl<K> Machine<K> {
         Ok(())
     }
 
-    /// `flight`'s upstream finished at `now` (R7): as
-    /// [`handle_ended`](Machine::handle_ended), but with a linger (R17) a
+    /// `flight`'s upstream finished at `now` ([R7](crate::design#r7)): as
+    /// [`handle_ended`](Machine::handle_ended), but with a linger ([R17](crate::design#r17)) a
     /// flight still joinable stays so until `now + linger`: `Close` now,
     /// `Release` when the linger is over. `now` is the caller's monotonic
     /// time, as a `Duration` since an epoch of its choosing.
@@ -421,11 +421,11 @@ impl<K> Machine<K> {
         Ok(())
     }
 
-    /// A live request's client went away for now (R18): the request stays
-    /// live (it keeps its flight from being orphaned, R11) until `now +
+    /// A live request's client went away for now ([R18](crate::design#r18)): the request stays
+    /// live (it keeps its flight from being orphaned, [R11](crate::design#r11)) until `now +
     /// resume_window`, to be resumed with [`handle_resume`](Machine::handle_resume).
     /// The driver drops its subscription's reader and keeps its history.
-    /// With no resume window it is a drop (R12). A request not live, or
+    /// With no resume window it is a drop ([R12](crate::design#r12)). A request not live, or
     /// already detached, is refused.
     pub fn handle_detach(&mut self, id: RequestId, now: Duration) -> Result<(), CancelError> {
         let window = self.config.resume_window_duration();
@@ -441,7 +441,7 @@ impl<K> Machine<K> {
         Ok(())
     }
 
-    /// Resumes a detached request from item `from` (R18): a `Subscribe` at
+    /// Resumes a detached request from item `from` ([R18](crate::design#r18)): a `Subscribe` at
     /// [`Position::At`]. Whether `from` is within its history is the driver's
     /// to check first ([`ResumeError::Released`], [`ResumeError::Ahead`]).
     pub fn handle_resume(&mut self, id: RequestId, from: u64) -> Result<(), ResumeError> {
@@ -456,7 +456,7 @@ impl<K> Machine<K> {
         Ok(())
     }
 
-    /// The clock reached `now`: every linger (R17) and resume window (R18)
+    /// The clock reached `now`: every linger ([R17](crate::design#r17)) and resume window ([R18](crate::design#r18))
     /// over by then ends, in deadline order. An early or repeated call does nothing.
     pub fn handle_timeout(&mut self, now: Duration) {
         while let Some(&(deadline, timer)) = self.timers.first() {

@@ -63,7 +63,7 @@ pub trait Runtime: Send + Sync + 'static {
     fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) -> bool;
 
     /// A future that completes `duration` after it is first polled: the
-    /// manager's one timer (a linger's end, R17; a resume window's, R18)
+    /// manager's one timer (a linger's end, [R17](crate::design#r17); a resume window's, [R18](crate::design#r18))
     /// sleeps on it, in a task of its own. Only polled inside that task, so
     /// it may need the runtime's context when polled, not when made.
     fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send + 'static;
@@ -223,9 +223,9 @@ where
         self.shared.cancel(id)
     }
 
-    /// Resumes a detached request (R18) from item `from` (the number of
+    /// Resumes a detached request ([R18](crate::design#r18)) from item `from` (the number of
     /// items its client already has): a new subscription that yields the
-    /// items from there, the live ones, then the request's one end (R14
+    /// items from there, the live ones, then the request's one end ([R14](crate::design#r14)
     /// holds across the detach). Within the resume window only, and once at
     /// a time.
     ///
@@ -234,7 +234,7 @@ where
     /// [`ResumeError::UnknownRequest`] if the request ended or its window
     /// passed; [`ResumeError::NotDetached`] if it has a subscription;
     /// [`ResumeError::Released`] if items from `from` on were released
-    /// (`history_limit`, R15); [`ResumeError::Ahead`] past the items so far.
+    /// (`history_limit`, [R15](crate::design#r15)); [`ResumeError::Ahead`] past the items so far.
     /// The request stays detached after an error.
     pub fn resume(&self, id: RequestId, from: u64) -> Result<Subscription<T, E>, ResumeError> {
         let (admission, reader) = self.shared.resume(id, from)?;

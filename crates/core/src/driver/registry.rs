@@ -36,7 +36,7 @@ pub(super) struct Registry<K, T, E> {
     /// How to end each live request alone ([R10](crate::design#r10)), by slot:
     /// exactly the requests the machine holds live and not detached.
     cancellers: Slots<Canceller>,
-    /// The history each detached request resumes from (R18): they are few,
+    /// The history each detached request resumes from ([R18](crate::design#r18)): they are few,
     /// so they alone pay for it.
     detached: BTreeMap<RequestId, Arc<History<T, E>>>,
     /// The deadline the manager's one timer task sleeps until, if one does.
@@ -47,7 +47,7 @@ pub(super) struct Registry<K, T, E> {
 pub(super) enum Held<T, E> {
     /// It reads: how to end it alone ([R10](crate::design#r10)).
     Reading(Canceller),
-    /// It is detached (R18): the history it resumes from.
+    /// It is detached ([R18](crate::design#r18)): the history it resumes from.
     Detached(
         #[allow(dead_code, reason = "held only to be dropped once the lock is released")] Arc<History<T, E>>,
     ),
@@ -271,7 +271,7 @@ impl<K, T, E, R> Shared<K, T, E, R> {
     }
 
     /// `flight` ended, `Done` or not: the machine frees its key ([R7](crate::design#r7)), or
-    /// lets a `Done` one linger (R17). Returns whether the task is to publish
+    /// lets a `Done` one linger ([R17](crate::design#r17)). Returns whether the task is to publish
     /// its end: `false` once the flight was aborted.
     pub(super) fn ended(&self, flight: FlightId, done: bool) -> bool {
         let mut effects = Effects::default();
@@ -315,8 +315,8 @@ impl<K, T, E, R> Shared<K, T, E, R> {
         self.finish(&mut effects);
     }
 
-    /// A live request's client went away for now (R18): it stays live for the
-    /// resume window, `history` kept for it; with no window, a drop (R12).
+    /// A live request's client went away for now ([R18](crate::design#r18)): it stays live for the
+    /// resume window, `history` kept for it; with no window, a drop ([R12](crate::design#r12)).
     pub(super) fn detach(&self, id: RequestId, history: Arc<History<T, E>>) {
         let mut effects = Effects::default();
         let now = self.now();
@@ -332,7 +332,7 @@ impl<K, T, E, R> Shared<K, T, E, R> {
         self.finish(&mut effects);
     }
 
-    /// Resumes a detached request from item `from` (R18): its admission and
+    /// Resumes a detached request from item `from` ([R18](crate::design#r18)): its admission and
     /// its new reader.
     pub(super) fn resume(&self, id: RequestId, from: u64) -> Result<(Admission, Reader<T, E>), ResumeError> {
         let mut effects = Effects::default();

@@ -18,7 +18,7 @@ use crate::{Admission, CancelError, Event, Failure, RequestId, Role};
 pub(super) trait Control<T, E>: Send + Sync {
     /// Cancels the request ([R10](crate::design#r10), [R11](crate::design#r11)).
     fn cancel(&self, id: RequestId) -> Result<(), CancelError>;
-    /// Detaches the live request, keeping `history` for its resume (R18).
+    /// Detaches the live request, keeping `history` for its resume ([R18](crate::design#r18)).
     fn detach(&self, id: RequestId, history: Arc<History<T, E>>);
     /// The request yielded its end; `false` if a cancel got there first.
     fn finished(&self, id: RequestId) -> bool;
@@ -126,14 +126,14 @@ impl<T, E> Subscription<T, E> {
         let _ = self.control.cancel(self.id);
     }
 
-    /// Detaches this request instead of cancelling it (R18): its client went
+    /// Detaches this request instead of cancelling it ([R18](crate::design#r18)): its client went
     /// away for now (a lost connection, a reloaded page). The request stays
     /// live for the manager's resume window (`Config::resume_window`),
-    /// keeping its flight going (R11), and [`Flights::resume`](super::Flights::resume)
+    /// keeping its flight going ([R11](crate::design#r11)), and [`Flights::resume`](super::Flights::resume)
     /// with the returned id gives it a new subscription from the item its
     /// client last had. Where that is, is the caller's to remember (count
     /// the items delivered). Without a resume window (the default), or if
-    /// the subscription already yielded its end, this is a drop (R12).
+    /// the subscription already yielded its end, this is a drop ([R12](crate::design#r12)).
     pub fn detach(mut self) -> RequestId {
         if !self.ended {
             self.ended = true;
