@@ -254,7 +254,8 @@ async fn a_client_that_goes_away_leaves_the_other_its_whole_body() {
     })
     .await;
     assert!(!setup.upstream.dropped.load(Ordering::SeqCst), "the upstream request was not aborted");
-    setup.stats_reach("cancelled: 1, aborted: 0, active_flights: 0, active_requests: 0").await;
+    setup.stats_reach("cancelled: 1, aborted: 0,").await;
+    setup.stats_reach("active_flights: 0, active_requests: 0").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,5 +268,6 @@ async fn a_lone_client_that_goes_away_aborts_the_upstream_request() {
     eventually("the upstream body dropped", || async { setup.upstream.dropped.load(Ordering::SeqCst) }).await;
     assert!(!setup.upstream.finished.load(Ordering::SeqCst), "aborted before its end");
     assert_eq!(setup.upstream_requests(), 1);
-    setup.stats_reach("cancelled: 1, aborted: 1, active_flights: 0, active_requests: 0").await;
+    setup.stats_reach("cancelled: 1, aborted: 1,").await;
+    setup.stats_reach("active_flights: 0, active_requests: 0").await;
 }
