@@ -1,0 +1,87 @@
+//! A real `redis-server` for each test: started on a free port with persistence off, stopped
+//! (killed) when dropped. Without the binary the tests say loudly that they were skipped,
+//! unless `STREAMFLIGHT_REQUIRE_REDIS` is set (as `.ci/run` sets it): then a missing server fails.
+
+#![allow(dead_code)]
+
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `redis-server` of the test's own.
+pub struct RedisServer {
+    child: Child,
+    /// `redis://127.0.0.1:<port>/`.
+    pub url: String,
+}
+
+impl RedisServer {
+    /// Starts one, or `None` (after saying why on stderr) where there is no `redis-server`.
+    pub async fn start() -> Option<RedisServer> {
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        let spawned = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let child = match spawned {
+            Ok(child) => child,
+            Err(error) if std::env::var_os("STREAMFLIGHT_REQUIRE_REDIS").is_some() => {
+                panic!("STREAMFLIGHT_REQUIRE_REDIS is set but redis-server cannot start: {error}")
+            }
+            Err(error) => {
+                // Straight to stderr: the test harness captures `eprintln!`, and this must be seen.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "SKIPPED: redis-server cannot start ({error}): install the Debian package \
+                     redis-server to run the Redis tests (CI sets STREAMFLIGHT_REQUIRE_REDIS and installs it)"
+                );
+                return None;
+            }
+        };
+        let server = RedisServer { child, url: format!("redis://127.0.0.1:{port}/") };
+        let client = redis::Client::open(server.url.as_str()).expect("a valid URL");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut connection) = client.get_multiplexed_async_connection().await {
+                let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut connection).await;
+                if pong.is_ok() {
+                    return Some(server);
+                }
+            }
+            assert!(Instant::now() < deadline, "redis-server did not answer within 10 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// A connection manager on this server (it reconnects by itself).
+    pub async fn manager(&self) -> redis::aio::ConnectionManager {
+        let client = redis::Client::open(self.url.as_str()).expect("a valid URL");
+        client.get_connection_manager().await.expect("a connection to the test's redis-server")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits (10 s at most) until the lease at `key` is free, and takes it for `ttl`: what a
+/// replica does when the leader went quiet.
+pub async fn take_when_free(
+    store: &mut redis::aio::ConnectionManager,
+    key: &str,
+    ttl: Duration,
+) -> streamflight_redis::Lease {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(lease) = streamflight_redis::Lease::acquire(store, key, ttl).await.unwrap() {
+            return lease;
+        }
+        assert!(Instant::now() < deadline, "the lease at {key} never became free");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
