@@ -2,10 +2,11 @@
 //! every replica that shares the store (rules R19-R24 of the design).
 //!
 //! **Work in progress (issue 14).** What is here: the leader's per-flight [`Lease`] (R20),
-//! with its fencing token, and the flight's items [`append`]ed to a Redis Stream in batches
-//! fenced by that token. What comes: one reader per replica and flight feeding a local
-//! flight, interest records (R22), leader loss (R21), serving on when the store is down
-//! (R23), and the gateway's `--redis`.
+//! with its fencing token; the flight's items [`append`]ed to a Redis Stream in batches
+//! fenced by that token, its end written as the last entry ([`finish`], then the stream
+//! expires); and [`read`], a replica reader's step (`XREAD BLOCK` from the last id). What
+//! comes: the reader feeding a local flight, interest records (R22), leader loss (R21),
+//! serving on when the store is down (R23), and the gateway's `--redis`.
 //!
 //! # Design
 //!
@@ -29,4 +30,4 @@ mod lease;
 mod stream;
 
 pub use lease::{Lease, StoreError};
-pub use stream::{Appended, append};
+pub use stream::{Appended, Entry, append, finish, read};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{RedisServer, take_when_free};
 use redis::AsyncCommands;
-use streamflight_redis::{Appended, Lease, append};
+use streamflight_redis::{Appended, Entry, Lease, append, finish, read};
 
 /// The items of `stream`, in order.
 async fn items(store: &mut redis::aio::ConnectionManager, stream: &str) -> Vec<String> {
@@ -37,4 +37,36 @@ async fn the_leaders_batches_go_in_and_a_lapsed_leaders_never_do() {
         ["a", "b", "c", "d"],
         "no stream holds two leaders' items"
     );
+}
+
+/// A replica's reader: from the start, then from the last id it read, waiting for more; the
+/// end is the last entry; the stream expires after it (R24).
+#[tokio::test]
+async fn a_reader_gets_every_item_in_order_then_the_end() {
+    let Some(server) = RedisServer::start().await else { return };
+    let (mut leader, mut reader) = (server.manager().await, server.manager().await);
+    let lease = Lease::acquire(&mut leader, "sf:lease:r", Duration::from_secs(30)).await.unwrap().unwrap();
+    append(&mut leader, &lease, "sf:items:r", 1_000, ["a", "b"]).await.unwrap();
+    let wait = Duration::from_millis(50);
+    let first = read(&mut reader, "sf:items:r", "0", wait, 100).await.unwrap();
+    let items: Vec<_> = first.iter().map(|(_, entry)| entry.clone()).collect();
+    assert_eq!(items, [Entry::Item(b"a".to_vec()), Entry::Item(b"b".to_vec())]);
+    let last = first.last().unwrap().0.clone();
+    assert!(read(&mut reader, "sf:items:r", &last, wait, 100).await.unwrap().is_empty(), "nothing new yet");
+
+    // The reader waits; the leader appends and finishes meanwhile.
+    let waiting = tokio::spawn({
+        let mut reader = server.manager().await;
+        let last = last.clone();
+        async move { read(&mut reader, "sf:items:r", &last, Duration::from_secs(10), 100).await.unwrap() }
+    });
+    append(&mut leader, &lease, "sf:items:r", 1_000, ["c"]).await.unwrap();
+    let woken = waiting.await.unwrap();
+    assert_eq!(woken[0].1, Entry::Item(b"c".to_vec()), "a blocked reader wakes on the append");
+    let finished = finish(&mut leader, &lease, "sf:items:r", b"done", Duration::from_secs(60)).await.unwrap();
+    assert!(matches!(finished, Appended::Written(_)));
+    let rest = read(&mut reader, "sf:items:r", &woken[0].0, wait, 100).await.unwrap();
+    assert_eq!(rest.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>(), [Entry::End(b"done".to_vec())]);
+    let ttl: i64 = redis::cmd("PTTL").arg("sf:items:r").query_async(&mut reader).await.unwrap();
+    assert!(ttl > 0 && ttl <= 60_000, "the stream expires after its end: {ttl} ms left");
 }
