@@ -67,8 +67,6 @@ pub struct Found {
     pub request: RequestId,
     /// `stream_options.include_usage` of its client.
     pub include_usage: bool,
-    /// It is detached: a resume may take it over.
-    pub detached: bool,
 }
 
 impl Registry {
@@ -103,8 +101,7 @@ impl Registry {
     pub fn find(&self, id: ClientId, tenant: &[u8; 32]) -> Option<Found> {
         let table = self.live();
         let entry = table.entries.get(&id).filter(|entry| &entry.tenant == tenant)?;
-        let detached = entry.detached.is_some();
-        Some(Found { request: entry.request, include_usage: entry.include_usage, detached })
+        Some(Found { request: entry.request, include_usage: entry.include_usage })
     }
 
     /// Marks `id` detached until `window` passes; then it is forgotten, unless resumed.

@@ -194,18 +194,17 @@ impl<T, E> fmt::Debug for Answer<T, E> {
 /// address or a secret (a `reqwest::Error` names its URL). Answer with it,
 /// or with your own shape, through [`Answer::on_failure`].
 pub fn failure_response<E>(failure: &Failure<E>) -> Response {
-    let (status, reason) = match failure {
-        Failure::Upstream(_) => (StatusCode::BAD_GATEWAY, "the upstream failed"),
-        Failure::Panicked => (StatusCode::BAD_GATEWAY, "the upstream panicked"),
-        Failure::NoRuntime => (StatusCode::SERVICE_UNAVAILABLE, "no runtime to run the upstream on"),
-        Failure::Cancelled => (StatusCode::CONFLICT, "the request was cancelled"),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "the answer was lost"),
+    let status = match failure {
+        Failure::Upstream(_) | Failure::Panicked => StatusCode::BAD_GATEWAY,
+        Failure::NoRuntime => StatusCode::SERVICE_UNAVAILABLE,
+        Failure::Cancelled => StatusCode::CONFLICT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    (status, reason).into_response()
+    (status, failure_reason(failure)).into_response()
 }
 
-/// The data of the last SSE event of a failed stream: as in
-/// [`failure_response`], a reason, never the upstream's own text.
+/// The text of a failure for a client, in a response body or the last SSE event: a short
+/// reason, never the upstream's own text.
 fn failure_reason<E>(failure: &Failure<E>) -> &'static str {
     match failure {
         Failure::Upstream(_) => "the upstream failed",
