@@ -26,8 +26,10 @@
 //! `rediss://` over rustls (no OpenSSL), the TLS stack the gateway already uses.
 #![forbid(unsafe_code)]
 
+mod codec;
 mod lease;
 mod stream;
 
+pub use codec::{Codec, Lost};
 pub use lease::{Lease, StoreError};
 pub use stream::{Appended, Entry, append, finish, read};

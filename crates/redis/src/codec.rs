@@ -1,0 +1,69 @@
+//! How a manager's keys, items and errors look in the store: the user's [`Codec`], and the
+//! failures of the fleet itself ([`Lost`]) that it turns into the user's error type.
+
+use std::fmt;
+
+/// Turns a manager's keys, items and errors into bytes for the store and back. One value per
+/// manager, shared by all its flights; every replica of a fleet must use the same one.
+///
+/// ```
+/// use streamflight_redis::{Codec, Lost};
+///
+/// /// Text items, text errors, text keys.
+/// struct Text;
+///
+/// impl Codec<String, String, String> for Text {
+///     fn key(&self, key: &String) -> Vec<u8> { key.as_bytes().to_vec() }
+///     fn encode_item(&self, item: &String) -> Vec<u8> { item.as_bytes().to_vec() }
+///     fn decode_item(&self, bytes: &[u8]) -> Result<String, String> {
+///         String::from_utf8(bytes.to_vec()).map_err(|_| "not text".to_owned())
+///     }
+///     fn encode_error(&self, error: &String) -> Vec<u8> { error.as_bytes().to_vec() }
+///     fn decode_error(&self, bytes: &[u8]) -> String { String::from_utf8_lossy(bytes).into_owned() }
+///     fn lost(&self, lost: Lost) -> String { lost.to_string() }
+/// }
+/// ```
+pub trait Codec<K, T, E>: Send + Sync + 'static {
+    /// The key's identity as bytes: equal keys give equal bytes on every replica. Only its
+    /// SHA-256 names anything in the store (R24), never these bytes.
+    fn key(&self, key: &K) -> Vec<u8>;
+
+    /// An item as the leader appends it.
+    fn encode_item(&self, item: &T) -> Vec<u8>;
+
+    /// An item as a reader gets it back; an entry that cannot be read is the error its
+    /// subscribers get (the flight ends there on that replica).
+    fn decode_item(&self, bytes: &[u8]) -> Result<T, E>;
+
+    /// The upstream's error, as the leader writes it as the flight's end.
+    fn encode_error(&self, error: &E) -> Vec<u8>;
+
+    /// The upstream's error as a reader gets it back: every replica's subscribers get the
+    /// upstream's own failure.
+    fn decode_error(&self, bytes: &[u8]) -> E;
+
+    /// The error a reader's subscribers get when the fleet itself failed them.
+    fn lost(&self, lost: Lost) -> E;
+}
+
+/// How the fleet itself failed a replica's subscribers: the upstream did not fail, but this
+/// replica can no longer follow the flight.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lost {
+    /// The leading replica crashed, stalled or lost the store mid-flight, after this replica
+    /// had already passed items on (R21): the rest of the answer is nowhere.
+    Leader,
+    /// The stream was trimmed past this replica's reader (`MAXLEN`): the items it missed are
+    /// gone, so the flight ends rather than skip them.
+    Trimmed,
+}
+
+impl fmt::Display for Lost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Lost::Leader => "the replica leading this flight was lost mid-stream",
+            Lost::Trimmed => "this replica fell behind the flight's stream past its bound",
+        })
+    }
+}
