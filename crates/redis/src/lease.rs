@@ -7,10 +7,17 @@ use std::time::Duration;
 use redis::aio::ConnectionLike;
 use redis::{AsyncCommands, Script, SetExpiry, SetOptions};
 
-/// Extends the lease if it is still the caller's (its token), in one step in the store.
+use crate::stream::millis;
+
+/// Extends the lease if it is still the caller's (its token), and the keys after it by
+/// `ARGV[3]` ms (what the leader keeps alive with it), in one step in the store.
 const RENEW: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    for i = 2, #KEYS do
+        redis.call('PEXPIRE', KEYS[i], ARGV[3])
+    end
+    return 1
 end
 return 0";
 
@@ -85,7 +92,7 @@ impl Lease {
         let token = fresh_token();
         let options = SetOptions::default()
             .conditional_set(redis::ExistenceCheck::NX)
-            .with_expiration(SetExpiry::PX(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)));
+            .with_expiration(SetExpiry::PX(millis(ttl)));
         let taken: bool = store.set_options(key, &token, options).await?;
         Ok(taken.then(|| Lease { key: key.to_owned(), token, ttl }))
     }
@@ -93,9 +100,21 @@ impl Lease {
     /// Extends the lease by its timeout. `false`: it was lost (it expired and may be another
     /// replica's now): the caller stops leading at once.
     pub async fn renew<C: ConnectionLike + Send + Sync>(&self, store: &mut C) -> Result<bool, StoreError> {
-        let millis = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
-        let renewed: i64 =
-            Script::new(RENEW).key(&self.key).arg(&self.token).arg(millis).invoke_async(store).await?;
+        self.renew_with(store, &[], Duration::ZERO).await
+    }
+
+    /// [`renew`](Lease::renew), and in the same step lets each of `keys` live `live` longer:
+    /// what the leader keeps alive only while it leads (its flight's stream).
+    pub async fn renew_with<C: ConnectionLike + Send + Sync>(
+        &self,
+        store: &mut C,
+        keys: &[&str],
+        live: Duration,
+    ) -> Result<bool, StoreError> {
+        let script = Script::new(RENEW);
+        let mut invocation = script.key(&self.key);
+        invocation.key(keys).arg(&self.token).arg(millis(self.ttl)).arg(millis(live));
+        let renewed: i64 = invocation.invoke_async(store).await?;
         Ok(renewed == 1)
     }
 
@@ -131,7 +150,7 @@ impl fmt::Debug for Lease {
 }
 
 /// 128 random bits from the operating system, as 32 hex digits.
-fn fresh_token() -> String {
+pub(crate) fn fresh_token() -> String {
     let mut bytes = [0; 16];
     // Without a random source no lease can be told from another: a broken host.
     getrandom::fill(&mut bytes).expect("the operating system's random source");

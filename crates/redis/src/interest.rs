@@ -1,0 +1,122 @@
+//! Which replicas still want a flight (R22): one expiring member per replica in a sorted set,
+//! scored by its expiry in the store's own clock, and the leader's give-up that reads it.
+
+use std::time::Duration;
+
+use redis::Script;
+use redis::aio::ConnectionLike;
+
+use crate::stream::{Appended, fenced, millis};
+use crate::{Lease, StoreError};
+
+/// Finds who leads (the token at the lease `KEYS[1]`) and registers replica `ARGV[1]`'s
+/// interest in that flight for `ARGV[2]` ms, in one step: a leader that has not given up yet
+/// is sure to see it. Returns the token, or nil when nobody leads.
+const JOIN: &str = r"
+local token = redis.call('GET', KEYS[1])
+if not token then
+    return false
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interest = ARGV[3] .. token .. ':interest'
+redis.call('ZADD', interest, now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', interest, 2 * tonumber(ARGV[2]))
+return token";
+
+/// Keeps replica `ARGV[1]`'s interest in `KEYS[1]` for `ARGV[2]` ms more.
+const REFRESH: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[2]))
+return 1";
+
+/// The leader gives up (its own requests are gone) only if the lease `KEYS[1]` is still its
+/// `ARGV[1]` and no replica's interest in `KEYS[3]` is left: then it ends the stream `KEYS[2]`
+/// with `ARGV[4]` as entry `ARGV[3]`, lets it expire in `ARGV[2]` ms and frees the lease, all
+/// in one step, so that no replica joins a flight being given up. Returns how many replicas
+/// are still interested (0: given up), or -1 when fenced off.
+const ABANDON: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+    return -1
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+local left = redis.call('ZCARD', KEYS[3])
+if left > 0 then
+    return left
+end
+redis.call('XADD', KEYS[2], ARGV[3] .. '-0', 'end', ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('DEL', KEYS[1], KEYS[3])
+return 0";
+
+/// Who leads the flight at `lease`, with `replica`'s interest registered in it for `ttl`; `None`
+/// when nobody does (the caller may lead).
+pub(crate) async fn join<C: ConnectionLike + Send + Sync>(
+    store: &mut C,
+    lease: &str,
+    base: &str,
+    replica: &str,
+    ttl: Duration,
+) -> Result<Option<String>, StoreError> {
+    let script = Script::new(JOIN);
+    Ok(script.key(lease).arg(replica).arg(millis(ttl)).arg(base).invoke_async(store).await?)
+}
+
+/// Keeps `replica`'s interest at `interest` for `ttl` more.
+pub(crate) async fn refresh<C: ConnectionLike + Send + Sync>(
+    store: &mut C,
+    interest: &str,
+    replica: &str,
+    ttl: Duration,
+) -> Result<(), StoreError> {
+    let script = Script::new(REFRESH);
+    let _: i64 = script.key(interest).arg(replica).arg(millis(ttl)).invoke_async(store).await?;
+    Ok(())
+}
+
+/// Withdraws `replica`'s interest at `interest` at once (its requests are gone).
+pub(crate) async fn withdraw<C: ConnectionLike + Send + Sync>(
+    store: &mut C,
+    interest: &str,
+    replica: &str,
+) -> Result<(), StoreError> {
+    let _: i64 = redis::cmd("ZREM").arg(interest).arg(replica).query_async(store).await?;
+    Ok(())
+}
+
+/// What the leader's give-up found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Abandoned {
+    /// Nobody else was interested: the stream ends with the given-up end, the lease is free.
+    Yes,
+    /// This many replicas are still interested: lead on.
+    Wanted(u64),
+    /// The lease is no longer this leader's.
+    Fenced,
+}
+
+/// The leader's give-up, ending the stream with `end` as entry `number` if nobody else wants
+/// the flight (R22).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn abandon<C: ConnectionLike + Send + Sync>(
+    store: &mut C,
+    lease: &Lease,
+    items: &str,
+    interest: &str,
+    number: u64,
+    end: &[u8],
+    keep: Duration,
+) -> Result<Abandoned, StoreError> {
+    let script = Script::new(ABANDON);
+    let mut invocation = script.key(lease.key());
+    invocation.key(items).key(interest).arg(lease.token()).arg(millis(keep)).arg(number).arg(end);
+    Ok(match fenced(invocation.invoke_async(store).await?)? {
+        Appended::Fenced => Abandoned::Fenced,
+        Appended::Written(0) => Abandoned::Yes,
+        Appended::Written(left) => Abandoned::Wanted(left),
+    })
+}
