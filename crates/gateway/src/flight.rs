@@ -81,6 +81,9 @@ pub enum Broken {
     TooLarge,
     /// The upstream sent something that is not what it should be (not SSE, not UTF-8): 502.
     Malformed,
+    /// The replica leading this flight across the fleet was lost mid-stream (or this replica
+    /// fell too far behind it); retry: 502.
+    Lost,
 }
 
 impl UpstreamError {
@@ -116,6 +119,7 @@ impl Broken {
             Broken::Truncated => "upstream_truncated",
             Broken::TooLarge => "upstream_too_large",
             Broken::Malformed => "upstream_malformed",
+            Broken::Lost => "upstream_lost",
         };
         openai::Error { status: self.status(), kind: "upstream_error", code, message }
     }

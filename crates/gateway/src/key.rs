@@ -25,14 +25,38 @@ impl Key {
     /// A short, stable digest of the whole key, for logs (never for equality): it names a
     /// flight without showing its prompt or tenant.
     pub fn digest(&self) -> String {
-        let mut hasher = Sha256::new();
-        hasher.update(self.endpoint.path());
-        hasher.update(self.tenant.unwrap_or_default());
-        hasher.update(self.selectors.as_bytes());
-        hasher.update([0]);
-        hasher.update(self.body.as_bytes());
-        hex(&hasher.finalize()[..6])
+        hex(&Sha256::digest(self.identity())[..6])
     }
+
+    /// The whole key as bytes that no other key has: a version byte, then the endpoint's
+    /// path, the tenant (a presence byte, then its 32 bytes), the selectors and the body, each
+    /// text after its length (u64, big-endian). The digest hashes them, and the replicas of a
+    /// fleet name a flight by them ([`crate::wire::Wire`]), so they must never change meaning:
+    /// a new layout takes a new version byte.
+    pub fn identity(&self) -> Vec<u8> {
+        let path = self.endpoint.path().as_bytes();
+        let mut out =
+            Vec::with_capacity(1 + 8 + path.len() + 33 + 8 + self.selectors.len() + 8 + self.body.len());
+        out.push(1);
+        field(&mut out, path);
+        match self.tenant {
+            Some(tenant) => {
+                out.push(1);
+                out.extend_from_slice(&tenant);
+            }
+            None => out.push(0),
+        }
+        field(&mut out, self.selectors.as_bytes());
+        field(&mut out, self.body.as_bytes());
+        out
+    }
+}
+
+/// `bytes` after their length. The length is 64 bits because these bytes are only hashed, never
+/// stored: the width costs nothing, and no body can outgrow it and make two keys alike.
+fn field(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+    out.extend_from_slice(bytes);
 }
 
 /// Lower-case hex of `bytes`.

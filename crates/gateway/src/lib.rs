@@ -36,6 +36,7 @@ pub mod sim;
 pub mod sse;
 pub mod state;
 pub mod upstream;
+pub mod wire;
 
 use std::future::Future;
 use std::io;
