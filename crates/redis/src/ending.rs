@@ -40,7 +40,8 @@ mod tests {
 
     #[test]
     fn every_end_reads_back_as_written() {
-        for ending in [Ending::Done, Ending::Abandoned, Ending::Failed(b""), Ending::Failed(b"429 slow down")] {
+        for ending in [Ending::Done, Ending::Abandoned, Ending::Failed(b""), Ending::Failed(b"429 slow down")]
+        {
             assert_eq!(Ending::decode(&ending.encode()), ending);
         }
     }

@@ -189,7 +189,11 @@ where
     /// assert_eq!(fleet.stats().led, 0);
     /// # }
     /// ```
-    pub fn new(url: &str, codec: impl Codec<K, T, E>, config: FleetConfig) -> Result<Fleet<K, T, E>, StoreError> {
+    pub fn new(
+        url: &str,
+        codec: impl Codec<K, T, E>,
+        config: FleetConfig,
+    ) -> Result<Fleet<K, T, E>, StoreError> {
         let client = Client::open(url)?;
         // Fail fast while the store is down: a request never waits long on it (R23).
         let manager = ConnectionManagerConfig::new()
@@ -216,7 +220,11 @@ where
     /// for the fleet (takes the lease, runs `prepare`, appends what comes to the store), or
     /// follows the replica that leads it (reads the store; `prepare` is never run), or, with
     /// the store down, runs `prepare` for this replica alone.
-    pub fn open<F, S>(&self, key: &K, prepare: F) -> impl Future<Output = Result<Upstream<T, E>, E>> + Send + 'static
+    pub fn open<F, S>(
+        &self,
+        key: &K,
+        prepare: F,
+    ) -> impl Future<Output = Result<Upstream<T, E>, E>> + Send + 'static
     where
         F: Future<Output = Result<S, E>> + Send + 'static,
         S: Stream<Item = Result<T, E>> + Send + 'static,
@@ -277,8 +285,12 @@ const ATTEMPTS: usize = 8;
 
 /// One local flight's life in the fleet: lead it, or follow whoever leads it (and lead it
 /// after all if that leader is lost before anything came), or serve alone.
-async fn fly<K, T, E, S>(shared: Arc<Shared<K, T, E>>, names: Names, upstream: S, tx: UnboundedSender<Result<T, E>>)
-where
+async fn fly<K, T, E, S>(
+    shared: Arc<Shared<K, T, E>>,
+    names: Names,
+    upstream: S,
+    tx: UnboundedSender<Result<T, E>>,
+) where
     S: Stream<Item = Result<T, E>> + Send + 'static,
     K: 'static,
     T: Send + 'static,

@@ -85,7 +85,9 @@ pub(crate) async fn follow<K: 'static, T: 'static, E: 'static>(
             match leads {
                 Ok(Some(current)) if current == token => {}
                 Ok(_) => match next(shared, &mut connection, &items, had, Duration::ZERO).await {
-                    Ok(last) if last.iter().any(|(_, entry)| matches!(entry, Entry::End(_))) => entries = last,
+                    Ok(last) if last.iter().any(|(_, entry)| matches!(entry, Entry::End(_))) => {
+                        entries = last
+                    }
                     Ok(_) => break lost(had),
                     Err(error) => shared.failed(&error),
                 },

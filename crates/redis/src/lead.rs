@@ -62,20 +62,22 @@ pub(crate) async fn lead<K, T, E, S>(
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
     loop {
-        if sharing && !stalled && writing.is_none() {
-            let result = if give_up && ending.is_none() {
-                let end = Ending::Abandoned.encode();
-                match abandon(&mut store, &lease, &items, &interest, written + 1, &end, config.keep).await {
-                    // R22: nobody wants it; the upstream is dropped (aborted) on return.
-                    Ok(Abandoned::Yes) => return,
-                    Ok(Abandoned::Wanted(_)) => {
-                        give_up = false;
-                        Ok(())
-                    }
-                    Ok(Abandoned::Fenced) => Ok(lost(shared, &mut sharing)),
-                    Err(error) => Err(error),
+        if sharing && !stalled && writing.is_none() && give_up && ending.is_none() {
+            give_up = false;
+            let end = Ending::Abandoned.encode();
+            match abandon(&mut store, &lease, &items, &interest, written + 1, &end, config.keep).await {
+                // R22: nobody wants it; the upstream is dropped (aborted) on return.
+                Ok(Abandoned::Yes) => return,
+                Ok(Abandoned::Wanted(_)) => {}
+                Ok(Abandoned::Fenced) => lost(shared, &mut sharing),
+                Err(error) => {
+                    give_up = true;
+                    stall(shared, &error, &mut stalled, &mut failing_since);
                 }
-            } else if !pending.is_empty() {
+            }
+        }
+        if sharing && !stalled && writing.is_none() {
+            if !pending.is_empty() {
                 let batch: Vec<Vec<u8>> = pending.drain(..pending.len().min(BATCH)).collect();
                 let (mut store, lease, items) = (store.clone(), lease.clone(), items.clone());
                 let first = written + 1;
@@ -83,7 +85,6 @@ pub(crate) async fn lead<K, T, E, S>(
                     let result = append(&mut store, &lease, &items, bounds, first, &batch).await;
                     (batch, result)
                 }));
-                Ok(())
             } else if let Some(end) = &ending {
                 match finish(&mut store, &lease, &items, written + 1, end, config.keep, config.linger).await {
                     Ok(Appended::Written(_)) => {
@@ -91,15 +92,8 @@ pub(crate) async fn lead<K, T, E, S>(
                         return;
                     }
                     Ok(Appended::Fenced) => return shared.leader_lost(),
-                    Err(error) => Err(error),
+                    Err(error) => stall(shared, &error, &mut stalled, &mut failing_since),
                 }
-            } else {
-                Ok(())
-            };
-            if let Err(error) = result {
-                shared.failed(&error);
-                stalled = true;
-                failing_since.get_or_insert_with(Instant::now);
             }
         }
         if !sharing {
@@ -121,9 +115,7 @@ pub(crate) async fn lead<K, T, E, S>(
                     }
                     Ok(Appended::Fenced) => lost(shared, &mut sharing),
                     Err(error) => {
-                        shared.failed(&error);
-                        stalled = true;
-                        failing_since.get_or_insert_with(Instant::now);
+                        stall(shared, &error, &mut stalled, &mut failing_since);
                         // Back in front, in order, for the retry.
                         pending.splice(0..0, batch);
                     }
@@ -132,11 +124,11 @@ pub(crate) async fn lead<K, T, E, S>(
             next = upstream.next(), if ending.is_none() => match next {
                 Some(Ok(item)) => {
                     pending.push(shared.codec.encode_item(&item));
-                    give_up |= !send(&mut local, Ok(item));
+                    give_up |= gone(&mut local, Ok(item));
                 }
                 Some(Err(error)) => {
                     ending = Some(Ending::Failed(&shared.codec.encode_error(&error)).encode());
-                    give_up |= !send(&mut local, Err(error));
+                    give_up |= gone(&mut local, Err(error));
                 }
                 None => ending = Some(Ending::Done.encode()),
             },
@@ -207,15 +199,25 @@ where
     }
 }
 
-/// Passes an item to the local flight; `false` when it is gone.
-fn send<T>(local: &mut Option<UnboundedSender<T>>, item: T) -> bool {
-    if let Some(tx) = local {
-        if tx.send(item).is_ok() {
-            return true;
-        }
+/// Passes an item to the local flight, if there is one; `true` if it turns out to be gone.
+fn gone<T>(local: &mut Option<UnboundedSender<T>>, item: T) -> bool {
+    let left = local.as_ref().is_some_and(|tx| tx.send(item).is_err());
+    if left {
         *local = None;
     }
-    false
+    left
+}
+
+/// A store error: counted, and nothing written before the next renewal gets through.
+fn stall<K: 'static, T: 'static, E: 'static>(
+    shared: &Shared<K, T, E>,
+    error: &StoreError,
+    stalled: &mut bool,
+    failing_since: &mut Option<Instant>,
+) {
+    shared.failed(error);
+    *stalled = true;
+    failing_since.get_or_insert_with(Instant::now);
 }
 
 /// Resolves when the local flight is gone (never, if it already was).

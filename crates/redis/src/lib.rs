@@ -7,6 +7,7 @@
 mod codec;
 mod ending;
 mod fleet;
+mod flights;
 mod follow;
 mod interest;
 mod lead;
@@ -16,5 +17,6 @@ mod stream;
 
 pub use codec::{Codec, Lost};
 pub use fleet::{Fleet, FleetConfig, FleetStats, Upstream};
+pub use flights::Flights;
 pub use lease::{Lease, StoreError};
 pub use stream::{Appended, Bounds, Entry, append, finish, read};

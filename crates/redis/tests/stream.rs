@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use common::{RedisServer, take_when_free};
 use redis::AsyncCommands;
-use streamflight_redis::{Appended, Entry, Lease, append, finish, read};
+use streamflight_redis::{Appended, Bounds, Entry, Lease, append, finish, read};
+
+const BOUNDS: Bounds = Bounds { max_len: 1_000, live: Duration::from_secs(60) };
 
 /// The items of `stream`, in order.
 async fn items(store: &mut redis::aio::ConnectionManager, stream: &str) -> Vec<String> {
@@ -20,18 +22,21 @@ async fn the_leaders_batches_go_in_and_a_lapsed_leaders_never_do() {
     let Some(server) = RedisServer::start().await else { return };
     let (mut old, mut new) = (server.manager().await, server.manager().await);
     let lease = Lease::acquire(&mut old, "sf:lease:k", Duration::from_millis(100)).await.unwrap().unwrap();
-    let first = append(&mut old, &lease, "sf:items:k", 1_000, ["a", "b", "c"]).await.unwrap();
-    assert!(matches!(first, Appended::Written(_)), "{first:?}");
+    let first = append(&mut old, &lease, "sf:items:k", BOUNDS, 1, ["a", "b", "c"]).await.unwrap();
+    assert_eq!(first, Appended::Written(3));
+    // A batch retried after a store error is not written twice.
+    let again = append(&mut old, &lease, "sf:items:k", BOUNDS, 2, ["b", "c"]).await.unwrap();
+    assert_eq!(again, Appended::Written(3));
     assert_eq!(items(&mut old, "sf:items:k").await, ["a", "b", "c"]);
 
     // The old leader pauses past its lease; another replica takes the flight over.
     let successor = take_when_free(&mut new, "sf:lease:k", Duration::from_secs(30)).await;
     assert!(matches!(
-        append(&mut new, &successor, "sf:items:k", 1_000, ["d"]).await.unwrap(),
-        Appended::Written(_)
+        append(&mut new, &successor, "sf:items:k", BOUNDS, 4, ["d"]).await.unwrap(),
+        Appended::Written(4)
     ));
     // The old one wakes and writes: refused, nothing of it in the stream.
-    assert_eq!(append(&mut old, &lease, "sf:items:k", 1_000, ["stale"]).await.unwrap(), Appended::Fenced);
+    assert_eq!(append(&mut old, &lease, "sf:items:k", BOUNDS, 5, ["stale"]).await.unwrap(), Appended::Fenced);
     assert_eq!(
         items(&mut new, "sf:items:k").await,
         ["a", "b", "c", "d"],
@@ -46,27 +51,27 @@ async fn a_reader_gets_every_item_in_order_then_the_end() {
     let Some(server) = RedisServer::start().await else { return };
     let (mut leader, mut reader) = (server.manager().await, server.manager().await);
     let lease = Lease::acquire(&mut leader, "sf:lease:r", Duration::from_secs(30)).await.unwrap().unwrap();
-    append(&mut leader, &lease, "sf:items:r", 1_000, ["a", "b"]).await.unwrap();
+    append(&mut leader, &lease, "sf:items:r", BOUNDS, 1, ["a", "b"]).await.unwrap();
     let wait = Duration::from_millis(50);
-    let first = read(&mut reader, "sf:items:r", "0", wait, 100).await.unwrap();
-    let items: Vec<_> = first.iter().map(|(_, entry)| entry.clone()).collect();
-    assert_eq!(items, [Entry::Item(b"a".to_vec()), Entry::Item(b"b".to_vec())]);
-    let last = first.last().unwrap().0.clone();
-    assert!(read(&mut reader, "sf:items:r", &last, wait, 100).await.unwrap().is_empty(), "nothing new yet");
+    let first = read(&mut reader, "sf:items:r", 0, wait, 100).await.unwrap();
+    assert_eq!(first, [(1, Entry::Item(b"a".to_vec())), (2, Entry::Item(b"b".to_vec()))]);
+    assert!(read(&mut reader, "sf:items:r", 2, wait, 100).await.unwrap().is_empty(), "nothing new yet");
 
     // The reader waits; the leader appends and finishes meanwhile.
     let waiting = tokio::spawn({
         let mut reader = server.manager().await;
-        let last = last.clone();
-        async move { read(&mut reader, "sf:items:r", &last, Duration::from_secs(10), 100).await.unwrap() }
+        async move { read(&mut reader, "sf:items:r", 2, Duration::from_secs(10), 100).await.unwrap() }
     });
-    append(&mut leader, &lease, "sf:items:r", 1_000, ["c"]).await.unwrap();
+    append(&mut leader, &lease, "sf:items:r", BOUNDS, 3, ["c"]).await.unwrap();
     let woken = waiting.await.unwrap();
-    assert_eq!(woken[0].1, Entry::Item(b"c".to_vec()), "a blocked reader wakes on the append");
-    let finished = finish(&mut leader, &lease, "sf:items:r", b"done", Duration::from_secs(60)).await.unwrap();
-    assert!(matches!(finished, Appended::Written(_)));
-    let rest = read(&mut reader, "sf:items:r", &woken[0].0, wait, 100).await.unwrap();
-    assert_eq!(rest.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>(), [Entry::End(b"done".to_vec())]);
+    assert_eq!(woken, [(3, Entry::Item(b"c".to_vec()))], "a blocked reader wakes on the append");
+    let keep = Duration::from_secs(60);
+    let finished = finish(&mut leader, &lease, "sf:items:r", 4, b"done", keep, Duration::ZERO).await.unwrap();
+    assert_eq!(finished, Appended::Written(4));
+    let rest = read(&mut reader, "sf:items:r", 3, wait, 100).await.unwrap();
+    assert_eq!(rest, [(4, Entry::End(b"done".to_vec()))]);
+    let held: Option<String> = reader.get("sf:lease:r").await.unwrap();
+    assert_eq!(held, None, "without a linger, the lease goes with the end");
     let ttl: i64 = redis::cmd("PTTL").arg("sf:items:r").query_async(&mut reader).await.unwrap();
     assert!(ttl > 0 && ttl <= 60_000, "the stream expires after its end: {ttl} ms left");
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 /// A `redis-server` of the test's own.
 pub struct RedisServer {
     child: Child,
+    port: u16,
     /// `redis://127.0.0.1:<port>/`.
     pub url: String,
 }
@@ -20,12 +21,7 @@ impl RedisServer {
     /// Starts one, or `None` (after saying why on stderr) where there is no `redis-server`.
     pub async fn start() -> Option<RedisServer> {
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
-        let spawned = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let child = match spawned {
+        let child = match spawn(port) {
             Ok(child) => child,
             Err(error) if std::env::var_os("STREAMFLIGHT_REQUIRE_REDIS").is_some() => {
                 panic!("STREAMFLIGHT_REQUIRE_REDIS is set but redis-server cannot start: {error}")
@@ -40,14 +36,32 @@ impl RedisServer {
                 return None;
             }
         };
-        let server = RedisServer { child, url: format!("redis://127.0.0.1:{port}/") };
-        let client = redis::Client::open(server.url.as_str()).expect("a valid URL");
+        let server = RedisServer { child, port, url: format!("redis://127.0.0.1:{port}/") };
+        server.ready().await;
+        Some(server)
+    }
+
+    /// Kills the server for real (SIGKILL): everything it held is gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port, empty.
+    pub async fn restart(&mut self) {
+        self.child = spawn(self.port).expect("redis-server starts again");
+        self.ready().await;
+    }
+
+    /// Waits until it answers.
+    async fn ready(&self) {
+        let client = redis::Client::open(self.url.as_str()).expect("a valid URL");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(mut connection) = client.get_multiplexed_async_connection().await {
                 let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut connection).await;
                 if pong.is_ok() {
-                    return Some(server);
+                    return;
                 }
             }
             assert!(Instant::now() < deadline, "redis-server did not answer within 10 s");
@@ -60,6 +74,15 @@ impl RedisServer {
         let client = redis::Client::open(self.url.as_str()).expect("a valid URL");
         client.get_connection_manager().await.expect("a connection to the test's redis-server")
     }
+}
+
+/// A `redis-server` on `port`, persistence off.
+fn spawn(port: u16) -> std::io::Result<Child> {
+    Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
 }
 
 impl Drop for RedisServer {
@@ -83,5 +106,14 @@ pub async fn take_when_free(
         }
         assert!(Instant::now() < deadline, "the lease at {key} never became free");
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits (10 s at most) until `done` holds.
+pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

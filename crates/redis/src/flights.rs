@@ -1,0 +1,117 @@
+//! The manager whose flights span replicas: the tokio manager of this replica, with each new
+//! local flight's preparation made fleet-wide by its [`Fleet`].
+
+use std::future::Future;
+use std::hash::Hash;
+
+use futures::Stream;
+use streamflight_tokio::{CancelError, Config, RequestId, ResumeError, Stats, Subscription};
+
+use crate::{Fleet, FleetStats};
+
+/// [`streamflight_tokio::Flights`] across a fleet: the same API, and one upstream request per
+/// key for every replica on the store (R19). Within a replica, flights are the local
+/// manager's (its history, its fan-out); across replicas, the [`Fleet`] leads or follows.
+///
+/// ```no_run
+/// # use streamflight_redis::{Codec, Lost};
+/// # struct Text;
+/// # impl Codec<String, String, String> for Text {
+/// #     fn key(&self, key: &String) -> Vec<u8> { key.as_bytes().to_vec() }
+/// #     fn encode_item(&self, item: &String) -> Vec<u8> { item.as_bytes().to_vec() }
+/// #     fn decode_item(&self, bytes: &[u8]) -> Result<String, String> { Ok(String::from_utf8_lossy(bytes).into()) }
+/// #     fn encode_error(&self, error: &String) -> Vec<u8> { error.as_bytes().to_vec() }
+/// #     fn decode_error(&self, bytes: &[u8]) -> String { String::from_utf8_lossy(bytes).into() }
+/// #     fn lost(&self, lost: Lost) -> String { lost.to_string() }
+/// # }
+/// # #[tokio::main] async fn main() {
+/// use futures::StreamExt;
+/// use streamflight_redis::{Fleet, FleetConfig, Flights};
+/// use streamflight_tokio::{Config, Event};
+///
+/// // On every replica: the same store, the same codec.
+/// let fleet = Fleet::new("redis://127.0.0.1:6379/", Text, FleetConfig::default()).unwrap();
+/// let flights = Flights::new(fleet, Config::default());
+/// let answer = async {
+///     Ok::<_, String>(futures::stream::iter(["to".to_owned(), "ken".to_owned()].map(Ok)))
+/// };
+/// let events: Vec<_> = flights.request("the prompt".to_owned(), answer).collect().await;
+/// assert!(matches!(events.last(), Some(Event::Done)));
+/// # }
+/// ```
+pub struct Flights<K, T, E> {
+    local: streamflight_tokio::Flights<K, T, E>,
+    fleet: Fleet<K, T, E>,
+}
+
+impl<K, T, E> Clone for Flights<K, T, E> {
+    fn clone(&self) -> Self {
+        Flights { local: self.local.clone(), fleet: self.fleet.clone() }
+    }
+}
+
+impl<K, T, E> std::fmt::Debug for Flights<K, T, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flights").field("fleet", &self.fleet).finish_non_exhaustive()
+    }
+}
+
+impl<K, T, E> Flights<K, T, E>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    /// A manager on `fleet`, its local flights configured by `config` (spawned on the tokio
+    /// runtime `request` is called from).
+    pub fn new(fleet: Fleet<K, T, E>, config: Config) -> Self {
+        Flights { local: streamflight_tokio::Flights::new(config), fleet }
+    }
+
+    /// Joins the flight of `key` on this replica, or starts it: then it follows the replica
+    /// that leads `key` for the fleet, or leads it (and only then is `prepare` run).
+    pub fn request<F, S>(&self, key: K, prepare: F) -> Subscription<T, E>
+    where
+        F: Future<Output = Result<S, E>> + Send + 'static,
+        S: Stream<Item = Result<T, E>> + Send + 'static,
+    {
+        let upstream = self.fleet.open(&key, prepare);
+        self.local.request(key, upstream)
+    }
+
+    /// Cancels a live request of this replica, as [`streamflight_tokio::Flights::cancel`]: its
+    /// flight goes on for the others, on every replica.
+    pub fn cancel(&self, id: RequestId) -> Result<(), CancelError> {
+        self.local.cancel(id)
+    }
+
+    /// Resumes a detached request of this replica, as [`streamflight_tokio::Flights::resume`].
+    pub fn resume(&self, id: RequestId, from: u64) -> Result<Subscription<T, E>, ResumeError> {
+        self.local.resume(id, from)
+    }
+
+    /// This replica's counters.
+    pub fn stats(&self) -> Stats {
+        self.local.stats()
+    }
+
+    /// What this replica's fleet link has done.
+    pub fn fleet_stats(&self) -> FleetStats {
+        self.fleet.stats()
+    }
+
+    /// Whether this replica holds no state for any key, flight or request.
+    pub fn is_idle(&self) -> bool {
+        self.local.is_idle()
+    }
+
+    /// The local manager.
+    pub fn local(&self) -> &streamflight_tokio::Flights<K, T, E> {
+        &self.local
+    }
+
+    /// The fleet link.
+    pub fn fleet(&self) -> &Fleet<K, T, E> {
+        &self.fleet
+    }
+}

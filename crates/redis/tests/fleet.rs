@@ -1,0 +1,317 @@
+//! Three replicas in one process, each its own manager and store connections, against a real
+//! `redis-server` and an upstream the test paces and counts (R19-R23).
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::{RedisServer, eventually};
+use futures::StreamExt;
+use redis::AsyncCommands;
+use streamflight_redis::{Codec, Fleet, FleetConfig, Flights, Lost};
+use streamflight_tokio::{Config, Event, Failure, Subscription};
+use tokio::sync::Semaphore;
+
+/// Text items and errors; the fleet's own failures as `lost: ...`.
+struct Text;
+
+impl Codec<String, String, String> for Text {
+    fn key(&self, key: &String) -> Vec<u8> {
+        key.as_bytes().to_vec()
+    }
+    fn encode_item(&self, item: &String) -> Vec<u8> {
+        item.as_bytes().to_vec()
+    }
+    fn decode_item(&self, bytes: &[u8]) -> Result<String, String> {
+        String::from_utf8(bytes.to_vec()).map_err(|_| "not text".to_owned())
+    }
+    fn encode_error(&self, error: &String) -> Vec<u8> {
+        error.as_bytes().to_vec()
+    }
+    fn decode_error(&self, bytes: &[u8]) -> String {
+        String::from_utf8_lossy(bytes).into_owned()
+    }
+    fn lost(&self, lost: Lost) -> String {
+        format!("lost: {lost:?}")
+    }
+}
+
+const LEASE: Duration = Duration::from_millis(300);
+
+/// An upstream the test drives: it yields item `i` once the test has released it, and counts
+/// the requests made and the streams dropped before their end (aborted).
+#[derive(Clone)]
+struct Upstream {
+    started: Arc<AtomicUsize>,
+    aborted: Arc<AtomicUsize>,
+    released: Arc<Semaphore>,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Upstream { started: Arc::default(), aborted: Arc::default(), released: Arc::new(Semaphore::new(0)) }
+    }
+}
+
+impl Upstream {
+    /// One upstream request: `n` items `t0`, `t1`, ..., each after a release, then `fail` if
+    /// given, else the end.
+    fn answer(
+        &self,
+        n: usize,
+        fail: Option<&str>,
+    ) -> impl Future<Output = Result<futures::stream::BoxStream<'static, Result<String, String>>, String>>
+    + Send
+    + 'static {
+        let this = self.clone();
+        let fail = fail.map(str::to_owned);
+        async move {
+            this.started.fetch_add(1, Ordering::SeqCst);
+            let guard = Aborted { count: Arc::clone(&this.aborted), armed: true };
+            let items = futures::stream::unfold((0, guard), move |(i, mut guard)| {
+                let (released, fail) = (Arc::clone(&this.released), fail.clone());
+                async move {
+                    if i == n {
+                        guard.armed = false;
+                        return fail.map(|error| (Err(error), (i + 1, guard)));
+                    }
+                    if i > n {
+                        return None;
+                    }
+                    released.acquire().await.unwrap().forget();
+                    Some((Ok(format!("t{i}")), (i + 1, guard)))
+                }
+            });
+            Ok(items.boxed())
+        }
+    }
+
+    fn release(&self, items: usize) {
+        self.released.add_permits(items);
+    }
+
+    fn started(&self) -> usize {
+        self.started.load(Ordering::SeqCst)
+    }
+
+    fn aborted(&self) -> usize {
+        self.aborted.load(Ordering::SeqCst)
+    }
+}
+
+/// Counts an upstream dropped before its end.
+struct Aborted {
+    count: Arc<AtomicUsize>,
+    armed: bool,
+}
+
+impl Drop for Aborted {
+    fn drop(&mut self) {
+        if self.armed {
+            self.count.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+type Replica = Flights<String, String, String>;
+
+fn replica(server: &RedisServer, name: &str) -> Replica {
+    let config = FleetConfig::default().replica(name).lease(LEASE).pause(Duration::from_millis(200));
+    Flights::new(Fleet::new(&server.url, Text, config).unwrap(), Config::default())
+}
+
+async fn three(server: &RedisServer) -> [Replica; 3] {
+    [replica(server, "a"), replica(server, "b"), replica(server, "c")]
+}
+
+/// The next event, within 10 s.
+async fn next(subscription: &mut Subscription<String, String>) -> Option<Event<String, String>> {
+    tokio::time::timeout(Duration::from_secs(10), subscription.next()).await.expect("an event within 10 s")
+}
+
+/// Everything a subscription yields.
+async fn all(subscription: Subscription<String, String>) -> Vec<Event<String, String>> {
+    tokio::time::timeout(Duration::from_secs(20), subscription.collect()).await.expect("the stream ends")
+}
+
+fn items(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("t{i}")).collect()
+}
+
+/// The items of `events`, and whether they ended `Done`.
+fn done(events: &[Event<String, String>]) -> (Vec<String>, bool) {
+    let items =
+        events.iter().filter_map(|e| if let Event::Item(i) = e { Some(i.clone()) } else { None }).collect();
+    (items, matches!(events.last(), Some(Event::Done)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_spread_over_three_replicas_get_identical_streams_from_one_upstream_request() {
+    let Some(server) = RedisServer::start().await else { return };
+    let replicas = three(&server).await;
+    let upstream = Upstream::default();
+    let key = "the same prompt".to_owned();
+    let clients: Vec<_> = (0..12)
+        .map(|i| replicas[i % 3].request(key.clone(), upstream.answer(20, None)))
+        .map(|subscription| tokio::spawn(all(subscription)))
+        .collect();
+    upstream.release(20);
+    for client in clients {
+        assert_eq!(done(&client.await.unwrap()), (items(20), true));
+    }
+    assert_eq!(upstream.started(), 1, "one upstream request for the whole fleet");
+    let stats: Vec<_> = replicas.iter().map(Replica::fleet_stats).collect();
+    assert_eq!(stats.iter().map(|s| s.led).sum::<u64>(), 1, "{stats:?}");
+    assert_eq!(stats.iter().map(|s| s.remote_joins).sum::<u64>(), 2, "{stats:?}");
+    assert_eq!(stats.iter().map(|s| s.store_errors + s.alone + s.leader_lost).sum::<u64>(), 0, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_joiner_on_another_replica_replays_the_whole_history() {
+    let Some(server) = RedisServer::start().await else { return };
+    let [a, b, _] = three(&server).await;
+    let upstream = Upstream::default();
+    let key = "k".to_owned();
+    let mut first = a.request(key.clone(), upstream.answer(6, None));
+    upstream.release(3);
+    for i in 0..3 {
+        assert!(matches!(next(&mut first).await, Some(Event::Item(item)) if item == format!("t{i}")));
+    }
+    let late = b.request(key.clone(), upstream.answer(6, None));
+    let late = tokio::spawn(all(late));
+    eventually("b follows a's flight", || b.fleet_stats().remote_joins == 1).await;
+    upstream.release(3);
+    assert_eq!(done(&late.await.unwrap()), (items(6), true), "the history, then the live items");
+    assert_eq!(done(&first.collect::<Vec<_>>().await), (items(6)[3..].to_vec(), true));
+    assert_eq!(upstream.started(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_goes_on_while_another_replica_wants_it_and_is_aborted_once_nobody_does() {
+    let Some(server) = RedisServer::start().await else { return };
+    let [a, b, _] = three(&server).await;
+    let upstream = Upstream::default();
+    let key = "k".to_owned();
+    let mut leader = a.request(key.clone(), upstream.answer(100, None));
+    upstream.release(1);
+    assert!(matches!(next(&mut leader).await, Some(Event::Item(_))), "a leads");
+    let mut follower = b.request(key.clone(), upstream.answer(100, None));
+    assert!(matches!(next(&mut follower).await, Some(Event::Item(_))), "b follows");
+
+    // Every client of the leading replica leaves; b's stays.
+    drop(leader);
+    eventually("a's local flight is gone", || a.is_idle()).await;
+    // Past the interest's and the lease's timeouts: the upstream still runs for b.
+    tokio::time::sleep(LEASE * 2).await;
+    upstream.release(5);
+    for i in 1..6 {
+        assert!(matches!(next(&mut follower).await, Some(Event::Item(item)) if item == format!("t{i}")));
+    }
+    assert_eq!(upstream.aborted(), 0, "b still wants the flight");
+
+    // b's client leaves too: nobody wants it, the leader aborts the upstream.
+    drop(follower);
+    eventually("the upstream is aborted", || upstream.aborted() == 1).await;
+    assert_eq!(upstream.started(), 1);
+    // The next request is a fresh flight.
+    let again = b.request(key, upstream.answer(1, None));
+    upstream.release(1);
+    assert_eq!(done(&all(again).await), (items(1), true));
+    assert_eq!(upstream.started(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstreams_failure_reaches_every_replica_as_it_was() {
+    let Some(server) = RedisServer::start().await else { return };
+    let replicas = three(&server).await;
+    let upstream = Upstream::default();
+    let clients: Vec<_> = replicas
+        .iter()
+        .map(|replica| {
+            tokio::spawn(all(replica.request("k".to_owned(), upstream.answer(2, Some("429: slow down")))))
+        })
+        .collect();
+    upstream.release(2);
+    for client in clients {
+        let events = client.await.unwrap();
+        assert_eq!(done(&events).0, items(2));
+        match events.last() {
+            Some(Event::Failed(Failure::Upstream(error))) => assert_eq!(**error, "429: slow down"),
+            other => panic!("the upstream's own error, not {other:?}"),
+        }
+    }
+    assert_eq!(upstream.started(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_loses_its_lease_is_fenced_and_its_followers_end_with_leader_lost() {
+    let Some(server) = RedisServer::start().await else { return };
+    let [a, b, _] = three(&server).await;
+    let upstream = Upstream::default();
+    let mut leader = a.request("k".to_owned(), upstream.answer(10, None));
+    upstream.release(2);
+    for _ in 0..2 {
+        assert!(matches!(next(&mut leader).await, Some(Event::Item(_))));
+    }
+    let mut follower = b.request("k".to_owned(), upstream.answer(10, None));
+    for _ in 0..2 {
+        assert!(matches!(next(&mut follower).await, Some(Event::Item(_))));
+    }
+    // The lease vanishes, as it does when the leader stalls past it: remove it under the leader.
+    let mut store = server.manager().await;
+    let leases: Vec<String> = store.keys("sf:*:lease").await.unwrap();
+    let _: () = store.del(&leases).await.unwrap();
+    let ended = tokio::time::timeout(LEASE * 2, follower.collect::<Vec<_>>())
+        .await
+        .expect("within two lease timeouts");
+    match ended.last() {
+        Some(Event::Failed(Failure::Upstream(error))) => assert_eq!(**error, "lost: Leader"),
+        other => panic!("the leader-lost failure, not {other:?}"),
+    }
+    // The fenced leader serves its own client on, whole.
+    upstream.release(8);
+    assert_eq!(done(&leader.collect::<Vec<_>>().await), (items(10)[2..].to_vec(), true));
+    eventually("both saw the leader lost", || {
+        a.fleet_stats().leader_lost == 1 && b.fleet_stats().leader_lost == 1
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_store_down_each_replica_coalesces_alone_and_the_fleet_again_once_it_is_back() {
+    let Some(mut server) = RedisServer::start().await else { return };
+    let replicas = three(&server).await;
+    let burst = |key: &str, upstream: &Upstream| {
+        (0..9)
+            .map(|i| tokio::spawn(all(replicas[i % 3].request(key.to_owned(), upstream.answer(3, None)))))
+            .collect::<Vec<_>>()
+    };
+    server.kill();
+    let down = Upstream::default();
+    let clients = burst("down", &down);
+    down.release(9);
+    for client in clients {
+        assert_eq!(done(&client.await.unwrap()), (items(3), true), "served without the store");
+    }
+    assert_eq!(down.started(), 3, "one upstream request per replica meanwhile");
+    assert!(replicas.iter().all(|r| r.fleet_stats().store_errors > 0 && r.fleet_stats().alone == 1));
+
+    server.restart().await;
+    // Each replica tries the store again once its pause is over: bursts until one is coalesced
+    // across the fleet again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for round in 0.. {
+        let back = Upstream::default();
+        let clients = burst(&format!("back {round}"), &back);
+        back.release(9);
+        for client in clients {
+            assert_eq!(done(&client.await.unwrap()), (items(3), true), "nothing fails meanwhile");
+        }
+        if back.started() == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the fleet never coalesced again");
+    }
+}
