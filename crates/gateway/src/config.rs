@@ -120,6 +120,28 @@ pub struct Settings {
     #[arg(long, env = "STREAMFLIGHT_RESUME_WINDOW", default_value = "10s", value_parser = parse_duration)]
     pub resume_window: Duration,
 
+    /// Shares flights with every replica on this Redis (`redis://`, or `rediss://` for TLS;
+    /// credentials in the URL): one upstream request per key for the whole fleet. While it
+    /// cannot be reached, each replica serves and coalesces on its own.
+    #[arg(long, env = "STREAMFLIGHT_REDIS", hide_env_values = true)]
+    pub redis: Option<String>,
+
+    /// PEM file of the root certificates that a `rediss://` server's certificate chains to (a
+    /// private CA); without it, the system's roots.
+    #[arg(long, env = "STREAMFLIGHT_REDIS_CA")]
+    pub redis_ca: Option<PathBuf>,
+
+    /// This replica's name in the fleet (the store's interest records, the logs). Default:
+    /// random, new at each start.
+    #[arg(long, env = "STREAMFLIGHT_REPLICA_ID")]
+    pub replica_id: Option<String>,
+
+    /// With `--redis`: the lease of the replica that leads a flight, renewed every third of it.
+    /// Should that replica stop, the others end its streams with an `upstream_lost` error
+    /// within two leases.
+    #[arg(long, env = "STREAMFLIGHT_LEASE", default_value = "3s", value_parser = parse_duration)]
+    pub lease: Duration,
+
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "STREAMFLIGHT_LOG", default_value = "info")]
     pub log: tracing::Level,

@@ -65,7 +65,13 @@ impl App {
             Connections { header_timeout: settings.header_timeout, shutdown_grace: settings.shutdown_grace };
         let shutdown = Shutdown::new();
         let gateway = Gateway::new(settings, shutdown.clone())?;
-        let backend = gateway.backend.describe();
+        let mut backend = gateway.backend.describe();
+        if let Some(fleet) = &gateway.fleet {
+            backend.push_str(&format!(
+                ", flights shared through Redis as replica {}",
+                fleet.config().replica_id()
+            ));
+        }
         Ok(App { router: routes::router(Arc::new(gateway)), connections, shutdown, backend })
     }
 

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use streamflight_redis::FleetStats;
 use streamflight_tokio::Stats;
 
 /// Counters kept by the HTTP side. Relaxed atomics: each is a monotonic count read for display.
@@ -25,12 +26,47 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Every series in the Prometheus text format.
-    pub fn render(&self, stats: &Stats) -> String {
+    /// Every series in the Prometheus text format; the fleet's are 0 without `--redis`.
+    pub fn render(&self, stats: &Stats, fleet: &FleetStats) -> String {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let rows: [(&str, &str, &str, u64); 13] = [
+        let rows: [(&str, &str, &str, u64); 18] = [
             ("requests_total", "counter", "Coalesced requests admitted.", stats.requests),
-            ("flights_total", "counter", "Flights started: upstream requests made.", stats.flights),
+            (
+                "flights_total",
+                "counter",
+                "Flights started on this replica: upstream requests made, but for remote joins.",
+                stats.flights,
+            ),
+            (
+                "fleet_led_total",
+                "counter",
+                "Flights this replica led for the whole fleet (--redis): upstream requests made.",
+                fleet.led,
+            ),
+            (
+                "remote_joins_total",
+                "counter",
+                "Flights that followed another replica's (--redis): no upstream request here.",
+                fleet.remote_joins,
+            ),
+            (
+                "fleet_alone_total",
+                "counter",
+                "Flights served by this replica alone while the store was down (--redis).",
+                fleet.alone,
+            ),
+            (
+                "store_errors_total",
+                "counter",
+                "Commands to the fleet's store that failed (--redis).",
+                fleet.store_errors,
+            ),
+            (
+                "leader_lost_total",
+                "counter",
+                "Flights whose leading replica was lost: this one's lease lapsed, or the one it followed stopped.",
+                fleet.leader_lost,
+            ),
             ("joined_total", "counter", "Requests served by a flight already in the air.", stats.joined),
             (
                 "cancelled_total",

@@ -177,7 +177,14 @@ async fn coalesced(
     // The gateway reads the answer (SSE, collected, shared): it must arrive uncompressed.
     sent.remove(ACCEPT_ENCODING);
     let outgoing = Outgoing { endpoint, query, headers: sent, body: parsed.upstream, canonical };
-    let subscription = gateway.flights.request(key, gateway.backend.open(outgoing));
+    let prepare = gateway.backend.open(outgoing);
+    let subscription = match &gateway.fleet {
+        Some(fleet) => {
+            let prepare = fleet.open(&key, prepare);
+            gateway.flights.request(key, prepare)
+        }
+        None => gateway.flights.request(key, prepare),
+    };
     let role = subscription.role();
     let live =
         Live::enter(Arc::clone(&gateway.registry), id, subscription.id(), role, tenant, parsed.include_usage);
@@ -302,7 +309,8 @@ async fn resume(State(gateway): State<Shared>, headers: HeaderMap, uri: Uri) -> 
 
 /// `GET /metrics`, in the Prometheus text format.
 async fn metrics(State(gateway): State<Shared>) -> Response {
-    let text = gateway.metrics.render(&gateway.flights.stats());
+    let fleet = gateway.fleet.as_ref().map(|fleet| fleet.stats()).unwrap_or_default();
+    let text = gateway.metrics.render(&gateway.flights.stats(), &fleet);
     ([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 

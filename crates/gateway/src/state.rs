@@ -2,7 +2,9 @@
 //! backend chosen at start, the counters, the shutdown signal and the admission permits.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use streamflight_redis::{Fleet, FleetConfig};
 use streamflight_tokio::{Config, Flights};
 use tokio::sync::Semaphore;
 
@@ -13,6 +15,7 @@ use crate::key::Key;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::serve::Shutdown;
+use crate::wire::Wire;
 
 /// The gateway's shared state.
 pub struct Gateway {
@@ -20,6 +23,9 @@ pub struct Gateway {
     pub settings: Settings,
     /// One flight per key in the air.
     pub flights: Flights<Key, Part, UpstreamError>,
+    /// With `--redis`: this replica's link to the others, through which each new local flight
+    /// leads or follows the fleet's flight of its key.
+    pub fleet: Option<Fleet<Key, Part, UpstreamError>>,
     /// Live coalesced requests by client id.
     pub registry: Arc<Registry>,
     /// Where flights go.
@@ -43,9 +49,11 @@ impl Gateway {
         let metrics = Arc::new(Metrics::default());
         let backend = Backend::new(&settings, Arc::clone(&metrics))?;
         let permits = Arc::new(Semaphore::new(settings.max_concurrent_requests.min(Semaphore::MAX_PERMITS)));
+        let fleet = settings.redis.as_deref().map(|url| fleet(url, &settings)).transpose()?;
         Ok(Gateway {
             settings,
             flights: Flights::new(config),
+            fleet,
             registry: Arc::default(),
             backend,
             metrics,
@@ -53,4 +61,28 @@ impl Gateway {
             permits,
         })
     }
+}
+
+/// The link to the fleet's store at `url`; an error (one line, without the URL, which may
+/// hold a password) if it cannot be made.
+fn fleet(url: &str, settings: &Settings) -> Result<Fleet<Key, Part, UpstreamError>, String> {
+    use streamflight_redis::redis::{Client, TlsCertificates};
+
+    let client = match &settings.redis_ca {
+        None => Client::open(url),
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| format!("--redis-ca {}: {e}", path.display()))?;
+            Client::build_with_tls(url, TlsCertificates { client_tls: None, root_cert: Some(pem) })
+        }
+    }
+    .map_err(|e| format!("--redis: {e}"))?;
+    let mut config = FleetConfig::default()
+        .lease(settings.lease)
+        .linger(settings.linger)
+        // Long enough for a slow replica to read the end, and for every resume window.
+        .keep(settings.resume_window.max(settings.linger).max(Duration::from_secs(30)));
+    if let Some(replica) = &settings.replica_id {
+        config = config.replica(replica.clone());
+    }
+    Fleet::with_client(client, Wire, config).map_err(|e| format!("--redis: {e}"))
 }

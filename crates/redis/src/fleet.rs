@@ -194,7 +194,16 @@ where
         codec: impl Codec<K, T, E>,
         config: FleetConfig,
     ) -> Result<Fleet<K, T, E>, StoreError> {
-        let client = Client::open(url)?;
+        Fleet::with_client(Client::open(url)?, codec, config)
+    }
+
+    /// A link through `client`: for what a URL cannot say, such as the root certificates of a
+    /// `rediss://` server with a private CA ([`Client::build_with_tls`]).
+    pub fn with_client(
+        client: Client,
+        codec: impl Codec<K, T, E>,
+        config: FleetConfig,
+    ) -> Result<Fleet<K, T, E>, StoreError> {
         // Fail fast while the store is down: a request never waits long on it (R23).
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_millis(500)))

@@ -19,4 +19,6 @@ pub use codec::{Codec, Lost};
 pub use fleet::{Fleet, FleetConfig, FleetStats, Upstream};
 pub use flights::Flights;
 pub use lease::{Lease, StoreError};
+/// The Redis client this crate is built on, for [`Fleet::with_client`].
+pub use redis;
 pub use stream::{Appended, Bounds, Entry, append, finish, read};

@@ -20,6 +20,8 @@ use tokio::sync::watch;
 use clap::Parser;
 use streamflight_gateway::Settings;
 
+pub mod process;
+
 /// Starts a gateway on 127.0.0.1 with a free port; `flags` come after the program name.
 /// It serves until the test's runtime ends.
 pub async fn gateway(flags: &[&str]) -> String {

@@ -1,0 +1,241 @@
+//! Three gateway processes on one real `redis-server` (`--redis`), in front of one counting
+//! mock upstream: one upstream request for the fleet, and what happens when a replica is
+//! killed (SIGKILL), paused past its lease (SIGSTOP) or the store restarts (R19-R23).
+
+mod common;
+#[path = "../../redis/tests/common/mod.rs"]
+mod store;
+
+use std::time::{Duration, Instant};
+
+use common::process::Binary;
+use common::*;
+use store::RedisServer;
+
+/// The lease the replicas run with: short, so that a lost leader shows soon.
+const LEASE: Duration = Duration::from_millis(1000);
+
+/// A gateway process of the fleet on `redis`, in front of `upstream`, with `extra` flags.
+async fn replica(redis: &RedisServer, upstream: &Mock, name: &str, extra: &[&str]) -> (Binary, String) {
+    let lease = format!("{}ms", LEASE.as_millis());
+    let mut flags =
+        vec!["--redis", &redis.url, "--replica-id", name, "--lease", &lease, "--upstream", &upstream.base];
+    flags.extend_from_slice(extra);
+    let mut binary = Binary::start(&flags);
+    let (_, address) = binary.ready().await;
+    (binary, format!("http://{address}"))
+}
+
+/// Three replicas, `a`, `b` and `c`.
+async fn three(redis: &RedisServer, upstream: &Mock) -> Vec<(Binary, String)> {
+    three_with(redis, upstream, &[]).await
+}
+
+/// Three replicas, `a`, `b` and `c`, with `extra` flags.
+async fn three_with(redis: &RedisServer, upstream: &Mock, extra: &[&str]) -> Vec<(Binary, String)> {
+    let mut replicas = Vec::new();
+    for name in ["a", "b", "c"] {
+        replicas.push(replica(redis, upstream, name, extra).await);
+    }
+    replicas
+}
+
+/// The sum of a metric over replicas.
+async fn total(bases: &[&str], name: &str) -> u64 {
+    let mut sum = 0;
+    for base in bases {
+        sum += metric(base, name).await;
+    }
+    sum
+}
+
+/// The text of a whole stream, and whether it ended `[DONE]`.
+async fn whole(mut client: Client) -> (String, bool) {
+    let events = client.rest().await;
+    (content(&events), events.last().map(String::as_str) == Some("[DONE]"))
+}
+
+fn tokens(n: usize) -> String {
+    (0..n).map(|i| format!("t{i} ")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_spread_over_three_gateways_get_one_upstream_request_and_identical_streams() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let upstream = Mock::start(Mode::Tokens { tokens: 8, interval: Duration::ZERO, gated: true }).await;
+    let replicas = three(&redis, &upstream).await;
+    let bases: Vec<&str> = replicas.iter().map(|(_, base)| base.as_str()).collect();
+    let mut clients = Vec::new();
+    for i in 0..12 {
+        clients.push(Client::chat(bases[i % 3], "one question for the fleet", Some("Bearer k")).await);
+    }
+    upstream.open_gate();
+    for client in clients {
+        assert_eq!(client.status, 200);
+        assert_eq!(whole(client).await, (tokens(8), true), "every client the whole answer");
+    }
+    assert_eq!(upstream.received(), 1, "one upstream request for the whole fleet");
+    assert_eq!(total(&bases, "streamflight_fleet_led_total").await, 1);
+    assert_eq!(total(&bases, "streamflight_remote_joins_total").await, 2);
+    assert_eq!(total(&bases, "streamflight_store_errors_total").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_joiner_on_another_gateway_replays_the_answer_so_far() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let upstream = Mock::start(Mode::Tokens { tokens: 5, interval: Duration::ZERO, gated: true }).await;
+    let replicas = three(&redis, &upstream).await;
+    let mut first = Client::chat(&replicas[0].1, "late", Some("Bearer k")).await;
+    assert!(first.next().await.unwrap().contains("t0 "), "the first chunk is out before the gate");
+    let late = Client::chat(&replicas[1].1, "late", Some("Bearer k")).await;
+    eventually("b follows a's flight", || async {
+        metric(&replicas[1].1, "streamflight_remote_joins_total").await == 1
+    })
+    .await;
+    upstream.open_gate();
+    assert_eq!(whole(late).await, (tokens(5), true), "the history, then the rest");
+    assert_eq!(whole(first).await, (tokens(5)[3..].to_owned(), true));
+    assert_eq!(upstream.received(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_goes_on_while_another_gateway_streams_it_and_is_aborted_when_nobody_does() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let upstream = Mock::start(Mode::Tokens { tokens: 3, interval: Duration::ZERO, gated: true }).await;
+    // A client that goes away leaves at once (no resume window).
+    let replicas = three_with(&redis, &upstream, &["--resume-window", "0"]).await;
+    let (a, b) = (&replicas[0].1, &replicas[1].1);
+    let mut leader = Client::chat(a, "stay", Some("Bearer k")).await;
+    assert!(leader.next().await.is_some());
+    let mut follower = Client::chat(b, "stay", Some("Bearer k")).await;
+    assert!(follower.next().await.unwrap().contains("t0 "));
+
+    // The leading gateway's client cancels: the flight goes on for b.
+    let cancel = http().delete(format!("{a}/v1/requests/{}", leader.id)).header("authorization", "Bearer k");
+    let cancelled = cancel.send().await.unwrap();
+    assert_eq!(cancelled.status(), 200);
+    drop(leader);
+    eventually("a's local flight is gone", || async { metric(a, "streamflight_active_flights").await == 0 })
+        .await;
+    // Past the lease and the interest's expiry, the upstream is still streaming for b.
+    let quiet = Instant::now();
+    eventually("two leases pass", || async { quiet.elapsed() >= LEASE * 2 }).await;
+    assert_eq!(upstream.dropped(), 0, "b still wants it");
+
+    // b's client leaves too: the upstream is aborted, and the mock sees it.
+    drop(follower);
+    eventually("the upstream request is aborted", || async { upstream.dropped() == 1 }).await;
+    assert_eq!(upstream.received(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_ends_the_other_gateways_streams_with_upstream_lost_and_a_new_request_starts_afresh()
+{
+    let Some(redis) = RedisServer::start().await else { return };
+    let upstream = Mock::start(Mode::Tokens { tokens: 4, interval: Duration::ZERO, gated: true }).await;
+    let replicas = three(&redis, &upstream).await;
+    let mut leader = Client::chat(&replicas[0].1, "kill", Some("Bearer k")).await;
+    assert!(leader.next().await.is_some(), "a leads");
+    let mut followers = Vec::new();
+    for (_, base) in &replicas[1..] {
+        let mut follower = Client::chat(base, "kill", Some("Bearer k")).await;
+        assert!(follower.next().await.unwrap().contains("t0 "));
+        followers.push(follower);
+    }
+    replicas[0].0.signal(libc::SIGKILL);
+    let killed = Instant::now();
+    for mut follower in followers {
+        let rest = follower.rest().await;
+        let ended = killed.elapsed();
+        let last = rest.last().expect("an error event");
+        assert!(last.contains("upstream_lost"), "the leader-lost failure: {rest:?}");
+        eprintln!("a stream of a killed leader ended after {ended:?} (lease {LEASE:?})");
+        assert!(ended < LEASE * 2, "within two lease timeouts: {ended:?}");
+    }
+    assert!(total(&[&replicas[1].1, &replicas[2].1], "streamflight_leader_lost_total").await >= 2);
+
+    // A new request is a new flight, whole.
+    let again = Client::chat(&replicas[1].1, "kill", Some("Bearer k")).await;
+    upstream.open_gate();
+    assert_eq!(whole(again).await, (tokens(4), true));
+    assert_eq!(upstream.received(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_paused_past_its_lease_is_fenced_off_when_it_wakes() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let upstream = Mock::start(Mode::Tokens { tokens: 4, interval: Duration::ZERO, gated: true }).await;
+    let replicas = three(&redis, &upstream).await;
+    let (a, b) = (&replicas[0].1, &replicas[1].1);
+    let mut leader = Client::chat(a, "pause", Some("Bearer k")).await;
+    assert!(leader.next().await.is_some(), "a leads");
+    let mut follower = Client::chat(b, "pause", Some("Bearer k")).await;
+    assert!(follower.next().await.is_some());
+
+    replicas[0].0.signal(libc::SIGSTOP);
+    let rest = follower.rest().await;
+    assert!(rest.last().unwrap().contains("upstream_lost"), "{rest:?}");
+    // b leads a new flight meanwhile.
+    let mut successor = Client::chat(b, "pause", Some("Bearer k")).await;
+    assert!(successor.next().await.unwrap().contains("t0 "));
+    assert_eq!(upstream.received(), 2);
+
+    // a wakes: its next append is refused; its own client is served on, alone.
+    replicas[0].0.signal(libc::SIGCONT);
+    upstream.open_gate();
+    eventually("a learns it lost the lease", || async {
+        metric(a, "streamflight_leader_lost_total").await == 1
+    })
+    .await;
+    let (text, done) = whole(leader).await;
+    assert_eq!((text, done), (tokens(4)[3..].to_owned(), true), "a's client, whole");
+    let (text, done) = whole(successor).await;
+    assert_eq!((text, done), (tokens(4)[3..].to_owned(), true), "no item of a's in b's flight");
+    // A newcomer on c replays b's flight from the store: exactly b's items, once each.
+    assert_eq!(upstream.received(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_killed_and_restarted_every_request_is_served_and_the_fleet_coalesces_again() {
+    let Some(mut redis) = RedisServer::start().await else { return };
+    // Long enough a stream that a burst's requests on one gateway all find its flight.
+    let upstream =
+        Mock::start(Mode::Tokens { tokens: 3, interval: Duration::from_millis(100), gated: false }).await;
+    let replicas = three(&redis, &upstream).await;
+    let bases: Vec<&str> = replicas.iter().map(|(_, base)| base.as_str()).collect();
+    // Nine clients at once, three per gateway, on one question: every stream whole.
+    let burst = |question: String| {
+        let bases: Vec<String> = bases.iter().map(|b| (*b).to_owned()).collect();
+        async move {
+            let clients: Vec<_> = (0..9)
+                .map(|i| {
+                    let (base, question) = (bases[i % 3].clone(), question.clone());
+                    tokio::spawn(async move {
+                        whole(Client::chat(&base, &question, Some("Bearer k")).await).await
+                    })
+                })
+                .collect();
+            for client in clients {
+                assert_eq!(client.await.unwrap(), (tokens(3), true), "nothing fails");
+            }
+        }
+    };
+    burst("before".to_owned()).await;
+    assert_eq!(upstream.received(), 1);
+    // With the store down, requests coalesce within their gateway: one upstream request each.
+    redis.kill();
+    burst("while down".to_owned()).await;
+    assert_eq!(upstream.received(), 1 + 3, "one upstream request per gateway meanwhile");
+    assert!(total(&bases, "streamflight_store_errors_total").await > 0, "the outage is counted");
+
+    redis.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for round in 0.. {
+        let before = upstream.received();
+        burst(format!("back {round}")).await;
+        if upstream.received() - before == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the fleet never coalesced again");
+    }
+}
