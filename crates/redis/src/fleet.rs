@@ -1,6 +1,7 @@
 //! One replica's link to the fleet: its store connections, its settings and counters, and
 //! [`Fleet::open`], which turns a local flight's preparation into a fleet-wide one.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -15,7 +16,8 @@ use redis::{AsyncConnectionConfig, Client};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::names::Names;
-use crate::{Codec, Lease, StoreError, follow, interest, lead};
+use crate::stream::millis;
+use crate::{Codec, Lease, Lost, Place, StoreError, follow, interest, lead};
 
 /// How a replica takes part in its fleet. Every replica of a fleet uses the same prefix and
 /// timings; each its own replica id.
@@ -117,6 +119,8 @@ pub struct FleetStats {
     /// Flights whose leader was lost: this replica's lease lapsed while it led, or the
     /// replica it followed stopped mid-flight (R21).
     pub leader_lost: u64,
+    /// Streams replayed from the store for a client that came from another replica.
+    pub replays: u64,
 }
 
 #[derive(Default)]
@@ -126,6 +130,7 @@ pub(crate) struct Counters {
     store_errors: AtomicU64,
     alone: AtomicU64,
     leader_lost: AtomicU64,
+    replays: AtomicU64,
 }
 
 /// How many idle reader connections a replica keeps for its next readers.
@@ -160,6 +165,9 @@ pub(crate) struct Shared<K, T, E> {
     counters: Counters,
     /// Until when the store is left alone after it failed.
     down_until: Mutex<Option<Instant>>,
+    /// The token of the flight this replica leads or follows, by key (and how many of its
+    /// flights are on it: an aborted local flight's leader may still run for the others).
+    places: Mutex<HashMap<Names, (String, usize)>>,
 }
 
 impl<K, T, E> Fleet<K, T, E>
@@ -220,6 +228,7 @@ where
                 config,
                 counters: Counters::default(),
                 down_until: Mutex::new(None),
+                places: Mutex::default(),
             }),
         })
     }
@@ -250,6 +259,62 @@ where
         }
     }
 
+    /// Where the flight of `key` that this replica leads or follows is, if it has one in
+    /// the store: for a client that will resume elsewhere ([`Fleet::replay`]).
+    pub fn place(&self, key: &K) -> Option<Place> {
+        let names = Names::new(&self.shared.config.prefix, &self.shared.codec.key(key));
+        let places = self.shared.places.lock().unwrap_or_else(PoisonError::into_inner);
+        let token = places.get(&names)?.0.clone();
+        Some(Place { names, token })
+    }
+
+    /// The items of the flight at `place` after its first `from`, then its end, read from
+    /// the store: a stream that a client which lost its connection to another replica
+    /// resumes here. This replica's interest keeps the flight's upstream going meanwhile
+    /// (R22). Spawns its reader on the tokio runtime it is called from.
+    pub fn replay(&self, place: &Place, from: u64) -> Upstream<T, E>
+    where
+        K: Send + Sync,
+        T: Sync,
+        E: Sync,
+    {
+        let (tx, rx) = unbounded_channel();
+        let shared = Arc::clone(&self.shared);
+        let place = place.clone();
+        self.shared.counters.replays.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let (names, token) = (&place.names, &place.token);
+            let config = &shared.config;
+            let mut store = shared.store.clone();
+            let refreshed =
+                interest::refresh(&mut store, &names.interest(token), &config.replica, config.lease).await;
+            if let Err(error) = refreshed {
+                shared.failed(&error);
+            }
+            let followed = follow::follow(&shared, names, token, from, &tx).await;
+            if !matches!(followed, follow::Followed::Over) {
+                let _ = tx.send(Err(shared.codec.lost(Lost::Leader)));
+            }
+        });
+        Upstream { rx }
+    }
+
+    /// Keeps `value` under `name` for `ttl`, for any replica to [`load`](Fleet::load): only
+    /// a hash of the name is in the store (R24).
+    pub async fn save(&self, name: &[u8], value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        let mut store = self.shared.store.clone();
+        let key = Names::note(&self.shared.config.prefix, name);
+        let () = redis::AsyncCommands::pset_ex(&mut store, key, value, millis(ttl)).await?;
+        Ok(())
+    }
+
+    /// What was [`save`](Fleet::save)d under `name`, if it has not expired.
+    pub async fn load(&self, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut store = self.shared.store.clone();
+        let key = Names::note(&self.shared.config.prefix, name);
+        Ok(redis::AsyncCommands::get(&mut store, key).await?)
+    }
+
     /// What this replica's fleet link has done since it started.
     pub fn stats(&self) -> FleetStats {
         let counters = &self.shared.counters;
@@ -260,6 +325,7 @@ where
             store_errors: read(&counters.store_errors),
             alone: read(&counters.alone),
             leader_lost: read(&counters.leader_lost),
+            replays: read(&counters.replays),
         }
     }
 
@@ -314,6 +380,7 @@ async fn fly<K, T, E, S>(
         match Lease::acquire(&mut store, &names.lease(), config.lease).await {
             Ok(Some(lease)) => {
                 shared.counters.led.fetch_add(1, Ordering::Relaxed);
+                let _here = Here::new(&shared, &names, lease.token());
                 return lead::lead(&shared, &names, lease, upstream, tx).await;
             }
             Ok(None) => {}
@@ -323,7 +390,10 @@ async fn fly<K, T, E, S>(
             }
         }
         match interest::join(&mut store, &names.lease(), names.base(), &config.replica, config.lease).await {
-            Ok(Some(token)) => match follow::follow(&shared, &names, &token, &tx).await {
+            Ok(Some(token)) => match {
+                let _here = Here::new(&shared, &names, &token);
+                follow::follow(&shared, &names, &token, 0, &tx).await
+            } {
                 follow::Followed::Over => return,
                 follow::Followed::Again => {}
                 follow::Followed::StoreDown => break,
@@ -338,6 +408,38 @@ async fn fly<K, T, E, S>(
     }
     shared.counters.alone.fetch_add(1, Ordering::Relaxed);
     lead::alone(upstream, tx).await;
+}
+
+/// This replica is on the flight led under a token, while it lives.
+struct Here<'a, K, T, E> {
+    shared: &'a Shared<K, T, E>,
+    names: &'a Names,
+    token: String,
+}
+
+impl<'a, K, T, E> Here<'a, K, T, E> {
+    fn new(shared: &'a Shared<K, T, E>, names: &'a Names, token: &str) -> Self {
+        let mut places = shared.places.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = places.entry(names.clone()).or_insert_with(|| (token.to_owned(), 0));
+        if entry.0 != token {
+            // A newer flight of the key: the one a newcomer's request is on.
+            *entry = (token.to_owned(), 0);
+        }
+        entry.1 += 1;
+        Here { shared, names, token: token.to_owned() }
+    }
+}
+
+impl<K, T, E> Drop for Here<'_, K, T, E> {
+    fn drop(&mut self) {
+        let mut places = self.shared.places.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = places.get_mut(self.names).filter(|entry| entry.0 == self.token) {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                places.remove(self.names);
+            }
+        }
+    }
 }
 
 impl<K, T, E> Shared<K, T, E> {

@@ -27,12 +27,14 @@ pub(crate) enum Followed {
     StoreDown,
 }
 
-/// Follows the flight led under `token`, passing each item to the local flight, until it
-/// ends (its end passed on), the local flight is gone, or the flight is lost.
+/// Follows the flight led under `token` from its item `from` on (0: the start), passing each
+/// item to the local flight, until it ends (its end passed on), the local flight is gone, or
+/// the flight is lost. Only a reader from the start may be told to try `Again`.
 pub(crate) async fn follow<K: 'static, T: 'static, E: 'static>(
     shared: &Shared<K, T, E>,
     names: &Names,
     token: &str,
+    from: u64,
     tx: &UnboundedSender<Result<T, E>>,
 ) -> Followed {
     let config = &shared.config;
@@ -42,13 +44,13 @@ pub(crate) async fn follow<K: 'static, T: 'static, E: 'static>(
     let mut store = shared.store.clone();
     let mut connection = None;
     // The number of the last entry passed on: the items so far.
-    let mut had: u64 = 0;
+    let mut had: u64 = from;
     let mut refreshed = Instant::now();
     let mut failing_since: Option<Instant> = None;
     shared.joined();
     // What became of the flight, and whether the connection finished its last read.
     let lost = |had: u64| {
-        if had == 0 {
+        if had == 0 && from == 0 {
             return Followed::Again;
         }
         shared.leader_lost();
@@ -71,7 +73,7 @@ pub(crate) async fn follow<K: 'static, T: 'static, E: 'static>(
                 connection = None;
                 let since = *failing_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= config.lease * 2 {
-                    break if had == 0 { Followed::StoreDown } else { lost(had) };
+                    break if had == 0 && from == 0 { Followed::StoreDown } else { lost(had) };
                 }
                 tokio::time::sleep(block.min(Duration::from_millis(100))).await;
                 continue;

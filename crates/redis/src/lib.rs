@@ -13,12 +13,14 @@ mod interest;
 mod lead;
 mod lease;
 mod names;
+mod place;
 mod stream;
 
 pub use codec::{Codec, Lost};
 pub use fleet::{Fleet, FleetConfig, FleetStats, Upstream};
 pub use flights::Flights;
 pub use lease::{Lease, StoreError};
+pub use place::{ParsePlaceError, Place};
 /// The Redis client this crate is built on, for [`Fleet::with_client`].
 pub use redis;
 pub use stream::{Appended, Bounds, Entry, append, finish, read};

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use sha2::{Digest, Sha256};
 
 /// The store's keys of one flight key, on one fleet.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Names {
     /// `<prefix>{<sha256 hex>}:`: the braces keep a flight's keys in one Redis Cluster slot,
     /// which its scripts need.
@@ -25,6 +25,17 @@ impl Names {
         }
         base.push_str("}:");
         Names { base }
+    }
+
+    /// The names under `base`, as [`Names::base`] gave it.
+    pub(crate) fn from_base(base: String) -> Names {
+        Names { base }
+    }
+
+    /// A note's key: its name hashed too.
+    pub(crate) fn note(prefix: &str, name: &[u8]) -> String {
+        let names = Names::new(prefix, name);
+        format!("{}note", names.base)
     }
 
     /// The lease: whoever holds it leads the key's flight; its value, the token, names the

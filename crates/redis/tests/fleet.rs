@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{RedisServer, eventually};
 use futures::StreamExt;
 use redis::AsyncCommands;
-use streamflight_redis::{Codec, Fleet, FleetConfig, Flights, Lost};
+use streamflight_redis::{Codec, Fleet, FleetConfig, Flights, Lost, Place};
 use streamflight_tokio::{Config, Event, Failure, Subscription};
 use tokio::sync::Semaphore;
 
@@ -314,4 +314,32 @@ async fn with_the_store_down_each_replica_coalesces_alone_and_the_fleet_again_on
         }
         assert!(std::time::Instant::now() < deadline, "the fleet never coalesced again");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_replica_replays_a_flight_from_its_place_after_the_items_a_client_has() {
+    let Some(server) = RedisServer::start().await else { return };
+    let [a, b, _] = three(&server).await;
+    let upstream = Upstream::default();
+    let key = "resume me".to_owned();
+    let mut first = a.request(key.clone(), upstream.answer(5, None));
+    upstream.release(3);
+    for _ in 0..3 {
+        assert!(matches!(next(&mut first).await, Some(Event::Item(_))));
+    }
+    // a hands the place over as text (in a note any replica can load, named by the client).
+    let place = a.fleet().place(&key).expect("a is on the flight");
+    a.fleet().save(b"client 7", place.to_string().as_bytes(), Duration::from_secs(10)).await.unwrap();
+    let note = b.fleet().load(b"client 7").await.unwrap().expect("the note");
+    let place: Place = String::from_utf8(note).unwrap().parse().unwrap();
+    // The client had two items: b replays from the third, then the live ones, then the end.
+    let replayed = b.fleet().replay(&place, 2);
+    drop(first);
+    upstream.release(2);
+    let replayed: Vec<_> =
+        tokio::time::timeout(Duration::from_secs(10), replayed.collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(replayed, ["t2", "t3", "t4"].map(|item| Ok(item.to_owned())));
+    assert_eq!(upstream.aborted(), 0, "b's interest kept the upstream going");
+    assert_eq!(b.fleet_stats().replays, 1);
+    assert_eq!(b.fleet().load(b"client 8").await.unwrap(), None);
 }
