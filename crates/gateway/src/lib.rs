@@ -22,6 +22,7 @@ pub mod config;
 pub mod endpoint;
 pub mod flight;
 pub mod guarded;
+pub mod handoff;
 pub mod headers;
 pub mod inbound;
 pub mod key;

@@ -29,7 +29,7 @@ impl Metrics {
     /// Every series in the Prometheus text format; the fleet's are 0 without `--redis`.
     pub fn render(&self, stats: &Stats, fleet: &FleetStats) -> String {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let rows: [(&str, &str, &str, u64); 18] = [
+        let rows: [(&str, &str, &str, u64); 19] = [
             ("requests_total", "counter", "Coalesced requests admitted.", stats.requests),
             (
                 "flights_total",
@@ -60,6 +60,12 @@ impl Metrics {
                 "counter",
                 "Commands to the fleet's store that failed (--redis).",
                 fleet.store_errors,
+            ),
+            (
+                "remote_resumed_total",
+                "counter",
+                "Streams resumed here from another replica's note (--redis).",
+                fleet.replays,
             ),
             (
                 "leader_lost_total",

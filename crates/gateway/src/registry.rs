@@ -117,7 +117,6 @@ impl Registry {
 
 /// A live request's place in the registry: leaves it when dropped (the request ended or its
 /// client left), and logs how the request ended.
-#[derive(Debug)]
 pub struct Live {
     registry: Arc<Registry>,
     id: ClientId,
@@ -125,7 +124,12 @@ pub struct Live {
     ended: bool,
     /// Detached: the entry outlives this guard, until the resume window passes.
     kept: bool,
+    /// Told the window when the request is detached (to leave a note for other replicas).
+    detached: Option<OnDetach>,
 }
+
+/// What a [`Live`] does when its request is detached, besides keeping its entry.
+pub type OnDetach = Box<dyn FnOnce(Duration) + Send + Sync>;
 
 impl Live {
     /// Records `request` of `tenant` as live under `id` until the returned guard drops.
@@ -138,7 +142,13 @@ impl Live {
         include_usage: bool,
     ) -> Live {
         registry.insert(id, request, tenant, include_usage);
-        Live { registry, id, role, ended: false, kept: false }
+        Live { registry, id, role, ended: false, kept: false, detached: None }
+    }
+
+    /// Calls `hook` with the window if the request is detached.
+    pub fn on_detach(mut self, hook: OnDetach) -> Live {
+        self.detached = Some(hook);
+        self
     }
 
     /// The client lost its connection and its request was detached (R18): the entry stays,
@@ -148,12 +158,21 @@ impl Live {
         tracing::info!(request_id = %self.id, role = ?self.role, "client went away: detached");
         self.registry.detach(self.id, window);
         self.kept = true;
+        if let Some(hook) = self.detached.take() {
+            hook(window);
+        }
     }
 
     /// The request got its end (`outcome` says which, for the log).
     pub fn ended(&mut self, outcome: &dyn fmt::Display) {
         self.ended = true;
         tracing::info!(request_id = %self.id, role = ?self.role, %outcome, "ended");
+    }
+}
+
+impl fmt::Debug for Live {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Live").field("id", &self.id).field("role", &self.role).finish_non_exhaustive()
     }
 }
 

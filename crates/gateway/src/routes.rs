@@ -21,6 +21,7 @@ use crate::backend::Outgoing;
 use crate::body;
 use crate::endpoint::Endpoint;
 use crate::guarded::Guarded;
+use crate::handoff;
 use crate::headers;
 use crate::inbound;
 use crate::key::Key;
@@ -178,16 +179,22 @@ async fn coalesced(
     sent.remove(ACCEPT_ENCODING);
     let outgoing = Outgoing { endpoint, query, headers: sent, body: parsed.upstream, canonical };
     let prepare = gateway.backend.open(outgoing);
-    let subscription = match &gateway.fleet {
+    let (subscription, placed) = match &gateway.fleet {
         Some(fleet) => {
             let prepare = fleet.open(&key, prepare);
-            gateway.flights.request(key, prepare)
+            let placed = key.clone();
+            (gateway.flights.request(key, prepare), Some((fleet, placed)))
         }
-        None => gateway.flights.request(key, prepare),
+        None => (gateway.flights.request(key, prepare), None),
     };
     let role = subscription.role();
-    let live =
+    let mut live =
         Live::enter(Arc::clone(&gateway.registry), id, subscription.id(), role, tenant, parsed.include_usage);
+    if let Some((fleet, key)) = placed {
+        // Gone, the client may come back through any replica: a note tells it where to read.
+        let place = move |fleet: &handoff::GatewayFleet| fleet.place(&key);
+        live = live.on_detach(handoff::on_detach(fleet.clone(), id, place, tenant, parsed.include_usage));
+    }
     tracing::info!(request_id = %id, ?role, key = %digest, stream = parsed.stream, "admitted");
     let wants = Wants {
         endpoint,
@@ -247,9 +254,7 @@ const NOT_FOUND: openai::Error<'static> = openai::Error {
 async fn resume(State(gateway): State<Shared>, headers: HeaderMap, uri: Uri) -> Response {
     let shown = uri.path().trim_start_matches("/v1/requests/").trim_end_matches("/events");
     let tenant = headers::tenant(&headers);
-    let Some((id, found)) =
-        ClientId::parse(shown).and_then(|id| Some((id, gateway.registry.find(id, &tenant)?)))
-    else {
+    let Some(id) = ClientId::parse(shown) else {
         return NOT_FOUND.response();
     };
     let last =
@@ -268,6 +273,14 @@ async fn resume(State(gateway): State<Shared>, headers: HeaderMap, uri: Uri) -> 
             }
             .response();
         }
+    };
+    let Some(found) = gateway.registry.find(id, &tenant) else {
+        // Not one of this replica's: another's, if it left a note in the fleet's store.
+        let elsewhere = match &gateway.fleet {
+            Some(fleet) => handoff::resume(&gateway, fleet, id, tenant, from).await,
+            None => None,
+        };
+        return elsewhere.unwrap_or_else(|| NOT_FOUND.response());
     };
     let subscription = match gateway.flights.resume(found.request, from) {
         Ok(subscription) => subscription,

@@ -239,3 +239,44 @@ async fn with_redis_killed_and_restarted_every_request_is_served_and_the_fleet_c
         assert!(Instant::now() < deadline, "the fleet never coalesced again");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_lost_its_connection_resumes_through_another_gateway() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let upstream = Mock::start(Mode::Tokens { tokens: 5, interval: Duration::ZERO, gated: true }).await;
+    let replicas = three(&redis, &upstream).await;
+    let (a, c) = (&replicas[0].1, &replicas[2].1);
+    let mut client = Client::chat(a, "resume elsewhere", Some("Bearer k")).await;
+    let (id, first) = client.next_with_id().await.unwrap();
+    assert_eq!(id.as_deref(), Some("1"));
+    assert!(first.contains("t0 "));
+    let request = client.id.clone();
+    // The connection breaks; the load balancer sends the reconnect to c.
+    drop(client);
+    let resumed = |base: &str, authorization: &str| {
+        http()
+            .get(format!("{base}/v1/requests/{request}/events"))
+            .header("last-event-id", "1")
+            .header("authorization", authorization)
+    };
+    // a leaves its note as the connection goes: until then, c knows no such request.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut again = loop {
+        let again = Client::send(resumed(c, "Bearer k")).await;
+        if again.status == 200 {
+            break again;
+        }
+        assert_eq!(again.status, 404);
+        assert!(Instant::now() < deadline, "c never resumed the stream");
+    };
+    assert_eq!(again.id, request, "the stream keeps its id");
+    assert_eq!(resumed(c, "Bearer someone-else").send().await.unwrap().status(), 404, "another tenant's");
+    upstream.open_gate();
+    let (id, second) = again.next_with_id().await.unwrap();
+    assert_eq!((id.as_deref(), second.contains("t1 ")), (Some("2"), true), "{second}");
+    let rest = again.rest().await;
+    assert_eq!(content(&rest), "t2 t3 t4 ");
+    assert_eq!(rest.last().map(String::as_str), Some("[DONE]"));
+    assert_eq!(upstream.received(), 1, "the same upstream request, never a second one");
+    assert!(metric(c, "streamflight_remote_resumed_total").await >= 1);
+}

@@ -1,0 +1,128 @@
+//! Resume on another replica (R18 across a fleet): when a streaming client goes away, its
+//! replica leaves a note in the store; the replica it comes back to replays from there.
+
+use streamflight_redis::{Fleet, Place};
+
+use crate::endpoint::Endpoint;
+use crate::flight::{Part, UpstreamError};
+use crate::key::Key;
+use crate::registry::{ClientId, Live, OnDetach};
+use crate::reply;
+use crate::state::Gateway;
+
+/// The fleet a gateway shares flights with.
+pub type GatewayFleet = Fleet<Key, Part, UpstreamError>;
+
+/// What a replica leaves for a detached client: whose it is, what it asked for, and where
+/// its flight is. Kept for the resume window, under (a hash of) the client's id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    /// The tenant that made the request: no one else resumes it (G5).
+    pub tenant: [u8; 32],
+    /// `stream_options.include_usage` of its client.
+    pub include_usage: bool,
+    /// Its flight in the store.
+    pub place: Place,
+}
+
+impl Note {
+    /// The note's bytes: the tenant, the usage flag, the place as text.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = self.tenant.to_vec();
+        bytes.push(u8::from(self.include_usage));
+        bytes.extend_from_slice(self.place.to_string().as_bytes());
+        bytes
+    }
+
+    /// A note from its bytes, if they are one.
+    pub fn decode(bytes: &[u8]) -> Option<Note> {
+        let (tenant, rest) = bytes.split_first_chunk::<32>()?;
+        let (&usage, place) = rest.split_first()?;
+        let place = std::str::from_utf8(place).ok()?.parse().ok()?;
+        Some(Note { tenant: *tenant, include_usage: usage == 1, place })
+    }
+}
+
+/// The detach hook of a request on `fleet`: when its client goes away, the note (if its
+/// flight is in the store) is saved for the window, in the background.
+pub fn on_detach(
+    fleet: GatewayFleet,
+    id: ClientId,
+    place: impl FnOnce(&GatewayFleet) -> Option<Place> + Send + Sync + 'static,
+    tenant: [u8; 32],
+    include_usage: bool,
+) -> OnDetach {
+    Box::new(move |window| {
+        let Some(place) = place(&fleet) else {
+            return;
+        };
+        let note = Note { tenant, include_usage, place }.encode();
+        tokio::spawn(async move {
+            if let Err(error) = fleet.save(id.to_string().as_bytes(), &note, window).await {
+                tracing::warn!(request_id = %id, %error, "could not leave a resume note in the store");
+            }
+        });
+    })
+}
+
+/// Resumes, on this replica, the stream of a client that another replica served: from the
+/// note it left, the flight's items after the first `from`, then its end. `None` when there
+/// is no note for this tenant (an unknown id, for the caller to answer as such).
+pub async fn resume(
+    gateway: &Gateway,
+    fleet: &GatewayFleet,
+    id: ClientId,
+    tenant: [u8; 32],
+    from: u64,
+) -> Option<axum::response::Response> {
+    let note = match fleet.load(id.to_string().as_bytes()).await {
+        Ok(note) => Note::decode(&note?)?,
+        Err(error) => {
+            tracing::warn!(request_id = %id, %error, "the store cannot be asked for a resume note");
+            return None;
+        }
+    };
+    if note.tenant != tenant {
+        return None;
+    }
+    let replayed = fleet.replay(&note.place, from);
+    // A local flight of its own (a key no request body can make), so that the resumed
+    // stream is a request like any here: cancel, detach and resume again all work.
+    let key = Key {
+        endpoint: Endpoint::Chat,
+        tenant: Some(tenant),
+        selectors: "".into(),
+        body: format!("resume {id} {from}").into(),
+    };
+    let subscription = gateway.flights.request(key, async move { Ok(replayed) });
+    let registry = std::sync::Arc::clone(&gateway.registry);
+    let live = Live::enter(registry, id, subscription.id(), subscription.role(), tenant, note.include_usage);
+    let place = note.place.clone();
+    let live = live.on_detach(on_detach(fleet.clone(), id, move |_| Some(place), tenant, note.include_usage));
+    tracing::info!(request_id = %id, from, "resumed from another replica");
+    let settings = &gateway.settings;
+    let stream = reply::Stream {
+        include_usage: note.include_usage,
+        next: from,
+        resume: (!settings.resume_window.is_zero()).then_some(settings.resume_window),
+    };
+    let mut response = reply::resumed(subscription, stream, live, gateway.shutdown.clone());
+    response.extensions_mut().insert(id);
+    Some(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Note;
+
+    #[test]
+    fn a_note_reads_back_and_a_cut_one_does_not() {
+        let place = "sf:{0000000000000000000000000000000000000000000000000000000000000000}:0123456789abcdef0123456789abcdef";
+        let note = Note { tenant: [7; 32], include_usage: true, place: place.parse().unwrap() };
+        let bytes = note.encode();
+        assert_eq!(Note::decode(&bytes), Some(note));
+        for cut in 0..bytes.len() {
+            assert_eq!(Note::decode(&bytes[..cut]), None, "{cut}");
+        }
+    }
+}
