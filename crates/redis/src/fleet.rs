@@ -390,14 +390,16 @@ async fn fly<K, T, E, S>(
             }
         }
         match interest::join(&mut store, &names.lease(), names.base(), &config.replica, config.lease).await {
-            Ok(Some(token)) => match {
-                let _here = Here::new(&shared, &names, &token);
-                follow::follow(&shared, &names, &token, 0, &tx).await
-            } {
-                follow::Followed::Over => return,
-                follow::Followed::Again => {}
-                follow::Followed::StoreDown => break,
-            },
+            Ok(Some(token)) => {
+                let here = Here::new(&shared, &names, &token);
+                let followed = follow::follow(&shared, &names, &token, 0, &tx).await;
+                drop(here);
+                match followed {
+                    follow::Followed::Over => return,
+                    follow::Followed::Again => {}
+                    follow::Followed::StoreDown => break,
+                }
+            }
             // The lease went between the two steps: try to take it again.
             Ok(None) => {}
             Err(error) => {
