@@ -280,3 +280,59 @@ async fn a_client_that_lost_its_connection_resumes_through_another_gateway() {
     assert_eq!(upstream.received(), 1, "the same upstream request, never a second one");
     assert!(metric(c, "streamflight_remote_resumed_total").await >= 1);
 }
+
+/// A CA, and a certificate it signed for `localhost`, written as PEM files under a fresh
+/// directory: (ca, certificate, key).
+fn pki(dir: &std::path::Path) -> (String, String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca.distinguished_name.push(DnType::CommonName, "streamflight test CA for Redis");
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf = leaf.signed_by(&key, &ca).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let write = |name: &str, pem: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    (
+        write("ca.pem", ca.pem()),
+        write("redis.pem", leaf.pem() + &ca.pem()),
+        write("redis.key", key.serialize_pem()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_share_flights_over_rediss_with_a_private_ca() {
+    let dir = std::env::temp_dir().join(format!("streamflight-rediss-{}", std::process::id()));
+    let (ca, certificate, key) = pki(&dir);
+    let Some(redis) = RedisServer::start_tls(&certificate, &key).await else { return };
+    let upstream = Mock::start(Mode::Tokens { tokens: 3, interval: Duration::ZERO, gated: true }).await;
+    let replicas = three_with(&redis, &upstream, &["--redis-ca", &ca]).await;
+    let bases: Vec<&str> = replicas.iter().map(|(_, base)| base.as_str()).collect();
+    let mut clients = Vec::new();
+    for base in &bases {
+        clients.push(Client::chat(base, "over TLS", Some("Bearer k")).await);
+    }
+    upstream.open_gate();
+    for client in clients {
+        assert_eq!(whole(client).await, (tokens(3), true));
+    }
+    assert_eq!(upstream.received(), 1, "one upstream request, through rediss://");
+    assert_eq!(total(&bases, "streamflight_store_errors_total").await, 0);
+
+    // Without the CA, the store's certificate is refused: each gateway serves alone, and says so.
+    let (_alone, base) = replica(&redis, &upstream, "d", &[]).await;
+    let lone = Client::chat(&base, "over TLS, untrusted", Some("Bearer k")).await;
+    assert_eq!(whole(lone).await, (tokens(3), true), "served anyway (R23)");
+    assert!(metric(&base, "streamflight_store_errors_total").await > 0);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -20,8 +20,32 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts one, or `None` (after saying why on stderr) where there is no `redis-server`.
     pub async fn start() -> Option<RedisServer> {
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
-        let child = match spawn(port) {
+        let port = free_port();
+        let server = RedisServer::spawned(port, &[], format!("redis://127.0.0.1:{port}/"))?;
+        server.ready().await;
+        Some(server)
+    }
+
+    /// One that speaks only TLS (`rediss://localhost`), with the PEM files of its certificate
+    /// chain and key; `None` as [`RedisServer::start`].
+    pub async fn start_tls(certificate: &str, key: &str) -> Option<RedisServer> {
+        let port = free_port();
+        let tls = ["--port", "0", "--tls-port", &port.to_string(), "--tls-cert-file", certificate];
+        let args = [&tls[..], &["--tls-key-file", key, "--tls-auth-clients", "no"]].concat();
+        let server = RedisServer::spawned(port, &args, format!("rediss://localhost:{port}/"))?;
+        // It listens once its certificate is loaded.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not listen within 10 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Some(server)
+    }
+
+    /// A server on `port` with `args` (after the defaults: a later one wins), or `None` where
+    /// there is no `redis-server`.
+    fn spawned(port: u16, args: &[&str], url: String) -> Option<RedisServer> {
+        let child = match spawn(port, args) {
             Ok(child) => child,
             Err(error) if std::env::var_os("STREAMFLIGHT_REQUIRE_REDIS").is_some() => {
                 panic!("STREAMFLIGHT_REQUIRE_REDIS is set but redis-server cannot start: {error}")
@@ -36,9 +60,7 @@ impl RedisServer {
                 return None;
             }
         };
-        let server = RedisServer { child, port, url: format!("redis://127.0.0.1:{port}/") };
-        server.ready().await;
-        Some(server)
+        Some(RedisServer { child, port, url })
     }
 
     /// Kills the server for real (SIGKILL): everything it held is gone.
@@ -49,7 +71,7 @@ impl RedisServer {
 
     /// Starts it again on the same port, empty.
     pub async fn restart(&mut self) {
-        self.child = spawn(self.port).expect("redis-server starts again");
+        self.child = spawn(self.port, &[]).expect("redis-server starts again");
         self.ready().await;
     }
 
@@ -76,10 +98,16 @@ impl RedisServer {
     }
 }
 
-/// A `redis-server` on `port`, persistence off.
-fn spawn(port: u16) -> std::io::Result<Child> {
+/// A port nobody listens on now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
+/// A `redis-server` on `port`, persistence off, with `args` after.
+fn spawn(port: u16, args: &[&str]) -> std::io::Result<Child> {
     Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
