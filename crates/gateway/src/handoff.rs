@@ -100,15 +100,7 @@ pub async fn resume(
     let place = note.place.clone();
     let live = live.on_detach(on_detach(fleet.clone(), id, move |_| Some(place), tenant, note.include_usage));
     tracing::info!(request_id = %id, from, "resumed from another replica");
-    let settings = &gateway.settings;
-    let stream = reply::Stream {
-        include_usage: note.include_usage,
-        next: from,
-        resume: (!settings.resume_window.is_zero()).then_some(settings.resume_window),
-    };
-    let mut response = reply::resumed(subscription, stream, live, gateway.shutdown.clone());
-    response.extensions_mut().insert(id);
-    Some(response)
+    Some(reply::resumed(gateway, subscription, live, id, note.include_usage, from))
 }
 
 #[cfg(test)]

@@ -22,9 +22,10 @@ use crate::collect::{self, Collector, Kind};
 use crate::endpoint::Endpoint;
 use crate::flight::{Broken, Head, Part, UpstreamError};
 use crate::openai::{self, json_response};
-use crate::registry::Live;
+use crate::registry::{ClientId, Live};
 use crate::serve::Shutdown;
 use crate::sse;
+use crate::state::Gateway;
 
 /// A client's subscription to its flight.
 pub type Subscription = streamflight_tokio::Subscription<Part, UpstreamError>;
@@ -339,10 +340,23 @@ impl Drop for State {
     }
 }
 
-/// The answer to `GET /v1/requests/{id}/events`: the resumed stream, from item `from`.
-pub fn resumed(subscription: Subscription, stream: Stream, live: Live, shutdown: Shutdown) -> Response {
+/// The answer to `GET /v1/requests/{id}/events`: the resumed stream of client `id`, from item
+/// `from`, detached again (within the gateway's window) if this connection goes too.
+pub fn resumed(
+    gateway: &Gateway,
+    subscription: Subscription,
+    live: Live,
+    id: ClientId,
+    include_usage: bool,
+    from: u64,
+) -> Response {
     let head = Head { status: StatusCode::OK, headers: HeaderMap::new() };
-    sse_response(&head, subscription, stream, live, shutdown)
+    let window = gateway.settings.resume_window;
+    let stream = Stream { include_usage, next: from, resume: (!window.is_zero()).then_some(window) };
+    let mut response = sse_response(&head, subscription, stream, live, gateway.shutdown.clone());
+    // The stream's id stays the one its client knows, for a next resume.
+    response.extensions_mut().insert(id);
+    response
 }
 
 /// A non-streaming client of a streamed flight: every event, collected into the completion

@@ -308,16 +308,7 @@ async fn resume(State(gateway): State<Shared>, headers: HeaderMap, uri: Uri) -> 
     let registry = Arc::clone(&gateway.registry);
     let live = Live::enter(registry, id, subscription.id(), role, tenant, found.include_usage);
     tracing::info!(request_id = %id, from, "resumed");
-    let settings = &gateway.settings;
-    let stream = reply::Stream {
-        include_usage: found.include_usage,
-        next: from,
-        resume: (!settings.resume_window.is_zero()).then_some(settings.resume_window),
-    };
-    let mut response = reply::resumed(subscription, stream, live, gateway.shutdown.clone());
-    // The stream's id stays the one its client knows, for a next resume.
-    response.extensions_mut().insert(id);
-    response
+    reply::resumed(&gateway, subscription, live, id, found.include_usage, from)
 }
 
 /// `GET /metrics`, in the Prometheus text format.

@@ -284,19 +284,7 @@ async fn a_client_that_lost_its_connection_resumes_through_another_gateway() {
 /// A CA, and a certificate it signed for `localhost`, written as PEM files under a fresh
 /// directory: (ca, certificate, key).
 fn pki(dir: &std::path::Path) -> (String, String, String) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-        KeyUsagePurpose,
-    };
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca.distinguished_name.push(DnType::CommonName, "streamflight test CA for Redis");
-    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let leaf = leaf.signed_by(&key, &ca).unwrap();
+    let (ca, leaf, key) = pki::chain(&["localhost"]);
     std::fs::create_dir_all(dir).unwrap();
     let write = |name: &str, pem: String| {
         let path = dir.join(name);

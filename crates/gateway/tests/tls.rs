@@ -13,10 +13,6 @@ use std::time::Duration;
 use clap::Parser;
 use common::*;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use streamflight_gateway::client::{self, ClientOptions, UpstreamUrl};
 use streamflight_gateway::{App, Settings};
@@ -35,16 +31,7 @@ struct Pki {
 
 /// A fresh PKI whose server offers the ALPN protocols `alpn`.
 fn pki(alpn: &[&[u8]]) -> Pki {
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca.distinguished_name.push(DnType::CommonName, "streamflight test CA");
-    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
-
-    let key = KeyPair::generate().unwrap();
-    let mut leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let leaf = leaf.signed_by(&key, &ca).unwrap();
+    let (ca, leaf, key) = pki::chain(&["localhost", "127.0.0.1"]);
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));

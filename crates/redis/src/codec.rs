@@ -9,15 +9,13 @@ use std::fmt;
 /// ```
 /// use streamflight_redis::{Codec, Lost};
 ///
-/// /// Text items, text errors, text keys.
-/// struct Text;
+/// /// Byte items under numeric keys; errors as text.
+/// struct Raw;
 ///
-/// impl Codec<String, String, String> for Text {
-///     fn key(&self, key: &String) -> Vec<u8> { key.as_bytes().to_vec() }
-///     fn encode_item(&self, item: &String) -> Vec<u8> { item.as_bytes().to_vec() }
-///     fn decode_item(&self, bytes: &[u8]) -> Result<String, String> {
-///         String::from_utf8(bytes.to_vec()).map_err(|_| "not text".to_owned())
-///     }
+/// impl Codec<u64, Vec<u8>, String> for Raw {
+///     fn key(&self, key: &u64) -> Vec<u8> { key.to_be_bytes().to_vec() }
+///     fn encode_item(&self, item: &Vec<u8>) -> Vec<u8> { item.clone() }
+///     fn decode_item(&self, bytes: &[u8]) -> Result<Vec<u8>, String> { Ok(bytes.to_vec()) }
 ///     fn encode_error(&self, error: &String) -> Vec<u8> { error.as_bytes().to_vec() }
 ///     fn decode_error(&self, bytes: &[u8]) -> String { String::from_utf8_lossy(bytes).into_owned() }
 ///     fn lost(&self, lost: Lost) -> String { lost.to_string() }
@@ -65,5 +63,37 @@ impl fmt::Display for Lost {
             Lost::Leader => "the replica leading this flight was lost mid-stream",
             Lost::Trimmed => "this replica fell behind the flight's stream past its bound",
         })
+    }
+}
+
+/// The codec of text: `String` keys, items and errors, each stored as its UTF-8 bytes, and
+/// the fleet's own failures as their [`Display`](fmt::Display) text. For services whose items
+/// are text, and for trying the fleet out.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Text;
+
+impl Codec<String, String, String> for Text {
+    fn key(&self, key: &String) -> Vec<u8> {
+        key.as_bytes().to_vec()
+    }
+
+    fn encode_item(&self, item: &String) -> Vec<u8> {
+        item.as_bytes().to_vec()
+    }
+
+    fn decode_item(&self, bytes: &[u8]) -> Result<String, String> {
+        String::from_utf8(bytes.to_vec()).map_err(|_| "an item in the store is not UTF-8".to_owned())
+    }
+
+    fn encode_error(&self, error: &String) -> Vec<u8> {
+        error.as_bytes().to_vec()
+    }
+
+    fn decode_error(&self, bytes: &[u8]) -> String {
+        String::from_utf8_lossy(bytes).into_owned()
+    }
+
+    fn lost(&self, lost: Lost) -> String {
+        lost.to_string()
     }
 }

@@ -180,18 +180,8 @@ where
     /// yet: a replica starts, and serves alone, while the store is down (R23).
     ///
     /// ```
-    /// # use streamflight_redis::{Codec, Lost};
-    /// # struct Text;
-    /// # impl Codec<String, String, String> for Text {
-    /// #     fn key(&self, key: &String) -> Vec<u8> { key.as_bytes().to_vec() }
-    /// #     fn encode_item(&self, item: &String) -> Vec<u8> { item.as_bytes().to_vec() }
-    /// #     fn decode_item(&self, bytes: &[u8]) -> Result<String, String> { Ok(String::from_utf8_lossy(bytes).into()) }
-    /// #     fn encode_error(&self, error: &String) -> Vec<u8> { error.as_bytes().to_vec() }
-    /// #     fn decode_error(&self, bytes: &[u8]) -> String { String::from_utf8_lossy(bytes).into() }
-    /// #     fn lost(&self, lost: Lost) -> String { lost.to_string() }
-    /// # }
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// use streamflight_redis::{Fleet, FleetConfig};
+    /// use streamflight_redis::{Fleet, FleetConfig, Text};
     ///
     /// let fleet = Fleet::new("redis://127.0.0.1:6379/", Text, FleetConfig::default().replica("a")).unwrap();
     /// assert_eq!(fleet.stats().led, 0);

@@ -7,19 +7,9 @@
 //! [`Fleet::open`] wraps its preparation, and [`Flights`] does it for you.
 //!
 //! ```no_run
-//! # use streamflight_redis::{Codec, Lost};
-//! # struct Text;
-//! # impl Codec<String, String, String> for Text {
-//! #     fn key(&self, key: &String) -> Vec<u8> { key.as_bytes().to_vec() }
-//! #     fn encode_item(&self, item: &String) -> Vec<u8> { item.as_bytes().to_vec() }
-//! #     fn decode_item(&self, bytes: &[u8]) -> Result<String, String> { Ok(String::from_utf8_lossy(bytes).into()) }
-//! #     fn encode_error(&self, error: &String) -> Vec<u8> { error.as_bytes().to_vec() }
-//! #     fn decode_error(&self, bytes: &[u8]) -> String { String::from_utf8_lossy(bytes).into() }
-//! #     fn lost(&self, lost: Lost) -> String { lost.to_string() }
-//! # }
 //! # #[tokio::main] async fn main() {
 //! use futures::StreamExt;
-//! use streamflight_redis::{Fleet, FleetConfig, Flights};
+//! use streamflight_redis::{Fleet, FleetConfig, Flights, Text};
 //! use streamflight_tokio::Config;
 //!
 //! // Every replica: the same store and codec, its own replica id.
@@ -90,7 +80,7 @@ mod names;
 mod place;
 mod stream;
 
-pub use codec::{Codec, Lost};
+pub use codec::{Codec, Lost, Text};
 pub use fleet::{Fleet, FleetConfig, FleetStats, Upstream};
 pub use flights::Flights;
 pub use lease::{Lease, StoreError};

@@ -10,33 +10,9 @@ use std::time::Duration;
 use common::{RedisServer, eventually};
 use futures::StreamExt;
 use redis::AsyncCommands;
-use streamflight_redis::{Codec, Fleet, FleetConfig, Flights, Lost, Place};
+use streamflight_redis::{Fleet, FleetConfig, Flights, Lost, Place, Text};
 use streamflight_tokio::{Config, Event, Failure, Subscription};
 use tokio::sync::Semaphore;
-
-/// Text items and errors; the fleet's own failures as `lost: ...`.
-struct Text;
-
-impl Codec<String, String, String> for Text {
-    fn key(&self, key: &String) -> Vec<u8> {
-        key.as_bytes().to_vec()
-    }
-    fn encode_item(&self, item: &String) -> Vec<u8> {
-        item.as_bytes().to_vec()
-    }
-    fn decode_item(&self, bytes: &[u8]) -> Result<String, String> {
-        String::from_utf8(bytes.to_vec()).map_err(|_| "not text".to_owned())
-    }
-    fn encode_error(&self, error: &String) -> Vec<u8> {
-        error.as_bytes().to_vec()
-    }
-    fn decode_error(&self, bytes: &[u8]) -> String {
-        String::from_utf8_lossy(bytes).into_owned()
-    }
-    fn lost(&self, lost: Lost) -> String {
-        format!("lost: {lost:?}")
-    }
-}
 
 const LEASE: Duration = Duration::from_millis(300);
 
@@ -267,7 +243,7 @@ async fn a_leader_that_loses_its_lease_is_fenced_and_its_followers_end_with_lead
         .await
         .expect("within two lease timeouts");
     match ended.last() {
-        Some(Event::Failed(Failure::Upstream(error))) => assert_eq!(**error, "lost: Leader"),
+        Some(Event::Failed(Failure::Upstream(error))) => assert_eq!(**error, Lost::Leader.to_string()),
         other => panic!("the leader-lost failure, not {other:?}"),
     }
     // The fenced leader serves its own client on, whole.

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use clap::Parser;
 use streamflight_gateway::Settings;
 
+pub mod pki;
 pub mod process;
 
 /// Starts a gateway on 127.0.0.1 with a free port; `flags` come after the program name.
