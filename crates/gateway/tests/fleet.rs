@@ -324,3 +324,19 @@ async fn gateways_share_flights_over_rediss_with_a_private_ca() {
     assert!(metric(&base, "streamflight_store_errors_total").await > 0);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_cannot_be_reached_is_logged_without_its_password_and_requests_are_served() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let upstream = Mock::start(Mode::Tokens { tokens: 2, interval: Duration::ZERO, gated: false }).await;
+    let url = format!("redis://:sekret-password@127.0.0.1:{closed}/");
+    let mut binary = Binary::start(&["--redis", &url, "--upstream", &upstream.base]);
+    let (ready, address) = binary.ready().await;
+    assert!(ready.contains("replica"), "the startup line names the replica: {ready}");
+    let base = format!("http://{address}");
+    assert_eq!(whole(Client::chat(&base, "alone", Some("Bearer k")).await).await, (tokens(2), true));
+    assert!(metric(&base, "streamflight_store_errors_total").await > 0);
+    assert_eq!(metric(&base, "streamflight_fleet_alone_total").await, 1);
+    eventually("the outage is logged", || async { binary.stderr().contains("store failed") }).await;
+    assert!(!binary.stderr().contains("sekret"), "{}", binary.stderr());
+}
