@@ -6,8 +6,16 @@ use std::process::ExitCode;
 use clap::Parser;
 use streamflight_gateway::{App, Settings};
 
+/// With `--features dhat-heap`, every allocation is recorded (see BENCHMARKS.md).
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Written to dhat-heap.json when main returns (SIGTERM, SIGINT).
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = dhat::Profiler::new_heap();
     let settings = match Settings::try_parse() {
         Ok(settings) => settings,
         // Help and version go out whole; a usage error is one line, exit code 2.
