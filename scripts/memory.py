@@ -558,7 +558,7 @@ async def row_held(opts, name, n, unique):
 
 
 async def row_proxied(opts, n):
-    upstream = Gateway(opts.binary, "upstream", gateway_args(SLOW_SIM, n, opts.extra), opts.logdir)
+    upstream = Gateway(opts.upstream_binary or opts.binary, "upstream", gateway_args(SLOW_SIM, n, opts.extra), opts.logdir)
     front = None
     try:
         await upstream.wait_ready()
@@ -701,6 +701,10 @@ def parse_args():
         "--binary",
         default=os.path.join(root, "target", "release", "streamflight-gateway"),
         help="the gateway binary (default: target/release/streamflight-gateway)",
+    )
+    parser.add_argument(
+        "--upstream-binary",
+        help="row 2's upstream gateway, if not --binary (e.g. to profile the front alone)",
     )
     parser.add_argument("--quick", action="store_true", help="small N (200/400 streams, 2 rounds)")
     parser.add_argument("--only", type=int, choices=[1, 2, 3, 4], help="run this row alone")

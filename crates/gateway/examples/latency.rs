@@ -831,10 +831,11 @@ impl Events {
     fn feed(&mut self, bytes: &[u8], now: Instant) {
         self.pending.extend_from_slice(bytes);
         while let Some((end, skip)) = blank_line(&self.pending) {
-            let event = &self.pending[..end];
-            if event.starts_with(b"data:") {
+            // An event's `data:` line may follow its `id:` line.
+            let data = self.pending[..end].split(|&b| b == b'\n').find(|line| line.starts_with(b"data:"));
+            if let Some(data) = data {
                 self.times.push(now);
-                if event.ends_with(b"[DONE]") {
+                if data.trim_ascii_end().ends_with(b"[DONE]") {
                     self.done = true;
                 }
             }

@@ -11,6 +11,22 @@ use streamflight_gateway::{App, Settings};
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
 
+/// jemalloc (the default feature `jemalloc`): after a burst of streams it gives the memory
+/// back, where glibc's malloc kept it in its per-thread arenas (BENCHMARKS.md, issue 15).
+#[cfg(all(feature = "jemalloc", not(feature = "dhat-heap")))]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings, read once at its start: freed pages go back to the system after 1 s
+/// (not 10), by its background threads, and each thread caches fewer freed blocks (an idle
+/// worker's cache is never given back), so an idle gateway returns to near its idle size at
+/// no cost in CPU or latency that the latency example can see (BENCHMARKS.md).
+// SAFETY: the symbol jemalloc reads is a pointer to a NUL-terminated string, which this is;
+// nothing else defines it.
+#[cfg(all(feature = "jemalloc", not(feature = "dhat-heap")))]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: &u8 = &b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0,tcache_nslots_small_max:32,lg_tcache_nslots_mul:-1\0"[0];
+
 #[tokio::main]
 async fn main() -> ExitCode {
     // Written to dhat-heap.json when main returns (SIGTERM, SIGINT).

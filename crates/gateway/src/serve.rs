@@ -260,10 +260,20 @@ pub async fn serve(
     Ok(())
 }
 
+/// An HTTP/1.1 connection's read buffer, and so the largest request head (a larger one gets
+/// 431): hyper's least. A streaming connection holds it to the end of its answer, and its
+/// default (growing to twice that while the response streams) was the largest part of a held
+/// stream's memory (BENCHMARKS.md, issue 15). Bodies are read through it in pieces.
+const READ_BUFFER: usize = 8 * 1024;
+
 /// The hyper connection builder: HTTP/1.1 and h2c, with the timers of the module's documentation.
 fn builder(connections: &Connections) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(connections.header_timeout);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(connections.header_timeout)
+        .max_buf_size(READ_BUFFER);
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -196,3 +196,24 @@ async fn the_default_body_limit_takes_a_vision_request_and_refuses_past_32_mib()
     let response = read_response(&mut stream).await;
     assert_eq!(response.status, 413);
 }
+
+/// The read buffer is 8 KiB (what a held stream's connection keeps): a request head up to
+/// about that is served, a larger one gets 431 and its connection is closed.
+#[tokio::test]
+async fn a_request_head_over_eight_kib_gets_431() {
+    let base = gateway(QUICK_SIM).await;
+    let body = chat_body("head size", false).to_string();
+    let request = |cookie: usize| {
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+             cookie: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            "c".repeat(cookie),
+            body.len()
+        )
+    };
+    let mut stream = raw(&base, request(7_000).as_bytes()).await;
+    assert_eq!(read_response(&mut stream).await.status, 200, "a 7 KB cookie fits");
+    let mut stream = raw(&base, request(9_000).as_bytes()).await;
+    let response = read_response(&mut stream).await;
+    assert_eq!(response.status, 431, "{}", response.head);
+}
