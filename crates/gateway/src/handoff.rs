@@ -1,12 +1,19 @@
-//! Resume on another replica (R18 across a fleet): when a streaming client goes away, its
-//! replica leaves a note in the store; the replica it comes back to replays from there.
+//! What one replica of a fleet hands another: a resume (R18 across replicas: a detached
+//! client's replica leaves a note, the one it comes back to replays from there), and a cancel
+//! (G5 across replicas: a `DELETE` that lands elsewhere is passed to the replica serving it).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
 
 use streamflight_redis::{Fleet, Place};
 
 use crate::endpoint::Endpoint;
 use crate::flight::{Part, UpstreamError};
 use crate::key::Key;
-use crate::registry::{ClientId, Live, OnDetach};
+use crate::key::hex;
+use crate::registry::{ClientId, Live, OnDetach, Registry};
 use crate::reply;
 use crate::state::Gateway;
 
@@ -85,7 +92,13 @@ pub async fn resume(
     if note.tenant != tenant {
         return None;
     }
-    let replayed = fleet.replay(&note.place, from);
+    let replayed = match fleet.replay(&note.place, from).await {
+        Ok(replayed) => replayed,
+        Err(error) => {
+            tracing::warn!(request_id = %id, %error, "the store cannot replay a stream for a resume");
+            return None;
+        }
+    };
     // A local flight of its own (a key no request body can make), so that the resumed
     // stream is a request like any here: cancel, detach and resume again all work.
     let key = Key {
@@ -103,9 +116,89 @@ pub async fn resume(
     Some(reply::resumed(gateway, subscription, live, id, note.include_usage, from))
 }
 
+/// The channel on which a replica asks the others to cancel a request it does not serve.
+const CANCEL: &str = "cancel";
+
+/// How long a `DELETE` waits for the replica that serves the request to say it cancelled it.
+const CANCEL_WAIT: Duration = Duration::from_millis(500);
+
+/// Carries out the cancels other replicas pass on (for the tenant that made the request
+/// only), each answered with a note, for as long as the process runs.
+pub fn serve_cancels(
+    fleet: &GatewayFleet,
+    registry: Arc<Registry>,
+    flights: streamflight_tokio::Flights<Key, Part, UpstreamError>,
+) {
+    if tokio::runtime::Handle::try_current().is_err() {
+        tracing::warn!("no runtime at start: cancels through other replicas are not served");
+        return;
+    }
+    let mut messages = fleet.listen(CANCEL);
+    let fleet = fleet.clone();
+    tokio::spawn(async move {
+        while let Some(message) = messages.next().await {
+            let Some((id, tenant, reply)) = parse_cancel(&message) else { continue };
+            let Some(found) = registry.find(id, &tenant) else { continue };
+            if flights.cancel(found.request).is_ok() {
+                tracing::info!(request_id = %id, "cancelled by DELETE through another replica");
+                if let Err(error) = fleet.save(reply.as_bytes(), b"cancelled", CANCEL_WAIT * 4).await {
+                    tracing::warn!(request_id = %id, %error, "could not answer a cancel through the store");
+                }
+            }
+        }
+    });
+}
+
+/// Asks the other replicas to cancel `id` of `tenant`: whether the one serving it did, within
+/// [`CANCEL_WAIT`].
+pub async fn cancel_elsewhere(fleet: &GatewayFleet, id: ClientId, tenant: [u8; 32]) -> bool {
+    let reply = ClientId::random().to_string();
+    let message = format!("{id} {} {reply}", hex(&tenant));
+    if let Err(error) = fleet.publish(CANCEL, message.as_bytes()).await {
+        tracing::warn!(request_id = %id, %error, "could not pass a cancel to the other replicas");
+        return false;
+    }
+    let deadline = Instant::now() + CANCEL_WAIT;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = fleet.load(reply.as_bytes()).await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+/// A cancel message: the client id, the tenant (hex) and the reply note's name.
+fn parse_cancel(message: &[u8]) -> Option<(ClientId, [u8; 32], String)> {
+    let text = std::str::from_utf8(message).ok()?;
+    let mut words = text.split(' ');
+    let id = ClientId::parse(words.next()?)?;
+    let tenant = words.next()?;
+    let mut bytes = [0; 32];
+    if tenant.len() != 64 {
+        return None;
+    }
+    for (byte, pair) in bytes.iter_mut().zip(tenant.as_bytes().chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some((id, bytes, words.next()?.to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Note;
+    use super::{Note, parse_cancel};
+    use crate::key::hex;
+    use crate::registry::ClientId;
+
+    #[test]
+    fn a_cancel_message_reads_back_and_nothing_else_does() {
+        let id = ClientId::random();
+        let message = format!("{id} {} reply", hex(&[9; 32]));
+        assert_eq!(parse_cancel(message.as_bytes()), Some((id, [9; 32], "reply".to_owned())));
+        for bad in ["", "x y z", &format!("{id} 00 reply"), &format!("{id} {}", hex(&[9; 32]))] {
+            assert_eq!(parse_cancel(bad.as_bytes()), None, "{bad}");
+        }
+    }
 
     #[test]
     fn a_note_reads_back_and_a_cut_one_does_not() {

@@ -228,15 +228,23 @@ async fn cancel(State(gateway): State<Shared>, headers: HeaderMap, uri: Uri) -> 
     // (and never a text/plain rejection of a bad escape).
     let shown = uri.path().trim_start_matches("/v1/requests/");
     let tenant = headers::tenant(&headers);
-    let known = ClientId::parse(shown).and_then(|id| gateway.registry.find(id, &tenant));
-    match known.map(|found| gateway.flights.cancel(found.request)) {
-        Some(Ok(())) => {
-            tracing::info!(request_id = %shown, "cancelled by DELETE");
-            let body = json!({"id": shown, "object": "request", "status": "cancelled"});
-            json_response(StatusCode::OK, Bytes::from(body.to_string()))
-        }
-        _ => NOT_FOUND.response(),
+    let Some(id) = ClientId::parse(shown) else {
+        return NOT_FOUND.response();
+    };
+    let cancelled = match gateway.registry.find(id, &tenant) {
+        Some(found) => gateway.flights.cancel(found.request).is_ok(),
+        // Not one of this replica's: the one serving it, if any, is asked through the store.
+        None => match &gateway.fleet {
+            Some(fleet) => handoff::cancel_elsewhere(fleet, id, tenant).await,
+            None => false,
+        },
+    };
+    if !cancelled {
+        return NOT_FOUND.response();
     }
+    tracing::info!(request_id = %shown, "cancelled by DELETE");
+    let body = json!({"id": shown, "object": "request", "status": "cancelled"});
+    json_response(StatusCode::OK, Bytes::from(body.to_string()))
 }
 
 /// No live request with the id, for this tenant (G5: anyone else learns nothing more).

@@ -50,16 +50,11 @@ impl Gateway {
         let backend = Backend::new(&settings, Arc::clone(&metrics))?;
         let permits = Arc::new(Semaphore::new(settings.max_concurrent_requests.min(Semaphore::MAX_PERMITS)));
         let fleet = settings.redis.as_deref().map(|url| fleet(url, &settings)).transpose()?;
-        Ok(Gateway {
-            settings,
-            flights: Flights::new(config),
-            fleet,
-            registry: Arc::default(),
-            backend,
-            metrics,
-            shutdown,
-            permits,
-        })
+        let (flights, registry) = (Flights::new(config), Arc::default());
+        if let Some(fleet) = &fleet {
+            crate::handoff::serve_cancels(fleet, Arc::clone(&registry), flights.clone());
+        }
+        Ok(Gateway { settings, flights, fleet, registry, backend, metrics, shutdown, permits })
     }
 }
 

@@ -340,3 +340,30 @@ async fn a_store_that_cannot_be_reached_is_logged_without_its_password_and_reque
     eventually("the outage is logged", || async { binary.stderr().contains("store failed") }).await;
     assert!(!binary.stderr().contains("sekret"), "{}", binary.stderr());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_through_another_gateway_cancels_the_request_for_its_tenant_only() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let upstream = Mock::start(Mode::Tokens { tokens: 3, interval: Duration::ZERO, gated: true }).await;
+    let replicas = three(&redis, &upstream).await;
+    let (a, b) = (&replicas[0].1, &replicas[1].1);
+    let delete = |id: &str, authorization: &str| {
+        http().delete(format!("{b}/v1/requests/{id}")).header("authorization", authorization).send()
+    };
+    // a's listener may still be subscribing as the test starts: a first request tells when
+    // the cancels get through.
+    let mut first = Client::chat(a, "cancel elsewhere, first", Some("Bearer k")).await;
+    assert!(first.next().await.is_some());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while delete(&first.id, "Bearer k").await.unwrap().status() != 200 {
+        assert!(Instant::now() < deadline, "the cancel never reached a");
+    }
+    let mut client = Client::chat(a, "cancel elsewhere", Some("Bearer k")).await;
+    assert!(client.next().await.is_some());
+    assert_eq!(delete(&client.id, "Bearer someone-else").await.unwrap().status(), 404, "another tenant's");
+    assert_eq!(delete(&client.id, "Bearer k").await.unwrap().status(), 200);
+    // The client was alone on its flight: it ends, and its upstream request is aborted.
+    let rest = client.rest().await;
+    assert!(rest.last().is_some_and(|last| last.contains("cancel")), "{rest:?}");
+    eventually("both upstream requests are aborted", || async { upstream.dropped() == 2 }).await;
+}

@@ -155,7 +155,7 @@ impl<K, T, E> fmt::Debug for Fleet<K, T, E> {
 }
 
 pub(crate) struct Shared<K, T, E> {
-    client: Client,
+    pub(crate) client: Client,
     /// Commands that do not block: leases, appends, interest. Reconnects by itself.
     pub(crate) store: ConnectionManager,
     /// Readers' own connections (`XREAD BLOCK` holds one), kept for reuse.
@@ -260,33 +260,32 @@ where
 
     /// The items of the flight at `place` after its first `from`, then its end, read from
     /// the store: a stream that a client which lost its connection to another replica
-    /// resumes here. This replica's interest keeps the flight's upstream going meanwhile
-    /// (R22). Spawns its reader on the tokio runtime it is called from.
-    pub fn replay(&self, place: &Place, from: u64) -> Upstream<T, E>
+    /// resumes here. This replica's interest is registered before it returns, and keeps the
+    /// flight's upstream going meanwhile (R22). Spawns its reader on the current tokio runtime.
+    pub async fn replay(&self, place: &Place, from: u64) -> Result<Upstream<T, E>, StoreError>
     where
         K: Send + Sync,
         T: Sync,
         E: Sync,
     {
+        let config = &self.shared.config;
+        let mut store = self.shared.store.clone();
+        let interest = place.names.interest(&place.token);
+        if let Err(error) = interest::refresh(&mut store, &interest, &config.replica, config.lease).await {
+            self.shared.failed(&error);
+            return Err(error);
+        }
         let (tx, rx) = unbounded_channel();
         let shared = Arc::clone(&self.shared);
         let place = place.clone();
         self.shared.counters.replays.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
-            let (names, token) = (&place.names, &place.token);
-            let config = &shared.config;
-            let mut store = shared.store.clone();
-            let refreshed =
-                interest::refresh(&mut store, &names.interest(token), &config.replica, config.lease).await;
-            if let Err(error) = refreshed {
-                shared.failed(&error);
-            }
-            let followed = follow::follow(&shared, names, token, from, &tx).await;
+            let followed = follow::follow(&shared, &place.names, &place.token, from, &tx).await;
             if !matches!(followed, follow::Followed::Over) {
                 let _ = tx.send(Err(shared.codec.lost(Lost::Leader)));
             }
         });
-        Upstream { rx }
+        Ok(Upstream { rx })
     }
 
     /// Keeps `value` under `name` for `ttl`, for any replica to [`load`](Fleet::load): only

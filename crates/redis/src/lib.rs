@@ -56,6 +56,9 @@
 //! - **Resume on another replica**: [`Fleet::place`] names the flight a replica is on,
 //!   [`Fleet::save`]/[`Fleet::load`] pass it along, and [`Fleet::replay`] reads it from any
 //!   item on, with this replica's interest.
+//! - **Messages between replicas**: [`Fleet::publish`] and [`Fleet::listen`] (`PUBLISH` and
+//!   `SUBSCRIBE`), for what one replica asks of the others (the gateway passes a `DELETE` for
+//!   a request another replica serves).
 //!
 //! # Why redis-rs
 //!
@@ -78,6 +81,7 @@ mod lead;
 mod lease;
 mod names;
 mod place;
+mod signal;
 mod stream;
 
 pub use codec::{Codec, Lost, Text};
@@ -87,4 +91,5 @@ pub use lease::{Lease, StoreError};
 pub use place::{ParsePlaceError, Place};
 /// The Redis client this crate is built on, for [`Fleet::with_client`].
 pub use redis;
+pub use signal::Messages;
 pub use stream::{Appended, Bounds, Entry, append, finish, read};

@@ -309,7 +309,7 @@ async fn another_replica_replays_a_flight_from_its_place_after_the_items_a_clien
     let note = b.fleet().load(b"client 7").await.unwrap().expect("the note");
     let place: Place = String::from_utf8(note).unwrap().parse().unwrap();
     // The client had two items: b replays from the third, then the live ones, then the end.
-    let replayed = b.fleet().replay(&place, 2);
+    let replayed = b.fleet().replay(&place, 2).await.unwrap();
     drop(first);
     upstream.release(2);
     let replayed: Vec<_> =
