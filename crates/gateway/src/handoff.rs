@@ -150,7 +150,7 @@ pub fn serve_cancels(
 }
 
 /// Asks the other replicas to cancel `id` of `tenant`: whether the one serving it did, within
-/// [`CANCEL_WAIT`].
+/// half a second (`CANCEL_WAIT`).
 pub async fn cancel_elsewhere(fleet: &GatewayFleet, id: ClientId, tenant: [u8; 32]) -> bool {
     let reply = ClientId::random().to_string();
     let message = format!("{id} {} {reply}", hex(&tenant));
