@@ -58,12 +58,7 @@ impl Codec<Key, Part, UpstreamError> for Wire {
                 put(&mut out, &event.data);
                 out
             }
-            Part::Body(body) => {
-                let mut out = Vec::with_capacity(1 + 4 + body.len());
-                out.push(BODY);
-                put(&mut out, body);
-                out
-            }
+            Part::Body(body) => tagged(BODY, body),
         }
     }
 
@@ -79,12 +74,7 @@ impl Codec<Key, Part, UpstreamError> for Wire {
                 put(&mut out, body);
                 out
             }
-            UpstreamError::InStream(data) => {
-                let mut out = Vec::with_capacity(1 + 4 + data.len());
-                out.push(IN_STREAM);
-                put(&mut out, data);
-                out
-            }
+            UpstreamError::InStream(data) => tagged(IN_STREAM, data),
             UpstreamError::Broken { kind, message } => {
                 let mut out = Vec::with_capacity(2 + 4 + message.len());
                 out.push(BROKEN);
@@ -175,6 +165,14 @@ fn put_head(out: &mut Vec<u8>, head: &Head) {
         put(out, name.as_str().as_bytes());
         put(out, value.as_bytes());
     }
+}
+
+/// A tag, then one field.
+fn tagged(tag: u8, bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 4 + bytes.len());
+    out.push(tag);
+    put(&mut out, bytes);
+    out
 }
 
 /// Writes `bytes` after their length.

@@ -107,6 +107,18 @@ async fn next(subscription: &mut Subscription<String, String>) -> Option<Event<S
     tokio::time::timeout(Duration::from_secs(10), subscription.next()).await.expect("an event within 10 s")
 }
 
+/// The next `n` events, each an item.
+async fn take(subscription: &mut Subscription<String, String>, n: usize) -> Vec<String> {
+    let mut taken = Vec::with_capacity(n);
+    for _ in 0..n {
+        match next(subscription).await {
+            Some(Event::Item(item)) => taken.push(item),
+            other => panic!("an item, not {other:?}"),
+        }
+    }
+    taken
+}
+
 /// Everything a subscription yields.
 async fn all(subscription: Subscription<String, String>) -> Vec<Event<String, String>> {
     tokio::time::timeout(Duration::from_secs(20), subscription.collect()).await.expect("the stream ends")
@@ -152,9 +164,7 @@ async fn a_late_joiner_on_another_replica_replays_the_whole_history() {
     let key = "k".to_owned();
     let mut first = a.request(key.clone(), upstream.answer(6, None));
     upstream.release(3);
-    for i in 0..3 {
-        assert!(matches!(next(&mut first).await, Some(Event::Item(item)) if item == format!("t{i}")));
-    }
+    assert_eq!(take(&mut first, 3).await, items(3));
     let late = b.request(key.clone(), upstream.answer(6, None));
     let late = tokio::spawn(all(late));
     eventually("b follows a's flight", || b.fleet_stats().remote_joins == 1).await;
@@ -182,9 +192,7 @@ async fn the_upstream_goes_on_while_another_replica_wants_it_and_is_aborted_once
     // Past the interest's and the lease's timeouts: the upstream still runs for b.
     tokio::time::sleep(LEASE * 2).await;
     upstream.release(5);
-    for i in 1..6 {
-        assert!(matches!(next(&mut follower).await, Some(Event::Item(item)) if item == format!("t{i}")));
-    }
+    assert_eq!(take(&mut follower, 5).await, items(6)[1..]);
     assert_eq!(upstream.aborted(), 0, "b still wants the flight");
 
     // b's client leaves too: nobody wants it, the leader aborts the upstream.
@@ -228,13 +236,9 @@ async fn a_leader_that_loses_its_lease_is_fenced_and_its_followers_end_with_lead
     let upstream = Upstream::default();
     let mut leader = a.request("k".to_owned(), upstream.answer(10, None));
     upstream.release(2);
-    for _ in 0..2 {
-        assert!(matches!(next(&mut leader).await, Some(Event::Item(_))));
-    }
+    take(&mut leader, 2).await;
     let mut follower = b.request("k".to_owned(), upstream.answer(10, None));
-    for _ in 0..2 {
-        assert!(matches!(next(&mut follower).await, Some(Event::Item(_))));
-    }
+    take(&mut follower, 2).await;
     // The lease vanishes, as it does when the leader stalls past it: remove it under the leader.
     let mut store = server.manager().await;
     let leases: Vec<String> = store.keys("sf:*:lease").await.unwrap();
@@ -300,9 +304,7 @@ async fn another_replica_replays_a_flight_from_its_place_after_the_items_a_clien
     let key = "resume me".to_owned();
     let mut first = a.request(key.clone(), upstream.answer(5, None));
     upstream.release(3);
-    for _ in 0..3 {
-        assert!(matches!(next(&mut first).await, Some(Event::Item(_))));
-    }
+    take(&mut first, 3).await;
     // a hands the place over as text (in a note any replica can load, named by the client).
     let place = a.fleet().place(&key).expect("a is on the flight");
     a.fleet().save(b"client 7", place.to_string().as_bytes(), Duration::from_secs(10)).await.unwrap();
