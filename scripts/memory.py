@@ -10,7 +10,9 @@ target/release/streamflight-gateway). Standard library only (asyncio, raw HTTP/1
 Rows (printed as a markdown table, with the command line and each row's raw figures):
   1. N unique streaming requests held open, simulated model: RSS per stream.
   2. The same, proxied: the measured (front) gateway's `--upstream` is a second gateway process
-     running the simulated model; only the front one is measured.
+     running the simulated model; only the front one is measured. The front speaks HTTP/2 to it
+     (`--upstream-http2`, h2c; with TLS it is negotiated), as to an https:// provider.
+  2b. The same over HTTP/1.1, as to an upstream without h2c (vLLM, Ollama): a connection each.
   3. 2N identical requests (one flight), simulated model: RSS per stream.
   4. Rounds of M concurrent unique streams read to `[DONE]` on a fast simulated model, then 10 s
      idle: RSS kept against the idle baseline (the goal: within 2x of it).
@@ -127,13 +129,13 @@ def die_with_parent():
 
 
 def merge_args(defaults, extra):
-    """The script's (flag, value) defaults, less those whose flag `extra` gives, then `extra`:
-    clap refuses a flag given twice, and the reader's choice should win."""
+    """The script's (flag, value) defaults (value None: a switch), less those whose flag `extra`
+    gives, then `extra`: clap refuses a flag given twice, and the reader's choice should win."""
     given = {token.split("=", 1)[0] for token in extra if token.startswith("--")}
     merged = []
     for flag, value in defaults:
         if flag not in given:
-            merged += [flag, value]
+            merged += [flag] if value is None else [flag, value]
     return merged + list(extra)
 
 
@@ -557,12 +559,14 @@ async def row_held(opts, name, n, unique):
         gateway.stop()
 
 
-async def row_proxied(opts, n):
+async def row_proxied(opts, n, http2):
     upstream = Gateway(opts.upstream_binary or opts.binary, "upstream", gateway_args(SLOW_SIM, n, opts.extra), opts.logdir)
     front = None
     try:
         await upstream.wait_ready()
         to_upstream = [("--upstream", f"http://{HOST}:{upstream.port}/v1")]
+        if http2:
+            to_upstream.append(("--upstream-http2", None))
         front = Gateway(opts.binary, "front", gateway_args(to_upstream, n, opts.extra), opts.logdir)
         await front.wait_ready()
         return await held_streams(front, n, True, upstream=upstream)
@@ -592,7 +596,7 @@ def mb(kb):
 def raw_figures(row, r):
     """One line of the figures a row's result comes from."""
     b = r["base"]
-    if row != 4:
+    if row != "4":
         h = r["held"]
         text = (
             f"baseline VmRSS {b['VmRSS']:,} kB (RssAnon {b['RssAnon']:,}), "
@@ -622,7 +626,7 @@ def print_table(opts, results):
     print("| streams held | RSS per stream |")
     print("|---|---|")
     for row, title, r in results:
-        if row != 4:
+        if row != "4":
             print(f"| {title} | {r['per_stream_kb']:.1f} KB |")
         else:
             base, kept = r["base"]["VmRSS"], r["kept"]["VmRSS"]
@@ -663,15 +667,24 @@ async def main(opts):
     held_n = 200 if opts.quick else 1000
     rounds_n, rounds = (400, 2) if opts.quick else (2000, 7)
     rows = [
-        (1, f"{held_n:,} unique requests, simulated model", lambda: row_held(opts, "sim", held_n, True)),
-        (2, f"{held_n:,} unique requests, proxied to an upstream", lambda: row_proxied(opts, held_n)),
+        ("1", f"{held_n:,} unique requests, simulated model", lambda: row_held(opts, "sim", held_n, True)),
         (
-            3,
+            "2",
+            f"{held_n:,} unique requests, proxied to an upstream over HTTP/2",
+            lambda: row_proxied(opts, held_n, True),
+        ),
+        (
+            "2b",
+            f"{held_n:,} unique requests, proxied to an upstream over HTTP/1.1",
+            lambda: row_proxied(opts, held_n, False),
+        ),
+        (
+            "3",
             f"{2 * held_n:,} identical requests (one flight), simulated model",
             lambda: row_held(opts, "sim-same", 2 * held_n, False),
         ),
         (
-            4,
+            "4",
             f"{rounds_n:,} unique streams, {rounds} rounds, then idle {IDLE_SECONDS:.0f} s",
             lambda: row_rounds(opts, rounds_n, rounds),
         ),
@@ -707,7 +720,7 @@ def parse_args():
         help="row 2's upstream gateway, if not --binary (e.g. to profile the front alone)",
     )
     parser.add_argument("--quick", action="store_true", help="small N (200/400 streams, 2 rounds)")
-    parser.add_argument("--only", type=int, choices=[1, 2, 3, 4], help="run this row alone")
+    parser.add_argument("--only", choices=["1", "2", "2b", "3", "4"], help="run this row alone")
     parser.add_argument(
         "--gateway-args",
         default="",

@@ -182,9 +182,21 @@ pub struct ClientOptions {
     /// A PEM file of certificates trusted as roots besides the system's and webpki's
     /// (`--upstream-ca`), for an upstream behind a private CA.
     pub ca_file: Option<PathBuf>,
+    /// Speak HTTP/2 without negotiating it (`--upstream-http2`): the only way to reach a
+    /// plain `http://` upstream over HTTP/2 (h2c). Without it, HTTP/2 is used where TLS
+    /// negotiates it.
+    pub http2: bool,
 }
 
-/// The upstream HTTP client.
+/// The upstream HTTP client: one, built as [`clients`] builds each.
+///
+/// Errors (an unreadable CA file, one without a certificate) are one line for the operator.
+pub fn build(options: &ClientOptions) -> Result<reqwest::Client, String> {
+    clients(options)?()
+}
+
+/// A maker of upstream HTTP clients, each with its own connection pool, for
+/// [`Lanes`](crate::lanes::Lanes). The trusted roots are read, and the proxies named, once.
 ///
 /// - TLS: rustls with the `ring` provider; trusted roots are the system's
 ///   (rustls-native-certs), webpki-roots (so a container without a CA bundle still reaches
@@ -200,7 +212,9 @@ pub struct ClientOptions {
 ///   enabled: it adds only the macOS and Windows system settings, not a server's.
 ///
 /// Errors (an unreadable CA file, one without a certificate) are one line for the operator.
-pub fn build(options: &ClientOptions) -> Result<reqwest::Client, String> {
+pub fn clients(
+    options: &ClientOptions,
+) -> Result<impl Fn() -> Result<reqwest::Client, String> + Send + Sync + 'static, String> {
     let roots = roots(options.ca_file.as_deref())?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
@@ -220,16 +234,19 @@ pub fn build(options: &ClientOptions) -> Result<reqwest::Client, String> {
         // Names only: a proxy URL may hold a password.
         tracing::info!(variables = ?proxies, "upstream requests go through the proxy the environment names");
     }
-    reqwest::Client::builder()
-        // The `Any` must be reqwest's own `rustls::ClientConfig`; another rustls version
-        // would make `build` fail, which the tests catch.
-        .tls_backend_preconfigured(tls)
-        .redirect(reqwest::redirect::Policy::none())
-        .tcp_nodelay(true)
-        .connect_timeout(options.connect_timeout)
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .build()
-        .map_err(|e| format!("cannot build the upstream HTTP client: {}", describe(&e)))
+    let options = options.clone();
+    Ok(move || {
+        let builder = reqwest::Client::builder()
+            // The `Any` must be reqwest's own `rustls::ClientConfig`; another rustls version
+            // would make `build` fail, which the tests catch.
+            .tls_backend_preconfigured(tls.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .tcp_nodelay(true)
+            .connect_timeout(options.connect_timeout)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT);
+        let builder = if options.http2 { builder.http2_prior_knowledge() } else { builder };
+        builder.build().map_err(|e| format!("cannot build the upstream HTTP client: {}", describe(&e)))
+    })
 }
 
 /// The roots a server certificate may chain to.
@@ -430,7 +447,8 @@ mod tests {
         // A port that was free a moment ago: the connection is refused.
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let client =
-            build(&ClientOptions { connect_timeout: Duration::from_secs(5), ca_file: None }).unwrap();
+            build(&ClientOptions { connect_timeout: Duration::from_secs(5), ca_file: None, http2: false })
+                .unwrap();
         let error = client.get(format!("http://user:secret@127.0.0.1:{port}/v1")).send().await.unwrap_err();
         let text = describe(&error);
         assert!(error.is_connect(), "{text}");

@@ -34,6 +34,19 @@ pub struct Settings {
     #[arg(long, env = "STREAMFLIGHT_UPSTREAM_CA")]
     pub upstream_ca: Option<PathBuf>,
 
+    /// Speaks HTTP/2 to the upstream without negotiating it: needed for HTTP/2 to a plain
+    /// `http://` upstream (h2c), which must then accept it. An `https://` upstream
+    /// negotiates HTTP/2 through TLS without this flag.
+    #[arg(long, env = "STREAMFLIGHT_UPSTREAM_HTTP2")]
+    pub upstream_http2: bool,
+
+    /// At most this many requests share one HTTP/2 connection to the upstream; the next
+    /// opens another connection rather than wait behind them (upstreams commonly allow
+    /// 100-256 streams on a connection). No effect over HTTP/1.1.
+    #[arg(long, env = "STREAMFLIGHT_UPSTREAM_STREAMS_PER_CONNECTION", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub upstream_streams_per_connection: u32,
+
     /// Lets requests with different credentials share a flight. Needs `--upstream-api-key`
     /// when `--upstream` is given (a tenant's key must never serve another), and then hides
     /// `x-streamflight-role`. Off by default: a tenant never sees an answer made for another.

@@ -26,6 +26,7 @@ pub mod handoff;
 pub mod headers;
 pub mod inbound;
 pub mod key;
+pub mod lanes;
 pub mod metrics;
 pub mod openai;
 pub mod passthrough;

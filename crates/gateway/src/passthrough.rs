@@ -65,7 +65,8 @@ async fn proxy(upstream: &Upstream, limit: usize, body_timeout: Duration, reques
     if let Some(length) = parts.headers.get(CONTENT_LENGTH) {
         outgoing.insert(CONTENT_LENGTH, length.clone());
     }
-    let mut sent = upstream.client.request(parts.method.clone(), url).headers(outgoing);
+    let (client, ticket) = upstream.lanes.take();
+    let mut sent = client.request(parts.method.clone(), url).headers(outgoing);
     // Where the client's side of a failed send is told apart from the upstream's.
     let client_failed: Arc<Mutex<Option<BodyFailure>>> = Arc::default();
     if body.size_hint().exact() != Some(0) {
@@ -98,10 +99,11 @@ async fn proxy(upstream: &Upstream, limit: usize, body_timeout: Duration, reques
     let status = response.status();
     let headers = headers::downstream_response(response.headers(), false);
     let idle = upstream.idle_timeout;
-    let body = futures::stream::unfold(Some(response), move |response| async move {
-        let mut response = response?;
+    // The ticket keeps the request's place on its lane while the body is read.
+    let body = futures::stream::unfold(Some((response, ticket)), move |state| async move {
+        let (mut response, ticket) = state?;
         match tokio::time::timeout(idle, response.chunk()).await {
-            Ok(Ok(Some(chunk))) => Some((Ok(chunk), Some(response))),
+            Ok(Ok(Some(chunk))) => Some((Ok(chunk), Some((response, ticket)))),
             Ok(Ok(None)) => None,
             // Cut the client's connection: a partial body must never pass for a whole one.
             Ok(Err(e)) => Some((Err(io::Error::other(client::describe(&e))), None)),

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use axum::http::header::{CONTENT_TYPE, HeaderValue};
 use bytes::Bytes;
-use futures::StreamExt;
 use futures::stream;
+use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -16,13 +16,15 @@ use crate::client::{self, ClientOptions, UpstreamUrl};
 use crate::config::Settings;
 use crate::flight::{Broken, Event, Head, Part, Parts, UpstreamError};
 use crate::headers;
+use crate::lanes::{Lanes, Ticket};
 use crate::metrics::Metrics;
 use crate::sse::{Decoder, TooLarge};
 
 /// Where and how to reach the upstream.
 pub struct Upstream {
-    /// The HTTP client (TLS, connect timeout, no redirects).
-    pub client: reqwest::Client,
+    /// The HTTP clients (TLS, connect timeout, no redirects), at most
+    /// `--upstream-streams-per-connection` requests on each.
+    pub lanes: Lanes,
     /// Base URL, `/v1` included.
     pub url: UpstreamUrl,
     /// `Bearer <--upstream-api-key>`, sent in place of the clients' credentials.
@@ -40,10 +42,12 @@ impl Upstream {
     /// The upstream of `settings` (which has `--upstream`).
     pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> Result<Upstream, String> {
         let url = settings.upstream.clone().ok_or("no --upstream given")?;
-        let client = client::build(&ClientOptions {
+        let clients = client::clients(&ClientOptions {
             connect_timeout: settings.connect_timeout,
             ca_file: settings.upstream_ca.clone(),
+            http2: settings.upstream_http2,
         })?;
+        let lanes = Lanes::new(settings.upstream_streams_per_connection as usize, clients)?;
         let api_key = match &settings.upstream_api_key {
             Some(key) => Some(
                 HeaderValue::from_str(&format!("Bearer {key}"))
@@ -52,7 +56,7 @@ impl Upstream {
             None => None,
         };
         Ok(Upstream {
-            client,
+            lanes,
             url,
             api_key,
             response_timeout: settings.response_timeout,
@@ -92,7 +96,8 @@ impl Upstream {
 
     async fn send(&self, outgoing: Outgoing) -> Result<Parts, UpstreamError> {
         let url = self.url.join(outgoing.endpoint.path(), outgoing.query.as_deref());
-        let mut request = self.client.post(url).headers(outgoing.headers).body(outgoing.body);
+        let (client, ticket) = self.lanes.take();
+        let mut request = client.post(url).headers(outgoing.headers).body(outgoing.body);
         request = request.header(CONTENT_TYPE, "application/json");
         let response = match tokio::time::timeout(self.response_timeout, request.send()).await {
             Err(_) => {
@@ -116,14 +121,14 @@ impl Upstream {
         }
         let first = stream::iter([Ok(Part::Head(Arc::clone(&head)))]);
         if !outgoing.endpoint.streams() {
-            return Ok(first.chain(body_parts(response, self.idle_timeout)).boxed());
+            return Ok(holding(first.chain(body_parts(response, self.idle_timeout)), ticket));
         }
         let content_type = head.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         if !content_type.starts_with("text/event-stream") {
             let message = format!("the upstream answered a streaming request with `{content_type}`, not SSE");
             return Err(UpstreamError::broken(Broken::Malformed, message));
         }
-        Ok(first.chain(events(response, self.idle_timeout, self.max_event_bytes)).boxed())
+        Ok(holding(first.chain(events(response, self.idle_timeout, self.max_event_bytes)), ticket))
     }
 
     /// At most `max_error_body` bytes of an error response's body, as sent.
@@ -158,6 +163,16 @@ async fn next_chunk(
 }
 
 /// A body that is not SSE, piece by piece as it arrives.
+/// `parts`, which keep the request's place on its lane until they are read or dropped.
+fn holding(parts: impl Stream<Item = Result<Part, UpstreamError>> + Send + 'static, ticket: Ticket) -> Parts {
+    parts
+        .map(move |part| {
+            let _held = &ticket;
+            part
+        })
+        .boxed()
+}
+
 fn body_parts(response: reqwest::Response, idle: Duration) -> Parts {
     stream::unfold(Some(response), move |response| async move {
         let mut response = response?;

@@ -162,7 +162,11 @@ const OK: &[u8] =
     b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello";
 
 fn options(ca_file: Option<&TempFile>) -> ClientOptions {
-    ClientOptions { connect_timeout: Duration::from_secs(5), ca_file: ca_file.map(|file| file.0.clone()) }
+    ClientOptions {
+        connect_timeout: Duration::from_secs(5),
+        ca_file: ca_file.map(|file| file.0.clone()),
+        http2: false,
+    }
 }
 
 fn url(text: &str) -> UpstreamUrl {
@@ -229,9 +233,12 @@ async fn a_redirect_reaches_the_caller() {
 #[test]
 fn a_bad_ca_file_is_an_error_at_start() {
     let missing = std::env::temp_dir().join("sf-tls-no-such-file.pem");
-    let error =
-        client::build(&ClientOptions { connect_timeout: Duration::from_secs(1), ca_file: Some(missing) })
-            .unwrap_err();
+    let error = client::build(&ClientOptions {
+        connect_timeout: Duration::from_secs(1),
+        ca_file: Some(missing),
+        http2: false,
+    })
+    .unwrap_err();
     assert!(error.contains("sf-tls-no-such-file.pem") && !error.contains('\n'), "{error}");
 
     let empty = TempFile::new("not a certificate\n");

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::*;
@@ -378,4 +379,66 @@ async fn a_lone_client_that_never_comes_back_is_dropped_after_the_window() {
     assert_eq!(metric(&base, "streamflight_cancelled_total").await, 1, "a drop, at the window's end");
     eventually("the id to be forgotten", || async { resume(&base, &id, None, None).await.status == 404 })
         .await;
+}
+
+/// The mock served over HTTP/2 only (h2c), allowing `streams` streams on a connection, and
+/// the count of connections it accepted.
+async fn h2c_mock(mode: Mode, streams: u32) -> (std::sync::Arc<Mock>, std::sync::Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (mock, app) = Mock::app(mode, format!("http://{}/v1", listener.local_addr().unwrap()));
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .max_concurrent_streams(streams)
+                    .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
+                    .await;
+            });
+        }
+    });
+    (mock, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http2_no_request_waits_behind_an_upstream_s_stream_limit() {
+    // The upstream allows 2 streams on a connection; 5 different streams are held open at once.
+    // On one connection, 3 of them would wait for the others' end (the gate) before their head.
+    let (mock, connections) = h2c_mock(gated(), 2).await;
+    let base =
+        gateway(&["--upstream", &mock.base, "--upstream-http2", "--upstream-streams-per-connection", "2"])
+            .await;
+    let opened = futures::future::join_all((0..5).map(|i| {
+        let base = base.clone();
+        async move {
+            let mut client = Client::chat(&base, &format!("question {i}"), None).await;
+            let first = client.next().await;
+            (client, first)
+        }
+    }));
+    let opened = tokio::time::timeout(DEADLINE, opened).await.expect("every stream's first event");
+    for (_, first) in &opened {
+        assert_eq!(first.as_deref(), Some(mock_chunk(0).as_str()));
+    }
+    assert_eq!(mock.received(), 5);
+    assert_eq!(connections.load(Ordering::SeqCst), 3, "2 + 2 + 1 streams");
+
+    mock.open_gate();
+    for (mut client, _) in opened {
+        let mut rest = client.rest().await;
+        rest.insert(0, mock_chunk(0));
+        assert_eq!(rest, expected_stream(20));
+    }
+    // The lanes' places came back: five more fit on the three connections.
+    let again = futures::future::join_all((0..5).map(|i| {
+        let base = base.clone();
+        async move { Client::chat(&base, &format!("again {i}"), None).await.rest().await }
+    }));
+    for stream in tokio::time::timeout(DEADLINE, again).await.expect("five more streams") {
+        assert_eq!(stream, expected_stream(20));
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 3);
 }
