@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""What the heap held at its peak, by who allocated it: reads a dhat-heap.json (the gateway built
-with `--features dhat-heap`, stopped with SIGTERM) and prints bytes and blocks at the global
-peak (t-gmax) per owner, divided by N (the streams held then).
+"""What the heap held, by who allocated it: reads a dhat-heap.json (the gateway built with
+`--features dhat-heap`) and prints bytes and blocks per owner, divided by N (the streams held),
+at the global peak (t-gmax; the gateway stopped with SIGTERM) or, with `--at end`, when the
+profile was written (the gateway sent SIGUSR1 while its streams are held: `scripts/memory.py
+--dhat-snapshot`), which is the held state itself, the idle heap included.
 
-    python3 scripts/dhat_breakdown.py dhat-heap.json --per 1000 [--frames 3]
+    python3 scripts/dhat_breakdown.py dhat-heap.json --per 1000 [--at end] [--frames 3]
 
 An allocation's owner is the first frame of its stack, from the allocator up, that names a
 crate or module below; `--frames` prints the top allocation sites themselves as well.
@@ -22,7 +24,8 @@ OWNERS = [
     ("gateway upstream (SSE decoding)", r"streamflight_gateway::(upstream|sse)"),
     ("gateway request path (body, key, registry)", r"streamflight_gateway::"),
     ("tracing", r"tracing"),
-    ("reqwest / hyper client", r"(reqwest|hyper_util::client|hyper::client)"),
+    ("reqwest / hyper client", r"(reqwest|hyper_util::client|hyper::client|hyper::proto::h2::client)"),
+    ("h2 (HTTP/2 streams and connections)", r"\bh2::"),
     ("hyper server (connection, buffers)", r"(hyper::|hyper_util::)"),
     ("axum / tower", r"(axum|tower)"),
     ("tokio (tasks, timers, I/O)", r"tokio::"),
@@ -44,6 +47,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("profile")
     parser.add_argument("--per", type=int, default=1, help="divide by this many streams")
+    parser.add_argument("--at", choices=["peak", "end"], default="peak", help="which moment")
     parser.add_argument("--frames", type=int, default=0, help="also print the top N sites")
     args = parser.parse_args()
     with open(args.profile) as f:
@@ -52,7 +56,7 @@ def main():
     totals = defaultdict(lambda: [0, 0])
     sites = []
     for pp in dhat["pps"]:
-        gb, gbk = pp.get("gb", 0), pp.get("gbk", 0)
+        gb, gbk = (pp.get("gb", 0), pp.get("gbk", 0)) if args.at == "peak" else (pp.get("eb", 0), pp.get("ebk", 0))
         if gb == 0:
             continue
         frames = [table[i] for i in pp["fs"]]
@@ -63,7 +67,8 @@ def main():
         totals[who][1] += gbk
         sites.append((gb, gbk, who, frames[:6]))
     total = sum(b for b, _ in totals.values())
-    print(f"heap at its peak: {total} bytes; per stream (/{args.per}):\n")
+    moment = "at its peak" if args.at == "peak" else "when written"
+    print(f"heap {moment}: {total} bytes; per stream (/{args.per}):\n")
     print("| owner | bytes per stream | blocks per stream | share |")
     print("|---|---:|---:|---:|")
     for who, (b, k) in sorted(totals.items(), key=lambda kv: -kv[1][0]):

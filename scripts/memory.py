@@ -435,9 +435,10 @@ async def warm_up_and_baseline(gateway):
     return gateway.status()
 
 
-async def held_streams(gateway, n, unique, upstream=None):
+async def held_streams(gateway, n, unique, upstream=None, snapshot=False):
     """Rows 1-3: RSS of `gateway` with n streams held, against its idle baseline. `upstream`:
-    row 2's upstream gateway, whose RSS is noted alongside (not counted)."""
+    row 2's upstream gateway, whose RSS is noted alongside (not counted). `snapshot`: send the
+    gateway SIGUSR1 while the streams are held (a `dhat-heap` build writes its profile then)."""
     base = await warm_up_and_baseline(gateway)
     before = await gateway.metrics()
     kind = "unique" if unique else "identical"
@@ -458,6 +459,9 @@ async def held_streams(gateway, n, unique, upstream=None):
         held = gateway.status()
         after = await gateway.metrics()
         upstream_rss = upstream.rss() if upstream else None
+        if snapshot:
+            gateway.proc.send_signal(signal.SIGUSR1)
+            await asyncio.sleep(SETTLE_SECONDS)
     finally:
         await close_all(opened)
     # The figures mean something only if every stream was still open and coalesced as asked.
@@ -554,7 +558,7 @@ async def row_held(opts, name, n, unique):
     gateway = Gateway(opts.binary, name, gateway_args(SLOW_SIM, n, opts.extra), opts.logdir)
     try:
         await gateway.wait_ready()
-        return await held_streams(gateway, n, unique)
+        return await held_streams(gateway, n, unique, snapshot=opts.dhat_snapshot)
     finally:
         gateway.stop()
 
@@ -569,7 +573,7 @@ async def row_proxied(opts, n, http2):
             to_upstream.append(("--upstream-http2", None))
         front = Gateway(opts.binary, "front", gateway_args(to_upstream, n, opts.extra), opts.logdir)
         await front.wait_ready()
-        return await held_streams(front, n, True, upstream=upstream)
+        return await held_streams(front, n, True, upstream=upstream, snapshot=opts.dhat_snapshot)
     finally:
         if front:
             front.stop()
@@ -720,6 +724,12 @@ def parse_args():
         help="row 2's upstream gateway, if not --binary (e.g. to profile the front alone)",
     )
     parser.add_argument("--quick", action="store_true", help="small N (200/400 streams, 2 rounds)")
+    parser.add_argument(
+        "--dhat-snapshot",
+        action="store_true",
+        help="send the measured gateway SIGUSR1 while its streams are held: a build with "
+        "--features dhat-heap writes dhat-heap.json then (see scripts/dhat_breakdown.py --at end)",
+    )
     parser.add_argument("--only", choices=["1", "2", "2b", "3", "4"], help="run this row alone")
     parser.add_argument(
         "--gateway-args",

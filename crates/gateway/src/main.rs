@@ -29,9 +29,8 @@ static MALLOC_CONF: &u8 = &b"background_thread:true,dirty_decay_ms:1000,muzzy_de
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    // Written to dhat-heap.json when main returns (SIGTERM, SIGINT).
     #[cfg(feature = "dhat-heap")]
-    let _profiler = dhat::Profiler::new_heap();
+    let _profiler = profile();
     let settings = match Settings::try_parse() {
         Ok(settings) => settings,
         // Help and version go out whole; a usage error is one line, exit code 2.
@@ -66,6 +65,22 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The heap profile, written to dhat-heap.json at SIGUSR1 (the heap as it is then, say with
+/// streams held: `scripts/memory.py --dhat-snapshot`) or else when main returns.
+#[cfg(feature = "dhat-heap")]
+fn profile() -> std::sync::Arc<std::sync::Mutex<Option<dhat::Profiler>>> {
+    let profiler = std::sync::Arc::new(std::sync::Mutex::new(Some(dhat::Profiler::new_heap())));
+    let written = std::sync::Arc::clone(&profiler);
+    tokio::spawn(async move {
+        let kind = tokio::signal::unix::SignalKind::user_defined1();
+        if let Ok(mut signal) = tokio::signal::unix::signal(kind) {
+            signal.recv().await;
+            drop(written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
+        }
+    });
+    profiler
 }
 
 /// A start-up error: one line, exit code 2 (as clap's own usage errors).

@@ -6,6 +6,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -237,54 +238,16 @@ fn sse_response(
     live: Live,
     shutdown: Shutdown,
 ) -> Response {
-    let state = State {
+    let body = Sse {
         subscription: Some(subscription),
         live: Some(live),
         over: Box::pin(async move { shutdown.over().await }),
         quiet: Box::pin(tokio::time::sleep(KEEP_ALIVE)),
         next: stream.next,
+        include_usage: stream.include_usage,
         resume: stream.resume,
         done: false,
     };
-    let include_usage = stream.include_usage;
-    let body = stream::unfold(Some(state), move |state| async move {
-        let mut state = state?;
-        loop {
-            let subscription = state.subscription.as_mut()?;
-            let event = tokio::select! {
-                biased;
-                event = subscription.next() => event?,
-                () = &mut state.over => {
-                    state.end(&"shutting down");
-                    return Some((Ok::<_, Infallible>(sse::frame(&SHUTTING_DOWN.body())), None));
-                }
-                () = &mut state.quiet => {
-                    state.quiet.as_mut().reset(Instant::now() + KEEP_ALIVE);
-                    return Some((Ok(Bytes::from_static(sse::KEEP_ALIVE)), Some(state)));
-                }
-            };
-            let index = state.next;
-            if matches!(event, Flight::Item(_)) {
-                state.next += 1;
-            }
-            let frame = match event {
-                Flight::Item(Part::Event(event)) if include_usage || !event.usage_only => {
-                    sse::frame_with_id(index, &event.data)
-                }
-                Flight::Item(_) => continue,
-                Flight::Done => {
-                    state.end(&"done");
-                    return Some((Ok(sse::frame_with_id(index, b"[DONE]")), None));
-                }
-                end => {
-                    state.end(&describe(&end));
-                    return Some((Ok(sse::frame_with_id(index, &error_event(&end))), None));
-                }
-            };
-            state.quiet.as_mut().reset(Instant::now() + KEEP_ALIVE);
-            return Some((Ok(frame), Some(state)));
-        }
-    });
     let mut response = head_response(head, Body::from_stream(body));
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -302,20 +265,73 @@ pub struct Stream {
     pub resume: Option<Duration>,
 }
 
-/// A streaming answer on its way: what it reads, how it logs, how it ends.
-struct State {
+/// A streaming answer on its way: what it reads, how it logs, how it ends. It is the body's
+/// stream itself, written by hand rather than as an `unfold` of an async block, which held a
+/// second copy of all this for every held stream (BENCHMARKS.md, issue 15).
+struct Sse {
     /// Taken out when the client goes away, to detach it.
     subscription: Option<Subscription>,
     live: Option<Live>,
     over: Pin<Box<dyn Future<Output = ()> + Send>>,
     quiet: Pin<Box<Sleep>>,
     next: u64,
+    include_usage: bool,
     resume: Option<Duration>,
     /// The end (or the shutdown's error event) is out.
     done: bool,
 }
 
-impl State {
+impl futures::Stream for Sse {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            let Some(subscription) = this.subscription.as_mut() else { return Poll::Ready(None) };
+            // The subscription first: a ready event is never put behind a keep-alive comment.
+            let event = match subscription.poll_next_unpin(cx) {
+                Poll::Ready(Some(event)) => event,
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => {
+                    if this.over.as_mut().poll(cx).is_ready() {
+                        this.end(&"shutting down");
+                        return Poll::Ready(Some(Ok(sse::frame(&SHUTTING_DOWN.body()))));
+                    }
+                    if this.quiet.as_mut().poll(cx).is_ready() {
+                        this.quiet.as_mut().reset(Instant::now() + KEEP_ALIVE);
+                        return Poll::Ready(Some(Ok(Bytes::from_static(sse::KEEP_ALIVE))));
+                    }
+                    return Poll::Pending;
+                }
+            };
+            let index = this.next;
+            if matches!(event, Flight::Item(_)) {
+                this.next += 1;
+            }
+            let frame = match event {
+                Flight::Item(Part::Event(event)) if this.include_usage || !event.usage_only => {
+                    sse::frame_with_id(index, &event.data)
+                }
+                Flight::Item(_) => continue,
+                Flight::Done => {
+                    this.end(&"done");
+                    sse::frame_with_id(index, b"[DONE]")
+                }
+                end => {
+                    this.end(&describe(&end));
+                    sse::frame_with_id(index, &error_event(&end))
+                }
+            };
+            this.quiet.as_mut().reset(Instant::now() + KEEP_ALIVE);
+            return Poll::Ready(Some(Ok(frame)));
+        }
+    }
+}
+
+impl Sse {
     fn end(&mut self, outcome: &dyn std::fmt::Display) {
         self.done = true;
         if let Some(live) = self.live.as_mut() {
@@ -324,7 +340,7 @@ impl State {
     }
 }
 
-impl Drop for State {
+impl Drop for Sse {
     /// The body went away before its end: the client lost its connection. With a resume
     /// window its request is detached, not cancelled (R18); else the drop cancels it (R12).
     fn drop(&mut self) {

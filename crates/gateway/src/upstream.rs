@@ -121,14 +121,17 @@ impl Upstream {
         }
         let first = stream::iter([Ok(Part::Head(Arc::clone(&head)))]);
         if !outgoing.endpoint.streams() {
-            return Ok(holding(first.chain(body_parts(response, self.idle_timeout)), ticket));
+            return Ok(holding(first.chain(body_parts(response.bytes_stream(), self.idle_timeout)), ticket));
         }
         let content_type = head.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         if !content_type.starts_with("text/event-stream") {
             let message = format!("the upstream answered a streaming request with `{content_type}`, not SSE");
             return Err(UpstreamError::broken(Broken::Malformed, message));
         }
-        Ok(holding(first.chain(events(response, self.idle_timeout, self.max_event_bytes)), ticket))
+        Ok(holding(
+            first.chain(events(response.bytes_stream(), self.idle_timeout, self.max_event_bytes)),
+            ticket,
+        ))
     }
 
     /// At most `max_error_body` bytes of an error response's body, as sent.
@@ -146,23 +149,26 @@ impl Upstream {
 }
 
 /// The next chunk of a response body within `idle`, or why there is none.
-async fn next_chunk(
-    response: &mut reqwest::Response,
-    idle: Duration,
-) -> Result<Option<Bytes>, UpstreamError> {
-    match tokio::time::timeout(idle, response.chunk()).await {
+async fn next_chunk(body: &mut (impl Body + Unpin), idle: Duration) -> Result<Option<Bytes>, UpstreamError> {
+    match tokio::time::timeout(idle, body.next()).await {
         Err(_) => {
             Err(UpstreamError::broken(Broken::Timeout, format!("the upstream sent nothing for {idle:?}")))
         }
-        Ok(Err(e)) => Err(UpstreamError::broken(
+        Ok(None) => Ok(None),
+        Ok(Some(Err(e))) => Err(UpstreamError::broken(
             Broken::Truncated,
             format!("the upstream response broke: {}", client::describe(&e)),
         )),
-        Ok(Ok(chunk)) => Ok(chunk),
+        Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
     }
 }
 
-/// A body that is not SSE, piece by piece as it arrives.
+/// A response's body alone: its head (headers, URL, extensions) is not kept while a stream
+/// lasts (BENCHMARKS.md, issue 15).
+trait Body: Stream<Item = reqwest::Result<Bytes>> + Send + 'static {}
+
+impl<S: Stream<Item = reqwest::Result<Bytes>> + Send + 'static> Body for S {}
+
 /// `parts`, which keep the request's place on its lane until they are read or dropped.
 fn holding(parts: impl Stream<Item = Result<Part, UpstreamError>> + Send + 'static, ticket: Ticket) -> Parts {
     parts
@@ -173,11 +179,12 @@ fn holding(parts: impl Stream<Item = Result<Part, UpstreamError>> + Send + 'stat
         .boxed()
 }
 
-fn body_parts(response: reqwest::Response, idle: Duration) -> Parts {
-    stream::unfold(Some(response), move |response| async move {
-        let mut response = response?;
-        match next_chunk(&mut response, idle).await {
-            Ok(Some(chunk)) => Some((Ok(Part::Body(chunk)), Some(response))),
+/// A body that is not SSE, piece by piece as it arrives.
+fn body_parts(body: impl Body + Unpin, idle: Duration) -> Parts {
+    stream::unfold(Some(body), move |body| async move {
+        let mut body = body?;
+        match next_chunk(&mut body, idle).await {
+            Ok(Some(chunk)) => Some((Ok(Part::Body(chunk)), Some(body))),
             Ok(None) => None,
             Err(error) => Some((Err(error), None)),
         }
@@ -211,10 +218,10 @@ fn classify(data: Bytes) -> Result<Part, UpstreamError> {
 }
 
 /// The SSE events of a streamed answer, up to `[DONE]`; an end before it is an error.
-fn events(response: reqwest::Response, idle: Duration, max_event_bytes: usize) -> Parts {
+fn events(body: impl Body + Unpin, idle: Duration, max_event_bytes: usize) -> Parts {
     let decoder = Decoder::new(max_event_bytes);
-    stream::unfold(Some((response, decoder)), move |state| async move {
-        let (mut response, mut decoder) = state?;
+    stream::unfold(Some((body, decoder)), move |state| async move {
+        let (mut body, mut decoder) = state?;
         loop {
             match decoder.next_event() {
                 Err(TooLarge { limit }) => {
@@ -224,13 +231,13 @@ fn events(response: reqwest::Response, idle: Duration, max_event_bytes: usize) -
                 Ok(Some(data)) if data.trim_ascii() == b"[DONE]" => return None,
                 Ok(Some(data)) => {
                     return match classify(data) {
-                        Ok(part) => Some((Ok(part), Some((response, decoder)))),
+                        Ok(part) => Some((Ok(part), Some((body, decoder)))),
                         Err(error) => Some((Err(error), None)),
                     };
                 }
                 Ok(None) => {}
             }
-            match next_chunk(&mut response, idle).await {
+            match next_chunk(&mut body, idle).await {
                 Ok(Some(chunk)) => decoder.push(&chunk),
                 Ok(None) => {
                     let message = "the upstream stream ended before [DONE]";
