@@ -21,7 +21,8 @@ Method (rows 1-3): a fresh gateway; 10 warm-up requests to completion; wait unti
 (no active request or flight, RSS steady) and read VmRSS from /proc/<pid>/status (baseline);
 open the streams at once, each reading until its first `data:` event and then holding its
 connection without reading further (the model is slow, one token a second, so the streams stay
-open); about 1 s after the last first event, read VmRSS again. Per stream = (while - baseline) / N.
+open); read VmRSS again 1 s after the last first event, then every 0.25 s until it stops falling
+(the opening burst's freed memory given back; at most 5 s). Per stream = (while - baseline) / N.
 KB here is /proc's kB: 1,024 bytes.
 
 `--gateway-args` is appended to every gateway started (both of row 2); a flag given there replaces
@@ -52,7 +53,8 @@ PHASE_TIMEOUT = 60.0  # seconds allowed for any one phase (start, warm-up, openi
 HOST = "127.0.0.1"
 WARMUP_REQUESTS = 10
 IDLE_SECONDS = 10.0  # row 4: idle time before the "kept" reading
-SETTLE_SECONDS = 1.0  # rows 1-3: wait after the last first event before reading VmRSS
+SETTLE_SECONDS = 1.0  # rows 1-3: wait after the last first event before reading VmRSS ...
+SETTLE_MAX_SECONDS = 5.0  # ... then until it stops falling (the burst's garbage given back)
 
 # Slow model for held streams: first event after 100 ms, then one token a second for 10 minutes,
 # so no stream ends during a measurement, however loaded the machine is (the simulated model is
@@ -435,6 +437,23 @@ async def warm_up_and_baseline(gateway):
     return gateway.status()
 
 
+async def settled(gateway):
+    """The gateway's status once its RSS has stopped falling: SETTLE_SECONDS after the streams are
+    open, then every 0.25 s until a reading is not below the one before (at most
+    SETTLE_MAX_SECONDS). What the opening burst allocated and freed is given back by then
+    (jemalloc returns freed pages after 1 s), so the reading is what the held streams hold."""
+    await asyncio.sleep(SETTLE_SECONDS)
+    status = gateway.status()
+    deadline = time.monotonic() + SETTLE_MAX_SECONDS - SETTLE_SECONDS
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.25)
+        now = gateway.status()
+        if now["VmRSS"] >= status["VmRSS"]:
+            return status
+        status = now
+    return status
+
+
 async def held_streams(gateway, n, unique, upstream=None, snapshot=False):
     """Rows 1-3: RSS of `gateway` with n streams held, against its idle baseline. `upstream`:
     row 2's upstream gateway, whose RSS is noted alongside (not counted). `snapshot`: send the
@@ -455,8 +474,7 @@ async def held_streams(gateway, n, unique, upstream=None, snapshot=False):
             opened,
         )
         opening = time.monotonic() - started
-        await asyncio.sleep(SETTLE_SECONDS)
-        held = gateway.status()
+        held = await settled(gateway)
         after = await gateway.metrics()
         upstream_rss = upstream.rss() if upstream else None
         if snapshot:

@@ -11,14 +11,14 @@
 //!   - HTTP/1: hyper's `header_read_timeout`. In hyper 1.12 its timer starts whenever the
 //!     connection starts reading a request head (`Conn::poll_read_head`), at the start and again
 //!     after every response, so it closes both half-sent heads and idle keep-alive connections.
-//!   - Every connection, whatever its protocol: a watchdog that counts the requests in flight (from
-//!     the moment a head has been parsed until the response body has been sent or dropped). Once
-//!     there has been none for `header_timeout`, it shuts the connection down gracefully, and drops
-//!     it if it is still there, still without a request, after `header_timeout` more. This covers
-//!     what hyper's timer does not: hyper-util reads the first bytes (to tell HTTP/2's preface from
-//!     an HTTP/1 request line) with no timer, so a peer that sends nothing, or part of the preface,
-//!     would be held forever; and an HTTP/2 connection has no idle timeout of its own. Watching
-//!     requests rather than reads means a slow upload or a long stream is never cut by it.
+//!   - Before the protocol is known: the connection's first bytes (HTTP/2's preface or an HTTP/1
+//!     request line) must come within `header_timeout`, so a peer that sends nothing, or part of
+//!     the preface, is not held forever.
+//!   - HTTP/2, which has no idle timeout of its own: a watchdog that counts the requests in flight
+//!     (from the moment a head has been parsed until the response body has been sent or dropped).
+//!     Once there has been none for `header_timeout`, it shuts the connection down gracefully,
+//!     and drops it if it is still there, still without a request, after `header_timeout` more.
+//!     Watching requests rather than reads means a slow upload or a long stream is never cut by it.
 //!   - HTTP/2: keep-alive pings every [`H2_PING_INTERVAL`], closing the connection when one is not
 //!     acknowledged within [`H2_PING_TIMEOUT`], so a vanished peer does not hold a long stream.
 //! - **Graceful (G8).** [`serve`] runs until its `stop` future resolves (in the gateway:
@@ -35,19 +35,19 @@ use std::convert::Infallible;
 use std::future::{Future, pending};
 use std::io;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use hyper::Request;
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tower::ServiceExt;
@@ -89,40 +89,51 @@ pub struct Accepted {
 /// The signal streams watch: fires when the grace period is over and every stream still
 /// open must end now (with an error event: the caller's business).
 ///
-/// Clones share one signal. It fires once and stays fired.
-#[derive(Clone, Debug)]
+/// Clones share one signal. It fires once and stays fired. The server's own signal to its
+/// connections to finish (draining) is one too.
+///
+/// A flag and a `Notify`: a waiter costs a `Notified` (a `watch` receiver and its `wait_for`
+/// cost twice as much, in every held stream and connection; BENCHMARKS.md, issue 15).
+#[derive(Clone, Debug, Default)]
 pub struct Shutdown {
-    over: Arc<watch::Sender<bool>>,
+    signal: Arc<Signal>,
+}
+
+#[derive(Debug, Default)]
+struct Signal {
+    fired: AtomicBool,
+    notify: Notify,
 }
 
 impl Shutdown {
     /// A signal that has not fired.
     pub fn new() -> Shutdown {
-        Shutdown { over: Arc::new(watch::Sender::new(false)) }
+        Shutdown::default()
     }
 
     /// Resolves once the signal has fired (at once if it already has).
     pub async fn over(&self) {
-        let mut over = self.over.subscribe();
-        // An error would mean the sender is gone, but `self` holds it.
-        let _ = over.wait_for(|over| *over).await;
+        loop {
+            // Registered before the flag is read, so that a firing in between is not missed.
+            let mut fired = pin!(self.signal.notify.notified());
+            fired.as_mut().enable();
+            if self.is_over() {
+                return;
+            }
+            fired.await;
+        }
     }
 
     /// Whether the signal has fired.
     pub fn is_over(&self) -> bool {
-        *self.over.borrow()
+        self.signal.fired.load(Ordering::Acquire)
     }
 
     /// Fires the signal. [`serve`] does this when the grace period is over; it is public so that
     /// a stream's handling of it can be tested without a server.
     pub fn end(&self) {
-        self.over.send_replace(true);
-    }
-}
-
-impl Default for Shutdown {
-    fn default() -> Shutdown {
-        Shutdown::new()
+        self.signal.fired.store(true, Ordering::Release);
+        self.signal.notify.notify_waiters();
     }
 }
 
@@ -199,9 +210,9 @@ pub async fn serve(
     shutdown: Shutdown,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let builder = Arc::new(builder(&connections));
-    // `true` once the connections are to finish gracefully.
-    let (draining, _) = watch::channel(false);
+    let protocols = Arc::new(Protocols::new(&connections));
+    // Fired once the connections are to finish gracefully.
+    let draining = Shutdown::new();
     let mut open = JoinSet::new();
     let mut stop = pin!(stop);
     // Set after an accept error: accepting resumes at this instant.
@@ -219,12 +230,12 @@ pub async fn serve(
                 Ok((stream, peer)) => {
                     trace!(%peer, "connection accepted");
                     open.spawn(connection(
-                        Arc::clone(&builder),
+                        Arc::clone(&protocols),
                         stream,
                         peer,
                         app.clone(),
                         connections.header_timeout,
-                        draining.subscribe(),
+                        draining.clone(),
                     ));
                 }
                 // The peer gave up before the accept: nothing is short, try the next one.
@@ -241,7 +252,7 @@ pub async fn serve(
     drop(listener);
     let grace = connections.shutdown_grace;
     info!(connections = open.len(), "stopped accepting; letting open requests finish for up to {grace:?}");
-    draining.send_replace(true);
+    draining.end();
     let closed = drain(&mut open, grace).await;
     if open.is_empty() {
         info!(closed, "every connection closed within the grace period");
@@ -267,20 +278,87 @@ pub async fn serve(
 /// stream's memory (BENCHMARKS.md, issue 15). Bodies are read through it in pieces.
 const READ_BUFFER: usize = 8 * 1024;
 
-/// The hyper connection builder: HTTP/1.1 and h2c, with the timers of the module's documentation.
-fn builder(connections: &Connections) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(connections.header_timeout)
-        .max_buf_size(READ_BUFFER);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(H2_PING_INTERVAL)
-        .keep_alive_timeout(H2_PING_TIMEOUT);
-    builder
+/// The hyper connection builders, HTTP/1.1 and h2c, with the timers of the module's
+/// documentation.
+///
+/// A connection's protocol is told by its first bytes ([`sniff`]) and it is then served by one
+/// of them, not by hyper-util's auto connection, which holds room for either protocol in every
+/// connection: about 1 KB more per held HTTP/1.1 stream (BENCHMARKS.md, issue 15).
+struct Protocols {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+impl Protocols {
+    fn new(connections: &Connections) -> Protocols {
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(connections.header_timeout)
+            .max_buf_size(READ_BUFFER)
+            .writev(false);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .keep_alive_interval(H2_PING_INTERVAL)
+            .keep_alive_timeout(H2_PING_TIMEOUT);
+        Protocols { http1, http2 }
+    }
+}
+
+/// The HTTP/2 connection preface (RFC 9113, section 3.4), with which a client speaking h2c with
+/// prior knowledge begins.
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How long to wait for more of the first bytes when those received so far are a part of the
+/// preface (a `peek` would return the same bytes at once).
+const SNIFF_RETRY: Duration = Duration::from_millis(5);
+
+/// A connection's protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// Tells HTTP/2's preface from anything else (an HTTP/1.1 request) by the connection's first
+/// bytes, without taking them from the socket; `None` if the peer closed first.
+async fn sniff(stream: &TcpStream) -> io::Result<Option<Protocol>> {
+    let mut first = [0_u8; PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut first).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if first[..n] != PREFACE[..n] {
+            return Ok(Some(Protocol::Http1));
+        }
+        if n == PREFACE.len() {
+            return Ok(Some(Protocol::Http2));
+        }
+        // Clients send the preface in one piece: this is rare, and the watchdog bounds it.
+        sleep(SNIFF_RETRY).await;
+    }
+}
+
+/// An HTTP/2 connection, as [`watched`] sees it (a trait, since its service's type cannot be named).
+trait Served: Future<Output = Result<(), hyper::Error>> {
+    /// Sends GOAWAY: the open streams finish, no new one is taken, then it ends.
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<S> Served for http2::Connection<TokioIo<TcpStream>, S, TokioExecutor>
+where
+    S: hyper::service::HttpService<Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: Send + 'static,
+    S::ResBody: Send + 'static,
+    <S::ResBody as http_body::Body>::Data: Send,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http2::Connection::graceful_shutdown(self);
+    }
 }
 
 /// Accept errors that concern one connection only, not the process's resources.
@@ -333,12 +411,12 @@ enum Closing {
 
 /// Serves one connection until it ends, the server drains, or it idles out.
 async fn connection(
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    protocols: Arc<Protocols>,
     stream: TcpStream,
     peer: SocketAddr,
     app: Router,
     header_timeout: Duration,
-    mut draining: watch::Receiver<bool>,
+    draining: Shutdown,
 ) {
     if let Err(error) = stream.set_nodelay(true) {
         warn!(%peer, %error, "cannot set TCP_NODELAY");
@@ -352,27 +430,65 @@ async fn connection(
             request.extensions_mut().insert(accepted);
             let busy = Busy::start(&in_flight);
             let app = app.clone();
-            async move {
-                // Boxed: hyper keeps room for this future for the connection's whole life, and
-                // the router's future is large but lives only until the response head.
-                let response = match Box::pin(app.oneshot(request)).await {
+            // Boxed: hyper keeps room for the service's future for the connection's whole life,
+            // and this one lives only until the response head.
+            let answer: Pin<Box<dyn Future<Output = _> + Send>> = Box::pin(async move {
+                let response = match app.oneshot(request).await {
                     Ok(response) => response,
                     Err(infallible) => match infallible {},
                 };
                 // The request stays in flight until its body has been sent (or dropped).
                 Ok::<_, Infallible>(response.map(|body| Guarded::new(body, busy)))
-            }
+            });
+            answer
         })
     };
-    let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(stream), service));
+    // Until the protocol is known, draining ends the connection at once.
+    let sniffed = tokio::select! {
+        sniffed = timeout(header_timeout, sniff(&stream)) => sniffed,
+        () = draining.over() => return,
+    };
+    let io = TokioIo::new(stream);
+    match sniffed {
+        Ok(Ok(Some(Protocol::Http1))) => {
+            let mut conn = pin!(protocols.http1.serve_connection(io, service).with_upgrades());
+            // hyper's header timer closes an idle HTTP/1.1 connection.
+            tokio::select! {
+                ended = conn.as_mut() => closed(peer, ended),
+                () = draining.over() => {
+                    // It closes once the response in flight (if any) is sent; the server bounds
+                    // the wait with its grace period.
+                    conn.as_mut().graceful_shutdown();
+                    closed(peer, conn.await);
+                }
+            }
+        }
+        // Boxed, so that an HTTP/1.1 connection's task has no room for HTTP/2's state.
+        Ok(Ok(Some(Protocol::Http2))) => {
+            let mut conn = Box::pin(protocols.http2.serve_connection(io, service));
+            Box::pin(watched(conn.as_mut(), peer, &in_flight, &draining, header_timeout)).await;
+        }
+        Ok(Ok(None)) => trace!(%peer, "connection closed before a request"),
+        Ok(Err(error)) => debug!(%peer, %error, "connection failed before a request"),
+        Err(_elapsed) => debug!(%peer, "closing a connection that sent nothing for {header_timeout:?}"),
+    }
+}
 
+/// Serves an HTTP/2 connection until it ends, the server drains, or it has had no request in
+/// flight for `header_timeout`; the last two shut it down gracefully (GOAWAY, then its open
+/// streams finish).
+async fn watched<C: Served>(
+    mut conn: Pin<&mut C>,
+    peer: SocketAddr,
+    in_flight: &InFlight,
+    draining: &Shutdown,
+    header_timeout: Duration,
+) {
     let closing = tokio::select! {
         ended = conn.as_mut() => return closed(peer, ended),
-        _ = draining.wait_for(|draining| *draining) => Closing::Draining,
-        () = quiet(&in_flight, header_timeout) => Closing::Idle,
+        () = draining.over() => Closing::Draining,
+        () = quiet(in_flight, header_timeout) => Closing::Idle,
     };
-    // Before the protocol is known this ends the connection at once; HTTP/1 closes once the
-    // response in flight (if any) is sent; HTTP/2 sends GOAWAY and finishes its open streams.
     conn.as_mut().graceful_shutdown();
     match closing {
         // The server bounds this wait with its grace period.
@@ -382,7 +498,7 @@ async fn connection(
             // A peer that neither reads our GOAWAY nor sends anything is not waited for.
             tokio::select! {
                 ended = conn.as_mut() => closed(peer, ended),
-                () = quiet(&in_flight, header_timeout) => {
+                () = quiet(in_flight, header_timeout) => {
                     debug!(%peer, "dropping an idle connection that did not close");
                 }
             }
@@ -391,14 +507,14 @@ async fn connection(
 }
 
 /// Logs how a connection ended: at debug, since peers cause these errors.
-fn closed(peer: SocketAddr, ended: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+fn closed(peer: SocketAddr, ended: Result<(), hyper::Error>) {
     match ended {
         Ok(()) => trace!(%peer, "connection closed"),
         Err(error) => debug!(%peer, %error, "connection closed"),
     }
 }
 
-/// The requests in flight on one connection; every change wakes the watchdog, even one that a
+/// The requests in flight on one connection (watched on HTTP/2); every change wakes the watchdog, even one that a
 /// later change undoes before it looks. An atomic and a `Notify`: a `watch` channel, which this
 /// was, costs five times as much per held stream.
 #[derive(Default)]
