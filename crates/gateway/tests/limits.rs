@@ -76,9 +76,10 @@ async fn stalled_connections_are_closed_while_healthz_answers() {
     for _ in 0..20 {
         stalled.push(raw(&base, b"POST /v1/chat/completions HTTP/1.1\r\nHost: test\r\n").await);
     }
-    // Part of HTTP/2's preface: the protocol is not known yet.
+    // Part of HTTP/2's preface: its server waits for the rest.
+    let mut preface = Vec::new();
     for _ in 0..10 {
-        stalled.push(raw(&base, b"PRI * HTTP/2.0\r\n").await);
+        preface.push(raw(&base, b"PRI * HTTP/2.0\r\n").await);
     }
     let mut fresh = raw(&base, b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n").await;
     let health = read_response(&mut fresh).await;
@@ -87,6 +88,12 @@ async fn stalled_connections_are_closed_while_healthz_answers() {
         let sent = closed_by_server(stream).await;
         // HTTP/1's header timeout may answer 408 first; nothing else.
         assert!(sent.is_empty() || sent.starts_with(b"HTTP/1.1 408"), "{:?}", String::from_utf8_lossy(&sent));
+    }
+    for stream in &mut preface {
+        let sent = closed_by_server(stream).await;
+        // At most the server's own preface, a SETTINGS frame (type 4), as HTTP/2 lets it send
+        // first, then frames such as GOAWAY; never an HTTP/1.1 answer.
+        assert!(sent.is_empty() || sent.get(3) == Some(&4), "{:?}", String::from_utf8_lossy(&sent));
     }
     let answer = Client::chat(&base, "still serving?", None).await.rest().await;
     assert_eq!(answer.last().map(String::as_str), Some("[DONE]"));
