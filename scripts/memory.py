@@ -510,7 +510,7 @@ async def sample_peak(gateway, peak):
         await asyncio.sleep(0.2)
 
 
-async def rounds_then_idle(gateway, streams, rounds):
+async def rounds_then_idle(gateway, streams, rounds, snapshot=False):
     """Row 4: rounds of concurrent unique streams read to [DONE], then idle; RSS kept."""
     base = await warm_up_and_baseline(gateway)
     before = await gateway.metrics()
@@ -546,6 +546,9 @@ async def rounds_then_idle(gateway, streams, rounds):
     log(f"idle {IDLE_SECONDS:.0f} s")
     await asyncio.sleep(IDLE_SECONDS)
     kept = gateway.status()
+    if snapshot:
+        gateway.proc.send_signal(signal.SIGUSR1)
+        await asyncio.sleep(SETTLE_SECONDS)
     return {
         "base": base,
         "kept": kept,
@@ -602,7 +605,7 @@ async def row_rounds(opts, streams, rounds):
     gateway = Gateway(opts.binary, "fast", gateway_args(FAST_SIM, streams, opts.extra), opts.logdir)
     try:
         await gateway.wait_ready()
-        return await rounds_then_idle(gateway, streams, rounds)
+        return await rounds_then_idle(gateway, streams, rounds, snapshot=opts.dhat_snapshot)
     finally:
         gateway.stop()
 
@@ -745,7 +748,7 @@ def parse_args():
     parser.add_argument(
         "--dhat-snapshot",
         action="store_true",
-        help="send the measured gateway SIGUSR1 while its streams are held: a build with "
+        help="send the measured gateway SIGUSR1 while its streams are held (row 4: after the idle): a build with "
         "--features dhat-heap writes dhat-heap.json then (see scripts/dhat_breakdown.py --at end)",
     )
     parser.add_argument("--only", choices=["1", "2", "2b", "3", "4"], help="run this row alone")
