@@ -6,14 +6,15 @@
 //!   back until the client's delayed ACK (about 40 ms). HTTP/1.1 and HTTP/2 with prior knowledge
 //!   (h2c) are served on the same port. [`bind`] sets the listen backlog explicitly (the default
 //!   of 128 overflowed under a burst of clients).
-//! - **Bounded (G7).** Three guards, so that no connection is kept without a request in flight for
+//! - **Bounded (G7).** Four guards, so that no connection is kept without a request in flight for
 //!   longer than [`Connections::header_timeout`] (plus at most as long again to close it):
 //!   - HTTP/1: hyper's `header_read_timeout`. In hyper 1.12 its timer starts whenever the
 //!     connection starts reading a request head (`Conn::poll_read_head`), at the start and again
 //!     after every response, so it closes both half-sent heads and idle keep-alive connections.
 //!   - Before the protocol is known: the connection's first bytes (HTTP/2's preface or an HTTP/1
-//!     request line) must come within `header_timeout`, so a peer that sends nothing, or part of
-//!     the preface, is not held forever.
+//!     request line) must come within `header_timeout`, so a peer that sends nothing is not held
+//!     forever. Each connection is then served by hyper's HTTP/1.1 or HTTP/2 connection alone
+//!     (`sniff`), which costs a held stream less than hyper-util's auto connection (issue 15).
 //!   - HTTP/2, which has no idle timeout of its own: a watchdog that counts the requests in flight
 //!     (from the moment a head has been parsed until the response body has been sent or dropped).
 //!     Once there has been none for `header_timeout`, it shuts the connection down gracefully,
