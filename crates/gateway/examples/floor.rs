@@ -1,6 +1,6 @@
-//! The memory floor of a held stream under the gateway: what hyper alone, then hyper-util's
-//! auto (HTTP/1.1 and h2c) connection, then axum cost per held HTTP/1.1 streaming response,
-//! before any of the gateway's own state (issue 15; BENCHMARKS.md).
+//! The memory floor of a held stream under the gateway: what hyper alone, hyper with axum, and
+//! hyper-util's auto (HTTP/1.1 and h2c) connection with axum cost per held HTTP/1.1 streaming
+//! response, before any of the gateway's own state (issue 15; BENCHMARKS.md).
 //!
 //! ```sh
 //! cargo run --release -p streamflight-gateway --example floor -- [--streams 2000]
@@ -36,8 +36,8 @@ static MALLOC_CONF: &u8 = &b"background_thread:true,dirty_decay_ms:1000,muzzy_de
 /// The servers measured, from the least.
 const SERVERS: [(&str, &str); 3] = [
     ("hyper", "hyper's HTTP/1.1 connection, a service_fn that reads the request's body"),
-    ("hyper-axum", "hyper's HTTP/1.1 connection, an axum Router"),
-    ("auto-axum", "hyper-util's auto connection (HTTP/1.1 and h2c), an axum Router (as the gateway)"),
+    ("hyper-axum", "hyper's HTTP/1.1 connection, an axum Router (how the gateway serves HTTP/1.1)"),
+    ("auto-axum", "hyper-util's auto connection (HTTP/1.1 and h2c), an axum Router (the gateway before)"),
 ];
 
 /// The event every stream gets first.
