@@ -21,8 +21,9 @@ Method (rows 1-3): a fresh gateway; 10 warm-up requests to completion; wait unti
 (no active request or flight, RSS steady) and read VmRSS from /proc/<pid>/status (baseline);
 open the streams at once, each reading until its first `data:` event and then holding its
 connection without reading further (the model is slow, one token a second, so the streams stay
-open); read VmRSS again 1 s after the last first event, then every 0.25 s until it stops falling
-(the opening burst's freed memory given back; at most 5 s). Per stream = (while - baseline) / N.
+open); read VmRSS again from 1 s after the last first event, every 0.25 s, until it has not
+fallen for 1.5 s (jemalloc gives the opening burst's freed memory back over 1 s, in steps; at
+most 6 s), and take the lowest reading. Per stream = (while - baseline) / N.
 KB here is /proc's kB: 1,024 bytes.
 
 `--gateway-args` is appended to every gateway started (both of row 2); a flag given there replaces
@@ -54,7 +55,8 @@ HOST = "127.0.0.1"
 WARMUP_REQUESTS = 10
 IDLE_SECONDS = 10.0  # row 4: idle time before the "kept" reading
 SETTLE_SECONDS = 1.0  # rows 1-3: wait after the last first event before reading VmRSS ...
-SETTLE_MAX_SECONDS = 5.0  # ... then until it stops falling (the burst's garbage given back)
+SETTLE_STILL_SECONDS = 1.5  # ... then until it has not fallen for this long ...
+SETTLE_MAX_SECONDS = 6.0  # ... or this long in all (the burst's freed memory given back)
 
 # Slow model for held streams: first event after 100 ms, then one token a second for 10 minutes,
 # so no stream ends during a measurement, however loaded the machine is (the simulated model is
@@ -438,20 +440,21 @@ async def warm_up_and_baseline(gateway):
 
 
 async def settled(gateway):
-    """The gateway's status once its RSS has stopped falling: SETTLE_SECONDS after the streams are
-    open, then every 0.25 s until a reading is not below the one before (at most
-    SETTLE_MAX_SECONDS). What the opening burst allocated and freed is given back by then
-    (jemalloc returns freed pages after 1 s), so the reading is what the held streams hold."""
+    """The gateway's status once its RSS has stopped falling: read every 0.25 s from SETTLE_SECONDS
+    after the streams are open until it has not fallen for SETTLE_STILL_SECONDS (at most
+    SETTLE_MAX_SECONDS); the lowest reading. jemalloc gives freed pages back over 1 s, in steps,
+    so by then what the opening burst allocated and freed is gone, and the reading is what the
+    held streams hold."""
     await asyncio.sleep(SETTLE_SECONDS)
-    status = gateway.status()
-    deadline = time.monotonic() + SETTLE_MAX_SECONDS - SETTLE_SECONDS
-    while time.monotonic() < deadline:
+    lowest = gateway.status()
+    fell = time.monotonic()
+    deadline = fell + SETTLE_MAX_SECONDS - SETTLE_SECONDS
+    while time.monotonic() < deadline and time.monotonic() - fell < SETTLE_STILL_SECONDS:
         await asyncio.sleep(0.25)
         now = gateway.status()
-        if now["VmRSS"] >= status["VmRSS"]:
-            return status
-        status = now
-    return status
+        if now["VmRSS"] < lowest["VmRSS"]:
+            lowest, fell = now, time.monotonic()
+    return lowest
 
 
 async def held_streams(gateway, n, unique, upstream=None, snapshot=False):

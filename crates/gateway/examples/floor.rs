@@ -31,7 +31,7 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 // The gateway binary's settings (its main.rs).
 #[unsafe(export_name = "_rjem_malloc_conf")]
-static MALLOC_CONF: &u8 = &b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0,tcache_nslots_small_max:32,lg_tcache_nslots_mul:-1\0"[0];
+static MALLOC_CONF: &u8 = &b"background_thread:true,dirty_decay_ms:0,muzzy_decay_ms:0,tcache_nslots_small_max:32,lg_tcache_nslots_mul:-1\0"[0];
 
 /// The servers measured, from the least.
 const SERVERS: [(&str, &str); 3] = [
