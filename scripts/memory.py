@@ -442,9 +442,9 @@ async def warm_up_and_baseline(gateway):
 async def settled(gateway):
     """The gateway's status once its RSS has stopped falling: read every 0.25 s from SETTLE_SECONDS
     after the streams are open until it has not fallen for SETTLE_STILL_SECONDS (at most
-    SETTLE_MAX_SECONDS); the lowest reading. jemalloc gives freed pages back over 1 s, in steps,
-    so by then what the opening burst allocated and freed is gone, and the reading is what the
-    held streams hold."""
+    SETTLE_MAX_SECONDS); the lowest reading. The gateway's jemalloc gives freed pages back at
+    once; with a decay (`--binary` of another build, or `_RJEM_MALLOC_CONF`) they go back over
+    it, in steps, and this waits for that, so the reading is what the held streams hold."""
     await asyncio.sleep(SETTLE_SECONDS)
     lowest = gateway.status()
     fell = time.monotonic()

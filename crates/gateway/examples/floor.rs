@@ -29,9 +29,9 @@ use hyper_util::server::conn::auto;
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-// The gateway binary's settings (its main.rs).
+// The gateway binary's settings. SAFETY: as in its main.rs, a pointer to a NUL-terminated string.
 #[unsafe(export_name = "_rjem_malloc_conf")]
-static MALLOC_CONF: &u8 = &b"background_thread:true,dirty_decay_ms:0,muzzy_decay_ms:0,tcache_nslots_small_max:32,lg_tcache_nslots_mul:-1\0"[0];
+static MALLOC_CONF: &u8 = &streamflight_gateway::JEMALLOC_CONF[0];
 
 /// The servers measured, from the least.
 const SERVERS: [(&str, &str); 3] = [
@@ -174,11 +174,10 @@ fn serve_as(kind: &str) {
 }
 
 fn http1_builder() -> hyper::server::conn::http1::Builder {
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30)).max_buf_size(8192);
-    builder
+    streamflight_gateway::serve::http1_builder(Duration::from_secs(30))
 }
 
+/// hyper-util's auto connection with the gateway's settings of before issue 15.
 fn auto_builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30)).max_buf_size(8192);

@@ -51,6 +51,15 @@ pub use config::Settings;
 use crate::serve::{Connections, Shutdown};
 use crate::state::Gateway;
 
+/// jemalloc's settings for the binary (`main.rs` exports them as `_rjem_malloc_conf`; the
+/// `floor` example too): freed pages go back to the system at once (with a delay, up to 4 MB of
+/// them per arena stayed dirty for as long as the gateway was quiet, which with 2,000 held
+/// streams was a KB each), and each thread caches fewer freed blocks (an idle worker's cache is
+/// never given back), at no cost in CPU or latency that the latency example can see
+/// (BENCHMARKS.md, issue 15). NUL-terminated, as jemalloc reads it.
+pub const JEMALLOC_CONF: &[u8] =
+    b"background_thread:true,dirty_decay_ms:0,muzzy_decay_ms:0,tcache_nslots_small_max:32,lg_tcache_nslots_mul:-1\0";
+
 /// The gateway, ready to serve: its routes and how it keeps connections.
 pub struct App {
     router: axum::Router,

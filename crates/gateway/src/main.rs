@@ -17,16 +17,12 @@ static ALLOC: dhat::Alloc = dhat::Alloc;
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// jemalloc's settings, read once at its start: freed pages go back to the system at once (with
-/// a delay, up to 4 MB of them per arena stayed dirty for as long as the gateway was quiet,
-/// which with 2,000 held streams was a KB each), and each thread caches fewer freed blocks (an
-/// idle worker's cache is never given back), at no cost in CPU or latency that the latency
-/// example can see (BENCHMARKS.md, issue 15).
+/// jemalloc's settings ([`streamflight_gateway::JEMALLOC_CONF`]), read once at its start.
 // SAFETY: the symbol jemalloc reads is a pointer to a NUL-terminated string, which this is;
 // nothing else defines it.
 #[cfg(all(feature = "jemalloc", not(feature = "dhat-heap")))]
 #[unsafe(export_name = "_rjem_malloc_conf")]
-static MALLOC_CONF: &u8 = &b"background_thread:true,dirty_decay_ms:0,muzzy_decay_ms:0,tcache_nslots_small_max:32,lg_tcache_nslots_mul:-1\0"[0];
+static MALLOC_CONF: &u8 = &streamflight_gateway::JEMALLOC_CONF[0];
 
 #[tokio::main]
 async fn main() -> ExitCode {
