@@ -34,6 +34,9 @@ pub enum Part {
 /// One SSE event of a streamed answer, classified once when it arrives.
 #[derive(Clone, Debug)]
 pub struct Event {
+    /// The event's `event:` field as sent, if it had one (the Responses API and Anthropic's
+    /// Messages name every event; Chat Completions none).
+    pub name: Option<Bytes>,
     /// The event's data, as sent.
     pub data: Bytes,
     /// A chunk that only carries `usage` (empty `choices`): the gateway asked for it, so a

@@ -582,12 +582,12 @@ impl Chunks {
                     out,
                     r#"],"usage":{{"prompt_tokens":{prompt},"completion_tokens":{completion},"total_tokens":{total}}}}}"#
                 );
-                return Part::Event(Event { data: Bytes::from(out), usage_only: true });
+                return Part::Event(Event { name: None, data: Bytes::from(out), usage_only: true });
             }
         }
         // OpenAI sends `"usage": null` on every other chunk when usage was asked for.
         out.push_str(if self.include_usage { r#"],"usage":null}"# } else { "]}" });
-        Part::Event(Event { data: Bytes::from(out), usage_only: false })
+        Part::Event(Event { name: None, data: Bytes::from(out), usage_only: false })
     }
 }
 

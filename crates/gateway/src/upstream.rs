@@ -207,14 +207,14 @@ struct Probe<'a> {
 fn classify(data: Bytes) -> Result<Part, UpstreamError> {
     let Ok(probe) = serde_json::from_slice::<Probe>(&data) else {
         // Not a JSON object: passed on as sent; a collecting client refuses it.
-        return Ok(Part::Event(Event { data, usage_only: false }));
+        return Ok(Part::Event(Event { name: None, data, usage_only: false }));
     };
     if probe.error.is_some() {
         return Err(UpstreamError::InStream(data));
     }
     let empty = |raw: &RawValue| raw.get().bytes().filter(|b| !b.is_ascii_whitespace()).eq(*b"[]");
     let no_choices = probe.choices.is_some_and(empty);
-    Ok(Part::Event(Event { usage_only: no_choices && probe.usage.is_some(), data }))
+    Ok(Part::Event(Event { name: None, usage_only: no_choices && probe.usage.is_some(), data }))
 }
 
 /// The SSE events of a streamed answer, up to `[DONE]`; an end before it is an error.

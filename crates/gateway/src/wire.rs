@@ -101,7 +101,7 @@ fn read_part(bytes: &[u8]) -> Result<Part, Malformed> {
         HEAD => Part::Head(Arc::new(reader.head()?)),
         EVENT => {
             let usage_only = reader.flag()?;
-            Part::Event(Event { data: Bytes::copy_from_slice(reader.field()?), usage_only })
+            Part::Event(Event { name: None, data: Bytes::copy_from_slice(reader.field()?), usage_only })
         }
         BODY => Part::Body(Bytes::copy_from_slice(reader.field()?)),
         _ => return Err(Malformed("unknown tag")),
@@ -321,14 +321,16 @@ mod tests {
             Part::Head(rich_head(200)),
             Part::Head(head(204, &[])),
             Part::Event(Event {
+                name: None,
                 data: Bytes::from_static(br#"{"choices":[{"delta":{}}]}"#),
                 usage_only: false,
             }),
             Part::Event(Event {
+                name: None,
                 data: Bytes::from_static(br#"{"choices":[],"usage":{}}"#),
                 usage_only: true,
             }),
-            Part::Event(Event { data: Bytes::new(), usage_only: false }),
+            Part::Event(Event { name: None, data: Bytes::new(), usage_only: false }),
             Part::Body(Bytes::from_static(b"{\"data\":[]}\n\xff")),
             Part::Body(Bytes::new()),
         ]
@@ -437,7 +439,7 @@ mod tests {
             ]
             .concat()
         );
-        let event = Part::Event(Event { data: Bytes::from_static(b"hi"), usage_only: true });
+        let event = Part::Event(Event { name: None, data: Bytes::from_static(b"hi"), usage_only: true });
         assert_eq!(Wire.encode_item(&event), [EVENT, 1, 0, 0, 0, 2, b'h', b'i']);
         assert_eq!(Wire.encode_item(&Part::Body(Bytes::new())), [BODY, 0, 0, 0, 0]);
         let broken = UpstreamError::broken(Broken::Lost, "x");
