@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 
 use crate::config::Settings;
-use crate::endpoint::Endpoint;
+use crate::dialect::Api;
 use crate::flight::{Parts, UpstreamError};
 use crate::metrics::Metrics;
 use crate::sim;
@@ -17,13 +17,13 @@ use crate::upstream::Upstream;
 /// A coalesced request as its flight sends it: built from the leading client's request.
 #[derive(Clone, Debug)]
 pub struct Outgoing {
-    /// The endpoint.
-    pub endpoint: Endpoint,
+    /// The API.
+    pub api: Api,
     /// The client's raw query string, if any.
     pub query: Option<String>,
     /// The end-to-end headers to send (credentials already replaced if the gateway has its own).
     pub headers: HeaderMap,
-    /// The body to send (for streamed endpoints with `stream` and `stream_options` set).
+    /// The body to send (for a streamed API with `stream` set, and `stream_options` for chat).
     pub body: Bytes,
     /// The canonical body: the simulated model's seed.
     pub canonical: Arc<str>,
@@ -55,7 +55,7 @@ impl Backend {
         match self {
             Backend::Simulated(pace) => {
                 let pace = *pace;
-                Box::pin(sim::answer(outgoing.endpoint, outgoing.body, outgoing.canonical, pace))
+                Box::pin(sim::answer(outgoing.api, outgoing.body, outgoing.canonical, pace))
             }
             Backend::Upstream(upstream) => Box::pin(Arc::clone(upstream).open(outgoing)),
         }

@@ -13,7 +13,7 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 #[derive(Clone, Debug)]
 pub struct Body {
     /// Whether the client asked to stream (`"stream": true`). Always `false` for an endpoint that
-    /// does not stream (`parse(_, false)`), whatever the body says.
+    /// does not stream (`parse(_, Owned::Nothing)`), whatever the body says.
     pub stream: bool,
     /// Whether the client asked for the usage chunk (`stream_options.include_usage == true`).
     /// Always `false` for an endpoint that does not stream.
@@ -60,19 +60,31 @@ impl std::error::Error for BodyError {}
 /// The `stream_options` the gateway sends when the client sent none.
 const USAGE_ONLY: &str = r#"{"include_usage":true}"#;
 
+/// Which top-level members of a body are the gateway's own (a dialect says, G10): left out of
+/// the key, and set in the body sent upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owned {
+    /// None: the body goes upstream as sent, and every member is in the key (embeddings).
+    Nothing,
+    /// `stream`, made `true` upstream (the Responses API, Anthropic's Messages).
+    Stream,
+    /// `stream`, made `true`, and `stream_options`, with `include_usage` made `true` (Chat
+    /// Completions and Completions, whose usage comes only when asked for).
+    StreamAndUsage,
+}
+
 /// Checks `bytes` and prepares both of its uses.
 ///
-/// `streamed` is true for an endpoint the gateway asks to stream (chat and text completions): the
-/// upstream body then keeps every top-level member in its place with its value's text as sent, but
-/// every `stream` value becomes `true` and every `stream_options` value the client's last one with
-/// `include_usage` set to `true` (its other members as sent); a missing one is appended at the
-/// end. For another endpoint (embeddings) the upstream body is `bytes`, untouched.
+/// With `owned` other than [`Owned::Nothing`] the upstream body keeps every top-level member in
+/// its place with its value's text as sent, but every `stream` value becomes `true` (a missing
+/// one is appended at the end) and, for [`Owned::StreamAndUsage`], every `stream_options` value
+/// the client's last one with `include_usage` set to `true` (its other members as sent; a
+/// missing one appended). With [`Owned::Nothing`] the upstream body is `bytes`, untouched.
 ///
-/// For a streamed endpoint the canonical text leaves out the top-level `stream` and
-/// `stream_options` (the gateway's own); for another it has every member. A
+/// The canonical text leaves out the owned top-level members; it has every other. A
 /// duplicated key counts once, with its last value (as Python's `json` and serde_json read it); the
 /// upstream body keeps duplicates as sent.
-pub fn parse(bytes: &[u8], streamed: bool) -> Result<Body, BodyError> {
+pub fn parse(bytes: &[u8], owned: Owned) -> Result<Body, BodyError> {
     let not_json = |error: serde_json::Error| BodyError::NotJson(error.to_string());
     let text = check(bytes).map_err(not_json)?;
     let mut walker = Walker { text, pos: 0 };
@@ -81,13 +93,13 @@ pub fn parse(bytes: &[u8], streamed: bool) -> Result<Body, BodyError> {
         return Err(BodyError::NotAnObject);
     }
     let mut canonical = String::with_capacity(text.len());
-    if !streamed {
+    if owned == Owned::Nothing {
         // Sent as it is, so every field is part of the answer: all of them are in the key.
         walker.object(&mut canonical, 1, None).map_err(not_json)?;
         let upstream = Bytes::copy_from_slice(bytes);
         return Ok(Body { stream: false, include_usage: false, canonical, upstream });
     }
-    let mut transport = Transport::default();
+    let mut transport = Transport { usage: owned == Owned::StreamAndUsage, ..Transport::default() };
     walker.object(&mut canonical, 1, Some(&mut transport)).map_err(not_json)?;
     // The last of duplicated members is the one that counts, as for every other key.
     let stream = match transport.stream.last().map(|span| &text[span.clone()]) {
@@ -95,9 +107,13 @@ pub fn parse(bytes: &[u8], streamed: bool) -> Result<Body, BodyError> {
         Some("true") => true,
         Some(_) => return Err(BodyError::StreamNotBoolean),
     };
+    if !transport.usage {
+        let upstream = Bytes::from(upstream_body(text, &transport, None));
+        return Ok(Body { stream, include_usage: false, canonical, upstream });
+    }
     let options = transport.stream_options.last().map(|span| &text[span.clone()]);
     let (include_usage, options) = stream_options(options)?;
-    let upstream = Bytes::from(upstream_body(text, &transport, &options));
+    let upstream = Bytes::from(upstream_body(text, &transport, Some(&options)));
     Ok(Body { stream, include_usage, canonical, upstream })
 }
 
@@ -183,8 +199,10 @@ const MAX_DEPTH: usize = 128;
 struct Transport {
     /// The span of every `stream` value, in order.
     stream: Vec<Range<usize>>,
-    /// The span of every `stream_options` value, in order.
+    /// The span of every `stream_options` value, in order (when they are the gateway's).
     stream_options: Vec<Range<usize>>,
+    /// Whether `stream_options` is the gateway's too.
+    usage: bool,
     /// Whether the object has any member.
     members: bool,
     /// Where the last member's value ends (just after `{` when there is none).
@@ -297,7 +315,7 @@ impl<'a> Walker<'a> {
         let (end, any) = self.members(|walker, raw_key, key| {
             let spans = match (transport.as_deref_mut(), key) {
                 (Some(transport), "stream") => Some(&mut transport.stream),
-                (Some(transport), "stream_options") => Some(&mut transport.stream_options),
+                (Some(transport), "stream_options") if transport.usage => Some(&mut transport.stream_options),
                 _ => None,
             };
             if let Some(spans) = spans {
@@ -607,18 +625,21 @@ fn add_to_decimal(decimal: &str, delta: i128) -> String {
 }
 
 /// The upstream body of a streamed endpoint: `text` with its `stream` values made `true`, its
-/// `stream_options` values made `options`, and the missing ones appended after the last member.
-fn upstream_body(text: &str, transport: &Transport, options: &str) -> Vec<u8> {
+/// `stream_options` values made `options` (if given), and the missing ones appended after the
+/// last member.
+fn upstream_body(text: &str, transport: &Transport, options: Option<&str>) -> Vec<u8> {
     let mut edits: Vec<(Range<usize>, &str)> = Vec::new();
     edits.extend(transport.stream.iter().map(|span| (span.clone(), "true")));
-    edits.extend(transport.stream_options.iter().map(|span| (span.clone(), options)));
     let mut appended = String::new();
     if transport.stream.is_empty() {
         appended.push_str(r#","stream":true"#);
     }
-    if transport.stream_options.is_empty() {
-        appended.push_str(r#","stream_options":"#);
-        appended.push_str(options);
+    if let Some(options) = options {
+        edits.extend(transport.stream_options.iter().map(|span| (span.clone(), options)));
+        if transport.stream_options.is_empty() {
+            appended.push_str(r#","stream_options":"#);
+            appended.push_str(options);
+        }
     }
     let appended = if transport.members { &appended[..] } else { appended.get(1..).unwrap_or_default() };
     if !appended.is_empty() {
@@ -689,7 +710,7 @@ mod tests {
     }
 
     fn parsed(text: &str) -> Body {
-        parse(text.as_bytes(), true).unwrap_or_else(|e| panic!("{text}: {e}"))
+        parse(text.as_bytes(), Owned::StreamAndUsage).unwrap_or_else(|e| panic!("{text}: {e}"))
     }
 
     #[test]
@@ -845,7 +866,10 @@ mod tests {
             ["", "{", "{\"a\":}", "[1,]", "{} {}", "01", "1.", "\"\\ud800\"", "\"\u{1}\"", "nul", "{\"a\" 1}"]
         {
             assert!(canonical_json(bad.as_bytes()).is_err(), "{bad:?}");
-            assert!(matches!(parse(bad.as_bytes(), true), Err(BodyError::NotJson(_))), "{bad:?}");
+            assert!(
+                matches!(parse(bad.as_bytes(), Owned::StreamAndUsage), Err(BodyError::NotJson(_))),
+                "{bad:?}"
+            );
         }
         assert!(canonical_json(b"\"\xff\"").is_err());
     }
@@ -859,7 +883,7 @@ mod tests {
         let deep_object = r#"{"a":"#.repeat(100_000) + "1" + &"}".repeat(100_000);
         let body = format!(r#"{{"stream":true,"x":{deep_object}}}"#);
         assert!(
-            matches!(parse(body.as_bytes(), true), Err(BodyError::NotJson(m)) if m.contains("recursion"))
+            matches!(parse(body.as_bytes(), Owned::StreamAndUsage), Err(BodyError::NotJson(m)) if m.contains("recursion"))
         );
     }
 
@@ -950,7 +974,7 @@ mod tests {
     fn embeddings_go_upstream_untouched() {
         let text =
             " {\"input\": [\"a\", 1e400], \"model\":\"e\", \"stream\": \"odd\", \"stream_options\": 3}\n";
-        let body = parse(text.as_bytes(), false).unwrap();
+        let body = parse(text.as_bytes(), Owned::Nothing).unwrap();
         assert_eq!(&body.upstream[..], text.as_bytes());
         // Sent as they are, `stream` and `stream_options` may change the answer: they are in the key.
         assert_eq!(body.canonical, r#"{"input":["a",1e400],"model":"e","stream":"odd","stream_options":3}"#);
@@ -959,7 +983,7 @@ mod tests {
 
     #[test]
     fn refusals() {
-        let refused = |text: &str| parse(text.as_bytes(), true).unwrap_err();
+        let refused = |text: &str| parse(text.as_bytes(), Owned::StreamAndUsage).unwrap_err();
         assert_eq!(refused("[]"), BodyError::NotAnObject);
         assert_eq!(refused(" \"text\" "), BodyError::NotAnObject);
         assert_eq!(refused(r#"{"stream":"yes"}"#), BodyError::StreamNotBoolean);
@@ -971,7 +995,7 @@ mod tests {
             BodyError::IncludeUsageNotBoolean
         );
         // The last duplicate counts, as everywhere else.
-        assert!(parse(br#"{"stream":"yes","stream":true}"#, true).is_ok());
+        assert!(parse(br#"{"stream":"yes","stream":true}"#, Owned::StreamAndUsage).is_ok());
         let BodyError::NotJson(message) = refused("{\"a\":}") else { panic!("not NotJson") };
         assert!(message.contains("line 1 column 6"), "{message}");
         assert_eq!(BodyError::StreamNotBoolean.to_string(), "`stream` must be a boolean");
@@ -981,7 +1005,7 @@ mod tests {
     fn large_bodies_stay_linear() {
         let numbers = (0..200_000).map(|i| (i % 10).to_string()).collect::<Vec<_>>().join(",");
         let text = format!(r#"{{"input":[{numbers}],"model":"e"}}"#);
-        let body = parse(text.as_bytes(), false).unwrap();
+        let body = parse(text.as_bytes(), Owned::Nothing).unwrap();
         assert_eq!(body.canonical.len(), text.len());
         let members = (0..50_000).rev().map(|i| format!(r#""k{i:05}":{i}"#)).collect::<Vec<_>>().join(",");
         let canonical = canon(&format!("{{{members}}}"));

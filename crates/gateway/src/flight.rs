@@ -58,9 +58,9 @@ pub enum UpstreamError {
         /// The body, cut at the error-body bound.
         body: Bytes,
     },
-    /// The upstream sent an error object inside its stream (`data: {"error": ...}`): the
-    /// event's data, as sent.
-    InStream(Bytes),
+    /// The upstream sent an error inside its stream (`data: {"error": ...}`, `event: error`,
+    /// `response.failed`): the event, as sent.
+    InStream(Event),
     /// The upstream could not be used: unreachable, too slow, broken, cut short, too large or
     /// malformed. The message never holds a credential.
     Broken {

@@ -9,12 +9,13 @@ use futures::StreamExt;
 
 use streamflight_redis::{Fleet, Place};
 
-use crate::endpoint::Endpoint;
+use crate::access::Record;
+use crate::answer::{self, Numbered};
+use crate::dialect::Api;
 use crate::flight::{Part, UpstreamError};
 use crate::key::Key;
 use crate::key::hex;
-use crate::registry::{ClientId, Live, OnDetach, Registry};
-use crate::reply;
+use crate::registry::{Asked, ClientId, Live, OnDetach, Registry};
 use crate::state::Gateway;
 
 /// The fleet a gateway shares flights with.
@@ -28,15 +29,21 @@ pub struct Note {
     pub tenant: [u8; 32],
     /// `stream_options.include_usage` of its client.
     pub include_usage: bool,
+    /// Its API: how its resumed stream is written.
+    pub api: Api,
     /// Its flight in the store.
     pub place: Place,
 }
 
 impl Note {
-    /// The note's bytes: the tenant, the usage flag, the place as text.
+    /// The note's bytes: the tenant, the usage flag, the API's name after its length (one
+    /// byte), the place as text.
     pub fn encode(&self) -> Vec<u8> {
         let mut bytes = self.tenant.to_vec();
         bytes.push(u8::from(self.include_usage));
+        let name = self.api.name().as_bytes();
+        bytes.push(name.len() as u8);
+        bytes.extend_from_slice(name);
         bytes.extend_from_slice(self.place.to_string().as_bytes());
         bytes
     }
@@ -44,9 +51,12 @@ impl Note {
     /// A note from its bytes, if they are one.
     pub fn decode(bytes: &[u8]) -> Option<Note> {
         let (tenant, rest) = bytes.split_first_chunk::<32>()?;
-        let (&usage, place) = rest.split_first()?;
-        let place = std::str::from_utf8(place).ok()?.parse().ok()?;
-        Some(Note { tenant: *tenant, include_usage: usage == 1, place })
+        let (&usage, rest) = rest.split_first()?;
+        let (&length, rest) = rest.split_first()?;
+        let name = rest.get(..usize::from(length))?;
+        let api = Api::named(std::str::from_utf8(name).ok()?)?;
+        let place = std::str::from_utf8(&rest[usize::from(length)..]).ok()?.parse().ok()?;
+        Some(Note { tenant: *tenant, include_usage: usage == 1, api, place })
     }
 }
 
@@ -57,13 +67,14 @@ pub fn on_detach(
     id: ClientId,
     place: impl FnOnce(&GatewayFleet) -> Option<Place> + Send + Sync + 'static,
     tenant: [u8; 32],
+    api: Api,
     include_usage: bool,
 ) -> OnDetach {
     Box::new(move |window| {
         let Some(place) = place(&fleet) else {
             return;
         };
-        let note = Note { tenant, include_usage, place }.encode();
+        let note = Note { tenant, include_usage, api, place }.encode();
         tokio::spawn(async move {
             if let Err(error) = fleet.save(id.to_string().as_bytes(), &note, window).await {
                 tracing::warn!(request_id = %id, %error, "could not leave a resume note in the store");
@@ -81,6 +92,7 @@ pub async fn resume(
     id: ClientId,
     tenant: [u8; 32],
     from: u64,
+    record: Arc<Record>,
 ) -> Option<axum::response::Response> {
     let note = match fleet.load(id.to_string().as_bytes()).await {
         Ok(note) => Note::decode(&note?)?,
@@ -101,19 +113,18 @@ pub async fn resume(
     };
     // A local flight of its own (a key no request body can make), so that the resumed
     // stream is a request like any here: cancel, detach and resume again all work.
-    let key = Key {
-        endpoint: Endpoint::Chat,
-        tenant: Some(tenant),
-        selectors: "".into(),
-        body: format!("resume {id} {from}").into(),
-    };
+    let api = note.api;
+    let key =
+        Key { api, tenant: Some(tenant), selectors: "".into(), body: format!("resume {id} {from}").into() };
     let subscription = gateway.flights.request(key, async move { Ok(replayed) });
-    let registry = std::sync::Arc::clone(&gateway.registry);
-    let live = Live::enter(registry, id, subscription.id(), subscription.role(), tenant, note.include_usage);
+    let registry = Arc::clone(&gateway.registry);
+    let asked = Asked { tenant, api, include_usage: note.include_usage, record };
+    let live = Live::enter(registry, id, subscription.id(), subscription.role(), asked);
     let place = note.place.clone();
-    let live = live.on_detach(on_detach(fleet.clone(), id, move |_| Some(place), tenant, note.include_usage));
-    tracing::info!(request_id = %id, from, "resumed from another replica");
-    Some(reply::resumed(gateway, subscription, live, id, note.include_usage, from))
+    let live =
+        live.on_detach(on_detach(fleet.clone(), id, move |_| Some(place), tenant, api, note.include_usage));
+    tracing::debug!(request_id = %id, from, "resumed from another replica");
+    Some(answer::resumed(gateway, api, subscription, live, id, note.include_usage, Numbered::From(from)))
 }
 
 /// The channel on which a replica asks the others to cancel a request it does not serve.
@@ -187,6 +198,7 @@ fn parse_cancel(message: &[u8]) -> Option<(ClientId, [u8; 32], String)> {
 #[cfg(test)]
 mod tests {
     use super::{Note, parse_cancel};
+    use crate::dialect::Api;
     use crate::key::hex;
     use crate::registry::ClientId;
 
@@ -203,7 +215,8 @@ mod tests {
     #[test]
     fn a_note_reads_back_and_a_cut_one_does_not() {
         let place = "sf:{0000000000000000000000000000000000000000000000000000000000000000}:0123456789abcdef0123456789abcdef";
-        let note = Note { tenant: [7; 32], include_usage: true, place: place.parse().unwrap() };
+        let api = Api::named("messages").unwrap();
+        let note = Note { tenant: [7; 32], include_usage: true, api, place: place.parse().unwrap() };
         let bytes = note.encode();
         assert_eq!(Note::decode(&bytes), Some(note));
         for cut in 0..bytes.len() {

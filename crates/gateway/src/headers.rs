@@ -18,10 +18,6 @@ const HOP_BY_HOP: &[HeaderName] = &[
 /// Headers that carry a client's credentials: together they name its tenant.
 pub const CREDENTIALS: &[&str] = &["authorization", "api-key", "x-api-key"];
 
-/// Request headers that select an account, a project or an API version: part of the key,
-/// since they can change the answer.
-pub const SELECTORS: &[&str] = &["openai-organization", "openai-project", "openai-beta"];
-
 /// The end-to-end headers of a message: `headers` without the hop-by-hop ones (those listed
 /// above, `keep-alive`, and any named by `Connection`), `host` and `content-length`.
 pub fn end_to_end(headers: &HeaderMap) -> HeaderMap {
@@ -47,14 +43,15 @@ pub fn end_to_end(headers: &HeaderMap) -> HeaderMap {
 }
 
 /// The headers sent upstream for a client's request: its end-to-end headers, with its
-/// credentials replaced by `api_key` when the gateway has one of its own.
-pub fn upstream_request(headers: &HeaderMap, api_key: Option<&HeaderValue>) -> HeaderMap {
+/// credentials replaced by `credential` (the header by which the API takes the gateway's own
+/// key) when the gateway has one of its own.
+pub fn upstream_request(headers: &HeaderMap, credential: Option<(HeaderName, HeaderValue)>) -> HeaderMap {
     let mut out = end_to_end(headers);
-    if let Some(api_key) = api_key {
+    if let Some((name, value)) = credential {
         for name in CREDENTIALS {
             out.remove(*name);
         }
-        out.insert(header::AUTHORIZATION, api_key.clone());
+        out.insert(name, value);
     }
     out
 }
@@ -88,10 +85,12 @@ pub fn tenant(headers: &HeaderMap) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-/// The selectors and the query string in one canonical text, for the key.
-pub fn selectors(headers: &HeaderMap, query: Option<&str>) -> String {
+/// The `selectors` (request headers that select an account, a project or an API version, which
+/// can change the answer: a dialect names them) and the query string in one canonical text,
+/// for the key.
+pub fn selectors(selectors: &[&str], headers: &HeaderMap, query: Option<&str>) -> String {
     let mut text = String::new();
-    for name in SELECTORS {
+    for name in selectors {
         for value in headers.get_all(*name) {
             text.push_str(name);
             text.push(':');
@@ -138,8 +137,8 @@ mod tests {
     fn the_gateways_key_replaces_every_client_credential() {
         let headers =
             map(&[("authorization", "Bearer client"), ("api-key", "azure"), ("openai-project", "p")]);
-        let ours = HeaderValue::from_static("Bearer gateway");
-        let out = upstream_request(&headers, Some(&ours));
+        let ours = (header::AUTHORIZATION, HeaderValue::from_static("Bearer gateway"));
+        let out = upstream_request(&headers, Some(ours));
         assert_eq!(out.get("authorization").unwrap(), "Bearer gateway");
         assert!(out.get("api-key").is_none());
         assert_eq!(out.get("openai-project").unwrap(), "p");
@@ -155,8 +154,16 @@ mod tests {
         assert_ne!(tenant(&a), tenant(&azure), "the same text in another header is another credential");
         assert_eq!(tenant(&a), tenant(&map(&[("authorization", "Bearer a"), ("user-agent", "x")])));
         let org = map(&[("openai-organization", "org-1")]);
-        assert_ne!(selectors(&org, None), selectors(&HeaderMap::new(), None));
-        assert_ne!(selectors(&org, Some("api-version=1")), selectors(&org, Some("api-version=2")));
+        let openai = ["openai-organization", "openai-project", "openai-beta"];
+        assert_ne!(selectors(&openai, &org, None), selectors(&openai, &HeaderMap::new(), None));
+        assert_ne!(
+            selectors(&openai, &org, Some("api-version=1")),
+            selectors(&openai, &org, Some("api-version=2"))
+        );
+        let beta = map(&[("anthropic-beta", "tools-1")]);
+        let anthropic = ["anthropic-version", "anthropic-beta"];
+        assert_ne!(selectors(&anthropic, &beta, None), selectors(&anthropic, &HeaderMap::new(), None));
+        assert_eq!(selectors(&openai, &beta, None), "", "another API's selectors are not this one's");
     }
 
     #[test]

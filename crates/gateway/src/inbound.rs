@@ -11,6 +11,7 @@ use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 
+use crate::dialect::Api;
 use crate::openai;
 
 /// Why a body could not be read; each is a response in OpenAI's shape.
@@ -45,10 +46,11 @@ impl BodyFailure {
         openai::Error { status, kind: "invalid_request_error", code, message }
     }
 
-    /// The response for this failure, with `connection: close`: the rest of the body is never
-    /// read, so the connection cannot carry another request, and a client must not try.
-    pub fn response(self) -> Response {
-        let mut response = self.error().response();
+    /// The response for this failure in `api`'s shape, with `connection: close`: the rest of
+    /// the body is never read, so the connection cannot carry another request, and a client
+    /// must not try.
+    pub fn response(self, api: Api) -> Response {
+        let mut response = api.error_response(&self.error());
         response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
         response
     }

@@ -1,4 +1,4 @@
-//! What makes two requests identical (G4): the endpoint, the lossless canonical body, the query
+//! What makes two requests identical (G4): the API, the lossless canonical body, the query
 //! string and the selecting headers, and (unless tenants share) a hash of the credentials.
 
 use std::fmt::Write as _;
@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::endpoint::Endpoint;
+use crate::dialect::Api;
 
 /// The flight key. Compared by full equality, never by hash alone.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Key {
-    /// Which endpoint was asked.
-    pub endpoint: Endpoint,
+    /// Which API was asked.
+    pub api: Api,
     /// The caller's tenant ([`crate::headers::tenant`]); `None` when tenants share.
     pub tenant: Option<[u8; 32]>,
     /// The query string and the account/project/version headers ([`crate::headers::selectors`]).
@@ -34,7 +34,7 @@ impl Key {
     /// fleet name a flight by them ([`crate::wire::Wire`]), so they must never change meaning:
     /// a new layout takes a new version byte.
     pub fn identity(&self) -> Vec<u8> {
-        let path = self.endpoint.path().as_bytes();
+        let path = self.api.path().as_bytes();
         let mut out =
             Vec::with_capacity(1 + 8 + path.len() + 33 + 8 + self.selectors.len() + 8 + self.body.len());
         out.push(1);

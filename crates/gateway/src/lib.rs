@@ -14,12 +14,14 @@
 //! # Ok(()) }
 //! ```
 
+pub mod access;
+pub mod answer;
 pub mod backend;
 pub mod body;
 pub mod client;
 pub mod collect;
 pub mod config;
-pub mod endpoint;
+pub mod dialect;
 pub mod flight;
 pub mod guarded;
 pub mod handoff;
@@ -31,7 +33,6 @@ pub mod metrics;
 pub mod openai;
 pub mod passthrough;
 pub mod registry;
-pub mod reply;
 pub mod routes;
 pub mod serve;
 pub mod sim;

@@ -14,6 +14,7 @@ use futures::StreamExt;
 
 use crate::backend::Backend;
 use crate::client;
+use crate::dialect::Api;
 use crate::flight::Broken;
 use crate::headers;
 use crate::inbound::{self, BodyFailure};
@@ -52,8 +53,10 @@ pub async fn forward(gateway: &Gateway, request: Request) -> Response {
 
 async fn proxy(upstream: &Upstream, limit: usize, body_timeout: Duration, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    // Whose error shape and credential header the request gets: the API its path lies under.
+    let api = Api::under(parts.uri.path());
     if inbound::declared_too_large(&parts.headers, limit) {
-        return BodyFailure::TooLarge.response();
+        return BodyFailure::TooLarge.response(api);
     }
     let path = parts.uri.path();
     let query = parts.uri.query();
@@ -61,7 +64,7 @@ async fn proxy(upstream: &Upstream, limit: usize, body_timeout: Duration, reques
         Some(rest) if rest.is_empty() || rest.starts_with('/') => upstream.url.join(rest, query),
         _ => upstream.url.origin_join(parts.uri.path_and_query().map_or(path, |pq| pq.as_str())),
     };
-    let mut outgoing = headers::upstream_request(&parts.headers, upstream.api_key.as_ref());
+    let mut outgoing = headers::upstream_request(&parts.headers, upstream.credential(api));
     if let Some(length) = parts.headers.get(CONTENT_LENGTH) {
         outgoing.insert(CONTENT_LENGTH, length.clone());
     }
@@ -83,16 +86,16 @@ async fn proxy(upstream: &Upstream, limit: usize, body_timeout: Duration, reques
         Err(_) => {
             let message =
                 format!("no response head from the upstream within {:?}", upstream.response_timeout);
-            return failure(Broken::Timeout, &message);
+            return failure(api, Broken::Timeout, &message);
         }
         Ok(Err(e)) => {
             let noted = *client_failed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             if let Some(failure) = noted {
                 // The client's body was too slow or too large: its 408 or 413, not a 502.
-                return failure.response();
+                return failure.response(api);
             }
             let message = format!("cannot reach the upstream {}: {}", upstream.url, client::describe(&e));
-            return failure(Broken::Unreachable, &message);
+            return failure(api, Broken::Unreachable, &message);
         }
         Ok(Ok(response)) => response,
     };
@@ -116,7 +119,7 @@ async fn proxy(upstream: &Upstream, limit: usize, body_timeout: Duration, reques
     out
 }
 
-fn failure(kind: Broken, message: &str) -> Response {
+fn failure(api: Api, kind: Broken, message: &str) -> Response {
     tracing::warn!(%message, "passthrough failed");
-    kind.error(message).response()
+    api.error_response(&kind.error(message))
 }

@@ -1,5 +1,6 @@
 //! The ids clients see (`x-request-id`) and the live coalesced requests behind them, each with
-//! its tenant, so that only the tenant that made a request can cancel or resume it (G5).
+//! its tenant, so that only the tenant that made a request can cancel or resume it (G5); and the
+//! answers the gateway holds by the API's own id (a Responses `resp_…`), for the API's resume.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -8,6 +9,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use streamflight_tokio::{RequestId, Role};
+
+use crate::access::Record;
+use crate::dialect::Api;
+use crate::key::Key;
 
 /// The id a client sees in `x-request-id`: 128 random bits, shown as 32 hex digits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -36,7 +41,7 @@ impl fmt::Display for ClientId {
 }
 
 /// Live coalesced requests by the id their client was shown.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
     live: Mutex<Table>,
 }
@@ -47,12 +52,42 @@ pub struct Registry {
 struct Table {
     entries: HashMap<ClientId, Entry>,
     expiries: VecDeque<(Instant, ClientId, u64)>,
+    /// Answers by the API's own id, while a client reads them and for the window after.
+    answers: HashMap<Box<str>, Answer>,
+    /// When each answer nobody reads any more is forgotten, oldest first (with the `held` mark
+    /// it had then: a later reader's leaving pushes a later expiry).
+    answer_expiries: VecDeque<(Instant, Box<str>, u64)>,
+    /// How long an answer nobody reads stays findable: the longer of the linger and the resume
+    /// window (a flight that no longer lingers and has no detached client cannot be joined).
+    answer_window: Duration,
+}
+
+/// An answer the gateway holds, by its API's id.
+#[derive(Debug)]
+struct Answer {
+    tenant: [u8; 32],
+    key: Key,
+    /// Clients reading it now.
+    readers: usize,
+    /// How many times its last reader left: which expiry is the live one.
+    left: u64,
+}
+
+/// An answer found by its API's id.
+#[derive(Debug)]
+pub enum Claim {
+    /// The tenant's: its flight's key, to join it.
+    Yours(Key),
+    /// Another tenant's: to be answered as unknown (G5).
+    NotYours,
 }
 
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     request: RequestId,
     tenant: [u8; 32],
+    /// Its API: how a resumed stream is written.
+    api: Api,
     /// What the stream's client asked for, for a resume to answer alike.
     include_usage: bool,
     /// Detached (its client lost its connection): which detach, so that the window's end
@@ -65,6 +100,8 @@ struct Entry {
 pub struct Found {
     /// The library's request.
     pub request: RequestId,
+    /// Its API.
+    pub api: Api,
     /// `stream_options.include_usage` of its client.
     pub include_usage: bool,
 }
@@ -84,12 +121,62 @@ impl Registry {
                 table.entries.remove(&id);
             }
         }
+        while let Some((end, _, _)) = table.answer_expiries.front() {
+            if *end > now {
+                break;
+            }
+            let Some((_, id, mark)) = table.answer_expiries.pop_front() else { break };
+            if table.answers.get(&id).is_some_and(|answer| answer.readers == 0 && answer.left == mark) {
+                table.answers.remove(&id);
+            }
+        }
         table
     }
 
+    /// A registry whose answers stay findable for `answer_window` after their last reader left.
+    pub fn new(answer_window: Duration) -> Registry {
+        let table = Table { answer_window, ..Table::default() };
+        Registry { live: Mutex::new(table) }
+    }
+
+    /// The answer the API names `id`, if the gateway holds it.
+    pub fn answer(&self, id: &str, tenant: &[u8; 32]) -> Option<Claim> {
+        let table = self.live();
+        let answer = table.answers.get(id)?;
+        Some(if &answer.tenant == tenant { Claim::Yours(answer.key.clone()) } else { Claim::NotYours })
+    }
+
+    /// A client of `tenant` reads the answer the API names `id`, of the flight of `key`.
+    fn read_answer(&self, id: &str, tenant: [u8; 32], key: &Key) {
+        let mut table = self.live();
+        let answer = table.answers.entry(id.into()).or_insert_with(|| Answer {
+            tenant,
+            key: key.clone(),
+            readers: 0,
+            left: 0,
+        });
+        // An id is the upstream's: one that two tenants' flights both claim is nobody's to resume.
+        if answer.tenant == tenant && &answer.key == key {
+            answer.readers += 1;
+        }
+    }
+
+    /// A reader of answer `id` left (ended, went away or detached).
+    fn leave_answer(&self, id: &str) {
+        let mut table = self.live();
+        let window = table.answer_window;
+        let Some(answer) = table.answers.get_mut(id) else { return };
+        answer.readers = answer.readers.saturating_sub(1);
+        if answer.readers == 0 {
+            answer.left += 1;
+            let mark = answer.left;
+            table.answer_expiries.push_back((Instant::now() + window, id.into(), mark));
+        }
+    }
+
     /// Records a live request of `tenant` (or its resumed stream).
-    pub fn insert(&self, id: ClientId, request: RequestId, tenant: [u8; 32], include_usage: bool) {
-        self.live().entries.insert(id, Entry { request, tenant, include_usage, detached: None });
+    pub fn insert(&self, id: ClientId, request: RequestId, tenant: [u8; 32], api: Api, include_usage: bool) {
+        self.live().entries.insert(id, Entry { request, tenant, api, include_usage, detached: None });
     }
 
     /// Forgets a request that ended or whose client left.
@@ -101,7 +188,7 @@ impl Registry {
     pub fn find(&self, id: ClientId, tenant: &[u8; 32]) -> Option<Found> {
         let table = self.live();
         let entry = table.entries.get(&id).filter(|entry| &entry.tenant == tenant)?;
-        Some(Found { request: entry.request, include_usage: entry.include_usage })
+        Some(Found { request: entry.request, api: entry.api, include_usage: entry.include_usage })
     }
 
     /// Marks `id` detached until `window` passes; then it is forgotten, unless resumed.
@@ -120,12 +207,28 @@ impl Registry {
 pub struct Live {
     registry: Arc<Registry>,
     id: ClientId,
-    role: Role,
+    tenant: [u8; 32],
     ended: bool,
     /// Detached: the entry outlives this guard, until the resume window passes.
     kept: bool,
     /// Told the window when the request is detached (to leave a note for other replicas).
     detached: Option<OnDetach>,
+    /// Where the request's end is recorded, for its one log line.
+    record: Arc<Record>,
+    /// The answer's id in its API, once known, while this client reads it.
+    answer: Option<Box<str>>,
+}
+
+/// Who asked a live request, and for what.
+pub struct Asked {
+    /// The tenant.
+    pub tenant: [u8; 32],
+    /// The API.
+    pub api: Api,
+    /// `stream_options.include_usage`.
+    pub include_usage: bool,
+    /// Its record, for its log line.
+    pub record: Arc<Record>,
 }
 
 /// What a [`Live`] does when its request is detached, besides keeping its entry.
@@ -138,11 +241,26 @@ impl Live {
         id: ClientId,
         request: RequestId,
         role: Role,
-        tenant: [u8; 32],
-        include_usage: bool,
+        asked: Asked,
     ) -> Live {
-        registry.insert(id, request, tenant, include_usage);
-        Live { registry, id, role, ended: false, kept: false, detached: None }
+        let Asked { tenant, api, include_usage, record } = asked;
+        registry.insert(id, request, tenant, api, include_usage);
+        record.role(role);
+        Live { registry, id, tenant, ended: false, kept: false, detached: None, record, answer: None }
+    }
+
+    /// The answer this client reads is named `answer` by its API (its flight's key is `key`):
+    /// findable by that id while the client reads it, and for the window after.
+    pub fn names(&mut self, answer: Box<str>, key: &Key) {
+        if self.answer.is_none() {
+            self.registry.read_answer(&answer, self.tenant, key);
+            self.answer = Some(answer);
+        }
+    }
+
+    /// The record of this request's end.
+    pub fn record(&self) -> &Record {
+        &self.record
     }
 
     /// Calls `hook` with the window if the request is detached.
@@ -155,7 +273,7 @@ impl Live {
     /// for a resume, until `window` passes (the library lets the request go then too).
     pub fn detach(mut self, window: Duration) {
         self.ended = true;
-        tracing::info!(request_id = %self.id, role = ?self.role, "client went away: detached");
+        self.record.end(&"client went away: detached");
         self.registry.detach(self.id, window);
         self.kept = true;
         if let Some(hook) = self.detached.take() {
@@ -163,16 +281,16 @@ impl Live {
         }
     }
 
-    /// The request got its end (`outcome` says which, for the log).
+    /// The request got its end (`outcome` says which, for its log line).
     pub fn ended(&mut self, outcome: &dyn fmt::Display) {
         self.ended = true;
-        tracing::info!(request_id = %self.id, role = ?self.role, %outcome, "ended");
+        self.record.end(outcome);
     }
 }
 
 impl fmt::Debug for Live {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Live").field("id", &self.id).field("role", &self.role).finish_non_exhaustive()
+        f.debug_struct("Live").field("id", &self.id).finish_non_exhaustive()
     }
 }
 
@@ -181,8 +299,11 @@ impl Drop for Live {
         if !self.kept {
             self.registry.remove(self.id);
         }
+        if let Some(answer) = self.answer.take() {
+            self.registry.leave_answer(&answer);
+        }
         if !self.ended {
-            tracing::info!(request_id = %self.id, role = ?self.role, "client went away");
+            self.record.end(&"client went away");
         }
     }
 }

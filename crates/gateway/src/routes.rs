@@ -17,9 +17,12 @@ use streamflight_tokio::{ResumeError, Role};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tracing::Instrument;
 
+use crate::access::Record;
+use crate::answer::Numbered;
+use crate::answer::{self, Wants};
 use crate::backend::Outgoing;
 use crate::body;
-use crate::endpoint::Endpoint;
+use crate::dialect::Api;
 use crate::guarded::Guarded;
 use crate::handoff;
 use crate::headers;
@@ -28,8 +31,7 @@ use crate::key::Key;
 use crate::metrics::Metrics;
 use crate::openai::{self, json_response};
 use crate::passthrough;
-use crate::registry::{ClientId, Live};
-use crate::reply::{self, Wants};
+use crate::registry::{Asked, Claim, ClientId, Live};
 use crate::state::Gateway;
 
 type Shared = Arc<Gateway>;
@@ -37,11 +39,12 @@ type Shared = Arc<Gateway>;
 /// The gateway's routes over `gateway`, ready to serve.
 pub fn router(gateway: Shared) -> Router {
     let cors = cors(&gateway.settings.cors_origins);
-    let coalesced = || post(coalesced).fallback(passthrough);
-    let mut router = Router::new()
-        .route("/v1/chat/completions", coalesced())
-        .route("/v1/completions", coalesced())
-        .route("/v1/embeddings", coalesced())
+    let mut router = Router::new();
+    for api in Api::all() {
+        router = router.route(&api.route(), post(coalesced).fallback(passthrough));
+    }
+    let mut router = router
+        .route("/v1/responses/{id}", get(retrieve).fallback(passthrough))
         .route("/v1/requests/{id}", delete(cancel).fallback(passthrough))
         .route("/v1/requests/{id}/events", get(resume).fallback(passthrough))
         .route("/metrics", get(metrics))
@@ -76,17 +79,21 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     )
 }
 
-/// Gives every request an id, logs it, and puts it in the response's `x-request-id`.
+/// Gives every request an id and its [`Record`] (its one log line, written when its response
+/// body is done), and puts the id in the response's `x-request-id`.
 async fn assign_id(mut request: Request, next: Next) -> Response {
     let id = ClientId::random();
     request.extensions_mut().insert(id);
+    let record = Arc::new(Record::new(id.to_string(), request.method().clone(), request.uri().path()));
+    request.extensions_mut().insert(Arc::clone(&record));
     let span = tracing::info_span!("http", request_id = %id, method = %request.method(), path = %request.uri().path());
     let mut response = next.run(request).instrument(span).await;
+    record.status(response.status().as_u16());
     // A resumed stream keeps the id its client knows.
     let id = response.extensions().get::<ClientId>().copied().unwrap_or(id);
     let shown = HeaderValue::from_str(&id.to_string()).expect("hex is a valid header value");
     response.headers_mut().insert("x-request-id", shown);
-    response
+    response.map(|body| axum::body::Body::new(Guarded::new(body, record)))
 }
 
 /// Over `--max-concurrent-requests`, a 503 with `retry-after`; else the request holds a permit
@@ -97,13 +104,12 @@ async fn admit(State(gateway): State<Shared>, request: Request, next: Next) -> R
     }
     let Ok(permit) = Arc::clone(&gateway.permits).try_acquire_owned() else {
         Metrics::bump(&gateway.metrics.rejected);
-        let mut response = openai::Error {
+        let mut response = Api::under(request.uri().path()).error_response(&openai::Error {
             status: StatusCode::SERVICE_UNAVAILABLE,
             kind: "server_error",
             code: "too_many_requests",
             message: "the gateway is serving as many requests as it may (--max-concurrent-requests)",
-        }
-        .response();
+        });
         response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     };
@@ -130,23 +136,24 @@ async fn passthrough(State(gateway): State<Shared>, request: Request) -> Respons
     passthrough::forward(&gateway, request).await
 }
 
-/// `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`: joins or starts the flight
-/// of the request's key and answers from it.
+/// `POST` to a dialect's path (`/v1/chat/completions`, `/v1/responses`, `/v1/messages`, ...):
+/// joins or starts the flight of the request's key and answers from it.
 async fn coalesced(
     State(gateway): State<Shared>,
     Extension(id): Extension<ClientId>,
+    Extension(record): Extension<Arc<Record>>,
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let Some(endpoint) = Endpoint::at(parts.uri.path()) else {
+    let Some(api) = Api::at(parts.uri.path()) else {
         return passthrough::UNKNOWN_URL.response();
     };
     let settings = &gateway.settings;
     let bytes = match inbound::read(&parts.headers, body, settings.body_limit, settings.body_timeout).await {
         Ok(bytes) => bytes,
-        Err(failure) => return failure.response(),
+        Err(failure) => return failure.response(api),
     };
-    let parsed = match body::parse(&bytes, endpoint.streams()) {
+    let parsed = match body::parse(&bytes, api.owned()) {
         Ok(parsed) => parsed,
         Err(error) => {
             let message = error.to_string();
@@ -154,31 +161,37 @@ async fn coalesced(
                 body::BodyError::NotJson(_) | body::BodyError::NotAnObject => "invalid_json",
                 _ => "invalid_type",
             };
-            return openai::Error {
+            return api.error_response(&openai::Error {
                 status: StatusCode::BAD_REQUEST,
                 kind: "invalid_request_error",
                 code,
                 message: &message,
-            }
-            .response();
+            });
         }
     };
+    if api.passes(&bytes) {
+        // Not coalesced (a background response lives upstream): sent on as it came.
+        let request = Request::from_parts(parts, axum::body::Body::from(bytes));
+        return passthrough::forward(&gateway, request).await;
+    }
     drop(bytes);
+    record.dialect(api.name());
     let query = parts.uri.query().map(str::to_owned);
     let tenant = headers::tenant(&parts.headers);
     let canonical: Arc<str> = parsed.canonical.into();
     let key = Key {
-        endpoint,
+        api,
         tenant: (!settings.share_across_tenants).then_some(tenant),
-        selectors: headers::selectors(&parts.headers, query.as_deref()).into(),
+        selectors: api.selectors(&parts.headers, query.as_deref()).into(),
         body: Arc::clone(&canonical),
     };
     let digest = key.digest();
-    let mut sent = headers::upstream_request(&parts.headers, upstream_key(&gateway));
-    // The gateway reads the answer (SSE, collected, shared): it must arrive uncompressed.
+    let mut sent = headers::upstream_request(&parts.headers, upstream_credential(&gateway, api));
+    // The gateway reads the answer (SSE, merged, shared): it must arrive uncompressed.
     sent.remove(ACCEPT_ENCODING);
-    let outgoing = Outgoing { endpoint, query, headers: sent, body: parsed.upstream, canonical };
+    let outgoing = Outgoing { api, query, headers: sent, body: parsed.upstream, canonical };
     let prepare = gateway.backend.open(outgoing);
+    let named = api.names_answers().then(|| key.clone());
     let (subscription, placed) = match &gateway.fleet {
         Some(fleet) => {
             let prepare = fleet.open(&key, prepare);
@@ -188,27 +201,31 @@ async fn coalesced(
         None => (gateway.flights.request(key, prepare), None),
     };
     let role = subscription.role();
-    let mut live =
-        Live::enter(Arc::clone(&gateway.registry), id, subscription.id(), role, tenant, parsed.include_usage);
+    let registry = Arc::clone(&gateway.registry);
+    let asked = Asked { tenant, api, include_usage: parsed.include_usage, record };
+    let mut live = Live::enter(registry, id, subscription.id(), role, asked);
     if let Some((fleet, key)) = placed {
         // Gone, the client may come back through any replica: a note tells it where to read.
         let place = move |fleet: &handoff::GatewayFleet| fleet.place(&key);
-        live = live.on_detach(handoff::on_detach(fleet.clone(), id, place, tenant, parsed.include_usage));
+        live =
+            live.on_detach(handoff::on_detach(fleet.clone(), id, place, tenant, api, parsed.include_usage));
     }
-    tracing::info!(request_id = %id, ?role, key = %digest, stream = parsed.stream, "admitted");
+    tracing::debug!(request_id = %id, ?role, key = %digest, stream = parsed.stream, "admitted");
     let wants = Wants {
-        endpoint,
+        api,
         stream: parsed.stream,
         include_usage: parsed.include_usage,
         role: (!settings.share_across_tenants).then(|| role_header(role)),
         resume: (!settings.resume_window.is_zero()).then_some(settings.resume_window),
+        key: named,
     };
-    reply::reply(subscription, wants, live, gateway.shutdown.clone()).await
+    answer::reply(subscription, wants, live, gateway.shutdown.clone()).await
 }
 
-fn upstream_key(gateway: &Gateway) -> Option<&HeaderValue> {
+/// The gateway's own key, as `api` takes it, when it has one.
+fn upstream_credential(gateway: &Gateway, api: Api) -> Option<(HeaderName, HeaderValue)> {
     match &gateway.backend {
-        crate::backend::Backend::Upstream(upstream) => upstream.api_key.as_ref(),
+        crate::backend::Backend::Upstream(upstream) => upstream.credential(api),
         crate::backend::Backend::Simulated(_) => None,
     }
 }
@@ -231,7 +248,9 @@ async fn cancel(State(gateway): State<Shared>, headers: HeaderMap, uri: Uri) -> 
     let Some(id) = ClientId::parse(shown) else {
         return NOT_FOUND.response();
     };
-    let cancelled = match gateway.registry.find(id, &tenant) {
+    let found = gateway.registry.find(id, &tenant);
+    let api = found.map_or(Api::chat(), |found| found.api);
+    let cancelled = match found {
         Some(found) => gateway.flights.cancel(found.request).is_ok(),
         // Not one of this replica's: the one serving it, if any, is asked through the store.
         None => match &gateway.fleet {
@@ -240,7 +259,7 @@ async fn cancel(State(gateway): State<Shared>, headers: HeaderMap, uri: Uri) -> 
         },
     };
     if !cancelled {
-        return NOT_FOUND.response();
+        return api.error_response(&NOT_FOUND);
     }
     tracing::info!(request_id = %shown, "cancelled by DELETE");
     let body = json!({"id": shown, "object": "request", "status": "cancelled"});
@@ -259,7 +278,12 @@ const NOT_FOUND: openai::Error<'static> = openai::Error {
 /// connection (R18), with the events after `Last-Event-ID` (or `?after=N`; neither: from the
 /// first), then its end: what the client holds is then the uninterrupted stream. For the
 /// tenant that made it only, within `--resume-window`; the response keeps its `x-request-id`.
-async fn resume(State(gateway): State<Shared>, headers: HeaderMap, uri: Uri) -> Response {
+async fn resume(
+    State(gateway): State<Shared>,
+    Extension(record): Extension<Arc<Record>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
     let shown = uri.path().trim_start_matches("/v1/requests/").trim_end_matches("/events");
     let tenant = headers::tenant(&headers);
     let Some(id) = ClientId::parse(shown) else {
@@ -285,38 +309,94 @@ async fn resume(State(gateway): State<Shared>, headers: HeaderMap, uri: Uri) -> 
     let Some(found) = gateway.registry.find(id, &tenant) else {
         // Not one of this replica's: another's, if it left a note in the fleet's store.
         let elsewhere = match &gateway.fleet {
-            Some(fleet) => handoff::resume(&gateway, fleet, id, tenant, from).await,
+            Some(fleet) => handoff::resume(&gateway, fleet, id, tenant, from, record).await,
             None => None,
         };
         return elsewhere.unwrap_or_else(|| NOT_FOUND.response());
     };
+    let api = found.api;
     let subscription = match gateway.flights.resume(found.request, from) {
         Ok(subscription) => subscription,
         Err(ResumeError::NotDetached) => {
-            return openai::Error {
+            return api.error_response(&openai::Error {
                 status: StatusCode::CONFLICT,
                 kind: "invalid_request_error",
                 code: "request_streaming",
                 message: "this request's stream is being read by another connection",
-            }
-            .response();
+            });
         }
         Err(ResumeError::Released { .. } | ResumeError::Ahead { .. }) => {
-            return openai::Error {
+            return api.error_response(&openai::Error {
                 status: StatusCode::BAD_REQUEST,
                 kind: "invalid_request_error",
                 code: "invalid_last_event_id",
                 message: "the stream holds no events after this id (released by --history-limit, or not sent yet)",
-            }
-            .response();
+            });
         }
-        Err(_) => return NOT_FOUND.response(),
+        Err(_) => return api.error_response(&NOT_FOUND),
     };
     let role = subscription.role();
     let registry = Arc::clone(&gateway.registry);
-    let live = Live::enter(registry, id, subscription.id(), role, tenant, found.include_usage);
-    tracing::info!(request_id = %id, from, "resumed");
-    reply::resumed(&gateway, subscription, live, id, found.include_usage, from)
+    let asked = Asked { tenant, api, include_usage: found.include_usage, record };
+    let live = Live::enter(registry, id, subscription.id(), role, asked);
+    tracing::debug!(request_id = %id, from, "resumed");
+    answer::resumed(&gateway, api, subscription, live, id, found.include_usage, Numbered::From(from))
+}
+
+/// `GET /v1/responses/{id}?stream=true&starting_after=N`, the Responses API's own resume:
+/// for an answer the gateway holds (live, lingering, or read by a detached client within its
+/// window) and the tenant that asked it, the events whose `sequence_number` is above `N`
+/// (all of them without it), then the end, from the flight: no request reaches the upstream.
+/// Another tenant gets the 404 of an unknown response (G5); a response the gateway does not
+/// hold (a `background` one), or a call without `stream=true`, passes through.
+async fn retrieve(
+    State(gateway): State<Shared>,
+    Extension(id): Extension<ClientId>,
+    Extension(record): Extension<Arc<Record>>,
+    request: Request,
+) -> Response {
+    let answer_id = request.uri().path().trim_start_matches("/v1/responses/").to_owned();
+    let query = request.uri().query().unwrap_or_default();
+    let pairs = || query.split('&').filter_map(|pair| pair.split_once('='));
+    let streamed = pairs().any(|(name, value)| name == "stream" && value == "true");
+    let after = pairs().find(|(name, _)| *name == "starting_after").map(|(_, value)| value.parse::<u64>());
+    let api = Api::under("/v1/responses");
+    let tenant = headers::tenant(request.headers());
+    let key = match gateway.registry.answer(&answer_id, &tenant) {
+        Some(Claim::Yours(key)) if streamed => key,
+        Some(Claim::NotYours) => {
+            let message = format!("No response found with id '{answer_id}'.");
+            return api.error_response(&openai::Error {
+                status: StatusCode::NOT_FOUND,
+                kind: "invalid_request_error",
+                code: "response_not_found",
+                message: &message,
+            });
+        }
+        _ => return passthrough::forward(&gateway, request).await,
+    };
+    let after = match after {
+        None => None,
+        Some(Ok(after)) => Some(after),
+        Some(Err(_)) => {
+            return api.error_response(&openai::Error {
+                status: StatusCode::BAD_REQUEST,
+                kind: "invalid_request_error",
+                code: "invalid_starting_after",
+                message: "starting_after must be the sequence_number of an event of this response",
+            });
+        }
+    };
+    // Joined only if still joinable: a flight that ended (and does not linger) is not restarted.
+    let Some(subscription) = None::<answer::Subscription>.filter(|_| key.api.names_answers()) else {
+        return passthrough::forward(&gateway, request).await;
+    };
+    let role = subscription.role();
+    let registry = Arc::clone(&gateway.registry);
+    let asked = Asked { tenant, api, include_usage: false, record };
+    let live = Live::enter(registry, id, subscription.id(), role, asked);
+    tracing::debug!(request_id = %id, response = %answer_id, ?after, "resumed by the API's own call");
+    answer::resumed(&gateway, api, subscription, live, id, false, Numbered::After(after))
 }
 
 /// `GET /metrics`, in the Prometheus text format.

@@ -30,7 +30,7 @@ use futures::stream::{self, StreamExt};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::endpoint::Endpoint;
+use crate::dialect::Api;
 use crate::flight::{Event, Head, Part, Parts, UpstreamError};
 
 /// How the simulated model paces its answer.
@@ -89,20 +89,22 @@ pub fn models() -> Bytes {
 /// error body. Otherwise the stream's first item is the head, at once; the first event follows
 /// after `first_token_delay`, then one token step per `token_interval`. A zero delay never
 /// touches the timer.
-pub async fn answer(
-    endpoint: Endpoint,
-    body: Bytes,
-    seed: Arc<str>,
-    pace: Pace,
-) -> Result<Parts, UpstreamError> {
+pub async fn answer(api: Api, body: Bytes, seed: Arc<str>, pace: Pace) -> Result<Parts, UpstreamError> {
     let request = parse(&body)?;
     let base = seed_state(&seed);
-    match endpoint {
-        Endpoint::Chat | Endpoint::Completions => Ok(Chunks::new(endpoint, &request, base, pace)?.parts()),
-        Endpoint::Embeddings => {
+    match api.name() {
+        "chat" => Ok(Chunks::new(true, &request, base, pace)?.parts()),
+        "completions" => Ok(Chunks::new(false, &request, base, pace)?.parts()),
+        "embeddings" => {
             let body = embeddings(&request, base)?;
             Ok(embedding_parts(body, pace.first_token_delay))
         }
+        other => Err(UpstreamError::Status {
+            head: Arc::clone(&NOT_FOUND_HEAD),
+            body: Bytes::from(format!(
+                r#"{{"error":{{"message":"the simulated model does not speak {other}","type":"invalid_request_error","param":null,"code":"unknown_url"}}}}"#
+            )),
+        }),
     }
 }
 
@@ -110,6 +112,9 @@ pub async fn answer(
 static SSE_HEAD: LazyLock<Arc<Head>> = LazyLock::new(|| head(StatusCode::OK, "text/event-stream"));
 /// The 200 head of an embeddings answer, shared by every flight.
 static JSON_HEAD: LazyLock<Arc<Head>> = LazyLock::new(|| head(StatusCode::OK, "application/json"));
+/// The head of a path the simulated model does not serve.
+static NOT_FOUND_HEAD: LazyLock<Arc<Head>> =
+    LazyLock::new(|| head(StatusCode::NOT_FOUND, "application/json"));
 /// The head of a refused request, shared by every refusal.
 static BAD_REQUEST_HEAD: LazyLock<Arc<Head>> =
     LazyLock::new(|| head(StatusCode::BAD_REQUEST, "application/json"));
@@ -417,13 +422,7 @@ struct Chunks {
 
 impl Chunks {
     /// Checks the request as a real server does and prepares its answer.
-    fn new(
-        endpoint: Endpoint,
-        request: &Map<String, Value>,
-        base: u64,
-        pace: Pace,
-    ) -> Result<Chunks, UpstreamError> {
-        let chat = endpoint == Endpoint::Chat;
+    fn new(chat: bool, request: &Map<String, Value>, base: u64, pace: Pace) -> Result<Chunks, UpstreamError> {
         // A completion's prompt array is a batch: `n` choices per prompt, as OpenAI does.
         let (prompt_tokens, prompts) = if chat {
             (messages(request)?, 1)
@@ -716,6 +715,18 @@ fn embedding_parts(body: Bytes, delay: Duration) -> Parts {
 
 #[cfg(test)]
 mod tests {
+    fn chat_api() -> Api {
+        Api::chat()
+    }
+
+    fn completions_api() -> Api {
+        Api::named("completions").unwrap()
+    }
+
+    fn embeddings_api() -> Api {
+        Api::named("embeddings").unwrap()
+    }
+
     use std::time::Instant;
 
     use futures::FutureExt;
@@ -740,8 +751,8 @@ mod tests {
         request
     }
 
-    async fn refused(endpoint: Endpoint, body: &[u8]) -> (Arc<Head>, Value) {
-        match answer(endpoint, Bytes::copy_from_slice(body), Arc::from("seed"), PACE).await {
+    async fn refused(api: Api, body: &[u8]) -> (Arc<Head>, Value) {
+        match answer(api, Bytes::copy_from_slice(body), Arc::from("seed"), PACE).await {
             Err(UpstreamError::Status { head, body }) => (head, serde_json::from_slice(&body).unwrap()),
             Err(other) => panic!("not a status error: {other:?}"),
             Ok(_) => panic!("accepted: {}", String::from_utf8_lossy(body)),
@@ -749,9 +760,9 @@ mod tests {
     }
 
     /// The head and the events of an accepted streamed request.
-    async fn events(endpoint: Endpoint, request: &Value, seed: &str, pace: Pace) -> (Arc<Head>, Vec<Event>) {
+    async fn events(api: Api, request: &Value, seed: &str, pace: Pace) -> (Arc<Head>, Vec<Event>) {
         let body = Bytes::from(request.to_string());
-        let parts: Vec<_> = answer(endpoint, body, Arc::from(seed), pace).await.unwrap().collect().await;
+        let parts: Vec<_> = answer(api, body, Arc::from(seed), pace).await.unwrap().collect().await;
         let mut parts = parts.into_iter().map(Result::unwrap);
         let Some(Part::Head(head)) = parts.next() else { panic!("the head comes first") };
         let events = parts
@@ -763,8 +774,8 @@ mod tests {
         (head, events)
     }
 
-    async fn chunks(endpoint: Endpoint, request: &Value, seed: &str) -> Vec<Value> {
-        let (_, events) = events(endpoint, request, seed, PACE).await;
+    async fn chunks(api: Api, request: &Value, seed: &str) -> Vec<Value> {
+        let (_, events) = events(api, request, seed, PACE).await;
         events.iter().map(|event| serde_json::from_slice(&event.data).unwrap()).collect()
     }
 
@@ -790,7 +801,7 @@ mod tests {
 
     #[tokio::test]
     async fn chat_chunks_are_openai_chunks() {
-        let (head, events) = events(Endpoint::Chat, &chat(json!({})), "seed", PACE).await;
+        let (head, events) = events(chat_api(), &chat(json!({})), "seed", PACE).await;
         assert_eq!(head.status, StatusCode::OK);
         assert_eq!(head.headers[CONTENT_TYPE], "text/event-stream");
         let chunks: Vec<Value> = events.iter().map(|e| serde_json::from_slice(&e.data).unwrap()).collect();
@@ -838,7 +849,7 @@ mod tests {
     #[tokio::test]
     async fn without_include_usage_there_is_no_usage_at_all() {
         let request = chat(json!({"stream_options": null, "model": null}));
-        let chunks = chunks(Endpoint::Chat, &request, "seed").await;
+        let chunks = chunks(chat_api(), &request, "seed").await;
         assert_eq!(chunks.len(), 7);
         assert!(chunks.iter().all(|chunk| chunk.get("usage").is_none()));
         assert!(chunks.iter().all(|chunk| chunk["model"] == MODEL));
@@ -847,19 +858,19 @@ mod tests {
     #[tokio::test]
     async fn the_same_seed_gives_the_same_words() {
         let request = chat(json!({}));
-        let a = text(&chunks(Endpoint::Chat, &request, "one").await, 0);
-        let b = text(&chunks(Endpoint::Chat, &request, "one").await, 0);
-        let c = text(&chunks(Endpoint::Chat, &request, "two").await, 0);
+        let a = text(&chunks(chat_api(), &request, "one").await, 0);
+        let b = text(&chunks(chat_api(), &request, "one").await, 0);
+        let c = text(&chunks(chat_api(), &request, "two").await, 0);
         assert_eq!(a, b);
         assert_ne!(a, c);
         let prompt = json!({"prompt": "hi", "stream": true});
-        let d = text(&chunks(Endpoint::Completions, &prompt, "one").await, 0);
+        let d = text(&chunks(completions_api(), &prompt, "one").await, 0);
         assert_eq!(a, d, "the words depend on the seed alone");
     }
 
     #[tokio::test]
     async fn n_gives_each_choice_its_own_words_and_finish() {
-        let chunks = chunks(Endpoint::Chat, &chat(json!({"n": 2})), "seed").await;
+        let chunks = chunks(chat_api(), &chat(json!({"n": 2})), "seed").await;
         // Two role chunks, 2 x 5 tokens, two finish chunks, usage.
         assert_eq!(chunks.len(), 15);
         assert_eq!(chunks[0]["choices"][0]["index"], 0);
@@ -878,34 +889,34 @@ mod tests {
 
     #[tokio::test]
     async fn max_tokens_cuts_with_length() {
-        let full = text(&chunks(Endpoint::Chat, &chat(json!({})), "seed").await, 0);
+        let full = text(&chunks(chat_api(), &chat(json!({})), "seed").await, 0);
         for limit in [
             json!({"max_tokens": 2}),
             json!({"max_completion_tokens": 2}),
             json!({"max_tokens": 9, "max_completion_tokens": 2}),
         ] {
-            let chunks = chunks(Endpoint::Chat, &chat(limit), "seed").await;
+            let chunks = chunks(chat_api(), &chat(limit), "seed").await;
             let cut = text(&chunks, 0);
             assert_eq!(cut.split(' ').count(), 2);
             assert!(full.starts_with(&cut), "{full:?} begins with {cut:?}");
             assert_eq!(finishes(&chunks), [(0, "length".to_owned())]);
             assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 2);
         }
-        let none = chunks(Endpoint::Chat, &chat(json!({"max_tokens": 0, "n": 2})), "seed").await;
+        let none = chunks(chat_api(), &chat(json!({"max_tokens": 0, "n": 2})), "seed").await;
         assert_eq!(none.len(), 5, "roles, finishes, usage");
         assert_eq!(finishes(&none), [(0, "length".to_owned()), (1, "length".to_owned())]);
-        let enough = chunks(Endpoint::Chat, &chat(json!({"max_tokens": 5})), "seed").await;
+        let enough = chunks(chat_api(), &chat(json!({"max_tokens": 5})), "seed").await;
         assert_eq!(finishes(&enough), [(0, "stop".to_owned())]);
         let huge =
-            chunks(Endpoint::Chat, &chat(json!({"max_tokens": 100000000000000000000000_u128})), "seed").await;
+            chunks(chat_api(), &chat(json!({"max_tokens": 100000000000000000000000_u128})), "seed").await;
         assert_eq!(finishes(&huge), [(0, "stop".to_owned())]);
     }
 
     #[tokio::test]
     async fn every_flight_has_a_fresh_id() {
         let request = chat(json!({}));
-        let a = chunks(Endpoint::Chat, &request, "seed").await;
-        let b = chunks(Endpoint::Chat, &request, "seed").await;
+        let a = chunks(chat_api(), &request, "seed").await;
+        let b = chunks(chat_api(), &request, "seed").await;
         assert_ne!(a[0]["id"], b[0]["id"]);
         assert_eq!(text(&a, 0), text(&b, 0));
     }
@@ -914,7 +925,7 @@ mod tests {
     async fn completions_are_text_completion_chunks_with_batched_prompts() {
         let request = json!({"model": "gpt-3.5-turbo-instruct", "prompt": ["one two", "three"], "n": 2,
             "stream": true, "stream_options": {"include_usage": true}});
-        let chunks = chunks(Endpoint::Completions, &request, "seed").await;
+        let chunks = chunks(completions_api(), &request, "seed").await;
         let id = chunks[0]["id"].as_str().unwrap();
         assert!(id.starts_with("cmpl-") && id.len() == 5 + 24);
         for chunk in &chunks {
@@ -933,50 +944,50 @@ mod tests {
         let usage = &chunks.last().unwrap()["usage"];
         assert_eq!(*usage, json!({"prompt_tokens": 3, "completion_tokens": 20, "total_tokens": 23}));
         let tokens = json!({"prompt": [1, 2, 3], "stream_options": {"include_usage": true}});
-        let chunks = self::chunks(Endpoint::Completions, &tokens, "seed").await;
+        let chunks = self::chunks(completions_api(), &tokens, "seed").await;
         assert_eq!(finishes(&chunks).len(), 1, "a token array is one prompt");
         assert_eq!(chunks.last().unwrap()["usage"]["prompt_tokens"], 3);
     }
 
     #[tokio::test]
     async fn invalid_requests_get_openai_400s() {
-        let cases: &[(Endpoint, &str, Option<&str>)] = &[
-            (Endpoint::Chat, "{", None),
-            (Endpoint::Chat, "[]", None),
-            (Endpoint::Chat, r#"{"model":"m"}"#, Some("messages")),
-            (Endpoint::Chat, r#"{"messages":[]}"#, Some("messages")),
-            (Endpoint::Chat, r#"{"messages":"hi"}"#, Some("messages")),
-            (Endpoint::Chat, r#"{"messages":[1]}"#, Some("messages[0]")),
-            (Endpoint::Chat, r#"{"messages":[{"content":"hi"}]}"#, Some("messages[0].role")),
-            (Endpoint::Chat, r#"{"messages":[{"role":"user"}],"model":5}"#, Some("model")),
-            (Endpoint::Chat, r#"{"messages":[{"role":"user"}],"n":0}"#, Some("n")),
-            (Endpoint::Chat, r#"{"messages":[{"role":"user"}],"n":17}"#, Some("n")),
-            (Endpoint::Chat, r#"{"messages":[{"role":"user"}],"n":-1}"#, Some("n")),
-            (Endpoint::Chat, r#"{"messages":[{"role":"user"}],"n":1.5}"#, Some("n")),
-            (Endpoint::Chat, r#"{"messages":[{"role":"user"}],"n":"2"}"#, Some("n")),
-            (Endpoint::Chat, r#"{"messages":[{"role":"user"}],"max_tokens":-1}"#, Some("max_tokens")),
-            (Endpoint::Chat, r#"{"messages":[{"role":"user"}],"max_tokens":2.5}"#, Some("max_tokens")),
-            (Endpoint::Chat, r#"{"messages":[{"role":"user"}],"max_tokens":"5"}"#, Some("max_tokens")),
+        let cases: &[(Api, &str, Option<&str>)] = &[
+            (chat_api(), "{", None),
+            (chat_api(), "[]", None),
+            (chat_api(), r#"{"model":"m"}"#, Some("messages")),
+            (chat_api(), r#"{"messages":[]}"#, Some("messages")),
+            (chat_api(), r#"{"messages":"hi"}"#, Some("messages")),
+            (chat_api(), r#"{"messages":[1]}"#, Some("messages[0]")),
+            (chat_api(), r#"{"messages":[{"content":"hi"}]}"#, Some("messages[0].role")),
+            (chat_api(), r#"{"messages":[{"role":"user"}],"model":5}"#, Some("model")),
+            (chat_api(), r#"{"messages":[{"role":"user"}],"n":0}"#, Some("n")),
+            (chat_api(), r#"{"messages":[{"role":"user"}],"n":17}"#, Some("n")),
+            (chat_api(), r#"{"messages":[{"role":"user"}],"n":-1}"#, Some("n")),
+            (chat_api(), r#"{"messages":[{"role":"user"}],"n":1.5}"#, Some("n")),
+            (chat_api(), r#"{"messages":[{"role":"user"}],"n":"2"}"#, Some("n")),
+            (chat_api(), r#"{"messages":[{"role":"user"}],"max_tokens":-1}"#, Some("max_tokens")),
+            (chat_api(), r#"{"messages":[{"role":"user"}],"max_tokens":2.5}"#, Some("max_tokens")),
+            (chat_api(), r#"{"messages":[{"role":"user"}],"max_tokens":"5"}"#, Some("max_tokens")),
             (
-                Endpoint::Chat,
+                chat_api(),
                 r#"{"messages":[{"role":"user"}],"max_completion_tokens":-3}"#,
                 Some("max_completion_tokens"),
             ),
-            (Endpoint::Completions, r#"{"model":"m"}"#, Some("prompt")),
-            (Endpoint::Completions, r#"{"prompt":5}"#, Some("prompt")),
-            (Endpoint::Completions, r#"{"prompt":[]}"#, Some("prompt")),
-            (Endpoint::Completions, r#"{"prompt":[{}]}"#, Some("prompt[0]")),
-            (Endpoint::Completions, r#"{"prompt":"hi","n":99}"#, Some("n")),
-            (Endpoint::Embeddings, r#"{"model":"m"}"#, Some("input")),
-            (Endpoint::Embeddings, r#"{"input":5}"#, Some("input")),
-            (Endpoint::Embeddings, r#"{"input":[]}"#, Some("input")),
-            (Endpoint::Embeddings, r#"{"input":[[1,"a"]]}"#, Some("input[0]")),
-            (Endpoint::Embeddings, r#"{"input":"a","dimensions":0}"#, Some("dimensions")),
-            (Endpoint::Embeddings, r#"{"input":"a","dimensions":5000}"#, Some("dimensions")),
-            (Endpoint::Embeddings, r#"{"input":"a","encoding_format":"hex"}"#, Some("encoding_format")),
+            (completions_api(), r#"{"model":"m"}"#, Some("prompt")),
+            (completions_api(), r#"{"prompt":5}"#, Some("prompt")),
+            (completions_api(), r#"{"prompt":[]}"#, Some("prompt")),
+            (completions_api(), r#"{"prompt":[{}]}"#, Some("prompt[0]")),
+            (completions_api(), r#"{"prompt":"hi","n":99}"#, Some("n")),
+            (embeddings_api(), r#"{"model":"m"}"#, Some("input")),
+            (embeddings_api(), r#"{"input":5}"#, Some("input")),
+            (embeddings_api(), r#"{"input":[]}"#, Some("input")),
+            (embeddings_api(), r#"{"input":[[1,"a"]]}"#, Some("input[0]")),
+            (embeddings_api(), r#"{"input":"a","dimensions":0}"#, Some("dimensions")),
+            (embeddings_api(), r#"{"input":"a","dimensions":5000}"#, Some("dimensions")),
+            (embeddings_api(), r#"{"input":"a","encoding_format":"hex"}"#, Some("encoding_format")),
         ];
-        for &(endpoint, body, param) in cases {
-            let (head, error) = refused(endpoint, body.as_bytes()).await;
+        for &(api, body, param) in cases {
+            let (head, error) = refused(api, body.as_bytes()).await;
             assert_eq!(head.status, StatusCode::BAD_REQUEST, "{body}");
             assert_eq!(head.headers[CONTENT_TYPE], "application/json");
             let keys: Vec<&str> = error["error"].as_object().unwrap().keys().map(String::as_str).collect();
@@ -986,9 +997,9 @@ mod tests {
             assert!(!error["error"]["message"].as_str().unwrap().is_empty());
         }
         let too_many = json!({"input": vec!["a"; MAX_INPUTS + 1]}).to_string();
-        let (_, error) = refused(Endpoint::Embeddings, too_many.as_bytes()).await;
+        let (_, error) = refused(embeddings_api(), too_many.as_bytes()).await;
         assert_eq!(error["error"]["code"], "array_above_max_length");
-        let (_, error) = refused(Endpoint::Chat, br#"{"model":"m"}"#).await;
+        let (_, error) = refused(chat_api(), br#"{"model":"m"}"#).await;
         assert_eq!(
             error,
             json!({"error": {"message": "Missing required parameter: 'messages'.", "type": "invalid_request_error",
@@ -997,12 +1008,11 @@ mod tests {
     }
 
     async fn embedding(request: Value, seed: &str) -> (Arc<Head>, Value) {
-        let parts: Vec<_> =
-            answer(Endpoint::Embeddings, Bytes::from(request.to_string()), Arc::from(seed), PACE)
-                .await
-                .unwrap()
-                .collect()
-                .await;
+        let parts: Vec<_> = answer(embeddings_api(), Bytes::from(request.to_string()), Arc::from(seed), PACE)
+            .await
+            .unwrap()
+            .collect()
+            .await;
         let [Ok(Part::Head(head)), Ok(Part::Body(body))] = &parts[..] else {
             panic!("head and body: {parts:?}")
         };
@@ -1069,13 +1079,13 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         runtime.block_on(async {
             let requests = [
-                (Endpoint::Chat, chat(json!({"n": 3}))),
-                (Endpoint::Completions, json!({"prompt": "hi", "stream_options": {"include_usage": true}})),
-                (Endpoint::Embeddings, json!({"input": "hi"})),
+                (chat_api(), chat(json!({"n": 3}))),
+                (completions_api(), json!({"prompt": "hi", "stream_options": {"include_usage": true}})),
+                (embeddings_api(), json!({"input": "hi"})),
             ];
-            for (endpoint, request) in requests {
+            for (api, request) in requests {
                 let body = Bytes::from(request.to_string());
-                let prepared = answer(endpoint, body, Arc::from("seed"), PACE).now_or_never();
+                let prepared = answer(api, body, Arc::from("seed"), PACE).now_or_never();
                 let mut parts = prepared.expect("prepared at once").unwrap();
                 let mut count = 0;
                 // Every item is ready at its first poll: no timer, no yield.
@@ -1097,7 +1107,7 @@ mod tests {
         };
         let began = Instant::now();
         let body = Bytes::from(chat(json!({})).to_string());
-        let mut parts = answer(Endpoint::Chat, body, Arc::from("seed"), pace).await.unwrap();
+        let mut parts = answer(chat_api(), body, Arc::from("seed"), pace).await.unwrap();
         assert!(matches!(parts.next().now_or_never(), Some(Some(Ok(Part::Head(_))))));
         assert!(parts.next().now_or_never().is_none(), "the role chunk waits for the first token");
         let _role = parts.next().await.unwrap().unwrap();

@@ -3,8 +3,8 @@
 //!
 //! The decoder is the gateway's own rather than a crate's because it must bound one event
 //! (G7): the SSE crates buffer an event of any size. It keeps only what SSE needs for
-//! OpenAI-compatible streams: `data` lines joined by `\n`; `event`, `id`, `retry` and comments
-//! are read and dropped.
+//! LLM streams: `data` lines joined by `\n`, and the `event` name (the Responses API and
+//! Anthropic's name every event); `id`, `retry` and comments are read and dropped.
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -27,6 +27,8 @@ pub struct Decoder {
     data: BytesMut,
     /// Whether the event being read has a `data` field (an empty one counts).
     has_data: bool,
+    /// The `event` field of the event being read, if it had one.
+    name: Option<Bytes>,
     /// A line ended with `\r`: a `\n` right after it belongs to the same line end.
     after_cr: bool,
     limit: usize,
@@ -35,7 +37,14 @@ pub struct Decoder {
 impl Decoder {
     /// A decoder for events of at most `limit` bytes of data.
     pub fn new(limit: usize) -> Decoder {
-        Decoder { pending: BytesMut::new(), data: BytesMut::new(), has_data: false, after_cr: false, limit }
+        Decoder {
+            pending: BytesMut::new(),
+            data: BytesMut::new(),
+            has_data: false,
+            name: None,
+            after_cr: false,
+            limit,
+        }
     }
 
     /// Adds received bytes; then call [`Decoder::next_event`] until it returns `Ok(None)`.
@@ -43,8 +52,9 @@ impl Decoder {
         self.pending.extend_from_slice(bytes);
     }
 
-    /// The next complete event's data, if one is complete.
-    pub fn next_event(&mut self) -> Result<Option<Bytes>, TooLarge> {
+    /// The next complete event's name (its `event` field, if any) and data, if one is complete.
+    /// An event without data is no event (as for browsers): its name is forgotten.
+    pub fn next_event(&mut self) -> Result<Option<(Option<Bytes>, Bytes)>, TooLarge> {
         loop {
             if self.after_cr && self.pending.first() == Some(&b'\n') {
                 self.pending.advance(1);
@@ -62,11 +72,12 @@ impl Decoder {
             let line = self.pending.split_to(end + 1);
             let line = &line[..end];
             if line.is_empty() {
+                let name = self.name.take();
                 if self.has_data {
                     self.has_data = false;
                     let mut data = std::mem::take(&mut self.data);
                     data.truncate(data.len() - 1); // the `\n` after the last data line
-                    return Ok(Some(data.freeze()));
+                    return Ok(Some((name, data.freeze())));
                 }
                 continue;
             }
@@ -77,7 +88,13 @@ impl Decoder {
                 }
                 None => (line, &b""[..]),
             };
-            if field == b"data" {
+            if field == b"event" {
+                // A name is short; one over the bound is as refused as data over it.
+                if value.len() > self.limit {
+                    return Err(TooLarge { limit: self.limit });
+                }
+                self.name = Some(Bytes::copy_from_slice(value));
+            } else if field == b"data" {
                 if self.data.len() + value.len() + 1 > self.limit + 1 {
                     return Err(TooLarge { limit: self.limit });
                 }
@@ -107,13 +124,19 @@ fn put_data(out: &mut BytesMut, data: &[u8]) {
 }
 
 /// An event frame with its `id:` (the event's index in the answer), so that a client that lost
-/// its connection can resume after it (`Last-Event-ID`).
-pub fn frame_with_id(id: u64, data: &[u8]) -> Bytes {
+/// its connection can resume after it (`Last-Event-ID`), and its `event:` name, if it has one.
+pub fn frame_with_id(id: u64, name: Option<&[u8]>, data: &[u8]) -> Bytes {
     let id = id.to_string();
-    let mut out = BytesMut::with_capacity(data.len() + id.len() + 12);
+    let named = name.map_or(0, |name| name.len() + 8);
+    let mut out = BytesMut::with_capacity(data.len() + id.len() + named + 12);
     out.extend_from_slice(b"id: ");
     out.extend_from_slice(id.as_bytes());
     out.extend_from_slice(b"\n");
+    if let Some(name) = name {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name);
+        out.extend_from_slice(b"\n");
+    }
     put_data(&mut out, data);
     out.freeze()
 }
@@ -130,8 +153,12 @@ mod tests {
         let mut events = Vec::new();
         for chunk in chunks {
             decoder.push(chunk);
-            while let Some(data) = decoder.next_event()? {
-                events.push(String::from_utf8(data.to_vec()).unwrap());
+            while let Some((name, data)) = decoder.next_event()? {
+                let data = String::from_utf8(data.to_vec()).unwrap();
+                events.push(match name {
+                    Some(name) => format!("{}={data}", String::from_utf8(name.to_vec()).unwrap()),
+                    None => data,
+                });
             }
         }
         Ok(events)
@@ -142,7 +169,7 @@ mod tests {
         let stream =
             b"data: {\"a\":1}\n\n: comment\n\nevent: x\ndata:two\ndata: lines\n\r\ndata: [DONE]\r\n\r\n";
         let whole = decode(&[stream], 1024).unwrap();
-        assert_eq!(whole, ["{\"a\":1}", "two\nlines", "[DONE]"]);
+        assert_eq!(whole, ["{\"a\":1}", "x=two\nlines", "[DONE]"]);
         for split in 0..stream.len() {
             let (a, b) = stream.split_at(split);
             assert_eq!(decode(&[a, b], 1024).unwrap(), whole, "split at {split}");
@@ -164,6 +191,15 @@ mod tests {
         // A line that never ends is refused once it cannot fit, not buffered forever.
         let endless = vec![b'x'; 100];
         assert_eq!(decode(&[b"data: ", &endless], 64), Err(TooLarge { limit: 64 }));
+    }
+
+    #[test]
+    fn a_name_belongs_to_its_event_alone() {
+        let stream = b"event: ping\n\nevent: message_start\ndata: {}\n\ndata: plain\n\n";
+        assert_eq!(decode(&[stream], 64).unwrap(), ["message_start={}", "plain"]);
+        assert_eq!(decode(&[b"event: 123456789\ndata: x\n\n"], 8), Err(TooLarge { limit: 8 }));
+        let frame = frame_with_id(3, Some(b"message_stop"), b"{}");
+        assert_eq!(&frame[..], b"id: 3\nevent: message_stop\ndata: {}\n\n");
     }
 
     #[test]

@@ -50,7 +50,8 @@ impl Gateway {
         let backend = Backend::new(&settings, Arc::clone(&metrics))?;
         let permits = Arc::new(Semaphore::new(settings.max_concurrent_requests.min(Semaphore::MAX_PERMITS)));
         let fleet = settings.redis.as_deref().map(|url| fleet(url, &settings)).transpose()?;
-        let (flights, registry) = (Flights::new(config), Arc::default());
+        let window = settings.linger.max(settings.resume_window);
+        let (flights, registry) = (Flights::new(config), Arc::new(Registry::new(window)));
         if let Some(fleet) = &fleet {
             crate::handoff::serve_cancels(fleet, Arc::clone(&registry), flights.clone());
         }

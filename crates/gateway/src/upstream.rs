@@ -4,17 +4,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::header::{CONTENT_TYPE, HeaderValue};
+use axum::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use bytes::Bytes;
 use futures::stream;
 use futures::{Stream, StreamExt};
-use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use crate::backend::Outgoing;
 use crate::client::{self, ClientOptions, UpstreamUrl};
 use crate::config::Settings;
-use crate::flight::{Broken, Event, Head, Part, Parts, UpstreamError};
+use crate::dialect::{Api, Class};
+use crate::flight::{Broken, Head, Part, Parts, UpstreamError};
 use crate::headers;
 use crate::lanes::{Lanes, Ticket};
 use crate::metrics::Metrics;
@@ -27,8 +26,9 @@ pub struct Upstream {
     pub lanes: Lanes,
     /// Base URL, `/v1` included.
     pub url: UpstreamUrl,
-    /// `Bearer <--upstream-api-key>`, sent in place of the clients' credentials.
-    pub api_key: Option<HeaderValue>,
+    /// `--upstream-api-key`, sent in place of the clients' credentials, in the header each
+    /// API takes it by ([`Upstream::credential`]).
+    api_key: Option<String>,
     /// Time from sending a request to its response head.
     pub response_timeout: Duration,
     /// Longest silence while reading a response.
@@ -48,13 +48,10 @@ impl Upstream {
             http2: settings.upstream_http2,
         })?;
         let lanes = Lanes::new(settings.upstream_streams_per_connection as usize, clients)?;
-        let api_key = match &settings.upstream_api_key {
-            Some(key) => Some(
-                HeaderValue::from_str(&format!("Bearer {key}"))
-                    .map_err(|_| "--upstream-api-key holds characters a header cannot carry")?,
-            ),
-            None => None,
-        };
+        let api_key = settings.upstream_api_key.clone();
+        if api_key.as_deref().is_some_and(|key| HeaderValue::from_str(&format!("Bearer {key}")).is_err()) {
+            return Err("--upstream-api-key holds characters a header cannot carry".to_owned());
+        }
         Ok(Upstream {
             lanes,
             url,
@@ -65,6 +62,12 @@ impl Upstream {
             max_error_body: settings.max_error_body,
             metrics,
         })
+    }
+
+    /// The gateway's own key as `api` takes it (`Authorization: Bearer`, Anthropic's
+    /// `x-api-key`), if it has one.
+    pub fn credential(&self, api: Api) -> Option<(HeaderName, HeaderValue)> {
+        api.credential(self.api_key.as_deref()?)
     }
 
     /// Sends the flight's request and waits for the head: a 2xx gives the parts (head first),
@@ -95,7 +98,8 @@ impl Upstream {
     }
 
     async fn send(&self, outgoing: Outgoing) -> Result<Parts, UpstreamError> {
-        let url = self.url.join(outgoing.endpoint.path(), outgoing.query.as_deref());
+        let api = outgoing.api;
+        let url = self.url.join(api.path(), outgoing.query.as_deref());
         let (client, ticket) = self.lanes.take();
         let mut request = client.post(url).headers(outgoing.headers).body(outgoing.body);
         request = request.header(CONTENT_TYPE, "application/json");
@@ -120,7 +124,7 @@ impl Upstream {
             return Err(UpstreamError::Status { head, body });
         }
         let first = stream::iter([Ok(Part::Head(Arc::clone(&head)))]);
-        if !outgoing.endpoint.streams() {
+        if !api.streams() {
             return Ok(holding(first.chain(body_parts(response.bytes_stream(), self.idle_timeout)), ticket));
         }
         let content_type = head.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -129,7 +133,7 @@ impl Upstream {
             return Err(UpstreamError::broken(Broken::Malformed, message));
         }
         Ok(holding(
-            first.chain(events(response.bytes_stream(), self.idle_timeout, self.max_event_bytes)),
+            first.chain(events(api, response.bytes_stream(), self.idle_timeout, self.max_event_bytes)),
             ticket,
         ))
     }
@@ -192,33 +196,9 @@ fn body_parts(body: impl Body + Unpin, idle: Duration) -> Parts {
     .boxed()
 }
 
-/// What the gateway needs to know of a chunk, read without building it.
-#[derive(Deserialize)]
-struct Probe<'a> {
-    #[serde(borrow)]
-    error: Option<&'a RawValue>,
-    #[serde(borrow)]
-    choices: Option<&'a RawValue>,
-    #[serde(borrow)]
-    usage: Option<&'a RawValue>,
-}
-
-/// Classifies one event's data: an in-stream error ends the flight; the rest are events.
-fn classify(data: Bytes) -> Result<Part, UpstreamError> {
-    let Ok(probe) = serde_json::from_slice::<Probe>(&data) else {
-        // Not a JSON object: passed on as sent; a collecting client refuses it.
-        return Ok(Part::Event(Event { name: None, data, usage_only: false }));
-    };
-    if probe.error.is_some() {
-        return Err(UpstreamError::InStream(data));
-    }
-    let empty = |raw: &RawValue| raw.get().bytes().filter(|b| !b.is_ascii_whitespace()).eq(*b"[]");
-    let no_choices = probe.choices.is_some_and(empty);
-    Ok(Part::Event(Event { name: None, usage_only: no_choices && probe.usage.is_some(), data }))
-}
-
-/// The SSE events of a streamed answer, up to `[DONE]`; an end before it is an error.
-fn events(body: impl Body + Unpin, idle: Duration, max_event_bytes: usize) -> Parts {
+/// The SSE events of a streamed answer, each classified once by `api`, up to its end (Chat's
+/// `[DONE]`, `response.completed`, `message_stop`); a stream that stops before it is an error.
+fn events(api: Api, body: impl Body + Unpin, idle: Duration, max_event_bytes: usize) -> Parts {
     let decoder = Decoder::new(max_event_bytes);
     stream::unfold(Some((body, decoder)), move |state| async move {
         let (mut body, mut decoder) = state?;
@@ -228,19 +208,20 @@ fn events(body: impl Body + Unpin, idle: Duration, max_event_bytes: usize) -> Pa
                     let message = format!("an upstream event exceeded {limit} bytes (--max-event-bytes)");
                     return Some((Err(UpstreamError::broken(Broken::TooLarge, message)), None));
                 }
-                Ok(Some(data)) if data.trim_ascii() == b"[DONE]" => return None,
-                Ok(Some(data)) => {
-                    return match classify(data) {
-                        Ok(part) => Some((Ok(part), Some((body, decoder)))),
-                        Err(error) => Some((Err(error), None)),
-                    };
-                }
+                Ok(Some((name, data))) => match api.classify(name, data) {
+                    Class::Keep(event) => return Some((Ok(Part::Event(event)), Some((body, decoder)))),
+                    Class::KeepAlive => continue,
+                    // The last event is stored; the stream ends after it, whatever follows.
+                    Class::Last(Some(event)) => return Some((Ok(Part::Event(event)), None)),
+                    Class::Last(None) => return None,
+                    Class::Failure(event) => return Some((Err(UpstreamError::InStream(event)), None)),
+                },
                 Ok(None) => {}
             }
             match next_chunk(&mut body, idle).await {
                 Ok(Some(chunk)) => decoder.push(&chunk),
                 Ok(None) => {
-                    let message = "the upstream stream ended before [DONE]";
+                    let message = "the upstream stream ended before its end event";
                     return Some((Err(UpstreamError::broken(Broken::Truncated, message)), None));
                 }
                 Err(error) => return Some((Err(error), None)),
@@ -248,33 +229,4 @@ fn events(body: impl Body + Unpin, idle: Duration, max_event_bytes: usize) -> Pa
         }
     })
     .boxed()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn event(text: &str) -> Result<(bool, String), String> {
-        match classify(Bytes::from(text.to_owned())) {
-            Ok(Part::Event(event)) => Ok((event.usage_only, String::from_utf8(event.data.to_vec()).unwrap())),
-            Ok(other) => panic!("{other:?}"),
-            Err(UpstreamError::InStream(data)) => Err(String::from_utf8(data.to_vec()).unwrap()),
-            Err(other) => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn events_are_classified_once() {
-        let chunk = r#"{"choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}"#;
-        assert_eq!(event(chunk), Ok((false, chunk.to_owned())));
-        let usage = r#"{"choices": [ ],"usage":{"total_tokens":3}}"#;
-        assert_eq!(event(usage), Ok((true, usage.to_owned())));
-        let error = r#"{"error":{"message":"overloaded","type":"server_error"}}"#;
-        assert_eq!(event(error), Err(error.to_owned()));
-        assert_eq!(event("not json"), Ok((false, "not json".to_owned())));
-        assert_eq!(
-            event(r#"{"error":null,"choices":[]}"#),
-            Ok((false, r#"{"error":null,"choices":[]}"#.to_owned()))
-        );
-    }
 }

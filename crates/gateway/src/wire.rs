@@ -25,6 +25,11 @@ use crate::key::Key;
 /// | `0x14` | [`UpstreamError::Status`]     | head, body                                       |
 /// | `0x15` | [`UpstreamError::InStream`]   | data                                             |
 /// | `0x16` | [`UpstreamError::Broken`]     | kind (one byte), message (UTF-8)                 |
+/// | `0x17` | [`Part::Event`] with a name   | `usage_only` (0 or 1), name, data                |
+/// | `0x18` | [`UpstreamError::InStream`] with a name | name, data                             |
+///
+/// An event without an `event:` name keeps the tags it had before names were kept (`0x12`,
+/// `0x15`), so that replicas of either version read each other's unnamed events.
 ///
 /// A head is the status (u16), the number of headers (u32), then each header's name and value
 /// (any bytes a header value may hold, not only UTF-8).
@@ -38,6 +43,8 @@ const BODY: u8 = 0x13;
 const STATUS: u8 = 0x14;
 const IN_STREAM: u8 = 0x15;
 const BROKEN: u8 = 0x16;
+const NAMED_EVENT: u8 = 0x17;
+const NAMED_IN_STREAM: u8 = 0x18;
 
 impl Codec<Key, Part, UpstreamError> for Wire {
     fn key(&self, key: &Key) -> Vec<u8> {
@@ -52,9 +59,13 @@ impl Codec<Key, Part, UpstreamError> for Wire {
                 out
             }
             Part::Event(event) => {
-                let mut out = Vec::with_capacity(2 + 4 + event.data.len());
-                out.push(EVENT);
+                let name = event.name.as_deref();
+                let mut out = Vec::with_capacity(2 + 8 + name.map_or(0, <[u8]>::len) + event.data.len());
+                out.push(if name.is_some() { NAMED_EVENT } else { EVENT });
                 out.push(u8::from(event.usage_only));
+                if let Some(name) = name {
+                    put(&mut out, name);
+                }
                 put(&mut out, &event.data);
                 out
             }
@@ -74,7 +85,14 @@ impl Codec<Key, Part, UpstreamError> for Wire {
                 put(&mut out, body);
                 out
             }
-            UpstreamError::InStream(data) => tagged(IN_STREAM, data),
+            UpstreamError::InStream(Event { name: None, data, .. }) => tagged(IN_STREAM, data),
+            UpstreamError::InStream(Event { name: Some(name), data, .. }) => {
+                let mut out = Vec::with_capacity(1 + 8 + name.len() + data.len());
+                out.push(NAMED_IN_STREAM);
+                put(&mut out, name);
+                put(&mut out, data);
+                out
+            }
             UpstreamError::Broken { kind, message } => {
                 let mut out = Vec::with_capacity(2 + 4 + message.len());
                 out.push(BROKEN);
@@ -103,6 +121,11 @@ fn read_part(bytes: &[u8]) -> Result<Part, Malformed> {
             let usage_only = reader.flag()?;
             Part::Event(Event { name: None, data: Bytes::copy_from_slice(reader.field()?), usage_only })
         }
+        NAMED_EVENT => {
+            let usage_only = reader.flag()?;
+            let name = Some(Bytes::copy_from_slice(reader.field()?));
+            Part::Event(Event { name, data: Bytes::copy_from_slice(reader.field()?), usage_only })
+        }
         BODY => Part::Body(Bytes::copy_from_slice(reader.field()?)),
         _ => return Err(Malformed("unknown tag")),
     };
@@ -118,7 +141,19 @@ fn read_failure(bytes: &[u8]) -> Result<UpstreamError, Malformed> {
             let head = Arc::new(reader.head()?);
             UpstreamError::Status { head, body: Bytes::copy_from_slice(reader.field()?) }
         }
-        IN_STREAM => UpstreamError::InStream(Bytes::copy_from_slice(reader.field()?)),
+        IN_STREAM => UpstreamError::InStream(Event {
+            name: None,
+            data: Bytes::copy_from_slice(reader.field()?),
+            usage_only: false,
+        }),
+        NAMED_IN_STREAM => {
+            let name = Some(Bytes::copy_from_slice(reader.field()?));
+            UpstreamError::InStream(Event {
+                name,
+                data: Bytes::copy_from_slice(reader.field()?),
+                usage_only: false,
+            })
+        }
         BROKEN => {
             let kind = kind_from(reader.byte()?).ok_or(Malformed("unknown failure kind"))?;
             let message = std::str::from_utf8(reader.field()?).map_err(|_| Malformed("message not UTF-8"))?;
@@ -264,7 +299,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoint::Endpoint;
+    use crate::dialect::Api;
 
     fn head(status: u16, headers: &[(&str, &[u8])]) -> Arc<Head> {
         let mut map = HeaderMap::new();
@@ -331,6 +366,12 @@ mod tests {
                 usage_only: true,
             }),
             Part::Event(Event { name: None, data: Bytes::new(), usage_only: false }),
+            Part::Event(Event {
+                name: Some(Bytes::from_static(b"message_stop")),
+                data: Bytes::from_static(br#"{"type":"message_stop"}"#),
+                usage_only: false,
+            }),
+            Part::Event(Event { name: Some(Bytes::new()), data: Bytes::new(), usage_only: true }),
             Part::Body(Bytes::from_static(b"{\"data\":[]}\n\xff")),
             Part::Body(Bytes::new()),
         ]
@@ -340,8 +381,17 @@ mod tests {
         let mut failures = vec![
             UpstreamError::Status { head: rich_head(429), body: Bytes::from_static(b"{\"error\":{}}") },
             UpstreamError::Status { head: head(500, &[]), body: Bytes::new() },
-            UpstreamError::InStream(Bytes::from_static(br#"{"error":{"message":"overloaded"}}"#)),
-            UpstreamError::InStream(Bytes::new()),
+            UpstreamError::InStream(Event {
+                name: None,
+                data: Bytes::from_static(br#"{"error":{"message":"overloaded"}}"#),
+                usage_only: false,
+            }),
+            UpstreamError::InStream(Event { name: None, data: Bytes::new(), usage_only: false }),
+            UpstreamError::InStream(Event {
+                name: Some(Bytes::from_static(b"error")),
+                data: Bytes::from_static(br#"{"type":"error","error":{"type":"overloaded_error"}}"#),
+                usage_only: false,
+            }),
             UpstreamError::broken(Broken::Truncated, ""),
         ];
         for kind in kinds() {
@@ -371,7 +421,9 @@ mod tests {
     fn same_part(a: &Part, b: &Part) -> bool {
         match (a, b) {
             (Part::Head(a), Part::Head(b)) => same_head(a, b),
-            (Part::Event(a), Part::Event(b)) => a.data == b.data && a.usage_only == b.usage_only,
+            (Part::Event(a), Part::Event(b)) => {
+                a.name == b.name && a.data == b.data && a.usage_only == b.usage_only
+            }
             (Part::Body(a), Part::Body(b)) => a == b,
             _ => false,
         }
@@ -382,7 +434,7 @@ mod tests {
             (UpstreamError::Status { head: a, body: x }, UpstreamError::Status { head: b, body: y }) => {
                 same_head(a, b) && x == y
             }
-            (UpstreamError::InStream(a), UpstreamError::InStream(b)) => a == b,
+            (UpstreamError::InStream(a), UpstreamError::InStream(b)) => a.name == b.name && a.data == b.data,
             (
                 UpstreamError::Broken { kind: a, message: x },
                 UpstreamError::Broken { kind: b, message: y },
@@ -539,7 +591,8 @@ mod tests {
             let mut bytes = noise.bytes(len);
             // Half the rounds start with a real tag, to get past the first byte.
             if round % 2 == 1 && !bytes.is_empty() {
-                bytes[0] = [HEAD, EVENT, BODY, STATUS, IN_STREAM, BROKEN][round % 6];
+                bytes[0] =
+                    [HEAD, EVENT, BODY, STATUS, IN_STREAM, BROKEN, NAMED_EVENT, NAMED_IN_STREAM][round % 8];
             }
             assert_malformed(&bytes);
         }
@@ -564,7 +617,7 @@ mod tests {
 
     fn key() -> Key {
         Key {
-            endpoint: Endpoint::Chat,
+            api: Api::chat(),
             tenant: Some([7; 32]),
             selectors: "api-version=1".into(),
             body: Arc::from(r#"{"model":"m","messages":[]}"#),
@@ -590,8 +643,8 @@ mod tests {
         };
         let keys = [
             key(),
-            with(|key| key.endpoint = Endpoint::Completions),
-            with(|key| key.endpoint = Endpoint::Embeddings),
+            with(|key| key.api = Api::named("completions").unwrap()),
+            with(|key| key.api = Api::named("embeddings").unwrap()),
             with(|key| key.tenant = None),
             with(|key| key.tenant = Some([0; 32])),
             with(|key| key.tenant.as_mut().unwrap()[31] = 8),
@@ -612,12 +665,7 @@ mod tests {
     #[test]
     fn field_boundaries_cannot_be_moved() {
         let key = |tenant: Option<[u8; 32]>, selectors: &str, body: &str| {
-            Wire.key(&Key {
-                endpoint: Endpoint::Chat,
-                tenant,
-                selectors: selectors.into(),
-                body: Arc::from(body),
-            })
+            Wire.key(&Key { api: Api::chat(), tenant, selectors: selectors.into(), body: Arc::from(body) })
         };
         assert_ne!(key(None, "ab", "c"), key(None, "a", "bc"));
         assert_ne!(key(None, "", "abc"), key(None, "abc", ""));

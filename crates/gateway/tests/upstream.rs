@@ -315,8 +315,10 @@ async fn resume(base: &str, id: &str, last: Option<&str>, authorization: Option<
 /// holds then is, event for event, what an uninterrupted client got (R18).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_connection_resumes_after_its_last_event_id() {
+    // Slow enough that the stream is still live when the second resume asks (a finished one
+    // ends its resumed request at once, and then the id is unknown: 404, not 409).
     let mock =
-        Mock::start(Mode::Tokens { tokens: 40, interval: Duration::from_millis(2), gated: false }).await;
+        Mock::start(Mode::Tokens { tokens: 40, interval: Duration::from_millis(25), gated: false }).await;
     let base = gateway(&["--upstream", &mock.base]).await;
     let mut whole = Client::chat(&base, "resumable", Some("Bearer alice")).await;
     let mut cut = Client::chat(&base, "resumable", Some("Bearer alice")).await;
