@@ -55,7 +55,10 @@ impl Backend {
         match self {
             Backend::Simulated(pace) => {
                 let pace = *pace;
-                Box::pin(sim::answer(outgoing.api, outgoing.body, outgoing.canonical, pace))
+                let api = outgoing.api;
+                // Its events are classified as an upstream's are (its `ping`s are not stored).
+                let answer = sim::answer(api, outgoing.body, outgoing.canonical, pace);
+                Box::pin(async move { Ok(crate::dialect::classified(api, answer.await?)) })
             }
             Backend::Upstream(upstream) => Box::pin(Arc::clone(upstream).open(outgoing)),
         }

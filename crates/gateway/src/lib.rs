@@ -36,6 +36,8 @@ pub mod registry;
 pub mod routes;
 pub mod serve;
 pub mod sim;
+pub mod sim_messages;
+pub mod sim_responses;
 pub mod sse;
 pub mod state;
 pub mod upstream;

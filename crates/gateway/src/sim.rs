@@ -99,6 +99,8 @@ pub async fn answer(api: Api, body: Bytes, seed: Arc<str>, pace: Pace) -> Result
             let body = embeddings(&request, base)?;
             Ok(embedding_parts(body, pace.first_token_delay))
         }
+        "responses" => crate::sim_responses::answer(&request, base, pace),
+        "messages" => crate::sim_messages::answer(&request, base, pace),
         other => Err(UpstreamError::Status {
             head: Arc::clone(&NOT_FOUND_HEAD),
             body: Bytes::from(format!(
@@ -109,14 +111,14 @@ pub async fn answer(api: Api, body: Bytes, seed: Arc<str>, pace: Pace) -> Result
 }
 
 /// The 200 head of a streamed answer, shared by every flight.
-static SSE_HEAD: LazyLock<Arc<Head>> = LazyLock::new(|| head(StatusCode::OK, "text/event-stream"));
+pub(crate) static SSE_HEAD: LazyLock<Arc<Head>> = LazyLock::new(|| head(StatusCode::OK, "text/event-stream"));
 /// The 200 head of an embeddings answer, shared by every flight.
 static JSON_HEAD: LazyLock<Arc<Head>> = LazyLock::new(|| head(StatusCode::OK, "application/json"));
 /// The head of a path the simulated model does not serve.
 static NOT_FOUND_HEAD: LazyLock<Arc<Head>> =
     LazyLock::new(|| head(StatusCode::NOT_FOUND, "application/json"));
 /// The head of a refused request, shared by every refusal.
-static BAD_REQUEST_HEAD: LazyLock<Arc<Head>> =
+pub(crate) static BAD_REQUEST_HEAD: LazyLock<Arc<Head>> =
     LazyLock::new(|| head(StatusCode::BAD_REQUEST, "application/json"));
 
 fn head(status: StatusCode, content_type: &'static str) -> Arc<Head> {
@@ -135,7 +137,7 @@ fn invalid(param: Option<&str>, code: Option<&str>, message: String) -> Upstream
     UpstreamError::Status { head: BAD_REQUEST_HEAD.clone(), body: Bytes::from(body.to_string()) }
 }
 
-fn missing(param: &str) -> UpstreamError {
+pub(crate) fn missing(param: &str) -> UpstreamError {
     invalid(
         Some(param),
         Some("missing_required_parameter"),
@@ -143,7 +145,7 @@ fn missing(param: &str) -> UpstreamError {
     )
 }
 
-fn invalid_type(param: &str, expected: &str, got: &Value) -> UpstreamError {
+pub(crate) fn invalid_type(param: &str, expected: &str, got: &Value) -> UpstreamError {
     let message = format!("Invalid type for '{param}': expected {expected}, but got {} instead.", kind(got));
     invalid(Some(param), Some("invalid_type"), message)
 }
@@ -164,7 +166,7 @@ fn too_long(param: &str, len: usize) -> UpstreamError {
     invalid(Some(param), Some("array_above_max_length"), message)
 }
 
-fn below_min(param: &str, min: u64, got: &Value) -> UpstreamError {
+pub(crate) fn below_min(param: &str, min: u64, got: &Value) -> UpstreamError {
     let message = format!(
         "Invalid '{param}': integer below minimum value. Expected a value >= {min}, but got {got} instead."
     );
@@ -216,7 +218,7 @@ fn parse(body: &[u8]) -> Result<Map<String, Value>, UpstreamError> {
 
 /// The digits of an integer (with its sign), whatever its size; `None` for a decimal.
 /// (`arbitrary_precision` keeps a number's text, so integers beyond 64 bits stay integers.)
-fn integer_text(n: &serde_json::Number) -> Option<(bool, String)> {
+pub(crate) fn integer_text(n: &serde_json::Number) -> Option<(bool, String)> {
     let text = n.to_string();
     let (negative, digits) = match text.strip_prefix('-') {
         Some(digits) => (true, digits),
@@ -227,7 +229,7 @@ fn integer_text(n: &serde_json::Number) -> Option<(bool, String)> {
 
 /// `request[name]` as a non-negative integer: `None` when absent or null; an integer too large
 /// for 64 bits saturates (it is above every cap and below no limit).
-fn non_negative(request: &Map<String, Value>, name: &str) -> Result<Option<u64>, UpstreamError> {
+pub(crate) fn non_negative(request: &Map<String, Value>, name: &str) -> Result<Option<u64>, UpstreamError> {
     let value = match request.get(name) {
         None | Some(Value::Null) => return Ok(None),
         Some(value) => value,
@@ -259,7 +261,7 @@ fn model_json(request: &Map<String, Value>) -> Result<String, UpstreamError> {
 }
 
 /// The whitespace-separated words of `text`: the simulated tokenizer.
-fn word_count(text: &str) -> u64 {
+pub(crate) fn word_count(text: &str) -> u64 {
     text.split_whitespace().count() as u64
 }
 
@@ -358,7 +360,7 @@ fn mix(mut z: u64) -> u64 {
 }
 
 /// The seed's state: the first 8 bytes of its SHA-256.
-fn seed_state(seed: &str) -> u64 {
+pub(crate) fn seed_state(seed: &str) -> u64 {
     let digest = Sha256::digest(seed.as_bytes());
     let mut first = [0; 8];
     first.copy_from_slice(&digest[..8]);
@@ -366,7 +368,7 @@ fn seed_state(seed: &str) -> u64 {
 }
 
 /// The start of the sequence of choice (or embedding input) `index`: each gets its own.
-fn start(base: u64, index: u64) -> u64 {
+pub(crate) fn start(base: u64, index: u64) -> u64 {
     mix(base.wrapping_add(index))
 }
 
@@ -375,7 +377,7 @@ fn draw(start: u64, k: u64) -> u64 {
     mix(start.wrapping_add(k.wrapping_add(1).wrapping_mul(GAMMA)))
 }
 
-fn word(start: u64, step: u64) -> &'static str {
+pub(crate) fn word(start: u64, step: u64) -> &'static str {
     WORDS[(draw(start, step) % WORDS.len() as u64) as usize]
 }
 
@@ -591,7 +593,7 @@ impl Chunks {
 }
 
 /// Appends 24 random alphanumerics: a chunk id fresh for every flight.
-fn push_fresh_id(out: &mut String) {
+pub(crate) fn push_fresh_id(out: &mut String) {
     const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut bytes = [0; 24];
     if getrandom::fill(&mut bytes).is_err() {

@@ -101,8 +101,10 @@ impl Upstream {
         let api = outgoing.api;
         let url = self.url.join(api.path(), outgoing.query.as_deref());
         let (client, ticket) = self.lanes.take();
-        let mut request = client.post(url).headers(outgoing.headers).body(outgoing.body);
-        request = request.header(CONTENT_TYPE, "application/json");
+        let mut headers = outgoing.headers;
+        // The body sent is JSON whatever the client said it was (curl's `-d` says a form).
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let request = client.post(url).headers(headers).body(outgoing.body);
         let response = match tokio::time::timeout(self.response_timeout, request.send()).await {
             Err(_) => {
                 let message =

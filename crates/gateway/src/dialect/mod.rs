@@ -20,8 +20,9 @@ use serde_json::Value;
 
 use crate::body::Owned;
 use crate::collect::CollectError;
-use crate::flight::Event;
+use crate::flight::{Event, Part, Parts, UpstreamError};
 use crate::openai::{self, json_response};
+use futures::StreamExt;
 
 /// Every dialect the gateway serves; [`Api::at`] finds a request's among them.
 const ALL: &[&dyn Dialect] = &[
@@ -226,6 +227,36 @@ impl fmt::Debug for Api {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.0.name())
     }
+}
+
+/// `parts` with each event classified by `api` as an upstream's are on arrival (for the
+/// simulated model, whose events are made, not read): keep-alives dropped, the stream ended
+/// after its last event, a failure event its error.
+pub fn classified(api: Api, parts: Parts) -> Parts {
+    let mut ended = false;
+    parts
+        .filter_map(move |part| {
+            let out = match part {
+                _ if ended => None,
+                Ok(Part::Event(Event { name, data, .. })) if api.streams() => {
+                    match api.classify(name, data) {
+                        Class::Keep(event) => Some(Ok(Part::Event(event))),
+                        Class::KeepAlive => None,
+                        Class::Last(event) => {
+                            ended = true;
+                            event.map(|event| Ok(Part::Event(event)))
+                        }
+                        Class::Failure(event) => {
+                            ended = true;
+                            Some(Err(UpstreamError::InStream(event)))
+                        }
+                    }
+                }
+                other => Some(other),
+            };
+            std::future::ready(out)
+        })
+        .boxed()
 }
 
 /// `name` as a `Bytes` that borrows the static one of `known` when it is there (event names
