@@ -10,7 +10,7 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::config::{Config, LateJoin, Orphan};
 pub use crate::id::{FlightId, RequestId};
-use crate::id::{RawId, Slab, next_tag};
+use crate::id::{Slab, next_tag};
 
 /// The role of a request in its flight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -141,7 +141,7 @@ impl fmt::Display for ResumeError {
 #[cfg(feature = "std")]
 impl std::error::Error for ResumeError {}
 
-/// What [`Machine::handle_request`] tells the caller about its new request.
+/// What [`Machine::handle_request`] and [`Machine::handle_join`] tell the caller about its new request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Admission {
     /// The request's id, for cancel, drop and finish.
@@ -240,6 +240,19 @@ enum Leave {
     Cancelled,
     Dropped,
     Finished,
+}
+
+/// Where a new request for a key goes, told by the key's joinable flight.
+#[derive(Clone, Copy)]
+enum Lookup {
+    /// It joins `flight` as `role`, its cursor at `from` ([R2](crate::design#r2),
+    /// [R3](crate::design#r3), [R17](crate::design#r17)).
+    Join { flight: FlightId, role: Role, from: Position },
+    /// The key's flight streams and the policy is `NewFlight`: a request leads a fresh
+    /// flight, and `stale` is no longer joinable ([R3](crate::design#r3)).
+    Replace { stale: FlightId },
+    /// No joinable flight: a request leads one ([R1](crate::design#r1)).
+    Lead,
 }
 
 #[derive(Clone, Debug)]
@@ -584,40 +597,69 @@ impl<K: Hash + Eq> Machine<K> {
     /// preparing one ([R2](crate::design#r2)), or joins a streaming one under the late-join
     /// policy ([R3](crate::design#r3)). Emits `Start` when it leads, then its `Subscribe`.
     pub fn handle_request(&mut self, key: K) -> Admission {
-        self.stats.requests += 1;
         let hash = self.hasher.hash_one(&key);
-        let found = {
-            let flights = &self.active_flights;
-            self.joinable
-                .find(hash, |&slot| flights.by_slot(slot).is_some_and(|(_, f)| f.key == key))
-                .copied()
-        };
-        let existing = found
-            .and_then(|slot| self.active_flights.by_slot(slot))
-            .map(|(id, f)| (id, f.streaming, f.ended));
-        let (flight, role, from) = match existing {
-            // Lingering (R17): the whole finished answer, whatever the late-join policy.
-            Some((id, _, true)) => {
-                self.stats.lingered += 1;
-                (id, Role::Joiner, Position::Start)
+        let (flight, role, from) = match self.lookup(&key, hash) {
+            Lookup::Join { flight, role, from } => (flight, role, from),
+            Lookup::Replace { stale } => {
+                self.unjoin(stale);
+                (self.start(key, hash), Role::Leader, Position::Start)
             }
-            Some((id, false, false)) => (id, Role::Follower, Position::Start),
-            Some((id, true, false)) => match self.config.late_join_policy() {
-                LateJoin::Replay => (id, Role::Joiner, Position::Start),
-                LateJoin::Tail => (id, Role::Joiner, Position::Tail),
-                LateJoin::NewFlight => {
-                    self.unjoin(FlightId(id));
-                    (self.start(key, hash), Role::Leader, Position::Start)
-                }
-            },
-            None => (self.start(key, hash), Role::Leader, Position::Start),
+            Lookup::Lead => (self.start(key, hash), Role::Leader, Position::Start),
         };
+        self.admit(flight, role, from)
+    }
+
+    /// A request for `key` that only joins: it joins the key's joinable flight exactly as
+    /// [`handle_request`](Machine::handle_request) would (a preparing one as a follower,
+    /// [R2](crate::design#r2); a streaming one as a joiner under the late-join policy,
+    /// [R3](crate::design#r3); a lingering one as a joiner of the whole answer,
+    /// [R17](crate::design#r17)), but never leads. With no joinable flight, or a streaming one
+    /// under [`LateJoin::NewFlight`] (which would start a fresh flight), it is refused with
+    /// `None` and leaves the machine exactly as it was; the key is only hashed and compared,
+    /// never kept. Emits its `Subscribe`.
+    pub fn handle_join(&mut self, key: &K) -> Option<Admission> {
+        let hash = self.hasher.hash_one(key);
+        match self.lookup(key, hash) {
+            Lookup::Join { flight, role, from } => Some(self.admit(flight, role, from)),
+            Lookup::Replace { .. } | Lookup::Lead => None,
+        }
+    }
+
+    /// Where a request for `key` (hashed to `hash`) goes, from the key's joinable flight
+    /// ([R1](crate::design#r1)-[R3](crate::design#r3), [R17](crate::design#r17)). It only
+    /// reads, so that a refused join changes nothing.
+    fn lookup(&self, key: &K, hash: u64) -> Lookup {
+        let flights = &self.active_flights;
+        let found =
+            self.joinable.find(hash, |&slot| flights.by_slot(slot).is_some_and(|(_, f)| f.key == *key));
+        let Some((id, f)) = found.and_then(|&slot| flights.by_slot(slot)) else {
+            return Lookup::Lead;
+        };
+        let flight = FlightId(id);
+        let (role, from) = match (f.ended, f.streaming, self.config.late_join_policy()) {
+            // Lingering (R17): the whole finished answer, whatever the late-join policy.
+            (true, _, _) => (Role::Joiner, Position::Start),
+            (false, false, _) => (Role::Follower, Position::Start),
+            (false, true, LateJoin::Replay) => (Role::Joiner, Position::Start),
+            (false, true, LateJoin::Tail) => (Role::Joiner, Position::Tail),
+            (false, true, LateJoin::NewFlight) => return Lookup::Replace { stale: flight },
+        };
+        Lookup::Join { flight, role, from }
+    }
+
+    /// Admits a new request to `flight` as `role`, its cursor at `from`: counted, live in its
+    /// flight ([R11](crate::design#r11)), and subscribed.
+    fn admit(&mut self, flight: FlightId, role: Role, from: Position) -> Admission {
+        self.stats.requests += 1;
         if role != Role::Leader {
             self.stats.joined += 1;
         }
-        let flight = FlightId(flight);
         if let Some(f) = self.active_flights.get_mut(flight.0) {
             f.live += 1;
+            // Only a lingering flight is joined after its end (R17).
+            if f.ended {
+                self.stats.lingered += 1;
+            }
         }
         let id = RequestId(self.active_requests.insert(Request { flight, role, detached: false }));
         self.stats.active_requests += 1;
@@ -625,7 +667,7 @@ impl<K: Hash + Eq> Machine<K> {
         Admission { id, role, flight }
     }
 
-    fn start(&mut self, key: K, hash: u64) -> RawId {
+    fn start(&mut self, key: K, hash: u64) -> FlightId {
         self.stats.flights += 1;
         self.stats.active_flights += 1;
         let flight = Flight { key, hash, streaming: false, joinable: true, live: 0, ended: false };
@@ -633,8 +675,9 @@ impl<K: Hash + Eq> Machine<K> {
         let flights = &self.active_flights;
         self.joinable
             .insert_unique(hash, id.slot(), |&slot| flights.by_slot(slot).map_or(0, |(_, f)| f.hash));
-        self.actions.push_back(Action::Start { flight: FlightId(id) });
-        id
+        let flight = FlightId(id);
+        self.actions.push_back(Action::Start { flight });
+        flight
     }
 
     /// A description of the machine's whole state, for the model checks: two
@@ -771,6 +814,54 @@ mod tests {
         assert_eq!((follower.flight, joiner.flight), (leader.flight, leader.flight));
         let stats = m.stats();
         assert_eq!((stats.requests, stats.flights, stats.joined), (4, 2, 2));
+    }
+
+    #[test]
+    fn r2_r3_r17_a_join_joins_as_a_request_would_and_never_leads() {
+        let second = Duration::from_secs(1);
+        let mut m = Machine::new(Config::default().linger(second));
+        let before = m.snapshot();
+        assert_eq!(m.handle_join(&"k"), None, "nothing to join");
+        assert_eq!(m.snapshot(), before, "a refused join changes nothing");
+        let leader = m.handle_request("k");
+        drain(&mut m);
+        let follower = m.handle_join(&"k").expect("a preparing flight");
+        assert_eq!((follower.role, follower.flight), (Role::Follower, leader.flight));
+        let subscribe = |a: Admission, from| Action::Subscribe { request: a.id, flight: a.flight, from };
+        assert_eq!(drain(&mut m), [subscribe(follower, Position::Start)], "no Start");
+        m.handle_prepared(leader.flight).unwrap();
+        let joiner = m.handle_join(&"k").expect("a streaming flight");
+        assert_eq!(joiner.role, Role::Joiner);
+        assert_eq!(drain(&mut m), [subscribe(joiner, Position::Start)]);
+        m.handle_done(leader.flight, Duration::ZERO).unwrap();
+        drain(&mut m);
+        let late = m.handle_join(&"k").expect("a lingering flight");
+        assert_eq!((late.role, late.flight), (Role::Joiner, leader.flight));
+        assert_eq!(drain(&mut m), [subscribe(late, Position::Start)]);
+        let stats = m.stats();
+        assert_eq!((stats.requests, stats.flights, stats.joined, stats.lingered), (4, 1, 3, 1));
+        m.handle_timeout(second);
+        drain(&mut m);
+        let before = m.snapshot();
+        assert_eq!(m.handle_join(&"k"), None, "the linger is over");
+        assert_eq!(m.snapshot(), before);
+
+        // Tail: from the tail, as a request. NewFlight: a request would lead, so a join is refused.
+        let mut m = Machine::new(Config::default().late_join(LateJoin::Tail));
+        let leader = m.handle_request("k");
+        m.handle_prepared(leader.flight).unwrap();
+        drain(&mut m);
+        let tail = m.handle_join(&"k").unwrap();
+        assert_eq!(drain(&mut m), [subscribe(tail, Position::Tail)]);
+        let mut m = Machine::new(Config::default().late_join(LateJoin::NewFlight));
+        let leader = m.handle_request("k");
+        assert_eq!(m.handle_join(&"k").map(|a| a.role), Some(Role::Follower), "preparing: follows");
+        m.handle_prepared(leader.flight).unwrap();
+        drain(&mut m);
+        let before = m.snapshot();
+        assert_eq!(m.handle_join(&"k"), None);
+        assert_eq!(m.snapshot(), before, "the streaming flight is still the key's");
+        assert_eq!(m.handle_request("k").role, Role::Leader);
     }
 
     #[test]

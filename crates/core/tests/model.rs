@@ -23,6 +23,7 @@ impl ReferenceStateMachine for Reference {
         let request = 0..=model.requests() as u8;
         prop_oneof![
             4 => (0u8..3).prop_map(Input::Request),
+            2 => (0u8..3).prop_map(Input::Join),
             2 => flight.clone().prop_map(Input::Prepared),
             2 => flight.clone().prop_map(Input::Ended),
             1 => flight.clone().prop_map(Input::Truncated),

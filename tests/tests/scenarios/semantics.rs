@@ -1,12 +1,17 @@
 //! The guarantees an adapter user relies on beyond single rules: who polls `start`, fresh flights
-//! after an end, cancel semantics, prompt aborts, stale events, and one preparation for 100 requests.
+//! after an end, cancel semantics, prompt aborts, stale events, one preparation for 100 requests,
+//! and a join that never leads.
 
 use std::sync::Arc;
+use std::time::Duration;
+
 use streamflight_tests::doubles::{Counted, Latch, Probe, Script, Tally};
 use streamflight_tests::wait::{as_caller, assert_closed, eventually, next_event, next_within, read_to_end};
-use streamflight_tests::{CancelError, Config, Event, Failure, Flights, Role, TestRuntime, scenarios, stats};
+use streamflight_tests::{
+    CancelError, Config, Event, Failure, Flights, LateJoin, Role, TestRuntime, scenarios, stats,
+};
 
-use super::{Error, expect_item, gate, manager, next, seq, to_end};
+use super::{Error, expect_item, gate, manager, next, ready, seq, to_end};
 
 scenarios! {
     start_polled_only_by_the_flights_task,
@@ -17,6 +22,7 @@ scenarios! {
     everybody_cancels_during_preparation,
     stale_event_from_aborted_flight,
     hundred_identical_requests_one_preparation,
+    join_follows_joins_and_replays_but_never_leads,
 }
 
 /// The leader's `start` is polled by the flight's own task — never on the caller's thread
@@ -300,4 +306,57 @@ async fn hundred_identical_requests_one_preparation<R: TestRuntime>() {
     assert_eq!((gate.probe().made(), gate.probe().polled()), (100, 1), "one preparation");
     assert_eq!(script.probe().made(), 1);
     assert_eq!(flights.stats(), stats! { requests: 100, flights: 1, joined: 99 });
+}
+
+/// `join` joins as `request` would: a preparing flight as a follower (R2), a streaming one with
+/// its whole history (R3), a lingering one's whole answer (R17). Where a request would lead (no
+/// flight for the key, or a streaming one under `NewFlight`) it is `None`: no preparation, no
+/// upstream, nothing counted.
+async fn join_follows_joins_and_replays_but_never_leads<R: TestRuntime>() {
+    let flights = manager::<R>(Config::default().linger(Duration::from_secs(60)));
+    assert!(flights.join(&"k").is_none(), "nothing to join");
+    assert_eq!(flights.stats(), stats! {}, "nothing counted");
+    assert!(flights.is_idle());
+
+    let (gate, script) = (gate(), Script::new());
+    let mut leader = flights.request("k", gate.start());
+    eventually::<R>("the leader's preparation to start", || gate.probe().polled() == 1).await;
+    let mut follower = flights.join(&"k").expect("a preparing flight");
+    assert_eq!(follower.role(), Role::Follower);
+    gate.open(script.stream());
+    script.push_all([0, 1, 2]);
+    for i in 0..3 {
+        expect_item::<R>(&mut leader, i).await;
+    }
+    let mut joiner = flights.join(&"k").expect("a streaming flight");
+    assert_eq!(joiner.role(), Role::Joiner);
+    script.push(3);
+    script.finish();
+    assert_eq!(to_end::<R>(&mut leader).await, (vec![3], Event::Done));
+    for sub in [&mut follower, &mut joiner] {
+        assert_eq!(to_end::<R>(sub).await, (seq(0..4), Event::Done), "request {}", sub.id());
+    }
+    let mut late = flights.join(&"k").expect("a lingering flight");
+    assert_eq!(late.role(), Role::Joiner);
+    assert_eq!(to_end::<R>(&mut late).await, (seq(0..4), Event::Done), "the whole answer");
+    let after = stats! { requests: 4, flights: 1, joined: 3, lingered: 1 };
+    assert_eq!(flights.stats(), after);
+
+    assert!(flights.join(&"another key").is_none(), "nothing to join");
+    assert_eq!(flights.stats(), after, "nothing started, nothing counted");
+    assert_eq!((gate.probe().made(), gate.probe().polled()), (1, 1), "one preparation in all");
+    assert_eq!(script.probe().made(), 1, "one upstream in all");
+
+    // NewFlight: a request for a streaming flight would start a fresh one, so a join does not join.
+    let flights = manager::<R>(Config::default().late_join(LateJoin::NewFlight));
+    let script = Script::new();
+    let mut leader = flights.request("k", ready(&script));
+    eventually::<R>("the upstream to be polled", || script.probe().polled() == 1).await;
+    let before = flights.stats();
+    assert!(flights.join(&"k").is_none(), "NewFlight: a request would lead");
+    assert_eq!(flights.stats(), before);
+    script.push(1);
+    script.finish();
+    assert_eq!(to_end::<R>(&mut leader).await, (vec![1], Event::Done));
+    assert_eq!(script.probe().made(), 1);
 }

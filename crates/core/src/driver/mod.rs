@@ -215,6 +215,57 @@ where
         Subscription::new(admission, reader, control(&self.shared))
     }
 
+    /// Joins the joinable flight for `key` as [`request`](Flights::request) would, but never
+    /// starts one: it follows a preparing flight ([R2](crate::design#r2)), joins a streaming
+    /// one under the late-join policy ([R3](crate::design#r3)), or reads a lingering one's
+    /// whole answer ([R17](crate::design#r17)). With nothing to join (no flight for `key`,
+    /// or a streaming one under [`LateJoin::NewFlight`](crate::LateJoin::NewFlight), where a
+    /// request would start a fresh flight) it returns `None` and changes nothing: no request
+    /// is counted, and `key` is neither cloned nor kept. For a caller that must never start
+    /// upstream work, such as one serving "resume this answer" from the live flights.
+    ///
+    /// ```
+    /// use futures::{StreamExt, stream};
+    /// use std::time::Duration;
+    /// use streamflight_core::driver::{Flights, Runtime};
+    /// use streamflight_core::{Config, Event, Role};
+    ///
+    /// #[derive(Default)]
+    /// struct OnTokio;
+    /// impl Runtime for OnTokio {
+    ///     fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) -> bool {
+    ///         drop(tokio::spawn(task));
+    ///         true
+    ///     }
+    ///     fn sleep(&self, d: Duration) -> impl Future<Output = ()> + Send + 'static {
+    ///         async move { tokio::time::sleep(d).await }
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let config = Config::default().linger(Duration::from_secs(60));
+    /// let flights: Flights<&str, u32, String, OnTokio> = Flights::new(config);
+    /// assert!(flights.join(&"prompt").is_none(), "nothing to join, and nothing started");
+    /// assert_eq!(flights.stats().requests, 0);
+    ///
+    /// let leader = flights.request("prompt", async { Ok(stream::iter([Ok(1), Ok(2)])) });
+    /// let follower = flights.join(&"prompt").expect("the flight is preparing");
+    /// assert_eq!(follower.role(), Role::Follower);
+    /// let expected = [Event::Item(1), Event::Item(2), Event::Done];
+    /// assert_eq!(leader.collect::<Vec<_>>().await, expected);
+    /// assert_eq!(follower.collect::<Vec<_>>().await, expected);
+    ///
+    /// // Finished, the answer lingers: a join reads all of it again, with no new upstream.
+    /// let again = flights.join(&"prompt").expect("the answer lingers");
+    /// assert_eq!(again.collect::<Vec<_>>().await, expected);
+    /// assert_eq!(flights.stats().flights, 1);
+    /// # }
+    /// ```
+    pub fn join(&self, key: &K) -> Option<Subscription<T, E>> {
+        let (admission, reader) = self.shared.join(key)?;
+        Some(Subscription::new(admission, reader, control(&self.shared)))
+    }
+
     /// Cancels a live request ([R10](crate::design#r10), [R11](crate::design#r11), [R13](crate::design#r13)): its next event is `Cancelled`,
     /// then its stream closes; its flight goes on for the others, or is
     /// aborted if it was the last one. An unknown or ended id is an error and

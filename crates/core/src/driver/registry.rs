@@ -256,6 +256,21 @@ impl<K, T, E, R> Shared<K, T, E, R> {
         (admission, reader, started)
     }
 
+    /// A request for `key` that only joins ([R2](crate::design#r2), [R3](crate::design#r3),
+    /// [R17](crate::design#r17)): its admission and its reader, or `None` with nothing to
+    /// join, the machine unchanged. It never starts a flight, so it has no `Started`.
+    #[inline]
+    pub(super) fn join(&self, key: &K) -> Option<(Admission, Reader<T, E>)>
+    where
+        K: core::hash::Hash + Eq,
+    {
+        let mut effects = Effects::default();
+        let admission = self.input(&mut effects, |registry, _| registry.machine.handle_join(key));
+        let reader = effects.reader.take();
+        self.finish(&mut effects);
+        Some((admission?, reader.expect("the machine subscribes every request it admits")))
+    }
+
     /// `flight` prepared: from now on its late requests are joiners ([R3](crate::design#r3), [R4](crate::design#r4)).
     pub(super) fn prepared(&self, flight: FlightId) {
         let mut effects = Effects::default();

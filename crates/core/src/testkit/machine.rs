@@ -1,6 +1,8 @@
 //! The machine's reference model, and a harness that drives a [`Machine`] beside it, checking
 //! every reply, action and invariant after each step; it panics on the first disagreement.
 
+use alloc::format;
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::time::Duration;
 
@@ -46,6 +48,9 @@ pub enum Input {
     Resume(u8),
     /// The clock jumps to the next deadline, and the machine is told (skipped if none).
     Advance,
+    /// A join-only request for this key: it joins the key's joinable flight as a request
+    /// would, or, where a request would lead, is refused and changes nothing.
+    Join(u8),
 }
 
 impl Input {
@@ -67,6 +72,7 @@ impl Input {
             Input::Detach(r) => Input::Detach(request(r)),
             Input::Resume(r) => Input::Resume(request(r)),
             Input::Advance => Input::Advance,
+            Input::Join(key) => Input::Join(key % 4),
         }
     }
 }
@@ -150,6 +156,16 @@ struct ModelRequest {
     detached: Option<u64>,
 }
 
+/// Where a request for a key goes, in the model.
+enum Found {
+    /// It joins this flight as this role, from there.
+    Join(usize, Role, Position),
+    /// This flight streams under `NewFlight`: a request leads a fresh one instead (R3).
+    Replace(usize),
+    /// No joinable flight: a request leads one (R1).
+    Nothing,
+}
+
 /// An action with flights and requests named by index, so the model and the machine compare.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Act {
@@ -165,6 +181,8 @@ enum Act {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Reply {
     Admitted(Role),
+    /// A join's role, or `None`: refused, nothing to join.
+    Joined(Option<Role>),
     Flight(Result<(), FlightError>),
     Request(Result<(), CancelError>),
     Resume(Result<(), ResumeError>),
@@ -258,6 +276,7 @@ impl Model {
         }
         let reply = match input {
             Input::Request(key) => Reply::Admitted(self.request(key, &mut acts)),
+            Input::Join(key) => Reply::Joined(self.join(key, &mut acts)),
             Input::Prepared(f) => Reply::Flight(match self.active_flight(f) {
                 None => Err(FlightError::Stale),
                 Some(f) if self.flights[f].phase == Phase::Streaming => Err(FlightError::AlreadyPrepared),
@@ -373,42 +392,59 @@ impl Model {
         self.orphan_check(self.requests[r].flight, acts);
     }
 
-    fn request(&mut self, key: u8, acts: &mut Vec<Act>) -> Role {
-        self.stats.requests += 1;
+    /// Where a request for `key` goes, from the key's joinable flight (R1-R3, R17).
+    fn find(&self, key: u8) -> Found {
         let joinable: Vec<usize> = (0..self.flights.len())
             .filter(|&f| self.flights[f].key == key && self.flights[f].joinable)
             .collect();
         assert!(joinable.len() <= 1, "model: two joinable flights for key {key}");
-        let joined = match joinable.first() {
+        let Some(&f) = joinable.first() else { return Found::Nothing };
+        match self.flights[f].phase {
             // Lingering (R17): the whole finished answer, whatever the late-join policy.
-            Some(&f) if matches!(self.flights[f].phase, Phase::Lingering(_)) => {
-                self.stats.lingered += 1;
-                Some((f, Role::Joiner, Position::Start))
-            }
-            Some(&f) if self.flights[f].phase == Phase::Preparing => {
-                Some((f, Role::Follower, Position::Start))
-            }
-            Some(&f) => match self.config.late_join_policy() {
-                LateJoin::Replay => Some((f, Role::Joiner, Position::Start)),
-                LateJoin::Tail => Some((f, Role::Joiner, Position::Tail)),
-                LateJoin::NewFlight => {
-                    self.flights[f].joinable = false;
-                    None
-                }
+            Phase::Lingering(_) => Found::Join(f, Role::Joiner, Position::Start),
+            Phase::Preparing => Found::Join(f, Role::Follower, Position::Start),
+            _ => match self.config.late_join_policy() {
+                LateJoin::Replay => Found::Join(f, Role::Joiner, Position::Start),
+                LateJoin::Tail => Found::Join(f, Role::Joiner, Position::Tail),
+                LateJoin::NewFlight => Found::Replace(f),
             },
-            None => None,
-        };
-        let (flight, role, from) = joined.unwrap_or_else(|| {
-            self.flights.push(ModelFlight { key, phase: Phase::Preparing, joinable: true, truncated: false });
-            self.stats.flights += 1;
-            acts.push(Act::Start(self.flights.len() - 1));
-            (self.flights.len() - 1, Role::Leader, Position::Start)
-        });
+        }
+    }
+
+    fn request(&mut self, key: u8, acts: &mut Vec<Act>) -> Role {
+        match self.find(key) {
+            Found::Join(f, role, from) => return self.admit(f, role, from, acts),
+            // NewFlight (R3): the streaming flight goes on, no longer joinable.
+            Found::Replace(f) => self.flights[f].joinable = false,
+            Found::Nothing => {}
+        }
+        self.flights.push(ModelFlight { key, phase: Phase::Preparing, joinable: true, truncated: false });
+        self.stats.flights += 1;
+        let f = self.flights.len() - 1;
+        acts.push(Act::Start(f));
+        self.admit(f, Role::Leader, Position::Start, acts)
+    }
+
+    /// A join-only request: as a request where it joins, refused (`None`, nothing changes)
+    /// where a request would lead.
+    fn join(&mut self, key: u8, acts: &mut Vec<Act>) -> Option<Role> {
+        match self.find(key) {
+            Found::Join(f, role, from) => Some(self.admit(f, role, from, acts)),
+            Found::Replace(_) | Found::Nothing => None,
+        }
+    }
+
+    /// A new request in flight `f` as `role`, reading from `from`.
+    fn admit(&mut self, f: usize, role: Role, from: Position, acts: &mut Vec<Act>) -> Role {
+        self.stats.requests += 1;
         if role != Role::Leader {
             self.stats.joined += 1;
         }
-        self.requests.push(ModelRequest { flight, role, ended: false, detached: None });
-        acts.push(Act::Subscribe(self.requests.len() - 1, flight, from));
+        if matches!(self.flights[f].phase, Phase::Lingering(_)) {
+            self.stats.lingered += 1;
+        }
+        self.requests.push(ModelRequest { flight: f, role, ended: false, detached: None });
+        acts.push(Act::Subscribe(self.requests.len() - 1, f, from));
         role
     }
 
@@ -456,6 +492,13 @@ impl Harness {
         &self.model
     }
 
+    /// The whole state, machine and model, as text: two harnesses in the same state give
+    /// the same text (the exhaustive check compares a join's with a request's).
+    pub fn snapshot(&self) -> String {
+        let (flights, requests, over) = (&self.flights, &self.requests, &self.over);
+        format!("{} {:?} {flights:?} {requests:?} {over:?}", self.machine.snapshot(), self.model)
+    }
+
     fn flight(&self, index: u8) -> FlightId {
         self.flights.get(usize::from(index)).copied().unwrap_or(self.foreign_flight)
     }
@@ -472,7 +515,11 @@ impl Harness {
         let (expected, expected_acts) = self.model.step(input);
         let refused = matches!(
             expected,
-            Reply::Flight(Err(_)) | Reply::Request(Err(_)) | Reply::Resume(Err(_)) | Reply::Skipped
+            Reply::Joined(None)
+                | Reply::Flight(Err(_))
+                | Reply::Request(Err(_))
+                | Reply::Resume(Err(_))
+                | Reply::Skipped
         );
         let before = refused.then(|| self.machine.snapshot());
         let now = self.model.now();
@@ -481,6 +528,13 @@ impl Harness {
                 let admission = self.machine.handle_request(key);
                 assert_eq!(self.machine.role(admission.id), Some(admission.role));
                 Reply::Admitted(admission.role)
+            }
+            Input::Join(key) => {
+                let admission = self.machine.handle_join(&key);
+                if let Some(admission) = admission {
+                    assert_eq!(self.machine.role(admission.id), Some(admission.role));
+                }
+                Reply::Joined(admission.map(|admission| admission.role))
             }
             Input::Prepared(f) => Reply::Flight(self.machine.handle_prepared(self.flight(f))),
             Input::Ended(f) => Reply::Flight(self.machine.handle_ended(self.flight(f))),
