@@ -388,7 +388,7 @@ async fn retrieve(
         }
     };
     // Joined only if still joinable: a flight that ended (and does not linger) is not restarted.
-    let Some(subscription) = None::<answer::Subscription>.filter(|_| key.api.names_answers()) else {
+    let Some(subscription) = gateway.flights.join(&key) else {
         return passthrough::forward(&gateway, request).await;
     };
     let role = subscription.role();
