@@ -5,7 +5,9 @@ free loopback port; the gateway runs in front of it from the binary that
 `STREAMFLIGHT_GATEWAY_BIN` names (default: the debug build). A test that takes
 `target` runs twice, `direct` against llmock and `gateway` through the gateway,
 with the same assertions: where the gateway must be transparent, llmock is the
-reference. llmock is driven over its `/_llmock` HTTP API (scripted failures,
+reference. `anthropic_target` does the same for Anthropic Messages, with the anthropic
+SDK, through a second gateway whose upstream is llmock's Anthropic root
+(`/anthropic/v1`). llmock is driven over its `/_llmock` HTTP API (scripted failures,
 request journal); its own pytest plugin is disabled in pytest.ini.
 """
 
@@ -25,11 +27,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 # Imported here so that a missing package fails the whole run at once, never a skip.
+import anthropic  # noqa: F401
 import llmock  # noqa: F401
 import openai  # noqa: F401
 import pytest
 
-from support import CHUNK_DELAY_MS, TPM, Target, http
+from support import CHUNK_DELAY_MS, TPM, AnthropicTarget, SdkTarget, Target, anthropic_through, http, through
 
 START_DEADLINE_S = 30.0
 STOP_DEADLINE_S = 10.0
@@ -131,6 +134,16 @@ class Llmock:
     def base_url(self) -> str:
         return f"{self.root}/v1"
 
+    @property
+    def anthropic_root(self) -> str:
+        """Where the anthropic SDK points (it appends `/v1/messages` itself)."""
+        return f"{self.root}/anthropic"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        """llmock's Anthropic API root, `/v1` included: a gateway's `--upstream` for Messages."""
+        return f"{self.anthropic_root}/v1"
+
     def control(self, method: str, path: str, body: Any = None) -> Any:
         status, _, raw = http(method, f"{self.root}/_llmock{path}", body)
         assert 200 <= status < 300, f"llmock {method} {path}: {status} {raw[:300]!r}"
@@ -168,16 +181,18 @@ def gateway_binary() -> Path:
 
 
 class Gateway:
-    """`streamflight-gateway` in a subprocess, in front of llmock."""
+    """`streamflight-gateway` in a subprocess, in front of llmock (its OpenAI root, or the
+    root that `upstream_url` names, e.g. llmock's Anthropic one)."""
 
-    def __init__(self, upstream: Llmock, logdir: Path, name: str, *extra: str) -> None:
+    def __init__(self, upstream: Llmock, logdir: Path, name: str, *extra: str,
+                 upstream_url: str | None = None) -> None:
         binary = gateway_binary()
         if not os.access(binary, os.X_OK):
             # A failure, not a skip: the suite exists to run the gateway.
             raise RuntimeError(f"gateway binary not found or not executable: {binary} "
                                "(build it: cargo build -p streamflight-gateway, or set STREAMFLIGHT_GATEWAY_BIN)")
         self.log = logdir / f"{name}.log"
-        flags = ["--upstream", upstream.base_url, "--log", "warn", *extra]
+        flags = ["--upstream", upstream_url or upstream.base_url, "--log", "warn", *extra]
 
         def spawn(port: int) -> subprocess.Popen:
             # STREAMFLIGHT_* from the caller could change what is tested: only the flags count.
@@ -230,41 +245,48 @@ def mock(llmock_process: Llmock) -> Llmock:
     return llmock_process
 
 
-@pytest.fixture(scope="session")
-def gateway_process(llmock_process: Llmock, logdir: Path):
-    server = Gateway(llmock_process, logdir, "gateway")
-    yield server
-    stop(server.process)
+def gateway_fixtures(name: str, log: str, *flags: str, upstream: Callable[[Llmock], str] | None = None,
+                     doc: str = "A gateway in front of llmock."):
+    """The fixtures of one gateway for the whole session, run with `flags` in front of llmock's
+    OpenAI root (or of `upstream` of llmock), its log `log`.log: `{name}_process`, which starts
+    it once and stops it at the end, and `{name}`, the same for a test, checked alive, with
+    llmock reset (`mock`)."""
+
+    def process(llmock_process: Llmock, logdir: Path):
+        url = upstream(llmock_process) if upstream is not None else None
+        server = Gateway(llmock_process, logdir, log, *flags, upstream_url=url)
+        yield server
+        stop(server.process)
+
+    def for_test(request: pytest.FixtureRequest) -> Gateway:
+        server: Gateway = request.getfixturevalue(f"{name}_process")
+        request.getfixturevalue("mock")
+        server.check_alive()
+        return server
+
+    process.__doc__ = for_test.__doc__ = doc
+    return (pytest.fixture(process, scope="session", name=f"{name}_process"),
+            pytest.fixture(for_test, name=name))
 
 
-@pytest.fixture
-def gateway(gateway_process: Gateway, mock: Llmock) -> Gateway:
-    gateway_process.check_alive()
-    return gateway_process
-
-
-@pytest.fixture(scope="session")
-def shared_gateway_process(llmock_process: Llmock, logdir: Path):
-    """A second gateway, sharing flights across tenants with its own upstream key."""
-    server = Gateway(llmock_process, logdir, "gateway-shared",
-                     "--share-across-tenants", "--upstream-api-key", "sk-conformance-upstream")
-    yield server
-    stop(server.process)
-
-
-@pytest.fixture
-def shared_gateway(shared_gateway_process: Gateway, mock: Llmock) -> Gateway:
-    shared_gateway_process.check_alive()
-    return shared_gateway_process
+gateway_process, gateway = gateway_fixtures("gateway", "gateway")
+shared_gateway_process, shared_gateway = gateway_fixtures(
+    "shared_gateway", "gateway-shared", "--share-across-tenants", "--upstream-api-key", "sk-conformance-upstream",
+    doc="A second gateway, sharing flights across tenants with its own upstream key.")
+anthropic_gateway_process, anthropic_gateway = gateway_fixtures(
+    "anthropic_gateway", "gateway-anthropic", upstream=lambda llmock: llmock.anthropic_base_url,
+    doc="A gateway in front of llmock's Anthropic API (`/anthropic/v1`): Messages clients point at its root, "
+        "and their `/v1/messages` goes to llmock's `/anthropic/v1/messages`.")
 
 
 @pytest.fixture
 def spawn_gateway(llmock_process: Llmock, logdir: Path, mock: Llmock):
-    """Starts a gateway of the test's own, with extra flags; stops it at the test's end."""
+    """Starts a gateway of the test's own, with extra flags (and `upstream=` another root
+    than llmock's OpenAI one); stops it at the test's end."""
     started: list[Gateway] = []
 
-    def spawn(*flags: str) -> Gateway:
-        server = Gateway(llmock_process, logdir, f"gateway-{uuid.uuid4().hex[:8]}", *flags)
+    def spawn(*flags: str, upstream: str | None = None) -> Gateway:
+        server = Gateway(llmock_process, logdir, f"gateway-{uuid.uuid4().hex[:8]}", *flags, upstream_url=upstream)
         started.append(server)
         return server
 
@@ -273,19 +295,31 @@ def spawn_gateway(llmock_process: Llmock, logdir: Path, mock: Llmock):
         stop(server.process)
 
 
-@pytest.fixture(params=["direct", "gateway"])
-def target(request: pytest.FixtureRequest, mock: Llmock) -> Target:
-    """The same test against llmock and through the gateway."""
-    if request.param == "direct":
-        return Target("direct", mock.base_url)
-    gateway_server: Gateway = request.getfixturevalue("gateway")
-    return Target("gateway", gateway_server.base_url)
+def sdk_target_fixtures(prefix: str, kind: type[SdkTarget], llmock_url: Callable[[Llmock], str],
+                        gateway_fixture: str, through_gateway: Callable[[Gateway], SdkTarget], api: str):
+    """The fixtures of one SDK's targets (`kind`, at `llmock_url` of llmock): `{prefix}target`,
+    the same test `direct` against llmock and through the gateway that `gateway_fixture`
+    names, and `{prefix}reference`, llmock itself, for the answer the gateway must reproduce."""
+
+    def target(request: pytest.FixtureRequest, mock: Llmock) -> SdkTarget:
+        if request.param == "direct":
+            return kind("direct", llmock_url(mock))
+        return through_gateway(request.getfixturevalue(gateway_fixture))
+
+    def reference(mock: Llmock) -> SdkTarget:
+        return kind("reference", llmock_url(mock))
+
+    target.__doc__ = f"The same {api} test against llmock and through the gateway."
+    reference.__doc__ = f"llmock's {api} itself, for the answer the gateway must reproduce."
+    return (pytest.fixture(target, name=f"{prefix}target", params=["direct", "gateway"]),
+            pytest.fixture(reference, name=f"{prefix}reference"))
 
 
-@pytest.fixture
-def reference(mock: Llmock) -> Target:
-    """llmock itself, for the answer the gateway must reproduce."""
-    return Target("reference", mock.base_url)
+target, reference = sdk_target_fixtures("", Target, lambda llmock: llmock.base_url, "gateway", through,
+                                        "OpenAI API")
+anthropic_target, anthropic_reference = sdk_target_fixtures(
+    "anthropic_", AnthropicTarget, lambda llmock: llmock.anthropic_root, "anthropic_gateway",
+    anthropic_through, "Anthropic Messages")
 
 
 @pytest.fixture

@@ -17,28 +17,13 @@ from typing import TYPE_CHECKING
 import openai
 import pytest
 
-from support import (CHAT, EMBEDDINGS, REQUEST_ID, TENANT_A, TENANT_B, TPM, Streamed, Target,
-                     concurrently, http, messages, read_stream)
+from support import (CHAT, EMBEDDINGS, OVERLAP_S, REQUEST_ID, TENANT_A, TENANT_B, TPM, Streamed, Target,
+                     concurrently, http, messages, prompt, read_stream, slow_first_token, through)
 
 if TYPE_CHECKING:
     from conftest import Gateway, Llmock
 
 MODEL = "gpt-4o-mini"
-
-# Long enough for every client of a test to have joined before the first token.
-OVERLAP_S = 1.5
-
-
-def prompt(tag: str) -> str:
-    return f"conformance {tag}: say something short"
-
-
-def slow_first_token(mock: Llmock, model: str) -> None:
-    mock.script({"type": "slow_first_token", "seconds": OVERLAP_S, "match": {"model": model}})
-
-
-def through(gateway: Gateway) -> Target:
-    return Target("gateway", gateway.base_url)
 
 
 def upstream_bodies(mock: Llmock, path: str, model: str) -> list[dict]:

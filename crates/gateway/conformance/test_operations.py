@@ -11,16 +11,12 @@ from typing import TYPE_CHECKING, Callable
 import openai
 import pytest
 
-from support import Target, messages, read_stream
+from support import Target, messages, prompt, read_stream, through
 
 if TYPE_CHECKING:
     from conftest import Gateway, Llmock
 
 EXIT_DEADLINE_S = 20.0
-
-
-def prompt(tag: str) -> str:
-    return f"conformance {tag}: say something short"
 
 
 def test_sigterm_lets_a_stream_in_flight_finish_then_exits_0(spawn_gateway: Callable[..., Gateway],
@@ -31,8 +27,7 @@ def test_sigterm_lets_a_stream_in_flight_finish_then_exits_0(spawn_gateway: Call
     want = read_stream(reference.client().chat.completions.create(stream=True, **request))
     # The first token comes after the signal: the stream is in flight, not finished.
     mock.script({"type": "slow_first_token", "seconds": 1.5, "match": {"model": model}})
-    raw = Target("gateway", gateway.base_url).client().chat.completions.with_raw_response.create(
-        stream=True, **request)
+    raw = through(gateway).client().chat.completions.with_raw_response.create(stream=True, **request)
     gateway.process.send_signal(signal.SIGTERM)
     got = read_stream(raw.parse())
     assert got.choice(0).pieces == want.choice(0).pieces
@@ -42,7 +37,7 @@ def test_sigterm_lets_a_stream_in_flight_finish_then_exits_0(spawn_gateway: Call
 
 def test_body_over_the_limit_gets_413_in_openai_shape(spawn_gateway: Callable[..., Gateway], tag: str):
     gateway = spawn_gateway("--body-limit", "65536")
-    client = Target("gateway", gateway.base_url).client()
+    client = through(gateway).client()
     with pytest.raises(openai.APIStatusError) as caught:
         client.chat.completions.create(model="gpt-4o-mini", messages=messages(f"{tag} " + "x" * 100_000))
     error = caught.value
@@ -56,7 +51,7 @@ def test_body_over_the_limit_gets_413_in_openai_shape(spawn_gateway: Callable[..
 def test_over_max_concurrent_requests_gets_503_with_retry_after(spawn_gateway: Callable[..., Gateway],
                                                                 mock: Llmock, tag: str):
     gateway = spawn_gateway("--max-concurrent-requests", "1")
-    target = Target("gateway", gateway.base_url)
+    target = through(gateway)
     model = f"busy-{tag}"
     mock.script({"type": "slow_first_token", "seconds": 1.5, "match": {"model": model}})
     # The first request holds the only slot from its response head until its stream ends.

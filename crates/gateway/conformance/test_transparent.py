@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING
 import openai
 import pytest
 
-from support import TPM, Target, messages, read_stream
+from support import (OPENAI_RATE_LIMITED, SCRIPTED_ARGUMENTS, SCRIPTED_CALLS_SENT, STREAM_MODES, TPM,
+                     WEATHER_PARAMETERS, Target, check_scripted_429, messages, prompt, read_stream,
+                     script_429, script_tool_calls)
 
 if TYPE_CHECKING:
     from conftest import Llmock
@@ -30,28 +32,9 @@ WEATHER_TOOL = {
     "function": {
         "name": "get_weather",
         "description": "Current weather of a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
-            "required": ["city", "days"],
-        },
+        "parameters": WEATHER_PARAMETERS,
     },
 }
-
-# Long enough to be streamed in several fragments (llmock cuts arguments every 12
-# characters), with escapes, non-ASCII and nesting that a careless merge would break.
-SCRIPTED_ARGUMENTS = {
-    "city": "Zürich",
-    "note": 'a "quoted" word, a back\\slash and a newline\n',
-    "when": {"days": [1, 2, 3], "from": "2030-01-01T00:00:00Z"},
-    "big": 12345678901234567890123,
-}
-
-STREAM_MODES = pytest.mark.parametrize("stream", [False, True], ids=["collected", "streamed"])
-
-
-def prompt(tag: str) -> str:
-    return f"conformance {tag}: say something short"
 
 
 def chat(client: openai.OpenAI, stream: bool, **request):
@@ -144,9 +127,7 @@ def test_tool_call_chosen_by_llmock_is_assembled(target: Target, reference: Targ
 @STREAM_MODES
 def test_scripted_tool_call_arguments_arrive_intact(target: Target, mock: Llmock, tag: str, stream: bool):
     model = f"tools-{tag}"
-    mock.script({"type": "reply", "match": {"model": model},
-                 "tool_calls": [{"name": "get_weather", "arguments": SCRIPTED_ARGUMENTS},
-                                {"name": "get_weather", "arguments": {"city": "Paris", "days": 2}}]})
+    script_tool_calls(mock, model)
     got = chat(target.client(), stream, model=model, messages=messages(prompt(tag)), tools=[WEATHER_TOOL])
     if stream:
         calls = [(c["name"], c["arguments"]) for c in got.tool_calls(0)]
@@ -155,8 +136,7 @@ def test_scripted_tool_call_arguments_arrive_intact(target: Target, mock: Llmock
         calls = [(c.function.name, c.function.arguments) for c in got.choices[0].message.tool_calls]
         finish = got.choices[0].finish_reason
     # Byte for byte what llmock serialised (json.dumps), merged from its fragments.
-    assert calls == [("get_weather", json.dumps(SCRIPTED_ARGUMENTS)),
-                     ("get_weather", json.dumps({"city": "Paris", "days": 2}))]
+    assert calls == SCRIPTED_CALLS_SENT
     assert json.loads(calls[0][1])["big"] == SCRIPTED_ARGUMENTS["big"]
     assert finish == "tool_calls"
 
@@ -257,15 +237,11 @@ def test_sdk_headers_reach_llmock(target: Target, mock: Llmock, tag: str):
 @STREAM_MODES
 def test_429_raises_rate_limit_error_with_retry_after(target: Target, mock: Llmock, tag: str, stream: bool):
     model = f"limited-{tag}"
-    mock.script({"type": "fail", "status": 429, "retry_after": 7, "match": {"model": model}})
+    script_429(mock, model)
     error = error_of(lambda: chat(target.client(), stream, model=model, messages=messages(prompt(tag))))
     assert isinstance(error, openai.RateLimitError), repr(error)
-    assert error.status_code == 429
-    assert error.response.headers["retry-after"] == "7"
-    assert error.response.headers["retry-after-ms"] == "7000"
-    assert error.response.headers["content-type"].startswith("application/json")
-    assert error.body == {"message": "Rate limit exceeded.", "type": "rate_limit_error",
-                          "param": None, "code": "rate_limit_exceeded"}
+    check_scripted_429(error)
+    assert error.body == OPENAI_RATE_LIMITED
     assert error.code == "rate_limit_exceeded"
 
 

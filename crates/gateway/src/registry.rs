@@ -71,13 +71,16 @@ struct Answer {
     readers: usize,
     /// How many times its last reader left: which expiry is the live one.
     left: u64,
+    /// Its readers that were detached (their clients went away), newest last: one of them is
+    /// resumed when the flight can no longer be joined.
+    detached: Vec<ClientId>,
 }
 
 /// An answer found by its API's id.
 #[derive(Debug)]
 pub enum Claim {
-    /// The tenant's: its flight's key, to join it.
-    Yours(Key),
+    /// The tenant's: its flight's key, to join it, and its detached readers, newest first.
+    Yours(Key, Vec<ClientId>),
     /// Another tenant's: to be answered as unknown (G5).
     NotYours,
 }
@@ -143,7 +146,11 @@ impl Registry {
     pub fn answer(&self, id: &str, tenant: &[u8; 32]) -> Option<Claim> {
         let table = self.live();
         let answer = table.answers.get(id)?;
-        Some(if &answer.tenant == tenant { Claim::Yours(answer.key.clone()) } else { Claim::NotYours })
+        Some(if &answer.tenant == tenant {
+            Claim::Yours(answer.key.clone(), answer.detached.iter().rev().copied().collect())
+        } else {
+            Claim::NotYours
+        })
     }
 
     /// A client of `tenant` reads the answer the API names `id`, of the flight of `key`.
@@ -154,6 +161,7 @@ impl Registry {
             key: key.clone(),
             readers: 0,
             left: 0,
+            detached: Vec::new(),
         });
         // An id is the upstream's: one that two tenants' flights both claim is nobody's to resume.
         if answer.tenant == tenant && &answer.key == key {
@@ -161,11 +169,14 @@ impl Registry {
         }
     }
 
-    /// A reader of answer `id` left (ended, went away or detached).
-    fn leave_answer(&self, id: &str) {
+    /// A reader of answer `id` left (ended, went away or, as `detached`, detached).
+    fn leave_answer(&self, id: &str, detached: Option<ClientId>) {
         let mut table = self.live();
         let window = table.answer_window;
         let Some(answer) = table.answers.get_mut(id) else { return };
+        if let Some(client) = detached {
+            answer.detached.push(client);
+        }
         answer.readers = answer.readers.saturating_sub(1);
         if answer.readers == 0 {
             answer.left += 1;
@@ -300,7 +311,7 @@ impl Drop for Live {
             self.registry.remove(self.id);
         }
         if let Some(answer) = self.answer.take() {
-            self.registry.leave_answer(&answer);
+            self.registry.leave_answer(&answer, self.kept.then_some(self.id));
         }
         if !self.ended {
             self.record.end(&"client went away");

@@ -362,8 +362,8 @@ async fn retrieve(
     let after = pairs().find(|(name, _)| *name == "starting_after").map(|(_, value)| value.parse::<u64>());
     let api = Api::under("/v1/responses");
     let tenant = headers::tenant(request.headers());
-    let key = match gateway.registry.answer(&answer_id, &tenant) {
-        Some(Claim::Yours(key)) if streamed => key,
+    let (key, detached) = match gateway.registry.answer(&answer_id, &tenant) {
+        Some(Claim::Yours(key, detached)) if streamed => (key, detached),
         Some(Claim::NotYours) => {
             let message = format!("No response found with id '{answer_id}'.");
             return api.error_response(&openai::Error {
@@ -387,9 +387,18 @@ async fn retrieve(
             });
         }
     };
-    // Joined only if still joinable: a flight that ended (and does not linger) is not restarted.
-    let Some(subscription) = gateway.flights.join(&key) else {
-        return passthrough::forward(&gateway, request).await;
+    // Joined only if still joinable (live, or lingering): a flight is never restarted for it.
+    // Else a reader whose client went away still holds the whole answer: it is resumed.
+    let (id, subscription) = match gateway.flights.join(&key) {
+        Some(subscription) => (id, subscription),
+        None => {
+            let resumed = detached.into_iter().find_map(|client| {
+                let found = gateway.registry.find(client, &tenant)?;
+                Some((client, gateway.flights.resume(found.request, 0).ok()?))
+            });
+            let Some(resumed) = resumed else { return passthrough::forward(&gateway, request).await };
+            resumed
+        }
     };
     let role = subscription.role();
     let registry = Arc::clone(&gateway.registry);

@@ -193,3 +193,30 @@ async fn the_gateways_own_errors_on_messages_are_in_anthropics_shape() {
     let chat = Client::post_raw(&base, "/v1/chat/completions", "{".to_owned(), None).await;
     assert_eq!(chat.json().await["error"]["code"], "invalid_json");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_responses_stream_whose_client_went_away_is_still_picked_up_by_its_id() {
+    let base =
+        gateway(&["--sim-first-token-delay", "10ms", "--sim-token-interval", "5ms", "--sim-tokens", "20"])
+            .await;
+    let mut cut = post(&base, "/v1/responses", &responses_body("finish without me", true)).await;
+    let created: Value = serde_json::from_str(&cut.next().await.unwrap()).unwrap();
+    let id = created["response"]["id"].as_str().unwrap().to_owned();
+    cut.next().await.unwrap();
+    drop(cut);
+    // The flight ends (no linger): it can no longer be joined, but the detached client holds it.
+    eventually("the flight ended", || async { metric(&base, "streamflight_active_flights").await == 0 })
+        .await;
+    let resumed = Client::send(
+        http()
+            .get(format!("{base}/v1/responses/{id}?stream=true&starting_after=1"))
+            .header("authorization", "Bearer alice"),
+    )
+    .await;
+    assert_eq!(resumed.status, 200);
+    let rest = events(&resumed.text().await);
+    let first: Value = serde_json::from_str(&rest[0].data).unwrap();
+    assert_eq!(first["sequence_number"], 2);
+    assert_eq!(rest.last().unwrap().name.as_deref(), Some("response.completed"));
+    assert_eq!(metric(&base, "streamflight_flights_total").await, 1, "no new upstream request");
+}
