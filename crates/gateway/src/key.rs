@@ -13,9 +13,9 @@ use crate::dialect::Api;
 pub struct Key {
     /// Which API was asked.
     pub api: Api,
-    /// The caller's tenant ([`crate::headers::tenant`]); `None` when tenants share.
+    /// The caller's tenant ([`crate::http::headers::tenant`]); `None` when tenants share.
     pub tenant: Option<[u8; 32]>,
-    /// The query string and the account/project/version headers ([`crate::headers::selectors`]).
+    /// The query string and the account/project/version headers ([`crate::http::headers::selectors`]).
     pub selectors: Box<str>,
     /// The body without its transport fields (`stream`, `stream_options`), canonical JSON.
     pub body: Arc<str>,
@@ -31,7 +31,7 @@ impl Key {
     /// The whole key as bytes that no other key has: a version byte, then the endpoint's
     /// path, the tenant (a presence byte, then its 32 bytes), the selectors and the body, each
     /// text after its length (u64, big-endian). The digest hashes them, and the replicas of a
-    /// fleet name a flight by them ([`crate::wire::Wire`]), so they must never change meaning:
+    /// fleet name a flight by them ([`crate::fleet::wire::Wire`]), so they must never change meaning:
     /// a new layout takes a new version byte.
     pub fn identity(&self) -> Vec<u8> {
         let path = self.api.path().as_bytes();

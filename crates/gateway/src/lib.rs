@@ -10,38 +10,22 @@
 //! let listener = streamflight_gateway::bind(&settings)?;
 //! let app = App::new(settings)?;
 //! // Serves until SIGTERM or SIGINT, then drains gracefully.
-//! app.run(listener, streamflight_gateway::serve::signal()).await?;
+//! app.run(listener, streamflight_gateway::http::serve::signal()).await?;
 //! # Ok(()) }
 //! ```
 
-pub mod access;
 pub mod answer;
-pub mod backend;
-pub mod body;
-pub mod client;
-pub mod collect;
 pub mod config;
 pub mod dialect;
+pub mod fleet;
 pub mod flight;
-pub mod guarded;
-pub mod handoff;
-pub mod headers;
-pub mod inbound;
+pub mod http;
 pub mod key;
-pub mod lanes;
 pub mod metrics;
-pub mod openai;
-pub mod passthrough;
-pub mod registry;
-pub mod routes;
-pub mod serve;
 pub mod sim;
-pub mod sim_messages;
-pub mod sim_responses;
 pub mod sse;
 pub mod state;
 pub mod upstream;
-pub mod wire;
 
 use std::future::Future;
 use std::io;
@@ -51,7 +35,8 @@ use tokio::net::TcpListener;
 
 pub use config::Settings;
 
-use crate::serve::{Connections, Shutdown};
+use crate::http::serve::{Connections, Shutdown};
+use crate::http::{routes, serve};
 use crate::state::Gateway;
 
 /// jemalloc's settings for the binary (`main.rs` exports them as `_rjem_malloc_conf`; the

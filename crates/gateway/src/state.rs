@@ -8,14 +8,14 @@ use streamflight_redis::{Fleet, FleetConfig};
 use streamflight_tokio::{Config, Flights};
 use tokio::sync::Semaphore;
 
-use crate::backend::Backend;
+use crate::answer::registry::Registry;
 use crate::config::Settings;
+use crate::fleet::wire::Wire;
 use crate::flight::{Part, UpstreamError};
+use crate::http::serve::Shutdown;
 use crate::key::Key;
 use crate::metrics::Metrics;
-use crate::registry::Registry;
-use crate::serve::Shutdown;
-use crate::wire::Wire;
+use crate::upstream::backend::Backend;
 
 /// The gateway's shared state.
 pub struct Gateway {
@@ -53,7 +53,7 @@ impl Gateway {
         let window = settings.linger.max(settings.resume_window);
         let (flights, registry) = (Flights::new(config), Arc::new(Registry::new(window)));
         if let Some(fleet) = &fleet {
-            crate::handoff::serve_cancels(fleet, Arc::clone(&registry), flights.clone());
+            crate::fleet::handoff::serve_cancels(fleet, Arc::clone(&registry), flights.clone());
         }
         Ok(Gateway { settings, flights, fleet, registry, backend, metrics, shutdown, permits })
     }

@@ -3,9 +3,12 @@
 //!
 //! Adding an API is one new file with a [`Dialect`] and one line in [`ALL`].
 
+pub mod body;
 mod chat;
+pub mod chunks;
 mod completions;
 mod embeddings;
+pub mod error;
 mod messages;
 mod responses;
 
@@ -18,10 +21,10 @@ use axum::response::Response;
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::body::Owned;
-use crate::collect::CollectError;
+use crate::dialect::body::Owned;
+use crate::dialect::chunks::CollectError;
+use crate::dialect::error::json_response;
 use crate::flight::{Event, Part, Parts, UpstreamError};
-use crate::openai::{self, json_response};
 use futures::StreamExt;
 
 /// Every dialect the gateway serves; [`Api::at`] finds a request's among them.
@@ -79,7 +82,7 @@ pub trait Dialect: Sync {
     fn merge(&self) -> Box<dyn Merge>;
 
     /// The body of one of the gateway's own errors, in this API's shape.
-    fn error_body(&self, error: &openai::Error<'_>) -> Bytes {
+    fn error_body(&self, error: &error::Error<'_>) -> Bytes {
         error.body()
     }
 
@@ -191,13 +194,13 @@ impl Api {
     }
 
     /// The response for one of the gateway's own errors, in this API's shape.
-    pub fn error_response(self, error: &openai::Error<'_>) -> Response {
+    pub fn error_response(self, error: &error::Error<'_>) -> Response {
         json_response(error.status, self.0.error_body(error))
     }
 
     /// The selectors of `headers` and the query string in one canonical text, for the key.
     pub fn selectors(self, headers: &HeaderMap, query: Option<&str>) -> String {
-        crate::headers::selectors(self.0.selectors(), headers, query)
+        crate::http::headers::selectors(self.0.selectors(), headers, query)
     }
 }
 

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::collect::CollectError;
+use crate::dialect::chunks::CollectError;
 
 /// Builds the `Message` one event at a time.
 #[derive(Debug, Default)]
@@ -414,7 +414,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::Merge;
-    use crate::collect::CollectError;
+    use crate::dialect::chunks::CollectError;
 
     /// Merges the events' data, failing on the first error like the gateway does.
     fn merge(events: &[Value]) -> Result<Value, CollectError> {

@@ -4,6 +4,8 @@
 //! first byte and as an event after it, in the dialect's shape. Streaming clients get SSE,
 //! the others the merged object, embeddings the body as sent.
 
+pub mod registry;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -21,12 +23,12 @@ use futures::{Stream, StreamExt};
 use streamflight_tokio::{Event as Flight, Failure as Ended};
 use tokio::time::{Instant, Sleep};
 
+use crate::answer::registry::{ClientId, Live};
 use crate::dialect::Api;
+use crate::dialect::error::{self, json_response};
 use crate::flight::{Broken, Event, Head, Part, UpstreamError};
+use crate::http::serve::Shutdown;
 use crate::key::Key;
-use crate::openai::{self, json_response};
-use crate::registry::{ClientId, Live};
-use crate::serve::Shutdown;
 use crate::sse;
 use crate::state::Gateway;
 
@@ -38,7 +40,7 @@ pub type Subscription = streamflight_tokio::Subscription<Part, UpstreamError>;
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// The gateway is stopping and the grace period is over.
-pub const SHUTTING_DOWN: openai::Error<'static> = openai::Error {
+pub const SHUTTING_DOWN: error::Error<'static> = error::Error {
     status: StatusCode::SERVICE_UNAVAILABLE,
     kind: "server_error",
     code: "shutting_down",
@@ -46,7 +48,7 @@ pub const SHUTTING_DOWN: openai::Error<'static> = openai::Error {
 };
 
 /// The flight ended in a way that is the gateway's fault, not the upstream's.
-const FLIGHT_FAILED: openai::Error<'static> = openai::Error {
+const FLIGHT_FAILED: error::Error<'static> = error::Error {
     status: StatusCode::INTERNAL_SERVER_ERROR,
     kind: "server_error",
     code: "flight_failed",
@@ -54,7 +56,7 @@ const FLIGHT_FAILED: openai::Error<'static> = openai::Error {
 };
 
 /// The request was cancelled (`DELETE /v1/requests/{id}`).
-const CANCELLED: openai::Error<'static> = openai::Error {
+const CANCELLED: error::Error<'static> = error::Error {
     status: StatusCode::CONFLICT,
     kind: "cancelled",
     code: "request_cancelled",
@@ -62,7 +64,7 @@ const CANCELLED: openai::Error<'static> = openai::Error {
 };
 
 /// The client fell out of the retained history.
-const LAGGED: openai::Error<'static> = openai::Error {
+const LAGGED: error::Error<'static> = error::Error {
     status: StatusCode::INTERNAL_SERVER_ERROR,
     kind: "server_error",
     code: "lagged",
@@ -92,7 +94,7 @@ pub enum Failure {
     /// The upstream's own failure.
     Upstream(Arc<UpstreamError>),
     /// The gateway's: cancelled, shutting down, lagged, failed inside.
-    Own(openai::Error<'static>),
+    Own(error::Error<'static>),
 }
 
 impl Failure {
@@ -136,7 +138,7 @@ impl Failure {
     /// The event that ends a stream after its first byte: the upstream's own as it sent it,
     /// else the gateway's error in the dialect's shape.
     fn event(&self, api: Api) -> (Option<Bytes>, Bytes) {
-        let own = |error: &openai::Error<'_>| {
+        let own = |error: &error::Error<'_>| {
             (api.error_event().map(|name| Bytes::from_static(name.as_bytes())), api.error_body(error))
         };
         match self {
@@ -145,7 +147,7 @@ impl Failure {
                 UpstreamError::Status { body, .. } if is_error_object(body) => {
                     (api.error_event().map(|name| Bytes::from_static(name.as_bytes())), body.clone())
                 }
-                UpstreamError::Status { head, .. } => own(&openai::Error {
+                UpstreamError::Status { head, .. } => own(&error::Error {
                     status: head.status,
                     kind: "upstream_error",
                     code: "upstream_status",
@@ -546,7 +548,7 @@ async fn merged_response(
 
 /// A streamed answer that does not add up to the API's object: 502, never a 200 with a piece
 /// missing.
-fn unmergeable(api: Api, error: &crate::collect::CollectError) -> Response {
+fn unmergeable(api: Api, error: &crate::dialect::chunks::CollectError) -> Response {
     api.error_response(
         &Broken::Malformed.error(&format!("the upstream's streamed answer cannot be merged: {error}")),
     )

@@ -102,7 +102,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::client::{self, ClientOptions};
+    use crate::upstream::client::{self, ClientOptions};
 
     fn client() -> Result<reqwest::Client, String> {
         client::build(&ClientOptions { connect_timeout: Duration::from_secs(1), ca_file: None, http2: false })

@@ -16,6 +16,9 @@
 //! message's `content` (a string, or the `text` of its parts) for chat, of the prompt(s) for
 //! completions and of the input(s) for embeddings, a token array counting its length.
 
+pub mod messages;
+pub mod responses;
+
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
@@ -99,8 +102,8 @@ pub async fn answer(api: Api, body: Bytes, seed: Arc<str>, pace: Pace) -> Result
             let body = embeddings(&request, base)?;
             Ok(embedding_parts(body, pace.first_token_delay))
         }
-        "responses" => crate::sim_responses::answer(&request, base, pace),
-        "messages" => crate::sim_messages::answer(&request, base, pace),
+        "responses" => responses::answer(&request, base, pace),
+        "messages" => messages::answer(&request, base, pace),
         other => Err(UpstreamError::Status {
             head: Arc::clone(&NOT_FOUND_HEAD),
             body: Bytes::from(format!(

@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 
 use crate::dialect::Api;
-use crate::openai;
+use crate::dialect::error;
 
 /// Why a body could not be read; each is a response in OpenAI's shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,7 +27,7 @@ pub enum BodyFailure {
 
 impl BodyFailure {
     /// The response for this failure.
-    pub fn error(self) -> openai::Error<'static> {
+    pub fn error(self) -> error::Error<'static> {
         let (status, code, message) = match self {
             BodyFailure::TooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -43,7 +43,7 @@ impl BodyFailure {
                 (StatusCode::BAD_REQUEST, "invalid_body", "the request body could not be read")
             }
         };
-        openai::Error { status, kind: "invalid_request_error", code, message }
+        error::Error { status, kind: "invalid_request_error", code, message }
     }
 
     /// The response for this failure in `api`'s shape, with `connection: close`: the rest of

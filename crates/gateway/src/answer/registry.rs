@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use streamflight_tokio::{RequestId, Role};
 
-use crate::access::Record;
 use crate::dialect::Api;
+use crate::http::access::Record;
 use crate::key::Key;
 
 /// The id a client sees in `x-request-id`: 128 random bits, shown as 32 hex digits.

@@ -34,11 +34,11 @@ pub const MIN_MAX_OUTPUT_TOKENS: u64 = 16;
 /// use futures::StreamExt;
 /// use streamflight_gateway::flight::Part;
 /// use streamflight_gateway::sim::Pace;
-/// use streamflight_gateway::sim_responses;
+/// use streamflight_gateway::sim::responses;
 ///
 /// let request = serde_json::json!({"model": "gpt-4.1", "input": "hello", "stream": true});
 /// let pace = Pace { first_token_delay: Duration::ZERO, token_interval: Duration::ZERO, tokens: 3 };
-/// let parts = sim_responses::answer(request.as_object().unwrap(), 42, pace).unwrap();
+/// let parts = responses::answer(request.as_object().unwrap(), 42, pace).unwrap();
 /// let parts = futures::executor::block_on(parts.collect::<Vec<_>>());
 /// let Ok(Part::Event(last)) = parts.last().unwrap() else { panic!("an event") };
 /// assert_eq!(last.name.as_deref(), Some(&b"response.completed"[..]));

@@ -9,13 +9,13 @@ use futures::StreamExt;
 
 use streamflight_redis::{Fleet, Place};
 
-use crate::access::Record;
+use crate::answer::registry::{Asked, ClientId, Live, OnDetach, Registry};
 use crate::answer::{self, Numbered};
 use crate::dialect::Api;
 use crate::flight::{Part, UpstreamError};
+use crate::http::access::Record;
 use crate::key::Key;
 use crate::key::hex;
-use crate::registry::{Asked, ClientId, Live, OnDetach, Registry};
 use crate::state::Gateway;
 
 /// The fleet a gateway shares flights with.
@@ -198,9 +198,9 @@ fn parse_cancel(message: &[u8]) -> Option<(ClientId, [u8; 32], String)> {
 #[cfg(test)]
 mod tests {
     use super::{Note, parse_cancel};
+    use crate::answer::registry::ClientId;
     use crate::dialect::Api;
     use crate::key::hex;
-    use crate::registry::ClientId;
 
     #[test]
     fn a_cancel_message_reads_back_and_nothing_else_does() {

@@ -30,12 +30,12 @@ use crate::sim::{self, Pace};
 /// use futures::StreamExt;
 /// use streamflight_gateway::flight::Part;
 /// use streamflight_gateway::sim::Pace;
-/// use streamflight_gateway::sim_messages;
+/// use streamflight_gateway::sim::messages;
 ///
 /// let request = serde_json::json!({"model": "claude-sonnet-4-5", "max_tokens": 1024,
 ///     "messages": [{"role": "user", "content": "hello"}], "stream": true});
 /// let pace = Pace { first_token_delay: Duration::ZERO, token_interval: Duration::ZERO, tokens: 3 };
-/// let parts = sim_messages::answer(request.as_object().unwrap(), 42, pace).unwrap();
+/// let parts = messages::answer(request.as_object().unwrap(), 42, pace).unwrap();
 /// let parts = futures::executor::block_on(parts.collect::<Vec<_>>());
 /// let Ok(Part::Event(last)) = parts.last().unwrap() else { panic!("an event") };
 /// assert_eq!(last.name.as_deref(), Some(&b"message_stop"[..]));

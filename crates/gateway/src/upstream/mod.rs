@@ -1,6 +1,10 @@
 //! A real upstream: one request per flight, its head turned into the flight's first part or
 //! its error, its SSE stream decoded (bounded) and each event classified once, for everyone.
 
+pub mod backend;
+pub mod client;
+pub mod lanes;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,15 +13,15 @@ use bytes::Bytes;
 use futures::stream;
 use futures::{Stream, StreamExt};
 
-use crate::backend::Outgoing;
-use crate::client::{self, ClientOptions, UpstreamUrl};
 use crate::config::Settings;
 use crate::dialect::{Api, Class};
 use crate::flight::{Broken, Head, Part, Parts, UpstreamError};
-use crate::headers;
-use crate::lanes::{Lanes, Ticket};
+use crate::http::headers;
 use crate::metrics::Metrics;
 use crate::sse::{Decoder, TooLarge};
+use crate::upstream::backend::Outgoing;
+use crate::upstream::client::{ClientOptions, UpstreamUrl};
+use crate::upstream::lanes::{Lanes, Ticket};
 
 /// Where and how to reach the upstream.
 pub struct Upstream {
