@@ -35,6 +35,7 @@ use tokio::net::TcpListener;
 
 pub use config::Settings;
 
+use crate::fleet::handoff;
 use crate::http::serve::{Connections, Shutdown};
 use crate::http::{routes, serve};
 use crate::state::Gateway;
@@ -63,7 +64,13 @@ impl App {
         let connections =
             Connections { header_timeout: settings.header_timeout, shutdown_grace: settings.shutdown_grace };
         let shutdown = Shutdown::new();
-        let gateway = Gateway::new(settings, shutdown.clone())?;
+        let mut gateway = Gateway::new(settings, shutdown.clone())?;
+        // With `--redis`, this replica joins the fleet, and carries out the cancels it passes on.
+        if let Some(url) = gateway.settings.redis.as_deref() {
+            let fleet = fleet::connect(url, &gateway.settings)?;
+            handoff::serve_cancels(&fleet, Arc::clone(&gateway.registry), gateway.flights.clone());
+            gateway.fleet = Some(fleet);
+        }
         let mut backend = gateway.backend.describe();
         if let Some(fleet) = &gateway.fleet {
             backend.push_str(&format!(

@@ -23,14 +23,13 @@ use futures::{Stream, StreamExt};
 use streamflight_tokio::{Event as Flight, Failure as Ended};
 use tokio::time::{Instant, Sleep};
 
-use crate::answer::registry::{ClientId, Live};
+use crate::answer::registry::Live;
 use crate::dialect::Api;
 use crate::dialect::error::{self, json_response};
 use crate::flight::{Broken, Event, Head, Part, UpstreamError};
 use crate::http::serve::Shutdown;
 use crate::key::Key;
 use crate::sse;
-use crate::state::Gateway;
 
 /// A client's subscription to its flight.
 pub type Subscription = streamflight_tokio::Subscription<Part, UpstreamError>;
@@ -476,27 +475,27 @@ impl Drop for Sse {
 }
 
 /// The answer to a resume (`GET /v1/requests/{id}/events`, or the API's own call): the stream
-/// of client `id`, from where `from` says, detached again (within the gateway's window) if this
-/// connection goes too.
+/// of the client `live` is, from where `from` says, detached again (within the resume `window`)
+/// if this connection goes too, and ended with an error event when `shutdown` fires.
 pub fn resumed(
-    gateway: &Gateway,
     api: Api,
     subscription: Subscription,
     live: Live,
-    id: ClientId,
     include_usage: bool,
     from: Numbered,
+    window: Duration,
+    shutdown: Shutdown,
 ) -> Response {
     live.record().dialect(api.name());
+    let id = live.id();
     let head = Head { status: StatusCode::OK, headers: HeaderMap::new() };
-    let window = gateway.settings.resume_window;
     let (next, skip_through) = match from {
         Numbered::From(next) => (next, None),
         Numbered::After(after) => (0, after),
     };
     let resume = (!window.is_zero()).then_some(window);
     let stream = Numbering { include_usage, next, resume, skip_through };
-    let flow = Flow::new(subscription, gateway.shutdown.clone(), true);
+    let flow = Flow::new(subscription, shutdown, true);
     let mut response = sse_response(&head, flow, api, stream, live, None);
     // The stream's id stays the one its client knows, for a next resume.
     response.extensions_mut().insert(id);

@@ -269,6 +269,11 @@ impl Live {
         }
     }
 
+    /// The id its client sees.
+    pub fn id(&self) -> ClientId {
+        self.id
+    }
+
     /// The record of this request's end.
     pub fn record(&self) -> &Record {
         &self.record

@@ -32,7 +32,7 @@ use crate::http::passthrough;
 use crate::key::Key;
 use crate::metrics::Metrics;
 use crate::state::Gateway;
-use crate::upstream::backend::Outgoing;
+use crate::upstream::Outgoing;
 
 type Shared = Arc<Gateway>;
 
@@ -340,7 +340,8 @@ async fn resume(
     let asked = Asked { tenant, api, include_usage: found.include_usage, record };
     let live = Live::enter(registry, id, subscription.id(), role, asked);
     tracing::debug!(request_id = %id, from, "resumed");
-    answer::resumed(&gateway, api, subscription, live, id, found.include_usage, Numbered::From(from))
+    let (window, shutdown) = (gateway.settings.resume_window, gateway.shutdown.clone());
+    answer::resumed(api, subscription, live, found.include_usage, Numbered::From(from), window, shutdown)
 }
 
 /// `GET /v1/responses/{id}?stream=true&starting_after=N`, the Responses API's own resume:
@@ -405,7 +406,8 @@ async fn retrieve(
     let asked = Asked { tenant, api, include_usage: false, record };
     let live = Live::enter(registry, id, subscription.id(), role, asked);
     tracing::debug!(request_id = %id, response = %answer_id, ?after, "resumed by the API's own call");
-    answer::resumed(&gateway, api, subscription, live, id, false, Numbered::After(after))
+    let (window, shutdown) = (gateway.settings.resume_window, gateway.shutdown.clone());
+    answer::resumed(api, subscription, live, false, Numbered::After(after), window, shutdown)
 }
 
 /// `GET /metrics`, in the Prometheus text format.

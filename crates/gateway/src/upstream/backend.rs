@@ -3,31 +3,13 @@
 
 use std::sync::Arc;
 
-use axum::http::HeaderMap;
-use bytes::Bytes;
 use futures::future::BoxFuture;
 
 use crate::config::Settings;
-use crate::dialect::Api;
 use crate::flight::{Parts, UpstreamError};
 use crate::metrics::Metrics;
 use crate::sim;
-use crate::upstream::Upstream;
-
-/// A coalesced request as its flight sends it: built from the leading client's request.
-#[derive(Clone, Debug)]
-pub struct Outgoing {
-    /// The API.
-    pub api: Api,
-    /// The client's raw query string, if any.
-    pub query: Option<String>,
-    /// The end-to-end headers to send (credentials already replaced if the gateway has its own).
-    pub headers: HeaderMap,
-    /// The body to send (for a streamed API with `stream` set, and `stream_options` for chat).
-    pub body: Bytes,
-    /// The canonical body: the simulated model's seed.
-    pub canonical: Arc<str>,
-}
+use crate::upstream::{Outgoing, Upstream};
 
 /// The backend of every flight.
 pub enum Backend {

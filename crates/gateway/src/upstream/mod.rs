@@ -8,6 +8,7 @@ pub mod lanes;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::HeaderMap;
 use axum::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use bytes::Bytes;
 use futures::stream;
@@ -19,9 +20,23 @@ use crate::flight::{Broken, Head, Part, Parts, UpstreamError};
 use crate::http::headers;
 use crate::metrics::Metrics;
 use crate::sse::{Decoder, TooLarge};
-use crate::upstream::backend::Outgoing;
 use crate::upstream::client::{ClientOptions, UpstreamUrl};
 use crate::upstream::lanes::{Lanes, Ticket};
+
+/// A coalesced request as its flight sends it: built from the leading client's request.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    /// The API.
+    pub api: Api,
+    /// The client's raw query string, if any.
+    pub query: Option<String>,
+    /// The end-to-end headers to send (credentials already replaced if the gateway has its own).
+    pub headers: HeaderMap,
+    /// The body to send (for a streamed API with `stream` set, and `stream_options` for chat).
+    pub body: Bytes,
+    /// The canonical body: the simulated model's seed.
+    pub canonical: Arc<str>,
+}
 
 /// Where and how to reach the upstream.
 pub struct Upstream {
