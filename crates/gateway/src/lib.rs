@@ -14,17 +14,19 @@
 //! # Ok(()) }
 //! ```
 
-pub mod answer;
+#![warn(unreachable_pub)]
+
+mod answer;
 pub mod config;
 pub mod dialect;
-pub mod fleet;
+mod fleet;
 pub mod flight;
 pub mod http;
-pub mod key;
-pub mod metrics;
-pub mod sim;
+mod key;
+mod metrics;
+mod sim;
 pub mod sse;
-pub mod state;
+mod state;
 pub mod upstream;
 
 use std::future::Future;

@@ -16,7 +16,7 @@ use crate::metrics::Metrics;
 use crate::upstream::backend::Backend;
 
 /// The gateway's shared state.
-pub struct Gateway {
+pub(crate) struct Gateway {
     /// The settings it was started with.
     pub settings: Settings,
     /// One flight per key in the air.
@@ -39,7 +39,7 @@ pub struct Gateway {
 impl Gateway {
     /// The state for `settings`, in no fleet yet (`App::new` joins the one `--redis` names); an
     /// error (one line, for the operator) if they cannot work.
-    pub fn new(settings: Settings, shutdown: Shutdown) -> Result<Gateway, String> {
+    pub(crate) fn new(settings: Settings, shutdown: Shutdown) -> Result<Gateway, String> {
         settings.check()?;
         let mut config = Config::default().linger(settings.linger).resume_window(settings.resume_window);
         if let Some(limit) = settings.history_limit {

@@ -4,7 +4,7 @@
 //! first byte and as an event after it, in the dialect's shape. Streaming clients get SSE,
 //! the others the merged object, embeddings the body as sent.
 
-pub mod registry;
+pub(crate) mod registry;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -32,14 +32,14 @@ use crate::key::Key;
 use crate::sse;
 
 /// A client's subscription to its flight.
-pub type Subscription = streamflight_tokio::Subscription<Part, UpstreamError>;
+pub(crate) type Subscription = streamflight_tokio::Subscription<Part, UpstreamError>;
 
 /// Time without an event after which a streaming client gets the dialect's keep-alive (as
 /// axum's and most servers' keep-alive do), so that nothing on its way closes a quiet stream.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// The gateway is stopping and the grace period is over.
-pub const SHUTTING_DOWN: error::Error<'static> = error::Error {
+pub(crate) const SHUTTING_DOWN: error::Error<'static> = error::Error {
     status: StatusCode::SERVICE_UNAVAILABLE,
     kind: "server_error",
     code: "shutting_down",
@@ -72,7 +72,7 @@ const LAGGED: error::Error<'static> = error::Error {
 
 /// What a client asked for, beyond its flight's key.
 #[derive(Clone, Debug)]
-pub struct Wants {
+pub(crate) struct Wants {
     /// The API.
     pub api: Api,
     /// `"stream": true`.
@@ -89,7 +89,7 @@ pub struct Wants {
 
 /// How a client's answer ended, mapped once.
 #[derive(Debug)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// The upstream's own failure.
     Upstream(Arc<UpstreamError>),
     /// The gateway's: cancelled, shutting down, lagged, failed inside.
@@ -108,7 +108,7 @@ impl Failure {
 
     /// The response to a client that has had no byte yet: the upstream's own when there is
     /// one (G1), else the gateway's in the dialect's shape.
-    pub fn response(&self, api: Api) -> Response {
+    pub(crate) fn response(&self, api: Api) -> Response {
         match self {
             Failure::Upstream(error) => match &**error {
                 UpstreamError::Status { head, body } => {
@@ -174,7 +174,7 @@ fn is_error_object(body: &[u8]) -> bool {
 }
 
 /// One step of a client's answer.
-pub enum Step {
+pub(crate) enum Step {
     /// The next item of its flight.
     Item(Part),
     /// Quiet for the keep-alive interval.
@@ -188,7 +188,7 @@ pub enum Step {
 /// a streaming client). Yields [`Step`]s, and nothing after the end. Written by hand rather
 /// than as an `unfold` of an async block, which held a second copy of its state for every
 /// held stream (BENCHMARKS.md, issue 15).
-pub struct Flow {
+pub(crate) struct Flow {
     subscription: Option<Subscription>,
     over: Pin<Box<dyn Future<Output = ()> + Send>>,
     quiet: Option<Pin<Box<Sleep>>>,
@@ -198,7 +198,7 @@ pub struct Flow {
 impl Flow {
     /// The flow of `subscription`, with a keep-alive step after each `KEEP_ALIVE` of silence if
     /// `keep_alive`.
-    pub fn new(subscription: Subscription, shutdown: Shutdown, keep_alive: bool) -> Flow {
+    pub(crate) fn new(subscription: Subscription, shutdown: Shutdown, keep_alive: bool) -> Flow {
         Flow {
             subscription: Some(subscription),
             over: Box::pin(async move { shutdown.over().await }),
@@ -255,7 +255,12 @@ impl Stream for Flow {
 }
 
 /// The client's response. Waits for the flight's head (or its failure), then answers.
-pub async fn reply(subscription: Subscription, wants: Wants, mut live: Live, shutdown: Shutdown) -> Response {
+pub(crate) async fn reply(
+    subscription: Subscription,
+    wants: Wants,
+    mut live: Live,
+    shutdown: Shutdown,
+) -> Response {
     let api = wants.api;
     live.record().dialect(api.name());
     let sse = api.streams() && wants.stream;
@@ -337,7 +342,7 @@ struct Numbering {
 
 /// Where a resumed stream starts.
 #[derive(Clone, Copy, Debug)]
-pub enum Numbered {
+pub(crate) enum Numbered {
     /// At the flight's item of this index (`Last-Event-ID` + 1).
     From(u64),
     /// At the flight's start, without the events the API numbers up to this one
@@ -477,7 +482,7 @@ impl Drop for Sse {
 /// The answer to a resume (`GET /v1/requests/{id}/events`, or the API's own call): the stream
 /// of the client `live` is, from where `from` says, detached again (within the resume `window`)
 /// if this connection goes too, and ended with an error event when `shutdown` fires.
-pub fn resumed(
+pub(crate) fn resumed(
     api: Api,
     subscription: Subscription,
     live: Live,

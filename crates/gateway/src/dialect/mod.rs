@@ -1,7 +1,7 @@
 //! The LLM APIs the gateway coalesces, one file each behind one small interface (G10): a
 //! dialect says its path, its key, how its upstream streams, its events, its merge and its errors.
 //!
-//! Adding an API is one new file with a [`Dialect`] and one line in [`ALL`].
+//! Adding an API is one new file with a [`Dialect`] and one line in `ALL`.
 
 pub mod body;
 mod chat;
@@ -235,7 +235,7 @@ impl fmt::Debug for Api {
 /// `parts` with each event classified by `api` as an upstream's are on arrival (for the
 /// simulated model, whose events are made, not read): keep-alives dropped, the stream ended
 /// after its last event, a failure event its error.
-pub fn classified(api: Api, parts: Parts) -> Parts {
+pub(crate) fn classified(api: Api, parts: Parts) -> Parts {
     let mut ended = false;
     parts
         .filter_map(move |part| {

@@ -1,8 +1,8 @@
 //! Flights shared across replicas through Redis (R19-R26): how a flight is written to the
 //! store, and what one replica hands another (a resume, a cancel).
 
-pub mod handoff;
-pub mod wire;
+pub(crate) mod handoff;
+mod wire;
 
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use crate::key::Key;
 
 /// The link to the fleet's store at `url`; an error (one line, without the URL, which may
 /// hold a password) if it cannot be made.
-pub fn connect(url: &str, settings: &Settings) -> Result<Fleet<Key, Part, UpstreamError>, String> {
+pub(crate) fn connect(url: &str, settings: &Settings) -> Result<Fleet<Key, Part, UpstreamError>, String> {
     use streamflight_redis::redis::{Client, TlsCertificates};
 
     let client = match &settings.redis_ca {

@@ -25,7 +25,7 @@ use crate::upstream::backend::Backend;
 use crate::upstream::client;
 
 /// No such endpoint here (the simulated model serves only what it simulates).
-pub const UNKNOWN_URL: error::Error<'static> = error::Error {
+pub(super) const UNKNOWN_URL: error::Error<'static> = error::Error {
     status: StatusCode::NOT_FOUND,
     kind: "invalid_request_error",
     code: "unknown_url",
@@ -33,7 +33,7 @@ pub const UNKNOWN_URL: error::Error<'static> = error::Error {
 };
 
 /// Proxies `request` unchanged; without an upstream, the simulated model's `GET /v1/models`.
-pub async fn forward(gateway: &Gateway, request: Request) -> Response {
+pub(super) async fn forward(gateway: &Gateway, request: Request) -> Response {
     Metrics::bump(&gateway.metrics.passthrough);
     match &gateway.backend {
         Backend::Upstream(upstream) => {

@@ -37,7 +37,7 @@ use crate::upstream::Outgoing;
 type Shared = Arc<Gateway>;
 
 /// The gateway's routes over `gateway`, ready to serve.
-pub fn router(gateway: Shared) -> Router {
+pub(crate) fn router(gateway: Shared) -> Router {
     let cors = cors(&gateway.settings.cors_origins);
     let mut router = Router::new();
     for api in Api::all() {

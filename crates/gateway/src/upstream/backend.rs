@@ -12,7 +12,7 @@ use crate::sim;
 use crate::upstream::{Outgoing, Upstream};
 
 /// The backend of every flight.
-pub enum Backend {
+pub(crate) enum Backend {
     /// The embedded simulated model (no `--upstream`): the gateway runs offline.
     Simulated(sim::Pace),
     /// A real OpenAI-compatible server.
@@ -21,7 +21,7 @@ pub enum Backend {
 
 impl Backend {
     /// The backend `settings` name; an error (one line) if the upstream client cannot be built.
-    pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> Result<Backend, String> {
+    pub(crate) fn new(settings: &Settings, metrics: Arc<Metrics>) -> Result<Backend, String> {
         Ok(match &settings.upstream {
             Some(_) => Backend::Upstream(Arc::new(Upstream::new(settings, metrics)?)),
             None => Backend::Simulated(sim::Pace {
@@ -33,7 +33,7 @@ impl Backend {
     }
 
     /// Prepares a flight: resolves once the answer's head is in, with its parts to read.
-    pub fn open(&self, outgoing: Outgoing) -> BoxFuture<'static, Result<Parts, UpstreamError>> {
+    pub(crate) fn open(&self, outgoing: Outgoing) -> BoxFuture<'static, Result<Parts, UpstreamError>> {
         match self {
             Backend::Simulated(pace) => {
                 let pace = *pace;
@@ -47,7 +47,7 @@ impl Backend {
     }
 
     /// What answers, for the startup line (no credential in it).
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Backend::Simulated(_) => {
                 "the embedded simulated model (offline; give --upstream URL for a real one)".to_owned()
