@@ -1,5 +1,5 @@
-//! Flights shared across replicas through Redis (R19-R26): how a flight is written to the
-//! store, and what one replica hands another (a resume, a cancel).
+//! Flights shared across replicas through Redis (R19-R26): the link to the store, how a flight
+//! is written to it, and what one replica hands another (a resume, a cancel).
 
 pub(crate) mod handoff;
 mod wire;

@@ -1,5 +1,5 @@
-//! A real upstream: one request per flight, its head turned into the flight's first part or
-//! its error, its SSE stream decoded (bounded) and each event classified once, for everyone.
+//! Where a flight's request goes (`backend`: the simulated model or a real upstream), and a real
+//! upstream: one request per flight through [`client`], its SSE decoded, each event classified once.
 
 pub(crate) mod backend;
 pub mod client;
