@@ -174,7 +174,7 @@ fn serve_as(kind: &str) {
 }
 
 fn http1_builder() -> hyper::server::conn::http1::Builder {
-    streamflight_gateway::serve::http1_builder(Duration::from_secs(30))
+    streamflight_gateway::http::serve::http1_builder(Duration::from_secs(30))
 }
 
 /// hyper-util's auto connection with the gateway's settings of before issue 15.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::client::UpstreamUrl;
+use crate::upstream::client::UpstreamUrl;
 
 /// Everything the gateway can be told. Each flag also reads the environment
 /// variable named in its help (`STREAMFLIGHT_*`); a flag on the command line wins.

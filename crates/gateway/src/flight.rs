@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
-use crate::openai;
+use crate::dialect::error;
 
 /// The upstream's response head, as each client of the flight gets it: the status and the
 /// end-to-end headers (hop-by-hop ones and `content-length` already removed).
@@ -115,7 +115,7 @@ impl Broken {
     }
 
     /// The gateway's own error for it, in OpenAI's shape: type `upstream_error`, a code per kind.
-    pub fn error(self, message: &str) -> openai::Error<'_> {
+    pub fn error(self, message: &str) -> error::Error<'_> {
         let code = match self {
             Broken::Unreachable => "upstream_unreachable",
             Broken::Timeout => "upstream_timeout",
@@ -124,7 +124,7 @@ impl Broken {
             Broken::Malformed => "upstream_malformed",
             Broken::Lost => "upstream_lost",
         };
-        openai::Error { status: self.status(), kind: "upstream_error", code, message }
+        error::Error { status: self.status(), kind: "upstream_error", code, message }
     }
 }
 

@@ -10,12 +10,12 @@ use crate::dialect::Api;
 
 /// The flight key. Compared by full equality, never by hash alone.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Key {
+pub(crate) struct Key {
     /// Which API was asked.
     pub api: Api,
-    /// The caller's tenant ([`crate::headers::tenant`]); `None` when tenants share.
+    /// The caller's tenant ([`crate::http::headers::tenant`]); `None` when tenants share.
     pub tenant: Option<[u8; 32]>,
-    /// The query string and the account/project/version headers ([`crate::headers::selectors`]).
+    /// The query string and the account/project/version headers ([`crate::http::headers::selectors`]).
     pub selectors: Box<str>,
     /// The body without its transport fields (`stream`, `stream_options`), canonical JSON.
     pub body: Arc<str>,
@@ -24,16 +24,16 @@ pub struct Key {
 impl Key {
     /// A short, stable digest of the whole key, for logs (never for equality): it names a
     /// flight without showing its prompt or tenant.
-    pub fn digest(&self) -> String {
+    pub(crate) fn digest(&self) -> String {
         hex(&Sha256::digest(self.identity())[..6])
     }
 
     /// The whole key as bytes that no other key has: a version byte, then the endpoint's
     /// path, the tenant (a presence byte, then its 32 bytes), the selectors and the body, each
     /// text after its length (u64, big-endian). The digest hashes them, and the replicas of a
-    /// fleet name a flight by them ([`crate::wire::Wire`]), so they must never change meaning:
+    /// fleet name a flight by them (`fleet::wire::Wire`), so they must never change meaning:
     /// a new layout takes a new version byte.
-    pub fn identity(&self) -> Vec<u8> {
+    pub(crate) fn identity(&self) -> Vec<u8> {
         let path = self.api.path().as_bytes();
         let mut out =
             Vec::with_capacity(1 + 8 + path.len() + 33 + 8 + self.selectors.len() + 8 + self.body.len());
@@ -60,7 +60,7 @@ fn field(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
         let _ = write!(out, "{b:02x}");
         out

@@ -10,38 +10,24 @@
 //! let listener = streamflight_gateway::bind(&settings)?;
 //! let app = App::new(settings)?;
 //! // Serves until SIGTERM or SIGINT, then drains gracefully.
-//! app.run(listener, streamflight_gateway::serve::signal()).await?;
+//! app.run(listener, streamflight_gateway::http::serve::signal()).await?;
 //! # Ok(()) }
 //! ```
 
-pub mod access;
-pub mod answer;
-pub mod backend;
-pub mod body;
-pub mod client;
-pub mod collect;
+#![warn(unreachable_pub)]
+
+mod answer;
 pub mod config;
 pub mod dialect;
+mod fleet;
 pub mod flight;
-pub mod guarded;
-pub mod handoff;
-pub mod headers;
-pub mod inbound;
-pub mod key;
-pub mod lanes;
-pub mod metrics;
-pub mod openai;
-pub mod passthrough;
-pub mod registry;
-pub mod routes;
-pub mod serve;
-pub mod sim;
-pub mod sim_messages;
-pub mod sim_responses;
+pub mod http;
+mod key;
+mod metrics;
+mod sim;
 pub mod sse;
-pub mod state;
+mod state;
 pub mod upstream;
-pub mod wire;
 
 use std::future::Future;
 use std::io;
@@ -51,7 +37,9 @@ use tokio::net::TcpListener;
 
 pub use config::Settings;
 
-use crate::serve::{Connections, Shutdown};
+use crate::fleet::handoff;
+use crate::http::serve::{Connections, Shutdown};
+use crate::http::{routes, serve};
 use crate::state::Gateway;
 
 /// jemalloc's settings for the binary (`main.rs` exports them as `_rjem_malloc_conf`; the
@@ -78,7 +66,13 @@ impl App {
         let connections =
             Connections { header_timeout: settings.header_timeout, shutdown_grace: settings.shutdown_grace };
         let shutdown = Shutdown::new();
-        let gateway = Gateway::new(settings, shutdown.clone())?;
+        let mut gateway = Gateway::new(settings, shutdown.clone())?;
+        // With `--redis`, this replica joins the fleet, and carries out the cancels it passes on.
+        if let Some(url) = gateway.settings.redis.as_deref() {
+            let fleet = fleet::connect(url, &gateway.settings)?;
+            handoff::serve_cancels(&fleet, Arc::clone(&gateway.registry), gateway.flights.clone());
+            gateway.fleet = Some(fleet);
+        }
         let mut backend = gateway.backend.describe();
         if let Some(fleet) = &gateway.fleet {
             backend.push_str(&format!(

@@ -55,7 +55,7 @@ async fn main() -> ExitCode {
     };
     let address = listener.local_addr().map_or_else(|_| listen.to_string(), |a| a.to_string());
     tracing::info!(listen = %address, "streamflight-gateway ready, answering from {}", app.backend());
-    match app.run(listener, streamflight_gateway::serve::signal()).await {
+    match app.run(listener, streamflight_gateway::http::serve::signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("stopped: {e}");

@@ -9,7 +9,7 @@ use streamflight_tokio::Stats;
 
 /// Counters kept by the HTTP side. Relaxed atomics: each is a monotonic count read for display.
 #[derive(Debug, Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     /// Flights whose upstream failed (connect, timeout, non-2xx, broken stream, in-stream error).
     pub upstream_errors: AtomicU64,
     /// Requests proxied unchanged (G3).
@@ -22,12 +22,12 @@ pub struct Metrics {
 
 impl Metrics {
     /// Adds one to `counter`.
-    pub fn bump(counter: &AtomicU64) {
+    pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Every series in the Prometheus text format; the fleet's are 0 without `--redis`.
-    pub fn render(&self, stats: &Stats, fleet: &FleetStats) -> String {
+    pub(crate) fn render(&self, stats: &Stats, fleet: &FleetStats) -> String {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let rows: [(&str, &str, &str, u64); 19] = [
             ("requests_total", "counter", "Coalesced requests admitted.", stats.requests),

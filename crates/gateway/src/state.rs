@@ -2,23 +2,21 @@
 //! backend chosen at start, the counters, the shutdown signal and the admission permits.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use streamflight_redis::{Fleet, FleetConfig};
+use streamflight_redis::Fleet;
 use streamflight_tokio::{Config, Flights};
 use tokio::sync::Semaphore;
 
-use crate::backend::Backend;
+use crate::answer::registry::Registry;
 use crate::config::Settings;
 use crate::flight::{Part, UpstreamError};
+use crate::http::serve::Shutdown;
 use crate::key::Key;
 use crate::metrics::Metrics;
-use crate::registry::Registry;
-use crate::serve::Shutdown;
-use crate::wire::Wire;
+use crate::upstream::backend::Backend;
 
 /// The gateway's shared state.
-pub struct Gateway {
+pub(crate) struct Gateway {
     /// The settings it was started with.
     pub settings: Settings,
     /// One flight per key in the air.
@@ -39,8 +37,9 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// The state for `settings`; an error (one line, for the operator) if they cannot work.
-    pub fn new(settings: Settings, shutdown: Shutdown) -> Result<Gateway, String> {
+    /// The state for `settings`, in no fleet yet (`App::new` joins the one `--redis` names); an
+    /// error (one line, for the operator) if they cannot work.
+    pub(crate) fn new(settings: Settings, shutdown: Shutdown) -> Result<Gateway, String> {
         settings.check()?;
         let mut config = Config::default().linger(settings.linger).resume_window(settings.resume_window);
         if let Some(limit) = settings.history_limit {
@@ -49,36 +48,8 @@ impl Gateway {
         let metrics = Arc::new(Metrics::default());
         let backend = Backend::new(&settings, Arc::clone(&metrics))?;
         let permits = Arc::new(Semaphore::new(settings.max_concurrent_requests.min(Semaphore::MAX_PERMITS)));
-        let fleet = settings.redis.as_deref().map(|url| fleet(url, &settings)).transpose()?;
         let window = settings.linger.max(settings.resume_window);
         let (flights, registry) = (Flights::new(config), Arc::new(Registry::new(window)));
-        if let Some(fleet) = &fleet {
-            crate::handoff::serve_cancels(fleet, Arc::clone(&registry), flights.clone());
-        }
-        Ok(Gateway { settings, flights, fleet, registry, backend, metrics, shutdown, permits })
+        Ok(Gateway { settings, flights, fleet: None, registry, backend, metrics, shutdown, permits })
     }
-}
-
-/// The link to the fleet's store at `url`; an error (one line, without the URL, which may
-/// hold a password) if it cannot be made.
-fn fleet(url: &str, settings: &Settings) -> Result<Fleet<Key, Part, UpstreamError>, String> {
-    use streamflight_redis::redis::{Client, TlsCertificates};
-
-    let client = match &settings.redis_ca {
-        None => Client::open(url),
-        Some(path) => {
-            let pem = std::fs::read(path).map_err(|e| format!("--redis-ca {}: {e}", path.display()))?;
-            Client::build_with_tls(url, TlsCertificates { client_tls: None, root_cert: Some(pem) })
-        }
-    }
-    .map_err(|e| format!("--redis: {e}"))?;
-    let mut config = FleetConfig::default()
-        .lease(settings.lease)
-        .linger(settings.linger)
-        // Long enough for a slow replica to read the end, and for every resume window.
-        .keep(settings.resume_window.max(settings.linger).max(Duration::from_secs(30)));
-    if let Some(replica) = &settings.replica_id {
-        config = config.replica(replica.clone());
-    }
-    Fleet::with_client(client, Wire, config).map_err(|e| format!("--redis: {e}"))
 }

@@ -4,7 +4,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use streamflight_gateway::body;
+use streamflight_gateway::dialect::body;
 
 /// The system allocator, counting the bytes live now and the most live since the last reset.
 struct Counting;

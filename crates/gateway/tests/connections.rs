@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use futures::stream;
-use streamflight_gateway::serve::{self, Accepted, Connections, Shutdown};
+use streamflight_gateway::http::serve::{self, Accepted, Connections, Shutdown};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, oneshot};

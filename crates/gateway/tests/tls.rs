@@ -14,7 +14,7 @@ use clap::Parser;
 use common::*;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-use streamflight_gateway::client::{self, ClientOptions, UpstreamUrl};
+use streamflight_gateway::upstream::client::{self, ClientOptions, UpstreamUrl};
 use streamflight_gateway::{App, Settings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -7,8 +7,8 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::{Class, Dialect, Merge};
-use crate::body::Owned;
-use crate::collect::{CollectError, Collector, Kind};
+use crate::dialect::body::Owned;
+use crate::dialect::chunks::{CollectError, Collector, Kind};
 use crate::flight::Event;
 
 /// Chat Completions.
@@ -40,7 +40,7 @@ impl Dialect for Chat {
     }
 }
 
-/// The merge of OpenAI chunks ([`crate::collect`]), for chat and text completions.
+/// The merge of OpenAI chunks ([`crate::dialect::chunks`]), for chat and text completions.
 pub(super) struct Chunks(pub(super) Collector);
 
 impl Merge for Chunks {

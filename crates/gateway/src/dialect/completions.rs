@@ -5,8 +5,8 @@ use bytes::Bytes;
 
 use super::chat::{Chunks, classify};
 use super::{Class, Dialect, Merge};
-use crate::body::Owned;
-use crate::collect::{Collector, Kind};
+use crate::dialect::body::Owned;
+use crate::dialect::chunks::{Collector, Kind};
 
 /// Completions.
 pub(super) struct Completions;

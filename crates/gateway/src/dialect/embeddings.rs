@@ -5,8 +5,8 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::{Class, Dialect, Merge};
-use crate::body::Owned;
-use crate::collect::CollectError;
+use crate::dialect::body::Owned;
+use crate::dialect::chunks::CollectError;
 use crate::flight::Event;
 
 /// Embeddings.

@@ -1,11 +1,14 @@
 //! The LLM APIs the gateway coalesces, one file each behind one small interface (G10): a
 //! dialect says its path, its key, how its upstream streams, its events, its merge and its errors.
 //!
-//! Adding an API is one new file with a [`Dialect`] and one line in [`ALL`].
+//! Adding an API is one new file with a [`Dialect`] and one line in `ALL`.
 
+pub mod body;
 mod chat;
+pub mod chunks;
 mod completions;
 mod embeddings;
+pub mod error;
 mod messages;
 mod responses;
 
@@ -18,10 +21,10 @@ use axum::response::Response;
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::body::Owned;
-use crate::collect::CollectError;
+use crate::dialect::body::Owned;
+use crate::dialect::chunks::CollectError;
+use crate::dialect::error::json_response;
 use crate::flight::{Event, Part, Parts, UpstreamError};
-use crate::openai::{self, json_response};
 use futures::StreamExt;
 
 /// Every dialect the gateway serves; [`Api::at`] finds a request's among them.
@@ -79,7 +82,7 @@ pub trait Dialect: Sync {
     fn merge(&self) -> Box<dyn Merge>;
 
     /// The body of one of the gateway's own errors, in this API's shape.
-    fn error_body(&self, error: &openai::Error<'_>) -> Bytes {
+    fn error_body(&self, error: &error::Error<'_>) -> Bytes {
         error.body()
     }
 
@@ -191,13 +194,13 @@ impl Api {
     }
 
     /// The response for one of the gateway's own errors, in this API's shape.
-    pub fn error_response(self, error: &openai::Error<'_>) -> Response {
+    pub fn error_response(self, error: &error::Error<'_>) -> Response {
         json_response(error.status, self.0.error_body(error))
     }
 
     /// The selectors of `headers` and the query string in one canonical text, for the key.
     pub fn selectors(self, headers: &HeaderMap, query: Option<&str>) -> String {
-        crate::headers::selectors(self.0.selectors(), headers, query)
+        crate::http::headers::selectors(self.0.selectors(), headers, query)
     }
 }
 
@@ -232,7 +235,7 @@ impl fmt::Debug for Api {
 /// `parts` with each event classified by `api` as an upstream's are on arrival (for the
 /// simulated model, whose events are made, not read): keep-alives dropped, the stream ended
 /// after its last event, a failure event its error.
-pub fn classified(api: Api, parts: Parts) -> Parts {
+pub(crate) fn classified(api: Api, parts: Parts) -> Parts {
     let mut ended = false;
     parts
         .filter_map(move |part| {

@@ -13,10 +13,10 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::{Class, Dialect, Merge, event_type, intern};
-use crate::body::Owned;
-use crate::collect::CollectError;
+use crate::dialect::body::Owned;
+use crate::dialect::chunks::CollectError;
+use crate::dialect::error;
 use crate::flight::Event;
-use crate::openai;
 
 /// The Responses API.
 pub(super) struct Responses;
@@ -105,7 +105,7 @@ impl Dialect for Responses {
 
     /// An `error` event as the API sends one (`type`, `code`, `message`, `param`), with OpenAI's
     /// `error` object too, so that the SDKs raise in the usual loop rather than pass it by.
-    fn error_body(&self, error: &openai::Error<'_>) -> Bytes {
+    fn error_body(&self, error: &error::Error<'_>) -> Bytes {
         let object = serde_json::json!({
             "message": error.message, "type": error.kind, "param": null, "code": error.code,
         });

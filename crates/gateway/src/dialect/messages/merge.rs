@@ -3,11 +3,11 @@
 
 use serde_json::{Map, Value};
 
-use crate::collect::CollectError;
+use crate::dialect::chunks::CollectError;
 
 /// Builds the `Message` one event at a time.
 #[derive(Debug, Default)]
-pub struct Merge {
+pub(super) struct Merge {
     /// The position of the next event, for error reports.
     position: usize,
     state: State,
@@ -97,7 +97,7 @@ impl Kind {
 
 impl Merge {
     /// A merge that has seen no event yet.
-    pub fn new() -> Merge {
+    pub(super) fn new() -> Merge {
         Merge::default()
     }
 
@@ -106,7 +106,7 @@ impl Merge {
     /// `ping` and unknown event types are ignored. An `error` event fails with
     /// [`CollectError::Upstream`], anything that does not fit the stream with
     /// [`CollectError::Malformed`]; after a failure every call returns that same error.
-    pub fn push(&mut self, data: &[u8]) -> Result<(), CollectError> {
+    pub(super) fn push(&mut self, data: &[u8]) -> Result<(), CollectError> {
         let position = self.position;
         self.position += 1;
         if let State::Failed(error) = &self.state {
@@ -127,7 +127,7 @@ impl Merge {
     ///
     /// [`CollectError::Empty`] when no `message_start` came, [`CollectError::Malformed`] when the
     /// stream ended before `message_stop`, or the error a push already returned.
-    pub fn finish(self) -> Result<Value, CollectError> {
+    pub(super) fn finish(self) -> Result<Value, CollectError> {
         match self.state {
             State::Done(message) => Ok(Value::Object(message)),
             State::Waiting => Err(CollectError::Empty),
@@ -414,7 +414,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::Merge;
-    use crate::collect::CollectError;
+    use crate::dialect::chunks::CollectError;
 
     /// Merges the events' data, failing on the first error like the gateway does.
     fn merge(events: &[Value]) -> Result<Value, CollectError> {

@@ -12,10 +12,10 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::{Class, Dialect, Merge, event_type, intern};
-use crate::body::Owned;
-use crate::collect::CollectError;
+use crate::dialect::body::Owned;
+use crate::dialect::chunks::CollectError;
+use crate::dialect::error;
 use crate::flight::Event;
-use crate::openai;
 
 /// Anthropic's Messages.
 pub(in crate::dialect) struct Messages;
@@ -90,7 +90,7 @@ impl Dialect for Messages {
     }
 
     /// `{"type":"error","error":{"type":…,"message":…}}`, the type Anthropic gives the status.
-    fn error_body(&self, error: &openai::Error<'_>) -> Bytes {
+    fn error_body(&self, error: &error::Error<'_>) -> Bytes {
         let kind = match error.status.as_u16() {
             400 => "invalid_request_error",
             401 => "authentication_error",
@@ -157,7 +157,7 @@ mod tests {
 
     #[test]
     fn the_gateways_errors_are_in_anthropics_shape() {
-        let error = openai::Error {
+        let error = error::Error {
             status: StatusCode::PAYLOAD_TOO_LARGE,
             kind: "invalid_request_error",
             code: "request_too_large",

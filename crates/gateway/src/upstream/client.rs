@@ -195,8 +195,8 @@ pub fn build(options: &ClientOptions) -> Result<reqwest::Client, String> {
     clients(options)?()
 }
 
-/// A maker of upstream HTTP clients, each with its own connection pool, for
-/// [`Lanes`](crate::lanes::Lanes). The trusted roots are read, and the proxies named, once.
+/// A maker of upstream HTTP clients, each with its own connection pool, for the upstream's
+/// lanes (`upstream::lanes`). The trusted roots are read, and the proxies named, once.
 ///
 /// - TLS: rustls with the `ring` provider; trusted roots are the system's
 ///   (rustls-native-certs), webpki-roots (so a container without a CA bundle still reaches

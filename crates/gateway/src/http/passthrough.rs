@@ -12,20 +12,20 @@ use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use axum::response::Response;
 use futures::StreamExt;
 
-use crate::backend::Backend;
-use crate::client;
 use crate::dialect::Api;
+use crate::dialect::error;
 use crate::flight::Broken;
-use crate::headers;
-use crate::inbound::{self, BodyFailure};
+use crate::http::headers;
+use crate::http::inbound::{self, BodyFailure};
 use crate::metrics::Metrics;
-use crate::openai;
 use crate::sim;
 use crate::state::Gateway;
 use crate::upstream::Upstream;
+use crate::upstream::backend::Backend;
+use crate::upstream::client;
 
 /// No such endpoint here (the simulated model serves only what it simulates).
-pub const UNKNOWN_URL: openai::Error<'static> = openai::Error {
+pub(super) const UNKNOWN_URL: error::Error<'static> = error::Error {
     status: StatusCode::NOT_FOUND,
     kind: "invalid_request_error",
     code: "unknown_url",
@@ -33,7 +33,7 @@ pub const UNKNOWN_URL: openai::Error<'static> = openai::Error {
 };
 
 /// Proxies `request` unchanged; without an upstream, the simulated model's `GET /v1/models`.
-pub async fn forward(gateway: &Gateway, request: Request) -> Response {
+pub(super) async fn forward(gateway: &Gateway, request: Request) -> Response {
     Metrics::bump(&gateway.metrics.passthrough);
     match &gateway.backend {
         Backend::Upstream(upstream) => {

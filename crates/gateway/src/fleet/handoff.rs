@@ -9,22 +9,22 @@ use futures::StreamExt;
 
 use streamflight_redis::{Fleet, Place};
 
-use crate::access::Record;
+use crate::answer::registry::{Asked, ClientId, Live, OnDetach, Registry};
 use crate::answer::{self, Numbered};
 use crate::dialect::Api;
 use crate::flight::{Part, UpstreamError};
+use crate::http::access::Record;
 use crate::key::Key;
 use crate::key::hex;
-use crate::registry::{Asked, ClientId, Live, OnDetach, Registry};
 use crate::state::Gateway;
 
 /// The fleet a gateway shares flights with.
-pub type GatewayFleet = Fleet<Key, Part, UpstreamError>;
+pub(crate) type GatewayFleet = Fleet<Key, Part, UpstreamError>;
 
 /// What a replica leaves for a detached client: whose it is, what it asked for, and where
 /// its flight is. Kept for the resume window, under (a hash of) the client's id.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Note {
+pub(crate) struct Note {
     /// The tenant that made the request: no one else resumes it (G5).
     pub tenant: [u8; 32],
     /// `stream_options.include_usage` of its client.
@@ -38,7 +38,7 @@ pub struct Note {
 impl Note {
     /// The note's bytes: the tenant, the usage flag, the API's name after its length (one
     /// byte), the place as text.
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut bytes = self.tenant.to_vec();
         bytes.push(u8::from(self.include_usage));
         let name = self.api.name().as_bytes();
@@ -49,7 +49,7 @@ impl Note {
     }
 
     /// A note from its bytes, if they are one.
-    pub fn decode(bytes: &[u8]) -> Option<Note> {
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Note> {
         let (tenant, rest) = bytes.split_first_chunk::<32>()?;
         let (&usage, rest) = rest.split_first()?;
         let (&length, rest) = rest.split_first()?;
@@ -62,7 +62,7 @@ impl Note {
 
 /// The detach hook of a request on `fleet`: when its client goes away, the note (if its
 /// flight is in the store) is saved for the window, in the background.
-pub fn on_detach(
+pub(crate) fn on_detach(
     fleet: GatewayFleet,
     id: ClientId,
     place: impl FnOnce(&GatewayFleet) -> Option<Place> + Send + Sync + 'static,
@@ -86,7 +86,7 @@ pub fn on_detach(
 /// Resumes, on this replica, the stream of a client that another replica served: from the
 /// note it left, the flight's items after the first `from`, then its end. `None` when there
 /// is no note for this tenant (an unknown id, for the caller to answer as such).
-pub async fn resume(
+pub(crate) async fn resume(
     gateway: &Gateway,
     fleet: &GatewayFleet,
     id: ClientId,
@@ -124,7 +124,8 @@ pub async fn resume(
     let live =
         live.on_detach(on_detach(fleet.clone(), id, move |_| Some(place), tenant, api, note.include_usage));
     tracing::debug!(request_id = %id, from, "resumed from another replica");
-    Some(answer::resumed(gateway, api, subscription, live, id, note.include_usage, Numbered::From(from)))
+    let (window, shutdown) = (gateway.settings.resume_window, gateway.shutdown.clone());
+    Some(answer::resumed(api, subscription, live, note.include_usage, Numbered::From(from), window, shutdown))
 }
 
 /// The channel on which a replica asks the others to cancel a request it does not serve.
@@ -135,7 +136,7 @@ const CANCEL_WAIT: Duration = Duration::from_millis(500);
 
 /// Carries out the cancels other replicas pass on (for the tenant that made the request
 /// only), each answered with a note, for as long as the process runs.
-pub fn serve_cancels(
+pub(crate) fn serve_cancels(
     fleet: &GatewayFleet,
     registry: Arc<Registry>,
     flights: streamflight_tokio::Flights<Key, Part, UpstreamError>,
@@ -162,7 +163,7 @@ pub fn serve_cancels(
 
 /// Asks the other replicas to cancel `id` of `tenant`: whether the one serving it did, within
 /// half a second (`CANCEL_WAIT`).
-pub async fn cancel_elsewhere(fleet: &GatewayFleet, id: ClientId, tenant: [u8; 32]) -> bool {
+pub(crate) async fn cancel_elsewhere(fleet: &GatewayFleet, id: ClientId, tenant: [u8; 32]) -> bool {
     let reply = ClientId::random().to_string();
     let message = format!("{id} {} {reply}", hex(&tenant));
     if let Err(error) = fleet.publish(CANCEL, message.as_bytes()).await {
@@ -198,9 +199,9 @@ fn parse_cancel(message: &[u8]) -> Option<(ClientId, [u8; 32], String)> {
 #[cfg(test)]
 mod tests {
     use super::{Note, parse_cancel};
+    use crate::answer::registry::ClientId;
     use crate::dialect::Api;
     use crate::key::hex;
-    use crate::registry::ClientId;
 
     #[test]
     fn a_cancel_message_reads_back_and_nothing_else_does() {

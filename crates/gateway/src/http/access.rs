@@ -9,7 +9,7 @@ use streamflight_tokio::Role;
 
 /// What is known of one request's answer so far; logged once, when it is dropped.
 #[derive(Debug)]
-pub struct Record {
+pub(crate) struct Record {
     started: Instant,
     method: axum::http::Method,
     path: Box<str>,
@@ -23,7 +23,7 @@ pub struct Record {
 
 impl Record {
     /// The record of a request for `path`, shown to its client as `id`, started now.
-    pub fn new(id: String, method: axum::http::Method, path: &str) -> Record {
+    pub(crate) fn new(id: String, method: axum::http::Method, path: &str) -> Record {
         Record {
             started: Instant::now(),
             method,
@@ -38,29 +38,29 @@ impl Record {
     }
 
     /// The response's status.
-    pub fn status(&self, status: u16) {
+    pub(crate) fn status(&self, status: u16) {
         let _ = self.status.set(status);
     }
 
     /// The dialect that coalesced it.
-    pub fn dialect(&self, name: &'static str) {
+    pub(crate) fn dialect(&self, name: &'static str) {
         let _ = self.dialect.set(name);
     }
 
     /// Its role in its flight.
-    pub fn role(&self, role: Role) {
+    pub(crate) fn role(&self, role: Role) {
         let _ = self.role.set(role);
     }
 
     /// An event went to the client: the first one sets the time to the first event.
-    pub fn event(&self) {
+    pub(crate) fn event(&self) {
         if self.first_event.get().is_none() {
             let _ = self.first_event.set(Instant::now());
         }
     }
 
     /// How the answer ended (the first word counts: a later one is a consequence).
-    pub fn end(&self, outcome: &dyn fmt::Display) {
+    pub(crate) fn end(&self, outcome: &dyn fmt::Display) {
         let mut slot = self.outcome.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if slot.is_none() {
             *slot = Some(outcome.to_string());

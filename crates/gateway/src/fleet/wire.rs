@@ -33,7 +33,7 @@ use crate::key::Key;
 ///
 /// A head is the status (u16), the number of headers (u32), then each header's name and value
 /// (any bytes a header value may hold, not only UTF-8).
-pub struct Wire;
+pub(super) struct Wire;
 
 // A tag's high nibble is the format's version, its low nibble the variant. A replica that meets
 // a tag it does not know (another version, mid-upgrade) fails the flight rather than guess.

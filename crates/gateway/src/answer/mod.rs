@@ -4,6 +4,8 @@
 //! first byte and as an event after it, in the dialect's shape. Streaming clients get SSE,
 //! the others the merged object, embeddings the body as sent.
 
+pub(crate) mod registry;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -21,24 +23,23 @@ use futures::{Stream, StreamExt};
 use streamflight_tokio::{Event as Flight, Failure as Ended};
 use tokio::time::{Instant, Sleep};
 
+use crate::answer::registry::Live;
 use crate::dialect::Api;
+use crate::dialect::error::{self, json_response};
 use crate::flight::{Broken, Event, Head, Part, UpstreamError};
+use crate::http::serve::Shutdown;
 use crate::key::Key;
-use crate::openai::{self, json_response};
-use crate::registry::{ClientId, Live};
-use crate::serve::Shutdown;
 use crate::sse;
-use crate::state::Gateway;
 
 /// A client's subscription to its flight.
-pub type Subscription = streamflight_tokio::Subscription<Part, UpstreamError>;
+pub(crate) type Subscription = streamflight_tokio::Subscription<Part, UpstreamError>;
 
 /// Time without an event after which a streaming client gets the dialect's keep-alive (as
 /// axum's and most servers' keep-alive do), so that nothing on its way closes a quiet stream.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// The gateway is stopping and the grace period is over.
-pub const SHUTTING_DOWN: openai::Error<'static> = openai::Error {
+pub(crate) const SHUTTING_DOWN: error::Error<'static> = error::Error {
     status: StatusCode::SERVICE_UNAVAILABLE,
     kind: "server_error",
     code: "shutting_down",
@@ -46,7 +47,7 @@ pub const SHUTTING_DOWN: openai::Error<'static> = openai::Error {
 };
 
 /// The flight ended in a way that is the gateway's fault, not the upstream's.
-const FLIGHT_FAILED: openai::Error<'static> = openai::Error {
+const FLIGHT_FAILED: error::Error<'static> = error::Error {
     status: StatusCode::INTERNAL_SERVER_ERROR,
     kind: "server_error",
     code: "flight_failed",
@@ -54,7 +55,7 @@ const FLIGHT_FAILED: openai::Error<'static> = openai::Error {
 };
 
 /// The request was cancelled (`DELETE /v1/requests/{id}`).
-const CANCELLED: openai::Error<'static> = openai::Error {
+const CANCELLED: error::Error<'static> = error::Error {
     status: StatusCode::CONFLICT,
     kind: "cancelled",
     code: "request_cancelled",
@@ -62,7 +63,7 @@ const CANCELLED: openai::Error<'static> = openai::Error {
 };
 
 /// The client fell out of the retained history.
-const LAGGED: openai::Error<'static> = openai::Error {
+const LAGGED: error::Error<'static> = error::Error {
     status: StatusCode::INTERNAL_SERVER_ERROR,
     kind: "server_error",
     code: "lagged",
@@ -71,7 +72,7 @@ const LAGGED: openai::Error<'static> = openai::Error {
 
 /// What a client asked for, beyond its flight's key.
 #[derive(Clone, Debug)]
-pub struct Wants {
+pub(crate) struct Wants {
     /// The API.
     pub api: Api,
     /// `"stream": true`.
@@ -88,11 +89,11 @@ pub struct Wants {
 
 /// How a client's answer ended, mapped once.
 #[derive(Debug)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// The upstream's own failure.
     Upstream(Arc<UpstreamError>),
     /// The gateway's: cancelled, shutting down, lagged, failed inside.
-    Own(openai::Error<'static>),
+    Own(error::Error<'static>),
 }
 
 impl Failure {
@@ -107,7 +108,7 @@ impl Failure {
 
     /// The response to a client that has had no byte yet: the upstream's own when there is
     /// one (G1), else the gateway's in the dialect's shape.
-    pub fn response(&self, api: Api) -> Response {
+    pub(crate) fn response(&self, api: Api) -> Response {
         match self {
             Failure::Upstream(error) => match &**error {
                 UpstreamError::Status { head, body } => {
@@ -136,7 +137,7 @@ impl Failure {
     /// The event that ends a stream after its first byte: the upstream's own as it sent it,
     /// else the gateway's error in the dialect's shape.
     fn event(&self, api: Api) -> (Option<Bytes>, Bytes) {
-        let own = |error: &openai::Error<'_>| {
+        let own = |error: &error::Error<'_>| {
             (api.error_event().map(|name| Bytes::from_static(name.as_bytes())), api.error_body(error))
         };
         match self {
@@ -145,7 +146,7 @@ impl Failure {
                 UpstreamError::Status { body, .. } if is_error_object(body) => {
                     (api.error_event().map(|name| Bytes::from_static(name.as_bytes())), body.clone())
                 }
-                UpstreamError::Status { head, .. } => own(&openai::Error {
+                UpstreamError::Status { head, .. } => own(&error::Error {
                     status: head.status,
                     kind: "upstream_error",
                     code: "upstream_status",
@@ -173,7 +174,7 @@ fn is_error_object(body: &[u8]) -> bool {
 }
 
 /// One step of a client's answer.
-pub enum Step {
+pub(crate) enum Step {
     /// The next item of its flight.
     Item(Part),
     /// Quiet for the keep-alive interval.
@@ -187,7 +188,7 @@ pub enum Step {
 /// a streaming client). Yields [`Step`]s, and nothing after the end. Written by hand rather
 /// than as an `unfold` of an async block, which held a second copy of its state for every
 /// held stream (BENCHMARKS.md, issue 15).
-pub struct Flow {
+pub(crate) struct Flow {
     subscription: Option<Subscription>,
     over: Pin<Box<dyn Future<Output = ()> + Send>>,
     quiet: Option<Pin<Box<Sleep>>>,
@@ -197,7 +198,7 @@ pub struct Flow {
 impl Flow {
     /// The flow of `subscription`, with a keep-alive step after each `KEEP_ALIVE` of silence if
     /// `keep_alive`.
-    pub fn new(subscription: Subscription, shutdown: Shutdown, keep_alive: bool) -> Flow {
+    pub(crate) fn new(subscription: Subscription, shutdown: Shutdown, keep_alive: bool) -> Flow {
         Flow {
             subscription: Some(subscription),
             over: Box::pin(async move { shutdown.over().await }),
@@ -254,7 +255,12 @@ impl Stream for Flow {
 }
 
 /// The client's response. Waits for the flight's head (or its failure), then answers.
-pub async fn reply(subscription: Subscription, wants: Wants, mut live: Live, shutdown: Shutdown) -> Response {
+pub(crate) async fn reply(
+    subscription: Subscription,
+    wants: Wants,
+    mut live: Live,
+    shutdown: Shutdown,
+) -> Response {
     let api = wants.api;
     live.record().dialect(api.name());
     let sse = api.streams() && wants.stream;
@@ -336,7 +342,7 @@ struct Numbering {
 
 /// Where a resumed stream starts.
 #[derive(Clone, Copy, Debug)]
-pub enum Numbered {
+pub(crate) enum Numbered {
     /// At the flight's item of this index (`Last-Event-ID` + 1).
     From(u64),
     /// At the flight's start, without the events the API numbers up to this one
@@ -474,27 +480,27 @@ impl Drop for Sse {
 }
 
 /// The answer to a resume (`GET /v1/requests/{id}/events`, or the API's own call): the stream
-/// of client `id`, from where `from` says, detached again (within the gateway's window) if this
-/// connection goes too.
-pub fn resumed(
-    gateway: &Gateway,
+/// of the client `live` is, from where `from` says, detached again (within the resume `window`)
+/// if this connection goes too, and ended with an error event when `shutdown` fires.
+pub(crate) fn resumed(
     api: Api,
     subscription: Subscription,
     live: Live,
-    id: ClientId,
     include_usage: bool,
     from: Numbered,
+    window: Duration,
+    shutdown: Shutdown,
 ) -> Response {
     live.record().dialect(api.name());
+    let id = live.id();
     let head = Head { status: StatusCode::OK, headers: HeaderMap::new() };
-    let window = gateway.settings.resume_window;
     let (next, skip_through) = match from {
         Numbered::From(next) => (next, None),
         Numbered::After(after) => (0, after),
     };
     let resume = (!window.is_zero()).then_some(window);
     let stream = Numbering { include_usage, next, resume, skip_through };
-    let flow = Flow::new(subscription, gateway.shutdown.clone(), true);
+    let flow = Flow::new(subscription, shutdown, true);
     let mut response = sse_response(&head, flow, api, stream, live, None);
     // The stream's id stays the one its client knows, for a next resume.
     response.extensions_mut().insert(id);
@@ -546,7 +552,7 @@ async fn merged_response(
 
 /// A streamed answer that does not add up to the API's object: 502, never a 200 with a piece
 /// missing.
-fn unmergeable(api: Api, error: &crate::collect::CollectError) -> Response {
+fn unmergeable(api: Api, error: &crate::dialect::chunks::CollectError) -> Response {
     api.error_response(
         &Broken::Malformed.error(&format!("the upstream's streamed answer cannot be merged: {error}")),
     )

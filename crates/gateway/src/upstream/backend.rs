@@ -3,34 +3,16 @@
 
 use std::sync::Arc;
 
-use axum::http::HeaderMap;
-use bytes::Bytes;
 use futures::future::BoxFuture;
 
 use crate::config::Settings;
-use crate::dialect::Api;
 use crate::flight::{Parts, UpstreamError};
 use crate::metrics::Metrics;
 use crate::sim;
-use crate::upstream::Upstream;
-
-/// A coalesced request as its flight sends it: built from the leading client's request.
-#[derive(Clone, Debug)]
-pub struct Outgoing {
-    /// The API.
-    pub api: Api,
-    /// The client's raw query string, if any.
-    pub query: Option<String>,
-    /// The end-to-end headers to send (credentials already replaced if the gateway has its own).
-    pub headers: HeaderMap,
-    /// The body to send (for a streamed API with `stream` set, and `stream_options` for chat).
-    pub body: Bytes,
-    /// The canonical body: the simulated model's seed.
-    pub canonical: Arc<str>,
-}
+use crate::upstream::{Outgoing, Upstream};
 
 /// The backend of every flight.
-pub enum Backend {
+pub(crate) enum Backend {
     /// The embedded simulated model (no `--upstream`): the gateway runs offline.
     Simulated(sim::Pace),
     /// A real OpenAI-compatible server.
@@ -39,7 +21,7 @@ pub enum Backend {
 
 impl Backend {
     /// The backend `settings` name; an error (one line) if the upstream client cannot be built.
-    pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> Result<Backend, String> {
+    pub(crate) fn new(settings: &Settings, metrics: Arc<Metrics>) -> Result<Backend, String> {
         Ok(match &settings.upstream {
             Some(_) => Backend::Upstream(Arc::new(Upstream::new(settings, metrics)?)),
             None => Backend::Simulated(sim::Pace {
@@ -51,7 +33,7 @@ impl Backend {
     }
 
     /// Prepares a flight: resolves once the answer's head is in, with its parts to read.
-    pub fn open(&self, outgoing: Outgoing) -> BoxFuture<'static, Result<Parts, UpstreamError>> {
+    pub(crate) fn open(&self, outgoing: Outgoing) -> BoxFuture<'static, Result<Parts, UpstreamError>> {
         match self {
             Backend::Simulated(pace) => {
                 let pace = *pace;
@@ -65,7 +47,7 @@ impl Backend {
     }
 
     /// What answers, for the startup line (no credential in it).
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Backend::Simulated(_) => {
                 "the embedded simulated model (offline; give --upstream URL for a real one)".to_owned()

@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 
 use crate::dialect::Api;
-use crate::openai;
+use crate::dialect::error;
 
 /// Why a body could not be read; each is a response in OpenAI's shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,7 +27,7 @@ pub enum BodyFailure {
 
 impl BodyFailure {
     /// The response for this failure.
-    pub fn error(self) -> openai::Error<'static> {
+    pub fn error(self) -> error::Error<'static> {
         let (status, code, message) = match self {
             BodyFailure::TooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -43,7 +43,7 @@ impl BodyFailure {
                 (StatusCode::BAD_REQUEST, "invalid_body", "the request body could not be read")
             }
         };
-        openai::Error { status, kind: "invalid_request_error", code, message }
+        error::Error { status, kind: "invalid_request_error", code, message }
     }
 
     /// The response for this failure in `api`'s shape, with `connection: close`: the rest of
@@ -57,7 +57,7 @@ impl BodyFailure {
 }
 
 /// Whether the request declares a body longer than `limit` (refused before reading a byte).
-pub fn declared_too_large(headers: &HeaderMap, limit: usize) -> bool {
+pub(super) fn declared_too_large(headers: &HeaderMap, limit: usize) -> bool {
     declared_length(headers).is_some_and(|length| length > limit as u64)
 }
 
@@ -67,7 +67,7 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 
 /// The whole body, read within the bounds. Memory: the body once (its buffer is sized from
 /// `content-length` when declared, so it is not doubled while growing).
-pub async fn read(
+pub(super) async fn read(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
@@ -86,7 +86,7 @@ pub async fn read(
 }
 
 /// The body as a stream of pieces within the bounds, for passing on without holding it.
-pub fn bounded(
+pub(super) fn bounded(
     body: Body,
     limit: usize,
     idle: Duration,

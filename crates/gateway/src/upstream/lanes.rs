@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 type Make = Box<dyn Fn() -> Result<reqwest::Client, String> + Send + Sync>;
 
 /// The upstream's clients, and how many requests each carries.
-pub struct Lanes {
+pub(crate) struct Lanes {
     make: Make,
     per_lane: usize,
     lanes: Mutex<Vec<Lane>>,
@@ -31,14 +31,17 @@ struct Lane {
 /// A request's place on its lane, given back when dropped: keep it as long as the response
 /// (its body included) is read.
 #[derive(Debug)]
-pub struct Ticket {
+pub(crate) struct Ticket {
     carried: Arc<AtomicUsize>,
+    /// Which lane, for the tests.
+    #[cfg(test)]
     lane: usize,
 }
 
+#[cfg(test)]
 impl Ticket {
     /// Which lane, counted from 0 in the order they were opened.
-    pub fn lane(&self) -> usize {
+    fn lane(&self) -> usize {
         self.lane
     }
 }
@@ -52,7 +55,7 @@ impl Drop for Ticket {
 impl Lanes {
     /// Lanes of at most `per_lane` requests (at least 1), their clients made by `make`,
     /// which is called once here: its error is the start's.
-    pub fn new(
+    pub(crate) fn new(
         per_lane: usize,
         make: impl Fn() -> Result<reqwest::Client, String> + Send + Sync + 'static,
     ) -> Result<Lanes, String> {
@@ -64,7 +67,7 @@ impl Lanes {
     ///
     /// If a new lane's client cannot be made (it was made once at the start, so this is not
     /// expected), the least loaded lane carries the request over its limit.
-    pub fn take(&self) -> (reqwest::Client, Ticket) {
+    pub(crate) fn take(&self) -> (reqwest::Client, Ticket) {
         // Only reads of the counts and a push happen under the lock; a client is made under
         // it too, at most once per `per_lane` concurrent requests, so that two requests
         // finding the lanes full open one lane, not two.
@@ -87,11 +90,17 @@ impl Lanes {
         };
         let lane = &lanes[index];
         lane.carried.fetch_add(1, Ordering::Relaxed);
-        (lane.client.clone(), Ticket { carried: Arc::clone(&lane.carried), lane: index })
+        let ticket = Ticket {
+            carried: Arc::clone(&lane.carried),
+            #[cfg(test)]
+            lane: index,
+        };
+        (lane.client.clone(), ticket)
     }
 
     /// How many lanes are open.
-    pub fn count(&self) -> usize {
+    #[cfg(test)]
+    fn count(&self) -> usize {
         self.lanes.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 }
@@ -102,7 +111,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::client::{self, ClientOptions};
+    use crate::upstream::client::{self, ClientOptions};
 
     fn client() -> Result<reqwest::Client, String> {
         client::build(&ClientOptions { connect_timeout: Duration::from_secs(1), ca_file: None, http2: false })

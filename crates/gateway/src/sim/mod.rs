@@ -16,6 +16,9 @@
 //! message's `content` (a string, or the `text` of its parts) for chat, of the prompt(s) for
 //! completions and of the input(s) for embeddings, a token array counting its length.
 
+mod messages;
+mod responses;
+
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
@@ -35,7 +38,7 @@ use crate::flight::{Event, Head, Part, Parts, UpstreamError};
 
 /// How the simulated model paces its answer.
 #[derive(Clone, Copy, Debug)]
-pub struct Pace {
+pub(crate) struct Pace {
     /// Time from the response head to the first token (the first event).
     pub first_token_delay: Duration,
     /// Time between two tokens.
@@ -45,22 +48,22 @@ pub struct Pace {
 }
 
 /// The model name reported when the request names none.
-pub const MODEL: &str = "streamflight-sim";
+pub(crate) const MODEL: &str = "streamflight-sim";
 
 /// The `system_fingerprint` of every chunk: the simulated model's "configuration" never changes.
-pub const SYSTEM_FINGERPRINT: &str = "fp_streamflight_sim";
+pub(crate) const SYSTEM_FINGERPRINT: &str = "fp_streamflight_sim";
 
 /// The largest `n` accepted; beyond it, a 400.
-pub const MAX_N: u64 = 16;
+pub(crate) const MAX_N: u64 = 16;
 
 /// The most prompts (completions) or inputs (embeddings) in one request; beyond it, a 400.
-pub const MAX_INPUTS: usize = 2048;
+pub(crate) const MAX_INPUTS: usize = 2048;
 
 /// The length of an embedding when the request gives no `dimensions`.
-pub const DEFAULT_DIMENSIONS: u64 = 8;
+pub(crate) const DEFAULT_DIMENSIONS: u64 = 8;
 
 /// The largest `dimensions` accepted; beyond it, a 400.
-pub const MAX_DIMENSIONS: u64 = 4096;
+pub(crate) const MAX_DIMENSIONS: u64 = 4096;
 
 /// The `created` of the model in `/v1/models`: fixed, so the listing is the same every time.
 const MODEL_CREATED: u64 = 1_735_689_600; // 2025-01-01T00:00:00Z
@@ -73,7 +76,7 @@ const WORDS: &[&str] = &[
 ];
 
 /// The body of `GET /v1/models`: the simulated model alone.
-pub fn models() -> Bytes {
+pub(crate) fn models() -> Bytes {
     let mut out = String::with_capacity(128);
     out.push_str(r#"{"object":"list","data":[{"id":"#);
     push_json_str(&mut out, MODEL);
@@ -89,7 +92,12 @@ pub fn models() -> Bytes {
 /// error body. Otherwise the stream's first item is the head, at once; the first event follows
 /// after `first_token_delay`, then one token step per `token_interval`. A zero delay never
 /// touches the timer.
-pub async fn answer(api: Api, body: Bytes, seed: Arc<str>, pace: Pace) -> Result<Parts, UpstreamError> {
+pub(crate) async fn answer(
+    api: Api,
+    body: Bytes,
+    seed: Arc<str>,
+    pace: Pace,
+) -> Result<Parts, UpstreamError> {
     let request = parse(&body)?;
     let base = seed_state(&seed);
     match api.name() {
@@ -99,8 +107,8 @@ pub async fn answer(api: Api, body: Bytes, seed: Arc<str>, pace: Pace) -> Result
             let body = embeddings(&request, base)?;
             Ok(embedding_parts(body, pace.first_token_delay))
         }
-        "responses" => crate::sim_responses::answer(&request, base, pace),
-        "messages" => crate::sim_messages::answer(&request, base, pace),
+        "responses" => responses::answer(&request, base, pace),
+        "messages" => messages::answer(&request, base, pace),
         other => Err(UpstreamError::Status {
             head: Arc::clone(&NOT_FOUND_HEAD),
             body: Bytes::from(format!(

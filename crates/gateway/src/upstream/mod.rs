@@ -1,38 +1,57 @@
-//! A real upstream: one request per flight, its head turned into the flight's first part or
-//! its error, its SSE stream decoded (bounded) and each event classified once, for everyone.
+//! Where a flight's request goes (`backend`: the simulated model or a real upstream), and a real
+//! upstream: one request per flight through [`client`], its SSE decoded, each event classified once.
+
+pub(crate) mod backend;
+pub mod client;
+mod lanes;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::HeaderMap;
 use axum::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use bytes::Bytes;
 use futures::stream;
 use futures::{Stream, StreamExt};
 
-use crate::backend::Outgoing;
-use crate::client::{self, ClientOptions, UpstreamUrl};
 use crate::config::Settings;
 use crate::dialect::{Api, Class};
 use crate::flight::{Broken, Head, Part, Parts, UpstreamError};
-use crate::headers;
-use crate::lanes::{Lanes, Ticket};
+use crate::http::headers;
 use crate::metrics::Metrics;
 use crate::sse::{Decoder, TooLarge};
+use crate::upstream::client::{ClientOptions, UpstreamUrl};
+use crate::upstream::lanes::{Lanes, Ticket};
+
+/// A coalesced request as its flight sends it: built from the leading client's request.
+#[derive(Clone, Debug)]
+pub(crate) struct Outgoing {
+    /// The API.
+    pub(crate) api: Api,
+    /// The client's raw query string, if any.
+    pub(crate) query: Option<String>,
+    /// The end-to-end headers to send (credentials already replaced if the gateway has its own).
+    pub(crate) headers: HeaderMap,
+    /// The body to send (for a streamed API with `stream` set, and `stream_options` for chat).
+    pub(crate) body: Bytes,
+    /// The canonical body: the simulated model's seed.
+    pub(crate) canonical: Arc<str>,
+}
 
 /// Where and how to reach the upstream.
-pub struct Upstream {
+pub(crate) struct Upstream {
     /// The HTTP clients (TLS, connect timeout, no redirects), at most
     /// `--upstream-streams-per-connection` requests on each.
-    pub lanes: Lanes,
+    pub(crate) lanes: Lanes,
     /// Base URL, `/v1` included.
-    pub url: UpstreamUrl,
+    pub(crate) url: UpstreamUrl,
     /// `--upstream-api-key`, sent in place of the clients' credentials, in the header each
     /// API takes it by ([`Upstream::credential`]).
     api_key: Option<String>,
     /// Time from sending a request to its response head.
-    pub response_timeout: Duration,
+    pub(crate) response_timeout: Duration,
     /// Longest silence while reading a response.
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     max_event_bytes: usize,
     max_error_body: usize,
     metrics: Arc<Metrics>,
@@ -40,7 +59,7 @@ pub struct Upstream {
 
 impl Upstream {
     /// The upstream of `settings` (which has `--upstream`).
-    pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> Result<Upstream, String> {
+    pub(crate) fn new(settings: &Settings, metrics: Arc<Metrics>) -> Result<Upstream, String> {
         let url = settings.upstream.clone().ok_or("no --upstream given")?;
         let clients = client::clients(&ClientOptions {
             connect_timeout: settings.connect_timeout,
@@ -66,14 +85,14 @@ impl Upstream {
 
     /// The gateway's own key as `api` takes it (`Authorization: Bearer`, Anthropic's
     /// `x-api-key`), if it has one.
-    pub fn credential(&self, api: Api) -> Option<(HeaderName, HeaderValue)> {
+    pub(crate) fn credential(&self, api: Api) -> Option<(HeaderName, HeaderValue)> {
         api.credential(self.api_key.as_deref()?)
     }
 
     /// Sends the flight's request and waits for the head: a 2xx gives the parts (head first),
     /// anything else the upstream's own status, headers and (bounded) body as the error.
     /// Every failure, now or later in the stream, is counted once.
-    pub async fn open(self: Arc<Self>, outgoing: Outgoing) -> Result<Parts, UpstreamError> {
+    pub(crate) async fn open(self: Arc<Self>, outgoing: Outgoing) -> Result<Parts, UpstreamError> {
         let opened = self.send(outgoing).await;
         let metrics = Arc::clone(&self.metrics);
         // Logged at WARN, once a flight, by Display: a status or the gateway's own message,

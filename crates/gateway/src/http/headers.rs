@@ -16,11 +16,11 @@ const HOP_BY_HOP: &[HeaderName] = &[
 ];
 
 /// Headers that carry a client's credentials: together they name its tenant.
-pub const CREDENTIALS: &[&str] = &["authorization", "api-key", "x-api-key"];
+pub(crate) const CREDENTIALS: &[&str] = &["authorization", "api-key", "x-api-key"];
 
 /// The end-to-end headers of a message: `headers` without the hop-by-hop ones (those listed
 /// above, `keep-alive`, and any named by `Connection`), `host` and `content-length`.
-pub fn end_to_end(headers: &HeaderMap) -> HeaderMap {
+pub(crate) fn end_to_end(headers: &HeaderMap) -> HeaderMap {
     let named: Vec<String> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -45,7 +45,10 @@ pub fn end_to_end(headers: &HeaderMap) -> HeaderMap {
 /// The headers sent upstream for a client's request: its end-to-end headers, with its
 /// credentials replaced by `credential` (the header by which the API takes the gateway's own
 /// key) when the gateway has one of its own.
-pub fn upstream_request(headers: &HeaderMap, credential: Option<(HeaderName, HeaderValue)>) -> HeaderMap {
+pub(crate) fn upstream_request(
+    headers: &HeaderMap,
+    credential: Option<(HeaderName, HeaderValue)>,
+) -> HeaderMap {
     let mut out = end_to_end(headers);
     if let Some((name, value)) = credential {
         for name in CREDENTIALS {
@@ -59,7 +62,7 @@ pub fn upstream_request(headers: &HeaderMap, credential: Option<(HeaderName, Hea
 /// The headers of an upstream response as a client gets them: end to end, the upstream's
 /// `x-request-id` renamed `x-upstream-request-id` (the gateway's own is `x-request-id`), and,
 /// for a shared (coalesced) answer, no `set-cookie`: a cookie is one client's, never a flight's.
-pub fn downstream_response(headers: &HeaderMap, shared: bool) -> HeaderMap {
+pub(crate) fn downstream_response(headers: &HeaderMap, shared: bool) -> HeaderMap {
     let mut out = end_to_end(headers);
     if let Some(id) = out.remove("x-request-id") {
         out.insert(HeaderName::from_static("x-upstream-request-id"), id);
@@ -72,7 +75,7 @@ pub fn downstream_response(headers: &HeaderMap, shared: bool) -> HeaderMap {
 
 /// SHA-256 of the client's credentials (every credential header, in a fixed order): the tenant.
 /// A client without credentials is a tenant of its own kind: the empty one.
-pub fn tenant(headers: &HeaderMap) -> [u8; 32] {
+pub(crate) fn tenant(headers: &HeaderMap) -> [u8; 32] {
     let mut hasher = Sha256::new();
     for name in CREDENTIALS {
         for value in headers.get_all(*name) {
@@ -88,7 +91,7 @@ pub fn tenant(headers: &HeaderMap) -> [u8; 32] {
 /// The `selectors` (request headers that select an account, a project or an API version, which
 /// can change the answer: a dialect names them) and the query string in one canonical text,
 /// for the key.
-pub fn selectors(selectors: &[&str], headers: &HeaderMap, query: Option<&str>) -> String {
+pub(crate) fn selectors(selectors: &[&str], headers: &HeaderMap, query: Option<&str>) -> String {
     let mut text = String::new();
     for name in selectors {
         for value in headers.get_all(*name) {

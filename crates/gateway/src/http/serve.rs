@@ -54,7 +54,7 @@ use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tower::ServiceExt;
 use tracing::{debug, error, info, trace, warn};
 
-use crate::guarded::Guarded;
+use crate::http::guarded::Guarded;
 
 /// How often an HTTP/2 connection is pinged when the peer has sent nothing in the meantime.
 pub const H2_PING_INTERVAL: Duration = Duration::from_secs(20);

@@ -17,27 +17,27 @@ use streamflight_tokio::{ResumeError, Role};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tracing::Instrument;
 
-use crate::access::Record;
 use crate::answer::Numbered;
+use crate::answer::registry::{Asked, Claim, ClientId, Live};
 use crate::answer::{self, Wants};
-use crate::backend::Outgoing;
-use crate::body;
 use crate::dialect::Api;
-use crate::guarded::Guarded;
-use crate::handoff;
-use crate::headers;
-use crate::inbound;
+use crate::dialect::body;
+use crate::dialect::error::{self, json_response};
+use crate::fleet::handoff;
+use crate::http::access::Record;
+use crate::http::guarded::Guarded;
+use crate::http::headers;
+use crate::http::inbound;
+use crate::http::passthrough;
 use crate::key::Key;
 use crate::metrics::Metrics;
-use crate::openai::{self, json_response};
-use crate::passthrough;
-use crate::registry::{Asked, Claim, ClientId, Live};
 use crate::state::Gateway;
+use crate::upstream::Outgoing;
 
 type Shared = Arc<Gateway>;
 
 /// The gateway's routes over `gateway`, ready to serve.
-pub fn router(gateway: Shared) -> Router {
+pub(crate) fn router(gateway: Shared) -> Router {
     let cors = cors(&gateway.settings.cors_origins);
     let mut router = Router::new();
     for api in Api::all() {
@@ -104,7 +104,7 @@ async fn admit(State(gateway): State<Shared>, request: Request, next: Next) -> R
     }
     let Ok(permit) = Arc::clone(&gateway.permits).try_acquire_owned() else {
         Metrics::bump(&gateway.metrics.rejected);
-        let mut response = Api::under(request.uri().path()).error_response(&openai::Error {
+        let mut response = Api::under(request.uri().path()).error_response(&error::Error {
             status: StatusCode::SERVICE_UNAVAILABLE,
             kind: "server_error",
             code: "too_many_requests",
@@ -161,7 +161,7 @@ async fn coalesced(
                 body::BodyError::NotJson(_) | body::BodyError::NotAnObject => "invalid_json",
                 _ => "invalid_type",
             };
-            return api.error_response(&openai::Error {
+            return api.error_response(&error::Error {
                 status: StatusCode::BAD_REQUEST,
                 kind: "invalid_request_error",
                 code,
@@ -225,8 +225,8 @@ async fn coalesced(
 /// The gateway's own key, as `api` takes it, when it has one.
 fn upstream_credential(gateway: &Gateway, api: Api) -> Option<(HeaderName, HeaderValue)> {
     match &gateway.backend {
-        crate::backend::Backend::Upstream(upstream) => upstream.credential(api),
-        crate::backend::Backend::Simulated(_) => None,
+        crate::upstream::backend::Backend::Upstream(upstream) => upstream.credential(api),
+        crate::upstream::backend::Backend::Simulated(_) => None,
     }
 }
 
@@ -267,7 +267,7 @@ async fn cancel(State(gateway): State<Shared>, headers: HeaderMap, uri: Uri) -> 
 }
 
 /// No live request with the id, for this tenant (G5: anyone else learns nothing more).
-const NOT_FOUND: openai::Error<'static> = openai::Error {
+const NOT_FOUND: error::Error<'static> = error::Error {
     status: StatusCode::NOT_FOUND,
     kind: "invalid_request_error",
     code: "request_not_found",
@@ -297,7 +297,7 @@ async fn resume(
         None => 1,
         Some(Ok(last)) => last.saturating_add(1),
         Some(Err(_)) => {
-            return openai::Error {
+            return error::Error {
                 status: StatusCode::BAD_REQUEST,
                 kind: "invalid_request_error",
                 code: "invalid_last_event_id",
@@ -318,7 +318,7 @@ async fn resume(
     let subscription = match gateway.flights.resume(found.request, from) {
         Ok(subscription) => subscription,
         Err(ResumeError::NotDetached) => {
-            return api.error_response(&openai::Error {
+            return api.error_response(&error::Error {
                 status: StatusCode::CONFLICT,
                 kind: "invalid_request_error",
                 code: "request_streaming",
@@ -326,7 +326,7 @@ async fn resume(
             });
         }
         Err(ResumeError::Released { .. } | ResumeError::Ahead { .. }) => {
-            return api.error_response(&openai::Error {
+            return api.error_response(&error::Error {
                 status: StatusCode::BAD_REQUEST,
                 kind: "invalid_request_error",
                 code: "invalid_last_event_id",
@@ -340,7 +340,8 @@ async fn resume(
     let asked = Asked { tenant, api, include_usage: found.include_usage, record };
     let live = Live::enter(registry, id, subscription.id(), role, asked);
     tracing::debug!(request_id = %id, from, "resumed");
-    answer::resumed(&gateway, api, subscription, live, id, found.include_usage, Numbered::From(from))
+    let (window, shutdown) = (gateway.settings.resume_window, gateway.shutdown.clone());
+    answer::resumed(api, subscription, live, found.include_usage, Numbered::From(from), window, shutdown)
 }
 
 /// `GET /v1/responses/{id}?stream=true&starting_after=N`, the Responses API's own resume:
@@ -366,7 +367,7 @@ async fn retrieve(
         Some(Claim::Yours(key, detached)) if streamed => (key, detached),
         Some(Claim::NotYours) => {
             let message = format!("No response found with id '{answer_id}'.");
-            return api.error_response(&openai::Error {
+            return api.error_response(&error::Error {
                 status: StatusCode::NOT_FOUND,
                 kind: "invalid_request_error",
                 code: "response_not_found",
@@ -379,7 +380,7 @@ async fn retrieve(
         None => None,
         Some(Ok(after)) => Some(after),
         Some(Err(_)) => {
-            return api.error_response(&openai::Error {
+            return api.error_response(&error::Error {
                 status: StatusCode::BAD_REQUEST,
                 kind: "invalid_request_error",
                 code: "invalid_starting_after",
@@ -405,7 +406,8 @@ async fn retrieve(
     let asked = Asked { tenant, api, include_usage: false, record };
     let live = Live::enter(registry, id, subscription.id(), role, asked);
     tracing::debug!(request_id = %id, response = %answer_id, ?after, "resumed by the API's own call");
-    answer::resumed(&gateway, api, subscription, live, id, false, Numbered::After(after))
+    let (window, shutdown) = (gateway.settings.resume_window, gateway.shutdown.clone());
+    answer::resumed(api, subscription, live, false, Numbered::After(after), window, shutdown)
 }
 
 /// `GET /metrics`, in the Prometheus text format.

@@ -10,14 +10,14 @@ use http_body::{Frame, SizeHint};
 
 /// `body`, unchanged (its size too, so a known length keeps its `content-length`), with `guard`
 /// dropped only when the body is.
-pub struct Guarded<G> {
+pub(super) struct Guarded<G> {
     body: Body,
     _guard: G,
 }
 
 impl<G> Guarded<G> {
     /// Wraps `body`; `guard` lives as long as it.
-    pub fn new(body: Body, guard: G) -> Guarded<G> {
+    pub(super) fn new(body: Body, guard: G) -> Guarded<G> {
         Guarded { body, _guard: guard }
     }
 }

@@ -1,5 +1,5 @@
-//! OpenAI's error shape, for what the gateway itself refuses or reports:
-//! `{"error":{"message","type","param","code"}}`, as a body, an SSE event or a response.
+//! The gateway's own errors, for what it refuses or reports itself; each dialect renders them,
+//! by default in OpenAI's shape `{"error":{"message","type","param","code"}}` (body, event, response).
 
 use axum::http::header::{CONTENT_TYPE, HeaderValue};
 use axum::http::{HeaderName, StatusCode};

@@ -23,24 +23,7 @@ use crate::sim::{self, Pace};
 /// `ping`; the first token waits `first_token_delay`, each later one `token_interval`; the
 /// stream ends after `message_stop`. `max_tokens` cuts the answer (stop reason `max_tokens`).
 /// A zero delay never touches the timer.
-///
-/// ```
-/// use std::time::Duration;
-///
-/// use futures::StreamExt;
-/// use streamflight_gateway::flight::Part;
-/// use streamflight_gateway::sim::Pace;
-/// use streamflight_gateway::sim_messages;
-///
-/// let request = serde_json::json!({"model": "claude-sonnet-4-5", "max_tokens": 1024,
-///     "messages": [{"role": "user", "content": "hello"}], "stream": true});
-/// let pace = Pace { first_token_delay: Duration::ZERO, token_interval: Duration::ZERO, tokens: 3 };
-/// let parts = sim_messages::answer(request.as_object().unwrap(), 42, pace).unwrap();
-/// let parts = futures::executor::block_on(parts.collect::<Vec<_>>());
-/// let Ok(Part::Event(last)) = parts.last().unwrap() else { panic!("an event") };
-/// assert_eq!(last.name.as_deref(), Some(&b"message_stop"[..]));
-/// ```
-pub fn answer(request: &Map<String, Value>, base: u64, pace: Pace) -> Result<Parts, UpstreamError> {
+pub(super) fn answer(request: &Map<String, Value>, base: u64, pace: Pace) -> Result<Parts, UpstreamError> {
     Ok(Events::new(request, base, pace)?.parts())
 }
 

@@ -10,17 +10,17 @@ use std::time::{Duration, Instant};
 
 use streamflight_tokio::{RequestId, Role};
 
-use crate::access::Record;
 use crate::dialect::Api;
+use crate::http::access::Record;
 use crate::key::Key;
 
 /// The id a client sees in `x-request-id`: 128 random bits, shown as 32 hex digits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ClientId(u128);
+pub(crate) struct ClientId(u128);
 
 impl ClientId {
     /// A fresh id from the operating system's random source.
-    pub fn random() -> ClientId {
+    pub(crate) fn random() -> ClientId {
         let mut bytes = [0; 16];
         // Without a random source the process cannot make unguessable ids: a broken host.
         getrandom::fill(&mut bytes).expect("the operating system's random source");
@@ -28,7 +28,7 @@ impl ClientId {
     }
 
     /// The id shown as `text`, if it is one (32 hex digits).
-    pub fn parse(text: &str) -> Option<ClientId> {
+    pub(crate) fn parse(text: &str) -> Option<ClientId> {
         let hex = text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit());
         hex.then(|| u128::from_str_radix(text, 16).ok().map(ClientId)).flatten()
     }
@@ -42,7 +42,7 @@ impl fmt::Display for ClientId {
 
 /// Live coalesced requests by the id their client was shown.
 #[derive(Debug)]
-pub struct Registry {
+pub(crate) struct Registry {
     live: Mutex<Table>,
 }
 
@@ -78,7 +78,7 @@ struct Answer {
 
 /// An answer found by its API's id.
 #[derive(Debug)]
-pub enum Claim {
+pub(crate) enum Claim {
     /// The tenant's: its flight's key, to join it, and its detached readers, newest first.
     Yours(Key, Vec<ClientId>),
     /// Another tenant's: to be answered as unknown (G5).
@@ -100,7 +100,7 @@ struct Entry {
 
 /// A live request found for its tenant.
 #[derive(Clone, Copy, Debug)]
-pub struct Found {
+pub(crate) struct Found {
     /// The library's request.
     pub request: RequestId,
     /// Its API.
@@ -137,13 +137,13 @@ impl Registry {
     }
 
     /// A registry whose answers stay findable for `answer_window` after their last reader left.
-    pub fn new(answer_window: Duration) -> Registry {
+    pub(crate) fn new(answer_window: Duration) -> Registry {
         let table = Table { answer_window, ..Table::default() };
         Registry { live: Mutex::new(table) }
     }
 
     /// The answer the API names `id`, if the gateway holds it.
-    pub fn answer(&self, id: &str, tenant: &[u8; 32]) -> Option<Claim> {
+    pub(crate) fn answer(&self, id: &str, tenant: &[u8; 32]) -> Option<Claim> {
         let table = self.live();
         let answer = table.answers.get(id)?;
         Some(if &answer.tenant == tenant {
@@ -186,17 +186,24 @@ impl Registry {
     }
 
     /// Records a live request of `tenant` (or its resumed stream).
-    pub fn insert(&self, id: ClientId, request: RequestId, tenant: [u8; 32], api: Api, include_usage: bool) {
+    pub(crate) fn insert(
+        &self,
+        id: ClientId,
+        request: RequestId,
+        tenant: [u8; 32],
+        api: Api,
+        include_usage: bool,
+    ) {
         self.live().entries.insert(id, Entry { request, tenant, api, include_usage, detached: None });
     }
 
     /// Forgets a request that ended or whose client left.
-    pub fn remove(&self, id: ClientId) {
+    pub(crate) fn remove(&self, id: ClientId) {
         self.live().entries.remove(&id);
     }
 
     /// The request shown as `id`, if it is live and `tenant`'s; anyone else learns nothing.
-    pub fn find(&self, id: ClientId, tenant: &[u8; 32]) -> Option<Found> {
+    pub(crate) fn find(&self, id: ClientId, tenant: &[u8; 32]) -> Option<Found> {
         let table = self.live();
         let entry = table.entries.get(&id).filter(|entry| &entry.tenant == tenant)?;
         Some(Found { request: entry.request, api: entry.api, include_usage: entry.include_usage })
@@ -215,7 +222,7 @@ impl Registry {
 
 /// A live request's place in the registry: leaves it when dropped (the request ended or its
 /// client left), and logs how the request ended.
-pub struct Live {
+pub(crate) struct Live {
     registry: Arc<Registry>,
     id: ClientId,
     tenant: [u8; 32],
@@ -231,7 +238,7 @@ pub struct Live {
 }
 
 /// Who asked a live request, and for what.
-pub struct Asked {
+pub(crate) struct Asked {
     /// The tenant.
     pub tenant: [u8; 32],
     /// The API.
@@ -243,11 +250,11 @@ pub struct Asked {
 }
 
 /// What a [`Live`] does when its request is detached, besides keeping its entry.
-pub type OnDetach = Box<dyn FnOnce(Duration) + Send + Sync>;
+pub(crate) type OnDetach = Box<dyn FnOnce(Duration) + Send + Sync>;
 
 impl Live {
     /// Records `request` of `tenant` as live under `id` until the returned guard drops.
-    pub fn enter(
+    pub(crate) fn enter(
         registry: Arc<Registry>,
         id: ClientId,
         request: RequestId,
@@ -262,27 +269,32 @@ impl Live {
 
     /// The answer this client reads is named `answer` by its API (its flight's key is `key`):
     /// findable by that id while the client reads it, and for the window after.
-    pub fn names(&mut self, answer: Box<str>, key: &Key) {
+    pub(crate) fn names(&mut self, answer: Box<str>, key: &Key) {
         if self.answer.is_none() {
             self.registry.read_answer(&answer, self.tenant, key);
             self.answer = Some(answer);
         }
     }
 
+    /// The id its client sees.
+    pub(crate) fn id(&self) -> ClientId {
+        self.id
+    }
+
     /// The record of this request's end.
-    pub fn record(&self) -> &Record {
+    pub(crate) fn record(&self) -> &Record {
         &self.record
     }
 
     /// Calls `hook` with the window if the request is detached.
-    pub fn on_detach(mut self, hook: OnDetach) -> Live {
+    pub(crate) fn on_detach(mut self, hook: OnDetach) -> Live {
         self.detached = Some(hook);
         self
     }
 
     /// The client lost its connection and its request was detached (R18): the entry stays,
     /// for a resume, until `window` passes (the library lets the request go then too).
-    pub fn detach(mut self, window: Duration) {
+    pub(crate) fn detach(mut self, window: Duration) {
         self.ended = true;
         self.record.end(&"client went away: detached");
         self.registry.detach(self.id, window);
@@ -293,7 +305,7 @@ impl Live {
     }
 
     /// The request got its end (`outcome` says which, for its log line).
-    pub fn ended(&mut self, outcome: &dyn fmt::Display) {
+    pub(crate) fn ended(&mut self, outcome: &dyn fmt::Display) {
         self.ended = true;
         self.record.end(outcome);
     }

@@ -17,7 +17,7 @@ use crate::flight::{Event, Part, Parts, UpstreamError};
 use crate::sim::{self, Pace};
 
 /// The smallest `max_output_tokens` OpenAI accepts; below it, a 400.
-pub const MIN_MAX_OUTPUT_TOKENS: u64 = 16;
+pub(super) const MIN_MAX_OUTPUT_TOKENS: u64 = 16;
 
 /// Prepares the streamed answer to `request` (the body the gateway forwards, `"stream": true`).
 /// `base` (`sim::seed_state` of the canonical request text) makes the words deterministic.
@@ -27,23 +27,7 @@ pub const MIN_MAX_OUTPUT_TOKENS: u64 = 16;
 /// output item waits `first_token_delay`, each later token `token_interval`; the stream ends
 /// after `response.completed` (or `response.incomplete` when `max_output_tokens` cut it). A zero
 /// delay never touches the timer.
-///
-/// ```
-/// use std::time::Duration;
-///
-/// use futures::StreamExt;
-/// use streamflight_gateway::flight::Part;
-/// use streamflight_gateway::sim::Pace;
-/// use streamflight_gateway::sim_responses;
-///
-/// let request = serde_json::json!({"model": "gpt-4.1", "input": "hello", "stream": true});
-/// let pace = Pace { first_token_delay: Duration::ZERO, token_interval: Duration::ZERO, tokens: 3 };
-/// let parts = sim_responses::answer(request.as_object().unwrap(), 42, pace).unwrap();
-/// let parts = futures::executor::block_on(parts.collect::<Vec<_>>());
-/// let Ok(Part::Event(last)) = parts.last().unwrap() else { panic!("an event") };
-/// assert_eq!(last.name.as_deref(), Some(&b"response.completed"[..]));
-/// ```
-pub fn answer(request: &Map<String, Value>, base: u64, pace: Pace) -> Result<Parts, UpstreamError> {
+pub(super) fn answer(request: &Map<String, Value>, base: u64, pace: Pace) -> Result<Parts, UpstreamError> {
     Ok(Events::new(request, base, pace)?.parts())
 }
 

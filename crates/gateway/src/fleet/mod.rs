@@ -1,0 +1,38 @@
+//! Flights shared across replicas through Redis (R19-R26): the link to the store, how a flight
+//! is written to it, and what one replica hands another (a resume, a cancel).
+
+pub(crate) mod handoff;
+mod wire;
+
+use std::time::Duration;
+
+use streamflight_redis::{Fleet, FleetConfig};
+
+use crate::config::Settings;
+use crate::fleet::wire::Wire;
+use crate::flight::{Part, UpstreamError};
+use crate::key::Key;
+
+/// The link to the fleet's store at `url`; an error (one line, without the URL, which may
+/// hold a password) if it cannot be made.
+pub(crate) fn connect(url: &str, settings: &Settings) -> Result<Fleet<Key, Part, UpstreamError>, String> {
+    use streamflight_redis::redis::{Client, TlsCertificates};
+
+    let client = match &settings.redis_ca {
+        None => Client::open(url),
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| format!("--redis-ca {}: {e}", path.display()))?;
+            Client::build_with_tls(url, TlsCertificates { client_tls: None, root_cert: Some(pem) })
+        }
+    }
+    .map_err(|e| format!("--redis: {e}"))?;
+    let mut config = FleetConfig::default()
+        .lease(settings.lease)
+        .linger(settings.linger)
+        // Long enough for a slow replica to read the end, and for every resume window.
+        .keep(settings.resume_window.max(settings.linger).max(Duration::from_secs(30)));
+    if let Some(replica) = &settings.replica_id {
+        config = config.replica(replica.clone());
+    }
+    Fleet::with_client(client, Wire, config).map_err(|e| format!("--redis: {e}"))
+}

@@ -1,0 +1,10 @@
+//! The HTTP surface: connections accepted and kept, each request routed, bounded, checked and
+//! logged; what the gateway does not coalesce passes through to the upstream unchanged.
+
+pub(crate) mod access;
+mod guarded;
+pub(crate) mod headers;
+mod inbound;
+mod passthrough;
+pub(crate) mod routes;
+pub mod serve;
