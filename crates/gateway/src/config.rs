@@ -106,6 +106,11 @@ pub struct Settings {
     #[arg(long, env = "STREAMFLIGHT_BACKLOG", default_value_t = 4096)]
     pub backlog: u32,
 
+    /// Time without an event after which a streaming client gets a keep-alive (an SSE comment;
+    /// Anthropic's clients an `event: ping`), so that nothing on its way closes a quiet stream.
+    #[arg(long, env = "STREAMFLIGHT_KEEP_ALIVE", default_value = "15s", value_parser = parse_duration)]
+    pub keep_alive: Duration,
+
     /// On SIGTERM or SIGINT: time given to open requests to finish before the rest are ended
     /// with an error event.
     #[arg(long, env = "STREAMFLIGHT_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]

@@ -7,6 +7,7 @@ use streamflight_redis::Fleet;
 use streamflight_tokio::{Config, Flights};
 use tokio::sync::Semaphore;
 
+use crate::answer::Keeping;
 use crate::answer::registry::Registry;
 use crate::config::Settings;
 use crate::flight::{Part, UpstreamError};
@@ -30,8 +31,8 @@ pub(crate) struct Gateway {
     pub backend: Backend,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
-    /// Fires when the shutdown grace is over: open streams end with an error event.
-    pub shutdown: Shutdown,
+    /// How every stream is kept: the shutdown's end of grace, the keep-alive, the resume window.
+    pub keeping: Keeping,
     /// One permit per request served at once (`--max-concurrent-requests`).
     pub permits: Arc<Semaphore>,
 }
@@ -50,6 +51,8 @@ impl Gateway {
         let permits = Arc::new(Semaphore::new(settings.max_concurrent_requests.min(Semaphore::MAX_PERMITS)));
         let window = settings.linger.max(settings.resume_window);
         let (flights, registry) = (Flights::new(config), Arc::new(Registry::new(window)));
-        Ok(Gateway { settings, flights, fleet: None, registry, backend, metrics, shutdown, permits })
+        let resume = (!settings.resume_window.is_zero()).then_some(settings.resume_window);
+        let keeping = Keeping { shutdown, keep_alive: settings.keep_alive, resume };
+        Ok(Gateway { settings, flights, fleet: None, registry, backend, metrics, keeping, permits })
     }
 }

@@ -220,3 +220,21 @@ async fn a_finished_responses_stream_whose_client_went_away_is_still_picked_up_b
     assert_eq!(rest.last().unwrap().name.as_deref(), Some("response.completed"));
     assert_eq!(metric(&base, "streamflight_flights_total").await, 1, "no new upstream request");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_stream_gets_its_dialects_own_keep_alive_which_is_no_event_of_the_answer() {
+    let base =
+        gateway(&["--keep-alive", "40ms", "--sim-first-token-delay", "400ms", "--sim-tokens", "3"]).await;
+    for (path, body, keep_alive) in [
+        ("/v1/messages", messages_body("quiet", true), "event: ping\ndata: {\"type\": \"ping\"}\n\n"),
+        ("/v1/responses", responses_body("quiet", true), ": keep-alive\n\n"),
+    ] {
+        let body = post(&base, path, &body).await.text().await;
+        assert!(body.contains(keep_alive), "{path}: a keep-alive while the first token is pending: {body}");
+        // Each client's own: no id, so a resume never counts it, and the answer is whole.
+        let answer = events(&body.replace(keep_alive, ""));
+        let ids: Vec<u64> = answer.iter().map(|event| event.id.unwrap()).collect();
+        assert_eq!(ids, (1..=answer.len() as u64).collect::<Vec<_>>(), "{path}");
+        assert_eq!(text(&answer).split_whitespace().count(), 3, "{path}");
+    }
+}

@@ -34,9 +34,17 @@ use crate::sse;
 /// A client's subscription to its flight.
 pub(crate) type Subscription = streamflight_tokio::Subscription<Part, UpstreamError>;
 
-/// Time without an event after which a streaming client gets the dialect's keep-alive (as
-/// axum's and most servers' keep-alive do), so that nothing on its way closes a quiet stream.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How the gateway keeps every stream it writes, set once at start.
+#[derive(Clone, Debug)]
+pub(crate) struct Keeping {
+    /// Fires when a shutdown's grace is over: open streams end with an error event.
+    pub(crate) shutdown: Shutdown,
+    /// Time without an event after which a streaming client gets its dialect's keep-alive (a
+    /// comment, Anthropic's `ping`), so that nothing on its way closes a quiet stream.
+    pub(crate) keep_alive: Duration,
+    /// A streaming client that loses its connection is detached this long (R18), if at all.
+    pub(crate) resume: Option<Duration>,
+}
 
 /// The gateway is stopping and the grace period is over.
 pub(crate) const SHUTTING_DOWN: error::Error<'static> = error::Error {
@@ -81,8 +89,6 @@ pub(crate) struct Wants {
     pub include_usage: bool,
     /// `x-streamflight-role`, unless tenants share (then a tenant could learn of another's request).
     pub role: Option<HeaderValue>,
-    /// A streaming client that loses its connection is detached this long (R18), if at all.
-    pub resume: Option<Duration>,
     /// The flight's key, when the API names its answers (for its own resume call).
     pub key: Option<Key>,
 }
@@ -191,18 +197,21 @@ pub(crate) enum Step {
 pub(crate) struct Flow {
     subscription: Option<Subscription>,
     over: Pin<Box<dyn Future<Output = ()> + Send>>,
-    quiet: Option<Pin<Box<Sleep>>>,
+    /// The keep-alive timer and its interval, for a streaming client.
+    quiet: Option<(Pin<Box<Sleep>>, Duration)>,
     ended: bool,
 }
 
 impl Flow {
-    /// The flow of `subscription`, with a keep-alive step after each `KEEP_ALIVE` of silence if
-    /// `keep_alive`.
-    pub(crate) fn new(subscription: Subscription, shutdown: Shutdown, keep_alive: bool) -> Flow {
+    /// The flow of `subscription`, with a keep-alive step after each `keeping.keep_alive` of
+    /// silence if `keep_alive`.
+    pub(crate) fn new(subscription: Subscription, keeping: &Keeping, keep_alive: bool) -> Flow {
+        let shutdown = keeping.shutdown.clone();
+        let every = keeping.keep_alive;
         Flow {
             subscription: Some(subscription),
             over: Box::pin(async move { shutdown.over().await }),
-            quiet: keep_alive.then(|| Box::pin(tokio::time::sleep(KEEP_ALIVE))),
+            quiet: keep_alive.then(|| (Box::pin(tokio::time::sleep(every)), every)),
             ended: false,
         }
     }
@@ -232,11 +241,11 @@ impl Stream for Flow {
                 if this.over.as_mut().poll(cx).is_ready() {
                     Step::End(Err(Failure::Own(SHUTTING_DOWN)))
                 } else {
-                    let Some(quiet) = this.quiet.as_mut() else { return Poll::Pending };
+                    let Some((quiet, every)) = this.quiet.as_mut() else { return Poll::Pending };
                     if quiet.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
                     }
-                    quiet.as_mut().reset(Instant::now() + KEEP_ALIVE);
+                    quiet.as_mut().reset(Instant::now() + *every);
                     Step::Quiet
                 }
             }
@@ -244,8 +253,8 @@ impl Stream for Flow {
         match &step {
             Step::End(_) => this.ended = true,
             Step::Item(_) => {
-                if let Some(quiet) = this.quiet.as_mut() {
-                    quiet.as_mut().reset(Instant::now() + KEEP_ALIVE);
+                if let Some((quiet, every)) = this.quiet.as_mut() {
+                    quiet.as_mut().reset(Instant::now() + *every);
                 }
             }
             Step::Quiet => {}
@@ -259,12 +268,12 @@ pub(crate) async fn reply(
     subscription: Subscription,
     wants: Wants,
     mut live: Live,
-    shutdown: Shutdown,
+    keeping: &Keeping,
 ) -> Response {
     let api = wants.api;
     live.record().dialect(api.name());
     let sse = api.streams() && wants.stream;
-    let mut flow = Flow::new(subscription, shutdown, sse);
+    let mut flow = Flow::new(subscription, keeping, sse);
     let mut response = match flow.next().await {
         Some(Step::Item(Part::Head(head))) => {
             if !api.streams() {
@@ -273,7 +282,7 @@ pub(crate) async fn reply(
                 let stream = Numbering {
                     include_usage: wants.include_usage,
                     next: 1,
-                    resume: wants.resume,
+                    resume: keeping.resume,
                     skip_through: None,
                 };
                 sse_response(&head, flow, api, stream, live, wants.key)
@@ -488,8 +497,7 @@ pub(crate) fn resumed(
     live: Live,
     include_usage: bool,
     from: Numbered,
-    window: Duration,
-    shutdown: Shutdown,
+    keeping: &Keeping,
 ) -> Response {
     live.record().dialect(api.name());
     let id = live.id();
@@ -498,9 +506,8 @@ pub(crate) fn resumed(
         Numbered::From(next) => (next, None),
         Numbered::After(after) => (0, after),
     };
-    let resume = (!window.is_zero()).then_some(window);
-    let stream = Numbering { include_usage, next, resume, skip_through };
-    let flow = Flow::new(subscription, shutdown, true);
+    let stream = Numbering { include_usage, next, resume: keeping.resume, skip_through };
+    let flow = Flow::new(subscription, keeping, true);
     let mut response = sse_response(&head, flow, api, stream, live, None);
     // The stream's id stays the one its client knows, for a next resume.
     response.extensions_mut().insert(id);

@@ -124,8 +124,7 @@ pub(crate) async fn resume(
     let live =
         live.on_detach(on_detach(fleet.clone(), id, move |_| Some(place), tenant, api, note.include_usage));
     tracing::debug!(request_id = %id, from, "resumed from another replica");
-    let (window, shutdown) = (gateway.settings.resume_window, gateway.shutdown.clone());
-    Some(answer::resumed(api, subscription, live, note.include_usage, Numbered::From(from), window, shutdown))
+    Some(answer::resumed(api, subscription, live, note.include_usage, Numbered::From(from), &gateway.keeping))
 }
 
 /// The channel on which a replica asks the others to cancel a request it does not serve.

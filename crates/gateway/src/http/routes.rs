@@ -216,10 +216,9 @@ async fn coalesced(
         stream: parsed.stream,
         include_usage: parsed.include_usage,
         role: (!settings.share_across_tenants).then(|| role_header(role)),
-        resume: (!settings.resume_window.is_zero()).then_some(settings.resume_window),
         key: named,
     };
-    answer::reply(subscription, wants, live, gateway.shutdown.clone()).await
+    answer::reply(subscription, wants, live, &gateway.keeping).await
 }
 
 /// The gateway's own key, as `api` takes it, when it has one.
@@ -340,8 +339,7 @@ async fn resume(
     let asked = Asked { tenant, api, include_usage: found.include_usage, record };
     let live = Live::enter(registry, id, subscription.id(), role, asked);
     tracing::debug!(request_id = %id, from, "resumed");
-    let (window, shutdown) = (gateway.settings.resume_window, gateway.shutdown.clone());
-    answer::resumed(api, subscription, live, found.include_usage, Numbered::From(from), window, shutdown)
+    answer::resumed(api, subscription, live, found.include_usage, Numbered::From(from), &gateway.keeping)
 }
 
 /// `GET /v1/responses/{id}?stream=true&starting_after=N`, the Responses API's own resume:
@@ -406,8 +404,7 @@ async fn retrieve(
     let asked = Asked { tenant, api, include_usage: false, record };
     let live = Live::enter(registry, id, subscription.id(), role, asked);
     tracing::debug!(request_id = %id, response = %answer_id, ?after, "resumed by the API's own call");
-    let (window, shutdown) = (gateway.settings.resume_window, gateway.shutdown.clone());
-    answer::resumed(api, subscription, live, false, Numbered::After(after), window, shutdown)
+    answer::resumed(api, subscription, live, false, Numbered::After(after), &gateway.keeping)
 }
 
 /// `GET /metrics`, in the Prometheus text format.
