@@ -1,16 +1,11 @@
 //! The LLM APIs the gateway coalesces, one file each behind one small interface (G10): a
 //! dialect says its path, its key, how its upstream streams, its events, its merge and its errors.
 //!
-//! Adding an API is one new file with a [`Dialect`] and one line in `ALL`.
+//! Adding an API is one new file with a [`Dialect`] and one line in the `dialects!` list below.
 
 pub mod body;
-mod chat;
 pub mod chunks;
-mod completions;
-mod embeddings;
 pub mod error;
-mod messages;
-mod responses;
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -27,14 +22,23 @@ use crate::dialect::error::json_response;
 use crate::flight::{Event, Part, Parts, UpstreamError};
 use futures::StreamExt;
 
-/// Every dialect the gateway serves; [`Api::at`] finds a request's among them.
-const ALL: &[&dyn Dialect] = &[
-    &chat::Chat,
-    &completions::Completions,
-    &embeddings::Embeddings,
-    &responses::Responses,
-    &messages::Messages,
-];
+/// Declares each dialect's module and lists its value in `ALL`, so that a dialect is named
+/// once: `file::Value`.
+macro_rules! dialects {
+    ($($file:ident::$dialect:ident),+ $(,)?) => {
+        $(mod $file;)+
+        /// Every dialect the gateway serves; [`Api::at`] finds a request's among them.
+        const ALL: &[&dyn Dialect] = &[$(&$file::$dialect),+];
+    };
+}
+
+dialects! {
+    chat::Chat,
+    completions::Completions,
+    embeddings::Embeddings,
+    responses::Responses,
+    messages::Messages,
+}
 
 /// What an upstream SSE event is, decided once when it arrives ([`Dialect::classify`]).
 #[derive(Debug)]
