@@ -4,14 +4,15 @@
 //! ```text
 //! cargo build --release -p streamflight-gateway
 //! cargo run --release -p streamflight-gateway --example latency
+//! cargo run --release -p streamflight-gateway --example latency -- --dialect all --sections 1,2
 //! ```
 //!
 //! The upstream is the gateway binary itself with its simulated model (it answers like an OpenAI
-//! server: chunks, `[DONE]`, a JSON completion), with zero delays and 10 tokens unless said
-//! otherwise; "through" is a second gateway in front of it (`--upstream http://127.0.0.1:P/v1`).
-//! Both are child processes of `target/release/streamflight-gateway` on free ports of 127.0.0.1,
-//! killed when this program ends (a guard kills on drop, panics included; on Linux they also die
-//! with this process).
+//! server: chunks, `[DONE]`, a JSON completion; and as the Responses and Messages APIs do), with
+//! zero delays and 10 tokens unless said otherwise; "through" is a second gateway in front of it
+//! (`--upstream http://127.0.0.1:P/v1`). Both are child processes of
+//! `target/release/streamflight-gateway` on free ports of 127.0.0.1, killed when this program
+//! ends (a guard kills on drop, panics included; on Linux they also die with this process).
 //!
 //! Sections, each direct against through in the same run:
 //!
@@ -21,6 +22,12 @@
 //!    keep-alive HTTP/1.1 connections (one `reqwest` client per connection).
 //! 2. Streaming, the same load with `"stream": true`: time to first event, time between events,
 //!    whole stream.
+//!
+//!    Sections 1 and 2 speak Chat Completions unless `--dialect` says `responses` (OpenAI's
+//!    Responses API), `messages` (Anthropic's Messages) or `all` (each in turn, then a table of
+//!    what the gateway added to each). A stream counts as whole when its dialect's last event came
+//!    (`[DONE]`, `response.completed`, `message_stop`): only Chat has a frame after its answer;
+//!    the others' bodies just end.
 //!
 //!    2b. Between two events, on the very same events: an upstream that paces its tokens, and
 //!    each request sent twice at once, direct and through. The upstream is itself a gateway, so
@@ -75,6 +82,9 @@ struct Options {
     /// Keep-alive connections in sections 1 and 2.
     #[arg(long, default_value_t = 64)]
     connections: usize,
+    /// The API of sections 1 and 2: each one chosen runs both sections with its path and body.
+    #[arg(long, value_enum, default_value_t = Dialects::Chat)]
+    dialect: Dialects,
     /// The sections to run, of 1 (non-streaming), 2 (streaming), 2b (paced streaming), 3 (SDK)
     /// and 4 (burst).
     #[arg(long, value_delimiter = ',', default_value = "1,2,2b,3,4")]
@@ -156,48 +166,70 @@ fn main() {
     let run = run_tag();
     let mut goals = Vec::new();
 
-    // 1 and 2: the same open-loop load, direct then through.
-    let load = Load {
-        rate: options.rate,
-        warmup: u64::from(options.warmup) * u64::from(options.rate),
-        measured: u64::from(options.seconds) * u64::from(options.rate),
-        connections: options.connections,
-        mode: Mode::Plain,
-    };
-    if run_section("1") {
-        println!(
-            "\n1. Non-streaming: unique requests, {} /s open loop (latency from the scheduled send), {} s after a {} s \
-             warm-up, {} keep-alive HTTP/1.1 connections; ms",
-            options.rate, options.seconds, options.warmup, options.connections
-        );
-        let ((direct, direct_cpu), (through, through_cpu)) =
-            direct_and_through(&runtime, &upstream, &front, &load, &format!("{run} plain"));
-        print_whole_table(&direct, &through);
-        print_cpu(&direct_cpu, &through_cpu);
-        let added = |p: f64| ms(through.whole.pct(p)) - ms(direct.whole.pct(p));
-        goals.push(goal("added latency p50 (non-streaming)", added(50.0), 0.3, "ms"));
-        goals.push(goal("added latency p99 (non-streaming)", added(99.0), 1.0, "ms"));
-    }
+    // 1 and 2: the same open-loop load, direct then through, for each dialect chosen.
+    let chosen = options.dialect.each();
+    // Only a choice other than the default names its dialect, so that the default's report reads
+    // as it always did.
+    let named = options.dialect != Dialects::Chat;
+    let mut added_by_dialect = Vec::new();
+    for &dialect in chosen {
+        let (name, path) = (dialect.name(), dialect.path());
+        let (of, suffix) =
+            if named { (format!(" [{name}: POST {path}]"), format!(", {name}")) } else { Default::default() };
+        let tag = format!("{run} {name}");
+        let mut added = [f64::NAN; 4];
+        let load = Load {
+            rate: options.rate,
+            warmup: u64::from(options.warmup) * u64::from(options.rate),
+            measured: u64::from(options.seconds) * u64::from(options.rate),
+            connections: options.connections,
+            mode: Mode::Plain,
+            dialect,
+        };
+        if run_section("1") {
+            println!(
+                "\n1. Non-streaming{of}: unique requests, {} /s open loop (latency from the scheduled send), {} s after a \
+                 {} s warm-up, {} keep-alive HTTP/1.1 connections; ms",
+                options.rate, options.seconds, options.warmup, options.connections
+            );
+            let ((direct, direct_cpu), (through, through_cpu)) =
+                direct_and_through(&runtime, &upstream, &front, &load, &format!("{tag} plain"));
+            print_whole_table(&direct, &through);
+            print_cpu(&direct_cpu, &through_cpu);
+            let diff = |p: f64| ms(through.whole.pct(p)) - ms(direct.whole.pct(p));
+            (added[0], added[1]) = (diff(50.0), diff(99.0));
+            for (p, value, target) in [("p50", added[0], 0.3), ("p99", added[1], 1.0)] {
+                goals.push(goal(&format!("added latency {p} (non-streaming{suffix})"), value, target, "ms"));
+            }
+        }
 
-    if run_section("2") {
-        let streaming = Load { mode: Mode::Stream, ..load };
-        println!(
-            "\n2. Streaming ({tokens} tokens, zero delays): the same load with \"stream\": true; first event = the first \
-             `data:` event, gaps = between consecutive `data:` events of one stream; ms"
-        );
-        let ((direct, direct_cpu), (through, through_cpu)) =
-            direct_and_through(&runtime, &upstream, &front, &streaming, &format!("{run} stream"));
-        print_stream_table(&direct, &through);
-        print_cpu(&direct_cpu, &through_cpu);
-        let added = |p: f64| ms(through.first.pct(p)) - ms(direct.first.pct(p));
-        goals.push(goal("added time to first event p50 (streaming)", added(50.0), 0.3, "ms"));
-        goals.push(goal("added time to first event p99 (streaming)", added(99.0), 1.0, "ms"));
-        goals.push(goal(
-            "added gap between events p99 (streaming)",
-            ms(through.gaps.pct(99.0)) - ms(direct.gaps.pct(99.0)),
-            NOTHING_ADDED,
-            "ms (nothing added)",
-        ));
+        if run_section("2") {
+            let streaming = Load { mode: Mode::Stream, ..load };
+            println!(
+                "\n2. Streaming{of} ({tokens} tokens, zero delays): the same load with \"stream\": true; first event = \
+                 the first `data:` event, gaps = between consecutive `data:` events of one stream; ms"
+            );
+            let ((direct, direct_cpu), (through, through_cpu)) =
+                direct_and_through(&runtime, &upstream, &front, &streaming, &format!("{tag} stream"));
+            print_stream_table(&direct, &through);
+            print_cpu(&direct_cpu, &through_cpu);
+            let diff = |p: f64| ms(through.first.pct(p)) - ms(direct.first.pct(p));
+            (added[2], added[3]) = (diff(50.0), diff(99.0));
+            for (p, value, target) in [("p50", added[2], 0.3), ("p99", added[3], 1.0)] {
+                let what = format!("added time to first event {p} (streaming{suffix})");
+                goals.push(goal(&what, value, target, "ms"));
+            }
+            goals.push(goal(
+                &format!("added gap between events p99 (streaming{suffix})"),
+                ms(through.gaps.pct(99.0)) - ms(direct.gaps.pct(99.0)),
+                NOTHING_ADDED,
+                "ms (nothing added)",
+            ));
+        }
+        added_by_dialect.push((dialect, added));
+    }
+    if named && (run_section("1") || run_section("2")) {
+        print_dialect_table(&added_by_dialect);
     }
 
     if run_section("2b") && options.paced_interval_ms > 0 {
@@ -215,6 +247,7 @@ fn main() {
             measured: u64::from(options.paced_seconds) * u64::from(options.paced_rate),
             connections: options.connections,
             mode: Mode::Pair,
+            dialect: Dialect::Chat,
         };
         println!(
             "\n2b. Between two events, on the same events: a paced upstream ({tokens} tokens {interval} apart, the \
@@ -228,7 +261,7 @@ fn main() {
         let (pair, cpu) = measured(
             &runtime,
             &[&paced_upstream, &paced_front],
-            (paced_upstream.chat(), Some(paced_front.chat())),
+            (paced_upstream.url(Dialect::Chat), Some(paced_front.url(Dialect::Chat))),
             &pairs,
             &format!("{run} pair"),
         );
@@ -403,9 +436,9 @@ impl Gateway {
         Duration::ZERO
     }
 
-    /// The chat completions URL.
-    fn chat(&self) -> String {
-        format!("http://127.0.0.1:{}/v1/chat/completions", self.port)
+    /// The URL of `dialect`'s path.
+    fn url(&self, dialect: Dialect) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, dialect.path())
     }
 }
 
@@ -494,6 +527,79 @@ struct Load {
     measured: u64,
     connections: usize,
     mode: Mode,
+    dialect: Dialect,
+}
+
+/// The `--dialect` flag: one API, or each in turn.
+#[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
+enum Dialects {
+    Chat,
+    Responses,
+    Messages,
+    All,
+}
+
+impl Dialects {
+    fn each(self) -> &'static [Dialect] {
+        match self {
+            Dialects::Chat => &[Dialect::Chat],
+            Dialects::Responses => &[Dialect::Responses],
+            Dialects::Messages => &[Dialect::Messages],
+            Dialects::All => &[Dialect::Chat, Dialect::Responses, Dialect::Messages],
+        }
+    }
+}
+
+/// An API the gateway coalesces, as a client of sections 1 and 2 speaks it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Dialect {
+    /// Chat Completions: unnamed events, then `data: [DONE]`.
+    Chat,
+    /// OpenAI's Responses API: named events, the last `response.completed`.
+    Responses,
+    /// Anthropic's Messages: named events, the last `message_stop`.
+    Messages,
+}
+
+impl Dialect {
+    fn name(self) -> &'static str {
+        match self {
+            Dialect::Chat => "chat",
+            Dialect::Responses => "responses",
+            Dialect::Messages => "messages",
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Dialect::Chat => "/v1/chat/completions",
+            Dialect::Responses => "/v1/responses",
+            Dialect::Messages => "/v1/messages",
+        }
+    }
+
+    /// A request for `prompt`.
+    fn body(self, prompt: &str, stream: bool) -> String {
+        let member = if stream { r#","stream":true"# } else { "" };
+        match self {
+            Dialect::Chat => chat_body(prompt, stream),
+            Dialect::Responses => format!(r#"{{"model":"bench","input":"{prompt}"{member}}}"#),
+            Dialect::Messages => format!(
+                r#"{{"model":"bench","max_tokens":100,"messages":[{{"role":"user","content":"{prompt}"}}]{member}}}"#
+            ),
+        }
+    }
+
+    /// The `data:` or `event:` value of the event that ends a whole stream. Only Chat's is a
+    /// frame of its own; the others' streams end with their body, and this event is how a
+    /// stream that ended there is told from one cut short.
+    fn last(self) -> &'static str {
+        match self {
+            Dialect::Chat => "[DONE]",
+            Dialect::Responses => "response.completed",
+            Dialect::Messages => "message_stop",
+        }
+    }
 }
 
 /// What each request of a load is.
@@ -577,9 +683,10 @@ impl Samples {
 /// A request to send: its number and the instant it is due.
 type Job = (u64, Instant);
 
-/// Sends `load.warmup + load.measured` unique chat requests to `url` at `load.rate` per second,
-/// whatever the answers do: a pacer thread releases each at its instant; `load.connections`
-/// tasks, each with its own client and so its own keep-alive connection, take them in turn.
+/// Sends `load.warmup + load.measured` unique requests of `load.dialect` to `url` at
+/// `load.rate` per second, whatever the answers do: a pacer thread releases each at its instant;
+/// `load.connections` tasks, each with its own client and so its own keep-alive connection,
+/// take them in turn.
 /// Pairs also go to `second` (through the gateway), on a second connection of each task.
 /// Bounded: the count is fixed and every request has a 10 s timeout.
 async fn open_loop(url: String, second: Option<String>, load: &Load, tag: &str) -> Samples {
@@ -600,9 +707,10 @@ async fn open_loop(url: String, second: Option<String>, load: &Load, tag: &str) 
                     samples.dispatch.add(due.elapsed());
                 }
                 let prompt = format!("latency {tag} {seq}");
+                let dialect = load.dialect;
                 let outcome = match (load.mode, &second) {
-                    (Mode::Plain, _) => plain_once(&client, &url, chat_body(&prompt, false), due).await,
-                    (Mode::Stream, _) => stream_once(&client, &url, chat_body(&prompt, true), due).await,
+                    (Mode::Plain, _) => plain_once(&client, &url, dialect.body(&prompt, false), due).await,
+                    (Mode::Stream, _) => stream_once(&client, &url, dialect, &prompt, due).await,
                     (Mode::Pair, Some(through)) => {
                         pair_once(&client, &url, &other, through, pair_body(&prompt), due).await
                     }
@@ -662,9 +770,9 @@ fn direct_and_through(
     load: &Load,
     tag: &str,
 ) -> ((Samples, Vec<f64>), (Samples, Vec<f64>)) {
-    let direct = measured(runtime, &[upstream], (upstream.chat(), None), load, &format!("{tag} direct"));
-    let through =
-        measured(runtime, &[upstream, front], (front.chat(), None), load, &format!("{tag} through"));
+    let (direct_url, through_url) = (upstream.url(load.dialect), front.url(load.dialect));
+    let direct = measured(runtime, &[upstream], (direct_url, None), load, &format!("{tag} direct"));
+    let through = measured(runtime, &[upstream, front], (through_url, None), load, &format!("{tag} through"));
     (direct, through)
 }
 
@@ -756,8 +864,14 @@ async fn plain_once(client: &reqwest::Client, url: &str, body: String, due: Inst
     Ok(One { whole, first: whole, gaps: Vec::new(), events: 0, pair: None })
 }
 
-async fn stream_once(client: &reqwest::Client, url: &str, body: String, due: Instant) -> Result<One, String> {
-    let events = stream_events(client, url, body).await?;
+async fn stream_once(
+    client: &reqwest::Client,
+    url: &str,
+    dialect: Dialect,
+    prompt: &str,
+    due: Instant,
+) -> Result<One, String> {
+    let events = stream_events(client, url, dialect, dialect.body(prompt, true)).await?;
     let whole = due.elapsed();
     let first = events.times.first().map_or(whole, |&t| t - due);
     let gaps = events.times.windows(2).map(|w| w[1] - w[0]).collect();
@@ -775,8 +889,8 @@ async fn pair_once(
     due: Instant,
 ) -> Result<One, String> {
     let (direct, through) = tokio::join!(
-        stream_events(direct_client, direct_url, body.clone()),
-        stream_events(through_client, through_url, body)
+        stream_events(direct_client, direct_url, Dialect::Chat, body.clone()),
+        stream_events(through_client, through_url, Dialect::Chat, body)
     );
     let (direct, through) = (direct?, through?);
     if direct.times.len() != through.times.len() {
@@ -792,8 +906,14 @@ async fn pair_once(
     Ok(One { whole, first, gaps, events: direct.times.len(), pair: Some((direct.times, through.times)) })
 }
 
-/// Sends a streaming request and reads its events to `[DONE]`.
-async fn stream_events(client: &reqwest::Client, url: &str, body: String) -> Result<Events, String> {
+/// Sends a streaming request of `dialect` and reads its events to the end of the body, which
+/// must have brought the dialect's last event.
+async fn stream_events(
+    client: &reqwest::Client,
+    url: &str,
+    dialect: Dialect,
+    body: String,
+) -> Result<Events, String> {
     let response = client
         .post(url)
         .header("content-type", "application/json")
@@ -806,38 +926,45 @@ async fn stream_events(client: &reqwest::Client, url: &str, body: String) -> Res
         let text = response.text().await.unwrap_or_default();
         return Err(format!("{status}: {text}"));
     }
-    let mut events = Events::default();
+    let mut events = Events::until(dialect.last());
     let mut body = response.bytes_stream();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| format!("stream: {e}"))?;
         events.feed(&chunk, Instant::now());
     }
     if !events.done {
-        return Err("stream ended without [DONE]".to_owned());
+        return Err(format!("stream ended without {}", dialect.last()));
     }
     Ok(events)
 }
 
 /// An SSE reader that notes when each `data:` event was complete (the arrival of the bytes
-/// that ended it). Comments (`: keep-alive`) are not events.
-#[derive(Default)]
+/// that ended it), and whether the last one came. Comments (`: keep-alive`) are not events.
 struct Events {
     pending: Vec<u8>,
     times: Vec<Instant>,
+    /// The `data:` or `event:` value of the last event ([`Dialect::last`]).
+    last: &'static str,
     done: bool,
 }
 
 impl Events {
+    fn until(last: &'static str) -> Events {
+        Events { pending: Vec::new(), times: Vec::new(), last, done: false }
+    }
+
     fn feed(&mut self, bytes: &[u8], now: Instant) {
         self.pending.extend_from_slice(bytes);
         while let Some((end, skip)) = blank_line(&self.pending) {
-            // An event's `data:` line may follow its `id:` line.
-            let data = self.pending[..end].split(|&b| b == b'\n').find(|line| line.starts_with(b"data:"));
-            if let Some(data) = data {
+            // An event's `data:` line may follow its `id:` and `event:` lines, in any order.
+            let lines = || self.pending[..end].split(|&b| b == b'\n');
+            if lines().any(|line| line.starts_with(b"data:")) {
                 self.times.push(now);
-                if data.trim_ascii_end().ends_with(b"[DONE]") {
-                    self.done = true;
-                }
+                let is_last = |line: &[u8]| {
+                    let value = line.strip_prefix(b"data:").or_else(|| line.strip_prefix(b"event:"));
+                    value.is_some_and(|value| value.trim_ascii() == self.last.as_bytes())
+                };
+                self.done |= lines().any(is_last);
             }
             self.pending.drain(..end + skip);
         }
@@ -1034,7 +1161,7 @@ async fn raw_stream(port: u16, body: &str) -> Result<Arrival, String> {
     socket.write_all(request.as_bytes()).await.map_err(|e| format!("send: {e}"))?;
     let mut response = Response::default();
     let mut buffer = vec![0; 16 * 1024];
-    let mut events = Events::default();
+    let mut events = Events::until(Dialect::Chat.last());
     let mut first_landed = None;
     loop {
         let (read, landed) = read_stamped(&socket, &mut buffer).await.map_err(|e| format!("read: {e}"))?;
@@ -1405,6 +1532,20 @@ fn print_stream_table(direct: &Samples, through: &Samples) {
         ms(through.dispatch.pct(99.0)),
     );
     warn_if_disturbed(direct, through);
+}
+
+/// Sections 1 and 2 side by side, one row per dialect: what the gateway added (through - direct)
+/// to a whole non-streaming request and to a stream's first event (`[p50, p99, p50, p99]`; a
+/// section not run is blank).
+fn print_dialect_table(rows: &[(Dialect, [f64; 4])]) {
+    println!("\nAdded by the gateway (through - direct), per dialect; ms");
+    println!("| dialect | path | non-streaming p50 | p99 | first event p50 | p99 |");
+    println!("|---|---|---:|---:|---:|---:|");
+    for (dialect, added) in rows {
+        let cell = |x: f64| if x.is_nan() { String::new() } else { format!("{x:+.3}") };
+        let [a, b, c, d] = added.map(cell);
+        println!("| {} | {} | {a} | {b} | {c} | {d} |", dialect.name(), dialect.path());
+    }
 }
 
 fn print_cpu(direct: &[f64], through: &[f64]) {
