@@ -69,10 +69,16 @@
 //! a non-null top-level `error` (the caller passes the upstream's error on), and a stream that
 //! carried no choice at all: see [`CollectError`].
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
+use serde::Deserialize;
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+
+use crate::dialect::template::Template;
 
 /// Which completion object to build.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,12 +164,29 @@ pub struct Collector {
     top: Map<String, Value>,
     /// Each choice's fields by `index`; a chat choice's `delta` holds the merged message.
     choices: BTreeMap<u64, Map<String, Value>>,
+    /// The raw text of each top-level scalar member as last merged (not `null`): a chunk that
+    /// repeats them all and only adds text to its choices' `content` takes the fast path.
+    repeated: Vec<(String, Box<str>)>,
+    /// Whether the fast path is taken (the tests compare it with the generic merge alone).
+    fast: bool,
+    /// The last chunk that took the fast path, around its one choice's `content`, and that
+    /// choice's index: a chunk equal to it but for that string is merged by comparing bytes.
+    /// Forgotten whenever the generic merge runs (it may change what a repeat would change).
+    template: Option<(Template, u64)>,
 }
 
 impl Collector {
     /// An empty collector for a completion of `kind`.
     pub fn new(kind: Kind) -> Self {
-        Collector { kind, pushed: 0, top: Map::new(), choices: BTreeMap::new() }
+        Collector {
+            kind,
+            pushed: 0,
+            top: Map::new(),
+            choices: BTreeMap::new(),
+            repeated: Vec::new(),
+            fast: true,
+            template: None,
+        }
     }
 
     /// Merges the next chunk of the stream.
@@ -175,6 +198,127 @@ impl Collector {
     pub fn push(&mut self, chunk: &[u8]) -> Result<(), CollectError> {
         let index = self.pushed;
         self.pushed += 1;
+        // Most chunks of a long answer are a few words of one choice's content: those are merged
+        // without building the chunk (issue 21: building each one cost 12 times forwarding it).
+        if self.fast && self.kind == Kind::Chat {
+            if self.push_repeat(chunk) {
+                return Ok(());
+            }
+            if let Ok(known) = serde_json::from_slice::<Known<'_>>(chunk)
+                && self.push_words(chunk, known)
+            {
+                return Ok(());
+            }
+        }
+        self.template = None;
+        self.push_value(index, chunk)?;
+        if let Ok(members) = serde_json::from_slice::<Members<'_>>(chunk) {
+            self.remember(&members);
+        }
+        Ok(())
+    }
+
+    /// Merges a chunk that only adds text to the `content` of choices already merged and
+    /// repeats every other member as last merged (or sends it `null`), exactly as the generic
+    /// merge would, without building it; `false`, with nothing changed, for any other chunk.
+    fn push_words(&mut self, chunk: &[u8], known: Known<'_>) -> bool {
+        let repeated = [
+            ("id", known.id),
+            ("object", known.object),
+            ("created", known.created),
+            ("model", known.model),
+            ("system_fingerprint", known.system_fingerprint),
+            ("service_tier", known.service_tier),
+            ("usage", known.usage),
+        ];
+        for (key, raw) in repeated {
+            let Some(raw) = raw else { continue };
+            let text = raw.get();
+            let known = text == "null" || self.repeated.iter().any(|(k, v)| k == key && **v == *text);
+            if !known || !self.top.contains_key(key) {
+                return false;
+            }
+        }
+        if known.error.is_some_and(|error| error.get() != "null") {
+            return false;
+        }
+        let words = Some(known.choices);
+        let Some(words) = words else { return false };
+        // Every choice must already hold every key the generic merge would add (a `null` adds
+        // its key), and a text `content` to append to; `logprobs` and `finish_reason` must be
+        // absent or `null` (serde reads both as `None`, hence the keys' presence is required).
+        let fits = self.top.contains_key("choices")
+            && words.iter().all(|word| {
+                let Some(merged) = self.choices.get(&word.index) else { return false };
+                let content = merged.get("delta").and_then(|delta| delta.get("content"));
+                matches!(content, Some(Value::String(_)))
+                    && word.logprobs.is_none()
+                    && word.finish_reason.is_none()
+                    && merged.contains_key("logprobs")
+                    && merged.contains_key("finish_reason")
+            });
+        if !fits {
+            return false;
+        }
+        let mut texts = Vec::with_capacity(words.len());
+        for word in &words {
+            let Some(raw) = word.delta.content else { continue };
+            let Ok(text) = serde_json::from_str::<Cow<'_, str>>(raw.get()) else { return false };
+            texts.push((word.index, text));
+        }
+        for (index, text) in &texts {
+            self.append(*index, text);
+        }
+        self.template = match (&words[..], &texts[..]) {
+            ([word], [(index, _)]) => {
+                word.delta.content.and_then(|raw| Template::around(chunk, raw)).map(|t| (t, *index))
+            }
+            _ => None,
+        };
+        true
+    }
+
+    /// Merges a chunk that is the template's but for its `content`: the fast path's conditions
+    /// held for the template's chunk, and every byte they depend on is the same.
+    fn push_repeat(&mut self, chunk: &[u8]) -> bool {
+        let Some((template, index)) = &self.template else { return false };
+        let Some(text) = template.string(chunk) else { return false };
+        let index = *index;
+        self.append(index, &text)
+    }
+
+    /// Appends `text` to the `content` of choice `index`, if it holds text.
+    fn append(&mut self, index: u64, text: &str) -> bool {
+        let content = self
+            .choices
+            .get_mut(&index)
+            .and_then(|merged| merged.get_mut("delta"))
+            .and_then(|delta| delta.get_mut("content"));
+        match content {
+            Some(Value::String(content)) => {
+                content.push_str(text);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Remembers the raw text of the chunk's top-level scalar members that are not `null`.
+    fn remember(&mut self, members: &Members<'_>) {
+        for (key, raw) in &members.0 {
+            let text = raw.get();
+            if text == "null" || text.starts_with(['[', '{']) {
+                continue;
+            }
+            match self.repeated.iter_mut().find(|(k, _)| k == key.as_ref()) {
+                Some((_, value)) => *value = text.into(),
+                None => self.repeated.push((key.to_string(), text.into())),
+            }
+        }
+    }
+
+    /// Merges a chunk by building it: the generic merge.
+    fn push_value(&mut self, index: usize, chunk: &[u8]) -> Result<(), CollectError> {
         let malformed = |reason: &str| CollectError::Malformed { index, reason: reason.to_owned() };
         let chunk = match serde_json::from_slice::<Value>(chunk) {
             Ok(Value::Object(chunk)) => chunk,
@@ -261,6 +405,87 @@ impl Collector {
         }
         Ok(Value::Object(top))
     }
+}
+
+/// A chunk's top-level members in order, as raw text: read without building them.
+struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Members<'a>, D::Error> {
+        struct Walk<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for Walk<'a> {
+            type Value = Members<'a>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'a>, A::Error> {
+                let mut members = Vec::with_capacity(8);
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    members.push((key, map.next_value::<&'de RawValue>()?));
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(Walk(std::marker::PhantomData))
+    }
+}
+
+/// The members of a chunk that only adds words, as raw text (`Some` even for `null`, which
+/// adds its key where the generic merge has not seen it); any other member, or a member twice,
+/// and the chunk is not read so.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Known<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    object: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    created: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    model: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    system_fingerprint: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    service_tier: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    usage: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    error: Option<&'a RawValue>,
+    /// Random padding, dropped by every merge.
+    #[serde(borrow, default, deserialize_with = "present", rename = "obfuscation")]
+    _obfuscation: Option<&'a RawValue>,
+    #[serde(borrow)]
+    choices: Vec<Word<'a>>,
+}
+
+/// A member that is there, `null` included.
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(deserializer).map(Some)
+}
+
+/// A choice that only adds words: its `index`, its `delta` with `content` alone, and
+/// `logprobs` and `finish_reason` absent or `null`; anything more takes the generic merge.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Word<'a> {
+    index: u64,
+    #[serde(borrow)]
+    delta: Words<'a>,
+    #[serde(borrow, default)]
+    logprobs: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    finish_reason: Option<&'a RawValue>,
+}
+
+/// A delta that is text alone (raw: its place in the chunk makes the chunk's template).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Words<'a> {
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
 }
 
 /// How [`merge`] treats strings and arrays at some place in a chunk.
@@ -795,5 +1020,67 @@ mod tests {
             collector.push(chunk.as_bytes()).unwrap();
         }
         assert_eq!(collector.finish().unwrap().to_string(), run(Kind::Chat, &chunks).unwrap().to_string());
+    }
+
+    /// Streams whose chunks take the fast path, or nearly: each is merged with and without it,
+    /// and the two objects must be the same, key order included.
+    #[test]
+    fn the_fast_path_merges_exactly_as_the_generic_merge() {
+        let head = r#""id":"c1","object":"chat.completion.chunk","created":1700000000,"model":"m","system_fingerprint":"fp""#;
+        let chunk = |choices: &str, extra: &str| format!(r#"{{{head}{extra},"choices":[{choices}]}}"#);
+        let role =
+            r#"{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}"#;
+        let word = |text: &str| {
+            format!(r#"{{"index":0,"delta":{{"content":"{text}"}},"logprobs":null,"finish_reason":null}}"#)
+        };
+        let streams: Vec<Vec<String>> = vec![
+            // The common case: a role chunk, words, a finish chunk, usage.
+            vec![
+                chunk(role, ""),
+                chunk(&word("hello "), ""),
+                chunk(&word(r#"\u00e9t\u00e9 \"x\" "#), ""),
+                chunk(&word("again "), ""),
+                chunk(&word(""), ""),
+                chunk(&word(r#"w\u00f6rld \\ \"q\""#), r#","obfuscation":"abc""#),
+                chunk(&word(""), r#","usage":null"#),
+                chunk(r#"{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}"#, ""),
+                format!(
+                    r#"{{{head},"choices":[],"usage":{{"total_tokens":123456789012345678901234567890}}}}"#
+                ),
+            ],
+            // Words before any role chunk, a content null, a changed model, a new top-level key,
+            // two choices, duplicated keys, logprobs.
+            vec![
+                chunk(&word("early "), ""),
+                chunk(r#"{"index":0,"delta":{"content":null}}"#, ""),
+                chunk(role, ""),
+                chunk(&word("a "), r#","model":"m2""#),
+                chunk(&word("b "), r#","service_tier":"default""#),
+                chunk(&word("c "), r#","service_tier":"default""#),
+                chunk(
+                    r#"{"index":1,"delta":{"role":"assistant","content":"x"},"logprobs":null,"finish_reason":null}"#,
+                    "",
+                ),
+                chunk(&format!("{},{}", word("d "), r#"{"index":1,"delta":{"content":"y"}}"#), ""),
+                format!(r#"{{{head},"model":"m3","choices":[{}]}}"#, word("e ")),
+                chunk(
+                    r#"{"index":0,"delta":{"content":"f "},"logprobs":{"content":[{"token":"f"}]},"finish_reason":null}"#,
+                    "",
+                ),
+                chunk(&word("g "), r#","error":null"#),
+                chunk(r#"{"index":0,"delta":{"content":"h ","refusal":null}}"#, ""),
+            ],
+        ];
+        for stream in streams {
+            let mut fast = Collector::new(Kind::Chat);
+            let mut generic = Collector::new(Kind::Chat);
+            generic.fast = false;
+            for chunk in &stream {
+                fast.push(chunk.as_bytes()).unwrap();
+                generic.push(chunk.as_bytes()).unwrap();
+            }
+            let (fast, generic) = (fast.finish().unwrap(), generic.finish().unwrap());
+            assert_eq!(fast.to_string(), generic.to_string());
+        }
     }
 }

@@ -6,6 +6,7 @@
 pub mod body;
 pub mod chunks;
 pub mod error;
+mod template;
 
 use std::fmt;
 use std::hash::{Hash, Hasher};

@@ -182,11 +182,12 @@ struct Last {
 impl Merge for Last {
     fn push(&mut self, event: &Event) -> Result<(), CollectError> {
         self.pushed += 1;
-        let ends = matches!(event.name.as_deref(), Some(b"response.completed" | b"response.incomplete"));
-        if ends
-            || event_type(&event.data)
-                .is_some_and(|t| t == "response.completed" || t == "response.incomplete")
-        {
+        // The name says which event it is; only an unnamed one is read for its `type`.
+        let ends = match event.name.as_deref() {
+            Some(name) => matches!(name, b"response.completed" | b"response.incomplete"),
+            None => event_type(&event.data).is_some_and(|t| t == "response.completed" || t == "response.incomplete"),
+        };
+        if ends {
             self.last = Some(event.clone());
         }
         Ok(())
