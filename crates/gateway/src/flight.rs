@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
-use crate::dialect::error;
+use crate::dialect::error::Refusal;
 
 /// The upstream's response head, as each client of the flight gets it: the status and the
 /// end-to-end headers (hop-by-hop ones and `content-length` already removed).
@@ -106,25 +106,10 @@ impl UpstreamError {
 }
 
 impl Broken {
-    /// The status a client that has not received a byte yet gets.
+    /// The status a client that has not received a byte yet gets, as the gateway's table of its
+    /// own errors says ([`Refusal::error`]).
     pub fn status(self) -> StatusCode {
-        match self {
-            Broken::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            _ => StatusCode::BAD_GATEWAY,
-        }
-    }
-
-    /// The gateway's own error for it, in OpenAI's shape: type `upstream_error`, a code per kind.
-    pub fn error(self, message: &str) -> error::Error<'_> {
-        let code = match self {
-            Broken::Unreachable => "upstream_unreachable",
-            Broken::Timeout => "upstream_timeout",
-            Broken::Truncated => "upstream_truncated",
-            Broken::TooLarge => "upstream_too_large",
-            Broken::Malformed => "upstream_malformed",
-            Broken::Lost => "upstream_lost",
-        };
-        error::Error { status: self.status(), kind: "upstream_error", code, message }
+        Refusal::Upstream { kind: self, message: "" }.error().status
     }
 }
 

@@ -25,8 +25,8 @@ use tokio::time::{Instant, Sleep};
 
 use crate::answer::registry::Live;
 use crate::dialect::Api;
-use crate::dialect::error::{self, json_response};
-use crate::flight::{Broken, Event, Head, Part, UpstreamError};
+use crate::dialect::error::{self, Refusal, json_response};
+use crate::flight::{Event, Head, Part, UpstreamError};
 use crate::http::serve::Shutdown;
 use crate::key::Key;
 use crate::sse;
@@ -45,38 +45,6 @@ pub(crate) struct Keeping {
     /// A streaming client that loses its connection is detached this long (R18), if at all.
     pub(crate) resume: Option<Duration>,
 }
-
-/// The gateway is stopping and the grace period is over.
-pub(crate) const SHUTTING_DOWN: error::Error<'static> = error::Error {
-    status: StatusCode::SERVICE_UNAVAILABLE,
-    kind: "server_error",
-    code: "shutting_down",
-    message: "the gateway is shutting down",
-};
-
-/// The flight ended in a way that is the gateway's fault, not the upstream's.
-const FLIGHT_FAILED: error::Error<'static> = error::Error {
-    status: StatusCode::INTERNAL_SERVER_ERROR,
-    kind: "server_error",
-    code: "flight_failed",
-    message: "the shared upstream request failed inside the gateway",
-};
-
-/// The request was cancelled (`DELETE /v1/requests/{id}`).
-const CANCELLED: error::Error<'static> = error::Error {
-    status: StatusCode::CONFLICT,
-    kind: "cancelled",
-    code: "request_cancelled",
-    message: "the request was cancelled",
-};
-
-/// The client fell out of the retained history.
-const LAGGED: error::Error<'static> = error::Error {
-    status: StatusCode::INTERNAL_SERVER_ERROR,
-    kind: "server_error",
-    code: "lagged",
-    message: "this client fell behind the retained history (--history-limit) and missed events",
-};
 
 /// What a client asked for, beyond its flight's key.
 #[derive(Clone, Debug)]
@@ -99,16 +67,16 @@ pub(crate) enum Failure {
     /// The upstream's own failure.
     Upstream(Arc<UpstreamError>),
     /// The gateway's: cancelled, shutting down, lagged, failed inside.
-    Own(error::Error<'static>),
+    Own(Refusal<'static>),
 }
 
 impl Failure {
     fn of(end: Flight<Part, UpstreamError>) -> Failure {
         match end {
             Flight::Failed(Ended::Upstream(error)) => Failure::Upstream(error),
-            Flight::Cancelled => Failure::Own(CANCELLED),
-            Flight::Failed(Ended::Lagged { .. }) => Failure::Own(LAGGED),
-            _ => Failure::Own(FLIGHT_FAILED),
+            Flight::Cancelled => Failure::Own(Refusal::Cancelled),
+            Flight::Failed(Ended::Lagged { .. }) => Failure::Own(Refusal::Lagged),
+            _ => Failure::Own(Refusal::FlightFailed),
         }
     }
 
@@ -125,11 +93,13 @@ impl Failure {
                 UpstreamError::InStream(event) => {
                     json_response(api.failure_status(event), api.failure_body(event))
                 }
-                UpstreamError::Broken { kind, message } => api.error_response(&kind.error(message)),
+                UpstreamError::Broken { kind, message } => {
+                    api.error_response(&Refusal::Upstream { kind: *kind, message }.error())
+                }
             },
-            Failure::Own(error) => {
-                let mut response = api.error_response(error);
-                if error.code == CANCELLED.code {
+            Failure::Own(refusal) => {
+                let mut response = api.error_response(&refusal.error());
+                if matches!(refusal, Refusal::Cancelled) {
                     // A retry would only be cancelled again: the SDKs are told not to.
                     response
                         .headers_mut()
@@ -152,15 +122,12 @@ impl Failure {
                 UpstreamError::Status { body, .. } if is_error_object(body) => {
                     (api.error_event().map(|name| Bytes::from_static(name.as_bytes())), body.clone())
                 }
-                UpstreamError::Status { head, .. } => own(&error::Error {
-                    status: head.status,
-                    kind: "upstream_error",
-                    code: "upstream_status",
-                    message: &error.to_string(),
-                }),
-                UpstreamError::Broken { kind, message } => own(&kind.error(message)),
+                UpstreamError::Status { head, .. } => own(&Refusal::UpstreamStatus(head.status).error()),
+                UpstreamError::Broken { kind, message } => {
+                    own(&Refusal::Upstream { kind: *kind, message }.error())
+                }
             },
-            Failure::Own(error) => own(error),
+            Failure::Own(refusal) => own(&refusal.error()),
         }
     }
 
@@ -168,7 +135,7 @@ impl Failure {
     fn describe(&self) -> String {
         match self {
             Failure::Upstream(error) => format!("failed: {error}"),
-            Failure::Own(error) => error.code.to_owned(),
+            Failure::Own(refusal) => refusal.error().code.to_owned(),
         }
     }
 }
@@ -236,10 +203,10 @@ impl Stream for Flow {
             Poll::Ready(Some(Flight::Done)) => Step::End(Ok(())),
             Poll::Ready(Some(end)) => Step::End(Err(Failure::of(end))),
             // Every subscription yields its end before `None` (R14): never reached.
-            Poll::Ready(None) => Step::End(Err(Failure::Own(FLIGHT_FAILED))),
+            Poll::Ready(None) => Step::End(Err(Failure::Own(Refusal::FlightFailed))),
             Poll::Pending => {
                 if this.over.as_mut().poll(cx).is_ready() {
-                    Step::End(Err(Failure::Own(SHUTTING_DOWN)))
+                    Step::End(Err(Failure::Own(Refusal::ShuttingDown)))
                 } else {
                     let Some((quiet, every)) = this.quiet.as_mut() else { return Poll::Pending };
                     if quiet.as_mut().poll(cx).is_pending() {
@@ -296,7 +263,7 @@ pub(crate) async fn reply(
         }
         _ => {
             live.ended(&"no head");
-            api.error_response(&FLIGHT_FAILED)
+            api.error_response(&Refusal::FlightFailed.error())
         }
     };
     if let Some(role) = wants.role {
@@ -537,7 +504,7 @@ async fn merged_response(
             }
             Some(Step::Item(_) | Step::Quiet) => {}
             Some(Step::End(end)) => break end,
-            None => break Err(Failure::Own(FLIGHT_FAILED)),
+            None => break Err(Failure::Own(Refusal::FlightFailed)),
         }
     };
     if let Err(failure) = end {
@@ -560,7 +527,5 @@ async fn merged_response(
 /// A streamed answer that does not add up to the API's object: 502, never a 200 with a piece
 /// missing.
 fn unmergeable(api: Api, error: &crate::dialect::chunks::CollectError) -> Response {
-    api.error_response(
-        &Broken::Malformed.error(&format!("the upstream's streamed answer cannot be merged: {error}")),
-    )
+    api.error_response(&Refusal::Unmergeable(error).error())
 }

@@ -300,6 +300,7 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
     use crate::dialect::Api;
+    use crate::dialect::error::Refusal;
 
     fn head(status: u16, headers: &[(&str, &[u8])]) -> Arc<Head> {
         let mut map = HeaderMap::new();
@@ -515,7 +516,7 @@ mod tests {
             let UpstreamError::Broken { kind: Broken::Lost, message } = &error else { panic!("{error:?}") };
             assert_eq!(*message, lost.to_string());
             assert_eq!(error.status(), StatusCode::BAD_GATEWAY);
-            assert_eq!(Broken::Lost.error(message).code, "upstream_lost");
+            assert_eq!(Refusal::Upstream { kind: Broken::Lost, message }.error().code, "upstream_lost");
         }
     }
 

@@ -5,14 +5,13 @@ use std::io;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::StatusCode;
 use axum::http::header::{CONNECTION, CONTENT_LENGTH, HeaderMap, HeaderValue};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 
 use crate::dialect::Api;
-use crate::dialect::error;
+use crate::dialect::error::Refusal;
 
 /// Why a body could not be read; each is a response in OpenAI's shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,31 +25,20 @@ pub enum BodyFailure {
 }
 
 impl BodyFailure {
-    /// The response for this failure.
-    pub fn error(self) -> error::Error<'static> {
-        let (status, code, message) = match self {
-            BodyFailure::TooLarge => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request_too_large",
-                "the request body is larger than this gateway accepts (--body-limit)",
-            ),
-            BodyFailure::Timeout => (
-                StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
-                "the request body did not arrive in time (--body-timeout)",
-            ),
-            BodyFailure::Broken => {
-                (StatusCode::BAD_REQUEST, "invalid_body", "the request body could not be read")
-            }
-        };
-        error::Error { status, kind: "invalid_request_error", code, message }
+    /// What the gateway says of it.
+    pub fn refusal(self) -> Refusal<'static> {
+        match self {
+            BodyFailure::TooLarge => Refusal::BodyTooLarge,
+            BodyFailure::Timeout => Refusal::BodyTimeout,
+            BodyFailure::Broken => Refusal::BodyBroken,
+        }
     }
 
     /// The response for this failure in `api`'s shape, with `connection: close`: the rest of
     /// the body is never read, so the connection cannot carry another request, and a client
     /// must not try.
     pub fn response(self, api: Api) -> Response {
-        let mut response = api.error_response(&self.error());
+        let mut response = api.error_response(&self.refusal().error());
         response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
         response
     }
@@ -109,6 +97,6 @@ pub(super) fn bounded(
 
 impl From<BodyFailure> for io::Error {
     fn from(failure: BodyFailure) -> io::Error {
-        io::Error::other(failure.error().message)
+        io::Error::other(failure.refusal().error().message.into_owned())
     }
 }

@@ -7,13 +7,12 @@ use std::time::Duration;
 
 use axum::body::{Body, HttpBody};
 use axum::extract::Request;
-use axum::http::StatusCode;
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use axum::response::Response;
 use futures::StreamExt;
 
 use crate::dialect::Api;
-use crate::dialect::error;
+use crate::dialect::error::Refusal;
 use crate::flight::Broken;
 use crate::http::headers;
 use crate::http::inbound::{self, BodyFailure};
@@ -23,14 +22,6 @@ use crate::state::Gateway;
 use crate::upstream::Upstream;
 use crate::upstream::backend::Backend;
 use crate::upstream::client;
-
-/// No such endpoint here (the simulated model serves only what it simulates).
-pub(super) const UNKNOWN_URL: error::Error<'static> = error::Error {
-    status: StatusCode::NOT_FOUND,
-    kind: "invalid_request_error",
-    code: "unknown_url",
-    message: "no such endpoint",
-};
 
 /// Proxies `request` unchanged; without an upstream, the simulated model's `GET /v1/models`.
 pub(super) async fn forward(gateway: &Gateway, request: Request) -> Response {
@@ -46,7 +37,7 @@ pub(super) async fn forward(gateway: &Gateway, request: Request) -> Response {
                 response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 return response;
             }
-            UNKNOWN_URL.response()
+            Refusal::UnknownUrl.error().response()
         }
     }
 }
@@ -121,5 +112,5 @@ async fn proxy(upstream: &Upstream, limit: usize, body_timeout: Duration, reques
 
 fn failure(api: Api, kind: Broken, message: &str) -> Response {
     tracing::warn!(%message, "passthrough failed");
-    api.error_response(&kind.error(message))
+    api.error_response(&Refusal::Upstream { kind, message }.error())
 }

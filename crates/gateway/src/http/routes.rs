@@ -22,7 +22,7 @@ use crate::answer::registry::{Asked, Claim, ClientId, Live};
 use crate::answer::{self, Wants};
 use crate::dialect::Api;
 use crate::dialect::body;
-use crate::dialect::error::{self, json_response};
+use crate::dialect::error::{Refusal, json_response};
 use crate::fleet::handoff;
 use crate::http::access::Record;
 use crate::http::guarded::Guarded;
@@ -104,12 +104,7 @@ async fn admit(State(gateway): State<Shared>, request: Request, next: Next) -> R
     }
     let Ok(permit) = Arc::clone(&gateway.permits).try_acquire_owned() else {
         Metrics::bump(&gateway.metrics.rejected);
-        let mut response = Api::under(request.uri().path()).error_response(&error::Error {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            kind: "server_error",
-            code: "too_many_requests",
-            message: "the gateway is serving as many requests as it may (--max-concurrent-requests)",
-        });
+        let mut response = Api::under(request.uri().path()).error_response(&Refusal::TooManyRequests.error());
         response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     };
@@ -146,7 +141,7 @@ async fn coalesced(
 ) -> Response {
     let (parts, body) = request.into_parts();
     let Some(api) = Api::at(parts.uri.path()) else {
-        return passthrough::UNKNOWN_URL.response();
+        return Refusal::UnknownUrl.error().response();
     };
     let settings = &gateway.settings;
     let bytes = match inbound::read(&parts.headers, body, settings.body_limit, settings.body_timeout).await {
@@ -155,19 +150,7 @@ async fn coalesced(
     };
     let parsed = match body::parse(&bytes, api.owned()) {
         Ok(parsed) => parsed,
-        Err(error) => {
-            let message = error.to_string();
-            let code = match error {
-                body::BodyError::NotJson(_) | body::BodyError::NotAnObject => "invalid_json",
-                _ => "invalid_type",
-            };
-            return api.error_response(&error::Error {
-                status: StatusCode::BAD_REQUEST,
-                kind: "invalid_request_error",
-                code,
-                message: &message,
-            });
-        }
+        Err(error) => return api.error_response(&Refusal::InvalidBody(&error).error()),
     };
     if api.passes(&bytes) {
         // Not coalesced (a background response lives upstream): sent on as it came.
@@ -245,7 +228,7 @@ async fn cancel(State(gateway): State<Shared>, headers: HeaderMap, uri: Uri) -> 
     let shown = uri.path().trim_start_matches("/v1/requests/");
     let tenant = headers::tenant(&headers);
     let Some(id) = ClientId::parse(shown) else {
-        return NOT_FOUND.response();
+        return Refusal::RequestNotFound.error().response();
     };
     let found = gateway.registry.find(id, &tenant);
     let api = found.map_or(Api::chat(), |found| found.api);
@@ -258,20 +241,12 @@ async fn cancel(State(gateway): State<Shared>, headers: HeaderMap, uri: Uri) -> 
         },
     };
     if !cancelled {
-        return api.error_response(&NOT_FOUND);
+        return api.error_response(&Refusal::RequestNotFound.error());
     }
     tracing::info!(request_id = %shown, "cancelled by DELETE");
     let body = json!({"id": shown, "object": "request", "status": "cancelled"});
     json_response(StatusCode::OK, Bytes::from(body.to_string()))
 }
-
-/// No live request with the id, for this tenant (G5: anyone else learns nothing more).
-const NOT_FOUND: error::Error<'static> = error::Error {
-    status: StatusCode::NOT_FOUND,
-    kind: "invalid_request_error",
-    code: "request_not_found",
-    message: "no live request with this id",
-};
 
 /// `GET /v1/requests/{id}/events`: resumes the stream of a request whose client lost its
 /// connection (R18), with the events after `Last-Event-ID` (or `?after=N`; neither: from the
@@ -286,7 +261,7 @@ async fn resume(
     let shown = uri.path().trim_start_matches("/v1/requests/").trim_end_matches("/events");
     let tenant = headers::tenant(&headers);
     let Some(id) = ClientId::parse(shown) else {
-        return NOT_FOUND.response();
+        return Refusal::RequestNotFound.error().response();
     };
     let last =
         headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned).or_else(|| {
@@ -295,15 +270,7 @@ async fn resume(
     let from = match last.map(|text| text.trim().parse::<u64>()) {
         None => 1,
         Some(Ok(last)) => last.saturating_add(1),
-        Some(Err(_)) => {
-            return error::Error {
-                status: StatusCode::BAD_REQUEST,
-                kind: "invalid_request_error",
-                code: "invalid_last_event_id",
-                message: "Last-Event-ID (or after) must be the id of an event of this stream",
-            }
-            .response();
-        }
+        Some(Err(_)) => return Refusal::InvalidLastEventId.error().response(),
     };
     let Some(found) = gateway.registry.find(id, &tenant) else {
         // Not one of this replica's: another's, if it left a note in the fleet's store.
@@ -311,28 +278,16 @@ async fn resume(
             Some(fleet) => handoff::resume(&gateway, fleet, id, tenant, from, record).await,
             None => None,
         };
-        return elsewhere.unwrap_or_else(|| NOT_FOUND.response());
+        return elsewhere.unwrap_or_else(|| Refusal::RequestNotFound.error().response());
     };
     let api = found.api;
     let subscription = match gateway.flights.resume(found.request, from) {
         Ok(subscription) => subscription,
-        Err(ResumeError::NotDetached) => {
-            return api.error_response(&error::Error {
-                status: StatusCode::CONFLICT,
-                kind: "invalid_request_error",
-                code: "request_streaming",
-                message: "this request's stream is being read by another connection",
-            });
-        }
+        Err(ResumeError::NotDetached) => return api.error_response(&Refusal::RequestStreaming.error()),
         Err(ResumeError::Released { .. } | ResumeError::Ahead { .. }) => {
-            return api.error_response(&error::Error {
-                status: StatusCode::BAD_REQUEST,
-                kind: "invalid_request_error",
-                code: "invalid_last_event_id",
-                message: "the stream holds no events after this id (released by --history-limit, or not sent yet)",
-            });
+            return api.error_response(&Refusal::NoEventsAfter.error());
         }
-        Err(_) => return api.error_response(&NOT_FOUND),
+        Err(_) => return api.error_response(&Refusal::RequestNotFound.error()),
     };
     let role = subscription.role();
     let registry = Arc::clone(&gateway.registry);
@@ -363,28 +318,13 @@ async fn retrieve(
     let tenant = headers::tenant(request.headers());
     let (key, detached) = match gateway.registry.answer(&answer_id, &tenant) {
         Some(Claim::Yours(key, detached)) if streamed => (key, detached),
-        Some(Claim::NotYours) => {
-            let message = format!("No response found with id '{answer_id}'.");
-            return api.error_response(&error::Error {
-                status: StatusCode::NOT_FOUND,
-                kind: "invalid_request_error",
-                code: "response_not_found",
-                message: &message,
-            });
-        }
+        Some(Claim::NotYours) => return api.error_response(&Refusal::ResponseNotFound(&answer_id).error()),
         _ => return passthrough::forward(&gateway, request).await,
     };
     let after = match after {
         None => None,
         Some(Ok(after)) => Some(after),
-        Some(Err(_)) => {
-            return api.error_response(&error::Error {
-                status: StatusCode::BAD_REQUEST,
-                kind: "invalid_request_error",
-                code: "invalid_starting_after",
-                message: "starting_after must be the sequence_number of an event of this response",
-            });
-        }
+        Some(Err(_)) => return api.error_response(&Refusal::InvalidStartingAfter.error()),
     };
     // Joined only if still joinable (live, or lingering): a flight is never restarted for it.
     // Else a reader whose client went away still holds the whole answer: it is resumed.

@@ -157,16 +157,12 @@ mod tests {
 
     #[test]
     fn the_gateways_errors_are_in_anthropics_shape() {
-        let error = error::Error {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            kind: "invalid_request_error",
-            code: "request_too_large",
-            message: "too large",
-        };
+        let error = error::Refusal::BodyTooLarge.error();
         let body: Value = serde_json::from_slice(&Messages.error_body(&error)).unwrap();
+        let message = "the request body is larger than this gateway accepts (--body-limit)";
         assert_eq!(
             body,
-            serde_json::json!({"type":"error","error":{"type":"request_too_large","message":"too large"}})
+            serde_json::json!({"type":"error","error":{"type":"request_too_large","message":message}})
         );
     }
 }
