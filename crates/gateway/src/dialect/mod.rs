@@ -57,6 +57,31 @@ pub enum Class {
     Failure(Event),
 }
 
+/// Which [`Class`] an event is, told from its name before the event is built from it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Which {
+    /// [`Class::Keep`].
+    Keep,
+    /// [`Class::KeepAlive`].
+    KeepAlive,
+    /// [`Class::Last`], with the event.
+    Last,
+    /// [`Class::Failure`].
+    Failure,
+}
+
+impl Which {
+    /// `event`, classified as `which` says.
+    pub(crate) fn class(which: Which, event: Event) -> Class {
+        match which {
+            Which::Keep => Class::Keep(event),
+            Which::KeepAlive => Class::KeepAlive,
+            Which::Last => Class::Last(Some(event)),
+            Which::Failure => Class::Failure(event),
+        }
+    }
+}
+
 /// One LLM API, as the gateway coalesces it.
 pub trait Dialect: Sync {
     /// A short name, for logs: `chat`, `responses`, `messages`, ...

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::{Class, Dialect, Merge, event_type, intern};
+use super::{Class, Dialect, Merge, Which, event_type, intern};
 use crate::dialect::body::Owned;
 use crate::dialect::chunks::CollectError;
 use crate::dialect::error;
@@ -66,17 +66,18 @@ impl Dialect for Responses {
 
     fn classify(&self, name: Option<Bytes>, data: Bytes) -> Class {
         let name = intern(name, NAMES);
-        let kind = match &name {
-            Some(name) => String::from_utf8_lossy(name).into_owned(),
-            None => event_type(&data).unwrap_or_default(),
+        // The name says which event it is (read in place); only an unnamed one is parsed.
+        let which = |kind: &[u8]| match kind {
+            b"response.completed" | b"response.incomplete" => Which::Last,
+            b"response.failed" | b"error" => Which::Failure,
+            b"keepalive" => Which::KeepAlive,
+            _ => Which::Keep,
         };
-        let event = Event { name, data, usage_only: false };
-        match kind.as_str() {
-            "response.completed" | "response.incomplete" => Class::Last(Some(event)),
-            "response.failed" | "error" => Class::Failure(event),
-            "keepalive" => Class::KeepAlive,
-            _ => Class::Keep(event),
-        }
+        let which = match &name {
+            Some(name) => which(name),
+            None => which(event_type(&data).unwrap_or_default().as_bytes()),
+        };
+        Which::class(which, Event { name, data, usage_only: false })
     }
 
     fn merge(&self) -> Box<dyn Merge> {

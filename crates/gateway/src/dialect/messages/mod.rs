@@ -11,7 +11,7 @@ use axum::http::header::{HeaderName, HeaderValue};
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::{Class, Dialect, Merge, event_type, intern};
+use super::{Class, Dialect, Merge, Which, event_type, intern};
 use crate::dialect::body::Owned;
 use crate::dialect::chunks::CollectError;
 use crate::dialect::error;
@@ -51,17 +51,18 @@ impl Dialect for Messages {
 
     fn classify(&self, name: Option<Bytes>, data: Bytes) -> Class {
         let name = intern(name, NAMES);
-        let kind = match &name {
-            Some(name) => String::from_utf8_lossy(name).into_owned(),
-            None => event_type(&data).unwrap_or_default(),
+        // The name says which event it is (read in place); only an unnamed one is parsed.
+        let which = |kind: &[u8]| match kind {
+            b"ping" => Which::KeepAlive,
+            b"message_stop" => Which::Last,
+            b"error" => Which::Failure,
+            _ => Which::Keep,
         };
-        let event = Event { name, data, usage_only: false };
-        match kind.as_str() {
-            "ping" => Class::KeepAlive,
-            "message_stop" => Class::Last(Some(event)),
-            "error" => Class::Failure(event),
-            _ => Class::Keep(event),
-        }
+        let which = match &name {
+            Some(name) => which(name),
+            None => which(event_type(&data).unwrap_or_default().as_bytes()),
+        };
+        Which::class(which, Event { name, data, usage_only: false })
     }
 
     fn merge(&self) -> Box<dyn Merge> {
