@@ -513,9 +513,8 @@ async fn merged_response(
     }
     live.ended(&"done");
     match merge.finish() {
-        Ok(object) => {
+        Ok(body) => {
             live.record().event();
-            let body = Bytes::from(serde_json::to_vec(&object).unwrap_or_default());
             let mut response = head_response(head, Body::from(body));
             response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             response

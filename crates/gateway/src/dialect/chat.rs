@@ -3,7 +3,6 @@
 
 use bytes::Bytes;
 use serde::Deserialize;
-use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::{Class, Dialect, Merge};
@@ -48,8 +47,8 @@ impl Merge for Chunks {
         self.0.push(&event.data)
     }
 
-    fn finish(self: Box<Self>) -> Result<Value, CollectError> {
-        self.0.finish()
+    fn finish(self: Box<Self>) -> Result<Bytes, CollectError> {
+        self.0.finish().map(|object| super::body_of(&object))
     }
 }
 

@@ -2,7 +2,6 @@
 //! byte; the body goes upstream as sent and all of it is the key.
 
 use bytes::Bytes;
-use serde_json::Value;
 
 use super::{Class, Dialect, Merge};
 use crate::dialect::body::Owned;
@@ -44,7 +43,7 @@ impl Merge for Unmerged {
         Ok(())
     }
 
-    fn finish(self: Box<Self>) -> Result<Value, CollectError> {
+    fn finish(self: Box<Self>) -> Result<Bytes, CollectError> {
         Err(CollectError::Empty)
     }
 }

@@ -170,8 +170,8 @@ pub trait Merge: Send {
     /// Merges the next stored event.
     fn push(&mut self, event: &Event) -> Result<(), CollectError>;
 
-    /// The object, once the answer ended normally.
-    fn finish(self: Box<Self>) -> Result<Value, CollectError>;
+    /// The object's body (JSON), once the answer ended normally.
+    fn finish(self: Box<Self>) -> Result<Bytes, CollectError>;
 }
 
 /// A dialect, as the rest of the gateway holds it: `Copy`, and compared by its path (two
@@ -260,6 +260,11 @@ impl fmt::Debug for Api {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.0.name())
     }
+}
+
+/// The JSON body of a merged object.
+pub(crate) fn body_of(object: &Value) -> Bytes {
+    Bytes::from(serde_json::to_vec(object).unwrap_or_default())
 }
 
 /// `parts` with each event classified by `api` as an upstream's are on arrival (for the

@@ -194,16 +194,23 @@ impl Merge for Last {
         Ok(())
     }
 
-    fn finish(self: Box<Self>) -> Result<Value, CollectError> {
+    /// The `response` object of the last event, as the upstream sent it (every byte: it is
+    /// never rebuilt).
+    fn finish(self: Box<Self>) -> Result<Bytes, CollectError> {
+        #[derive(Deserialize)]
+        struct Ended<'a> {
+            #[serde(borrow)]
+            response: Option<&'a RawValue>,
+        }
         let Some(last) = self.last else { return Err(CollectError::Empty) };
         let malformed =
             |reason: &str| CollectError::Malformed { index: self.pushed - 1, reason: reason.to_owned() };
-        match serde_json::from_slice::<Value>(&last.data) {
-            Ok(Value::Object(mut event)) => match event.remove("response") {
-                Some(response @ Value::Object(_)) => Ok(response),
-                _ => Err(malformed("the last event has no `response` object")),
-            },
-            _ => Err(malformed("the last event is not a JSON object")),
+        match serde_json::from_slice::<Ended<'_>>(&last.data) {
+            Ok(Ended { response: Some(response) }) if response.get().starts_with('{') => {
+                Ok(last.data.slice_ref(response.get().as_bytes()))
+            }
+            Ok(_) => Err(malformed("the last event has no `response` object")),
+            Err(_) => Err(malformed("the last event is not a JSON object")),
         }
     }
 }
@@ -265,7 +272,7 @@ mod tests {
         let mut merge = Responses.merge();
         merge.push(&created).unwrap();
         merge.push(&done).unwrap();
-        let response = merge.finish().unwrap();
+        let response: Value = serde_json::from_slice(&merge.finish().unwrap()).unwrap();
         assert_eq!(
             response.to_string(),
             r#"{"id":"resp_1","usage":{"total_tokens":123456789012345678901234567890}}"#

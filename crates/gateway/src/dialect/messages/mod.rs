@@ -128,8 +128,8 @@ impl Merge for Merged {
         self.0.push(&event.data)
     }
 
-    fn finish(self: Box<Self>) -> Result<Value, CollectError> {
-        self.0.finish()
+    fn finish(self: Box<Self>) -> Result<Bytes, CollectError> {
+        self.0.finish().map(|object| crate::dialect::body_of(&object))
     }
 }
 
