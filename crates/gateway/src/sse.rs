@@ -29,6 +29,8 @@ pub struct Decoder {
     has_data: bool,
     /// The `event` field of the event being read, if it had one.
     name: Option<Bytes>,
+    /// Event names expected in this stream: one of them is borrowed, not copied.
+    known: &'static [&'static str],
     /// A line ended with `\r`: a `\n` right after it belongs to the same line end.
     after_cr: bool,
     limit: usize,
@@ -42,9 +44,16 @@ impl Decoder {
             data: BytesMut::new(),
             has_data: false,
             name: None,
+            known: &[],
             after_cr: false,
             limit,
         }
+    }
+
+    /// The same, borrowing the names in `known` instead of copying them (a stream's events
+    /// come from a small set of names: no allocation for each).
+    pub fn with_names(limit: usize, known: &'static [&'static str]) -> Decoder {
+        Decoder { known, ..Decoder::new(limit) }
     }
 
     /// Adds received bytes; then call [`Decoder::next_event`] until it returns `Ok(None)`.
@@ -60,7 +69,7 @@ impl Decoder {
                 self.pending.advance(1);
             }
             self.after_cr = false;
-            let Some(end) = self.pending.iter().position(|&b| b == b'\n' || b == b'\r') else {
+            let Some(end) = memchr::memchr2(b'\n', b'\r', &self.pending) else {
                 // An incomplete line may still become part of the event: bound it too (the
                 // slack is for the field name in front of its value).
                 if self.pending.len() + self.data.len() > self.limit + FIELD_SLACK {
@@ -75,9 +84,7 @@ impl Decoder {
                 let name = self.name.take();
                 if self.has_data {
                     self.has_data = false;
-                    let mut data = std::mem::take(&mut self.data);
-                    data.truncate(data.len() - 1); // the `\n` after the last data line
-                    return Ok(Some((name, data.freeze())));
+                    return Ok(Some((name, std::mem::take(&mut self.data).freeze())));
                 }
                 continue;
             }
@@ -93,13 +100,21 @@ impl Decoder {
                 if value.len() > self.limit {
                     return Err(TooLarge { limit: self.limit });
                 }
-                self.name = Some(Bytes::copy_from_slice(value));
+                self.name = Some(match self.known.iter().find(|known| known.as_bytes() == value) {
+                    Some(known) => Bytes::from_static(known.as_bytes()),
+                    None => Bytes::copy_from_slice(value),
+                });
             } else if field == b"data" {
-                if self.data.len() + value.len() + 1 > self.limit + 1 {
+                if self.data.len() + value.len() + usize::from(self.has_data) > self.limit {
                     return Err(TooLarge { limit: self.limit });
                 }
+                // Lines are joined by `\n`; the room is reserved once, exactly, for the usual
+                // event of one line.
+                self.data.reserve(value.len() + usize::from(self.has_data));
+                if self.has_data {
+                    self.data.extend_from_slice(b"\n");
+                }
                 self.data.extend_from_slice(value);
-                self.data.extend_from_slice(b"\n");
                 self.has_data = true;
             }
         }
@@ -198,6 +213,14 @@ mod tests {
         let stream = b"event: ping\n\nevent: message_start\ndata: {}\n\ndata: plain\n\n";
         assert_eq!(decode(&[stream], 64).unwrap(), ["message_start={}", "plain"]);
         assert_eq!(decode(&[b"event: 123456789\ndata: x\n\n"], 8), Err(TooLarge { limit: 8 }));
+        // A known name is the known one itself, not a copy.
+        const KNOWN: &[&str] = &["message_start"];
+        let mut decoder = Decoder::with_names(64, KNOWN);
+        decoder.push(b"event: message_start\ndata: {}\n\nevent: other\ndata: {}\n\n");
+        let (known, _) = decoder.next_event().unwrap().unwrap();
+        assert_eq!(known.unwrap().as_ptr(), KNOWN[0].as_ptr());
+        let (other, _) = decoder.next_event().unwrap().unwrap();
+        assert_eq!(other.as_deref(), Some(&b"other"[..]));
         let frame = frame_with_id(3, Some(b"message_stop"), b"{}");
         assert_eq!(&frame[..], b"id: 3\nevent: message_stop\ndata: {}\n\n");
     }

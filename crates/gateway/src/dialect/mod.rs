@@ -105,6 +105,11 @@ pub trait Dialect: Sync {
         false
     }
 
+    /// The names its events have (read without a copy for each event).
+    fn event_names(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// What one upstream event is. `name` is its `event:` field, `data` its data as sent.
     fn classify(&self, name: Option<Bytes>, data: Bytes) -> Class;
 
@@ -295,16 +300,6 @@ pub(crate) fn classified(api: Api, parts: Parts) -> Parts {
             std::future::ready(out)
         })
         .boxed()
-}
-
-/// `name` as a `Bytes` that borrows the static one of `known` when it is there (event names
-/// come from a small set: no allocation for each event), else a copy.
-pub(crate) fn intern(name: Option<Bytes>, known: &[&'static str]) -> Option<Bytes> {
-    let name = name?;
-    Some(match known.iter().find(|k| k.as_bytes() == &name[..]) {
-        Some(k) => Bytes::from_static(k.as_bytes()),
-        None => name,
-    })
 }
 
 /// The `type` member of an event's data, read without building the rest.

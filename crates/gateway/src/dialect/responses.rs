@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::{Class, Dialect, Merge, Which, event_type, intern};
+use super::{Class, Dialect, Merge, Which, event_type};
 use crate::dialect::body::Owned;
 use crate::dialect::chunks::CollectError;
 use crate::dialect::error;
@@ -21,7 +21,7 @@ use crate::flight::Event;
 /// The Responses API.
 pub(super) struct Responses;
 
-/// Event names, borrowed rather than copied for each event.
+/// Event names, borrowed rather than copied for each event (by the SSE decoder).
 const NAMES: &[&str] = &[
     "response.created",
     "response.in_progress",
@@ -64,8 +64,11 @@ impl Dialect for Responses {
         serde_json::from_slice::<Background>(body).is_ok_and(|b| b.background == Some(true))
     }
 
+    fn event_names(&self) -> &'static [&'static str] {
+        NAMES
+    }
+
     fn classify(&self, name: Option<Bytes>, data: Bytes) -> Class {
-        let name = intern(name, NAMES);
         // The name says which event it is (read in place); only an unnamed one is parsed.
         let which = |kind: &[u8]| match kind {
             b"response.completed" | b"response.incomplete" => Which::Last,

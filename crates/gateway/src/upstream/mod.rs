@@ -220,7 +220,7 @@ fn body_parts(body: impl Body + Unpin, idle: Duration) -> Parts {
 /// The SSE events of a streamed answer, each classified once by `api`, up to its end (Chat's
 /// `[DONE]`, `response.completed`, `message_stop`); a stream that stops before it is an error.
 fn events(api: Api, body: impl Body + Unpin, idle: Duration, max_event_bytes: usize) -> Parts {
-    let decoder = Decoder::new(max_event_bytes);
+    let decoder = Decoder::with_names(max_event_bytes, api.event_names());
     stream::unfold(Some((body, decoder)), move |state| async move {
         let (mut body, mut decoder) = state?;
         loop {

@@ -11,7 +11,7 @@ use axum::http::header::{HeaderName, HeaderValue};
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::{Class, Dialect, Merge, Which, event_type, intern};
+use super::{Class, Dialect, Merge, Which, event_type};
 use crate::dialect::body::Owned;
 use crate::dialect::chunks::CollectError;
 use crate::dialect::error;
@@ -20,7 +20,7 @@ use crate::flight::Event;
 /// Anthropic's Messages.
 pub(in crate::dialect) struct Messages;
 
-/// Event names, borrowed rather than copied for each event.
+/// Event names, borrowed rather than copied for each event (by the SSE decoder).
 const NAMES: &[&str] = &[
     "message_start",
     "content_block_start",
@@ -49,8 +49,11 @@ impl Dialect for Messages {
         &["anthropic-version", "anthropic-beta"]
     }
 
+    fn event_names(&self) -> &'static [&'static str] {
+        NAMES
+    }
+
     fn classify(&self, name: Option<Bytes>, data: Bytes) -> Class {
-        let name = intern(name, NAMES);
         // The name says which event it is (read in place); only an unnamed one is parsed.
         let which = |kind: &[u8]| match kind {
             b"ping" => Which::KeepAlive,
