@@ -70,15 +70,19 @@ pub(crate) enum Which {
     Failure,
 }
 
-impl Which {
-    /// `event`, classified as `which` says.
-    pub(crate) fn class(which: Which, event: Event) -> Class {
-        match which {
-            Which::Keep => Class::Keep(event),
-            Which::KeepAlive => Class::KeepAlive,
-            Which::Last => Class::Last(Some(event)),
-            Which::Failure => Class::Failure(event),
-        }
+/// The event of `name` and `data`, classified by `which` from its name (read in place), or
+/// for an unnamed one from its data's `type`: for the APIs that name their events.
+pub(crate) fn by_name(name: Option<Bytes>, data: Bytes, which: fn(&[u8]) -> Which) -> Class {
+    let which = match &name {
+        Some(name) => which(name),
+        None => which(event_type(&data).unwrap_or_default().as_bytes()),
+    };
+    let event = Event { name, data, usage_only: false };
+    match which {
+        Which::Keep => Class::Keep(event),
+        Which::KeepAlive => Class::KeepAlive,
+        Which::Last => Class::Last(Some(event)),
+        Which::Failure => Class::Failure(event),
     }
 }
 

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::{Class, Dialect, Merge, Which, event_type};
+use super::{Class, Dialect, Merge, Which, by_name, event_type};
 use crate::dialect::body::Owned;
 use crate::dialect::chunks::CollectError;
 use crate::dialect::error;
@@ -69,18 +69,12 @@ impl Dialect for Responses {
     }
 
     fn classify(&self, name: Option<Bytes>, data: Bytes) -> Class {
-        // The name says which event it is (read in place); only an unnamed one is parsed.
-        let which = |kind: &[u8]| match kind {
+        by_name(name, data, |kind| match kind {
             b"response.completed" | b"response.incomplete" => Which::Last,
             b"response.failed" | b"error" => Which::Failure,
             b"keepalive" => Which::KeepAlive,
             _ => Which::Keep,
-        };
-        let which = match &name {
-            Some(name) => which(name),
-            None => which(event_type(&data).unwrap_or_default().as_bytes()),
-        };
-        Which::class(which, Event { name, data, usage_only: false })
+        })
     }
 
     fn merge(&self) -> Box<dyn Merge> {

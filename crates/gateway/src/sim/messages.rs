@@ -9,7 +9,6 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::stream::{self, StreamExt};
 use serde_json::{Map, Value, json};
 
 use crate::flight::{Event, Part, Parts, UpstreamError};
@@ -24,7 +23,7 @@ use crate::sim::{self, Pace};
 /// stream ends after `message_stop`. `max_tokens` cuts the answer (stop reason `max_tokens`).
 /// A zero delay never touches the timer.
 pub(super) fn answer(request: &Map<String, Value>, base: u64, pace: Pace) -> Result<Parts, UpstreamError> {
-    Ok(Events::new(request, base, pace)?.parts())
+    Ok(sim::stream(Events::new(request, base, pace)?, Step::MessageStart))
 }
 
 /// An event of the answer: one text block.
@@ -54,10 +53,6 @@ struct Events {
     input_tokens: u64,
     first_token_delay: Duration,
     token_interval: Duration,
-    /// Whether the head has gone out: it comes before every event.
-    head_sent: bool,
-    /// The next event; `None` once the answer is complete.
-    at: Option<Step>,
 }
 
 impl Events {
@@ -86,29 +81,12 @@ impl Events {
             input_tokens,
             first_token_delay: pace.first_token_delay,
             token_interval: pace.token_interval,
-            head_sent: false,
-            at: Some(Step::MessageStart),
         })
     }
+}
 
-    /// The answer as the flight reads it. Nothing is awaited unless a delay is due, so with a
-    /// zero pace every item is ready at its first poll, without a timer.
-    fn parts(self) -> Parts {
-        stream::unfold(self, |mut events| async move {
-            if !events.head_sent {
-                events.head_sent = true;
-                return Some((Ok(Part::Head(sim::SSE_HEAD.clone())), events));
-            }
-            let step = events.at?;
-            events.at = events.after(step);
-            let delay = events.delay(step);
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            Some((Ok(events.render(step)), events))
-        })
-        .boxed()
-    }
+impl sim::Answer for Events {
+    type Step = Step;
 
     /// The step after `step`, in the order Anthropic sends them.
     fn after(&self, step: Step) -> Option<Step> {
@@ -265,7 +243,10 @@ mod tests {
     use axum::http::header::CONTENT_TYPE;
     use futures::FutureExt;
 
+    use futures::StreamExt;
+
     use super::*;
+    use crate::sim::testing::chat_words;
 
     const PACE: Pace = Pace { first_token_delay: Duration::ZERO, token_interval: Duration::ZERO, tokens: 5 };
 
@@ -291,27 +272,7 @@ mod tests {
 
     /// The events of an accepted request, each as its name and its parsed data.
     async fn events(request: &Map<String, Value>, seed: &str) -> Vec<(String, Value)> {
-        let parts: Vec<_> = answer(request, sim::seed_state(seed), PACE).unwrap().collect().await;
-        let mut parts = parts.into_iter().map(Result::unwrap);
-        let Some(Part::Head(head)) = parts.next() else { panic!("the head comes first") };
-        assert_eq!(head.status, StatusCode::OK);
-        assert_eq!(head.headers[CONTENT_TYPE], "text/event-stream");
-        parts
-            .map(|part| match part {
-                Part::Event(event) => {
-                    assert!(!event.usage_only);
-                    let name = String::from_utf8(event.name.expect("every event is named").to_vec()).unwrap();
-                    (name, serde_json::from_slice(&event.data).unwrap())
-                }
-                other => panic!("not an event: {other:?}"),
-            })
-            .collect()
-    }
-
-    /// The chat answer's words for `seed`: token `k` of choice 0.
-    fn chat_words(seed: &str, tokens: u64) -> String {
-        let start = sim::start(sim::seed_state(seed), 0);
-        (0..tokens).map(|k| sim::word(start, k)).collect::<Vec<_>>().join(" ")
+        sim::testing::named_events(answer(request, sim::seed_state(seed), PACE).unwrap()).await
     }
 
     fn text(events: &[(String, Value)]) -> String {

@@ -392,6 +392,39 @@ pub(crate) fn word(start: u64, step: u64) -> &'static str {
 // ---------------------------------------------------------------------------------------------
 // Chat and completions: a small state machine, one chunk written per poll.
 
+/// A simulated answer written step by step (the Responses API's and Anthropic's): the flight
+/// reads its head at once, then each step's event after the step's wait, its JSON written
+/// when it is polled. The pace, the lazy writing and the timer are here, once.
+pub(super) trait Answer: Send + Sized + 'static {
+    /// Where an answer is.
+    type Step: Copy + Send + 'static;
+    /// The step after `step`; `None` once the answer is complete.
+    fn after(&self, step: Self::Step) -> Option<Self::Step>;
+    /// The wait before `step`.
+    fn delay(&self, step: Self::Step) -> Duration;
+    /// The event of `step`, written now.
+    fn render(&self, step: Self::Step) -> Part;
+}
+
+/// `answer` as the flight reads it, from `first` on. Nothing is awaited unless a delay is due,
+/// so with a zero pace every item is ready at its first poll, without a timer.
+pub(super) fn stream<A: Answer>(answer: A, first: A::Step) -> Parts {
+    stream::unfold((answer, None, Some(first)), |(answer, head, at)| async move {
+        // The head first (a `None` marks it as not sent yet), then the steps.
+        if head.is_none() {
+            return Some((Ok(Part::Head(SSE_HEAD.clone())), (answer, Some(()), at)));
+        }
+        let step = at?;
+        let delay = answer.delay(step);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let next = answer.after(step);
+        Some((Ok(answer.render(step)), (answer, head, next)))
+    })
+    .boxed()
+}
+
 /// Where a streamed answer is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Step {
@@ -721,6 +754,44 @@ fn embedding_parts(body: Bytes, delay: Duration) -> Parts {
         Ok(Part::Body(body))
     });
     head.chain(body).boxed()
+}
+
+/// What the tests of the simulated answers share.
+#[cfg(test)]
+pub(super) mod testing {
+    use axum::http::StatusCode;
+    use axum::http::header::CONTENT_TYPE;
+    use futures::StreamExt;
+    use serde_json::Value;
+
+    use crate::flight::{Part, Parts};
+    use crate::sim;
+
+    /// The events of an answer of named events, each as its name and its parsed data, after
+    /// checking that its head comes first and says SSE.
+    pub(crate) async fn named_events(parts: Parts) -> Vec<(String, Value)> {
+        let parts: Vec<_> = parts.collect().await;
+        let mut parts = parts.into_iter().map(Result::unwrap);
+        let Some(Part::Head(head)) = parts.next() else { panic!("the head comes first") };
+        assert_eq!(head.status, StatusCode::OK);
+        assert_eq!(head.headers[CONTENT_TYPE], "text/event-stream");
+        parts
+            .map(|part| match part {
+                Part::Event(event) => {
+                    assert!(!event.usage_only);
+                    let name = String::from_utf8(event.name.expect("every event is named").to_vec()).unwrap();
+                    (name, serde_json::from_slice(&event.data).unwrap())
+                }
+                other => panic!("not an event: {other:?}"),
+            })
+            .collect()
+    }
+
+    /// The chat answer's words for `seed`: token `k` of choice 0.
+    pub(crate) fn chat_words(seed: &str, tokens: u64) -> String {
+        let start = sim::start(sim::seed_state(seed), 0);
+        (0..tokens).map(|k| sim::word(start, k)).collect::<Vec<_>>().join(" ")
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use futures::stream::{self, StreamExt};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -28,7 +27,7 @@ pub(super) const MIN_MAX_OUTPUT_TOKENS: u64 = 16;
 /// after `response.completed` (or `response.incomplete` when `max_output_tokens` cut it). A zero
 /// delay never touches the timer.
 pub(super) fn answer(request: &Map<String, Value>, base: u64, pace: Pace) -> Result<Parts, UpstreamError> {
-    Ok(Events::new(request, base, pace)?.parts())
+    Ok(sim::stream(Events::new(request, base, pace)?, Step::Created))
 }
 
 /// An event of the answer. One message item with one `output_text` part: what a text answer
@@ -68,10 +67,6 @@ struct Events {
     input_tokens: u64,
     first_token_delay: Duration,
     token_interval: Duration,
-    /// Whether the head has gone out: it comes before every event.
-    head_sent: bool,
-    /// The next event; `None` once the answer is complete.
-    at: Option<Step>,
 }
 
 impl Events {
@@ -106,29 +101,12 @@ impl Events {
             input_tokens,
             first_token_delay: pace.first_token_delay,
             token_interval: pace.token_interval,
-            head_sent: false,
-            at: Some(Step::Created),
         })
     }
+}
 
-    /// The answer as the flight reads it. Nothing is awaited unless a delay is due, so with a
-    /// zero pace every item is ready at its first poll, without a timer.
-    fn parts(self) -> Parts {
-        stream::unfold(self, |mut events| async move {
-            if !events.head_sent {
-                events.head_sent = true;
-                return Some((Ok(Part::Head(sim::SSE_HEAD.clone())), events));
-            }
-            let step = events.at?;
-            events.at = events.after(step);
-            let delay = events.delay(step);
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            Some((Ok(events.render(step)), events))
-        })
-        .boxed()
-    }
+impl sim::Answer for Events {
+    type Step = Step;
 
     /// The step after `step`, in the order OpenAI sends them.
     fn after(&self, step: Step) -> Option<Step> {
@@ -154,37 +132,6 @@ impl Events {
             Step::ItemAdded => self.first_token_delay,
             Step::Delta(k) if k > 0 => self.token_interval,
             _ => Duration::ZERO,
-        }
-    }
-
-    /// The event's `sequence_number`: its place in the stream, from 0, without a counter.
-    fn sequence(&self, step: Step) -> u64 {
-        match step {
-            Step::Created => 0,
-            Step::InProgress => 1,
-            Step::ItemAdded => 2,
-            Step::PartAdded => 3,
-            Step::Delta(k) => 4 + k,
-            Step::TextDone => 4 + self.tokens,
-            Step::PartDone => 5 + self.tokens,
-            Step::ItemDone => 6 + self.tokens,
-            Step::End => 7 + self.tokens,
-        }
-    }
-
-    /// The event's `event:` name, which is also its `type`.
-    fn name(&self, step: Step) -> &'static str {
-        match step {
-            Step::Created => "response.created",
-            Step::InProgress => "response.in_progress",
-            Step::ItemAdded => "response.output_item.added",
-            Step::PartAdded => "response.content_part.added",
-            Step::Delta(_) => "response.output_text.delta",
-            Step::TextDone => "response.output_text.done",
-            Step::PartDone => "response.content_part.done",
-            Step::ItemDone => "response.output_item.done",
-            Step::End if self.cut => "response.incomplete",
-            Step::End => "response.completed",
         }
     }
 
@@ -236,6 +183,39 @@ impl Events {
         out.push('}');
         let name = Bytes::from_static(name.as_bytes());
         Part::Event(Event { name: Some(name), data: Bytes::from(out), usage_only: false })
+    }
+}
+
+impl Events {
+    /// The event's `sequence_number`: its place in the stream, from 0, without a counter.
+    fn sequence(&self, step: Step) -> u64 {
+        match step {
+            Step::Created => 0,
+            Step::InProgress => 1,
+            Step::ItemAdded => 2,
+            Step::PartAdded => 3,
+            Step::Delta(k) => 4 + k,
+            Step::TextDone => 4 + self.tokens,
+            Step::PartDone => 5 + self.tokens,
+            Step::ItemDone => 6 + self.tokens,
+            Step::End => 7 + self.tokens,
+        }
+    }
+
+    /// The event's `event:` name, which is also its `type`.
+    fn name(&self, step: Step) -> &'static str {
+        match step {
+            Step::Created => "response.created",
+            Step::InProgress => "response.in_progress",
+            Step::ItemAdded => "response.output_item.added",
+            Step::PartAdded => "response.content_part.added",
+            Step::Delta(_) => "response.output_text.delta",
+            Step::TextDone => "response.output_text.done",
+            Step::PartDone => "response.content_part.done",
+            Step::ItemDone => "response.output_item.done",
+            Step::End if self.cut => "response.incomplete",
+            Step::End => "response.completed",
+        }
     }
 
     /// Room enough for the event of `step`, and little more: the history keeps each event's
@@ -426,7 +406,12 @@ mod tests {
     use futures::FutureExt;
     use serde_json::json;
 
+    use futures::StreamExt;
+
+    use crate::sim::Answer as _;
+
     use super::*;
+    use crate::sim::testing::chat_words;
 
     const PACE: Pace = Pace { first_token_delay: Duration::ZERO, token_interval: Duration::ZERO, tokens: 20 };
 
@@ -453,27 +438,7 @@ mod tests {
 
     /// The events of an accepted request, each as its name and its parsed data.
     async fn events(request: &Map<String, Value>, seed: &str) -> Vec<(String, Value)> {
-        let parts: Vec<_> = answer(request, sim::seed_state(seed), PACE).unwrap().collect().await;
-        let mut parts = parts.into_iter().map(Result::unwrap);
-        let Some(Part::Head(head)) = parts.next() else { panic!("the head comes first") };
-        assert_eq!(head.status, StatusCode::OK);
-        assert_eq!(head.headers[CONTENT_TYPE], "text/event-stream");
-        parts
-            .map(|part| match part {
-                Part::Event(event) => {
-                    assert!(!event.usage_only);
-                    let name = String::from_utf8(event.name.expect("every event is named").to_vec()).unwrap();
-                    (name, serde_json::from_slice(&event.data).unwrap())
-                }
-                other => panic!("not an event: {other:?}"),
-            })
-            .collect()
-    }
-
-    /// The chat answer's words for `seed`: token `k` of choice 0.
-    fn chat_words(seed: &str, tokens: u64) -> String {
-        let start = sim::start(sim::seed_state(seed), 0);
-        (0..tokens).map(|k| sim::word(start, k)).collect::<Vec<_>>().join(" ")
+        sim::testing::named_events(answer(request, sim::seed_state(seed), PACE).unwrap()).await
     }
 
     fn deltas(events: &[(String, Value)]) -> String {

@@ -11,7 +11,7 @@ use axum::http::header::{HeaderName, HeaderValue};
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::{Class, Dialect, Merge, Which, event_type};
+use super::{Class, Dialect, Merge, Which, by_name};
 use crate::dialect::body::Owned;
 use crate::dialect::chunks::CollectError;
 use crate::dialect::error;
@@ -54,18 +54,12 @@ impl Dialect for Messages {
     }
 
     fn classify(&self, name: Option<Bytes>, data: Bytes) -> Class {
-        // The name says which event it is (read in place); only an unnamed one is parsed.
-        let which = |kind: &[u8]| match kind {
+        by_name(name, data, |kind| match kind {
             b"ping" => Which::KeepAlive,
             b"message_stop" => Which::Last,
             b"error" => Which::Failure,
             _ => Which::Keep,
-        };
-        let which = match &name {
-            Some(name) => which(name),
-            None => which(event_type(&data).unwrap_or_default().as_bytes()),
-        };
-        Which::class(which, Event { name, data, usage_only: false })
+        })
     }
 
     fn merge(&self) -> Box<dyn Merge> {
