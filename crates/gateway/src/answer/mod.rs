@@ -58,7 +58,7 @@ pub(crate) struct Wants {
     /// `x-streamflight-role`, unless tenants share (then a tenant could learn of another's request).
     pub role: Option<HeaderValue>,
     /// The flight's key, when the API names its answers (for its own resume call).
-    pub key: Option<Key>,
+    pub key: Option<Box<Key>>,
 }
 
 /// How a client's answer ended, mapped once.
@@ -254,7 +254,7 @@ pub(crate) async fn reply(
                 };
                 sse_response(&head, flow, api, stream, live, wants.key)
             } else {
-                merged_response(&head, api, flow, live, wants.key.as_ref()).await
+                merged_response(&head, api, flow, live, wants.key).await
             }
         }
         Some(Step::End(Err(failure))) => {
@@ -336,7 +336,7 @@ fn sse_response(
     api: Api,
     stream: Numbering,
     live: Live,
-    key: Option<Key>,
+    key: Option<Box<Key>>,
 ) -> Response {
     let body = Sse {
         flow,
@@ -363,7 +363,7 @@ struct Sse {
     live: Option<Live>,
     api: Api,
     /// The flight's key, until the answer's id is known (for the API's own resume call).
-    key: Option<Key>,
+    key: Option<Box<Key>>,
     next: u64,
     include_usage: bool,
     resume: Option<Duration>,
@@ -422,7 +422,7 @@ impl futures::Stream for Sse {
 
 /// Names the answer by its API's id, from the first event that carries it (then forgets the
 /// key: one look per client).
-fn name_answer(api: Api, key: &mut Option<Key>, live: &mut Live, event: &Event) {
+fn name_answer(api: Api, key: &mut Option<Box<Key>>, live: &mut Live, event: &Event) {
     let Some(flight) = key.as_ref() else { return };
     if let Some(id) = api.answer_id(event) {
         live.names(id, flight);
@@ -489,10 +489,9 @@ async fn merged_response(
     api: Api,
     mut flow: Flow,
     mut live: Live,
-    key: Option<&Key>,
+    mut key: Option<Box<Key>>,
 ) -> Response {
     let mut merge = api.merge();
-    let mut key = key.cloned();
     let end = loop {
         match flow.next().await {
             Some(Step::Item(Part::Event(event))) => {

@@ -68,6 +68,15 @@ impl Record {
     }
 }
 
+/// A role as `x-streamflight-role` and the log line name it.
+pub(crate) fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Leader => "leader",
+        Role::Follower => "follower",
+        Role::Joiner => "joiner",
+    }
+}
+
 impl Drop for Record {
     fn drop(&mut self) {
         let ms = |at: Instant| at.duration_since(self.started).as_secs_f64() * 1e3;
@@ -78,7 +87,7 @@ impl Drop for Record {
             path = %self.path,
             status = self.status.get().copied().unwrap_or(0),
             dialect = self.dialect.get().copied().unwrap_or("passthrough"),
-            role = self.role.get().map(|role| format!("{role:?}").to_lowercase()).unwrap_or_default(),
+            role = self.role.get().map_or("", |&role| role_name(role)),
             first_event_ms = self.first_event.get().map(|&at| ms(at)),
             duration_ms = ms(Instant::now()),
             outcome = outcome.as_deref().unwrap_or("done"),

@@ -174,7 +174,7 @@ async fn coalesced(
     sent.remove(ACCEPT_ENCODING);
     let outgoing = Outgoing { api, query, headers: sent, body: parsed.upstream, canonical };
     let prepare = gateway.backend.open(outgoing);
-    let named = api.names_answers().then(|| key.clone());
+    let named = api.names_answers().then(|| Box::new(key.clone()));
     let (subscription, placed) = match &gateway.fleet {
         Some(fleet) => {
             let prepare = fleet.open(&key, prepare);
@@ -213,11 +213,7 @@ fn upstream_credential(gateway: &Gateway, api: Api) -> Option<(HeaderName, Heade
 }
 
 fn role_header(role: Role) -> HeaderValue {
-    HeaderValue::from_static(match role {
-        Role::Leader => "leader",
-        Role::Follower => "follower",
-        Role::Joiner => "joiner",
-    })
+    HeaderValue::from_static(crate::http::access::role_name(role))
 }
 
 /// `DELETE /v1/requests/{id}`: cancels a live request by the id from its `x-request-id`, for
