@@ -86,6 +86,17 @@ pub struct Settings {
     #[arg(long, env = "STREAMFLIGHT_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub body_timeout: Duration,
 
+    /// Clients: the longest a request's whole body may take to arrive, however steadily it
+    /// trickles in (408 past it), so that slow bodies cannot hold the admission permits.
+    #[arg(long, env = "STREAMFLIGHT_BODY_DEADLINE", default_value = "60s", value_parser = parse_duration)]
+    pub body_deadline: Duration,
+
+    /// Clients: the longest a client may leave the bytes of its response untaken (a client
+    /// that stopped reading). Past it the connection is closed, and its admission permit and
+    /// its hold on the answer's history are released.
+    #[arg(long, env = "STREAMFLIGHT_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+
     /// Largest request body accepted, in bytes; a larger one gets 413.
     #[arg(long, env = "STREAMFLIGHT_BODY_LIMIT", default_value_t = 32 * 1024 * 1024)]
     pub body_limit: usize,
@@ -97,6 +108,17 @@ pub struct Settings {
     /// Largest single upstream SSE event, in bytes; a larger one fails the flight (502).
     #[arg(long, env = "STREAMFLIGHT_MAX_EVENT_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_event_bytes: usize,
+
+    /// Most bytes of one answer (the sum of its events' data): past it, every client of the
+    /// flight gets the dialect's error and the upstream request is aborted. It also bounds
+    /// what is merged for a non-streaming client.
+    #[arg(long, env = "STREAMFLIGHT_MAX_ANSWER_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_answer_bytes: usize,
+
+    /// Longest one answer may stream, counted from its upstream request: past it, every client
+    /// of the flight gets the dialect's error and the upstream request is aborted.
+    #[arg(long, env = "STREAMFLIGHT_MAX_ANSWER_DURATION", default_value = "30m", value_parser = parse_duration)]
+    pub max_answer_duration: Duration,
 
     /// Most bytes of an upstream error body passed on; the rest is cut.
     #[arg(long, env = "STREAMFLIGHT_MAX_ERROR_BODY", default_value_t = 64 * 1024)]
@@ -173,28 +195,38 @@ impl Settings {
                         credentials would serve another's requests"
                 .to_owned());
         }
-        if self.max_concurrent_requests == 0 || self.body_limit == 0 || self.max_event_bytes == 0 {
-            return Err(
-                "--max-concurrent-requests, --body-limit and --max-event-bytes must be above 0".to_owned()
-            );
+        if self.max_concurrent_requests == 0
+            || self.body_limit == 0
+            || self.max_event_bytes == 0
+            || self.max_answer_bytes == 0
+        {
+            return Err("--max-concurrent-requests, --body-limit, --max-event-bytes and --max-answer-bytes \
+                        must be above 0"
+                .to_owned());
         }
         Ok(())
     }
 }
 
-/// Parses `250ms`, `2s`, `1m`, or a bare number of milliseconds.
+/// Parses `250ms`, `2s`, `1m` or `1h`. A number needs its unit (`0` alone is allowed): a bare
+/// `5` for `--linger` could mean 5 s as well as 5 ms, so it is refused rather than guessed.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: u64 =
         number.parse().map_err(|_| format!("`{text}`: expected a number and a unit, like 250ms"))?;
-    match unit.trim() {
-        "" | "ms" => Ok(Duration::from_millis(number)),
-        "s" => Ok(Duration::from_secs(number)),
-        "m" => Ok(Duration::from_secs(number * 60)),
-        other => Err(format!("`{text}`: unknown unit `{other}` (use ms, s or m)")),
-    }
+    let seconds = |factor: u64| number.checked_mul(factor).map(Duration::from_secs);
+    let duration = match unit.trim() {
+        "" if number == 0 => Some(Duration::ZERO),
+        "" => return Err(format!("`{text}` has no unit: write {number}ms, {number}s or {number}m")),
+        "ms" => Some(Duration::from_millis(number)),
+        "s" => seconds(1),
+        "m" => seconds(60),
+        "h" => seconds(3600),
+        other => return Err(format!("`{text}`: unknown unit `{other}` (use ms, s, m or h)")),
+    };
+    duration.ok_or_else(|| format!("`{text}` is too long"))
 }
 
 #[cfg(test)]
@@ -206,9 +238,12 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_duration("40"), Ok(Duration::from_millis(40)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        let bare = parse_duration("5").unwrap_err();
+        assert!(bare.contains("no unit") && bare.contains("5s"), "{bare}");
         assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("3h").is_err());
+        assert!(parse_duration("3d").is_err());
     }
 
     #[test]
