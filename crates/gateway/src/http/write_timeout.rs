@@ -7,9 +7,22 @@
 //! [`io::ErrorKind::TimedOut`]; hyper then closes the connection and drops the responses on it,
 //! which releases their admission permits and their readers' hold on their flights' histories.
 //!
-//! Cost, per connection: a pointer to the shared [`Limit`] and one to the timer, which is made on
-//! the connection's first stuck write only (most never have one) and reused after: no task, and
-//! no timer at all for a client that keeps up (issue 15 measures a held stream's every byte).
+//! A stuck write alone does not prove the client took nothing: the kernel reports a full send
+//! buffer writable again only once a third of it has drained, and it grows that buffer up to
+//! `net.ipv4.tcp_wmem`'s maximum (4 MiB by default), which a client reading slowly but steadily
+//! may take longer than the timeout to drain. So on Linux, when the timer fires, the kernel is
+//! asked how many bytes the client has not acknowledged yet (`SIOCOUTQ`): fewer than when the
+//! write got stuck, and the client is taking bytes, the timer starts again; as many, and it is
+//! cut. Elsewhere a stuck write is cut when the timer fires.
+//!
+//! The timer starts once the kernel's buffers are full: a client that reads nothing is cut after
+//! the timeout plus the time the answer takes to fill them (its receive buffer and the gateway's
+//! send buffer, up to a few MiB).
+//!
+//! Cost, per connection: a pointer to the shared [`Limit`], one to the timer, which is made on
+//! the connection's first stuck write only (most never have one) and reused after, and a count:
+//! no task, and no timer at all for a client that keeps up (issue 15 counts a held stream's every
+//! byte); a system call when a write gets stuck and when the timer fires.
 //!
 //! What it does not cover: an HTTP/2 client that keeps reading the socket but withholds
 //! flow-control window (`WINDOW_UPDATE`) from one stream. hyper then stops writing that stream
@@ -65,6 +78,29 @@ enum Stall {
     Cut,
 }
 
+/// An IO that may tell how much of what was written its peer has not acknowledged yet.
+pub(crate) trait Unacknowledged {
+    /// Bytes written that the peer has not acknowledged; `None` if it cannot be known.
+    fn unacknowledged(&self) -> Option<u32>;
+}
+
+impl Unacknowledged for tokio::net::TcpStream {
+    #[cfg(target_os = "linux")]
+    fn unacknowledged(&self) -> Option<u32> {
+        use std::os::fd::AsRawFd;
+        let mut queued: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ (TIOCOUTQ) on a TCP socket writes one int through the pointer, which
+        // points to one; the descriptor is this stream's own, open while it is borrowed.
+        let done = unsafe { libc::ioctl(self.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+        if done == 0 { u32::try_from(queued).ok() } else { None }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn unacknowledged(&self) -> Option<u32> {
+        None
+    }
+}
+
 /// A connection's IO, with its writes bounded by [`Limit::after`] (see the module's documentation).
 #[derive(Debug)]
 pub(crate) struct WriteTimeout<T> {
@@ -72,13 +108,24 @@ pub(crate) struct WriteTimeout<T> {
     limit: Arc<Limit>,
     /// Made on the first stuck write and kept for the next ones.
     timer: Option<Pin<Box<Sleep>>>,
+    /// What the client had not acknowledged when the timer (re)started; [`UNKNOWN`] if not known.
+    unacknowledged: u32,
     stall: Stall,
 }
 
-impl<T> WriteTimeout<T> {
+/// [`WriteTimeout::unacknowledged`] when the IO cannot tell.
+const UNKNOWN: u32 = u32::MAX;
+
+/// Notes in `noted` what `io`'s peer has not acknowledged; true if that is less than before.
+fn took_bytes(io: &impl Unacknowledged, noted: &mut u32) -> bool {
+    let now = io.unacknowledged().unwrap_or(UNKNOWN);
+    now < std::mem::replace(noted, now)
+}
+
+impl<T: Unacknowledged> WriteTimeout<T> {
     /// `io`, its writes bounded by `limit`.
     pub(crate) fn new(io: T, limit: Arc<Limit>) -> WriteTimeout<T> {
-        WriteTimeout { io, limit, timer: None, stall: Stall::Writing }
+        WriteTimeout { io, limit, timer: None, unacknowledged: UNKNOWN, stall: Stall::Writing }
     }
 
     /// What the socket's answer to a write means once the timer has had its say: progress (or an
@@ -95,6 +142,9 @@ impl<T> WriteTimeout<T> {
             return Poll::Pending;
         }
         if self.stall != Stall::Cut {
+            if self.stall == Stall::Writing {
+                took_bytes(&self.io, &mut self.unacknowledged);
+            }
             let timer = match (&mut self.timer, self.stall) {
                 (Some(timer), Stall::Stuck) => timer,
                 (Some(timer), _) => {
@@ -107,6 +157,13 @@ impl<T> WriteTimeout<T> {
             // Registers the task to be woken when it fires, so that the stuck write is retried.
             if timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
+            }
+            if took_bytes(&self.io, &mut self.unacknowledged) {
+                // Slowly, but the client takes bytes: another period, from now.
+                timer.as_mut().reset(Instant::now() + after);
+                if timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
             }
             self.stall = Stall::Cut;
             self.limit.cut.bump();
@@ -123,7 +180,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for WriteTimeout<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<T> {
+impl<T: AsyncWrite + Unacknowledged + Unpin> AsyncWrite for WriteTimeout<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.io).poll_write(cx, buf);
@@ -162,6 +219,12 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
 
     use super::*;
+
+    impl Unacknowledged for DuplexStream {
+        fn unacknowledged(&self) -> Option<u32> {
+            None
+        }
+    }
 
     /// Reaching it fails a test; it is not a timing.
     const DEADLINE: Duration = Duration::from_secs(10);
