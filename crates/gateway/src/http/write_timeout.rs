@@ -273,6 +273,18 @@ mod tests {
         assert_eq!(cut.count(), 0);
     }
 
+    #[test]
+    fn a_connection_pays_three_words_for_it() {
+        use std::mem::size_of;
+        let (guarded, bare) =
+            (size_of::<WriteTimeout<tokio::net::TcpStream>>(), size_of::<tokio::net::TcpStream>());
+        println!(
+            "{bare} bytes for a socket, {guarded} guarded; a stuck write's timer {} more",
+            size_of::<Sleep>()
+        );
+        assert!(guarded <= bare + 3 * size_of::<usize>(), "{guarded} bytes, {bare} bare");
+    }
+
     #[tokio::test]
     async fn zero_is_no_timeout() {
         let (mut ours, _theirs, cut) = pipe(Duration::ZERO);
