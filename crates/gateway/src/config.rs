@@ -93,7 +93,7 @@ pub struct Settings {
 
     /// Clients: the longest a client may leave the bytes of its response untaken (a client
     /// that stopped reading). Past it the connection is closed, and its admission permit and
-    /// its hold on the answer's history are released.
+    /// its hold on the answer's history are released. 0: no limit.
     #[arg(long, env = "STREAMFLIGHT_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub write_timeout: Duration,
 

@@ -63,10 +63,16 @@ impl App {
     /// Builds the gateway for `settings`. The error is one line for the operator (flags that
     /// cannot work together, a CA file that cannot be read).
     pub fn new(settings: Settings) -> Result<App, String> {
-        let connections =
-            Connections { header_timeout: settings.header_timeout, shutdown_grace: settings.shutdown_grace };
         let shutdown = Shutdown::new();
         let mut gateway = Gateway::new(settings, shutdown.clone())?;
+        let settings = &gateway.settings;
+        let connections = Connections {
+            header_timeout: settings.header_timeout,
+            shutdown_grace: settings.shutdown_grace,
+            write_timeout: settings.write_timeout,
+            // The connection layer counts into the metrics' counter.
+            write_timeouts: gateway.metrics.write_timeouts.clone(),
+        };
         // With `--redis`, this replica joins the fleet, and carries out the cancels it passes on.
         if let Some(url) = gateway.settings.redis.as_deref() {
             let fleet = fleet::connect(url, &gateway.settings)?;

@@ -53,9 +53,11 @@ async fn main() -> ExitCode {
         Ok(app) => app,
         Err(e) => return fail(&e),
     };
+    // Signals are watched from here on: one sent once the line below is out finds them watched.
+    let stop = streamflight_gateway::http::serve::signal();
     let address = listener.local_addr().map_or_else(|_| listen.to_string(), |a| a.to_string());
     tracing::info!(listen = %address, "streamflight-gateway ready, answering from {}", app.backend());
-    match app.run(listener, streamflight_gateway::http::serve::signal()).await {
+    match app.run(listener, stop).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("stopped: {e}");

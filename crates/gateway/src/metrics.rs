@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use streamflight_redis::FleetStats;
 use streamflight_tokio::Stats;
 
+use crate::http::write_timeout::WriteTimeouts;
+
 /// Counters kept by the HTTP side. Relaxed atomics: each is a monotonic count read for display.
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
@@ -18,6 +20,9 @@ pub(crate) struct Metrics {
     pub rejected: AtomicU64,
     /// Requests being served now (streams included).
     pub in_flight: AtomicU64,
+    /// Connections closed because their client took no byte of its response for
+    /// `--write-timeout`; counted by the connection layer, which shares it.
+    pub write_timeouts: WriteTimeouts,
 }
 
 impl Metrics {
@@ -29,7 +34,7 @@ impl Metrics {
     /// Every series in the Prometheus text format; the fleet's are 0 without `--redis`.
     pub(crate) fn render(&self, stats: &Stats, fleet: &FleetStats) -> String {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let rows: [(&str, &str, &str, u64); 19] = [
+        let rows: [(&str, &str, &str, u64); 20] = [
             ("requests_total", "counter", "Coalesced requests admitted.", stats.requests),
             (
                 "flights_total",
@@ -105,6 +110,12 @@ impl Metrics {
                 "counter",
                 "Requests refused over --max-concurrent-requests.",
                 read(&self.rejected),
+            ),
+            (
+                "write_timeouts_total",
+                "counter",
+                "Connections closed because their client took no byte of its response for --write-timeout.",
+                self.write_timeouts.count(),
             ),
             ("active_flights", "gauge", "Flights in the air.", stats.active_flights as u64),
             ("active_requests", "gauge", "Coalesced requests not yet ended.", stats.active_requests as u64),

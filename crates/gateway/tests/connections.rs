@@ -122,7 +122,12 @@ impl Server {
         let served = tokio::spawn(serve::serve(
             listener,
             app(shutdown.clone(), releases.clone()),
-            Connections { header_timeout, shutdown_grace },
+            Connections {
+                header_timeout,
+                shutdown_grace,
+                write_timeout: NEVER,
+                write_timeouts: Default::default(),
+            },
             shutdown.clone(),
             async move {
                 let _ = stopped.await;

@@ -28,6 +28,8 @@ pub enum Refusal<'a> {
     BodyTooLarge,
     /// A body silent for longer than `--body-timeout`: 408.
     BodyTimeout,
+    /// A body not whole within `--body-deadline` (this long), however steadily it came: 408.
+    BodyDeadline(std::time::Duration),
     /// A body whose connection broke midway: 400.
     BodyBroken,
     /// No live request with the id, for this tenant (G5: anyone else learns nothing more): 404.
@@ -101,6 +103,12 @@ impl Refusal<'_> {
                 INVALID_REQUEST,
                 "request_timeout",
                 Text("the request body did not arrive in time (--body-timeout)"),
+            ),
+            Refusal::BodyDeadline(deadline) => (
+                S::REQUEST_TIMEOUT,
+                INVALID_REQUEST,
+                "request_timeout",
+                Formatted(format!("the request body did not arrive within {deadline:?} (--body-deadline)")),
             ),
             Refusal::BodyBroken => {
                 (S::BAD_REQUEST, INVALID_REQUEST, "invalid_body", Text("the request body could not be read"))

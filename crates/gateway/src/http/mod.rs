@@ -8,3 +8,4 @@ mod inbound;
 mod passthrough;
 pub(crate) mod routes;
 pub mod serve;
+pub mod write_timeout;

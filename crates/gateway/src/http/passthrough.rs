@@ -3,7 +3,6 @@
 
 use std::io;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::body::{Body, HttpBody};
 use axum::extract::Request;
@@ -15,7 +14,7 @@ use crate::dialect::Api;
 use crate::dialect::error::Refusal;
 use crate::flight::Broken;
 use crate::http::headers;
-use crate::http::inbound::{self, BodyFailure};
+use crate::http::inbound::{self, BodyFailure, Bounds};
 use crate::metrics::Metrics;
 use crate::sim;
 use crate::state::Gateway;
@@ -27,9 +26,7 @@ use crate::upstream::client;
 pub(super) async fn forward(gateway: &Gateway, request: Request) -> Response {
     Metrics::bump(&gateway.metrics.passthrough);
     match &gateway.backend {
-        Backend::Upstream(upstream) => {
-            proxy(upstream, gateway.settings.body_limit, gateway.settings.body_timeout, request).await
-        }
+        Backend::Upstream(upstream) => proxy(upstream, Bounds::of(&gateway.settings), request).await,
         Backend::Simulated(_) => {
             let path = request.uri().path().trim_end_matches('/');
             if request.method() == axum::http::Method::GET && path == "/v1/models" {
@@ -42,11 +39,11 @@ pub(super) async fn forward(gateway: &Gateway, request: Request) -> Response {
     }
 }
 
-async fn proxy(upstream: &Upstream, limit: usize, body_timeout: Duration, request: Request) -> Response {
+async fn proxy(upstream: &Upstream, bounds: Bounds, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     // Whose error shape and credential header the request gets: the API its path lies under.
     let api = Api::under(parts.uri.path());
-    if inbound::declared_too_large(&parts.headers, limit) {
+    if inbound::declared_too_large(&parts.headers, bounds.limit) {
         return BodyFailure::TooLarge.response(api);
     }
     let path = parts.uri.path();
@@ -65,7 +62,7 @@ async fn proxy(upstream: &Upstream, limit: usize, body_timeout: Duration, reques
     let client_failed: Arc<Mutex<Option<BodyFailure>>> = Arc::default();
     if body.size_hint().exact() != Some(0) {
         let noted = Arc::clone(&client_failed);
-        let pieces = inbound::bounded(body, limit, body_timeout).map(move |piece| {
+        let pieces = inbound::bounded(body, bounds).map(move |piece| {
             piece.map_err(|failure| {
                 *noted.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(failure);
                 io::Error::from(failure)

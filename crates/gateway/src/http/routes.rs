@@ -144,7 +144,7 @@ async fn coalesced(
         return Refusal::UnknownUrl.error().response();
     };
     let settings = &gateway.settings;
-    let bytes = match inbound::read(&parts.headers, body, settings.body_limit, settings.body_timeout).await {
+    let bytes = match inbound::read(&parts.headers, body, inbound::Bounds::of(settings)).await {
         Ok(bytes) => bytes,
         Err(failure) => return failure.response(api),
     };

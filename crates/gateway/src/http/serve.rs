@@ -22,6 +22,9 @@
 //!     Watching requests rather than reads means a slow upload or a long stream is never cut by it.
 //!   - HTTP/2: keep-alive pings every [`H2_PING_INTERVAL`], closing the connection when one is not
 //!     acknowledged within [`H2_PING_TIMEOUT`], so a vanished peer does not hold a long stream.
+//!   - Both protocols: a write timeout ([`Connections::write_timeout`], G11): a client that takes
+//!     no byte of its response for that long has its connection closed (see
+//!     [`write_timeout`](crate::http::write_timeout) for how, and for what it does not cover).
 //! - **Graceful (G8).** [`serve`] runs until its `stop` future resolves (in the gateway:
 //!   [`signal`]), then stops accepting, asks every connection to finish gracefully (HTTP/1:
 //!   finish the request in flight, then close; HTTP/2: GOAWAY), waits up to
@@ -55,6 +58,7 @@ use tower::ServiceExt;
 use tracing::{debug, error, info, trace, warn};
 
 use crate::http::guarded::Guarded;
+use crate::http::write_timeout::{Limit, WriteTimeout, WriteTimeouts};
 
 /// How often an HTTP/2 connection is pinged when the peer has sent nothing in the meantime.
 pub const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
@@ -74,6 +78,11 @@ pub struct Connections {
     pub header_timeout: Duration,
     /// Time to let in-flight requests finish after SIGTERM/SIGINT (or the shutdown future).
     pub shutdown_grace: Duration,
+    /// Time a client may leave its response's bytes untaken (its socket's send buffer full)
+    /// before its connection is closed, and the responses on it dropped. Zero: no limit.
+    pub write_timeout: Duration,
+    /// Where the connections closed by `write_timeout` are counted.
+    pub write_timeouts: WriteTimeouts,
 }
 
 /// What the connection layer knows of the connection a request arrived on: it is in every
@@ -154,18 +163,27 @@ pub fn bind(address: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     socket.listen(backlog)
 }
 
-/// Resolves on SIGTERM or SIGINT (on other platforms than unix: on ctrl-c).
+/// Resolves on SIGTERM or SIGINT (on other platforms than unix: on ctrl-c); SIGHUP is logged and
+/// ignored, never ending it: the gateway has nothing to reload (its logs go to stderr), and
+/// tools send SIGHUP to ask for a reload or a log reopen, which must not cut every stream.
 ///
-/// Must be polled within a Tokio runtime with signals enabled. If a signal cannot be watched,
-/// that is logged and the other one is still watched. Once watched, a signal no longer ends the
-/// process by itself, for the process's whole life: to act on a second one (say, to exit at once
-/// on a second ctrl-c), call this again.
-pub async fn signal() {
+/// The signals are watched from the call, not from the first poll: call it before telling
+/// anyone the gateway is up, so that a signal sent then does not find the default action (which
+/// ends the process). Needs a Tokio runtime with signals enabled; outside one, or if a signal
+/// cannot be watched, that is logged and the others are still watched. Once watched, a signal
+/// no longer ends the process by itself, for the process's whole life: to act on a second one
+/// (say, to exit at once on a second ctrl-c), call this again.
+pub fn signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{Signal, SignalKind, signal};
 
         fn watch(kind: SignalKind, name: &'static str) -> Option<Signal> {
+            // Watching outside a runtime panics: make it a warning.
+            if tokio::runtime::Handle::try_current().is_err() {
+                warn!("cannot watch {name}: no Tokio runtime");
+                return None;
+            }
             signal(kind).map_err(|error| warn!(%error, "cannot watch {name}")).ok()
         }
         async fn received(signal: Option<Signal>) {
@@ -177,15 +195,27 @@ pub async fn signal() {
             // Not watched, or (`None`) no more signals can arrive: this one never fires.
             pending().await
         }
+        async fn ignored(signal: Option<Signal>) -> Infallible {
+            if let Some(mut signal) = signal {
+                while signal.recv().await.is_some() {
+                    info!("SIGHUP received: ignored; the gateway has nothing to reload (logs go to stderr)");
+                }
+            }
+            pending().await
+        }
         let term = watch(SignalKind::terminate(), "SIGTERM");
         let int = watch(SignalKind::interrupt(), "SIGINT");
-        tokio::select! {
-            () = received(term) => info!("SIGTERM received: shutting down"),
-            () = received(int) => info!("SIGINT received: shutting down"),
+        let hup = watch(SignalKind::hangup(), "SIGHUP");
+        async move {
+            tokio::select! {
+                () = received(term) => info!("SIGTERM received: shutting down"),
+                () = received(int) => info!("SIGINT received: shutting down"),
+                never = ignored(hup) => match never {},
+            }
         }
     }
     #[cfg(not(unix))]
-    {
+    async {
         match tokio::signal::ctrl_c().await {
             Ok(()) => info!("ctrl-c received: shutting down"),
             Err(error) => {
@@ -288,6 +318,8 @@ const READ_BUFFER: usize = 8 * 1024;
 struct Protocols {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
+    /// Every connection's write timeout.
+    writes: Arc<Limit>,
 }
 
 impl Protocols {
@@ -298,7 +330,9 @@ impl Protocols {
             .timer(TokioTimer::new())
             .keep_alive_interval(H2_PING_INTERVAL)
             .keep_alive_timeout(H2_PING_TIMEOUT);
-        Protocols { http1, http2 }
+        let writes =
+            Arc::new(Limit { after: connections.write_timeout, cut: connections.write_timeouts.clone() });
+        Protocols { http1, http2, writes }
     }
 }
 
@@ -350,7 +384,7 @@ trait Served: Future<Output = Result<(), hyper::Error>> {
     fn graceful_shutdown(self: Pin<&mut Self>);
 }
 
-impl<S> Served for http2::Connection<TokioIo<TcpStream>, S, TokioExecutor>
+impl<S> Served for http2::Connection<Io, S, TokioExecutor>
 where
     S: hyper::service::HttpService<Incoming>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -363,6 +397,9 @@ where
         http2::Connection::graceful_shutdown(self);
     }
 }
+
+/// A connection's socket as hyper drives it: its writes bounded by the write timeout.
+type Io = TokioIo<WriteTimeout<TcpStream>>;
 
 /// Accept errors that concern one connection only, not the process's resources.
 fn transient(error: &io::Error) -> bool {
@@ -437,7 +474,7 @@ async fn connection(
     })
     .await;
     let Some(sniffed) = sniffed else { return };
-    let io = TokioIo::new(stream);
+    let io: Io = TokioIo::new(WriteTimeout::new(stream, Arc::clone(&protocols.writes)));
     match sniffed {
         Ok(Ok(Some(Protocol::Http1))) => {
             let service = service(app, accepted, None);

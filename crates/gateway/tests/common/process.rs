@@ -24,7 +24,21 @@ pub struct Binary {
 
 impl Binary {
     pub fn start(flags: &[&str]) -> Binary {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_streamflight-gateway"))
+        Binary::spawn(Command::new(env!("CARGO_BIN_EXE_streamflight-gateway")), flags)
+    }
+
+    /// The binary with at most `kib` KiB of address space (`ulimit -v`): an allocation past it
+    /// fails, as on a host that has no more memory to give.
+    pub fn start_limited(kib: u64, flags: &[&str]) -> Binary {
+        let mut command = Command::new("/bin/sh");
+        // `exec`: the process (and its pid, for signals) is the gateway's, not the shell's.
+        command.args(["-c", &format!(r#"ulimit -v {kib} && exec "$0" "$@""#)]);
+        command.arg(env!("CARGO_BIN_EXE_streamflight-gateway"));
+        Binary::spawn(command, flags)
+    }
+
+    fn spawn(mut command: Command, flags: &[&str]) -> Binary {
+        let mut child = command
             .args(["--listen", "127.0.0.1:0"])
             .args(flags)
             // Neither a `STREAMFLIGHT_*` fallback nor a proxy of the test's environment applies.
