@@ -170,8 +170,9 @@ async fn coalesced(
     };
     let digest = key.digest();
     let mut sent = headers::upstream_request(&parts.headers, upstream_credential(&gateway, api));
-    // The gateway reads the answer (SSE, merged, shared): it must arrive uncompressed.
-    sent.remove(ACCEPT_ENCODING);
+    // The gateway reads the answer (SSE, merged, shared): it must arrive uncompressed. Said
+    // outright: with no `accept-encoding` at all a server may pick any encoding (RFC 9110).
+    sent.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     let outgoing = Outgoing { api, query, headers: sent, body: parsed.upstream, canonical };
     let prepare = gateway.backend.open(outgoing);
     let named = api.names_answers().then(|| Box::new(key.clone()));
