@@ -18,6 +18,8 @@ pub(crate) struct Metrics {
     pub rejected: AtomicU64,
     /// Requests being served now (streams included).
     pub in_flight: AtomicU64,
+    /// Coalesced request bodies over `OFF_WORKER_BYTES` (256 KiB), parsed on the blocking pool.
+    pub bodies_parsed_off_worker: AtomicU64,
 }
 
 impl Metrics {
@@ -29,7 +31,7 @@ impl Metrics {
     /// Every series in the Prometheus text format; the fleet's are 0 without `--redis`.
     pub(crate) fn render(&self, stats: &Stats, fleet: &FleetStats) -> String {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let rows: [(&str, &str, &str, u64); 19] = [
+        let rows: [(&str, &str, &str, u64); 20] = [
             ("requests_total", "counter", "Coalesced requests admitted.", stats.requests),
             (
                 "flights_total",
@@ -105,6 +107,12 @@ impl Metrics {
                 "counter",
                 "Requests refused over --max-concurrent-requests.",
                 read(&self.rejected),
+            ),
+            (
+                "bodies_parsed_off_worker_total",
+                "counter",
+                "Request bodies over 256 KiB, parsed on the blocking pool rather than an async worker.",
+                read(&self.bodies_parsed_off_worker),
             ),
             ("active_flights", "gauge", "Flights in the air.", stats.active_flights as u64),
             ("active_requests", "gauge", "Coalesced requests not yet ended.", stats.active_requests as u64),
