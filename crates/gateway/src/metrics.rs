@@ -23,6 +23,8 @@ pub(crate) struct Metrics {
     /// Connections closed because their client took no byte of its response for
     /// `--write-timeout`; counted by the connection layer, which shares it.
     pub write_timeouts: WriteTimeouts,
+    /// Coalesced request bodies over `OFF_WORKER_BYTES` (256 KiB), parsed on the blocking pool.
+    pub bodies_parsed_off_worker: AtomicU64,
 }
 
 impl Metrics {
@@ -34,7 +36,7 @@ impl Metrics {
     /// Every series in the Prometheus text format; the fleet's are 0 without `--redis`.
     pub(crate) fn render(&self, stats: &Stats, fleet: &FleetStats) -> String {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let rows: [(&str, &str, &str, u64); 20] = [
+        let rows: [(&str, &str, &str, u64); 21] = [
             ("requests_total", "counter", "Coalesced requests admitted.", stats.requests),
             (
                 "flights_total",
@@ -116,6 +118,12 @@ impl Metrics {
                 "counter",
                 "Connections closed because their client took no byte of its response for --write-timeout.",
                 self.write_timeouts.count(),
+            ),
+            (
+                "bodies_parsed_off_worker_total",
+                "counter",
+                "Request bodies over 256 KiB, parsed on the blocking pool rather than an async worker.",
+                read(&self.bodies_parsed_off_worker),
             ),
             ("active_flights", "gauge", "Flights in the air.", stats.active_flights as u64),
             ("active_requests", "gauge", "Coalesced requests not yet ended.", stats.active_requests as u64),

@@ -11,6 +11,7 @@ use crate::answer::Keeping;
 use crate::answer::registry::Registry;
 use crate::config::Settings;
 use crate::flight::{Part, UpstreamError};
+use crate::http::offload::Offload;
 use crate::http::serve::Shutdown;
 use crate::key::Key;
 use crate::metrics::Metrics;
@@ -35,6 +36,8 @@ pub(crate) struct Gateway {
     pub keeping: Keeping,
     /// One permit per request served at once (`--max-concurrent-requests`).
     pub permits: Arc<Semaphore>,
+    /// Where bodies too big for an async worker are parsed.
+    pub offload: Offload,
 }
 
 impl Gateway {
@@ -53,6 +56,7 @@ impl Gateway {
         let (flights, registry) = (Flights::new(config), Arc::new(Registry::new(window)));
         let resume = (!settings.resume_window.is_zero()).then_some(settings.resume_window);
         let keeping = Keeping { shutdown, keep_alive: settings.keep_alive, resume };
-        Ok(Gateway { settings, flights, fleet: None, registry, backend, metrics, keeping, permits })
+        let offload = Offload::new(Arc::clone(&metrics));
+        Ok(Gateway { settings, flights, fleet: None, registry, backend, metrics, keeping, permits, offload })
     }
 }

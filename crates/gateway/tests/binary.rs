@@ -45,6 +45,27 @@ async fn start_up_errors_exit_2_with_one_line() {
     assert!(reason.contains("/nonexistent.pem"), "{reason}");
 }
 
+/// Issue 22: an upstream URL with no path (every request would get a 404) and a duration with
+/// no unit (seconds? milliseconds?) never start: exit 2, one line saying what to write instead.
+#[tokio::test]
+async fn start_up_refuses_what_would_never_work_saying_what_to_write() {
+    let port = closed_port();
+    for upstream in [format!("http://127.0.0.1:{port}"), format!("http://127.0.0.1:{port}/")] {
+        let (reason, _) = refused(&["--upstream", &upstream]).await;
+        let expected = format!(
+            "the upstream URL `http://127.0.0.1:{port}` has no path: give the base URL with its version, \
+             like http://127.0.0.1:{port}/v1"
+        );
+        assert!(reason.contains(&expected), "{reason}");
+    }
+    let upstream = format!("http://127.0.0.1:{port}/v1");
+    let (reason, _) = refused(&["--upstream", &upstream, "--linger", "5"]).await;
+    assert!(
+        reason.contains("has no unit") && reason.contains("--linger") && reason.contains("5s"),
+        "{reason}"
+    );
+}
+
 #[tokio::test]
 async fn the_startup_line_says_what_answers() {
     let mut simulated = Binary::start(&[]);

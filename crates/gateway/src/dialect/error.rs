@@ -21,8 +21,9 @@ use crate::flight::Broken;
 pub enum Refusal<'a> {
     /// Over `--max-concurrent-requests`: 503 (the caller adds `retry-after`).
     TooManyRequests,
-    /// A body that is not a JSON object (400 `invalid_json`) or whose `stream` fields have the
-    /// wrong type (400 `invalid_type`), with its message.
+    /// A body that is not a JSON object (400 `invalid_json`), that names a member twice (400
+    /// `duplicate_member`), or whose `stream` fields have the wrong type (400 `invalid_type`),
+    /// with its message.
     InvalidBody(&'a BodyError),
     /// A body over `--body-limit`, declared or sent: 413.
     BodyTooLarge,
@@ -32,6 +33,8 @@ pub enum Refusal<'a> {
     BodyDeadline(std::time::Duration),
     /// A body whose connection broke midway: 400.
     BodyBroken,
+    /// A body the gateway failed to check (its parse on the blocking pool was lost): 500.
+    BodyUnchecked,
     /// No live request with the id, for this tenant (G5: anyone else learns nothing more): 404.
     RequestNotFound,
     /// A `Last-Event-ID` (or `after`) that is not a number: 400.
@@ -89,6 +92,9 @@ impl Refusal<'_> {
             Refusal::InvalidBody(error @ (BodyError::NotJson(_) | BodyError::NotAnObject)) => {
                 (S::BAD_REQUEST, INVALID_REQUEST, "invalid_json", Formatted(error.to_string()))
             }
+            Refusal::InvalidBody(error @ BodyError::DuplicateMember(_)) => {
+                (S::BAD_REQUEST, INVALID_REQUEST, "duplicate_member", Formatted(error.to_string()))
+            }
             Refusal::InvalidBody(error) => {
                 (S::BAD_REQUEST, INVALID_REQUEST, "invalid_type", Formatted(error.to_string()))
             }
@@ -113,6 +119,12 @@ impl Refusal<'_> {
             Refusal::BodyBroken => {
                 (S::BAD_REQUEST, INVALID_REQUEST, "invalid_body", Text("the request body could not be read"))
             }
+            Refusal::BodyUnchecked => (
+                S::INTERNAL_SERVER_ERROR,
+                SERVER,
+                "body_unchecked",
+                Text("the gateway failed to check the request body"),
+            ),
             Refusal::RequestNotFound => {
                 (S::NOT_FOUND, INVALID_REQUEST, "request_not_found", Text("no live request with this id"))
             }

@@ -59,9 +59,11 @@ pub(crate) fn upstream_request(
     out
 }
 
-/// The headers of an upstream response as a client gets them: end to end, the upstream's
-/// `x-request-id` renamed `x-upstream-request-id` (the gateway's own is `x-request-id`), and,
-/// for a shared (coalesced) answer, no `set-cookie`: a cookie is one client's, never a flight's.
+/// The headers of an upstream response as a client gets them: end to end (so never a
+/// `content-length`: the body's framing is the gateway's), the upstream's `x-request-id` renamed
+/// `x-upstream-request-id` (the gateway's own is `x-request-id`), and, for a shared (coalesced)
+/// answer, no `set-cookie` (a cookie is one client's, never a flight's) and no `content-encoding`
+/// (the gateway writes that body itself, uncompressed: a header without its bytes would lie).
 pub(crate) fn downstream_response(headers: &HeaderMap, shared: bool) -> HeaderMap {
     let mut out = end_to_end(headers);
     if let Some(id) = out.remove("x-request-id") {
@@ -69,8 +71,21 @@ pub(crate) fn downstream_response(headers: &HeaderMap, shared: bool) -> HeaderMa
     }
     if shared {
         out.remove(header::SET_COOKIE);
+        out.remove(header::CONTENT_ENCODING);
     }
     out
+}
+
+/// The `content-encoding` of a response if it is not identity (none, empty, or `identity`).
+pub(crate) fn encoded(headers: &HeaderMap) -> Option<String> {
+    let named: Vec<&str> = headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|value| value.to_str().unwrap_or("?").split(','))
+        .map(str::trim)
+        .filter(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"))
+        .collect();
+    (!named.is_empty()).then(|| named.join(", "))
 }
 
 /// SHA-256 of the client's credentials (every credential header, in a fixed order): the tenant.
@@ -177,5 +192,25 @@ mod tests {
         assert!(out.get("x-request-id").is_none() && out.get("set-cookie").is_none());
         assert_eq!(out.get("retry-after").unwrap(), "3");
         assert!(downstream_response(&headers, false).get("set-cookie").is_some());
+    }
+
+    #[test]
+    fn an_encoding_stays_with_its_bytes_only() {
+        let headers = map(&[("content-encoding", "gzip"), ("content-length", "12"), ("content-type", "x/y")]);
+        let shared = downstream_response(&headers, true);
+        assert!(shared.get("content-encoding").is_none() && shared.get("content-length").is_none());
+        assert_eq!(shared.get("content-type").unwrap(), "x/y");
+        // Passed through, the body is the upstream's bytes: their encoding goes with them.
+        let passed = downstream_response(&headers, false);
+        assert_eq!(passed.get("content-encoding").unwrap(), "gzip");
+        assert!(passed.get("content-length").is_none(), "the framing is the gateway's");
+
+        assert_eq!(encoded(&headers).as_deref(), Some("gzip"));
+        assert_eq!(encoded(&map(&[("content-encoding", "identity")])), None);
+        assert_eq!(encoded(&map(&[("content-encoding", "")])), None);
+        assert_eq!(encoded(&HeaderMap::new()), None);
+        assert_eq!(encoded(&map(&[("content-encoding", "Identity, br")])).as_deref(), Some("br"));
+        let twice = map(&[("content-encoding", "gzip"), ("content-encoding", "br")]);
+        assert_eq!(encoded(&twice).as_deref(), Some("gzip, br"));
     }
 }

@@ -5,6 +5,7 @@ pub(crate) mod access;
 mod guarded;
 pub(crate) mod headers;
 mod inbound;
+pub(crate) mod offload;
 mod passthrough;
 pub(crate) mod routes;
 pub mod serve;

@@ -21,13 +21,13 @@ use crate::answer::Numbered;
 use crate::answer::registry::{Asked, Claim, ClientId, Live};
 use crate::answer::{self, Wants};
 use crate::dialect::Api;
-use crate::dialect::body;
 use crate::dialect::error::{Refusal, json_response};
 use crate::fleet::handoff;
 use crate::http::access::Record;
 use crate::http::guarded::Guarded;
 use crate::http::headers;
 use crate::http::inbound;
+use crate::http::offload::Unparsed;
 use crate::http::passthrough;
 use crate::key::Key;
 use crate::metrics::Metrics;
@@ -148,9 +148,10 @@ async fn coalesced(
         Ok(bytes) => bytes,
         Err(failure) => return failure.response(api),
     };
-    let parsed = match body::parse(&bytes, api.owned()) {
+    let parsed = match gateway.offload.parse(&bytes, api.owned()).await {
         Ok(parsed) => parsed,
-        Err(error) => return api.error_response(&Refusal::InvalidBody(&error).error()),
+        Err(Unparsed::Invalid(error)) => return api.error_response(&Refusal::InvalidBody(&error).error()),
+        Err(Unparsed::Lost(refusal)) => return api.error_response(&refusal.error()),
     };
     if api.passes(&bytes) {
         // Not coalesced (a background response lives upstream): sent on as it came.
@@ -170,8 +171,9 @@ async fn coalesced(
     };
     let digest = key.digest();
     let mut sent = headers::upstream_request(&parts.headers, upstream_credential(&gateway, api));
-    // The gateway reads the answer (SSE, merged, shared): it must arrive uncompressed.
-    sent.remove(ACCEPT_ENCODING);
+    // The gateway reads the answer (SSE, merged, shared): it must arrive uncompressed. Said
+    // outright: with no `accept-encoding` at all a server may pick any encoding (RFC 9110).
+    sent.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     let outgoing = Outgoing { api, query, headers: sent, body: parsed.upstream, canonical };
     let prepare = gateway.backend.open(outgoing);
     let named = api.names_answers().then(|| Box::new(key.clone()));

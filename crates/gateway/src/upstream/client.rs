@@ -38,8 +38,8 @@ pub struct UpstreamUrl {
 }
 
 impl UpstreamUrl {
-    /// Parses an absolute `http://` or `https://` URL with a host; no query, no fragment;
-    /// a trailing `/` is dropped. Errors are one line saying why (clap shows them; the
+    /// Parses an absolute `http://` or `https://` URL with a host and a path (the API's base,
+    /// `/v1` for most); no query, no fragment; a trailing `/` is dropped. Errors are one line saying why (clap shows them; the
     /// binary exits 2).
     ///
     /// A user name or password (`https://user:pass@host/v1`) is refused: the gateway owns
@@ -78,6 +78,14 @@ impl UpstreamUrl {
         }
         let path = url.path().trim_end_matches('/').to_owned();
         url.set_path(&path);
+        if path.is_empty() {
+            // Every API path is joined below the base (`/chat/completions`): without its version
+            // every request would get the upstream's 404. Quoted: no credential gets this far.
+            let base = url.as_str().trim_end_matches('/');
+            return Err(format!(
+                "the upstream URL `{base}` has no path: give the base URL with its version, like {base}/v1"
+            ));
+        }
         Ok(UpstreamUrl { url })
     }
 
@@ -341,8 +349,6 @@ mod tests {
         assert_eq!(url("http://127.0.0.1:8000/v1//").redacted(), "http://127.0.0.1:8000/v1");
         assert_eq!(url("HTTP://LocalHost:8000/v1").redacted(), "http://localhost:8000/v1");
         assert_eq!(url("http://[::1]:8000/v1").redacted(), "http://[::1]:8000/v1");
-        assert_eq!(url("https://h").redacted(), "https://h");
-        assert_eq!(url("https://h/").redacted(), "https://h");
         assert_eq!(url("  http://h:11434/v1\n").redacted(), "http://h:11434/v1");
     }
 
@@ -363,6 +369,20 @@ mod tests {
     }
 
     #[test]
+    fn parse_refuses_a_base_without_a_path_saying_what_to_write() {
+        for text in ["http://127.0.0.1:8000", "http://127.0.0.1:8000/", "https://h//"] {
+            let reason = refused(text);
+            assert!(reason.contains("has no path") && reason.contains("/v1"), "{text}: {reason}");
+        }
+        assert_eq!(
+            refused("http://127.0.0.1:8000/"),
+            "the upstream URL `http://127.0.0.1:8000` has no path: give the base URL with its version, \
+             like http://127.0.0.1:8000/v1"
+        );
+        assert_eq!(url("https://h/openai").redacted(), "https://h/openai");
+    }
+
+    #[test]
     fn parse_refuses_credentials_without_quoting_them() {
         for text in ["https://user:s3cret@h/v1", "https://s3cret@h/v1", "https://:s3cret@h/v1"] {
             let reason = refused(text);
@@ -379,7 +399,7 @@ mod tests {
         assert_eq!(base.join("/models", None).as_str(), "https://h/v1/models");
         assert_eq!(base.join("/models", Some("")).as_str(), "https://h/v1/models");
         assert_eq!(base.join("models", None).as_str(), "https://h/v1/models");
-        assert_eq!(url("http://h:8080").join("/v1/models", None).as_str(), "http://h:8080/v1/models");
+        assert_eq!(url("http://h:8080/api").join("/v1/models", None).as_str(), "http://h:8080/api/v1/models");
         let deep = url("https://r.openai.azure.com/openai/deployments/gpt");
         assert_eq!(
             deep.join("/chat/completions", Some("api-version=2024-06-01&x=a%20b")).as_str(),

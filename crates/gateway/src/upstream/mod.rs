@@ -136,6 +136,16 @@ impl Upstream {
             }
             Ok(Ok(response)) => response,
         };
+        if let Some(coding) = headers::encoded(response.headers()) {
+            // Asked for identity (`accept-encoding: identity`), the upstream encoded anyway: the
+            // gateway reads, merges and shares every coalesced answer, so it cannot use it.
+            let message = format!(
+                "the upstream answered {} with `content-encoding: {coding}` though the gateway asked \
+                 for `accept-encoding: identity`: it reads every coalesced answer, so it must be sent uncompressed",
+                response.status()
+            );
+            return Err(UpstreamError::broken(Broken::Malformed, message));
+        }
         let head = Arc::new(Head {
             status: response.status(),
             headers: headers::downstream_response(response.headers(), true),
