@@ -6,6 +6,7 @@
 //! [`REDACTED`]: fixed, so the text says nothing of the key's length, and plain ASCII without
 //! quotes, backslashes or line breaks, so a JSON string, a header value and an SSE line stay valid.
 
+use std::fmt;
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderValue};
@@ -16,8 +17,8 @@ use memchr::memmem::Finder;
 pub(crate) const REDACTED: &[u8] = b"[redacted]";
 
 /// Finds the key, if there is one; cheap to clone (one per flight). Without a key nothing is
-/// scanned.
-#[derive(Clone, Debug, Default)]
+/// scanned. Its `Debug` form says whether there is a key, never what it is.
+#[derive(Clone, Default)]
 pub(crate) struct Scrubber {
     /// The key's searcher (SIMD where the CPU has it); its needle is the key.
     finder: Option<Arc<Finder<'static>>>,
@@ -80,9 +81,15 @@ impl Scrubber {
     }
 }
 
+impl fmt::Debug for Scrubber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scrubber").field("key", &self.finder.as_ref().map(|_| "[redacted]")).finish()
+    }
+}
+
 /// Scrubs a body piece by piece ([`Scrubber::pieces`]): a piece's tail that could be the start
 /// of the key is held back until the next piece says whether it is, and no other byte is.
-#[derive(Debug)]
+/// (No `Debug`: what it holds is the start of the key.)
 pub(crate) struct Pieces {
     scrubber: Scrubber,
     /// The end of the last piece that is the start of the key (shorter than the key).
@@ -169,6 +176,12 @@ mod tests {
         let with_key = Bytes::from(format!("x {KEY}"));
         assert_eq!(Scrubber::new(None).bytes(with_key.clone()).as_ptr(), with_key.as_ptr());
         assert_eq!(Scrubber::new(Some("")).bytes(with_key.clone()), with_key);
+    }
+
+    #[test]
+    fn the_debug_form_does_not_show_the_key() {
+        let shown = format!("{:?}", scrubber());
+        assert!(!shown.contains("sk-"), "{shown}");
     }
 
     #[test]
