@@ -87,6 +87,11 @@ pub enum Broken {
     /// The replica leading this flight across the fleet was lost mid-stream (or this replica
     /// fell too far behind it); retry: 502.
     Lost,
+    /// The whole answer grew past `--max-answer-bytes`; the upstream request was aborted: 502.
+    AnswerTooLarge,
+    /// The whole answer lasted longer than `--max-answer-duration`; the upstream request was
+    /// aborted: 504.
+    AnswerTooLong,
 }
 
 impl UpstreamError {

@@ -33,17 +33,6 @@ async fn scripted(stream: &'static str) -> Scripted {
     Scripted { base, requests }
 }
 
-/// Every event of an SSE body: its name and its data.
-fn events(text: &str) -> Vec<(Option<String>, String)> {
-    text.split("\n\n")
-        .filter_map(|block| {
-            let name = block.lines().find_map(|l| l.strip_prefix("event: ")).map(str::to_owned);
-            let data: Vec<&str> = block.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
-            (!data.is_empty()).then(|| (name, data.join("\n")))
-        })
-        .collect()
-}
-
 const FAILED: &str = concat!(
     "event: response.created\n",
     "data: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_f\",\"status\":\"in_progress\"}}\n\n",
@@ -59,7 +48,7 @@ async fn a_failed_response_reaches_every_client_as_sent_and_never_lingers() {
     let body = |stream: bool| json!({"model": "m", "input": "fail", "stream": stream}).to_string();
     let streamed = Client::post_raw(&base, "/v1/responses", body(true), None).await;
     assert_eq!(streamed.status, 200, "the head went out before the failure");
-    let got = events(&streamed.text().await);
+    let got = named_events(&streamed.text().await);
     assert_eq!(got.last().unwrap().0.as_deref(), Some("response.failed"), "as the upstream sent it");
     let failed: Value = serde_json::from_str(&got.last().unwrap().1).unwrap();
     assert_eq!(failed["response"]["error"]["message"], "the model failed");
@@ -95,7 +84,7 @@ async fn an_anthropic_error_event_keeps_its_status_before_the_first_byte_and_its
             .to_string()
     };
     let streamed = Client::post_raw(&base, "/v1/messages", body(true), None).await;
-    let got = events(&streamed.text().await);
+    let got = named_events(&streamed.text().await);
     let names: Vec<Option<&str>> = got.iter().map(|(name, _)| name.as_deref()).collect();
     assert_eq!(names, [Some("message_start"), Some("error")], "the upstream's ping is no part of the answer");
     assert_eq!(got[1].1, r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#);
@@ -122,7 +111,7 @@ async fn a_stream_cut_before_message_stop_ends_with_an_anthropic_error_event_nev
         json!({"model": "m", "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}], "stream": stream})
             .to_string()
     };
-    let got = events(&Client::post_raw(&base, "/v1/messages", body(true), None).await.text().await);
+    let got = named_events(&Client::post_raw(&base, "/v1/messages", body(true), None).await.text().await);
     let (name, data) = got.last().unwrap();
     assert_eq!(name.as_deref(), Some("error"));
     let error: Value = serde_json::from_str(data).unwrap();

@@ -26,7 +26,7 @@ use tokio::time::{Instant, Sleep};
 use crate::answer::registry::Live;
 use crate::dialect::Api;
 use crate::dialect::error::{self, Refusal, json_response};
-use crate::flight::{Event, Head, Part, UpstreamError};
+use crate::flight::{Broken, Event, Head, Part, UpstreamError};
 use crate::http::serve::Shutdown;
 use crate::key::Key;
 use crate::sse;
@@ -83,31 +83,34 @@ impl Failure {
     /// The response to a client that has had no byte yet: the upstream's own when there is
     /// one (G1), else the gateway's in the dialect's shape.
     pub(crate) fn response(&self, api: Api) -> Response {
-        match self {
+        let refusal = match self {
             Failure::Upstream(error) => match &**error {
                 UpstreamError::Status { head, body } => {
                     let mut response = (head.status, body.clone()).into_response();
                     *response.headers_mut() = head.headers.clone();
-                    response
+                    return response;
                 }
                 UpstreamError::InStream(event) => {
-                    json_response(api.failure_status(event), api.failure_body(event))
+                    return json_response(api.failure_status(event), api.failure_body(event));
                 }
-                UpstreamError::Broken { kind, message } => {
-                    api.error_response(&Refusal::Upstream { kind: *kind, message }.error())
-                }
+                UpstreamError::Broken { kind, message } => Refusal::Upstream { kind: *kind, message },
             },
-            Failure::Own(refusal) => {
-                let mut response = api.error_response(&refusal.error());
-                if matches!(refusal, Refusal::Cancelled) {
-                    // A retry would only be cancelled again: the SDKs are told not to.
-                    response
-                        .headers_mut()
-                        .insert(HeaderName::from_static("x-should-retry"), HeaderValue::from_static("false"));
-                }
-                response
-            }
+            Failure::Own(refusal) => *refusal,
+        };
+        let mut response = api.error_response(&refusal.error());
+        // A retry would only be cancelled again, or grow to the same bound again: the SDKs are
+        // told not to.
+        let futile = match refusal {
+            Refusal::Cancelled => true,
+            Refusal::Upstream { kind, .. } => matches!(kind, Broken::AnswerTooLarge | Broken::AnswerTooLong),
+            _ => false,
+        };
+        if futile {
+            response
+                .headers_mut()
+                .insert(HeaderName::from_static("x-should-retry"), HeaderValue::from_static("false"));
         }
+        response
     }
 
     /// The event that ends a stream after its first byte: the upstream's own as it sent it,

@@ -187,6 +187,8 @@ impl Refusal<'_> {
                     Broken::TooLarge => (S::BAD_GATEWAY, "upstream_too_large"),
                     Broken::Malformed => (S::BAD_GATEWAY, "upstream_malformed"),
                     Broken::Lost => (S::BAD_GATEWAY, "upstream_lost"),
+                    Broken::AnswerTooLarge => (S::BAD_GATEWAY, "answer_too_large"),
+                    Broken::AnswerTooLong => (S::GATEWAY_TIMEOUT, "answer_too_long"),
                 };
                 (status, UPSTREAM, code, Text(message))
             }

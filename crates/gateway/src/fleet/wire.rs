@@ -175,6 +175,8 @@ fn kind_code(kind: Broken) -> u8 {
         Broken::TooLarge => 4,
         Broken::Malformed => 5,
         Broken::Lost => 6,
+        Broken::AnswerTooLarge => 7,
+        Broken::AnswerTooLong => 8,
     }
 }
 
@@ -187,6 +189,8 @@ fn kind_from(code: u8) -> Option<Broken> {
         4 => Broken::TooLarge,
         5 => Broken::Malformed,
         6 => Broken::Lost,
+        7 => Broken::AnswerTooLarge,
+        8 => Broken::AnswerTooLong,
         _ => return None,
     })
 }
@@ -330,7 +334,7 @@ mod tests {
 
     /// Every kind of [`Broken`]: the match stops compiling when a kind is added, so the list
     /// cannot silently miss it.
-    fn kinds() -> [Broken; 6] {
+    fn kinds() -> [Broken; 8] {
         let kinds = [
             Broken::Unreachable,
             Broken::Timeout,
@@ -338,6 +342,8 @@ mod tests {
             Broken::TooLarge,
             Broken::Malformed,
             Broken::Lost,
+            Broken::AnswerTooLarge,
+            Broken::AnswerTooLong,
         ];
         for kind in kinds {
             match kind {
@@ -346,7 +352,9 @@ mod tests {
                 | Broken::Truncated
                 | Broken::TooLarge
                 | Broken::Malformed
-                | Broken::Lost => {}
+                | Broken::Lost
+                | Broken::AnswerTooLarge
+                | Broken::AnswerTooLong => {}
             }
         }
         kinds
@@ -526,7 +534,7 @@ mod tests {
             assert_eq!(kind_from(kind_code(kind)), Some(kind));
         }
         assert_eq!(kind_from(0), None);
-        assert_eq!(kind_from(7), None);
+        assert_eq!(kind_from(9), None);
     }
 
     #[test]
@@ -559,7 +567,7 @@ mod tests {
             vec![EVENT, 2, 0, 0, 0, 0],
             vec![BODY, 0xff, 0xff, 0xff, 0xff],
             vec![BROKEN, 0, 0, 0, 0, 0],
-            vec![BROKEN, 7, 0, 0, 0, 0],
+            vec![BROKEN, 9, 0, 0, 0, 0],
             [&[BROKEN, 1][..], &field(b"\xff\xfe")].concat(),
             vec![STATUS, 0, 200, 0, 0, 0, 0],
         ] {

@@ -27,7 +27,7 @@ pub(super) async fn forward(gateway: &Gateway, request: Request) -> Response {
     Metrics::bump(&gateway.metrics.passthrough);
     match &gateway.backend {
         Backend::Upstream(upstream) => proxy(upstream, Bounds::of(&gateway.settings), request).await,
-        Backend::Simulated(_) => {
+        Backend::Simulated(..) => {
             let path = request.uri().path().trim_end_matches('/');
             if request.method() == axum::http::Method::GET && path == "/v1/models" {
                 let mut response = Response::new(Body::from(sim::models()));
@@ -88,14 +88,18 @@ async fn proxy(upstream: &Upstream, bounds: Bounds, request: Request) -> Respons
         Ok(Ok(response)) => response,
     };
     let status = response.status();
-    let headers = headers::downstream_response(response.headers(), false);
+    let mut headers = headers::downstream_response(response.headers(), false);
+    upstream.scrubber.headers(&mut headers);
     let idle = upstream.idle_timeout;
-    // The ticket keeps the request's place on its lane while the body is read.
-    let body = futures::stream::unfold(Some((response, ticket)), move |state| async move {
-        let (mut response, ticket) = state?;
+    // The ticket keeps the request's place on its lane while the body is read; the body is
+    // scrubbed of the gateway's key piece by piece (G6).
+    let pieces = upstream.scrubber.pieces();
+    let body = futures::stream::unfold(Some((response, ticket, pieces)), move |state| async move {
+        let (mut response, ticket, mut pieces) = state?;
         match tokio::time::timeout(idle, response.chunk()).await {
-            Ok(Ok(Some(chunk))) => Some((Ok(chunk), Some((response, ticket)))),
-            Ok(Ok(None)) => None,
+            // A piece held back whole goes out as an empty chunk, which hyper skips.
+            Ok(Ok(Some(chunk))) => Some((Ok(pieces.push(chunk)), Some((response, ticket, pieces)))),
+            Ok(Ok(None)) => Some((Ok(pieces.finish()), None)),
             // Cut the client's connection: a partial body must never pass for a whole one.
             Ok(Err(e)) => Some((Err(io::Error::other(client::describe(&e))), None)),
             Err(_) => Some((Err(io::Error::other("the upstream went silent")), None)),

@@ -210,7 +210,7 @@ async fn coalesced(
 fn upstream_credential(gateway: &Gateway, api: Api) -> Option<(HeaderName, HeaderValue)> {
     match &gateway.backend {
         crate::upstream::backend::Backend::Upstream(upstream) => upstream.credential(api),
-        crate::upstream::backend::Backend::Simulated(_) => None,
+        crate::upstream::backend::Backend::Simulated(..) => None,
     }
 }
 

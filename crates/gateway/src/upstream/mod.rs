@@ -2,8 +2,10 @@
 //! upstream: one request per flight through [`client`], its SSE decoded, each event classified once.
 
 pub(crate) mod backend;
+pub(crate) mod bounds;
 pub mod client;
 mod lanes;
+pub(crate) mod scrub;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +22,10 @@ use crate::flight::{Broken, Head, Part, Parts, UpstreamError};
 use crate::http::headers;
 use crate::metrics::Metrics;
 use crate::sse::{Decoder, TooLarge};
+use crate::upstream::bounds::Bounds;
 use crate::upstream::client::{ClientOptions, UpstreamUrl};
 use crate::upstream::lanes::{Lanes, Ticket};
+use crate::upstream::scrub::Scrubber;
 
 /// A coalesced request as its flight sends it: built from the leading client's request.
 #[derive(Clone, Debug)]
@@ -52,8 +56,11 @@ pub(crate) struct Upstream {
     pub(crate) response_timeout: Duration,
     /// Longest silence while reading a response.
     pub(crate) idle_timeout: Duration,
+    /// The key scrubbed from everything the upstream sends (G6).
+    pub(crate) scrubber: Scrubber,
     max_event_bytes: usize,
     max_error_body: usize,
+    bounds: Bounds,
     metrics: Arc<Metrics>,
 }
 
@@ -72,13 +79,15 @@ impl Upstream {
             return Err("--upstream-api-key holds characters a header cannot carry".to_owned());
         }
         Ok(Upstream {
+            scrubber: Scrubber::new(api_key.as_deref()),
+            api_key,
             lanes,
             url,
-            api_key,
             response_timeout: settings.response_timeout,
             idle_timeout: settings.idle_timeout,
             max_event_bytes: settings.max_event_bytes,
             max_error_body: settings.max_error_body,
+            bounds: Bounds::of(settings),
             metrics,
         })
     }
@@ -91,9 +100,11 @@ impl Upstream {
 
     /// Sends the flight's request and waits for the head: a 2xx gives the parts (head first),
     /// anything else the upstream's own status, headers and (bounded) body as the error.
-    /// Every failure, now or later in the stream, is counted once.
+    /// Every failure, now or later in the stream, is counted once. The answer is bounded
+    /// ([`Bounds`]) from the moment the request is sent.
     pub(crate) async fn open(self: Arc<Self>, outgoing: Outgoing) -> Result<Parts, UpstreamError> {
-        let opened = self.send(outgoing).await;
+        let started = tokio::time::Instant::now();
+        let opened = self.send(outgoing).await.map(|parts| self.bounds.apply(parts, started));
         let metrics = Arc::clone(&self.metrics);
         // Logged at WARN, once a flight, by Display: a status or the gateway's own message,
         // never an upstream body (an upstream 401 may quote the key it refused).
@@ -146,17 +157,17 @@ impl Upstream {
             );
             return Err(UpstreamError::broken(Broken::Malformed, message));
         }
-        let head = Arc::new(Head {
-            status: response.status(),
-            headers: headers::downstream_response(response.headers(), true),
-        });
+        let mut headers = headers::downstream_response(response.headers(), true);
+        self.scrubber.headers(&mut headers);
+        let head = Arc::new(Head { status: response.status(), headers });
         if !head.status.is_success() {
             let body = self.error_body(response).await;
             return Err(UpstreamError::Status { head, body });
         }
         let first = stream::iter([Ok(Part::Head(Arc::clone(&head)))]);
         if !api.streams() {
-            return Ok(holding(first.chain(body_parts(response.bytes_stream(), self.idle_timeout)), ticket));
+            let body = body_parts(response.bytes_stream(), self.idle_timeout, self.scrubber.clone());
+            return Ok(holding(first.chain(body), ticket));
         }
         let content_type = head.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         if !content_type.starts_with("text/event-stream") {
@@ -164,22 +175,36 @@ impl Upstream {
             return Err(UpstreamError::broken(Broken::Malformed, message));
         }
         Ok(holding(
-            first.chain(events(api, response.bytes_stream(), self.idle_timeout, self.max_event_bytes)),
+            first.chain(events(
+                api,
+                response.bytes_stream(),
+                self.idle_timeout,
+                self.max_event_bytes,
+                self.scrubber.clone(),
+            )),
             ticket,
         ))
     }
 
-    /// At most `max_error_body` bytes of an error response's body, as sent.
+    /// At most `max_error_body` bytes of an error response's body, as sent but for the key
+    /// (an upstream 401 may quote the key it refused).
     async fn error_body(&self, mut response: reqwest::Response) -> Bytes {
         let mut body = Vec::new();
+        let mut whole = false;
         while body.len() < self.max_error_body {
             match tokio::time::timeout(self.idle_timeout, response.chunk()).await {
                 Ok(Ok(Some(chunk))) => body.extend_from_slice(&chunk),
+                Ok(Ok(None)) => {
+                    whole = true;
+                    break;
+                }
                 _ => break,
             }
         }
+        whole &= body.len() <= self.max_error_body;
         body.truncate(self.max_error_body);
-        Bytes::from(body)
+        let body = Bytes::from(body);
+        if whole { self.scrubber.bytes(body) } else { self.scrubber.cut(body) }
     }
 }
 
@@ -214,14 +239,26 @@ fn holding(parts: impl Stream<Item = Result<Part, UpstreamError>> + Send + 'stat
         .boxed()
 }
 
-/// A body that is not SSE, piece by piece as it arrives.
-fn body_parts(body: impl Body + Unpin, idle: Duration) -> Parts {
-    stream::unfold(Some(body), move |body| async move {
-        let mut body = body?;
-        match next_chunk(&mut body, idle).await {
-            Ok(Some(chunk)) => Some((Ok(Part::Body(chunk)), Some(body))),
-            Ok(None) => None,
-            Err(error) => Some((Err(error), None)),
+/// A body that is not SSE, piece by piece as it arrives, scrubbed (a piece's tail that may
+/// start the key waits for the next piece).
+fn body_parts(body: impl Body + Unpin, idle: Duration, scrubber: Scrubber) -> Parts {
+    stream::unfold(Some((body, scrubber.pieces())), move |state| async move {
+        let (mut body, mut pieces) = state?;
+        loop {
+            match next_chunk(&mut body, idle).await {
+                Ok(Some(chunk)) => {
+                    let chunk = pieces.push(chunk);
+                    if chunk.is_empty() {
+                        continue;
+                    }
+                    return Some((Ok(Part::Body(chunk)), Some((body, pieces))));
+                }
+                Ok(None) => {
+                    let rest = pieces.finish();
+                    return (!rest.is_empty()).then_some((Ok(Part::Body(rest)), None));
+                }
+                Err(error) => return Some((Err(error), None)),
+            }
         }
     })
     .boxed()
@@ -229,24 +266,35 @@ fn body_parts(body: impl Body + Unpin, idle: Duration) -> Parts {
 
 /// The SSE events of a streamed answer, each classified once by `api`, up to its end (Chat's
 /// `[DONE]`, `response.completed`, `message_stop`); a stream that stops before it is an error.
-fn events(api: Api, body: impl Body + Unpin, idle: Duration, max_event_bytes: usize) -> Parts {
+/// Each event's name and data are scrubbed whole before anything else sees them.
+fn events(
+    api: Api,
+    body: impl Body + Unpin,
+    idle: Duration,
+    max_event_bytes: usize,
+    scrubber: Scrubber,
+) -> Parts {
     let decoder = Decoder::with_names(max_event_bytes, api.event_names());
-    stream::unfold(Some((body, decoder)), move |state| async move {
-        let (mut body, mut decoder) = state?;
+    stream::unfold(Some((body, decoder, scrubber)), move |state| async move {
+        let (mut body, mut decoder, scrubber) = state?;
         loop {
             match decoder.next_event() {
                 Err(TooLarge { limit }) => {
                     let message = format!("an upstream event exceeded {limit} bytes (--max-event-bytes)");
                     return Some((Err(UpstreamError::broken(Broken::TooLarge, message)), None));
                 }
-                Ok(Some((name, data))) => match api.classify(name, data) {
-                    Class::Keep(event) => return Some((Ok(Part::Event(event)), Some((body, decoder)))),
-                    Class::KeepAlive => continue,
-                    // The last event is stored; the stream ends after it, whatever follows.
-                    Class::Last(Some(event)) => return Some((Ok(Part::Event(event)), None)),
-                    Class::Last(None) => return None,
-                    Class::Failure(event) => return Some((Err(UpstreamError::InStream(event)), None)),
-                },
+                Ok(Some((name, data))) => {
+                    match api.classify(name.map(|n| scrubber.bytes(n)), scrubber.bytes(data)) {
+                        Class::Keep(event) => {
+                            return Some((Ok(Part::Event(event)), Some((body, decoder, scrubber))));
+                        }
+                        Class::KeepAlive => continue,
+                        // The last event is stored; the stream ends after it, whatever follows.
+                        Class::Last(Some(event)) => return Some((Ok(Part::Event(event)), None)),
+                        Class::Last(None) => return None,
+                        Class::Failure(event) => return Some((Err(UpstreamError::InStream(event)), None)),
+                    }
+                }
                 Ok(None) => {}
             }
             match next_chunk(&mut body, idle).await {

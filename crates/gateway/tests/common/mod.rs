@@ -166,6 +166,17 @@ impl Client {
     }
 }
 
+/// Every event of an SSE body: its `event:` name, if any, and its data.
+pub fn named_events(text: &str) -> Vec<(Option<String>, String)> {
+    text.split("\n\n")
+        .filter_map(|block| {
+            let name = block.lines().find_map(|l| l.strip_prefix("event: ")).map(str::to_owned);
+            let data: Vec<&str> = block.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+            (!data.is_empty()).then(|| (name, data.join("\n")))
+        })
+        .collect()
+}
+
 /// The text a chat stream's chunks add up to.
 pub fn content(events: &[String]) -> String {
     events
