@@ -47,7 +47,11 @@ struct Options {
     #[arg(long, default_value = "this")]
     label: String,
     /// The attacks to run, comma-separated (default: all, in this order).
-    #[arg(long, value_delimiter = ',', default_value = "idle,slow-bodies,no-read,declared,endless,million-keys,sighup")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "idle,slow-bodies,no-read,declared,endless,million-keys,sighup"
+    )]
     attacks: Vec<String>,
     /// Seconds the slow bodies trickle (the probe: 75).
     #[arg(long, default_value_t = 75)]
@@ -96,12 +100,21 @@ async fn main() {
         rows.push(row);
     }
     println!("\n### {} ({})\n", options.label, options.gateway.display());
-    println!("| attack | sockets held | in flight | peak RSS MB | RSS at end MB | /healthz p50 / p99 ms | outcome |");
+    println!(
+        "| attack | sockets held | in flight | peak RSS MB | RSS at end MB | /healthz p50 / p99 ms | outcome |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---|");
     for row in rows {
         println!(
             "| {} | {} | {} | {:.0} | {:.0} | {:.2} / {:.2} | {} |",
-            row.attack, row.sockets, row.in_flight, row.peak_mb, row.end_mb, row.healthz.0, row.healthz.1, row.outcome
+            row.attack,
+            row.sockets,
+            row.in_flight,
+            row.peak_mb,
+            row.end_mb,
+            row.healthz.0,
+            row.healthz.1,
+            row.outcome
         );
     }
 }
@@ -241,7 +254,11 @@ async fn endless(options: &Options, upstream: SocketAddr) -> Row {
             }
         }
         let error = String::from_utf8_lossy(&tail).contains("\"error\"");
-        format!("stream ended after {} MB{}", seen / 1_000_000, if error { " with an error event" } else { "" })
+        format!(
+            "stream ended after {} MB{}",
+            seen / 1_000_000,
+            if error { " with an error event" } else { "" }
+        )
     });
     let collected = tokio::spawn(async move {
         let body = chat("endless", "forever", false);

@@ -204,6 +204,10 @@ impl Settings {
                         must be above 0"
                 .to_owned());
         }
+        if self.max_answer_duration.is_zero() || self.body_deadline.is_zero() {
+            // Zero would fail every answer (every body) at once: there is no "none" for these.
+            return Err("--max-answer-duration and --body-deadline must be above 0".to_owned());
+        }
         Ok(())
     }
 }
@@ -273,5 +277,17 @@ mod tests {
         assert!(parse(&[]).check().is_ok(), "the simulated model has no credentials to leak");
         assert!(parse(&["--upstream", "http://127.0.0.1:1/v1"]).check().is_err());
         assert!(parse(&["--upstream", "http://127.0.0.1:1/v1", "--upstream-api-key", "k"]).check().is_ok());
+    }
+
+    #[test]
+    fn a_bound_of_zero_that_would_refuse_everything_is_refused() {
+        let check =
+            |flag: &str, value: &str| Settings::parse_from(["streamflight-gateway", flag, value]).check();
+        for flag in ["--max-answer-duration", "--body-deadline"] {
+            let refused = check(flag, "0s").unwrap_err();
+            assert!(refused.contains(flag), "{refused}");
+            assert!(check(flag, "1s").is_ok());
+        }
+        assert!(check("--max-answer-bytes", "0").is_err());
     }
 }
