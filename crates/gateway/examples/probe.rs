@@ -164,6 +164,13 @@ async fn slow_bodies(options: &Options, upstream: SocketAddr) -> Row {
         if response.is_ok_and(|r| r.status().is_success()) {
             served += 1;
         }
+        if asked % 20 == 0 {
+            let held = gauge(address, "in_flight_requests").await;
+            eprintln!(
+                "probe: {:>3} s: {held} requests in flight; legitimate client served {served} of {asked}",
+                asked / 2
+            );
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let row = gateway.row("600 slow bodies, 500 permits", sampler.stop().await, String::new()).await;
