@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::pin::{Pin, pin};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc::UnboundedSender;
@@ -49,8 +49,9 @@ pub(crate) async fn lead<K, T, E, S>(
     let mut pending: Vec<Vec<u8>> = Vec::new();
     let mut written: u64 = 0;
     let mut writing: Option<Writing> = None;
-    // The flight's end, once the upstream is over: written after every item.
-    let mut ending: Option<Vec<u8>> = None;
+    // The flight's end, once the upstream is over: written after every item, with how long the
+    // lease stays for newcomers (R17: the linger for a whole answer, none for a failure).
+    let mut ending: Option<(Vec<u8>, Duration)> = None;
     let mut sharing = true;
     // The store failed: nothing is written before the next renewal succeeds.
     let mut stalled = false;
@@ -85,8 +86,8 @@ pub(crate) async fn lead<K, T, E, S>(
                     let result = append(&mut store, &lease, &items, bounds, first, &batch).await;
                     (batch, result)
                 }));
-            } else if let Some(end) = &ending {
-                match finish(&mut store, &lease, &items, written + 1, end, config.keep, config.linger).await {
+            } else if let Some((end, linger)) = &ending {
+                match finish(&mut store, &lease, &items, written + 1, end, config.keep, *linger).await {
                     Ok(Appended::Written(_)) => {
                         shared.answered();
                         return;
@@ -127,10 +128,10 @@ pub(crate) async fn lead<K, T, E, S>(
                     give_up |= gone(&mut local, Ok(item));
                 }
                 Some(Err(error)) => {
-                    ending = Some(Ending::Failed(&shared.codec.encode_error(&error)).encode());
+                    ending = Some((Ending::Failed(&shared.codec.encode_error(&error)).encode(), Duration::ZERO));
                     give_up |= gone(&mut local, Err(error));
                 }
-                None => ending = Some(Ending::Done.encode()),
+                None => ending = Some((Ending::Done.encode(), config.linger)),
             },
             _ = ticker.tick() => {
                 match lease.renew_with(&mut store, &[&items], bounds.live).await {

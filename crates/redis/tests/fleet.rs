@@ -321,3 +321,53 @@ async fn another_replica_replays_a_flight_from_its_place_after_the_items_a_clien
     assert_eq!(b.fleet_stats().replays, 1);
     assert_eq!(b.fleet().load(b"client 8").await.unwrap(), None);
 }
+
+/// Two replicas whose finished answers linger for `linger`, in the fleet and in each manager.
+fn lingering(server: &RedisServer, name: &str, linger: Duration) -> Replica {
+    let config = FleetConfig::default().replica(name).lease(LEASE).pause(Duration::from_millis(200));
+    let fleet = Fleet::new(&server.url, Text, config.linger(linger)).unwrap();
+    Flights::new(fleet, Config::default().linger(linger))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_answer_lingers_across_the_fleet_and_a_failed_one_never_does() {
+    let Some(server) = RedisServer::start().await else { return };
+    let linger = Duration::from_secs(30);
+    let (a, b) = (lingering(&server, "a", linger), lingering(&server, "b", linger));
+
+    // R17 across replicas: a whole answer serves an identical request on another replica.
+    let whole = Upstream::default();
+    let first = tokio::spawn(all(a.request("whole".to_owned(), whole.answer(2, None))));
+    whole.release(2);
+    assert_eq!(done(&first.await.unwrap()), (items(2), true));
+    let again = all(b.request("whole".to_owned(), whole.answer(2, None))).await;
+    assert_eq!(done(&again), (items(2), true));
+    assert_eq!(whole.started(), 1, "a finished answer lingers: no second upstream request");
+
+    // A failed one never does: the next identical request, on another replica or its own, asks again.
+    let mut store = server.manager().await;
+    for (key, replica) in [("failed on a, asked on b", &b), ("failed on a, asked on a", &a)] {
+        let leases = async |store: &mut redis::aio::ConnectionManager| {
+            store.keys::<_, Vec<String>>("sf:*:lease").await.unwrap().len()
+        };
+        let lingering = leases(&mut store).await;
+        let failing = Upstream::default();
+        let first = tokio::spawn(all(a.request(key.to_owned(), failing.answer(1, Some("429: slow down")))));
+        failing.release(1);
+        let events = first.await.unwrap();
+        assert!(matches!(events.last(), Some(Event::Failed(_))), "{key}: {events:?}");
+        // Its client has the failure; the flight is over for the fleet once its end is written
+        // and its lease gone (a request before that joins it, as on one replica): only the
+        // whole answers' lingering leases are left.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while leases(&mut store).await > lingering {
+            assert!(tokio::time::Instant::now() < deadline, "{key}: the failed flight's lease stays");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let again = tokio::spawn(all(replica.request(key.to_owned(), failing.answer(1, None))));
+        failing.release(1);
+        let again = again.await.unwrap();
+        assert_eq!(done(&again), (items(1), true), "{key}: a new answer, not the failure: {again:?}");
+        assert_eq!(failing.started(), 2, "{key}: a failed answer is never replayed");
+    }
+}
