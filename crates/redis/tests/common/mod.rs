@@ -19,11 +19,21 @@ pub struct RedisServer {
 
 impl RedisServer {
     /// Starts one, or `None` (after saying why on stderr) where there is no `redis-server`.
+    ///
+    /// The port is free when chosen, but another test process may take it before the server
+    /// binds it: then this server exits and the port answers with the other's, whose keys
+    /// (the same flight keys) would mix with this test's. So the server that answers must be
+    /// this one (its `process_id`), else another port is tried.
     pub async fn start() -> Option<RedisServer> {
-        let port = free_port();
-        let server = RedisServer::spawned(port, &[], format!("redis://127.0.0.1:{port}/"))?;
-        server.ready().await;
-        Some(server)
+        for _attempt in 0..5 {
+            let port = free_port();
+            let mut server = RedisServer::spawned(port, &[], format!("redis://127.0.0.1:{port}/"))?;
+            if server.ready().await {
+                return Some(server);
+            }
+            server.kill();
+        }
+        panic!("no redis-server of this test's own after 5 ports");
     }
 
     /// One that speaks only TLS (`rediss://localhost`), with the PEM files of its certificate
@@ -72,19 +82,25 @@ impl RedisServer {
     /// Starts it again on the same port, empty.
     pub async fn restart(&mut self) {
         self.child = spawn(self.port, &[]).expect("redis-server starts again");
-        self.ready().await;
+        assert!(self.ready().await, "the restarted redis-server is not the one answering its port");
     }
 
-    /// Waits until it answers.
-    async fn ready(&self) {
+    /// Waits until it answers: true if the server answering is this one, false if another
+    /// process's answers its port (this one could not bind it, and exits).
+    async fn ready(&mut self) -> bool {
         let client = redis::Client::open(self.url.as_str()).expect("a valid URL");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(mut connection) = client.get_multiplexed_async_connection().await {
-                let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut connection).await;
-                if pong.is_ok() {
-                    return;
+                let info: redis::RedisResult<String> =
+                    redis::cmd("INFO").arg("server").query_async(&mut connection).await;
+                if let Ok(info) = info {
+                    let pid = info.lines().find_map(|line| line.strip_prefix("process_id:"));
+                    return pid.is_some_and(|pid| pid.trim() == self.child.id().to_string());
                 }
+            }
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
             }
             assert!(Instant::now() < deadline, "redis-server did not answer within 10 s");
             tokio::time::sleep(Duration::from_millis(10)).await;
