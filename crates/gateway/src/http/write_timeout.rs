@@ -1,7 +1,7 @@
 //! The write timeout on a client's connection (G11): a client that takes no byte of its response
 //! for `--write-timeout` has its connection closed, so that what its response holds is freed.
 //!
-//! [`WriteTimeout`] wraps the accepted socket, under hyper. Its timer runs only while a write is
+//! `WriteTimeout` wraps the accepted socket, under hyper. Its timer runs only while a write is
 //! stuck: it is armed when the socket answers a write (or flush) with `Pending`, its send buffer
 //! full, and disarmed by any progress. When it fires, the stuck write fails with
 //! [`io::ErrorKind::TimedOut`]; hyper then closes the connection and drops the responses on it,
@@ -19,7 +19,7 @@
 //! the timeout plus the time the answer takes to fill them (its receive buffer and the gateway's
 //! send buffer, up to a few MiB).
 //!
-//! Cost, per connection: a pointer to the shared [`Limit`], one to the timer, which is made on
+//! Cost, per connection: a pointer to the shared `Limit`, one to the timer, which is made on
 //! the connection's first stuck write only (most never have one) and reused after, and a count:
 //! no task, and no timer at all for a client that keeps up (issue 15 counts a held stream's every
 //! byte); a system call when a write gets stuck and when the timer fires.
@@ -101,7 +101,7 @@ impl Unacknowledged for tokio::net::TcpStream {
     }
 }
 
-/// A connection's IO, with its writes bounded by [`Limit::after`] (see the module's documentation).
+/// A connection's IO, with its writes bounded by `Limit::after` (see the module's documentation).
 #[derive(Debug)]
 pub(crate) struct WriteTimeout<T> {
     io: T,
