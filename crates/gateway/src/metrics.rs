@@ -36,7 +36,7 @@ impl Metrics {
     /// Every series in the Prometheus text format; the fleet's are 0 without `--redis`.
     pub(crate) fn render(&self, stats: &Stats, fleet: &FleetStats) -> String {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let rows: [(&str, &str, &str, u64); 21] = [
+        let rows: [(&str, &str, &str, u64); 22] = [
             ("requests_total", "counter", "Coalesced requests admitted.", stats.requests),
             (
                 "flights_total",
@@ -53,7 +53,7 @@ impl Metrics {
             (
                 "remote_joins_total",
                 "counter",
-                "Flights that followed another replica's (--redis): no upstream request here.",
+                "Flights that followed another replica's live flight (--redis): no upstream request here.",
                 fleet.remote_joins,
             ),
             (
@@ -67,6 +67,12 @@ impl Metrics {
                 "counter",
                 "Commands to the fleet's store that failed (--redis).",
                 fleet.store_errors,
+            ),
+            (
+                "fleet_lingered_total",
+                "counter",
+                "Requests served by another replica's finished answer within its linger (--redis): no upstream request.",
+                fleet.lingered,
             ),
             (
                 "remote_resumed_total",

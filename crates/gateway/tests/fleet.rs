@@ -279,6 +279,7 @@ async fn a_client_that_lost_its_connection_resumes_through_another_gateway() {
     assert_eq!(rest.last().map(String::as_str), Some("[DONE]"));
     assert_eq!(upstream.received(), 1, "the same upstream request, never a second one");
     assert!(metric(c, "streamflight_remote_resumed_total").await >= 1);
+    assert_eq!(metric(c, "streamflight_remote_joins_total").await, 0, "a resume is no join");
 }
 
 /// A CA, and a certificate it signed for `localhost`, written as PEM files under a fresh

@@ -110,7 +110,8 @@ impl FleetConfig {
 pub struct FleetStats {
     /// Local flights this replica led for the fleet: it held the lease and ran the upstream.
     pub led: u64,
-    /// Local flights that followed another replica's: no upstream request here.
+    /// Local flights that followed another replica's live flight: no upstream request here.
+    /// Neither a finished answer's replay (`lingered`) nor a resumed stream (`replays`).
     pub remote_joins: u64,
     /// Store commands that failed (unreachable, timed out, refused).
     pub store_errors: u64,
@@ -121,6 +122,9 @@ pub struct FleetStats {
     pub leader_lost: u64,
     /// Streams replayed from the store for a client that came from another replica.
     pub replays: u64,
+    /// Local flights served by another replica's finished answer within its linger (R17): no
+    /// upstream request anywhere. Not counted in `remote_joins`.
+    pub lingered: u64,
 }
 
 #[derive(Default)]
@@ -131,6 +135,7 @@ pub(crate) struct Counters {
     alone: AtomicU64,
     leader_lost: AtomicU64,
     replays: AtomicU64,
+    lingered: AtomicU64,
 }
 
 /// How many idle reader connections a replica keeps for its next readers.
@@ -315,6 +320,7 @@ where
             alone: read(&counters.alone),
             leader_lost: read(&counters.leader_lost),
             replays: read(&counters.replays),
+            lingered: read(&counters.lingered),
         }
     }
 
@@ -379,7 +385,10 @@ async fn fly<K, T, E, S>(
             }
         }
         match interest::join(&mut store, &names.lease(), names.base(), &config.replica, config.lease).await {
-            Ok(Some(token)) => {
+            Ok(Some(interest::Joined { token, ended })) => {
+                // Counted apart: a live flight joined, or a finished one replayed (R17).
+                let counter = if ended { &shared.counters.lingered } else { &shared.counters.remote_joins };
+                counter.fetch_add(1, Ordering::Relaxed);
                 let here = Here::new(&shared, &names, &token);
                 let followed = follow::follow(&shared, &names, &token, 0, &tx).await;
                 drop(here);
@@ -459,11 +468,6 @@ impl<K, T, E> Shared<K, T, E> {
     /// A flight's leader was lost, as this replica saw it.
     pub(crate) fn leader_lost(&self) {
         self.counters.leader_lost.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A local flight follows another replica's.
-    pub(crate) fn joined(&self) {
-        self.counters.remote_joins.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A connection of its own for a reader: an idle one, or a new one whose replies may

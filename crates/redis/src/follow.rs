@@ -47,7 +47,6 @@ pub(crate) async fn follow<K: 'static, T: 'static, E: 'static>(
     let mut had: u64 = from;
     let mut refreshed = Instant::now();
     let mut failing_since: Option<Instant> = None;
-    shared.joined();
     // What became of the flight, and whether the connection finished its last read.
     let lost = |had: u64| {
         if had == 0 && from == 0 {

@@ -11,7 +11,8 @@ use crate::{Lease, StoreError};
 
 /// Finds who leads (the token at the lease `KEYS[1]`) and registers replica `ARGV[1]`'s
 /// interest in that flight for `ARGV[2]` ms, in one step: a leader that has not given up yet
-/// is sure to see it. Returns the token, or nil when nobody leads.
+/// is sure to see it. Returns the token and whether its stream has ended already (a finished
+/// answer, lingering), or nil when nobody leads.
 const JOIN: &str = r"
 local token = redis.call('GET', KEYS[1])
 if not token then
@@ -22,7 +23,21 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local interest = ARGV[3] .. token .. ':interest'
 redis.call('ZADD', interest, now + tonumber(ARGV[2]), ARGV[1])
 redis.call('PEXPIRE', interest, 2 * tonumber(ARGV[2]))
-return token";
+local last = redis.call('XREVRANGE', ARGV[3] .. token .. ':items', '+', '-', 'COUNT', 1)
+local ended = 0
+if #last > 0 and last[1][2][1] == 'end' then
+    ended = 1
+end
+return {token, ended}";
+
+/// The flight a replica joined: who leads it, and whether its answer was over already.
+#[derive(Debug)]
+pub(crate) struct Joined {
+    /// The leader's lease token, which names the flight's stream.
+    pub(crate) token: String,
+    /// Its stream held its end when joined: a finished answer within its linger (R17).
+    pub(crate) ended: bool,
+}
 
 /// Keeps replica `ARGV[1]`'s interest in `KEYS[1]` for `ARGV[2]` ms more.
 const REFRESH: &str = r"
@@ -53,17 +68,19 @@ redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('DEL', KEYS[1], KEYS[3])
 return 0";
 
-/// Who leads the flight at `lease`, with `replica`'s interest registered in it for `ttl`; `None`
-/// when nobody does (the caller may lead).
+/// Who leads the flight at `lease` (and whether it is over), with `replica`'s interest
+/// registered in it for `ttl`; `None` when nobody does (the caller may lead).
 pub(crate) async fn join<C: ConnectionLike + Send + Sync>(
     store: &mut C,
     lease: &str,
     base: &str,
     replica: &str,
     ttl: Duration,
-) -> Result<Option<String>, StoreError> {
+) -> Result<Option<Joined>, StoreError> {
     let script = Script::new(JOIN);
-    Ok(script.key(lease).arg(replica).arg(millis(ttl)).arg(base).invoke_async(store).await?)
+    let joined: Option<(String, i64)> =
+        script.key(lease).arg(replica).arg(millis(ttl)).arg(base).invoke_async(store).await?;
+    Ok(joined.map(|(token, ended)| Joined { token, ended: ended == 1 }))
 }
 
 /// Keeps `replica`'s interest at `interest` for `ttl` more.

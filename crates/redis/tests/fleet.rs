@@ -343,6 +343,8 @@ async fn a_finished_answer_lingers_across_the_fleet_and_a_failed_one_never_does(
     let again = all(b.request("whole".to_owned(), whole.answer(2, None))).await;
     assert_eq!(done(&again), (items(2), true));
     assert_eq!(whole.started(), 1, "a finished answer lingers: no second upstream request");
+    let stats = b.fleet_stats();
+    assert_eq!((stats.lingered, stats.remote_joins), (1, 0), "counted as a linger, not a join: {stats:?}");
 
     // A failed one never does: the next identical request, on another replica or its own, asks again.
     let mut store = server.manager().await;
