@@ -102,6 +102,16 @@ async fn three(server: &RedisServer) -> [Replica; 3] {
     [replica(server, "a"), replica(server, "b"), replica(server, "c")]
 }
 
+/// Waits until every replica is on the fleet's flight (one leads it, the others follow): a
+/// request's flight reaches the store in a task of its own, so an answer released before then
+/// could end before a slow replica asks, which would then start a flight of its own.
+async fn on_the_flight(replicas: &[Replica]) {
+    eventually("every replica is on the flight", || {
+        replicas.iter().map(|r| r.fleet_stats()).map(|s| s.led + s.remote_joins).sum::<u64>() == 3
+    })
+    .await;
+}
+
 /// The next event, within 10 s.
 async fn next(subscription: &mut Subscription<String, String>) -> Option<Event<String, String>> {
     tokio::time::timeout(Duration::from_secs(10), subscription.next()).await.expect("an event within 10 s")
@@ -145,6 +155,7 @@ async fn clients_spread_over_three_replicas_get_identical_streams_from_one_upstr
         .map(|i| replicas[i % 3].request(key.clone(), upstream.answer(20, None)))
         .map(|subscription| tokio::spawn(all(subscription)))
         .collect();
+    on_the_flight(&replicas).await;
     upstream.release(20);
     for client in clients {
         assert_eq!(done(&client.await.unwrap()), (items(20), true));
@@ -217,6 +228,7 @@ async fn the_upstreams_failure_reaches_every_replica_as_it_was() {
             tokio::spawn(all(replica.request("k".to_owned(), upstream.answer(2, Some("429: slow down")))))
         })
         .collect();
+    on_the_flight(&replicas).await;
     upstream.release(2);
     for client in clients {
         let events = client.await.unwrap();
