@@ -27,6 +27,7 @@ pub mod design {}
 #[cfg(feature = "std")]
 pub mod driver;
 mod event;
+pub mod fleet;
 #[cfg(feature = "std")]
 pub mod history;
 mod id;
