@@ -1,0 +1,126 @@
+//! The fleet's machines in the deterministic fleet simulation (R19-R25): proptest over
+//! schedules, each planted bug caught by the invariant it breaks, and the coverage.
+
+use std::time::Instant;
+
+use proptest::collection::vec;
+use proptest::prelude::*;
+use proptest::test_runner::Config as ProptestConfig;
+use streamflight_core::testkit::fleet::{Bugs, Invariant, Report, Rng, Schedule, simulate};
+
+/// Random schedules from a fixed seed: the same sweep on every run.
+fn sweep(seed: u64, count: usize) -> impl Iterator<Item = Schedule> {
+    let mut rng = Rng::new(seed);
+    (0..count).map(move |_| Schedule::from_bytes(&rng.bytes(240)))
+}
+
+fn add(total: &mut Report, report: Report) {
+    total.steps += report.steps;
+    total.clients += report.clients;
+    total.done += report.done;
+    total.failed += report.failed;
+    total.lost += report.lost;
+    total.upstreams += report.upstreams;
+    total.alone += report.alone;
+    total.followed += report.followed;
+    total.again += report.again;
+    total.gaps += report.gaps;
+    total.faults += report.faults;
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    /// Any schedule, faults or not, holds every invariant.
+    #[test]
+    fn every_schedule_holds_every_invariant(data in vec(any::<u8>(), 0..320)) {
+        let schedule = Schedule::from_bytes(&data);
+        if let Err(violation) = simulate(&schedule, Bugs::default()) {
+            prop_assert!(false, "{violation:?}\nin {schedule:?}");
+        }
+    }
+
+    /// Fault-free schedules (the third byte a multiple of 3) are held to one upstream
+    /// request per key and no fleet failure at all.
+    #[test]
+    fn a_healthy_store_means_one_upstream_per_key(mut data in vec(any::<u8>(), 3..320)) {
+        data[2] -= data[2] % 3;
+        let schedule = Schedule::from_bytes(&data);
+        prop_assert!(!schedule.has_faults());
+        if let Err(violation) = simulate(&schedule, Bugs::default()) {
+            prop_assert!(false, "{violation:?}\nin {schedule:?}");
+        }
+    }
+}
+
+/// A fixed sweep passes and reaches every path worth reaching: joins, rewrites after a lost
+/// stream, lost leaders, followers sent to open again, flights served alone. Prints the rate.
+#[test]
+fn sweep_covers_the_fleet_and_reports_its_rate() {
+    let count = 3_000;
+    let started = Instant::now();
+    let mut total = Report::default();
+    for schedule in sweep(23, count) {
+        match simulate(&schedule, Bugs::default()) {
+            Ok(report) => add(&mut total, report),
+            Err(violation) => panic!("{violation:?}\nin {schedule:?}"),
+        }
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "fleet simulation: {count} schedules in {elapsed:?} ({:.0} schedules/s, {:.0} steps/s); {total:?}",
+        count as f64 / elapsed.as_secs_f64(),
+        total.steps as f64 / elapsed.as_secs_f64(),
+    );
+    assert!(total.followed > 1_000, "{total:?}");
+    assert!(total.gaps > 50, "{total:?}");
+    assert!(total.lost > 20, "{total:?}");
+    assert!(total.again > 5, "{total:?}");
+    assert!(total.alone > 100, "{total:?}");
+    assert!(total.failed > 100 && total.done > 1_000, "{total:?}");
+}
+
+/// Runs the sweep with `bugs` planted until a schedule breaks an invariant; checks that it is
+/// `expected` and that the same schedule holds without the bug.
+fn caught(bugs: Bugs, expected: Invariant) {
+    for schedule in sweep(5, 3_000) {
+        if let Err(violation) = simulate(&schedule, bugs) {
+            assert_eq!(violation.invariant, expected, "{violation:?}");
+            assert!(simulate(&schedule, Bugs::default()).is_ok(), "the schedule fails without the bug too");
+            return;
+        }
+    }
+    panic!("{bugs:?} was not caught");
+}
+
+/// The shell lingers every end, a failure's too (lead.rs before issue 23): a lease stands on
+/// a failed answer.
+#[test]
+fn planted_linger_of_a_failure_is_caught() {
+    caught(Bugs { linger_failure: true, ..Bugs::default() }, Invariant::NoFailureLingers);
+}
+
+/// The store applies a fenced-off leader's writes: a replica paused past its lease writes
+/// while another leads.
+#[test]
+fn planted_skipped_fence_is_caught() {
+    caught(Bugs { skip_fence: true, ..Bugs::default() }, Invariant::OneWriter);
+}
+
+/// The store gives a flight up though a follower's interest is live.
+#[test]
+fn planted_abandon_despite_interest_is_caught() {
+    caught(Bugs { abandon_despite_interest: true, ..Bugs::default() }, Invariant::NoJoinedAbandoned);
+}
+
+/// The store appends past what it lost instead of asking the leader to write it again.
+#[test]
+fn planted_missing_gap_check_is_caught() {
+    caught(Bugs { no_gap_check: true, ..Bugs::default() }, Invariant::StreamWhole);
+}
+
+/// A renewal applied after the finish takes the lease back over an ended stream.
+#[test]
+fn planted_retake_after_the_end_is_caught() {
+    caught(Bugs { retake_after_end: true, ..Bugs::default() }, Invariant::NoFailureLingers);
+}
