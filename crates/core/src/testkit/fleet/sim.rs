@@ -256,8 +256,12 @@ impl<'a> Sim<'a> {
     }
 
     fn run_mut(&mut self) -> Result<Report, Violation> {
-        let last = self.schedule.events.last().map_or(0, |(at, _)| *at);
-        let cap = last + TAIL;
+        // Past the last event, and past the end of the last pause it can make.
+        let last = self.schedule.events.iter().map(|(at, event)| match event {
+            Event::Pause { ms, .. } => at + ms,
+            _ => *at,
+        });
+        let cap = last.max().unwrap_or(0) + TAIL;
         while let Some((at, due)) = self.next_due() {
             if at > cap {
                 break;
@@ -523,9 +527,9 @@ impl<'a> Sim<'a> {
             Event::Pause { replica, ms } => {
                 let state = &mut self.replicas[usize::from(replica)];
                 if state.alive {
-                    let from = state.paused_until.max(now);
-                    state.paused_until = from + ms;
-                    state.pauses.push((now, from + ms));
+                    // A stopped process stopped again stays stopped until the later end.
+                    state.paused_until = state.paused_until.max(now + ms);
+                    state.pauses.push((now, state.paused_until));
                 }
                 Ok(())
             }
