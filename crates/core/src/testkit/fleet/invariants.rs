@@ -35,6 +35,9 @@ pub enum Invariant {
     /// items 1..=n with no hole (the model never trims), so no reader is ever cut off with
     /// `Lost::Trimmed` (R25).
     StreamWhole,
+    /// A follower of a lost leader (killed, or fenced off) ends within two leases of the loss,
+    /// while the store is well and its own replica runs (R21).
+    LeaderLoss,
     /// The simulation makes progress: machines end, deadlines move forward.
     Progress,
 }
@@ -246,6 +249,19 @@ impl Checker {
                 Invariant::Deadline,
                 now,
                 format!("key {key}: placed after {waited} ms, past the deadline {}", self.timings.deadline),
+            );
+        }
+        Ok(())
+    }
+
+    /// A follower of `key` still follows `waited` ms after its leader was lost; `excused`:
+    /// the store failed or its replica stopped meanwhile.
+    pub fn leader_loss(&self, now: Millis, key: Key, waited: Millis, excused: bool) -> Checked {
+        if waited > 2 * self.timings.lease && !excused {
+            return broken(
+                Invariant::LeaderLoss,
+                now,
+                format!("key {key}: a follower still follows {waited} ms after its leader was lost"),
             );
         }
         Ok(())

@@ -63,12 +63,20 @@ pub enum Event {
         /// Whose.
         key: Key,
     },
+    /// A client of a killed replica comes back on `replica` and resumes its stream from the
+    /// items it had (R18 across replicas): it follows the flight it was on.
+    Resume {
+        /// Which (by index among those so far, modulo).
+        client: u8,
+        /// Where.
+        replica: Replica,
+    },
 }
 
 impl Event {
-    /// Whether it is a fault (anything but a client coming or going).
+    /// Whether it is a fault (anything but a client coming, going or resuming).
     pub fn is_fault(&self) -> bool {
-        !matches!(self, Event::Request { .. } | Event::Cancel { .. })
+        !matches!(self, Event::Request { .. } | Event::Cancel { .. } | Event::Resume { .. })
     }
 }
 
@@ -130,7 +138,7 @@ impl Schedule {
             let (kind, a, b) = (bytes.next(), bytes.next(), bytes.next());
             let replica = a % replicas;
             let ms = 20 + 10 * Millis::from(b % 80);
-            let event = match kind % 20 {
+            let event = match kind % 21 {
                 0..=7 => Event::Request { replica, key: b % keys },
                 8..=10 => Event::Cancel { client: a },
                 11 => Event::Down { ms },
@@ -140,7 +148,8 @@ impl Schedule {
                 15 => Event::LoseReplies { ms },
                 16 | 17 => Event::Pause { replica, ms },
                 18 => Event::Kill { replica },
-                _ => Event::ExpireLease { key: b % keys },
+                19 => Event::ExpireLease { key: b % keys },
+                _ => Event::Resume { client: a, replica: b % replicas },
             };
             if faults || !event.is_fault() {
                 events.push((at, event));

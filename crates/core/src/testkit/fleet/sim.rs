@@ -41,6 +41,8 @@ pub struct Report {
     pub gaps: u64,
     /// Faults in the schedule.
     pub faults: u64,
+    /// Clients of a killed replica resumed on another.
+    pub resumed: u64,
 }
 
 /// The longest a simulation runs past its last event before every client must have ended.
@@ -64,7 +66,12 @@ struct ReplicaState {
 enum Role {
     Opening(Open),
     Leading(usize),
-    Following { machine: Follower, token: Token },
+    /// `since`: when this follower started (R21's clock starts no earlier).
+    Following {
+        machine: Follower,
+        token: Token,
+        since: Millis,
+    },
     Alone(usize),
     Over,
 }
@@ -167,6 +174,14 @@ pub struct Sim<'a> {
     next_uid: u64,
     checker: Checker,
     report: Report,
+    /// Each client's flight token when its replica was killed: where it may resume.
+    resumable: BTreeMap<usize, Token>,
+    /// Leaders lost (killed, or fenced off), with when: their followers must end within two
+    /// leases (R21).
+    losses: BTreeMap<Token, Millis>,
+    /// When the store was not itself (down, hung, losing replies, restarting): R21's clock
+    /// does not run through those.
+    store_faults: Vec<(Millis, Millis)>,
     /// Every step and what it did, when asked for (to read a failing schedule).
     trace: Option<Vec<alloc::string::String>>,
 }
@@ -223,6 +238,9 @@ impl<'a> Sim<'a> {
             next_uid: 0,
             checker: Checker::new(timings, schedule.answers.clone(), fault_free),
             trace: None,
+            resumable: BTreeMap::new(),
+            losses: BTreeMap::new(),
+            store_faults: Vec::new(),
             report: Report {
                 faults: schedule.events.iter().filter(|(_, e)| e.is_fault()).count() as u64,
                 ..Report::default()
@@ -304,7 +322,19 @@ impl<'a> Sim<'a> {
             }
         }
         self.store.purge(self.now);
-        self.checker.store(self.now, &self.store)
+        self.checker.store(self.now, &self.store)?;
+        // R21: a follower of a lost leader ends within two leases, unless the store itself
+        // failed or its own replica stopped meanwhile.
+        for local in &self.locals {
+            let Role::Following { token, since, .. } = local.role else { continue };
+            let Some(&lost) = self.losses.get(&token) else { continue };
+            let from = lost.max(since);
+            let overlaps = |&(start, end): &(Millis, Millis)| start <= self.now && end >= from;
+            let excused = self.store_faults.iter().any(overlaps)
+                || self.replicas[usize::from(local.replica)].pauses.iter().any(overlaps);
+            self.checker.leader_loss(self.now, local.key, self.now - from, excused)?;
+        }
+        Ok(())
     }
 
     fn uid(&mut self) -> u64 {
@@ -353,7 +383,9 @@ impl<'a> Sim<'a> {
         }
         for (l, local) in self.locals.iter().enumerate() {
             let at = match &local.role {
-                Role::Opening(open) => open.poll_timeout().map(|at| (at, Due::OpenTimeout(l))),
+                Role::Opening(open) if !self.bugs.no_open_deadline => {
+                    open.poll_timeout().map(|at| (at, Due::OpenTimeout(l)))
+                }
                 Role::Following { machine, .. } => {
                     machine.poll_timeout().map(|at| (at, Due::FollowTimeout(l)))
                 }
@@ -492,10 +524,13 @@ impl<'a> Sim<'a> {
                 Ok(())
             }
             Event::Down { ms } => {
+                self.store_faults.push((now, now + ms));
                 self.down_until = self.down_until.max(now + ms);
                 Ok(())
             }
             Event::Hung { ms } => {
+                // Calls held through the hang apply after it, up to a deadline later.
+                self.store_faults.push((now, now + ms + self.timings.deadline));
                 self.hung_until = self.hung_until.max(now + ms);
                 Ok(())
             }
@@ -504,6 +539,7 @@ impl<'a> Sim<'a> {
                 Ok(())
             }
             Event::Restart { ms } => {
+                self.store_faults.push((now, now + ms));
                 self.store.flush();
                 self.down_until = self.down_until.max(now + ms);
                 // Whatever the old process held is gone with it, unanswered.
@@ -521,6 +557,7 @@ impl<'a> Sim<'a> {
                 Ok(())
             }
             Event::LoseReplies { ms } => {
+                self.store_faults.push((now, now + ms));
                 self.lose_until = self.lose_until.max(now + ms);
                 Ok(())
             }
@@ -544,20 +581,73 @@ impl<'a> Sim<'a> {
                 self.store.expire_lease(key);
                 Ok(())
             }
+            Event::Resume { client, replica } => {
+                if self.clients.is_empty() {
+                    return Ok(());
+                }
+                let id = usize::from(client) % self.clients.len();
+                let state = &self.replicas[usize::from(replica)];
+                if !state.alive || state.paused_until > now {
+                    return Ok(());
+                }
+                let Some(token) = self.resumable.remove(&id) else { return Ok(()) };
+                self.resume(id, replica, token)
+            }
         }
+    }
+
+    /// A client whose replica was killed resumes on `replica` from the items it had,
+    /// following the flight it was on (`Fleet::replay`): its interest first, then a follower
+    /// that is a resume (it never opens again: it ends `Lost` if the leader is gone).
+    fn resume(&mut self, id: usize, replica: Replica, token: Token) -> Step {
+        let now = self.now;
+        self.report.resumed += 1;
+        let client = &mut self.clients[id];
+        client.killed = false;
+        let (key, from) = (client.key, client.items);
+        // The replica registers its interest before it reads (R22).
+        let refresh = crate::fleet::Calls::default().next();
+        self.send(replica, Target::Nobody, refresh, Op::Refresh { token, replica }, false);
+        let l = self.locals.len();
+        self.client_replica[id] = (replica, l);
+        let uid = self.uid();
+        let machine = Follower::new(self.timings, now, from, true);
+        self.locals.push(Local {
+            replica,
+            key,
+            uid,
+            clients: alloc::vec![id],
+            history: Vec::new(),
+            gone: false,
+            opened_at: now,
+            token: None,
+            role: Role::Following { machine, token, since: now },
+        });
+        self.drain_follow(l)
     }
 
     fn kill(&mut self, replica: Replica) {
         self.replicas[usize::from(replica)].alive = false;
         self.replicas[usize::from(replica)].by_key.clear();
         for local in self.locals.iter_mut().filter(|l| l.replica == replica) {
+            let token = match &local.role {
+                Role::Leading(i) => Some(self.leads[*i].token),
+                Role::Following { token, .. } => Some(*token),
+                _ => None,
+            };
             for &c in &local.clients {
                 self.clients[c].killed = true;
+                if let Some(token) = token {
+                    self.resumable.insert(c, token);
+                }
             }
             local.clients.clear();
             local.role = Role::Over;
         }
         for lead in self.leads.iter_mut().filter(|l| l.replica == replica) {
+            if !lead.over {
+                self.losses.insert(lead.token, self.now);
+            }
             lead.over = true;
         }
         for run in self.runs.iter_mut().filter(|r| r.replica == replica) {
@@ -747,7 +837,7 @@ impl<'a> Sim<'a> {
                 }
                 let local = &mut self.locals[l];
                 local.uid = uid;
-                local.role = Role::Following { machine, token };
+                local.role = Role::Following { machine, token, since: now };
                 self.drain_follow(l)
             }
             (Decision::Alone, _) => {
@@ -853,7 +943,11 @@ impl<'a> Sim<'a> {
                     self.send(replica, target, call, Op::Append { key, token, first, items }, false);
                 }
                 leader::Action::Finish { call, number, linger } => {
-                    let end = if run.done { Ending::Done } else { Ending::Failed(failure(key, run.stop)) };
+                    let end = if run.done || self.bugs.failure_as_done {
+                        Ending::Done
+                    } else {
+                        Ending::Failed(failure(key, run.stop))
+                    };
                     // The planted bug: every end lingers, a failure's too.
                     let linger = if self.bugs.linger_failure {
                         linger.max(self.timings.linger).max(LEASE)
@@ -883,6 +977,7 @@ impl<'a> Sim<'a> {
                             run.aborted = true;
                         }
                         Over::Lost => {
+                            self.losses.insert(lead.token, now);
                             // The replica's own requests are served on alone.
                             if run.local.is_none() {
                                 run.aborted = true;
@@ -899,7 +994,7 @@ impl<'a> Sim<'a> {
         let now = self.now;
         loop {
             let local = &mut self.locals[l];
-            let Role::Following { machine, token } = &mut local.role else { return Ok(()) };
+            let Role::Following { machine, token, .. } = &mut local.role else { return Ok(()) };
             let Some(action) = machine.poll_action() else { return Ok(()) };
             let (replica, key, token, target) =
                 (local.replica, local.key, *token, Target::Follow(l, local.uid));

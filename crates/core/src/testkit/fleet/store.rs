@@ -35,6 +35,15 @@ pub struct Bugs {
     pub no_gap_check: bool,
     /// A leader's late call takes a missing lease back even over a stream that has ended.
     pub retake_after_end: bool,
+    /// A follower's lease check is answered from a stale cache: always its own leader's.
+    pub stale_lease_check: bool,
+    /// `Acquire` is a plain `SET` (no `NX`): it takes a held lease.
+    pub acquire_without_nx: bool,
+    /// The shell writes a failed upstream's end as `Done`: a truncated answer looks whole.
+    pub failure_as_done: bool,
+    /// The shell gives each of `Open`'s calls its deadline but never tells `Open` the time:
+    /// a decision takes as long as its calls together.
+    pub no_open_deadline: bool,
 }
 
 /// One store call, as a shell makes it: the machine's action with the names the shell adds.
@@ -273,7 +282,7 @@ impl Store {
         let lease = self.timings.lease;
         match op {
             Op::Acquire { key } => {
-                if self.leases.contains_key(key) {
+                if self.leases.contains_key(key) && !self.bugs.acquire_without_nx {
                     return (Reply::Held, None);
                 }
                 self.next_token += 1;
@@ -405,6 +414,7 @@ impl Store {
             }
             Op::CheckLease { key, token } => {
                 let seen = match self.holder(*key) {
+                    _ if self.bugs.stale_lease_check => LeaseSeen::Ours,
                     None => LeaseSeen::Missing,
                     Some(held) if held == *token => LeaseSeen::Ours,
                     Some(_) => LeaseSeen::Other,
