@@ -6,7 +6,8 @@ use std::time::Instant;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
-use streamflight_core::testkit::fleet::{Bugs, Invariant, Report, Rng, Schedule, simulate};
+use streamflight_core::fleet::Timings;
+use streamflight_core::testkit::fleet::{Bugs, Event, Invariant, Report, Rng, Schedule, simulate};
 
 /// Random schedules from a fixed seed: the same sweep on every run.
 fn sweep(seed: u64, count: usize) -> impl Iterator<Item = Schedule> {
@@ -24,7 +25,7 @@ fn add(total: &mut Report, report: Report) {
     total.alone += report.alone;
     total.followed += report.followed;
     total.again += report.again;
-    total.gaps += report.gaps;
+    total.rewrites += report.rewrites;
     total.faults += report.faults;
     total.resumed += report.resumed;
 }
@@ -74,7 +75,7 @@ fn sweep_covers_the_fleet_and_reports_its_rate() {
         total.steps as f64 / elapsed.as_secs_f64(),
     );
     assert!(total.followed > 1_000, "{total:?}");
-    assert!(total.gaps > 50, "{total:?}");
+    assert!(total.rewrites > 50, "{total:?}");
     assert!(total.lost > 20, "{total:?}");
     assert!(total.again > 5, "{total:?}");
     assert!(total.alone > 100, "{total:?}");
@@ -157,4 +158,69 @@ fn planted_failure_written_as_done_is_caught() {
 #[test]
 fn planted_missing_open_deadline_is_caught() {
     caught(Bugs { no_open_deadline: true, ..Bugs::default() }, Invariant::Deadline, &[]);
+}
+
+/// A schedule written by hand: two replicas, one key whose answer is 40 whole items.
+fn scenario(events: Vec<(u64, Event)>) -> Report {
+    let schedule = Schedule {
+        replicas: 2,
+        keys: 1,
+        timings: Timings { lease: 300, deadline: 50, linger: 0 },
+        answers: vec![40],
+        seed: 1,
+        upstream_failures: false,
+        events,
+    };
+    simulate(&schedule, Bugs::default()).unwrap_or_else(|violation| panic!("{violation:?}"))
+}
+
+/// R25: the store flushed mid-flight while its leader lives loses no answer: the leader
+/// writes the stream again and the follower carries on from the item it had.
+#[test]
+fn a_flushed_store_loses_no_answer() {
+    let report = scenario(vec![
+        (0, Event::Request { replica: 0, key: 0 }),
+        (20, Event::Request { replica: 1, key: 0 }),
+        (150, Event::Flush),
+    ]);
+    assert_eq!((report.done, report.lost, report.upstreams, report.followed), (2, 0, 1, 1), "{report:?}");
+    assert!(report.rewrites >= 1, "{report:?}");
+}
+
+/// R21: a killed leader's follower, which had items already, ends `Lost` (within two leases:
+/// the invariant); a client that had nothing opens again and leads.
+#[test]
+fn a_killed_leader_loses_its_followers_explicitly() {
+    let report = scenario(vec![
+        (0, Event::Request { replica: 0, key: 0 }),
+        (20, Event::Request { replica: 1, key: 0 }),
+        (150, Event::Kill { replica: 0 }),
+    ]);
+    assert_eq!((report.lost, report.done), (1, 0), "{report:?}");
+    let report = scenario(vec![
+        (0, Event::Request { replica: 0, key: 0 }),
+        (2, Event::Request { replica: 1, key: 0 }),
+        (12, Event::Kill { replica: 0 }),
+    ]);
+    assert_eq!((report.again, report.done, report.upstreams), (1, 1, 2), "{report:?}");
+}
+
+/// R23: a hung store costs a new request one deadline, then it is served alone.
+#[test]
+fn a_hung_store_costs_one_deadline() {
+    let report = scenario(vec![(0, Event::Hung { ms: 2_000 }), (10, Event::Request { replica: 0, key: 0 })]);
+    assert_eq!((report.alone, report.done), (1, 1), "{report:?}");
+}
+
+/// R18 across replicas: a client of a killed follower resumes on the leader's replica and
+/// gets the rest of the answer, whole.
+#[test]
+fn a_resume_on_another_replica_reads_on() {
+    let report = scenario(vec![
+        (0, Event::Request { replica: 0, key: 0 }),
+        (20, Event::Request { replica: 1, key: 0 }),
+        (120, Event::Kill { replica: 1 }),
+        (140, Event::Resume { client: 1, replica: 0 }),
+    ]);
+    assert_eq!((report.resumed, report.done, report.lost), (1, 2, 0), "{report:?}");
 }

@@ -93,6 +93,9 @@ pub struct Schedule {
     pub answers: Vec<u64>,
     /// The seed of everything the schedule leaves to chance (latencies, upstream pacing).
     pub seed: u64,
+    /// Whether an upstream may fail part way (one in four does); off in scenarios that
+    /// count whole answers.
+    pub upstream_failures: bool,
     /// What happens, at which time, in order.
     pub events: Vec<(Millis, Event)>,
 }
@@ -155,7 +158,7 @@ impl Schedule {
                 events.push((at, event));
             }
         }
-        Schedule { replicas, keys, timings, answers, seed, events }
+        Schedule { replicas, keys, timings, answers, seed, upstream_failures: true, events }
     }
 
     /// Whether any event is a fault.

@@ -37,8 +37,9 @@ pub struct Report {
     pub followed: u64,
     /// Followers told to open again (their leader went before anything came).
     pub again: u64,
-    /// Gaps the store reported to a leader, which wrote again.
-    pub gaps: u64,
+    /// Times a leader learnt that the store lost part of its stream (a `Gap`, or a renewal
+    /// that found a shorter stream) and wrote it again.
+    pub rewrites: u64,
     /// Faults in the schedule.
     pub faults: u64,
     /// Clients of a killed replica resumed on another.
@@ -754,10 +755,11 @@ impl<'a> Sim<'a> {
                 if lead.uid != uid || lead.over {
                     return Ok(());
                 }
-                if matches!(reply, Reply::Gap { .. }) {
-                    self.report.gaps += 1;
-                }
+                let written = lead.machine.written();
                 lead.machine.handle_reply(now, id, reply);
+                if lead.machine.written() < written {
+                    self.report.rewrites += 1;
+                }
                 self.drain_lead(i)
             }
             Target::Follow(l, uid) => {
@@ -872,7 +874,7 @@ impl<'a> Sim<'a> {
         self.report.upstreams += 1;
         let whole = self.schedule.answers[usize::from(key)];
         // One upstream in four fails part way.
-        let (stop, done) = if self.rng.next_u64().is_multiple_of(4) {
+        let (stop, done) = if self.schedule.upstream_failures && self.rng.next_u64().is_multiple_of(4) {
             (self.rng.range(0, whole - 1), false)
         } else {
             (whole, true)
