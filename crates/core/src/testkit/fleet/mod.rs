@@ -3,6 +3,24 @@
 //!
 //! [`check_fleet`] turns any bytes into a [`Schedule`] and runs it, panicking on the first
 //! broken [`Invariant`]; [`simulate`] returns it as a value, with planted [`Bugs`] if asked.
+//!
+//! A schedule is 2-4 replicas, 1-3 keys, a lease of 300 ms (deadline 50 ms, linger 0 or
+//! 200 ms), and up to 48 events: requests, cancels, resumes on another replica, and (in two
+//! schedules of three) faults: the store down, hung (calls apply after the hang, replies come
+//! too late), flushed, restarted empty, losing replies; a replica paused or killed; a lease
+//! lapsing. Store calls take 1-4 ms each way; upstreams give 1-40 items, one in four fails
+//! part way. Every step is followed by the checks of [`invariants`]:
+//!
+//! | invariant | rule | planted bug it catches (`tests/fleet.rs`) |
+//! |---|---|---|
+//! | [`Invariant::OneWriter`] | R20 | `skip_fence` |
+//! | [`Invariant::Streams`] | R14, R21 | `failure_as_done`, `stale_lease_check` (no end) |
+//! | [`Invariant::NoFailureLingers`] | R17 | `linger_failure`, `retake_after_end` |
+//! | [`Invariant::NoJoinedAbandoned`] | R22 | `abandon_despite_interest` |
+//! | [`Invariant::OneUpstream`] | R19 | `acquire_without_nx` |
+//! | [`Invariant::Deadline`] | R23 | `no_open_deadline` |
+//! | [`Invariant::StreamWhole`] | R25 | `no_gap_check` |
+//! | [`Invariant::LeaderLoss`] | R21 | `stale_lease_check` |
 
 pub mod invariants;
 pub mod schedule;
