@@ -224,3 +224,22 @@ fn a_resume_on_another_replica_reads_on() {
     ]);
     assert_eq!((report.resumed, report.done, report.lost), (1, 2, 0), "{report:?}");
 }
+
+/// R26: a replica told to stop takes no new client but leads on for its grace: a peer's
+/// follower gets the whole answer; with a short grace, both streams end explicitly.
+#[test]
+fn a_stopping_replica_leads_on_for_its_grace() {
+    let report = scenario(vec![
+        (0, Event::Request { replica: 0, key: 0 }),
+        (20, Event::Request { replica: 1, key: 0 }),
+        (50, Event::Stop { replica: 0, ms: 2_000 }),
+        (100, Event::Request { replica: 0, key: 0 }),
+    ]);
+    assert_eq!((report.clients, report.done, report.lost, report.upstreams), (2, 2, 0, 1), "{report:?}");
+    let report = scenario(vec![
+        (0, Event::Request { replica: 0, key: 0 }),
+        (20, Event::Request { replica: 1, key: 0 }),
+        (50, Event::Stop { replica: 0, ms: 10 }),
+    ]);
+    assert_eq!((report.done, report.lost), (0, 2), "{report:?}");
+}

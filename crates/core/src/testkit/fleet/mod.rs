@@ -7,8 +7,8 @@
 //! A schedule is 2-4 replicas, 1-3 keys, a lease of 300 ms (deadline 50 ms, linger 0 or
 //! 200 ms), and up to 48 events: requests, cancels, resumes on another replica, and (in two
 //! schedules of three) faults: the store down, hung (calls apply after the hang, replies come
-//! too late), flushed, restarted empty, losing replies; a replica paused or killed; a lease
-//! lapsing. Store calls take 1-4 ms each way; upstreams give 1-40 items, one in four fails
+//! too late), flushed, restarted empty, losing replies; a replica paused, killed, or told to
+//! stop (it serves on for its grace, then ends its streams explicitly); a lease lapsing. Store calls take 1-4 ms each way; upstreams give 1-40 items, one in four fails
 //! part way. Every step is followed by the checks of [`invariants`]:
 //!
 //! | invariant | rule | planted bug it catches (`tests/fleet.rs`) |

@@ -53,6 +53,14 @@ pub enum Event {
         /// How long.
         ms: Millis,
     },
+    /// A replica is told to stop (SIGTERM): it takes no new client and serves on for `ms`,
+    /// then ends its clients' streams with an explicit failure and exits (its leaders vanish).
+    Stop {
+        /// Which.
+        replica: Replica,
+        /// Its grace.
+        ms: Millis,
+    },
     /// A replica is killed: its leaders vanish, its clients are gone.
     Kill {
         /// Which.
@@ -143,7 +151,8 @@ impl Schedule {
             let ms = 20 + 10 * Millis::from(b % 48);
             // Clients come and go more often than things break: a fault in four events.
             let event = match kind % 32 {
-                0..=14 | 30 | 31 => Event::Request { replica, key: b % keys },
+                0..=14 | 31 => Event::Request { replica, key: b % keys },
+                30 => Event::Stop { replica, ms },
                 15..=18 => Event::Cancel { client: a },
                 19 | 20 => Event::Resume { client: a, replica: b % replicas },
                 21 => Event::Down { ms },

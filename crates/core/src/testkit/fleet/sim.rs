@@ -61,6 +61,8 @@ struct ReplicaState {
     avoid_until: Millis,
     /// Each key's joinable local flight.
     by_key: BTreeMap<Key, usize>,
+    /// Told to stop: it exits then (R26).
+    stopping_until: Option<Millis>,
 }
 
 #[derive(Debug)]
@@ -199,6 +201,7 @@ enum Due {
     OpenTimeout(usize),
     LeadTimeout(usize),
     FollowTimeout(usize),
+    StopOver(Replica),
 }
 
 type Step = Result<(), Violation>;
@@ -226,6 +229,7 @@ impl<'a> Sim<'a> {
                     pauses: Vec::new(),
                     avoid_until: 0,
                     by_key: BTreeMap::new(),
+                    stopping_until: None,
                 })
                 .collect(),
             locals: Vec::new(),
@@ -277,7 +281,7 @@ impl<'a> Sim<'a> {
     fn run_mut(&mut self) -> Result<Report, Violation> {
         // Past the last event, and past the end of the last pause it can make.
         let last = self.schedule.events.iter().map(|(at, event)| match event {
-            Event::Pause { ms, .. } => at + ms,
+            Event::Pause { ms, .. } | Event::Stop { ms, .. } => at + ms,
             _ => *at,
         });
         let cap = last.max().unwrap_or(0) + TAIL;
@@ -396,6 +400,11 @@ impl<'a> Sim<'a> {
                 consider(self.when(local.replica, at), due);
             }
         }
+        for (r, state) in self.replicas.iter().enumerate() {
+            if let Some(at) = state.stopping_until {
+                consider(self.when(r as Replica, at), Due::StopOver(r as Replica));
+            }
+        }
         for (i, lead) in self.leads.iter().enumerate() {
             if !lead.over
                 && let Some(at) = lead.machine.poll_timeout()
@@ -455,6 +464,17 @@ impl<'a> Sim<'a> {
                 self.leads[i].machine.handle_timeout(self.now);
                 self.drain_lead(i)
             }
+            Due::StopOver(replica) => {
+                // The grace is over: the clients still here get an explicit end, then it exits.
+                self.replicas[usize::from(replica)].stopping_until = None;
+                for l in 0..self.locals.len() {
+                    if self.locals[l].replica == replica && !self.locals[l].clients.is_empty() {
+                        self.local_end(l, ClientEnd::Lost(crate::fleet::Lost::Leader))?;
+                    }
+                }
+                self.kill(replica);
+                Ok(())
+            }
             Due::FollowTimeout(l) => {
                 if let Role::Following { machine, .. } = &mut self.locals[l].role {
                     machine.handle_timeout(self.now);
@@ -473,7 +493,7 @@ impl<'a> Sim<'a> {
         match event {
             Event::Request { replica, key } => {
                 let state = &self.replicas[usize::from(replica)];
-                if !state.alive || state.paused_until > now {
+                if !state.alive || state.paused_until > now || state.stopping_until.is_some() {
                     return Ok(());
                 }
                 let id = self.clients.len();
@@ -571,6 +591,13 @@ impl<'a> Sim<'a> {
                 }
                 Ok(())
             }
+            Event::Stop { replica, ms } => {
+                let state = &mut self.replicas[usize::from(replica)];
+                if state.alive && state.stopping_until.is_none() {
+                    state.stopping_until = Some(now + ms);
+                }
+                Ok(())
+            }
             Event::Kill { replica } => {
                 let alive = self.replicas.iter().filter(|r| r.alive).count();
                 if alive > 1 && self.replicas[usize::from(replica)].alive {
@@ -588,7 +615,7 @@ impl<'a> Sim<'a> {
                 }
                 let id = usize::from(client) % self.clients.len();
                 let state = &self.replicas[usize::from(replica)];
-                if !state.alive || state.paused_until > now {
+                if !state.alive || state.paused_until > now || state.stopping_until.is_some() {
                     return Ok(());
                 }
                 let Some(token) = self.resumable.remove(&id) else { return Ok(()) };
@@ -628,8 +655,10 @@ impl<'a> Sim<'a> {
     }
 
     fn kill(&mut self, replica: Replica) {
-        self.replicas[usize::from(replica)].alive = false;
-        self.replicas[usize::from(replica)].by_key.clear();
+        let state = &mut self.replicas[usize::from(replica)];
+        state.alive = false;
+        state.by_key.clear();
+        state.stopping_until = None;
         for local in self.locals.iter_mut().filter(|l| l.replica == replica) {
             let token = match &local.role {
                 Role::Leading(i) => Some(self.leads[*i].token),
