@@ -6,7 +6,7 @@ use std::time::Duration;
 use redis::Script;
 use redis::aio::ConnectionLike;
 
-use crate::stream::{Appended, fenced, millis};
+use crate::stream::millis;
 use crate::{Lease, StoreError};
 
 /// Finds who leads (the token at the lease `KEYS[1]`) and registers replica `ARGV[1]`'s
@@ -47,13 +47,14 @@ redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[2]))
 return 1";
 
-/// The leader gives up (its own requests are gone) only if the lease `KEYS[1]` is still its
-/// `ARGV[1]` and no replica's interest in `KEYS[3]` is left: then it ends the stream `KEYS[2]`
-/// with `ARGV[4]` as entry `ARGV[3]`, lets it expire in `ARGV[2]` ms and frees the lease, all
-/// in one step, so that no replica joins a flight being given up. Returns how many replicas
-/// are still interested (0: given up), or -1 when fenced off.
+/// The leader gives up (its own requests are gone) only if the lease `KEYS[1]` is not another
+/// token's (fenced as every leader call; taken back for `ARGV[5]` ms if nobody holds it) and no
+/// replica's interest in `KEYS[3]` is left: then it ends the stream `KEYS[2]` with `ARGV[4]` as
+/// entry `ARGV[3]` (unless an end is there: a retried give-up), lets it expire in `ARGV[2]` ms
+/// and frees the lease, all in one step, so that no replica joins a flight being given up.
+/// Returns how many replicas are still interested (0: given up), or -1 when fenced off.
 const ABANDON: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+if not fence(ARGV[5]) then
     return -1
 end
 local t = redis.call('TIME')
@@ -63,7 +64,9 @@ local left = redis.call('ZCARD', KEYS[3])
 if left > 0 then
     return left
 end
-redis.call('XADD', KEYS[2], ARGV[3] .. '-0', 'end', ARGV[4])
+if last_number() < tonumber(ARGV[3]) then
+    redis.call('XADD', KEYS[2], ARGV[3] .. '-0', 'end', ARGV[4])
+end
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('DEL', KEYS[1], KEYS[3])
 return 0";
@@ -128,12 +131,14 @@ pub(crate) async fn abandon<C: ConnectionLike + Send + Sync>(
     end: &[u8],
     keep: Duration,
 ) -> Result<Abandoned, StoreError> {
-    let script = Script::new(ABANDON);
+    let script = crate::stream::leader_script(ABANDON);
     let mut invocation = script.key(lease.key());
     invocation.key(items).key(interest).arg(lease.token()).arg(millis(keep)).arg(number).arg(end);
-    Ok(match fenced(invocation.invoke_async(store).await?)? {
-        Appended::Fenced => Abandoned::Fenced,
-        Appended::Written(0) => Abandoned::Yes,
-        Appended::Written(left) => Abandoned::Wanted(left),
+    invocation.arg(millis(lease.ttl()));
+    let left: i64 = invocation.invoke_async(store).await?;
+    Ok(match u64::try_from(left) {
+        Err(_) => Abandoned::Fenced,
+        Ok(0) => Abandoned::Yes,
+        Ok(left) => Abandoned::Wanted(left),
     })
 }

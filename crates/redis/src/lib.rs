@@ -80,7 +80,9 @@ mod interest;
 mod lead;
 mod lease;
 mod names;
+mod open;
 mod place;
+mod reader;
 mod signal;
 mod stream;
 
@@ -93,3 +95,5 @@ pub use place::{ParsePlaceError, Place};
 pub use redis;
 pub use signal::Messages;
 pub use stream::{Appended, Bounds, Entry, append, finish, read};
+/// The timings every replica's fleet machines share ([`FleetConfig::timings`]).
+pub use streamflight_core::fleet::Timings;
