@@ -1,6 +1,7 @@
 //! Which replicas still want a flight (R22): one expiring member per replica in a sorted set,
 //! scored by its expiry in the store's own clock, and the leader's give-up that reads it.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::Script;
@@ -71,6 +72,11 @@ redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('DEL', KEYS[1], KEYS[3])
 return 0";
 
+/// The scripts, made once.
+static JOIN_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(JOIN));
+static REFRESH_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(REFRESH));
+static ABANDON_SCRIPT: LazyLock<Script> = LazyLock::new(|| crate::stream::leader_script(ABANDON));
+
 /// Who leads the flight at `lease` (and whether it is over), with `replica`'s interest
 /// registered in it for `ttl`; `None` when nobody does (the caller may lead).
 pub(crate) async fn join<C: ConnectionLike + Send + Sync>(
@@ -80,9 +86,8 @@ pub(crate) async fn join<C: ConnectionLike + Send + Sync>(
     replica: &str,
     ttl: Duration,
 ) -> Result<Option<Joined>, StoreError> {
-    let script = Script::new(JOIN);
     let joined: Option<(String, i64)> =
-        script.key(lease).arg(replica).arg(millis(ttl)).arg(base).invoke_async(store).await?;
+        JOIN_SCRIPT.key(lease).arg(replica).arg(millis(ttl)).arg(base).invoke_async(store).await?;
     Ok(joined.map(|(token, ended)| Joined { token, ended: ended == 1 }))
 }
 
@@ -93,8 +98,7 @@ pub(crate) async fn refresh<C: ConnectionLike + Send + Sync>(
     replica: &str,
     ttl: Duration,
 ) -> Result<(), StoreError> {
-    let script = Script::new(REFRESH);
-    let _: i64 = script.key(interest).arg(replica).arg(millis(ttl)).invoke_async(store).await?;
+    let _: i64 = REFRESH_SCRIPT.key(interest).arg(replica).arg(millis(ttl)).invoke_async(store).await?;
     Ok(())
 }
 
@@ -131,8 +135,7 @@ pub(crate) async fn abandon<C: ConnectionLike + Send + Sync>(
     end: &[u8],
     keep: Duration,
 ) -> Result<Abandoned, StoreError> {
-    let script = crate::stream::leader_script(ABANDON);
-    let mut invocation = script.key(lease.key());
+    let mut invocation = ABANDON_SCRIPT.key(lease.key());
     invocation.key(items).key(interest).arg(lease.token()).arg(millis(keep)).arg(number).arg(end);
     invocation.arg(millis(lease.ttl()));
     let left: i64 = invocation.invoke_async(store).await?;

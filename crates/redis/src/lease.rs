@@ -2,6 +2,7 @@
 //! and a fencing token that every write of the leader is checked against in the store.
 
 use std::fmt;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::aio::ConnectionLike;
@@ -27,6 +28,9 @@ for i = 2, #KEYS do
     redis.call('PEXPIRE', KEYS[i], ARGV[3])
 end
 return top";
+
+/// [`RENEW`], made once.
+static RENEW_SCRIPT: LazyLock<Script> = LazyLock::new(|| crate::stream::leader_script(RENEW));
 
 /// Deletes the lease if it is still the caller's: a lost lease is never someone else's to drop.
 const RELEASE: &str = r"
@@ -187,8 +191,7 @@ pub(crate) async fn renew<C: ConnectionLike + Send + Sync>(
     keys: &[&str],
     live: Duration,
 ) -> Result<Option<u64>, StoreError> {
-    let script = crate::stream::leader_script(RENEW);
-    let mut invocation = script.key(key);
+    let mut invocation = RENEW_SCRIPT.key(key);
     invocation.key(keys).arg(token).arg(millis(ttl)).arg(millis(live));
     let top: i64 = invocation.invoke_async(store).await?;
     Ok(u64::try_from(top).ok())

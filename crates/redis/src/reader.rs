@@ -16,6 +16,7 @@
 //! (it says 0): it is sent again shortly, until the read is over.
 
 use std::collections::BTreeMap;
+use std::ops::Bound::{Excluded, Unbounded};
 use std::pin::pin;
 use std::time::Duration;
 
@@ -54,6 +55,11 @@ struct Wait {
     until: Instant,
     /// Where its answer goes; closed when the follower stopped waiting.
     reply: oneshot::Sender<Read>,
+    /// Its place in the order reads came in.
+    seq: u64,
+    /// Its stream was in an `XREAD` sent after it came, which found nothing new for it: an
+    /// empty answer is true of it.
+    read: bool,
 }
 
 /// What the reader's task needs of the replica's link: its own connection is made from
@@ -93,7 +99,7 @@ impl Reader {
     /// the returned receiver withdraws the read.
     pub(crate) fn read(&self, stream: String, after: u64, wait: Duration) -> oneshot::Receiver<Read> {
         let (reply, rx) = oneshot::channel();
-        let wait = Wait { stream, after, until: Instant::now() + wait, reply };
+        let wait = Wait { stream, after, until: Instant::now() + wait, reply, seq: 0, read: false };
         if let Err(refused) = self.tx.send(wait) {
             // The task is gone: the read fails at once rather than wait for nothing.
             let error = redis::RedisError::from((redis::ErrorKind::Io, "the fleet's reader stopped"));
@@ -107,24 +113,42 @@ impl Reader {
 #[derive(Default)]
 struct Waiting {
     streams: BTreeMap<String, Vec<Wait>>,
+    /// The next read's `seq`.
+    next: u64,
+    /// The last stream of the last chunk read: the next chunk starts after it.
+    cursor: Option<String>,
 }
 
 impl Waiting {
-    fn add(&mut self, wait: Wait) {
+    fn add(&mut self, mut wait: Wait) {
+        wait.seq = self.next;
+        self.next += 1;
         self.streams.entry(wait.stream.clone()).or_default().push(wait);
     }
 
     /// Forgets the reads nobody waits for any more, and answers with nothing those whose
-    /// wait is over by `by` (a little early, so that reads that came at about the same time
-    /// are answered together, not each with an `XREAD` of its own).
-    fn sweep(&mut self, by: Instant) {
+    /// wait is over by `now`, or by `by` if an `XREAD` already found nothing for them (a
+    /// little early, so that reads that came at about the same time are answered together,
+    /// not each with an `XREAD` of its own).
+    fn sweep(&mut self, now: Instant, by: Instant) {
         self.streams.retain(|_, waits| {
             waits.retain(|wait| !wait.reply.is_closed());
-            for wait in waits.extract_if(.., |wait| wait.until <= by) {
+            let over = |wait: &mut Wait| wait.until <= now || (wait.read && wait.until <= by);
+            for wait in waits.extract_if(.., over) {
                 let _ = wait.reply.send(Ok(Vec::new()));
             }
             !waits.is_empty()
         });
+    }
+
+    /// The reads of `streams` that came before `seq` were read by an `XREAD` that found
+    /// nothing more for them.
+    fn read(&mut self, streams: &[String], seq: u64) {
+        for stream in streams {
+            for wait in self.streams.get_mut(stream).into_iter().flatten() {
+                wait.read |= wait.seq < seq;
+            }
+        }
     }
 
     /// Every waiting read fails with `error`.
@@ -151,16 +175,26 @@ impl Waiting {
         }
     }
 
-    /// The streams of chunk `round` (of as many as needed), with the number to read after in
-    /// each (the lowest its reads have), and how many chunks there are.
-    fn chunk(&self, round: usize) -> (Vec<String>, Vec<String>, usize) {
+    /// The next chunk's streams, after the last chunk's in their order (from the first again
+    /// past the last), with the number to read after in each (the lowest its reads have), and
+    /// how many chunks there are now: every stream is in one of that many chunks in a row.
+    fn chunk(&mut self) -> (Vec<String>, Vec<String>, usize) {
         let chunks = self.streams.len().div_ceil(CHUNK).max(1);
-        let skip = (round % chunks) * CHUNK;
+        let after = match self.cursor.take() {
+            Some(cursor) if chunks > 1 => self.streams.range::<String, _>((Excluded(cursor), Unbounded)),
+            _ => self.streams.range::<String, _>(..),
+        };
         let (mut keys, mut ids) = (Vec::new(), Vec::new());
-        for (stream, waits) in self.streams.iter().skip(skip).take(CHUNK) {
+        for (stream, waits) in after.chain(self.streams.iter()).take(CHUNK.min(self.streams.len())) {
             keys.push(stream.clone());
             ids.push(format!("{}-0", waits.iter().map(|wait| wait.after).min().unwrap_or(0)));
         }
+        // A stream that came round again (fewer streams past the cursor than a chunk) is in it
+        // once.
+        let mut seen = std::collections::HashSet::new();
+        let (keys, ids): (Vec<_>, Vec<_>) =
+            keys.into_iter().zip(ids).filter(|(key, _)| seen.insert(key.clone())).unzip();
+        self.cursor = keys.last().cloned();
         (keys, ids, chunks)
     }
 
@@ -175,12 +209,12 @@ async fn run(link: Link, mut rx: UnboundedReceiver<Wait>) {
     let mut waiting = Waiting::default();
     let mut connection: Option<(MultiplexedConnection, i64)> = None;
     let mut open = true;
-    let mut round = 0usize;
     loop {
         while let Ok(wait) = rx.try_recv() {
             waiting.add(wait);
         }
-        waiting.sweep(Instant::now() + link.block / 2);
+        let now = Instant::now();
+        waiting.sweep(now, now + link.block / 2);
         let Some(until) = waiting.first_until() else {
             if !open {
                 return;
@@ -205,8 +239,8 @@ async fn run(link: Link, mut rx: UnboundedReceiver<Wait>) {
                 }
             },
         };
-        round = round.wrapping_add(1);
-        let (keys, ids, chunks) = waiting.chunk(round);
+        let (keys, ids, chunks) = waiting.chunk();
+        let (sent, seq) = (keys.clone(), waiting.next);
         // Every chunk is read within one wait; no read waits past its own.
         let share = link.block / u32::try_from(chunks).unwrap_or(u32::MAX);
         let block = until.saturating_duration_since(Instant::now()).min(share).max(Duration::from_millis(1));
@@ -217,7 +251,7 @@ async fn run(link: Link, mut rx: UnboundedReceiver<Wait>) {
         let mut read = pin!(read);
         let mut wake: Option<BoxFuture<'static, bool>> = None;
         let mut woken = false;
-        let result = loop {
+        let result: Result<Option<StreamReadReply>, redis::RedisError> = loop {
             tokio::select! {
                 result = &mut read => break result,
                 wait = rx.recv(), if open => match wait {
@@ -239,8 +273,10 @@ async fn run(link: Link, mut rx: UnboundedReceiver<Wait>) {
             }
         };
         match result {
-            Ok(Some(reply)) => waiting.dispatch(reply),
-            Ok(None) => {}
+            Ok(reply) => {
+                waiting.dispatch(reply.unwrap_or_default());
+                waiting.read(&sent, seq);
+            }
             Err(error) => {
                 connection = None;
                 waiting.fail(&StoreError::from(error));
@@ -291,5 +327,86 @@ async fn pause(rx: &mut UnboundedReceiver<Wait>, waiting: &mut Waiting, open: &m
                 None => *open = false,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The reader alone against a real `redis-server` (skipped without one, unless
+    //! `STREAMFLIGHT_REQUIRE_REDIS` is set): more streams than a chunk, each read answered
+    //! with its own entries, a quiet read answered empty, a new read not kept waiting.
+
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    use redis::AsyncCommands;
+    use tokio::time::Instant;
+
+    use super::{CHUNK, Link, Reader};
+    use crate::stream::Entry;
+
+    /// A `redis-server` of this test's own, killed when dropped.
+    struct Server(std::process::Child);
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_reader_serves_more_streams_than_a_chunk_and_wakes_for_a_new_one() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let spawned = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn();
+        let _server = match spawned {
+            Ok(child) => Server(child),
+            Err(error) if std::env::var_os("STREAMFLIGHT_REQUIRE_REDIS").is_some() => panic!("{error}"),
+            Err(_) => return,
+        };
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut store = loop {
+            if let Ok(store) = client.get_connection_manager().await {
+                break store;
+            }
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let block = Duration::from_secs(2);
+        let link = Link { client, store: store.clone(), block, deadline: Duration::from_millis(200) };
+        let reader = Reader::start(link);
+
+        // More streams than one XREAD takes, all waiting; one in three gets an entry.
+        let streams = CHUNK + CHUNK / 2;
+        let waiting: Vec<_> = (0..streams).map(|i| reader.read(format!("s{i}"), 0, block)).collect();
+        for i in (0..streams).step_by(3) {
+            let () = store.xadd(format!("s{i}"), "1-0", &[("i", format!("{i}"))]).await.unwrap();
+        }
+        for (i, read) in waiting.into_iter().enumerate() {
+            let entries = tokio::time::timeout(block * 6, read).await.unwrap().unwrap().unwrap();
+            let expected =
+                if i % 3 == 0 { vec![(1, Entry::Item(format!("{i}").into_bytes()))] } else { vec![] };
+            assert_eq!(entries, expected, "stream {i}");
+        }
+
+        // The reader blocks on a quiet stream; a new read is read at once, not after the block.
+        let _quiet = reader.read("quiet".to_owned(), 0, block);
+        let blocked = async || {
+            let info: String =
+                redis::cmd("INFO").arg("clients").query_async(&mut store.clone()).await.unwrap();
+            info.contains("blocked_clients:1")
+        };
+        while !blocked().await {
+            assert!(Instant::now() < deadline + Duration::from_secs(10), "the reader never blocked");
+        }
+        let () = store.xadd("new", "1-0", &[("i", "x")]).await.unwrap();
+        let asked = Instant::now();
+        let read = reader.read("new".to_owned(), 0, block).await.unwrap().unwrap();
+        assert_eq!(read, [(1, Entry::Item(b"x".to_vec()))]);
+        assert!(asked.elapsed() < block / 2, "waited {:?}", asked.elapsed());
     }
 }

@@ -5,6 +5,7 @@
 //! a reader resumes after the `n` items it has, a retried batch is never written twice, and a
 //! gap (trimmed by `MAXLEN`) is seen rather than skipped.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::Script;
@@ -92,10 +93,15 @@ elseif holder then
 end
 return {1, top}";
 
-/// A leader script: the fence and its helpers, then the script's own body.
+/// A leader script: the fence and its helpers, then the script's own body. Made once (its
+/// SHA-1 with it), sent by that SHA-1 on every call.
 pub(crate) fn leader_script(body: &str) -> Script {
     Script::new(&format!("{FENCE}{body}"))
 }
+
+/// The scripts, made once.
+static APPEND_SCRIPT: LazyLock<Script> = LazyLock::new(|| leader_script(APPEND));
+static FINISH_SCRIPT: LazyLock<Script> = LazyLock::new(|| leader_script(FINISH));
 
 /// How long a stream may be, and how long it lives without its leader writing to it.
 #[derive(Clone, Copy, Debug)]
@@ -155,8 +161,7 @@ where
     I: IntoIterator,
     I::Item: AsRef<[u8]>,
 {
-    let script = leader_script(APPEND);
-    let mut invocation = script.key(lease.key());
+    let mut invocation = APPEND_SCRIPT.key(lease.key());
     invocation.key(stream).arg(lease.token()).arg(bounds.max_len).arg(millis(bounds.live)).arg(first);
     invocation.arg(millis(lease.ttl()));
     for item in items {
@@ -192,8 +197,7 @@ pub async fn finish<C>(
 where
     C: ConnectionLike + Send + Sync,
 {
-    let script = leader_script(FINISH);
-    let mut invocation = script.key(lease.key());
+    let mut invocation = FINISH_SCRIPT.key(lease.key());
     invocation.key(stream).arg(lease.token()).arg(millis(keep)).arg(number).arg(end);
     invocation.arg(if linger.is_zero() { 0 } else { millis(linger) }).arg(millis(lease.ttl()));
     Ok(written(invocation.invoke_async(store).await?))
