@@ -242,6 +242,7 @@ async fn a_new_followed_flight_does_not_wait_for_the_readers_block() {
     let (a, b) = (replica(&server, "a", lease), replica(&server, "b", lease));
     let quiet = Upstream::default();
     let _quiet_leader = a.request("quiet".to_owned(), quiet.answer(1, None));
+    eventually("a leads the quiet flight", || a.fleet_stats().led == 1).await;
     let _quiet_follower = b.request("quiet".to_owned(), quiet.answer(1, None));
     eventually("b follows the quiet flight", || b.fleet_stats().remote_joins == 1).await;
 
