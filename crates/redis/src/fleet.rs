@@ -108,6 +108,16 @@ impl FleetConfig {
     /// request waits on the store at most this long before it is served alone, and a leader's
     /// renewal or append past it counts as failed (it may still take effect). Default: 200 ms,
     /// or a third of the lease if that is shorter. At least 1 ms.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use streamflight_redis::FleetConfig;
+    ///
+    /// let config = FleetConfig::default().lease(Duration::from_secs(3));
+    /// assert_eq!(config.timings().deadline, 200);
+    /// let config = config.deadline(Duration::from_millis(50));
+    /// assert_eq!((config.timings().lease, config.timings().deadline), (3_000, 50));
+    /// ```
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = Some(deadline.max(Duration::from_millis(1)));
         self

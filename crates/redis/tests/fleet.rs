@@ -278,3 +278,25 @@ async fn a_finished_answer_lingers_across_the_fleet_and_a_failed_one_never_does(
         assert_eq!(failing.started(), 2, "{key}: a failed answer is never replayed");
     }
 }
+
+/// R26's measure: a replica counts the flights it leads for the fleet until their end is in
+/// the store, whatever became of its own clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_counts_the_flights_it_leads_until_their_end_is_written() {
+    let Some(server) = RedisServer::start().await else { return };
+    let [a, b, _] = three(&server).await;
+    let upstream = Upstream::default();
+    let mut leader = a.request("k".to_owned(), upstream.answer(3, None));
+    upstream.release(1);
+    take(&mut leader, 1).await;
+    let follower = tokio::spawn(all(b.request("k".to_owned(), upstream.answer(3, None))));
+    eventually("b follows", || b.fleet_stats().remote_joins == 1).await;
+    assert_eq!((a.fleet().leading(), b.fleet().leading()), (1, 0));
+    // a's own client leaves: a still leads the flight for b.
+    drop(leader);
+    eventually("a's local flight is gone", || a.is_idle()).await;
+    assert_eq!(a.fleet().leading(), 1);
+    upstream.release(2);
+    assert_eq!(done(&follower.await.unwrap()), (items(3), true));
+    eventually("a's end is written", || a.fleet().leading() == 0).await;
+}
