@@ -93,6 +93,7 @@ pub(crate) async fn lead<K, T, E, S>(
                     drop(leading);
                     if over == Over::Lost {
                         shared.leader_lost();
+                        give_back(shared, &flight);
                         tracing::warn!(
                             "lost the lease on a flight it led: serving this replica's requests alone"
                         );
@@ -254,6 +255,23 @@ where
         (call, shared.call(shared.deadline(), write).await)
     }
     .boxed()
+}
+
+/// A leader that lost the flight lets its lease go, if it is still its own. Calls given up
+/// on a hung store run when it goes on, in order on the one command connection: a renewal
+/// among them takes back the lease that lapsed meanwhile, and newcomers would follow a flight
+/// that nobody leads, for a lease. This compare-and-delete runs after them.
+fn give_back<K, T, E>(shared: &Arc<Shared<K, T, E>>, flight: &Arc<Flight>)
+where
+    K: 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    let (shared, flight) = (Arc::clone(shared), Arc::clone(flight));
+    tokio::spawn(async move {
+        let mut store = shared.store.clone();
+        let _ = flight.lease.clone().release(&mut store).await;
+    });
 }
 
 /// A fenced write's result as the machine's reply.

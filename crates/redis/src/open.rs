@@ -8,6 +8,7 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use streamflight_core::fleet::open::{Action, Decision, Open};
 use streamflight_core::fleet::{CallId, Reply};
+use tokio::sync::oneshot;
 
 use crate::fleet::Shared;
 use crate::interest;
@@ -92,6 +93,11 @@ where
 }
 
 /// `Acquire`: the lease, if it is free.
+///
+/// The `SET` runs in a task of its own, not under the call's deadline: a call given up (a
+/// hung store) may still take the lease once the store goes on, and a lease nobody leads
+/// under would keep newcomers following a flight that never comes, for a lease and more. The
+/// task hands the lease to the call if it still waits, else gives it back at once.
 fn acquire<K, T, E>(shared: &Arc<Shared<K, T, E>>, names: &Names, call: CallId) -> Call
 where
     K: 'static,
@@ -99,14 +105,27 @@ where
     E: Send + 'static,
 {
     let (shared, key) = (Arc::clone(shared), names.lease());
+    let (tx, rx) = oneshot::channel::<Result<Option<Lease>, StoreError>>();
+    let task = Arc::clone(&shared);
+    tokio::spawn(async move {
+        let mut store = task.store.clone();
+        let taken = Lease::acquire(&mut store, &key, task.config.lease).await;
+        if let Err(Ok(Some(unused))) = tx.send(taken) {
+            release(&task, Some(unused));
+        }
+    });
     async move {
-        let mut store = shared.store.clone();
         let mut taken = None;
         let acquire = async {
-            taken = Lease::acquire(&mut store, &key, shared.config.lease).await?;
+            let stopped = || StoreError::Deadline(shared.deadline());
+            taken = rx.await.map_err(|_| stopped())??;
             Ok::<_, StoreError>(if taken.is_some() { Reply::Acquired } else { Reply::Held })
         };
         let reply = shared.call(shared.deadline(), acquire).await;
+        if reply == Reply::Failed {
+            // Given up: a lease taken all the same goes back.
+            release(&shared, taken.take());
+        }
         (call, reply, taken.map_or(Got::Nothing, Got::Lease))
     }
     .boxed()
