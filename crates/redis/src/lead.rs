@@ -68,6 +68,12 @@ pub(crate) async fn lead<K, T, E, S>(
     // of them again. Shared with the calls on their way, never copied for them.
     let mut written: Vec<Arc<[u8]>> = Vec::new();
     let mut ending: Option<Ending> = None;
+    // The upstream's end, for this replica's requests: held back until the store has it (the
+    // finish's reply) or for two deadlines at most, so that whoever saw the end and asks again
+    // anywhere starts a fresh flight or replays a whole answer's linger, as on one replica
+    // (R7, R17), and never waits on a hung store for it (R23).
+    let mut held: Option<(Option<E>, tokio::time::Instant)> = None;
+    let mut finishing: Option<CallId> = None;
     let mut calls: FuturesUnordered<Call> = FuturesUnordered::new();
     loop {
         while let Some(action) = machine.poll_action() {
@@ -84,13 +90,18 @@ pub(crate) async fn lead<K, T, E, S>(
                     }
                 }
                 Action::Finish { call, number, linger } => match &ending {
-                    Some(end) => finished(shared, &flight, call, number, ending::encode(end), linger),
+                    Some(end) => {
+                        finishing = Some(call);
+                        finished(shared, &flight, call, number, ending::encode(end), linger)
+                    }
                     None => async move { (call, Reply::Failed) }.boxed(),
                 },
                 Action::Renew(call) => renewed(shared, &flight, call),
                 Action::Abandon { call, number } => abandoned(shared, &flight, call, number),
                 Action::Over(over) => {
                     drop(leading);
+                    let ended = held.is_some();
+                    release_end(&mut local, &mut held);
                     if over == Over::Lost {
                         shared.leader_lost();
                         give_back(shared, &flight);
@@ -99,7 +110,7 @@ pub(crate) async fn lead<K, T, E, S>(
                         );
                         // The fleet is lost to this flight: this replica's own requests are
                         // served on (the upstream is dropped, aborted, if they are gone).
-                        if let (None, Some(tx)) = (&ending, local) {
+                        if let (false, Some(tx)) = (ended, local) {
                             forward(upstream, tx).await;
                         }
                     }
@@ -111,7 +122,16 @@ pub(crate) async fn lead<K, T, E, S>(
         let timeout = machine.poll_timeout();
         tokio::select! {
             Some((call, reply)) = calls.next(), if !calls.is_empty() => {
+                if finishing == Some(call) {
+                    // The end is in the store, or the store failed it: either way, no later.
+                    release_end(&mut local, &mut held);
+                }
                 machine.handle_reply(shared.now(), call, reply);
+            }
+            () = tokio::time::sleep_until(held.as_ref().map_or_else(tokio::time::Instant::now, |held| held.1)),
+                if held.is_some() =>
+            {
+                release_end(&mut local, &mut held);
             }
             next = upstream.next(), if ending.is_none() => {
                 // This replica's own requests first: the store's copy follows.
@@ -126,20 +146,17 @@ pub(crate) async fn lead<K, T, E, S>(
                     }
                     Some(Err(error)) => {
                         ending = Some(Ending::Failed(shared.codec.encode_error(&error)));
-                        if let Some(tx) = local.take() {
-                            let _ = tx.send(Err(error));
-                        }
+                        held = Some((Some(error), tokio::time::Instant::now() + shared.deadline() * 2));
                         machine.handle_end(shared.now(), false);
                     }
                     None => {
                         ending = Some(Ending::Done);
-                        // Dropped: its requests see the end now, not after the store.
-                        local = None;
+                        held = Some((None, tokio::time::Instant::now() + shared.deadline() * 2));
                         machine.handle_end(shared.now(), true);
                     }
                 }
             }
-            () = closed(&local), if local.is_some() => {
+            () = closed(&local), if local.is_some() && ending.is_none() => {
                 local = None;
                 machine.handle_local_gone(shared.now());
             }
@@ -309,6 +326,20 @@ where
             },
             () = tx.closed() => return,
         }
+    }
+}
+
+/// Gives this replica's requests the upstream's end held back for them: its error, or the
+/// end of their stream.
+fn release_end<T, E>(
+    local: &mut Option<UnboundedSender<Result<T, E>>>,
+    held: &mut Option<(Option<E>, tokio::time::Instant)>,
+) {
+    // Dropping the sender ends the local flight's stream: `Done`, unless an error went first.
+    if let Some((error, _)) = held.take()
+        && let (Some(tx), Some(error)) = (local.take(), error)
+    {
+        let _ = tx.send(Err(error));
     }
 }
 
