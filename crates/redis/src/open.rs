@@ -61,7 +61,15 @@ where
                         Decision::Follow { ended } => {
                             token.take().map_or(Opened::Alone, |token| Opened::Follow { token, ended })
                         }
-                        Decision::Alone => Opened::Alone,
+                        Decision::Alone => {
+                            if !calls.is_empty() {
+                                // Undecided when the deadline came: the store is too slow to
+                                // wait on, counted as failed; the next requests go alone at
+                                // once for the pause (R23).
+                                shared.failed(&StoreError::Deadline(shared.deadline()));
+                            }
+                            Opened::Alone
+                        }
                     };
                     release(shared, lease.take());
                     settle(shared, calls);
