@@ -338,19 +338,24 @@ where
     }
 
     /// Keeps `value` under `name` for `ttl`, for any replica to [`load`](Fleet::load): only
-    /// a hash of the name is in the store (R24).
+    /// a hash of the name is in the store (R24). Given up after the store's deadline
+    /// ([`StoreError::Deadline`]).
     pub async fn save(&self, name: &[u8], value: &[u8], ttl: Duration) -> Result<(), StoreError> {
         let mut store = self.shared.store.clone();
         let key = Names::note(&self.shared.config.prefix, name);
-        let () = redis::AsyncCommands::pset_ex(&mut store, key, value, millis(ttl)).await?;
-        Ok(())
+        let save = async {
+            Ok(redis::AsyncCommands::pset_ex::<_, _, ()>(&mut store, key, value, millis(ttl)).await?)
+        };
+        self.shared.within(self.shared.deadline(), save).await
     }
 
-    /// What was [`save`](Fleet::save)d under `name`, if it has not expired.
+    /// What was [`save`](Fleet::save)d under `name`, if it has not expired. Given up after
+    /// the store's deadline ([`StoreError::Deadline`]).
     pub async fn load(&self, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let mut store = self.shared.store.clone();
         let key = Names::note(&self.shared.config.prefix, name);
-        Ok(redis::AsyncCommands::get(&mut store, key).await?)
+        let load = async { Ok(redis::AsyncCommands::get(&mut store, key).await?) };
+        self.shared.within(self.shared.deadline(), load).await
     }
 
     /// What this replica's fleet link has done since it started.
