@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use redis::aio::ConnectionLike;
 use redis::{AsyncCommands, Script, SetExpiry, SetOptions};
+use sha2::Digest as _;
 
 use crate::stream::millis;
 
@@ -200,7 +201,13 @@ pub(crate) async fn renew<C: ConnectionLike + Send + Sync>(
 /// 128 random bits from the operating system, as 32 hex digits.
 pub(crate) fn fresh_token() -> String {
     let mut bytes = [0; 16];
-    // Without a random source no lease can be told from another: a broken host.
-    getrandom::fill(&mut bytes).expect("the operating system's random source");
+    if getrandom::fill(&mut bytes).is_err() {
+        // No random source (a broken host): a token still unique to this lease, from the
+        // clock, the process and a count, rather than a panic.
+        static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let count = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let seed = format!("{:?} {} {count}", std::time::SystemTime::now(), std::process::id());
+        bytes.copy_from_slice(&sha2::Sha256::digest(seed.as_bytes())[..16]);
+    }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -264,8 +264,12 @@ async fn run(link: Link, mut rx: UnboundedReceiver<Wait>) {
                     }
                     None => open = false,
                 },
-                unblocked = async { wake.as_mut().expect("guarded by the branch's condition").await },
-                    if wake.is_some() =>
+                unblocked = async {
+                    match wake.as_mut() {
+                        Some(wake) => wake.await,
+                        None => std::future::pending().await,
+                    }
+                }, if wake.is_some() =>
                 {
                     // Nothing was blocked yet: the read is still on its way to the store.
                     wake = (!unblocked).then(|| unblock(link.clone(), id, Duration::from_millis(1)));
