@@ -37,3 +37,11 @@ fn history_corpus_replays_clean() {
     let replayed = replay("history", streamflight_core::testkit::check_history);
     assert!(replayed > 0, "no committed corpus for the history target");
 }
+
+#[test]
+fn fleet_corpus_replays_clean() {
+    let replayed = replay("fleet", |data| {
+        streamflight_core::testkit::check_fleet(data);
+    });
+    assert!(replayed > 0, "no committed corpus for the fleet target");
+}

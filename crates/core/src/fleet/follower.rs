@@ -73,7 +73,9 @@ enum Last {
 /// quiet read makes it look at the lease: held by its leader, it reads on; held by another,
 /// the stream is final; missing, the store may have lost it while the leader lives (which
 /// takes it back on its next call, within a third of a lease), so it waits half a lease
-/// before it calls the leader lost. R21: it ends within two leases of its leader's loss.
+/// before a final, non-blocking read: an end in it is passed on, items in it show a living
+/// leader (it reads on), nothing means the leader is lost. Reads failing for two leases end
+/// it too. R21: it ends within two leases of its leader's loss.
 ///
 /// ```
 /// use streamflight_core::fleet::follower::{Action, Followed, Follower};

@@ -11,7 +11,12 @@ pub const BATCH: u64 = 512;
 
 /// What the shell does next for a flight it leads. Every leader call is fenced: if the lease
 /// holds another token it replies `Fenced` and does nothing; if nobody holds it, it takes it
-/// again under this leader's token for a lease (the store lost it) and goes on.
+/// again under this leader's token for a lease (the store lost it) and goes on, unless this
+/// leader's stream already holds its end: then the flight is over in the store and a late call
+/// (a renewal applied after the finish, a retried finish) must not make it joinable again
+/// (R17): nothing changes, `Finish` and `Renew` reply `Written { top }`, `Abandon` replies
+/// `Abandoned`, `Append` replies `Fenced`. (The fleet simulation's planted bug
+/// `retake_after_end` shows a failure lingering without this.)
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Append items `first..=last` (numbered from 1; the shell holds their bytes). If the
@@ -29,6 +34,8 @@ pub enum Action {
     /// Write the flight's end (the shell holds it) as entry `number`, one past the last item,
     /// with the same gap check as `Append`; keep the stream for the resume window; keep the
     /// lease `linger` ms more (a whole answer, R17) or delete it now (0). `Written { top }`.
+    /// If the stream holds its end already (a retried finish whose reply was lost), nothing is
+    /// written again: the lease gets its linger (or goes) and the reply is `Written { top }`.
     Finish {
         /// The call.
         call: CallId,
@@ -41,7 +48,9 @@ pub enum Action {
     /// stream's last entry number, so a leader sees a stream the store lost.
     Renew(CallId),
     /// Give the flight up if no replica's interest is live: then write `Ending::Abandoned` as
-    /// entry `number`, delete the lease and the interest, reply `Abandoned`; else `Wanted`.
+    /// entry `number` (with the same gap check as `Append`: a stream the store lost is written
+    /// again before its end, `Gap { top }`), delete the lease and the interest, reply
+    /// `Abandoned`; else `Wanted`.
     Abandon {
         /// The call.
         call: CallId,
@@ -254,6 +263,9 @@ impl Leader {
                     self.ask = true;
                 }
             }
+            // A finish or give-up in flight may have freed the lease (and someone taken it)
+            // before this renewal came: its own reply says how the flight ended.
+            Reply::Fenced if matches!(self.write, Some((_, Write::Finish | Write::Abandon))) => {}
             Reply::Fenced => self.end(Over::Lost),
             // `Failed`, or a reply no renewal gets: counted as a failure.
             _ => {
@@ -477,6 +489,20 @@ mod tests {
         assert!(matches!(one(&mut leader), Action::Renew(_)));
         leader.handle_reply(2_060, write, Reply::Written { top: 1 });
         assert_eq!(append(&mut leader).1, 2);
+    }
+
+    #[test]
+    fn a_renewal_fenced_after_the_finish_went_in_is_not_a_loss() {
+        let mut leader = Leader::new(timings(), 0);
+        leader.handle_end(999, false);
+        let Action::Finish { call: finish, .. } = one(&mut leader) else { panic!() };
+        leader.handle_timeout(1_000);
+        let Action::Renew(renew) = one(&mut leader) else { panic!() };
+        // The finish freed the lease, another replica took it, then the renewal came.
+        leader.handle_reply(1_003, renew, Reply::Fenced);
+        assert!(drain(&mut leader).is_empty());
+        leader.handle_reply(1_004, finish, Reply::Written { top: 1 });
+        assert_eq!(one(&mut leader), Action::Over(Over::Finished));
     }
 
     #[test]
