@@ -267,6 +267,7 @@ where
                 Abandoned::Yes => Reply::Abandoned,
                 Abandoned::Wanted(_) => Reply::Wanted,
                 Abandoned::Fenced => Reply::Fenced,
+                Abandoned::Gap(top) => Reply::Gap { top },
             })
         };
         (call, shared.call(shared.deadline(), write).await)

@@ -12,21 +12,24 @@ use sha2::Digest as _;
 use crate::stream::millis;
 
 /// Extends the lease `KEYS[1]` by `ARGV[2]` ms, fenced as every leader call (another token:
-/// -1; nobody: taken back for token `ARGV[1]`), and the keys after it by `ARGV[3]` ms (what
-/// the leader keeps alive with it, its stream first), in one step in the store. Returns the
-/// number of the last entry of the stream `KEYS[2]` (0 without one), so that a leader sees a
-/// stream the store lost.
+/// -1; nobody: taken back for token `ARGV[1]`, unless its flight has ended), and the keys after
+/// it by `ARGV[3]` ms (what the leader keeps alive with it, its stream first; an ended stream
+/// keeps the expiry its end gave it), in one step in the store. Returns the number of the last
+/// entry of the stream `KEYS[2]` (0 without one), so that a leader sees a stream the store lost.
 const RENEW: &str = r"
-if not fence(ARGV[2]) then
+local fenced = fence(ARGV[2])
+if fenced == 'fenced' then
     return -1
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-local top = 0
-if #KEYS >= 2 then
-    top = last_number()
+local top, ended = last_entry()
+if fenced == 'ended' then
+    return top
 end
-for i = 2, #KEYS do
-    redis.call('PEXPIRE', KEYS[i], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if not ended then
+    for i = 2, #KEYS do
+        redis.call('PEXPIRE', KEYS[i], ARGV[3])
+    end
 end
 return top";
 

@@ -13,42 +13,57 @@ use redis::aio::ConnectionLike;
 
 use crate::{Lease, StoreError};
 
-/// How every leader call begins (R20): with the lease at `KEYS[1]` held by another token,
-/// it returns -1 (fenced) and does nothing; with nobody holding it (the store lost it, or it
-/// lapsed and nobody took it since) it takes it back for `ARGV[1]`'s token for `lease` ms, so
-/// that a store that lost its keys loses no answer. Then `top` is the number of the stream
-/// `KEYS[2]`'s last entry (0: no stream).
+/// How every leader call begins (R20): `fence(lease)` says `held`, `fenced` or `ended`. The
+/// lease at `KEYS[1]` held by `ARGV[1]`'s token: `held`. Held by another token: `fenced`, and
+/// the call does nothing. Held by nobody (the store lost it, or it lapsed and nobody took it
+/// since): taken back for `ARGV[1]` for `lease` ms, so that a store that lost its keys loses
+/// no answer, and `held`; unless the stream `KEYS[2]` holds its end (the flight is over: a
+/// late call whose first reply was lost must not give a finished flight a lease again, least
+/// of all a failed one, R17): `ended`. `last_entry()` is the number of the stream's last entry
+/// (0: no stream) and whether it is the end.
 const FENCE: &str = r"
-local function fence(lease)
-    local holder = redis.call('GET', KEYS[1])
-    if holder and holder ~= ARGV[1] then
-        return false
+local function last_entry()
+    if #KEYS < 2 then
+        return 0, false
     end
-    if not holder then
-        redis.call('SET', KEYS[1], ARGV[1], 'PX', lease)
-    end
-    return true
-end
-local function last_number()
     local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
     if #last > 0 then
-        return tonumber(string.match(last[1][1], '^(%d+)'))
+        return tonumber(string.match(last[1][1], '^(%d+)')), last[1][2][1] == 'end'
     end
-    return 0
+    return 0, false
+end
+local function fence(lease)
+    local holder = redis.call('GET', KEYS[1])
+    if holder == ARGV[1] then
+        return 'held'
+    end
+    if holder then
+        return 'fenced'
+    end
+    local _, ended = last_entry()
+    if ended then
+        return 'ended'
+    end
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', lease)
+    return 'held'
 end
 ";
 
 /// Appends items `ARGV[6..]` as entries `ARGV[4]`, `ARGV[4] + 1`, ... (field `i`) to the stream
 /// `KEYS[2]`, fenced by the lease `KEYS[1]` (token `ARGV[1]`, taken back for `ARGV[5]` ms if
-/// nobody holds it). If the stream's last entry is below `ARGV[4] - 1` (the store lost entries)
-/// nothing is written: `{0, top}`, a gap. Else the items above its last entry are written (a
-/// retried batch never twice), the stream is trimmed to about `ARGV[2]` entries and expires
-/// `ARGV[3]` ms on (the bound while live): `{1, top}`. Fenced: `{-1, 0}`.
+/// nobody holds it). Nothing goes after an end: fenced. If the stream's last entry is below
+/// `ARGV[4] - 1` (the store lost entries) nothing is written: `{0, top}`, a gap. Else the items
+/// above its last entry are written (a retried batch never twice), the stream is trimmed to
+/// about `ARGV[2]` entries and expires `ARGV[3]` ms on (the bound while live): `{1, top}`.
+/// Fenced: `{-1, 0}`.
 const APPEND: &str = r"
-if not fence(ARGV[5]) then
+if fence(ARGV[5]) ~= 'held' then
     return {-1, 0}
 end
-local top = last_number()
+local top, ended = last_entry()
+if ended then
+    return {-1, 0}
+end
 local first = tonumber(ARGV[4])
 if top < first - 1 then
     return {0, top}
@@ -65,30 +80,33 @@ return {1, top}";
 
 /// Writes the end `ARGV[4]` as entry `ARGV[3]` (field `end`), fenced as `APPEND` (lease taken
 /// back for `ARGV[6]` ms), with the same gap check (`{0, top}`); an end already there (a
-/// retried finish) is not written again. The stream then expires after `ARGV[2]` ms, and the
-/// lease stays `ARGV[5]` ms more (the linger of a whole answer: newcomers still find this
-/// flight) or goes at once (0: a failure never lingers, R17). `{1, top}`, or `{-1, 0}`.
+/// retried finish) is not written again, and an ended flight nobody holds the lease of is left
+/// as it is. The stream then expires after `ARGV[2]` ms, and the lease stays `ARGV[5]` ms more
+/// (the linger of a whole answer: newcomers still find this flight) or goes at once (0: a
+/// failure never lingers, R17). `{1, top}`, or `{-1, 0}`.
 const FINISH: &str = r"
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then
+local fenced = fence(ARGV[6])
+if fenced == 'fenced' then
     return {-1, 0}
 end
-local top = last_number()
+local top, ended = last_entry()
+if fenced == 'ended' then
+    return {1, top}
+end
 local number = tonumber(ARGV[3])
-if top < number - 1 then
-    if not holder then
-        redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[6])
+if not ended then
+    if top < number - 1 then
+        return {0, top}
     end
-    return {0, top}
+    if top < number then
+        redis.call('XADD', KEYS[2], number .. '-0', 'end', ARGV[4])
+        top = number
+    end
+    redis.call('PEXPIRE', KEYS[2], ARGV[2])
 end
-if top < number then
-    redis.call('XADD', KEYS[2], number .. '-0', 'end', ARGV[4])
-    top = number
-end
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
 if tonumber(ARGV[5]) > 0 then
     redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[5])
-elseif holder then
+else
     redis.call('DEL', KEYS[1])
 end
 return {1, top}";

@@ -106,6 +106,14 @@ async fn a_stream_the_store_lost_is_a_gap_and_the_leader_writes_it_again_under_i
     assert_eq!(entries.len(), 4, "{entries:?}");
     let holder: Option<String> = store.get("sf:lease:g").await.unwrap();
     assert_eq!(holder, None, "a flight that ended without a linger keeps no lease");
+    // A late renewal (sent before the end, run after it) takes no lease back for a flight that
+    // is over: newcomers would replay its end, a failure too (R17). Nothing goes after an end.
+    assert!(lease.renew_with(&mut store, &["sf:items:g"], BOUNDS.live).await.unwrap());
+    let holder: Option<String> = store.get("sf:lease:g").await.unwrap();
+    assert_eq!(holder, None, "a late renewal gives an ended flight no lease");
+    assert_eq!(append(&mut store, &lease, "sf:items:g", BOUNDS, 5, ["e"]).await.unwrap(), Appended::Fenced);
+    let holder: Option<String> = store.get("sf:lease:g").await.unwrap();
+    assert_eq!(holder, None, "nor does a late append");
 
     // Another token's lease fences every leader call, renewal included.
     let () = store.set("sf:lease:g", "another leader").await.unwrap();
