@@ -1,8 +1,6 @@
 //! How a manager's keys, items and errors look in the store: the user's [`Codec`], and the
 //! failures of the fleet itself ([`Lost`]) that it turns into the user's error type.
 
-use std::fmt;
-
 /// Turns a manager's keys, items and errors into bytes for the store and back. One value per
 /// manager, shared by all its flights; every replica of a fleet must use the same one.
 ///
@@ -44,30 +42,12 @@ pub trait Codec<K, T, E>: Send + Sync + 'static {
     fn lost(&self, lost: Lost) -> E;
 }
 
-/// How the fleet itself failed a replica's subscribers: the upstream did not fail, but this
-/// replica can no longer follow the flight.
-#[non_exhaustive]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lost {
-    /// The leading replica crashed, stalled or lost the store mid-flight, after this replica
-    /// had already passed items on (R21): the rest of the answer is nowhere.
-    Leader,
-    /// The stream was trimmed past this replica's reader (`MAXLEN`): the items it missed are
-    /// gone, so the flight ends rather than skip them.
-    Trimmed,
-}
-
-impl fmt::Display for Lost {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Lost::Leader => "the replica leading this flight was lost mid-stream",
-            Lost::Trimmed => "this replica fell behind the flight's stream past its bound",
-        })
-    }
-}
+/// How the fleet itself failed a replica's subscribers (the core's fleet machines decide it):
+/// the upstream did not fail, but this replica can no longer follow the flight.
+pub use streamflight_core::fleet::Lost;
 
 /// The codec of text: `String` keys, items and errors, each stored as its UTF-8 bytes, and
-/// the fleet's own failures as their [`Display`](fmt::Display) text. For services whose items
+/// the fleet's own failures as their [`Display`](std::fmt::Display) text. For services whose items
 /// are text, and for trying the fleet out.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Text;

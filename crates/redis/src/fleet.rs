@@ -5,19 +5,22 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures::{Stream, TryFutureExt};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client};
+use redis::Client;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use streamflight_core::fleet::{Millis, Reply, Timings};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::names::Names;
+use crate::open::Opened;
+use crate::reader::{self, Reader};
 use crate::stream::millis;
-use crate::{Codec, Lease, Lost, Place, StoreError, follow, interest, lead};
+use crate::{Codec, Place, StoreError, follow, interest, lead, open};
 
 /// How a replica takes part in its fleet. Every replica of a fleet uses the same prefix and
 /// timings; each its own replica id.
@@ -30,11 +33,13 @@ pub struct FleetConfig {
     pub(crate) keep: Duration,
     pub(crate) linger: Duration,
     pub(crate) pause: Duration,
+    pub(crate) deadline: Option<Duration>,
 }
 
 impl Default for FleetConfig {
     /// Prefix `sf:`, a random replica id, a 3 s lease, streams of about 100,000 entries kept
-    /// 30 s after their end, no linger, and 1 s without the store after it failed.
+    /// 30 s after their end, no linger, 1 s without the store after it failed, and store calls
+    /// given up after 200 ms (at most a third of the lease).
     fn default() -> Self {
         FleetConfig {
             prefix: "sf:".to_owned(),
@@ -44,6 +49,7 @@ impl Default for FleetConfig {
             keep: Duration::from_secs(30),
             linger: Duration::ZERO,
             pause: Duration::from_secs(1),
+            deadline: None,
         }
     }
 }
@@ -98,6 +104,35 @@ impl FleetConfig {
         self
     }
 
+    /// How long any store call may take before the replica gives up on it (R23): a new
+    /// request waits on the store at most this long before it is served alone, and a leader's
+    /// renewal or append past it counts as failed (it may still take effect). Default: 200 ms,
+    /// or a third of the lease if that is shorter. At least 1 ms.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use streamflight_redis::FleetConfig;
+    ///
+    /// let config = FleetConfig::default().lease(Duration::from_secs(3));
+    /// assert_eq!(config.timings().deadline, 200);
+    /// let config = config.deadline(Duration::from_millis(50));
+    /// assert_eq!((config.timings().lease, config.timings().deadline), (3_000, 50));
+    /// ```
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline.max(Duration::from_millis(1)));
+        self
+    }
+
+    /// The timings the fleet's machines run with: the lease, the deadline and the linger.
+    pub fn timings(&self) -> Timings {
+        let mut timings = Timings::new(as_millis(self.lease));
+        if let Some(deadline) = self.deadline {
+            timings.deadline = as_millis(deadline);
+        }
+        timings.linger = as_millis(self.linger);
+        timings
+    }
+
     /// The replica's id.
     pub fn replica_id(&self) -> &str {
         &self.replica
@@ -138,9 +173,6 @@ pub(crate) struct Counters {
     lingered: AtomicU64,
 }
 
-/// How many idle reader connections a replica keeps for its next readers.
-const IDLE_READERS: usize = 64;
-
 /// A replica's link to its fleet: give it to each local flight's preparation with
 /// [`Fleet::open`], or use [`Flights`](crate::Flights), which does. Cheap to clone.
 pub struct Fleet<K, T, E> {
@@ -161,13 +193,20 @@ impl<K, T, E> fmt::Debug for Fleet<K, T, E> {
 
 pub(crate) struct Shared<K, T, E> {
     pub(crate) client: Client,
-    /// Commands that do not block: leases, appends, interest. Reconnects by itself.
+    /// Every command that does not block: leases, appends, interest, the reader's wake-ups.
+    /// Reconnects by itself.
     pub(crate) store: ConnectionManager,
-    /// Readers' own connections (`XREAD BLOCK` holds one), kept for reuse.
-    readers: Mutex<Vec<MultiplexedConnection>>,
+    /// The one blocking reader of every flight this replica follows, started on first use.
+    reader: Mutex<Option<Reader>>,
     pub(crate) codec: Box<dyn Codec<K, T, E>>,
     pub(crate) config: FleetConfig,
+    /// The machines' timings, from the config.
+    pub(crate) timings: Timings,
+    /// The machines' clock starts here: their `now` is the milliseconds since.
+    origin: Instant,
     counters: Counters,
+    /// Flights this replica leads for the fleet now (the lease held, the end not yet written).
+    leading: AtomicUsize,
     /// Until when the store is left alone after it failed.
     down_until: Mutex<Option<Instant>>,
     /// The token of the flight this replica leads or follows, by key (and how many of its
@@ -190,6 +229,7 @@ where
     ///
     /// let fleet = Fleet::new("redis://127.0.0.1:6379/", Text, FleetConfig::default().replica("a")).unwrap();
     /// assert_eq!(fleet.stats().led, 0);
+    /// assert_eq!(fleet.leading(), 0);
     /// # }
     /// ```
     pub fn new(
@@ -207,7 +247,8 @@ where
         codec: impl Codec<K, T, E>,
         config: FleetConfig,
     ) -> Result<Fleet<K, T, E>, StoreError> {
-        // Fail fast while the store is down: a request never waits long on it (R23).
+        let timings = config.timings();
+        // Every call has its own deadline above this; these bound what the client itself waits.
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_millis(500)))
             .set_response_timeout(Some(config.lease))
@@ -218,10 +259,13 @@ where
             shared: Arc::new(Shared {
                 client,
                 store,
-                readers: Mutex::new(Vec::new()),
+                reader: Mutex::new(None),
                 codec: Box::new(codec),
                 config,
+                timings,
+                origin: Instant::now(),
                 counters: Counters::default(),
+                leading: AtomicUsize::new(0),
                 down_until: Mutex::new(None),
                 places: Mutex::default(),
             }),
@@ -232,7 +276,7 @@ where
     /// manager's `request` instead of `prepare`. On its first poll it leads the key's flight
     /// for the fleet (takes the lease, runs `prepare`, appends what comes to the store), or
     /// follows the replica that leads it (reads the store; `prepare` is never run), or, with
-    /// the store down, runs `prepare` for this replica alone.
+    /// the store down or slower than its deadline, runs `prepare` for this replica alone.
     pub fn open<F, S>(
         &self,
         key: &K,
@@ -265,8 +309,9 @@ where
 
     /// The items of the flight at `place` after its first `from`, then its end, read from
     /// the store: a stream that a client which lost its connection to another replica
-    /// resumes here. This replica's interest is registered before it returns, and keeps the
-    /// flight's upstream going meanwhile (R22). Spawns its reader on the current tokio runtime.
+    /// resumes here. This replica's interest is registered before it returns (within the
+    /// store's deadline), and keeps the flight's upstream going meanwhile (R22). Spawns its
+    /// follower on the current tokio runtime.
     pub async fn replay(&self, place: &Place, from: u64) -> Result<Upstream<T, E>, StoreError>
     where
         K: Send + Sync,
@@ -276,7 +321,8 @@ where
         let config = &self.shared.config;
         let mut store = self.shared.store.clone();
         let interest = place.names.interest(&place.token);
-        if let Err(error) = interest::refresh(&mut store, &interest, &config.replica, config.lease).await {
+        let refresh = interest::refresh(&mut store, &interest, &config.replica, config.lease);
+        if let Err(error) = self.shared.within(self.shared.deadline(), refresh).await {
             self.shared.failed(&error);
             return Err(error);
         }
@@ -285,28 +331,31 @@ where
         let place = place.clone();
         self.shared.counters.replays.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
-            let followed = follow::follow(&shared, &place.names, &place.token, from, &tx).await;
-            if !matches!(followed, follow::Followed::Over) {
-                let _ = tx.send(Err(shared.codec.lost(Lost::Leader)));
-            }
+            // A resume never starts over nor serves alone: it ends, `Lost` if the fleet failed it.
+            let _ = follow::follow(&shared, &place.names, &place.token, from, true, &tx).await;
         });
         Ok(Upstream { rx })
     }
 
     /// Keeps `value` under `name` for `ttl`, for any replica to [`load`](Fleet::load): only
-    /// a hash of the name is in the store (R24).
+    /// a hash of the name is in the store (R24). Given up after the store's deadline
+    /// ([`StoreError::Deadline`]).
     pub async fn save(&self, name: &[u8], value: &[u8], ttl: Duration) -> Result<(), StoreError> {
         let mut store = self.shared.store.clone();
         let key = Names::note(&self.shared.config.prefix, name);
-        let () = redis::AsyncCommands::pset_ex(&mut store, key, value, millis(ttl)).await?;
-        Ok(())
+        let save = async {
+            Ok(redis::AsyncCommands::pset_ex::<_, _, ()>(&mut store, key, value, millis(ttl)).await?)
+        };
+        self.shared.within(self.shared.deadline(), save).await
     }
 
-    /// What was [`save`](Fleet::save)d under `name`, if it has not expired.
+    /// What was [`save`](Fleet::save)d under `name`, if it has not expired. Given up after
+    /// the store's deadline ([`StoreError::Deadline`]).
     pub async fn load(&self, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let mut store = self.shared.store.clone();
         let key = Names::note(&self.shared.config.prefix, name);
-        Ok(redis::AsyncCommands::get(&mut store, key).await?)
+        let load = async { Ok(redis::AsyncCommands::get(&mut store, key).await?) };
+        self.shared.within(self.shared.deadline(), load).await
     }
 
     /// What this replica's fleet link has done since it started.
@@ -322,6 +371,13 @@ where
             replays: read(&counters.replays),
             lingered: read(&counters.lingered),
         }
+    }
+
+    /// How many flights this replica leads for the fleet right now: it holds their lease and
+    /// has not yet written their end. Other replicas may be following them, so a replica told
+    /// to stop keeps running until this is 0 or its grace period is over (R26).
+    pub fn leading(&self) -> usize {
+        self.shared.leading.load(Ordering::SeqCst)
     }
 
     /// The settings it runs with.
@@ -349,12 +405,12 @@ impl<T, E> fmt::Debug for Upstream<T, E> {
     }
 }
 
-/// How many times a replica tries to lead or follow before it serves alone: the lease can
-/// change hands between its two steps, but not forever.
+/// How many times a replica opens a flight again (its leader went before anything came)
+/// before it serves alone: the lease can change hands, but not forever.
 const ATTEMPTS: usize = 8;
 
-/// One local flight's life in the fleet: lead it, or follow whoever leads it (and lead it
-/// after all if that leader is lost before anything came), or serve alone.
+/// One local flight's life in the fleet: lead it, or follow whoever leads it (and open it
+/// again if that leader is lost before anything came), or serve alone.
 async fn fly<K, T, E, S>(
     shared: Arc<Shared<K, T, E>>,
     names: Names,
@@ -366,44 +422,27 @@ async fn fly<K, T, E, S>(
     T: Send + 'static,
     E: Send + 'static,
 {
-    let config = &shared.config;
-    let mut store = shared.store.clone();
     for _ in 0..ATTEMPTS {
-        if !shared.available() {
-            break;
-        }
-        match Lease::acquire(&mut store, &names.lease(), config.lease).await {
-            Ok(Some(lease)) => {
+        match open::open(&shared, &names).await {
+            Opened::Lead(lease) => {
                 shared.counters.led.fetch_add(1, Ordering::Relaxed);
                 let _here = Here::new(&shared, &names, lease.token());
                 return lead::lead(&shared, &names, lease, upstream, tx).await;
             }
-            Ok(None) => {}
-            Err(error) => {
-                shared.failed(&error);
-                break;
-            }
-        }
-        match interest::join(&mut store, &names.lease(), names.base(), &config.replica, config.lease).await {
-            Ok(Some(interest::Joined { token, ended })) => {
+            Opened::Follow { token, ended } => {
                 // Counted apart: a live flight joined, or a finished one replayed (R17).
                 let counter = if ended { &shared.counters.lingered } else { &shared.counters.remote_joins };
                 counter.fetch_add(1, Ordering::Relaxed);
                 let here = Here::new(&shared, &names, &token);
-                let followed = follow::follow(&shared, &names, &token, 0, &tx).await;
+                let followed = follow::follow(&shared, &names, &token, 0, false, &tx).await;
                 drop(here);
                 match followed {
                     follow::Followed::Over => return,
                     follow::Followed::Again => {}
-                    follow::Followed::StoreDown => break,
+                    follow::Followed::Alone => break,
                 }
             }
-            // The lease went between the two steps: try to take it again.
-            Ok(None) => {}
-            Err(error) => {
-                shared.failed(&error);
-                break;
-            }
+            Opened::Alone => break,
         }
     }
     shared.counters.alone.fetch_add(1, Ordering::Relaxed);
@@ -442,9 +481,20 @@ impl<K, T, E> Drop for Here<'_, K, T, E> {
     }
 }
 
+/// One flight this replica leads for the fleet, counted in [`Fleet::leading`] while it lives.
+pub(crate) struct Leading<'a> {
+    count: &'a AtomicUsize,
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl<K, T, E> Shared<K, T, E> {
     /// Whether the store may be tried (it has not failed within the pause).
-    fn available(&self) -> bool {
+    pub(crate) fn available(&self) -> bool {
         let down = self.down_until.lock().unwrap_or_else(PoisonError::into_inner);
         down.is_none_or(|until| Instant::now() >= until)
     }
@@ -455,14 +505,17 @@ impl<K, T, E> Shared<K, T, E> {
         let mut down = self.down_until.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         if down.is_none_or(|until| now >= until) {
-            tracing::warn!(%error, pause = ?self.config.pause, "the fleet's store failed: serving this replica's requests alone meanwhile");
+            tracing::warn!(%error, pause = ?self.config.pause, "the fleet's store failed: serving new flights alone meanwhile");
         }
         *down = Some(now + self.config.pause);
     }
 
     /// The store answered: the pause is over.
     pub(crate) fn answered(&self) {
-        *self.down_until.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        let mut down = self.down_until.lock().unwrap_or_else(PoisonError::into_inner);
+        if down.is_some() {
+            *down = None;
+        }
     }
 
     /// A flight's leader was lost, as this replica saw it.
@@ -470,23 +523,76 @@ impl<K, T, E> Shared<K, T, E> {
         self.counters.leader_lost.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A connection of its own for a reader: an idle one, or a new one whose replies may
-    /// take as long as a blocking read.
-    pub(crate) async fn reader(&self, block: Duration) -> Result<MultiplexedConnection, StoreError> {
-        if let Some(idle) = self.readers.lock().unwrap_or_else(PoisonError::into_inner).pop() {
-            return Ok(idle);
-        }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(500)))
-            .set_response_timeout(Some(block + self.config.lease));
-        Ok(self.client.get_multiplexed_async_connection_with_config(&config).await?)
+    /// The machines' clock: milliseconds since the link was made.
+    pub(crate) fn now(&self) -> Millis {
+        as_millis(self.origin.elapsed())
     }
 
-    /// A reader's connection back, after a read that completed: ready for the next reader.
-    pub(crate) fn idle(&self, connection: MultiplexedConnection) {
-        let mut idle = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < IDLE_READERS {
-            idle.push(connection);
+    /// When the machines' clock reads `at`, for a timer.
+    pub(crate) fn instant(&self, at: Millis) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(self.origin + Duration::from_millis(at))
+    }
+
+    /// How long a store call may take.
+    pub(crate) fn deadline(&self) -> Duration {
+        Duration::from_millis(self.timings.deadline)
+    }
+
+    /// `call`, given up after `deadline` (R23): a hung store answers nothing, and nothing waits
+    /// on it past its deadline.
+    pub(crate) async fn within<R>(
+        &self,
+        deadline: Duration,
+        call: impl Future<Output = Result<R, StoreError>>,
+    ) -> Result<R, StoreError> {
+        tokio::time::timeout(deadline, call).await.unwrap_or(Err(StoreError::Deadline(deadline)))
+    }
+
+    /// A machine's store call carried out: its reply, or `Failed` (counted, and new flights
+    /// served alone for the pause) if the store failed or missed the deadline.
+    pub(crate) async fn call(
+        &self,
+        deadline: Duration,
+        call: impl Future<Output = Result<Reply, StoreError>>,
+    ) -> Reply {
+        match self.within(deadline, call).await {
+            Ok(reply) => {
+                self.answered();
+                reply
+            }
+            Err(error) => {
+                self.failed(&error);
+                Reply::Failed
+            }
         }
     }
+
+    /// One more flight led for the fleet, until the returned guard goes.
+    pub(crate) fn leading(&self) -> Leading<'_> {
+        self.leading.fetch_add(1, Ordering::SeqCst);
+        Leading { count: &self.leading }
+    }
+
+    /// The replica's reader of followed streams: started on first use, on the current runtime
+    /// (again if the runtime it ran on is gone).
+    pub(crate) fn reader(&self) -> Reader {
+        let mut reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*reader {
+            Some(running) if !running.is_closed() => running.clone(),
+            _ => {
+                let link = reader::Link {
+                    client: self.client.clone(),
+                    store: self.store.clone(),
+                    block: self.config.lease / 4,
+                    deadline: self.deadline(),
+                };
+                reader.insert(Reader::start(link)).clone()
+            }
+        }
+    }
+}
+
+/// A duration in whole milliseconds, for the machines.
+pub(crate) fn as_millis(duration: Duration) -> Millis {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

@@ -1,157 +1,260 @@
-//! A following replica's side of a flight: one reader per flight and replica that feeds the
-//! local flight from the store (`XREAD BLOCK`), keeps this replica's interest alive (R22),
-//! and tells a lost leader (R21) from a quiet one.
+//! The shell of the core's [`Follower`] machine: it feeds a local flight from another
+//! replica's stream through the replica's one reader, and carries out the machine's checks.
+//!
+//! The machine decides everything (when to read, check the lease, keep the interest, end and
+//! how); the shell reads through [`Reader`](crate::reader::Reader) (blocking reads) or the
+//! command connection (a read that does not wait), each call under its deadline.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use redis::AsyncCommands;
+use streamflight_core::fleet::follower::{Action, Followed as Ending, Follower};
+use streamflight_core::fleet::{CallId, Entry, LeaseSeen, Lost, Reply};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::ending::Ending;
 use crate::fleet::Shared;
 use crate::interest::{refresh, withdraw};
 use crate::names::Names;
-use crate::stream::{Entry, read};
-use crate::{Lost, StoreError};
+use crate::{StoreError, ending, stream};
 
 /// At most this many entries per read.
 const BATCH: usize = 512;
 
-/// How a reader stopped.
+/// How following stopped, for the flight's shell.
 pub(crate) enum Followed {
     /// The flight is over on this replica: its end passed on, or its local flight gone.
     Over,
-    /// The leader went before anything was passed on: lead or follow again, from the start.
+    /// The leader went before anything was passed on: open the flight again.
     Again,
     /// The store failed before anything was passed on: serve alone.
-    StoreDown,
+    Alone,
 }
+
+/// A call on its way.
+type Call = BoxFuture<'static, (CallId, Reply)>;
 
 /// Follows the flight led under `token` from its item `from` on (0: the start), passing each
 /// item to the local flight, until it ends (its end passed on), the local flight is gone, or
-/// the flight is lost. Only a reader from the start may be told to try `Again`.
-pub(crate) async fn follow<K: 'static, T: 'static, E: 'static>(
-    shared: &Shared<K, T, E>,
+/// the flight is lost. Only a first follower (not a `resume`) may be told to start `Again`
+/// or serve `Alone`.
+pub(crate) async fn follow<K, T, E>(
+    shared: &Arc<Shared<K, T, E>>,
     names: &Names,
     token: &str,
     from: u64,
+    resume: bool,
     tx: &UnboundedSender<Result<T, E>>,
-) -> Followed {
-    let config = &shared.config;
-    let (lease, items, interest) = (names.lease(), names.items(token), names.interest(token));
-    // Short enough that a lost leader is noticed within two lease timeouts (R21).
-    let block = config.lease / 4;
-    let mut store = shared.store.clone();
-    let mut connection = None;
-    // The number of the last entry passed on: the items so far.
-    let mut had: u64 = from;
-    let mut refreshed = Instant::now();
-    let mut failing_since: Option<Instant> = None;
-    // What became of the flight, and whether the connection finished its last read.
-    let lost = |had: u64| {
-        if had == 0 && from == 0 {
-            return Followed::Again;
-        }
-        shared.leader_lost();
-        let _ = tx.send(Err(shared.codec.lost(Lost::Leader)));
-        Followed::Over
-    };
-    let outcome = 'follow: loop {
-        let step = tokio::select! {
-            step = next(shared, &mut connection, &items, had, block) => step,
-            () = tx.closed() => {
-                // Mid-read, that connection is busy until its block is over: it is dropped.
-                let _ = withdraw(&mut store, &interest, &config.replica).await;
-                return Followed::Over;
-            }
-        };
-        let mut entries = match step {
-            Ok(entries) => entries,
-            Err(error) => {
-                shared.failed(&error);
-                connection = None;
-                let since = *failing_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= config.lease * 2 {
-                    break if had == 0 && from == 0 { Followed::StoreDown } else { lost(had) };
-                }
-                tokio::time::sleep(block.min(Duration::from_millis(100))).await;
-                continue;
-            }
-        };
-        failing_since = None;
-        if entries.is_empty() {
-            // Quiet for a while: is its leader still there? The leader writes its end before
-            // it lets the lease go, so without the lease, what the stream holds is all there is.
-            let leads: Result<Option<String>, _> = store.get(&lease).await;
-            match leads {
-                Ok(Some(current)) if current == token => {}
-                Ok(_) => match next(shared, &mut connection, &items, had, Duration::ZERO).await {
-                    Ok(last) if last.iter().any(|(_, entry)| matches!(entry, Entry::End(_))) => {
-                        entries = last
+) -> Followed
+where
+    K: 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    let keys = Arc::new(Keys {
+        lease: names.lease(),
+        token: token.to_owned(),
+        items: names.items(token),
+        interest: names.interest(token),
+    });
+    let mut machine = Follower::new(shared.timings, shared.now(), from, resume);
+    let mut calls: FuturesUnordered<Call> = FuturesUnordered::new();
+    let mut here = true;
+    loop {
+        let mut gone = false;
+        while let Some(action) = machine.poll_action() {
+            match action {
+                Action::Read { call, after, block } => calls.push(read(shared, &keys, call, after, block)),
+                Action::CheckLease(call) => calls.push(check(shared, &keys, call)),
+                Action::Refresh(call) => calls.push(refreshed(shared, &keys, call)),
+                Action::Withdraw(call) => calls.push(withdrawn(shared, &keys, call)),
+                Action::Deliver(bytes) => {
+                    if !here {
+                        continue;
                     }
-                    Ok(_) => break lost(had),
-                    Err(error) => shared.failed(&error),
-                },
-                Err(error) => shared.failed(&StoreError::from(error)),
-            }
-        }
-        for (number, entry) in entries {
-            if number != had + 1 {
-                // Trimmed past this reader: ending beats skipping.
-                let _ = tx.send(Err(shared.codec.lost(Lost::Trimmed)));
-                break 'follow Followed::Over;
-            }
-            match entry {
-                Entry::Item(bytes) => {
-                    had = number;
-                    match shared.codec.decode_item(&bytes) {
-                        Ok(item) => {
-                            if tx.send(Ok(item)).is_err() {
-                                let _ = withdraw(&mut store, &interest, &config.replica).await;
-                                break 'follow Followed::Over;
-                            }
-                        }
+                    let delivered = match shared.codec.decode_item(&bytes) {
+                        Ok(item) => tx.send(Ok(item)).is_ok(),
                         Err(error) => {
+                            // An entry this replica cannot read: its flight ends there.
                             let _ = tx.send(Err(error));
-                            break 'follow Followed::Over;
+                            false
                         }
+                    };
+                    if !delivered {
+                        (here, gone) = (false, true);
                     }
                 }
-                Entry::End(bytes) => match Ending::decode(&bytes) {
-                    Ending::Done => break 'follow Followed::Over,
-                    Ending::Failed(error) => {
-                        let _ = tx.send(Err(shared.codec.decode_error(error)));
-                        break 'follow Followed::Over;
-                    }
-                    // Given up while this replica's interest had lapsed.
-                    Ending::Abandoned => break 'follow lost(had),
-                },
+                Action::Over(ended) => return over(shared, ended, tx),
             }
         }
-        if refreshed.elapsed() >= config.lease / 3 {
-            refreshed = Instant::now();
-            if let Err(error) = refresh(&mut store, &interest, &config.replica, config.lease).await {
-                shared.failed(&error);
-            }
+        if gone {
+            machine.handle_local_gone(shared.now());
+            continue;
         }
-    };
-    if let Some(connection) = connection {
-        shared.idle(connection);
+        let timeout = machine.poll_timeout();
+        tokio::select! {
+            Some((call, reply)) = calls.next(), if !calls.is_empty() => {
+                machine.handle_reply(shared.now(), call, reply);
+            }
+            () = tx.closed(), if here => {
+                here = false;
+                machine.handle_local_gone(shared.now());
+            }
+            () = tokio::time::sleep_until(shared.instant(timeout.unwrap_or(u64::MAX / 4))), if timeout.is_some() => {
+                machine.handle_timeout(shared.now());
+            }
+            // Nothing left to wait for and no end: nothing more can come of this flight.
+            else => return over(shared, Ending::Lost(Lost::Leader), tx),
+        }
     }
-    outcome
 }
 
-/// One read on the reader's own connection (opened if it has none).
-async fn next<K: 'static, T: 'static, E: 'static>(
+/// The store's keys of the followed flight.
+struct Keys {
+    lease: String,
+    token: String,
+    items: String,
+    interest: String,
+}
+
+/// The machine's end, carried out on the local flight.
+fn over<K: 'static, T: 'static, E: 'static>(
     shared: &Shared<K, T, E>,
-    connection: &mut Option<redis::aio::MultiplexedConnection>,
-    items: &str,
-    had: u64,
-    block: Duration,
-) -> Result<Vec<(u64, Entry)>, StoreError> {
-    let connection = match connection {
-        Some(connection) => connection,
-        None => connection.insert(shared.reader(block).await?),
-    };
-    read(connection, items, had, block, BATCH).await
+    ended: Ending,
+    tx: &UnboundedSender<Result<T, E>>,
+) -> Followed {
+    match ended {
+        // The local flight ends whole when its sender goes.
+        Ending::Done | Ending::Gone => Followed::Over,
+        Ending::Failed(error) => {
+            let _ = tx.send(Err(shared.codec.decode_error(&error)));
+            Followed::Over
+        }
+        Ending::Lost(lost) => {
+            if lost == Lost::Leader {
+                shared.leader_lost();
+            }
+            let _ = tx.send(Err(shared.codec.lost(lost)));
+            Followed::Over
+        }
+        Ending::Again => Followed::Again,
+        Ending::Alone => Followed::Alone,
+    }
+}
+
+/// `Read`: through the replica's reader if it waits (up to a quarter lease), else at once on
+/// the command connection.
+fn read<K, T, E>(
+    shared: &Arc<Shared<K, T, E>>,
+    keys: &Arc<Keys>,
+    call: CallId,
+    after: u64,
+    block: bool,
+) -> Call
+where
+    K: 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    let (shared, keys) = (Arc::clone(shared), Arc::clone(keys));
+    if block {
+        let wait = Duration::from_millis(shared.timings.lease / 4);
+        let waiting = shared.reader().read(keys.items.clone(), after, wait);
+        return async move {
+            let read = async {
+                let entries = waiting.await.unwrap_or_else(|_| Err(stopped()))?;
+                Ok(Reply::Entries(entries.into_iter().map(entry).collect()))
+            };
+            (call, shared.call(wait + shared.deadline(), read).await)
+        }
+        .boxed();
+    }
+    async move {
+        let mut store = shared.store.clone();
+        let read = async {
+            let entries = stream::read(&mut store, &keys.items, after, Duration::ZERO, BATCH).await?;
+            Ok(Reply::Entries(entries.into_iter().map(entry).collect()))
+        };
+        (call, shared.call(shared.deadline(), read).await)
+    }
+    .boxed()
+}
+
+/// An entry of the stream as the machine reads it.
+fn entry((number, entry): (u64, stream::Entry)) -> (u64, Entry) {
+    match entry {
+        stream::Entry::Item(bytes) => (number, Entry::Item(bytes)),
+        stream::Entry::End(bytes) => (number, Entry::End(ending::decode(&bytes))),
+    }
+}
+
+/// The reader went before it answered (its runtime is shutting down).
+fn stopped() -> StoreError {
+    StoreError::from(redis::RedisError::from((redis::ErrorKind::Io, "the fleet's reader stopped")))
+}
+
+/// `CheckLease`: whose the lease is now.
+fn check<K, T, E>(shared: &Arc<Shared<K, T, E>>, keys: &Arc<Keys>, call: CallId) -> Call
+where
+    K: 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    let (shared, keys) = (Arc::clone(shared), Arc::clone(keys));
+    async move {
+        let mut store = shared.store.clone();
+        let check = async {
+            let holder: Option<String> = store.get(&keys.lease).await?;
+            Ok(Reply::Lease(match holder {
+                None => LeaseSeen::Missing,
+                Some(holder) if holder == keys.token => LeaseSeen::Ours,
+                Some(_) => LeaseSeen::Other,
+            }))
+        };
+        (call, shared.call(shared.deadline(), check).await)
+    }
+    .boxed()
+}
+
+/// `Refresh`: this replica's interest kept for a lease more.
+fn refreshed<K, T, E>(shared: &Arc<Shared<K, T, E>>, keys: &Arc<Keys>, call: CallId) -> Call
+where
+    K: 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    let (shared, keys) = (Arc::clone(shared), Arc::clone(keys));
+    async move {
+        let mut store = shared.store.clone();
+        let config = &shared.config;
+        let refreshed = async {
+            refresh(&mut store, &keys.interest, &config.replica, config.lease).await?;
+            Ok(Reply::Done)
+        };
+        (call, shared.call(shared.deadline(), refreshed).await)
+    }
+    .boxed()
+}
+
+/// `Withdraw`: this replica's interest withdrawn. Nothing waits for it: it runs on in a task
+/// of its own if the machine ends first; its reply is handed back if it does not.
+fn withdrawn<K, T, E>(shared: &Arc<Shared<K, T, E>>, keys: &Arc<Keys>, call: CallId) -> Call
+where
+    K: 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    let (shared, keys) = (Arc::clone(shared), Arc::clone(keys));
+    let task = tokio::spawn(async move {
+        let mut store = shared.store.clone();
+        let withdrawn = async {
+            withdraw(&mut store, &keys.interest, &shared.config.replica).await?;
+            Ok(Reply::Done)
+        };
+        shared.call(shared.deadline(), withdrawn).await
+    });
+    async move { (call, task.await.unwrap_or(Reply::Failed)) }.boxed()
 }

@@ -1,12 +1,13 @@
 //! Which replicas still want a flight (R22): one expiring member per replica in a sorted set,
 //! scored by its expiry in the store's own clock, and the leader's give-up that reads it.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::Script;
 use redis::aio::ConnectionLike;
 
-use crate::stream::{Appended, fenced, millis};
+use crate::stream::millis;
 use crate::{Lease, StoreError};
 
 /// Finds who leads (the token at the lease `KEYS[1]`) and registers replica `ARGV[1]`'s
@@ -47,26 +48,48 @@ redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[2]))
 return 1";
 
-/// The leader gives up (its own requests are gone) only if the lease `KEYS[1]` is still its
-/// `ARGV[1]` and no replica's interest in `KEYS[3]` is left: then it ends the stream `KEYS[2]`
-/// with `ARGV[4]` as entry `ARGV[3]`, lets it expire in `ARGV[2]` ms and frees the lease, all
-/// in one step, so that no replica joins a flight being given up. Returns how many replicas
-/// are still interested (0: given up), or -1 when fenced off.
+/// The leader gives up (its own requests are gone) only if the lease `KEYS[1]` is not another
+/// token's (fenced as every leader call; taken back for `ARGV[5]` ms if nobody holds it and the
+/// flight has not ended) and no replica's interest in `KEYS[3]` is left: then it ends the
+/// stream `KEYS[2]` with `ARGV[4]` as entry `ARGV[3]`, lets it expire in `ARGV[2]` ms and frees
+/// the lease, all in one step, so that no replica joins a flight being given up. With the
+/// gap check of every leader write: a stream that lacks entries before the end gets none.
+/// Returns `{code, n}`: -1 fenced; 0 given up (or ended already: a retried give-up); 1 still
+/// wanted by `n` replicas; 2 a gap, the stream's top `n`.
 const ABANDON: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-    return -1
+local fenced = fence(ARGV[5])
+if fenced == 'fenced' then
+    return {-1, 0}
+end
+if fenced == 'ended' then
+    return {0, 0}
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
 local left = redis.call('ZCARD', KEYS[3])
 if left > 0 then
-    return left
+    return {1, left}
 end
-redis.call('XADD', KEYS[2], ARGV[3] .. '-0', 'end', ARGV[4])
+local top, ended = last_entry()
+if ended then
+    return {0, top}
+end
+local number = tonumber(ARGV[3])
+if top < number - 1 then
+    return {2, top}
+end
+if top < number then
+    redis.call('XADD', KEYS[2], number .. '-0', 'end', ARGV[4])
+end
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('DEL', KEYS[1], KEYS[3])
-return 0";
+return {0, number}";
+
+/// The scripts, made once.
+static JOIN_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(JOIN));
+static REFRESH_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(REFRESH));
+static ABANDON_SCRIPT: LazyLock<Script> = LazyLock::new(|| crate::stream::leader_script(ABANDON));
 
 /// Who leads the flight at `lease` (and whether it is over), with `replica`'s interest
 /// registered in it for `ttl`; `None` when nobody does (the caller may lead).
@@ -77,9 +100,8 @@ pub(crate) async fn join<C: ConnectionLike + Send + Sync>(
     replica: &str,
     ttl: Duration,
 ) -> Result<Option<Joined>, StoreError> {
-    let script = Script::new(JOIN);
     let joined: Option<(String, i64)> =
-        script.key(lease).arg(replica).arg(millis(ttl)).arg(base).invoke_async(store).await?;
+        JOIN_SCRIPT.key(lease).arg(replica).arg(millis(ttl)).arg(base).invoke_async(store).await?;
     Ok(joined.map(|(token, ended)| Joined { token, ended: ended == 1 }))
 }
 
@@ -90,8 +112,7 @@ pub(crate) async fn refresh<C: ConnectionLike + Send + Sync>(
     replica: &str,
     ttl: Duration,
 ) -> Result<(), StoreError> {
-    let script = Script::new(REFRESH);
-    let _: i64 = script.key(interest).arg(replica).arg(millis(ttl)).invoke_async(store).await?;
+    let _: i64 = REFRESH_SCRIPT.key(interest).arg(replica).arg(millis(ttl)).invoke_async(store).await?;
     Ok(())
 }
 
@@ -114,6 +135,9 @@ pub(crate) enum Abandoned {
     Wanted(u64),
     /// The lease is no longer this leader's.
     Fenced,
+    /// The stream lacks entries before the end (the store lost them): nothing was written;
+    /// the number of its last entry.
+    Gap(u64),
 }
 
 /// The leader's give-up, ending the stream with `end` as entry `number` if nobody else wants
@@ -128,12 +152,15 @@ pub(crate) async fn abandon<C: ConnectionLike + Send + Sync>(
     end: &[u8],
     keep: Duration,
 ) -> Result<Abandoned, StoreError> {
-    let script = Script::new(ABANDON);
-    let mut invocation = script.key(lease.key());
+    let mut invocation = ABANDON_SCRIPT.key(lease.key());
     invocation.key(items).key(interest).arg(lease.token()).arg(millis(keep)).arg(number).arg(end);
-    Ok(match fenced(invocation.invoke_async(store).await?)? {
-        Appended::Fenced => Abandoned::Fenced,
-        Appended::Written(0) => Abandoned::Yes,
-        Appended::Written(left) => Abandoned::Wanted(left),
+    invocation.arg(millis(lease.ttl()));
+    let (code, n): (i64, i64) = invocation.invoke_async(store).await?;
+    let n = u64::try_from(n).unwrap_or(0);
+    Ok(match code {
+        0 => Abandoned::Yes,
+        1 => Abandoned::Wanted(n),
+        2 => Abandoned::Gap(n),
+        _ => Abandoned::Fenced,
     })
 }

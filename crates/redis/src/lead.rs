@@ -1,174 +1,304 @@
-//! The leading replica's side of a flight: it runs the upstream, passes each item to its own
-//! local flight at once, and appends them to the store in batches under its lease (R20). It
-//! gives the flight up only when its own requests are gone and nobody else wants it (R22).
+//! The shell of the core's [`Leader`] machine: it runs the upstream, passes each item to its
+//! own local flight at once, and carries out the machine's store calls (R20, R22).
+//!
+//! Every call runs as a future beside the upstream, under the store's deadline: an append or
+//! a renewal on its way never holds an item back from this replica's own clients (R23). The
+//! shell keeps every item it encoded, since the machine's appends name items by number: when
+//! the store lost the stream (a `FLUSHALL`, a restart), the machine asks for them again.
 
-use std::future::Future;
 use std::pin::{Pin, pin};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-use futures::{Stream, StreamExt};
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, Stream, StreamExt};
+use streamflight_core::fleet::leader::{Action, Leader, Over};
+use streamflight_core::fleet::{CallId, Ending, Reply};
 use tokio::sync::mpsc::UnboundedSender;
-use tokio::time::{MissedTickBehavior, interval_at};
 
-use crate::ending::Ending;
 use crate::fleet::Shared;
 use crate::interest::{Abandoned, abandon};
+use crate::lease::renew;
 use crate::names::Names;
 use crate::stream::{Appended, Bounds, append, finish};
-use crate::{Lease, StoreError};
+use crate::{Lease, StoreError, ending};
 
-/// At most this many items go in one append: one script call stays short for the store.
+/// At most this many items go in one script call: one call stays short for the store. A
+/// longer append (a stream written again) is several calls under one deadline.
 const BATCH: usize = 512;
 
-/// An append on its way: the batch comes back with the result, to be retried on a failure.
-type Writing = Pin<Box<dyn Future<Output = (Vec<Vec<u8>>, Result<Appended, StoreError>)> + Send>>;
+/// A call on its way.
+type Call = BoxFuture<'static, (CallId, Reply)>;
+
+/// What the leader's calls need, shared by them.
+struct Flight {
+    lease: Lease,
+    items: String,
+    interest: String,
+    bounds: Bounds,
+}
 
 /// Leads a flight for the fleet under `lease` until its end is in the store, or it is given
 /// up, or the lease is lost (then this replica's own requests are served on, alone).
 pub(crate) async fn lead<K, T, E, S>(
-    shared: &Shared<K, T, E>,
+    shared: &Arc<Shared<K, T, E>>,
     names: &Names,
     lease: Lease,
     upstream: S,
     tx: UnboundedSender<Result<T, E>>,
 ) where
     K: 'static,
-    T: 'static,
-    E: 'static,
+    T: Send + 'static,
+    E: Send + 'static,
     S: Stream<Item = Result<T, E>>,
 {
     let config = &shared.config;
-    let items = names.items(lease.token());
-    let interest = names.interest(lease.token());
-    // A stream whose leader died goes a few lease timeouts later, never stays.
-    let bounds = Bounds { max_len: config.max_len, live: config.lease * 4 };
-    let mut store = shared.store.clone();
+    let flight = Arc::new(Flight {
+        items: names.items(lease.token()),
+        interest: names.interest(lease.token()),
+        // A stream whose leader died goes a few lease timeouts later, never stays.
+        bounds: Bounds { max_len: config.max_len, live: config.lease * 4 },
+        lease,
+    });
+    let leading = shared.leading();
+    let mut machine = Leader::new(shared.timings, shared.now());
     let mut upstream = pin!(upstream);
     let mut local = Some(tx);
-    // Items read but not yet in the store, numbered on from `written`.
-    let mut pending: Vec<Vec<u8>> = Vec::new();
-    let mut written: u64 = 0;
-    let mut writing: Option<Writing> = None;
-    // The flight's end, once the upstream is over: written after every item, with how long the
-    // lease stays for newcomers (R17: the linger for a whole answer, none for a failure).
-    let mut ending: Option<(Vec<u8>, Duration)> = None;
-    let mut sharing = true;
-    // The store failed: nothing is written before the next renewal succeeds.
-    let mut stalled = false;
-    let mut failing_since: Option<Instant> = None;
-    // This replica's own requests are gone: ask whether anyone else still wants the flight.
-    let mut give_up = false;
-    let every = lease.renew_every();
-    let mut ticker = interval_at(tokio::time::Instant::now() + every, every);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-
+    // Every item as written to the store, item `n` at `n - 1`: the machine may ask for any
+    // of them again. Shared with the calls on their way, never copied for them.
+    let mut written: Vec<Arc<[u8]>> = Vec::new();
+    let mut ending: Option<Ending> = None;
+    // The upstream's end, for this replica's requests: held back until the store has it (the
+    // finish's reply) or for two deadlines at most, so that whoever saw the end and asks again
+    // anywhere starts a fresh flight or replays a whole answer's linger, as on one replica
+    // (R7, R17), and never waits on a hung store for it (R23).
+    let mut held: Option<(Option<E>, tokio::time::Instant)> = None;
+    let mut finishing: Option<CallId> = None;
+    let mut calls: FuturesUnordered<Call> = FuturesUnordered::new();
     loop {
-        if sharing && !stalled && writing.is_none() && give_up && ending.is_none() {
-            give_up = false;
-            let end = Ending::Abandoned.encode();
-            match abandon(&mut store, &lease, &items, &interest, written + 1, &end, config.keep).await {
-                // R22: nobody wants it; the upstream is dropped (aborted) on return.
-                Ok(Abandoned::Yes) => return,
-                Ok(Abandoned::Wanted(_)) => {}
-                Ok(Abandoned::Fenced) => lost(shared, &mut sharing),
-                Err(error) => {
-                    give_up = true;
-                    stall(shared, &error, &mut stalled, &mut failing_since);
-                }
-            }
-        }
-        if sharing && !stalled && writing.is_none() {
-            if !pending.is_empty() {
-                let batch: Vec<Vec<u8>> = pending.drain(..pending.len().min(BATCH)).collect();
-                let (mut store, lease, items) = (store.clone(), lease.clone(), items.clone());
-                let first = written + 1;
-                writing = Some(Box::pin(async move {
-                    let result = append(&mut store, &lease, &items, bounds, first, &batch).await;
-                    (batch, result)
-                }));
-            } else if let Some((end, linger)) = &ending {
-                match finish(&mut store, &lease, &items, written + 1, end, config.keep, *linger).await {
-                    Ok(Appended::Written(_)) => {
-                        shared.answered();
-                        return;
+        while let Some(action) = machine.poll_action() {
+            let call = match action {
+                Action::Append { call, first, last } => {
+                    let batch = usize::try_from(first.max(1) - 1)
+                        .ok()
+                        .zip(usize::try_from(last).ok())
+                        .and_then(|(from, to)| written.get(from..to.max(from)));
+                    match batch {
+                        Some(batch) => appended(shared, &flight, call, first, batch.to_vec()),
+                        // Items it never had: the machine's mistake, answered as a failure.
+                        None => async move { (call, Reply::Failed) }.boxed(),
                     }
-                    Ok(Appended::Fenced) => return shared.leader_lost(),
-                    Err(error) => stall(shared, &error, &mut stalled, &mut failing_since),
                 }
-            }
+                Action::Finish { call, number, linger } => match &ending {
+                    Some(end) => {
+                        finishing = Some(call);
+                        finished(shared, &flight, call, number, ending::encode(end), linger)
+                    }
+                    None => async move { (call, Reply::Failed) }.boxed(),
+                },
+                Action::Renew(call) => renewed(shared, &flight, call),
+                Action::Abandon { call, number } => abandoned(shared, &flight, call, number),
+                Action::Over(over) => {
+                    drop(leading);
+                    let ended = held.is_some();
+                    release_end(&mut local, &mut held);
+                    if over == Over::Lost {
+                        shared.leader_lost();
+                        give_back(shared, &flight);
+                        tracing::warn!(
+                            "lost the lease on a flight it led: serving this replica's requests alone"
+                        );
+                        // The fleet is lost to this flight: this replica's own requests are
+                        // served on (the upstream is dropped, aborted, if they are gone).
+                        if let (false, Some(tx)) = (ended, local) {
+                            forward(upstream, tx).await;
+                        }
+                    }
+                    return;
+                }
+            };
+            calls.push(call);
         }
-        if !sharing {
-            // The fleet is lost to this flight: this replica's own requests are served on.
-            if let (None, Some(tx)) = (&ending, local) {
-                forward(upstream, tx).await;
-            }
-            return;
-        }
+        let timeout = machine.poll_timeout();
         tokio::select! {
-            (batch, result) = async { writing.as_mut().expect("guarded by the branch's condition").await },
-                if writing.is_some() =>
+            Some((call, reply)) = calls.next(), if !calls.is_empty() => {
+                if finishing == Some(call) {
+                    // The end is in the store, or the store failed it: either way, no later.
+                    release_end(&mut local, &mut held);
+                }
+                machine.handle_reply(shared.now(), call, reply);
+            }
+            () = tokio::time::sleep_until(held.as_ref().map_or_else(tokio::time::Instant::now, |held| held.1)),
+                if held.is_some() =>
             {
-                writing = None;
-                match result {
-                    Ok(Appended::Written(last)) => {
-                        written = last;
-                        failing_since = None;
+                release_end(&mut local, &mut held);
+            }
+            next = upstream.next(), if ending.is_none() => {
+                // This replica's own requests first: the store's copy follows.
+                match next {
+                    Some(Ok(item)) => {
+                        written.push(shared.codec.encode_item(&item).into());
+                        if local.as_ref().is_some_and(|tx| tx.send(Ok(item)).is_err()) {
+                            local = None;
+                            machine.handle_local_gone(shared.now());
+                        }
+                        machine.handle_item(shared.now());
                     }
-                    Ok(Appended::Fenced) => lost(shared, &mut sharing),
-                    Err(error) => {
-                        stall(shared, &error, &mut stalled, &mut failing_since);
-                        // Back in front, in order, for the retry.
-                        pending.splice(0..0, batch);
+                    Some(Err(error)) => {
+                        ending = Some(Ending::Failed(shared.codec.encode_error(&error)));
+                        held = Some((Some(error), tokio::time::Instant::now() + shared.deadline() * 2));
+                        machine.handle_end(shared.now(), false);
+                    }
+                    None => {
+                        ending = Some(Ending::Done);
+                        held = Some((None, tokio::time::Instant::now() + shared.deadline() * 2));
+                        machine.handle_end(shared.now(), true);
                     }
                 }
             }
-            next = upstream.next(), if ending.is_none() => match next {
-                Some(Ok(item)) => {
-                    pending.push(shared.codec.encode_item(&item));
-                    give_up |= gone(&mut local, Ok(item));
-                }
-                Some(Err(error)) => {
-                    ending = Some((Ending::Failed(&shared.codec.encode_error(&error)).encode(), Duration::ZERO));
-                    give_up |= gone(&mut local, Err(error));
-                }
-                None => ending = Some((Ending::Done.encode(), config.linger)),
-            },
-            _ = ticker.tick() => {
-                match lease.renew_with(&mut store, &[&items], bounds.live).await {
-                    Ok(true) => {
-                        stalled = false;
-                        failing_since = None;
-                        shared.answered();
-                    }
-                    Ok(false) => lost(shared, &mut sharing),
-                    Err(error) => {
-                        shared.failed(&error);
-                        failing_since.get_or_insert_with(Instant::now);
-                    }
-                }
-                // Cut off from the store for a whole lease: another replica may lead by now.
-                if failing_since.is_some_and(|since| since.elapsed() >= config.lease) {
-                    lost(shared, &mut sharing);
-                }
-                // Interest expires: ask again.
-                give_up |= local.is_none();
-            }
-            () = closed(&local), if local.is_some() => {
+            () = closed(&local), if local.is_some() && ending.is_none() => {
                 local = None;
-                give_up = true;
+                machine.handle_local_gone(shared.now());
             }
+            () = tokio::time::sleep_until(shared.instant(timeout.unwrap_or(u64::MAX / 4))), if timeout.is_some() => {
+                machine.handle_timeout(shared.now());
+            }
+            // The upstream is over, the local flight gone, no call or timer left: the machine
+            // waits for nothing, so nothing more can come of this flight.
+            else => return,
         }
     }
 }
 
-/// This replica no longer leads the flight for the fleet (R20): counted, and the flight goes
-/// on for its own requests only.
-fn lost<K: 'static, T: 'static, E: 'static>(shared: &Shared<K, T, E>, sharing: &mut bool) {
-    if *sharing {
-        shared.leader_lost();
-        tracing::warn!("lost the lease on a flight it led: serving this replica's requests alone");
+/// `Append`: `batch`, numbered from `first`, in script calls of [`BATCH`] items.
+fn appended<K, T, E>(
+    shared: &Arc<Shared<K, T, E>>,
+    flight: &Arc<Flight>,
+    call: CallId,
+    first: u64,
+    batch: Vec<Arc<[u8]>>,
+) -> Call
+where
+    K: 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    let (shared, flight) = (Arc::clone(shared), Arc::clone(flight));
+    async move {
+        let mut store = shared.store.clone();
+        let write = async {
+            let mut top = first.saturating_sub(1);
+            for (n, chunk) in (first..).step_by(BATCH).zip(batch.chunks(BATCH)) {
+                match append(&mut store, &flight.lease, &flight.items, flight.bounds, n, chunk).await? {
+                    Appended::Written(now) => top = now,
+                    other => return Ok(reply(other)),
+                }
+            }
+            Ok::<_, StoreError>(Reply::Written { top })
+        };
+        (call, shared.call(shared.deadline(), write).await)
     }
-    *sharing = false;
+    .boxed()
+}
+
+/// `Finish`: the end `end` as entry `number`, the lease kept `linger` ms or deleted.
+fn finished<K, T, E>(
+    shared: &Arc<Shared<K, T, E>>,
+    flight: &Arc<Flight>,
+    call: CallId,
+    number: u64,
+    end: Vec<u8>,
+    linger: u64,
+) -> Call
+where
+    K: 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    let (shared, flight) = (Arc::clone(shared), Arc::clone(flight));
+    async move {
+        let mut store = shared.store.clone();
+        let (keep, linger) = (shared.config.keep, std::time::Duration::from_millis(linger));
+        let write = async {
+            Ok(reply(finish(&mut store, &flight.lease, &flight.items, number, &end, keep, linger).await?))
+        };
+        (call, shared.call(shared.deadline(), write).await)
+    }
+    .boxed()
+}
+
+/// `Renew`: the lease and the stream's life extended; the stream's top in the reply.
+fn renewed<K, T, E>(shared: &Arc<Shared<K, T, E>>, flight: &Arc<Flight>, call: CallId) -> Call
+where
+    K: 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    let (shared, flight) = (Arc::clone(shared), Arc::clone(flight));
+    async move {
+        let mut store = shared.store.clone();
+        let (lease, live) = (&flight.lease, flight.bounds.live);
+        let write = async {
+            let top =
+                renew(&mut store, lease.key(), lease.token(), lease.ttl(), &[&flight.items], live).await?;
+            Ok(top.map_or(Reply::Fenced, |top| Reply::Written { top }))
+        };
+        (call, shared.call(shared.deadline(), write).await)
+    }
+    .boxed()
+}
+
+/// `Abandon`: given up if nobody else wants the flight, its end written as entry `number`.
+fn abandoned<K, T, E>(shared: &Arc<Shared<K, T, E>>, flight: &Arc<Flight>, call: CallId, number: u64) -> Call
+where
+    K: 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    let (shared, flight) = (Arc::clone(shared), Arc::clone(flight));
+    async move {
+        let mut store = shared.store.clone();
+        let end = ending::encode(&Ending::Abandoned);
+        let keep = shared.config.keep;
+        let write = async {
+            let given =
+                abandon(&mut store, &flight.lease, &flight.items, &flight.interest, number, &end, keep);
+            Ok(match given.await? {
+                Abandoned::Yes => Reply::Abandoned,
+                Abandoned::Wanted(_) => Reply::Wanted,
+                Abandoned::Fenced => Reply::Fenced,
+                Abandoned::Gap(top) => Reply::Gap { top },
+            })
+        };
+        (call, shared.call(shared.deadline(), write).await)
+    }
+    .boxed()
+}
+
+/// A leader that lost the flight lets its lease go, if it is still its own. Calls given up
+/// on a hung store run when it goes on, in order on the one command connection: a renewal
+/// among them takes back the lease that lapsed meanwhile, and newcomers would follow a flight
+/// that nobody leads, for a lease. This compare-and-delete runs after them.
+fn give_back<K, T, E>(shared: &Arc<Shared<K, T, E>>, flight: &Arc<Flight>)
+where
+    K: 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    let (shared, flight) = (Arc::clone(shared), Arc::clone(flight));
+    tokio::spawn(async move {
+        let mut store = shared.store.clone();
+        let _ = flight.lease.clone().release(&mut store).await;
+    });
+}
+
+/// A fenced write's result as the machine's reply.
+fn reply(appended: Appended) -> Reply {
+    match appended {
+        Appended::Written(top) => Reply::Written { top },
+        Appended::Gap(top) => Reply::Gap { top },
+        Appended::Fenced => Reply::Fenced,
+    }
 }
 
 /// Serves a flight for this replica alone, without the store (R23).
@@ -200,25 +330,18 @@ where
     }
 }
 
-/// Passes an item to the local flight, if there is one; `true` if it turns out to be gone.
-fn gone<T>(local: &mut Option<UnboundedSender<T>>, item: T) -> bool {
-    let left = local.as_ref().is_some_and(|tx| tx.send(item).is_err());
-    if left {
-        *local = None;
-    }
-    left
-}
-
-/// A store error: counted, and nothing written before the next renewal gets through.
-fn stall<K: 'static, T: 'static, E: 'static>(
-    shared: &Shared<K, T, E>,
-    error: &StoreError,
-    stalled: &mut bool,
-    failing_since: &mut Option<Instant>,
+/// Gives this replica's requests the upstream's end held back for them: its error, or the
+/// end of their stream.
+fn release_end<T, E>(
+    local: &mut Option<UnboundedSender<Result<T, E>>>,
+    held: &mut Option<(Option<E>, tokio::time::Instant)>,
 ) {
-    shared.failed(error);
-    *stalled = true;
-    failing_since.get_or_insert_with(Instant::now);
+    // Dropping the sender ends the local flight's stream: `Done`, unless an error went first.
+    if let Some((error, _)) = held.take()
+        && let (Some(tx), Some(error)) = (local.take(), error)
+    {
+        let _ = tx.send(Err(error));
+    }
 }
 
 /// Resolves when the local flight is gone (never, if it already was).

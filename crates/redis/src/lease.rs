@@ -2,24 +2,39 @@
 //! and a fencing token that every write of the leader is checked against in the store.
 
 use std::fmt;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::aio::ConnectionLike;
 use redis::{AsyncCommands, Script, SetExpiry, SetOptions};
+use sha2::Digest as _;
 
 use crate::stream::millis;
 
-/// Extends the lease if it is still the caller's (its token), and the keys after it by
-/// `ARGV[3]` ms (what the leader keeps alive with it), in one step in the store.
+/// Extends the lease `KEYS[1]` by `ARGV[2]` ms, fenced as every leader call (another token:
+/// -1; nobody: taken back for token `ARGV[1]`, unless its flight has ended), and the keys after
+/// it by `ARGV[3]` ms (what the leader keeps alive with it, its stream first; an ended stream
+/// keeps the expiry its end gave it), in one step in the store. Returns the number of the last
+/// entry of the stream `KEYS[2]` (0 without one), so that a leader sees a stream the store lost.
 const RENEW: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local fenced = fence(ARGV[2])
+if fenced == 'fenced' then
+    return -1
+end
+local top, ended = last_entry()
+if fenced == 'ended' then
+    return top
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if not ended then
     for i = 2, #KEYS do
         redis.call('PEXPIRE', KEYS[i], ARGV[3])
     end
-    return 1
 end
-return 0";
+return top";
+
+/// [`RENEW`], made once.
+static RENEW_SCRIPT: LazyLock<Script> = LazyLock::new(|| crate::stream::leader_script(RENEW));
 
 /// Deletes the lease if it is still the caller's: a lost lease is never someone else's to drop.
 const RELEASE: &str = r"
@@ -35,12 +50,30 @@ return 0";
 pub enum StoreError {
     /// The Redis client's error, as it gave it.
     Redis(redis::RedisError),
+    /// The store did not answer within this deadline (a hung store, R23): the call was given
+    /// up, though it may still take effect.
+    Deadline(Duration),
+}
+
+impl StoreError {
+    /// The same error again, for a second caller that waited on the same step.
+    pub(crate) fn again(&self) -> StoreError {
+        match self {
+            StoreError::Redis(error) => StoreError::Redis(redis::RedisError::from((
+                error.kind(),
+                "the store failed",
+                error.to_string(),
+            ))),
+            StoreError::Deadline(deadline) => StoreError::Deadline(*deadline),
+        }
+    }
 }
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreError::Redis(error) => write!(f, "the store failed: {error}"),
+            StoreError::Deadline(deadline) => write!(f, "the store did not answer within {deadline:?}"),
         }
     }
 }
@@ -49,6 +82,7 @@ impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StoreError::Redis(error) => Some(error),
+            StoreError::Deadline(_) => None,
         }
     }
 }
@@ -97,8 +131,9 @@ impl Lease {
         Ok(taken.then(|| Lease { key: key.to_owned(), token, ttl }))
     }
 
-    /// Extends the lease by its timeout. `false`: it was lost (it expired and may be another
-    /// replica's now): the caller stops leading at once.
+    /// Extends the lease by its timeout. `false`: another replica holds it now: the caller
+    /// stops leading at once. A lease that nobody holds (it lapsed, or the store lost it) is
+    /// taken back: no other leader can have written since.
     pub async fn renew<C: ConnectionLike + Send + Sync>(&self, store: &mut C) -> Result<bool, StoreError> {
         self.renew_with(store, &[], Duration::ZERO).await
     }
@@ -111,11 +146,7 @@ impl Lease {
         keys: &[&str],
         live: Duration,
     ) -> Result<bool, StoreError> {
-        let script = Script::new(RENEW);
-        let mut invocation = script.key(&self.key);
-        invocation.key(keys).arg(&self.token).arg(millis(self.ttl)).arg(millis(live));
-        let renewed: i64 = invocation.invoke_async(store).await?;
-        Ok(renewed == 1)
+        Ok(renew(store, &self.key, &self.token, self.ttl, keys, live).await?.is_some())
     }
 
     /// Gives the lease up, if it is still this one. `false`: it was already lost.
@@ -128,6 +159,11 @@ impl Lease {
     /// lease is lost.
     pub fn renew_every(&self) -> Duration {
         self.ttl / 3
+    }
+
+    /// The lease's timeout.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     /// The fencing token: every write of the leader names it, and the store refuses a write
@@ -149,10 +185,32 @@ impl fmt::Debug for Lease {
     }
 }
 
+/// Renews the lease at `key` for `token` (see `RENEW`), and lets `keys` live `live` more:
+/// the number of the last entry of `keys[0]` (a stream), or `None` when fenced off.
+pub(crate) async fn renew<C: ConnectionLike + Send + Sync>(
+    store: &mut C,
+    key: &str,
+    token: &str,
+    ttl: Duration,
+    keys: &[&str],
+    live: Duration,
+) -> Result<Option<u64>, StoreError> {
+    let mut invocation = RENEW_SCRIPT.key(key);
+    invocation.key(keys).arg(token).arg(millis(ttl)).arg(millis(live));
+    let top: i64 = invocation.invoke_async(store).await?;
+    Ok(u64::try_from(top).ok())
+}
+
 /// 128 random bits from the operating system, as 32 hex digits.
 pub(crate) fn fresh_token() -> String {
     let mut bytes = [0; 16];
-    // Without a random source no lease can be told from another: a broken host.
-    getrandom::fill(&mut bytes).expect("the operating system's random source");
+    if getrandom::fill(&mut bytes).is_err() {
+        // No random source (a broken host): a token still unique to this lease, from the
+        // clock, the process and a count, rather than a panic.
+        static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let count = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let seed = format!("{:?} {} {count}", std::time::SystemTime::now(), std::process::id());
+        bytes.copy_from_slice(&sha2::Sha256::digest(seed.as_bytes())[..16]);
+    }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -23,36 +23,66 @@
 //!
 //! # Design
 //!
+//! - **Machines decide, this crate carries out** (R25): what
+//!   a replica does for a flight in the fleet is the core's sans-IO machines'
+//!   ([`streamflight_core::fleet`]): [`Open`](streamflight_core::fleet::open::Open) (lead,
+//!   follow or serve alone), [`Leader`](streamflight_core::fleet::leader::Leader) (append,
+//!   renew, finish, give up, write again) and
+//!   [`Follower`](streamflight_core::fleet::follower::Follower) (read, check the lease, keep the
+//!   interest, end). Each flight's task here is a thin loop: it makes the machine, carries out
+//!   each action (a store call, an item passed on), hands replies, items and time back (`now`
+//!   is the milliseconds since the [`Fleet`] was made), and sleeps until the machine's
+//!   `poll_timeout`. The scripts implement exactly the calls' documented semantics; the
+//!   testkit's model of the store implements the same, and the machines are checked against it.
+//! - **Every store call under a deadline, never on the items' path** ([R23](streamflight_core::design#r23)):
+//!   a call is a future polled beside the upstream and the local flight, given up after
+//!   [`FleetConfig::deadline`] (200 ms by default) and handed back as a failure. A renewal or
+//!   an append on its way never holds an item back from this replica's own clients; a hung
+//!   store (no error, no answer) costs a new request one deadline before it is served alone.
 //! - **A lease per flight key, held by the leading replica** ([R20](streamflight_core::design#r20),
-//!   [`Lease`]): `SET NX PX` with a random 128-bit token, renewed every third of its timeout,
-//!   released by compare-and-delete. The token names the flight's stream, so a new flight of
-//!   the key (after its leader was lost) never shares a stream with the old one.
-//! - **The leader appends the upstream's items to a Redis Stream in batches**: whatever the
-//!   upstream has ready while the previous append is on its way goes in the next one, one
-//!   script call (one round trip) per batch, fenced by the token in the same script. Its own
-//!   replica's requests get each item at once, not after the store. Item `n` is entry `n-0`:
-//!   a retried batch is never written twice, a reader resumes after the items it has, and a
-//!   gap (trimmed by `MAXLEN`) is seen rather than skipped. The end is the last entry.
-//! - **Every other replica with requests on the flight runs one reader** (`XREAD BLOCK` on a
-//!   connection of its own, from 0, then from the last entry) that feeds its local flight.
-//! - **Interest** ([R22](streamflight_core::design#r22)): each reading replica keeps an expiring member in the flight's
-//!   interest set (scored by the store's clock, so replicas' clocks do not matter), joined in
-//!   the same script that reads the lease, so that a leader never gives up a flight someone
-//!   just joined. The leader gives up (aborts the upstream) only when its own requests are
-//!   gone and the set is empty, checked again on every renewal.
-//! - **Leader loss** ([R21](streamflight_core::design#r21)): a reader that waited a quarter lease for nothing checks the lease;
-//!   since the leader writes its end before it lets the lease go, a lease that is gone with
-//!   no end in the stream is a lost leader: the subscribers get [`Lost::Leader`] through the
-//!   codec, within two lease timeouts. A reader that had passed nothing on yet starts over
-//!   instead (it may lead the next flight itself). A leader whose renewal or append is
-//!   refused stops writing at once and serves its own requests alone.
-//! - **Store down** ([R23](streamflight_core::design#r23)): a store error is counted and logged, and for [`FleetConfig::pause`]
-//!   the replica serves new flights alone (local coalescing only, no request waits on the
-//!   store); then it tries again. Connections are lazy: a replica starts with the store down.
-//! - **Nothing in clear** ([R24](streamflight_core::design#r24)): every key is `<prefix>{<SHA-256 of the key>}:...` (the braces
-//!   keep a flight's keys in one Redis Cluster slot, which its scripts need); the lease, the
-//!   stream (while live: a few lease timeouts past the last write; after its end:
-//!   [`FleetConfig::keep`]), the interest set and notes all expire.
+//!   [`Lease`]): `SET NX PX` with a random 128-bit token, renewed every third of its timeout.
+//!   The token names the flight's stream, so a new flight of the key (after its leader was
+//!   lost) never shares a stream with the old one. Every leader call (append, finish, renew,
+//!   give up) is fenced in its script: another token's lease refuses it, and a lease nobody
+//!   holds (the store lost it) is taken back under the leader's token.
+//! - **The leader appends the upstream's items to a Redis Stream in batches**: one script call
+//!   per batch, item `n` as entry `n-0`: a retried batch is never written twice, a reader
+//!   resumes after the items it has, and a gap is seen rather than skipped. The end is the last
+//!   entry. Its own replica's requests get each item at once, not after the store.
+//! - **A store that lost the stream loses no answer**: the leader keeps every item it encoded.
+//!   A write whose stream lacks the entries before it is refused with the stream's top (a
+//!   gap), and a renewal reports the top too; the leader then writes the stream again from
+//!   there, under its lease, and each follower carries on after the item it had (a `FLUSHALL`
+//!   or a store restarted empty costs nobody the answer).
+//! - **One blocking reader per replica** (`reader`): every followed flight's reads wait in one
+//!   `XREAD BLOCK` over all their streams (in chunks of 1,000), on the replica's one reader
+//!   connection; a new read wakes it with `CLIENT UNBLOCK` on the command connection. A
+//!   replica uses two connections to the store (three with [`Fleet::listen`]), whatever the
+//!   number of flights it leads or follows.
+//! - **Interest** ([R22](streamflight_core::design#r22)): each reading replica keeps an expiring
+//!   member in the flight's interest set (scored by the store's clock, so replicas' clocks do
+//!   not matter), joined in the same script that reads the lease, so that a leader never gives
+//!   up a flight someone just joined. The leader gives up (aborts the upstream) only when its
+//!   own requests are gone and the set is empty.
+//! - **Leader loss** ([R21](streamflight_core::design#r21)): a follower whose reads find
+//!   nothing checks the lease: another token's means the flight can never go on; a missing
+//!   one for half a lease means its leader is gone (a live one takes it back within a third);
+//!   reads that fail for two leases mean this replica is cut off. Its subscribers then get
+//!   [`Lost::Leader`] through the codec; a follower that had passed nothing on opens the
+//!   flight again instead (it may lead the next one), or serves alone. A leader fenced off, or
+//!   cut off from the store for two leases, serves its own requests on alone.
+//! - **Store down** ([R23](streamflight_core::design#r23)): a store error is counted and
+//!   logged, and for [`FleetConfig::pause`] the replica serves new flights alone (local
+//!   coalescing only); then it tries again. Connections are lazy: a replica starts with the
+//!   store down.
+//! - **Nothing in clear** ([R24](streamflight_core::design#r24)): every key is
+//!   `<prefix>{<SHA-256 of the key>}:...` (the braces keep a flight's keys in one Redis Cluster
+//!   slot, which its scripts need); the lease, the stream (while live: a few lease timeouts
+//!   past the last write; after its end: [`FleetConfig::keep`]), the interest set and notes
+//!   all expire.
+//! - **Graceful stop** (R26): [`Fleet::leading`] counts the
+//!   flights this replica leads for the fleet until their end is written, for a replica told
+//!   to stop to wait on.
 //! - **Resume on another replica**: [`Fleet::place`] names the flight a replica is on,
 //!   [`Fleet::save`]/[`Fleet::load`] pass it along, and [`Fleet::replay`] reads it from any
 //!   item on, with this replica's interest.
@@ -68,7 +98,7 @@
 //! fallback to their text (one round trip per fenced batch), Streams commands, and
 //! `rediss://` over rustls (no OpenSSL), the TLS stack the gateway already uses. `fred` is as
 //! capable but larger, with its own reconnection and pooling policy to learn; redis-rs's
-//! multiplexed connection plus a connection per blocking reader was all this needed.
+//! multiplexed connection plus one connection for the blocking reader was all this needed.
 #![forbid(unsafe_code)]
 
 mod codec;
@@ -80,7 +110,9 @@ mod interest;
 mod lead;
 mod lease;
 mod names;
+mod open;
 mod place;
+mod reader;
 mod signal;
 mod stream;
 
@@ -93,3 +125,5 @@ pub use place::{ParsePlaceError, Place};
 pub use redis;
 pub use signal::Messages;
 pub use stream::{Appended, Bounds, Entry, append, finish, read};
+/// The timings every replica's fleet machines share ([`FleetConfig::timings`]).
+pub use streamflight_core::fleet::Timings;

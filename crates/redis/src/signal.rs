@@ -26,12 +26,16 @@ impl Stream for Messages {
 
 impl<K: 'static, T: Send + 'static, E: Send + 'static> Fleet<K, T, E> {
     /// Sends `message` to every replica listening on `channel` now (`PUBLISH`): at most once,
-    /// to those connected.
+    /// to those connected. Given up after the store's deadline ([`StoreError::Deadline`]).
     pub async fn publish(&self, channel: &str, message: &[u8]) -> Result<(), StoreError> {
         let mut store = self.shared.store.clone();
         let name = self.channel(channel);
-        let _receivers: i64 = redis::cmd("PUBLISH").arg(name).arg(message).query_async(&mut store).await?;
-        Ok(())
+        let publish = async {
+            let _receivers: i64 =
+                redis::cmd("PUBLISH").arg(name).arg(message).query_async(&mut store).await?;
+            Ok(())
+        };
+        self.shared.within(self.shared.deadline(), publish).await
     }
 
     /// Every message published on `channel` from now on, while the returned stream lives. Its

@@ -5,6 +5,7 @@
 //! a reader resumes after the `n` items it has, a retried batch is never written twice, and a
 //! gap (trimmed by `MAXLEN`) is seen rather than skipped.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::Script;
@@ -12,45 +13,113 @@ use redis::aio::ConnectionLike;
 
 use crate::{Lease, StoreError};
 
-/// Appends items `ARGV[5..]` as entries `ARGV[4]`, `ARGV[4] + 1`, ... (field `i`) to the stream
-/// `KEYS[2]` if the lease at `KEYS[1]` is still `ARGV[1]`'s, skipping those already there (a
-/// retried batch), trimming to about `ARGV[2]` entries and letting the stream expire `ARGV[3]`
-/// ms on (the bound while live). Returns the stream's last item number, or -1 when fenced off.
-const APPEND: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-    return -1
+/// How every leader call begins (R20): `fence(lease)` says `held`, `fenced` or `ended`. The
+/// lease at `KEYS[1]` held by `ARGV[1]`'s token: `held`. Held by another token: `fenced`, and
+/// the call does nothing. Held by nobody (the store lost it, or it lapsed and nobody took it
+/// since): taken back for `ARGV[1]` for `lease` ms, so that a store that lost its keys loses
+/// no answer, and `held`; unless the stream `KEYS[2]` holds its end (the flight is over: a
+/// late call whose first reply was lost must not give a finished flight a lease again, least
+/// of all a failed one, R17): `ended`. `last_entry()` is the number of the stream's last entry
+/// (0: no stream) and whether it is the end.
+const FENCE: &str = r"
+local function last_entry()
+    if #KEYS < 2 then
+        return 0, false
+    end
+    local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+    if #last > 0 then
+        return tonumber(string.match(last[1][1], '^(%d+)')), last[1][2][1] == 'end'
+    end
+    return 0, false
 end
-local top = 0
-local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-if #last > 0 then
-    top = tonumber(string.match(last[1][1], '^(%d+)'))
+local function fence(lease)
+    local holder = redis.call('GET', KEYS[1])
+    if holder == ARGV[1] then
+        return 'held'
+    end
+    if holder then
+        return 'fenced'
+    end
+    local _, ended = last_entry()
+    if ended then
+        return 'ended'
+    end
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', lease)
+    return 'held'
+end
+";
+
+/// Appends items `ARGV[6..]` as entries `ARGV[4]`, `ARGV[4] + 1`, ... (field `i`) to the stream
+/// `KEYS[2]`, fenced by the lease `KEYS[1]` (token `ARGV[1]`, taken back for `ARGV[5]` ms if
+/// nobody holds it). Nothing goes after an end: fenced. If the stream's last entry is below
+/// `ARGV[4] - 1` (the store lost entries) nothing is written: `{0, top}`, a gap. Else the items
+/// above its last entry are written (a retried batch never twice), the stream is trimmed to
+/// about `ARGV[2]` entries and expires `ARGV[3]` ms on (the bound while live): `{1, top}`.
+/// Fenced: `{-1, 0}`.
+const APPEND: &str = r"
+if fence(ARGV[5]) ~= 'held' then
+    return {-1, 0}
+end
+local top, ended = last_entry()
+if ended then
+    return {-1, 0}
 end
 local first = tonumber(ARGV[4])
-for i = 5, #ARGV do
-    local n = first + i - 5
+if top < first - 1 then
+    return {0, top}
+end
+for i = 6, #ARGV do
+    local n = first + i - 6
     if n > top then
         redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], n .. '-0', 'i', ARGV[i])
         top = n
     end
 end
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
-return top";
+return {1, top}";
 
-/// Writes the end `ARGV[4]` as entry `ARGV[3]` (field `end`) if the lease at `KEYS[1]` is still
-/// `ARGV[1]`'s; the stream then expires after `ARGV[2]` ms, and the lease stays `ARGV[5]` ms
-/// more (the linger: newcomers still find this flight) or goes at once (0). 1, or -1 if fenced.
+/// Writes the end `ARGV[4]` as entry `ARGV[3]` (field `end`), fenced as `APPEND` (lease taken
+/// back for `ARGV[6]` ms), with the same gap check (`{0, top}`); an end already there (a
+/// retried finish) is not written again, and an ended flight nobody holds the lease of is left
+/// as it is. The stream then expires after `ARGV[2]` ms, and the lease stays `ARGV[5]` ms more
+/// (the linger of a whole answer: newcomers still find this flight) or goes at once (0: a
+/// failure never lingers, R17). `{1, top}`, or `{-1, 0}`.
 const FINISH: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-    return -1
+local fenced = fence(ARGV[6])
+if fenced == 'fenced' then
+    return {-1, 0}
 end
-redis.call('XADD', KEYS[2], ARGV[3] .. '-0', 'end', ARGV[4])
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
+local top, ended = last_entry()
+if fenced == 'ended' then
+    return {1, top}
+end
+local number = tonumber(ARGV[3])
+if not ended then
+    if top < number - 1 then
+        return {0, top}
+    end
+    if top < number then
+        redis.call('XADD', KEYS[2], number .. '-0', 'end', ARGV[4])
+        top = number
+    end
+    redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
 if tonumber(ARGV[5]) > 0 then
-    redis.call('PEXPIRE', KEYS[1], ARGV[5])
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[5])
 else
     redis.call('DEL', KEYS[1])
 end
-return 1";
+return {1, top}";
+
+/// A leader script: the fence and its helpers, then the script's own body. Made once (its
+/// SHA-1 with it), sent by that SHA-1 on every call.
+pub(crate) fn leader_script(body: &str) -> Script {
+    Script::new(&format!("{FENCE}{body}"))
+}
+
+/// The scripts, made once.
+static APPEND_SCRIPT: LazyLock<Script> = LazyLock::new(|| leader_script(APPEND));
+static FINISH_SCRIPT: LazyLock<Script> = LazyLock::new(|| leader_script(FINISH));
 
 /// How long a stream may be, and how long it lives without its leader writing to it.
 #[derive(Clone, Copy, Debug)]
@@ -65,16 +134,22 @@ pub struct Bounds {
 /// What a fenced write did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Appended {
-    /// Written: the number of the stream's last item now.
+    /// Written: the number of the stream's last entry now.
     Written(u64),
-    /// The lease is no longer this leader's: nothing was written, and the caller stops leading.
+    /// The lease is another token's: nothing was written, and the caller stops leading.
     Fenced,
+    /// The stream holds fewer entries than the write follows on from (the store lost them: a
+    /// `FLUSHALL`, a restart): nothing was written; the number of its last entry (0: no stream)
+    /// is where the leader writes again from, from the items it holds.
+    Gap(u64),
 }
 
 /// Appends `items`, numbered from `first` (the first item of a flight is 1), as one batch in
-/// one round trip, only if `lease` is still held (R20): a replica that lost its lease can
-/// never interleave its items with a new leader's. Items already in the stream (a batch
-/// retried after a store error) are not written again.
+/// one round trip, only if `lease` is not another token's (R20): a replica that lost its lease
+/// can never interleave its items with a new leader's. A lease nobody holds (the store lost
+/// it) is taken back for the lease's timeout. Items already in the stream (a batch retried
+/// after a store error) are not written again; a stream that lacks the items before `first`
+/// gets none ([`Appended::Gap`]).
 ///
 /// ```no_run
 /// # async fn feed(mut store: redis::aio::ConnectionManager, lease: streamflight_redis::Lease)
@@ -87,6 +162,7 @@ pub enum Appended {
 /// match append(&mut store, &lease, "sf:items", bounds, 1, [&b"tok"[..], b"en"]).await? {
 ///     Appended::Written(last) => assert_eq!(last, 2),
 ///     Appended::Fenced => { /* another replica leads now: stop */ }
+///     Appended::Gap(top) => { /* the store lost items: write again from top + 1 */ }
 /// }
 /// # Ok(()) }
 /// ```
@@ -103,18 +179,19 @@ where
     I: IntoIterator,
     I::Item: AsRef<[u8]>,
 {
-    let script = Script::new(APPEND);
-    let mut invocation = script.key(lease.key());
+    let mut invocation = APPEND_SCRIPT.key(lease.key());
     invocation.key(stream).arg(lease.token()).arg(bounds.max_len).arg(millis(bounds.live)).arg(first);
+    invocation.arg(millis(lease.ttl()));
     for item in items {
         invocation.arg(item.as_ref());
     }
-    fenced(invocation.invoke_async(store).await?)
+    Ok(written(invocation.invoke_async(store).await?))
 }
 
-/// Ends the stream with `end` as entry `number` (one past its last item), if `lease` is still
-/// held; the stream expires `keep` later. With a `linger`, the lease stays that long, so that
-/// a newcomer on any replica still replays this flight (R17); without, it goes at once.
+/// Ends the stream with `end` as entry `number` (one past its last item), fenced as
+/// [`append`] (and with its gap check); the stream expires `keep` later. With a `linger`, the
+/// lease stays that long, so that a newcomer on any replica still replays this flight (R17);
+/// without, it goes at once. A retried finish writes no second end.
 ///
 /// ```no_run
 /// # async fn end(mut store: redis::aio::ConnectionManager, lease: streamflight_redis::Lease)
@@ -138,19 +215,20 @@ pub async fn finish<C>(
 where
     C: ConnectionLike + Send + Sync,
 {
-    let script = Script::new(FINISH);
-    let mut invocation = script.key(lease.key());
+    let mut invocation = FINISH_SCRIPT.key(lease.key());
     invocation.key(stream).arg(lease.token()).arg(millis(keep)).arg(number).arg(end);
-    invocation.arg(if linger.is_zero() { 0 } else { millis(linger) });
-    match fenced(invocation.invoke_async(store).await?)? {
-        Appended::Written(_) => Ok(Appended::Written(number)),
-        fenced => Ok(fenced),
-    }
+    invocation.arg(if linger.is_zero() { 0 } else { millis(linger) }).arg(millis(lease.ttl()));
+    Ok(written(invocation.invoke_async(store).await?))
 }
 
-/// What a fenced script's reply says: -1 when fenced off, else a number.
-pub(crate) fn fenced(reply: i64) -> Result<Appended, StoreError> {
-    Ok(u64::try_from(reply).map_or(Appended::Fenced, Appended::Written))
+/// What a leader script's `{code, top}` reply says.
+pub(crate) fn written((code, top): (i64, i64)) -> Appended {
+    let top = u64::try_from(top).unwrap_or(0);
+    match code {
+        1 => Appended::Written(top),
+        0 => Appended::Gap(top),
+        _ => Appended::Fenced,
+    }
 }
 
 /// Milliseconds for Redis, never 0 (which it refuses for an expiry).
@@ -210,22 +288,25 @@ where
     }
     let after = format!("{after}-0");
     let reply: Option<StreamReadReply> = store.xread_options(&[stream], &[after.as_str()], &options).await?;
-    let mut entries = Vec::new();
-    for key in reply.map(|reply| reply.keys).unwrap_or_default() {
-        for entry in key.ids {
-            let field = |name: &str| match entry.map.get(name) {
-                Some(redis::Value::BulkString(bytes)) => Some(bytes.clone()),
-                _ => None,
-            };
-            let number = entry.id.split_once('-').and_then(|(ms, _)| ms.parse::<u64>().ok());
-            let read = match (number, field("i"), field("end")) {
-                (Some(number), Some(item), _) => (number, Entry::Item(item)),
-                (Some(number), None, Some(end)) => (number, Entry::End(end)),
-                // Not an entry of ours: skipped, never misread.
-                _ => continue,
-            };
-            entries.push(read);
+    Ok(reply.map(|reply| reply.keys).unwrap_or_default().into_iter().flat_map(entries).collect())
+}
+
+/// The entries of one stream in an `XREAD` reply, numbered; anything not written by a leader
+/// of ours is skipped, never misread.
+pub(crate) fn entries(key: redis::streams::StreamKey) -> Vec<(u64, Entry)> {
+    let mut entries = Vec::with_capacity(key.ids.len());
+    for mut entry in key.ids {
+        let mut field = |name: &str| match entry.map.remove(name) {
+            Some(redis::Value::BulkString(bytes)) => Some(bytes),
+            _ => None,
+        };
+        let (item, end) = (field("i"), field("end"));
+        let number = entry.id.split_once('-').and_then(|(ms, _)| ms.parse::<u64>().ok());
+        match (number, item, end) {
+            (Some(number), Some(item), _) => entries.push((number, Entry::Item(item))),
+            (Some(number), None, Some(end)) => entries.push((number, Entry::End(end))),
+            _ => {}
         }
     }
-    Ok(entries)
+    entries
 }

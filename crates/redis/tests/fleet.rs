@@ -3,93 +3,16 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::answer::{Upstream, all, done, items, next, take};
 use common::{RedisServer, eventually};
 use futures::StreamExt;
 use redis::AsyncCommands;
 use streamflight_redis::{Fleet, FleetConfig, Flights, Lost, Place, Text};
-use streamflight_tokio::{Config, Event, Failure, Subscription};
-use tokio::sync::Semaphore;
+use streamflight_tokio::{Config, Event, Failure};
 
 const LEASE: Duration = Duration::from_millis(300);
-
-/// An upstream the test drives: it yields item `i` once the test has released it, and counts
-/// the requests made and the streams dropped before their end (aborted).
-#[derive(Clone)]
-struct Upstream {
-    started: Arc<AtomicUsize>,
-    aborted: Arc<AtomicUsize>,
-    released: Arc<Semaphore>,
-}
-
-impl Default for Upstream {
-    fn default() -> Self {
-        Upstream { started: Arc::default(), aborted: Arc::default(), released: Arc::new(Semaphore::new(0)) }
-    }
-}
-
-impl Upstream {
-    /// One upstream request: `n` items `t0`, `t1`, ..., each after a release, then `fail` if
-    /// given, else the end.
-    fn answer(
-        &self,
-        n: usize,
-        fail: Option<&str>,
-    ) -> impl Future<Output = Result<futures::stream::BoxStream<'static, Result<String, String>>, String>>
-    + Send
-    + 'static {
-        let this = self.clone();
-        let fail = fail.map(str::to_owned);
-        async move {
-            this.started.fetch_add(1, Ordering::SeqCst);
-            let guard = Aborted { count: Arc::clone(&this.aborted), armed: true };
-            let items = futures::stream::unfold((0, guard), move |(i, mut guard)| {
-                let (released, fail) = (Arc::clone(&this.released), fail.clone());
-                async move {
-                    if i == n {
-                        guard.armed = false;
-                        return fail.map(|error| (Err(error), (i + 1, guard)));
-                    }
-                    if i > n {
-                        return None;
-                    }
-                    released.acquire().await.unwrap().forget();
-                    Some((Ok(format!("t{i}")), (i + 1, guard)))
-                }
-            });
-            Ok(items.boxed())
-        }
-    }
-
-    fn release(&self, items: usize) {
-        self.released.add_permits(items);
-    }
-
-    fn started(&self) -> usize {
-        self.started.load(Ordering::SeqCst)
-    }
-
-    fn aborted(&self) -> usize {
-        self.aborted.load(Ordering::SeqCst)
-    }
-}
-
-/// Counts an upstream dropped before its end.
-struct Aborted {
-    count: Arc<AtomicUsize>,
-    armed: bool,
-}
-
-impl Drop for Aborted {
-    fn drop(&mut self) {
-        if self.armed {
-            self.count.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-}
 
 type Replica = Flights<String, String, String>;
 
@@ -110,39 +33,6 @@ async fn on_the_flight(replicas: &[Replica]) {
         replicas.iter().map(|r| r.fleet_stats()).map(|s| s.led + s.remote_joins).sum::<u64>() == 3
     })
     .await;
-}
-
-/// The next event, within 10 s.
-async fn next(subscription: &mut Subscription<String, String>) -> Option<Event<String, String>> {
-    tokio::time::timeout(Duration::from_secs(10), subscription.next()).await.expect("an event within 10 s")
-}
-
-/// The next `n` events, each an item.
-async fn take(subscription: &mut Subscription<String, String>, n: usize) -> Vec<String> {
-    let mut taken = Vec::with_capacity(n);
-    for _ in 0..n {
-        match next(subscription).await {
-            Some(Event::Item(item)) => taken.push(item),
-            other => panic!("an item, not {other:?}"),
-        }
-    }
-    taken
-}
-
-/// Everything a subscription yields.
-async fn all(subscription: Subscription<String, String>) -> Vec<Event<String, String>> {
-    tokio::time::timeout(Duration::from_secs(20), subscription.collect()).await.expect("the stream ends")
-}
-
-fn items(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("t{i}")).collect()
-}
-
-/// The items of `events`, and whether they ended `Done`.
-fn done(events: &[Event<String, String>]) -> (Vec<String>, bool) {
-    let items =
-        events.iter().filter_map(|e| if let Event::Item(i) = e { Some(i.clone()) } else { None }).collect();
-    (items, matches!(events.last(), Some(Event::Done)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,10 +141,13 @@ async fn a_leader_that_loses_its_lease_is_fenced_and_its_followers_end_with_lead
     take(&mut leader, 2).await;
     let mut follower = b.request("k".to_owned(), upstream.answer(10, None));
     take(&mut follower, 2).await;
-    // The lease vanishes, as it does when the leader stalls past it: remove it under the leader.
+    // Another replica takes the lease, as it does when the leader stalls past it: a lease
+    // that merely vanished (the store lost it) the leader would take back and lead on.
     let mut store = server.manager().await;
     let leases: Vec<String> = store.keys("sf:*:lease").await.unwrap();
-    let _: () = store.del(&leases).await.unwrap();
+    for lease in leases {
+        let _: () = store.set(lease, "another replica's token").await.unwrap();
+    }
     let ended = tokio::time::timeout(LEASE * 2, follower.collect::<Vec<_>>())
         .await
         .expect("within two lease timeouts");
@@ -384,4 +277,26 @@ async fn a_finished_answer_lingers_across_the_fleet_and_a_failed_one_never_does(
         assert_eq!(done(&again), (items(1), true), "{key}: a new answer, not the failure: {again:?}");
         assert_eq!(failing.started(), 2, "{key}: a failed answer is never replayed");
     }
+}
+
+/// R26's measure: a replica counts the flights it leads for the fleet until their end is in
+/// the store, whatever became of its own clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_counts_the_flights_it_leads_until_their_end_is_written() {
+    let Some(server) = RedisServer::start().await else { return };
+    let [a, b, _] = three(&server).await;
+    let upstream = Upstream::default();
+    let mut leader = a.request("k".to_owned(), upstream.answer(3, None));
+    upstream.release(1);
+    take(&mut leader, 1).await;
+    let follower = tokio::spawn(all(b.request("k".to_owned(), upstream.answer(3, None))));
+    eventually("b follows", || b.fleet_stats().remote_joins == 1).await;
+    assert_eq!((a.fleet().leading(), b.fleet().leading()), (1, 0));
+    // a's own client leaves: a still leads the flight for b.
+    drop(leader);
+    eventually("a's local flight is gone", || a.is_idle()).await;
+    assert_eq!(a.fleet().leading(), 1);
+    upstream.release(2);
+    assert_eq!(done(&follower.await.unwrap()), (items(3), true));
+    eventually("a's end is written", || a.fleet().leading() == 0).await;
 }

@@ -75,3 +75,53 @@ async fn a_reader_gets_every_item_in_order_then_the_end() {
     let ttl: i64 = redis::cmd("PTTL").arg("sf:items:r").query_async(&mut reader).await.unwrap();
     assert!(ttl > 0 && ttl <= 60_000, "the stream expires after its end: {ttl} ms left");
 }
+
+/// What the store lost (a `FLUSHALL`, a restart) is seen, never written over (issue 23): the
+/// leader's write after a gap writes nothing and says where the stream stops, the lease nobody
+/// holds is taken back for the leader's token, and the whole answer goes in again from 1.
+#[tokio::test]
+async fn a_stream_the_store_lost_is_a_gap_and_the_leader_writes_it_again_under_its_lease() {
+    let Some(server) = RedisServer::start().await else { return };
+    let mut store = server.manager().await;
+    let lease = Lease::acquire(&mut store, "sf:lease:g", Duration::from_secs(30)).await.unwrap().unwrap();
+    append(&mut store, &lease, "sf:items:g", BOUNDS, 1, ["a", "b"]).await.unwrap();
+    let () = redis::cmd("FLUSHALL").query_async(&mut store).await.unwrap();
+
+    assert_eq!(append(&mut store, &lease, "sf:items:g", BOUNDS, 3, ["c"]).await.unwrap(), Appended::Gap(0));
+    assert_eq!(items(&mut store, "sf:items:g").await, Vec::<String>::new(), "nothing written after a gap");
+    let holder: Option<String> = store.get("sf:lease:g").await.unwrap();
+    assert_eq!(holder.as_deref(), Some(lease.token()), "the lease nobody held is the leader's again");
+    let keep = BOUNDS.live;
+    let end = finish(&mut store, &lease, "sf:items:g", 4, b"d", keep, Duration::ZERO).await.unwrap();
+    assert_eq!(end, Appended::Gap(0), "an end after a gap is not written either");
+
+    let again = append(&mut store, &lease, "sf:items:g", BOUNDS, 1, ["a", "b", "c"]).await.unwrap();
+    assert_eq!(again, Appended::Written(3));
+    let end = finish(&mut store, &lease, "sf:items:g", 4, b"d", keep, Duration::ZERO).await.unwrap();
+    assert_eq!(end, Appended::Written(4));
+    // A finish retried (its reply lost) writes no second end, and takes no lease back.
+    let end = finish(&mut store, &lease, "sf:items:g", 4, b"d", keep, Duration::ZERO).await.unwrap();
+    assert_eq!(end, Appended::Written(4));
+    let entries = read(&mut store, "sf:items:g", 0, Duration::ZERO, 100).await.unwrap();
+    assert_eq!(entries.len(), 4, "{entries:?}");
+    let holder: Option<String> = store.get("sf:lease:g").await.unwrap();
+    assert_eq!(holder, None, "a flight that ended without a linger keeps no lease");
+    // A late renewal (sent before the end, run after it) takes no lease back for a flight that
+    // is over: newcomers would replay its end, a failure too (R17). Nothing goes after an end.
+    assert!(lease.renew_with(&mut store, &["sf:items:g"], BOUNDS.live).await.unwrap());
+    let holder: Option<String> = store.get("sf:lease:g").await.unwrap();
+    assert_eq!(holder, None, "a late renewal gives an ended flight no lease");
+    assert_eq!(append(&mut store, &lease, "sf:items:g", BOUNDS, 5, ["e"]).await.unwrap(), Appended::Fenced);
+    let holder: Option<String> = store.get("sf:lease:g").await.unwrap();
+    assert_eq!(holder, None, "nor does a late append");
+
+    // Another token's lease fences every leader call, renewal included.
+    let () = store.set("sf:lease:g", "another leader").await.unwrap();
+    assert!(!lease.renew(&mut store).await.unwrap());
+    assert_eq!(append(&mut store, &lease, "sf:items:g", BOUNDS, 5, ["e"]).await.unwrap(), Appended::Fenced);
+    // With nobody's lease, a renewal takes it back.
+    let () = store.del("sf:lease:g").await.unwrap();
+    assert!(lease.renew(&mut store).await.unwrap());
+    let holder: Option<String> = store.get("sf:lease:g").await.unwrap();
+    assert_eq!(holder.as_deref(), Some(lease.token()));
+}

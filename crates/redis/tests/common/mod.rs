@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod answer;
+
 use std::io::Write as _;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -25,9 +27,14 @@ impl RedisServer {
     /// (the same flight keys) would mix with this test's. So the server that answers must be
     /// this one (its `process_id`), else another port is tried.
     pub async fn start() -> Option<RedisServer> {
+        RedisServer::start_with(&[]).await
+    }
+
+    /// [`RedisServer::start`] with `args` after the defaults (e.g. `--maxclients 50`).
+    pub async fn start_with(args: &[&str]) -> Option<RedisServer> {
         for _attempt in 0..5 {
             let port = free_port();
-            let mut server = RedisServer::spawned(port, &[], format!("redis://127.0.0.1:{port}/"))?;
+            let mut server = RedisServer::spawned(port, args, format!("redis://127.0.0.1:{port}/"))?;
             if server.ready().await {
                 return Some(server);
             }
@@ -79,8 +86,36 @@ impl RedisServer {
         let _ = self.child.wait();
     }
 
+    /// Stops the server without ending it (SIGSTOP): a hung store, whose connections stay open
+    /// and whose commands never answer.
+    pub fn stop(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a stopped server go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args([signal, &pid]).status().expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid}: {status}");
+    }
+
+    /// One field of `INFO <section>`, as a number.
+    pub async fn info(&self, section: &str, field: &str) -> u64 {
+        let client = redis::Client::open(self.url.as_str()).expect("a valid URL");
+        let mut connection = client.get_multiplexed_async_connection().await.expect("a connection");
+        let info: String = redis::cmd("INFO").arg(section).query_async(&mut connection).await.expect("INFO");
+        let line = info.lines().find_map(|line| line.strip_prefix(&format!("{field}:")));
+        line.and_then(|value| value.trim().parse().ok()).unwrap_or_else(|| panic!("no {field} in {info}"))
+    }
+
     /// Starts it again on the same port, empty.
     pub async fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
         self.child = spawn(self.port, &[]).expect("redis-server starts again");
         assert!(self.ready().await, "the restarted redis-server is not the one answering its port");
     }
@@ -112,6 +147,16 @@ impl RedisServer {
         let client = redis::Client::open(self.url.as_str()).expect("a valid URL");
         client.get_connection_manager().await.expect("a connection to the test's redis-server")
     }
+}
+
+/// Waits (up to `within`) until `done` holds; how long it took.
+pub async fn within(what: &str, within: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < within, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    start.elapsed()
 }
 
 /// A port nobody listens on now.
