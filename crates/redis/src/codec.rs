@@ -23,7 +23,9 @@ use std::fmt;
 /// ```
 pub trait Codec<K, T, E>: Send + Sync + 'static {
     /// The key's identity as bytes: equal keys give equal bytes on every replica. Only its
-    /// SHA-256 names anything in the store (R24), never these bytes.
+    /// SHA-256 names anything in the store (R24), never these bytes; the key that seals the
+    /// flight's entries is derived from them, so they should hold all that makes the request
+    /// secret (everything a reader of the store must not be able to guess).
     fn key(&self, key: &K) -> Vec<u8>;
 
     /// An item as the leader appends it.
@@ -55,6 +57,10 @@ pub enum Lost {
     /// The stream was trimmed past this replica's reader (`MAXLEN`): the items it missed are
     /// gone, so the flight ends rather than skip them.
     Trimmed,
+    /// An entry of the flight's stream did not open (R24): it was altered in the store, or
+    /// sealed by a replica with another fleet secret. The flight ends there on this replica
+    /// rather than pass on what it cannot vouch for.
+    Sealed,
 }
 
 impl fmt::Display for Lost {
@@ -62,6 +68,7 @@ impl fmt::Display for Lost {
         f.write_str(match self {
             Lost::Leader => "the replica leading this flight was lost mid-stream",
             Lost::Trimmed => "this replica fell behind the flight's stream past its bound",
+            Lost::Sealed => "an entry of the flight's stream in the store could not be opened",
         })
     }
 }

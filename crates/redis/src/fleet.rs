@@ -30,6 +30,7 @@ pub struct FleetConfig {
     pub(crate) keep: Duration,
     pub(crate) linger: Duration,
     pub(crate) pause: Duration,
+    pub(crate) secret: crate::seal::Secret,
 }
 
 impl Default for FleetConfig {
@@ -44,6 +45,7 @@ impl Default for FleetConfig {
             keep: Duration::from_secs(30),
             linger: Duration::ZERO,
             pause: Duration::from_secs(1),
+            secret: crate::seal::Secret::default(),
         }
     }
 }
@@ -245,7 +247,7 @@ where
         T: Sync,
         E: Sync,
     {
-        let names = Names::new(&self.shared.config.prefix, &self.shared.codec.key(key));
+        let names = self.shared.config.names(&self.shared.codec.key(key));
         let shared = Arc::clone(&self.shared);
         async move {
             let (tx, rx) = unbounded_channel();
@@ -257,7 +259,7 @@ where
     /// Where the flight of `key` that this replica leads or follows is, if it has one in
     /// the store: for a client that will resume elsewhere ([`Fleet::replay`]).
     pub fn place(&self, key: &K) -> Option<Place> {
-        let names = Names::new(&self.shared.config.prefix, &self.shared.codec.key(key));
+        let names = self.shared.config.names(&self.shared.codec.key(key));
         let places = self.shared.places.lock().unwrap_or_else(PoisonError::into_inner);
         let token = places.get(&names)?.0.clone();
         Some(Place { names, token })
@@ -294,19 +296,31 @@ where
     }
 
     /// Keeps `value` under `name` for `ttl`, for any replica to [`load`](Fleet::load): only
-    /// a hash of the name is in the store (R24).
+    /// a hash of the name is in the store (R24), and the value is sealed with a key derived
+    /// from the name (and the fleet's [secret](FleetConfig::secret)): whoever does not know
+    /// the name cannot read it.
     pub async fn save(&self, name: &[u8], value: &[u8], ttl: Duration) -> Result<(), StoreError> {
         let mut store = self.shared.store.clone();
         let key = Names::note(&self.shared.config.prefix, name);
-        let () = redis::AsyncCommands::pset_ex(&mut store, key, value, millis(ttl)).await?;
+        let sealed = crate::seal::seal_note(&self.shared.config.secret, name, &key, value);
+        let () =
+            redis::AsyncCommands::pset_ex(&mut store, &key, sealed.ok_or(StoreError::Sealed)?, millis(ttl))
+                .await?;
         Ok(())
     }
 
-    /// What was [`save`](Fleet::save)d under `name`, if it has not expired.
+    /// What was [`save`](Fleet::save)d under `name`, if it has not expired;
+    /// [`StoreError::Sealed`] if what is there does not open with `name`.
     pub async fn load(&self, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let mut store = self.shared.store.clone();
         let key = Names::note(&self.shared.config.prefix, name);
-        Ok(redis::AsyncCommands::get(&mut store, key).await?)
+        let sealed: Option<Vec<u8>> = redis::AsyncCommands::get(&mut store, &key).await?;
+        sealed
+            .map(|sealed| {
+                crate::seal::open_note(&self.shared.config.secret, name, &key, &sealed)
+                    .ok_or(StoreError::Sealed)
+            })
+            .transpose()
     }
 
     /// What this replica's fleet link has done since it started.

@@ -104,7 +104,7 @@ pub(crate) async fn follow<K: 'static, T: 'static, E: 'static>(
             match entry {
                 Entry::Item(bytes) => {
                     had = number;
-                    match shared.codec.decode_item(&bytes) {
+                    match shared.open_item(names, token, &bytes) {
                         Ok(item) => {
                             if tx.send(Ok(item)).is_err() {
                                 let _ = withdraw(&mut store, &interest, &config.replica).await;
@@ -120,7 +120,7 @@ pub(crate) async fn follow<K: 'static, T: 'static, E: 'static>(
                 Entry::End(bytes) => match Ending::decode(&bytes) {
                     Ending::Done => break 'follow Followed::Over,
                     Ending::Failed(error) => {
-                        let _ = tx.send(Err(shared.codec.decode_error(error)));
+                        let _ = tx.send(Err(shared.open_error(names, token, error)));
                         break 'follow Followed::Over;
                     }
                     // Given up while this replica's interest had lapsed.

@@ -124,11 +124,11 @@ pub(crate) async fn lead<K, T, E, S>(
             }
             next = upstream.next(), if ending.is_none() => match next {
                 Some(Ok(item)) => {
-                    pending.push(shared.codec.encode_item(&item));
+                    pending.push(shared.seal_item(names, lease.token(), &item));
                     give_up |= gone(&mut local, Ok(item));
                 }
                 Some(Err(error)) => {
-                    ending = Some((Ending::Failed(&shared.codec.encode_error(&error)).encode(), Duration::ZERO));
+                    ending = Some((Ending::Failed(&shared.seal_error(names, lease.token(), &error)).encode(), Duration::ZERO));
                     give_up |= gone(&mut local, Err(error));
                 }
                 None => ending = Some((Ending::Done.encode(), config.linger)),

@@ -35,12 +35,17 @@ return 0";
 pub enum StoreError {
     /// The Redis client's error, as it gave it.
     Redis(redis::RedisError),
+    /// A note in the store did not open (R24: altered there, or saved by a replica with
+    /// another fleet secret), or one could not be sealed (no random source): nothing was
+    /// read or written in clear.
+    Sealed,
 }
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreError::Redis(error) => write!(f, "the store failed: {error}"),
+            StoreError::Sealed => f.write_str("a note in the store could not be sealed or opened"),
         }
     }
 }
@@ -49,6 +54,7 @@ impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StoreError::Redis(error) => Some(error),
+            StoreError::Sealed => None,
         }
     }
 }

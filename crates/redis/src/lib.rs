@@ -52,7 +52,10 @@
 //! - **Nothing in clear** ([R24](streamflight_core::design#r24)): every key is `<prefix>{<SHA-256 of the key>}:...` (the braces
 //!   keep a flight's keys in one Redis Cluster slot, which its scripts need); the lease, the
 //!   stream (while live: a few lease timeouts past the last write; after its end:
-//!   [`FleetConfig::keep`]), the interest set and notes all expire.
+//!   [`FleetConfig::keep`]), the interest set and notes all expire. Every item, the
+//!   upstream's error and every note are sealed (ChaCha20-Poly1305) with a key derived from
+//!   the flight's own key bytes (a note's: from its name) and the fleet's
+//!   [secret](FleetConfig::secret): only a replica holding an identical request reads them.
 //! - **Resume on another replica**: [`Fleet::place`] names the flight a replica is on,
 //!   [`Fleet::save`]/[`Fleet::load`] pass it along, and [`Fleet::replay`] reads it from any
 //!   item on, with this replica's interest.
@@ -81,6 +84,7 @@ mod lead;
 mod lease;
 mod names;
 mod place;
+mod seal;
 mod signal;
 mod stream;
 
