@@ -104,7 +104,7 @@ pub(crate) async fn follow<K: 'static, T: 'static, E: 'static>(
             match entry {
                 Entry::Item(bytes) => {
                     had = number;
-                    match shared.open_item(names, token, &bytes) {
+                    match shared.open_item(names, token, number, &bytes) {
                         Ok(item) => {
                             if tx.send(Ok(item)).is_err() {
                                 let _ = withdraw(&mut store, &interest, &config.replica).await;
@@ -117,15 +117,21 @@ pub(crate) async fn follow<K: 'static, T: 'static, E: 'static>(
                         }
                     }
                 }
-                Entry::End(bytes) => match Ending::decode(&bytes) {
-                    Ending::Done => break 'follow Followed::Over,
-                    Ending::Failed(error) => {
-                        let _ = tx.send(Err(shared.open_error(names, token, error)));
-                        break 'follow Followed::Over;
+                Entry::End(bytes) => {
+                    match shared.open_end(names, token, &bytes).as_deref().map(Ending::decode) {
+                        None => {
+                            let _ = tx.send(Err(shared.unreadable()));
+                            break 'follow Followed::Over;
+                        }
+                        Some(Ending::Done) => break 'follow Followed::Over,
+                        Some(Ending::Failed(error)) => {
+                            let _ = tx.send(Err(shared.codec.decode_error(error)));
+                            break 'follow Followed::Over;
+                        }
+                        // Given up while this replica's interest had lapsed.
+                        Some(Ending::Abandoned) => break 'follow lost(had),
                     }
-                    // Given up while this replica's interest had lapsed.
-                    Ending::Abandoned => break 'follow lost(had),
-                },
+                }
             }
         }
         if refreshed.elapsed() >= config.lease / 3 {

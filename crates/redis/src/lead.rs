@@ -65,7 +65,7 @@ pub(crate) async fn lead<K, T, E, S>(
     loop {
         if sharing && !stalled && writing.is_none() && give_up && ending.is_none() {
             give_up = false;
-            let end = Ending::Abandoned.encode();
+            let end = shared.seal_end(names, lease.token(), &Ending::Abandoned);
             match abandon(&mut store, &lease, &items, &interest, written + 1, &end, config.keep).await {
                 // R22: nobody wants it; the upstream is dropped (aborted) on return.
                 Ok(Abandoned::Yes) => return,
@@ -82,8 +82,9 @@ pub(crate) async fn lead<K, T, E, S>(
                 let batch: Vec<Vec<u8>> = pending.drain(..pending.len().min(BATCH)).collect();
                 let (mut store, lease, items) = (store.clone(), lease.clone(), items.clone());
                 let first = written + 1;
+                let sealed = shared.seal_items(names, lease.token(), first, &batch);
                 writing = Some(Box::pin(async move {
-                    let result = append(&mut store, &lease, &items, bounds, first, &batch).await;
+                    let result = append(&mut store, &lease, &items, bounds, first, &sealed).await;
                     (batch, result)
                 }));
             } else if let Some((end, linger)) = &ending {
@@ -124,14 +125,14 @@ pub(crate) async fn lead<K, T, E, S>(
             }
             next = upstream.next(), if ending.is_none() => match next {
                 Some(Ok(item)) => {
-                    pending.push(shared.seal_item(names, lease.token(), &item));
+                    pending.push(shared.codec.encode_item(&item));
                     give_up |= gone(&mut local, Ok(item));
                 }
                 Some(Err(error)) => {
-                    ending = Some((Ending::Failed(&shared.seal_error(names, lease.token(), &error)).encode(), Duration::ZERO));
+                    ending = Some((shared.seal_end(names, lease.token(), &Ending::Failed(&shared.codec.encode_error(&error))), Duration::ZERO));
                     give_up |= gone(&mut local, Err(error));
                 }
-                None => ending = Some((Ending::Done.encode(), config.linger)),
+                None => ending = Some((shared.seal_end(names, lease.token(), &Ending::Done), config.linger)),
             },
             _ = ticker.tick() => {
                 match lease.renew_with(&mut store, &[&items], bounds.live).await {

@@ -36,20 +36,37 @@ impl Names {
         format!("{}note", hashed(prefix, name))
     }
 
-    /// `plain` sealed as an entry of `kind` of the flight led under `token` (bound to this
-    /// flight's names and that token). Should it not be sealable (no random source), an entry
-    /// that never opens: nothing is ever stored in clear.
-    pub(crate) fn seal(&self, kind: Kind, token: &str, plain: &[u8]) -> Vec<u8> {
-        self.seal.seal(kind, &[self.base.as_bytes(), token.as_bytes()], plain).unwrap_or_else(|| {
+    /// Item `number` (from 1) of the flight led under `token`, sealed: bound to this flight's
+    /// names, that token and its place in the stream. Should it not be sealable (no random
+    /// source), an entry that never opens: nothing is ever stored in clear.
+    pub(crate) fn seal_item(&self, token: &str, number: u64, plain: &[u8]) -> Vec<u8> {
+        self.sealed(Kind::Item, &[self.base.as_bytes(), token.as_bytes(), &number.to_be_bytes()], plain)
+    }
+
+    /// The plain text of item `number` of the flight led under `token`, if `sealed` is what
+    /// [`Names::seal_item`] made for them; `None` for anything else (altered, moved,
+    /// another flight's).
+    pub(crate) fn open_item(&self, token: &str, number: u64, sealed: &[u8]) -> Option<Vec<u8>> {
+        self.seal.open(Kind::Item, &[self.base.as_bytes(), token.as_bytes(), &number.to_be_bytes()], sealed)
+    }
+
+    /// The end (`ending.rs`'s bytes) of the flight led under `token`, sealed: bound to this
+    /// flight's names and that token, so that no one can end a flight but its leader.
+    pub(crate) fn seal_end(&self, token: &str, plain: &[u8]) -> Vec<u8> {
+        self.sealed(Kind::End, &[self.base.as_bytes(), token.as_bytes()], plain)
+    }
+
+    /// The plain end of the flight led under `token`, if `sealed` is what
+    /// [`Names::seal_end`] made for them.
+    pub(crate) fn open_end(&self, token: &str, sealed: &[u8]) -> Option<Vec<u8>> {
+        self.seal.open(Kind::End, &[self.base.as_bytes(), token.as_bytes()], sealed)
+    }
+
+    fn sealed(&self, kind: Kind, bound: &[&[u8]], plain: &[u8]) -> Vec<u8> {
+        self.seal.seal(kind, bound, plain).unwrap_or_else(|| {
             tracing::warn!("an entry could not be sealed (no random source?): stored unreadable");
             Vec::new()
         })
-    }
-
-    /// The plain text of an entry of `kind` of the flight led under `token`, if it is one
-    /// that [`Names::seal`] made for them; `None` for anything else (altered, another's).
-    pub(crate) fn open(&self, kind: Kind, token: &str, sealed: &[u8]) -> Option<Vec<u8>> {
-        self.seal.open(kind, &[self.base.as_bytes(), token.as_bytes()], sealed)
     }
 
     /// The flight's seal, for its [`Place`](crate::Place).

@@ -80,11 +80,8 @@ mod tests {
         let read: Place = shown.parse().unwrap();
         assert_eq!(read, place.clone());
         // The seal came along: what the flight's leader sealed, the reader of the place opens.
-        let sealed = place.names.seal(crate::seal::Kind::Item, &place.token, b"an item");
-        assert_eq!(
-            read.names.open(crate::seal::Kind::Item, &read.token, &sealed).as_deref(),
-            Some(&b"an item"[..])
-        );
+        let sealed = place.names.seal_item(&place.token, 1, b"an item");
+        assert_eq!(read.names.open_item(&read.token, 1, &sealed).as_deref(), Some(&b"an item"[..]));
         assert!(!format!("{place:?}").contains(&shown[shown.len() - 64..]), "Debug hides the seal");
         let token = "0123456789abcdef0123456789abcdef";
         let seal = "ab".repeat(32);

@@ -3,7 +3,8 @@
 //!
 //! # What is sealed, and with which key
 //!
-//! - **A flight's entries** (its items, and the upstream's error in its end): sealed with the
+//! - **A flight's entries** (its items, and its end: done, given up, or failed with the
+//!   upstream's error, so that no one but its leader can end it early): sealed with the
 //!   *flight's key*, `HKDF-SHA256(salt = fleet secret, ikm = the codec's key bytes, info =
 //!   "streamflight/seal/flight/v1")`. The key bytes are the flight's whole identity (in the
 //!   gateway: the tenant and the canonical request), so a replica that holds an identical
@@ -19,9 +20,11 @@
 //!
 //! An entry is `0x01` (the format), a random 96-bit nonce, then the ChaCha20-Poly1305
 //! ciphertext and its tag. Its associated data binds it to where it belongs: what it is (an
-//! item, an error, a note), then the flight's names and its leader's token (or the note's
-//! key), so that an entry copied to another flight, to another place in its stream's end, or
-//! from one note to another does not open. One that does not open is never passed on as
+//! item, an end, a note), then the flight's names, its leader's token and an item's number
+//! (or the note's key in the store), so that an entry copied to another flight or another
+//! place in its stream, or from one note to another, does not open: a reader of the store
+//! can neither read entries nor reorder, repeat or forge them unseen (it can still delete
+//! them: readers then see a gap or a lost leader). One that does not open is never passed on as
 //! garbage: a reader's subscribers end with [`Lost::Sealed`](crate::Lost::Sealed), a note's
 //! reader gets [`StoreError::Sealed`](crate::StoreError::Sealed).
 //!
@@ -42,6 +45,7 @@ use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundK
 use ring::hmac;
 
 use crate::codec::Lost;
+use crate::ending::Ending;
 use crate::fleet::{FleetConfig, Shared};
 use crate::names::Names;
 
@@ -99,8 +103,8 @@ impl FleetConfig {
 pub(crate) enum Kind {
     /// An item of a flight.
     Item,
-    /// The upstream's error in a flight's end.
-    Error,
+    /// A flight's end (done, failed with the upstream's error, or given up).
+    End,
     /// A note.
     Note,
 }
@@ -109,7 +113,7 @@ impl Kind {
     fn label(self) -> &'static [u8] {
         match self {
             Kind::Item => b"item\0",
-            Kind::Error => b"error\0",
+            Kind::End => b"end\0",
             Kind::Note => b"note\0",
         }
     }
@@ -219,35 +223,40 @@ fn hkdf(salt: &[u8], ikm: &[u8], info: &[u8]) -> [u8; 32] {
 /// The hooks at the points where a flight's bytes go to the store and come back: the codec's
 /// bytes sealed with the flight's key, bound to its names and its leader's token.
 impl<K: 'static, T: 'static, E: 'static> Shared<K, T, E> {
-    /// An item as the leader appends it. What cannot be sealed (no random source) is stored
-    /// as an entry that never opens: its readers end with [`Lost::Sealed`], never see it clear.
-    pub(crate) fn seal_item(&self, names: &Names, token: &str, item: &T) -> Vec<u8> {
-        names.seal(Kind::Item, token, &self.codec.encode_item(item))
+    /// A batch of items (the codec's bytes), numbered from `first`, as the leader appends them.
+    /// What cannot be sealed (no random source) is stored as an entry that never opens: its
+    /// readers end with [`Lost::Sealed`], never see it in clear.
+    pub(crate) fn seal_items(
+        &self,
+        names: &Names,
+        token: &str,
+        first: u64,
+        batch: &[Vec<u8>],
+    ) -> Vec<Vec<u8>> {
+        (first..).zip(batch).map(|(number, item)| names.seal_item(token, number, item)).collect()
     }
 
-    /// The upstream's error, as the leader writes it in the flight's end.
-    pub(crate) fn seal_error(&self, names: &Names, token: &str, error: &E) -> Vec<u8> {
-        names.seal(Kind::Error, token, &self.codec.encode_error(error))
+    /// The flight's end, as the leader writes it.
+    pub(crate) fn seal_end(&self, names: &Names, token: &str, ending: &Ending<'_>) -> Vec<u8> {
+        names.seal_end(token, &ending.encode())
     }
 
-    /// An item as a reader gets it back; one that does not open is [`Lost::Sealed`].
-    pub(crate) fn open_item(&self, names: &Names, token: &str, bytes: &[u8]) -> Result<T, E> {
-        match names.open(Kind::Item, token, bytes) {
+    /// Item `number` as a reader gets it back; one that does not open is [`Lost::Sealed`].
+    pub(crate) fn open_item(&self, names: &Names, token: &str, number: u64, bytes: &[u8]) -> Result<T, E> {
+        match names.open_item(token, number, bytes) {
             Some(plain) => self.codec.decode_item(&plain),
             None => Err(self.unreadable()),
         }
     }
 
-    /// The upstream's error as a reader gets it back; one that does not open is
-    /// [`Lost::Sealed`].
-    pub(crate) fn open_error(&self, names: &Names, token: &str, bytes: &[u8]) -> E {
-        match names.open(Kind::Error, token, bytes) {
-            Some(plain) => self.codec.decode_error(&plain),
-            None => self.unreadable(),
-        }
+    /// The flight's end as a reader gets it back (`ending.rs`'s bytes); `None` if it does not
+    /// open, for the reader to end its subscribers with [`Shared::unreadable`].
+    pub(crate) fn open_end(&self, names: &Names, token: &str, bytes: &[u8]) -> Option<Vec<u8>> {
+        names.open_end(token, bytes)
     }
 
-    fn unreadable(&self) -> E {
+    /// What the subscribers of a reader get for an entry that does not open: [`Lost::Sealed`].
+    pub(crate) fn unreadable(&self) -> E {
         tracing::warn!(
             "an entry of a flight in the store does not open: altered there, or written by a replica \
              with another fleet secret"
@@ -302,29 +311,37 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_opens_for_its_own_flight_kind_and_token_only() {
+    fn an_entry_opens_for_its_own_flight_place_and_token_only() {
         let names = names("s", b"the request");
-        let sealed = names.seal(Kind::Item, TOKEN, b"the answer");
+        let sealed = names.seal_item(TOKEN, 3, b"the answer");
         assert_eq!(sealed.len(), OVERHEAD + b"the answer".len());
         assert!(!sealed.windows(6).any(|w| w == b"answer"), "not in clear");
-        assert_eq!(names.open(Kind::Item, TOKEN, &sealed).as_deref(), Some(&b"the answer"[..]));
-        // Anyone else: another request, another secret, kind, token or fleet prefix.
+        assert_eq!(names.open_item(TOKEN, 3, &sealed).as_deref(), Some(&b"the answer"[..]));
+        // Anywhere else: another place in the stream, the end, another token, request, secret
+        // or fleet prefix.
         let other_token = "f".repeat(32);
-        assert_eq!(names.open(Kind::Error, TOKEN, &sealed), None);
-        assert_eq!(names.open(Kind::Item, &other_token, &sealed), None);
-        assert_eq!(self::names("s", b"another request").open(Kind::Item, TOKEN, &sealed), None);
-        assert_eq!(self::names("t", b"the request").open(Kind::Item, TOKEN, &sealed), None);
+        assert_eq!(names.open_item(TOKEN, 4, &sealed), None, "an item moved in its stream");
+        assert_eq!(names.open_end(TOKEN, &sealed), None, "an item as the end");
+        assert_eq!(names.open_item(&other_token, 3, &sealed), None);
+        assert_eq!(self::names("s", b"another request").open_item(TOKEN, 3, &sealed), None);
+        assert_eq!(self::names("t", b"the request").open_item(TOKEN, 3, &sealed), None);
         let prefixed = FleetConfig::default().secret("s").prefix("other:").names(b"the request");
-        assert_eq!(prefixed.open(Kind::Item, TOKEN, &sealed), None);
+        assert_eq!(prefixed.open_item(TOKEN, 3, &sealed), None);
         // Every byte matters, and a cut entry is no entry.
         for at in 0..sealed.len() {
             let mut altered = sealed.clone();
             altered[at] ^= 1;
-            assert_eq!(names.open(Kind::Item, TOKEN, &altered), None, "byte {at}");
-            assert_eq!(names.open(Kind::Item, TOKEN, &sealed[..at]), None, "cut at {at}");
+            assert_eq!(names.open_item(TOKEN, 3, &altered), None, "byte {at}");
+            assert_eq!(names.open_item(TOKEN, 3, &sealed[..at]), None, "cut at {at}");
         }
         // A fresh nonce each time: the same item twice is two different entries.
-        assert_ne!(names.seal(Kind::Item, TOKEN, b"the answer"), sealed);
+        assert_ne!(names.seal_item(TOKEN, 3, b"the answer"), sealed);
+        // An end opens as the end of its own flight only.
+        let end = names.seal_end(TOKEN, b"d");
+        assert_eq!(names.open_end(TOKEN, &end).as_deref(), Some(&b"d"[..]));
+        assert_eq!(names.open_end(&other_token, &end), None);
+        assert_eq!(names.open_item(TOKEN, 1, &end), None);
+        assert_eq!(names.open_end(TOKEN, b"d"), None, "an end in clear is no end");
     }
 
     #[test]
