@@ -8,10 +8,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{RedisServer, eventually};
+use common::{RedisServer, dump, eventually, holding};
 use futures::StreamExt;
 use redis::Value;
-use redis::aio::ConnectionManager;
 use streamflight_redis::{Fleet, FleetConfig, Flights, Lost, Place, Text};
 use streamflight_tokio::{Config, Event, Failure, Subscription};
 use tokio::sync::Semaphore;
@@ -65,61 +64,6 @@ fn items_and_error(events: &[Event<String, String>]) -> (Vec<String>, Option<Str
         other => panic!("an end, not {other:?}"),
     };
     (items.collect(), error)
-}
-
-/// Every key in the store, with everything under it (`SCAN`, then by type `GET`, `XRANGE`,
-/// `ZRANGE`, `HGETALL`, `LRANGE`, `SMEMBERS`): one dump per key, its name first.
-async fn dump(store: &mut ConnectionManager) -> Vec<(String, Vec<u8>)> {
-    let mut dumped = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) =
-            redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(100).query_async(store).await.unwrap();
-        for key in keys {
-            let kind: String = redis::cmd("TYPE").arg(&key).query_async(store).await.unwrap();
-            let read = match kind.as_str() {
-                "string" => redis::cmd("GET").arg(&key).clone(),
-                "stream" => redis::cmd("XRANGE").arg(&key).arg("-").arg("+").clone(),
-                "zset" => redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).arg("WITHSCORES").clone(),
-                "hash" => redis::cmd("HGETALL").arg(&key).clone(),
-                "list" => redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).clone(),
-                "set" => redis::cmd("SMEMBERS").arg(&key).clone(),
-                // Expired between the scan and the look.
-                "none" => continue,
-                other => panic!("a key of a type the dump does not read: {other}"),
-            };
-            let value: Value = read.query_async(store).await.unwrap();
-            let mut bytes = key.as_bytes().to_vec();
-            flatten(&value, &mut bytes);
-            dumped.push((key, bytes));
-        }
-        if next == 0 {
-            return dumped;
-        }
-        cursor = next;
-    }
-}
-
-/// Every byte string in a reply, one after another.
-fn flatten(value: &Value, out: &mut Vec<u8>) {
-    match value {
-        Value::BulkString(bytes) => out.extend_from_slice(bytes),
-        Value::SimpleString(text) | Value::VerbatimString { text, .. } => {
-            out.extend_from_slice(text.as_bytes())
-        }
-        Value::Array(values) | Value::Set(values) => values.iter().for_each(|value| flatten(value, out)),
-        Value::Map(pairs) => pairs.iter().for_each(|(key, value)| {
-            flatten(key, out);
-            flatten(value, out);
-        }),
-        other => out.extend_from_slice(format!("{other:?}").as_bytes()),
-    }
-}
-
-/// The keys whose dump holds `needle`.
-fn holding<'a>(dumped: &'a [(String, Vec<u8>)], needle: &str) -> Vec<&'a str> {
-    let found = |bytes: &[u8]| bytes.windows(needle.len()).any(|window| window == needle.as_bytes());
-    dumped.iter().filter(|(_, bytes)| found(bytes)).map(|(key, _)| key.as_str()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
