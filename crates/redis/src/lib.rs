@@ -12,8 +12,9 @@
 //! use streamflight_redis::{Fleet, FleetConfig, Flights, Text};
 //! use streamflight_tokio::Config;
 //!
-//! // Every replica: the same store and codec, its own replica id.
-//! let fleet = Fleet::new("redis://127.0.0.1:6379/", Text, FleetConfig::default().replica("a")).unwrap();
+//! // Every replica: the same store, codec and secret, its own replica id.
+//! let config = FleetConfig::default().replica("a").secret("the fleet's secret");
+//! let fleet = Fleet::new("redis://127.0.0.1:6379/", Text, config).unwrap();
 //! let flights = Flights::new(fleet, Config::default());
 //! // On any replica, at once: one of them runs the upstream, the others read its stream.
 //! let answer = async { Ok::<_, String>(futures::stream::iter([Ok("to".to_owned()), Ok("ken".to_owned())])) };

@@ -25,7 +25,7 @@
 //! place in its stream, or from one note to another, does not open: a reader of the store
 //! can neither read entries nor reorder, repeat or forge them unseen (it can still delete
 //! them: readers then see a gap or a lost leader). One that does not open is never passed on as
-//! garbage: a reader's subscribers end with [`Lost::Sealed`](crate::Lost::Sealed), a note's
+//! garbage: a reader's subscribers end with [`Lost::Sealed`], a note's
 //! reader gets [`StoreError::Sealed`](crate::StoreError::Sealed).
 //!
 //! # Why ring
@@ -78,7 +78,7 @@ impl FleetConfig {
     /// derived from the flight's identity alone (the codec's key bytes, R24), so a reader of
     /// the store who can guess a whole request can read its answer; with it, they also need
     /// the secret. Replicas with different secrets cannot read each other's flights: their
-    /// followers end with [`Lost::Sealed`](crate::Lost::Sealed).
+    /// followers end with [`Lost::Sealed`].
     ///
     /// ```
     /// use streamflight_redis::FleetConfig;
