@@ -19,7 +19,9 @@
 //!   client without its request body.
 //!
 //! An entry is `0x01` (the format), a random 96-bit nonce, then the ChaCha20-Poly1305
-//! ciphertext and its tag. Its associated data binds it to where it belongs: what it is (an
+//! ciphertext and its tag. The text is padded to a multiple of 32 bytes first, so that the
+//! store shows an entry's length only to within 32 bytes (an LLM's tokens, one per event, are
+//! told apart by their lengths). Its associated data binds it to where it belongs: what it is (an
 //! item, an end, a note), then the flight's names, its leader's token and an item's number
 //! (or the note's key in the store), so that an entry copied to another flight or another
 //! place in its stream, or from one note to another, does not open: a reader of the store
@@ -58,8 +60,13 @@ const FLIGHT: &[u8] = b"streamflight/seal/flight/v1";
 /// The HKDF info of a note's key.
 const NOTE: &[u8] = b"streamflight/seal/note/v1";
 
-/// Bytes a sealed entry has beyond its plain text: the format, the nonce and the tag.
+/// Bytes a sealed entry has beyond its padded text: the format, the nonce and the tag.
 pub(crate) const OVERHEAD: usize = 1 + NONCE_LEN + 16;
+
+/// The plain text is padded to a multiple of this many bytes before it is sealed, so that an
+/// entry's size tells a reader of the store its text's length only to within a block: an
+/// LLM's tokens are streamed one per event, and their exact lengths say much about the text.
+pub(crate) const BLOCK: usize = 32;
 
 /// The secret a fleet's replicas share ([`FleetConfig::secret`]): it keys every seal, so that a
 /// reader of the store who can guess a request still cannot read its answer. Never shown.
@@ -160,10 +167,10 @@ impl Seal {
         let mut nonce = [0; NONCE_LEN];
         getrandom::fill(&mut nonce).ok()?;
         let key = self.aead()?;
-        let mut out = Vec::with_capacity(OVERHEAD + plain.len());
+        let mut out = Vec::with_capacity(OVERHEAD + plain.len() + BLOCK);
         out.push(FORMAT);
         out.extend_from_slice(&nonce);
-        let mut text = plain.to_vec();
+        let mut text = padded(plain);
         let aad = aad(kind, bound);
         let tag = key
             .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&aad), &mut text)
@@ -187,12 +194,33 @@ impl Seal {
         let plain =
             key.open_in_place(Nonce::assume_unique_for_key(*nonce), Aad::from(&aad), &mut text).ok()?.len();
         text.truncate(plain);
-        Some(text)
+        unpadded(text)
     }
 
     fn aead(&self) -> Option<LessSafeKey> {
         UnboundKey::new(&CHACHA20_POLY1305, &self.key).ok().map(LessSafeKey::new)
     }
+}
+
+/// `plain`, then `0x80`, then zeros up to a multiple of [`BLOCK`] (ISO/IEC 7816-4 padding:
+/// at least one byte, so that any text reads back).
+fn padded(plain: &[u8]) -> Vec<u8> {
+    let len = (plain.len() / BLOCK + 1) * BLOCK;
+    let mut text = Vec::with_capacity(len + 16);
+    text.extend_from_slice(plain);
+    text.push(0x80);
+    text.resize(len, 0);
+    text
+}
+
+/// The text [`padded`] was given; `None` if `text` is not padded so.
+fn unpadded(mut text: Vec<u8>) -> Option<Vec<u8>> {
+    let end = text.iter().rposition(|&byte| byte != 0)?;
+    if text[end] != 0x80 || text.len() % BLOCK != 0 {
+        return None;
+    }
+    text.truncate(end);
+    Some(text)
 }
 
 /// The associated data: the kind's label, then each part after its length (u32, big-endian),
@@ -314,7 +342,7 @@ mod tests {
     fn an_entry_opens_for_its_own_flight_place_and_token_only() {
         let names = names("s", b"the request");
         let sealed = names.seal_item(TOKEN, 3, b"the answer");
-        assert_eq!(sealed.len(), OVERHEAD + b"the answer".len());
+        assert_eq!(sealed.len(), OVERHEAD + BLOCK);
         assert!(!sealed.windows(6).any(|w| w == b"answer"), "not in clear");
         assert_eq!(names.open_item(TOKEN, 3, &sealed).as_deref(), Some(&b"the answer"[..]));
         // Anywhere else: another place in the stream, the end, another token, request, secret
@@ -342,6 +370,23 @@ mod tests {
         assert_eq!(names.open_end(&other_token, &end), None);
         assert_eq!(names.open_item(TOKEN, 1, &end), None);
         assert_eq!(names.open_end(TOKEN, b"d"), None, "an end in clear is no end");
+    }
+
+    #[test]
+    fn an_entrys_size_tells_its_texts_length_only_to_within_a_block() {
+        let names = names("s", b"k");
+        let size = |len: usize| names.seal_item(TOKEN, 1, &vec![b'x'; len]).len();
+        assert_eq!(size(0), OVERHEAD + BLOCK);
+        assert_eq!(size(1), size(BLOCK - 1), "one byte or a block less one: the same size");
+        assert_eq!(size(BLOCK), OVERHEAD + 2 * BLOCK);
+        // Any text reads back as it was, whatever bytes it ends with.
+        for plain in [&b""[..], b"\0", b"\x80", b"a\x80\0", &[0x80; 32], &[0; 33], &[7; 64]] {
+            assert_eq!(names.open_item(TOKEN, 1, &names.seal_item(TOKEN, 1, plain)).as_deref(), Some(plain));
+            assert_eq!(unpadded(padded(plain)).as_deref(), Some(plain));
+        }
+        for bad in [&b""[..], &[0; 32], &[0x80; 31], &[1; 32]] {
+            assert_eq!(unpadded(bad.to_vec()), None, "{bad:?}");
+        }
     }
 
     #[test]
