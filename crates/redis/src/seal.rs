@@ -216,7 +216,7 @@ fn padded(plain: &[u8]) -> Vec<u8> {
 /// The text [`padded`] was given; `None` if `text` is not padded so.
 fn unpadded(mut text: Vec<u8>) -> Option<Vec<u8>> {
     let end = text.iter().rposition(|&byte| byte != 0)?;
-    if text[end] != 0x80 || text.len() % BLOCK != 0 {
+    if text[end] != 0x80 || !text.len().is_multiple_of(BLOCK) {
         return None;
     }
     text.truncate(end);
