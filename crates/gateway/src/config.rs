@@ -171,6 +171,13 @@ pub struct Settings {
     #[arg(long, env = "STREAMFLIGHT_REDIS_CA")]
     pub redis_ca: Option<PathBuf>,
 
+    /// The secret every replica of a fleet shares (at least 16 characters, say
+    /// `openssl rand -hex 32`); required with `--redis`. It keys the tenants (an HMAC of each
+    /// client's credentials instead of their plain hash) and the seals of everything stored in
+    /// Redis. Without `--redis`: a random one, new at each start.
+    #[arg(long, env = "STREAMFLIGHT_FLEET_SECRET", hide_env_values = true)]
+    pub fleet_secret: Option<String>,
+
     /// This replica's name in the fleet (the store's interest records, the logs). Default:
     /// random, new at each start.
     #[arg(long, env = "STREAMFLIGHT_REPLICA_ID")]
@@ -203,6 +210,17 @@ impl Settings {
             return Err("--max-concurrent-requests, --body-limit, --max-event-bytes and --max-answer-bytes \
                         must be above 0"
                 .to_owned());
+        }
+        if self.redis.is_some() && self.fleet_secret.is_none() {
+            return Err("--redis needs --fleet-secret (or STREAMFLIGHT_FLEET_SECRET), the same on every \
+                        replica: it keys the tenants and seals what is stored in Redis"
+                .to_owned());
+        }
+        if self.fleet_secret.as_ref().is_some_and(|secret| secret.len() < crate::tenant::SECRET_MIN) {
+            return Err(format!(
+                "--fleet-secret must be at least {} characters (say, `openssl rand -hex 32`)",
+                crate::tenant::SECRET_MIN
+            ));
         }
         if self.max_answer_duration.is_zero() || self.body_deadline.is_zero() {
             // Zero would fail every answer (every body) at once: there is no "none" for these.
@@ -289,5 +307,24 @@ mod tests {
             assert!(check(flag, "1s").is_ok());
         }
         assert!(check("--max-answer-bytes", "0").is_err());
+    }
+
+    #[test]
+    fn a_fleet_needs_a_secret_of_some_length() {
+        let check = |flags: &[&str]| {
+            Settings::parse_from([&["streamflight-gateway"], flags].concat())
+                .check()
+                .map_err(|e| e.to_string())
+        };
+        let redis = ["--redis", "redis://127.0.0.1:6379/"];
+        let refused = check(&redis).unwrap_err();
+        assert!(
+            refused.contains("--fleet-secret") && refused.contains("STREAMFLIGHT_FLEET_SECRET"),
+            "{refused}"
+        );
+        assert!(check(&[&redis[..], &["--fleet-secret", "0123456789abcdef"]].concat()).is_ok());
+        let short = check(&[&redis[..], &["--fleet-secret", "short"]].concat()).unwrap_err();
+        assert!(short.contains("at least 16") && !short.contains("short"), "{short}");
+        assert!(check(&[]).is_ok(), "alone, a random secret");
     }
 }

@@ -1,5 +1,6 @@
 //! What makes two requests identical (G4): the API, the lossless canonical body, the query
-//! string and the selecting headers, and (unless tenants share) a hash of the credentials.
+//! string and the selecting headers, and (unless tenants share) the tenant: an HMAC of the
+//! credentials keyed by the fleet's secret (`crate::tenant`).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -31,8 +32,9 @@ impl Key {
     /// The whole key as bytes that no other key has: a version byte, then the endpoint's
     /// path, the tenant (a presence byte, then its 32 bytes), the selectors and the body, each
     /// text after its length (u64, big-endian). The digest hashes them, and the replicas of a
-    /// fleet name a flight by them (`fleet::wire::Wire`), so they must never change meaning:
-    /// a new layout takes a new version byte.
+    /// fleet name a flight by them (`fleet::wire::Wire`) and derive from them the key that seals
+    /// its entries in the store (so only a replica with the same request reads them), so they
+    /// must never change meaning: a new layout takes a new version byte.
     pub(crate) fn identity(&self) -> Vec<u8> {
         let path = self.api.path().as_bytes();
         let mut out =

@@ -27,6 +27,7 @@ mod metrics;
 mod sim;
 pub mod sse;
 mod state;
+mod tenant;
 pub mod upstream;
 
 use std::future::Future;

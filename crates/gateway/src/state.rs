@@ -15,6 +15,7 @@ use crate::http::offload::Offload;
 use crate::http::serve::Shutdown;
 use crate::key::Key;
 use crate::metrics::Metrics;
+use crate::tenant::Tenants;
 use crate::upstream::backend::Backend;
 
 /// The gateway's shared state.
@@ -38,6 +39,8 @@ pub(crate) struct Gateway {
     pub permits: Arc<Semaphore>,
     /// Where bodies too big for an async worker are parsed.
     pub offload: Offload,
+    /// Who a request's credentials make it (G5): keyed by `--fleet-secret`, else a random key.
+    pub tenants: Tenants,
 }
 
 impl Gateway {
@@ -57,6 +60,21 @@ impl Gateway {
         let resume = (!settings.resume_window.is_zero()).then_some(settings.resume_window);
         let keeping = Keeping { shutdown, keep_alive: settings.keep_alive, resume };
         let offload = Offload::new(Arc::clone(&metrics));
-        Ok(Gateway { settings, flights, fleet: None, registry, backend, metrics, keeping, permits, offload })
+        let tenants = settings
+            .fleet_secret
+            .as_deref()
+            .map_or_else(Tenants::random, |s| Ok(Tenants::keyed(s.as_bytes())))?;
+        Ok(Gateway {
+            settings,
+            flights,
+            fleet: None,
+            registry,
+            backend,
+            metrics,
+            keeping,
+            permits,
+            offload,
+            tenants,
+        })
     }
 }

@@ -43,6 +43,12 @@ async fn start_up_errors_exit_2_with_one_line() {
     let (reason, _) =
         refused(&["--upstream-ca", "/nonexistent.pem", "--upstream", "https://127.0.0.1:9/v1"]).await;
     assert!(reason.contains("/nonexistent.pem"), "{reason}");
+    // A fleet's replicas must agree on the secret that keys its tenants and seals its store.
+    let redis = format!("redis://127.0.0.1:{}/", closed_port());
+    let (reason, _) = refused(&["--redis", &redis]).await;
+    assert!(reason.contains("--redis needs --fleet-secret"), "{reason}");
+    let (reason, stderr) = refused(&["--redis", &redis, "--fleet-secret", "tiny-s3cret"]).await;
+    assert!(reason.contains("at least 16 characters") && !stderr.contains("tiny-s3cret"), "{stderr}");
 }
 
 /// Issue 22: an upstream URL with no path (every request would get a 404) and a duration with

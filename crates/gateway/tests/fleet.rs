@@ -15,11 +15,14 @@ use store::RedisServer;
 /// The lease the replicas run with: short, so that a lost leader shows soon.
 const LEASE: Duration = Duration::from_millis(1000);
 
+/// The secret the replicas share (`--fleet-secret`).
+const SECRET: &str = "a fleet secret for the tests, 3e9b";
+
 /// A gateway process of the fleet on `redis`, in front of `upstream`, with `extra` flags.
 async fn replica(redis: &RedisServer, upstream: &Mock, name: &str, extra: &[&str]) -> (Binary, String) {
     let lease = format!("{}ms", LEASE.as_millis());
-    let mut flags =
-        vec!["--redis", &redis.url, "--replica-id", name, "--lease", &lease, "--upstream", &upstream.base];
+    let mut flags = vec!["--redis", &redis.url, "--replica-id", name, "--lease", &lease];
+    flags.extend_from_slice(&["--fleet-secret", SECRET, "--upstream", &upstream.base]);
     flags.extend_from_slice(extra);
     let mut binary = Binary::start(&flags);
     let (_, address) = binary.ready().await;
@@ -331,7 +334,8 @@ async fn a_store_that_cannot_be_reached_is_logged_without_its_password_and_reque
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let upstream = Mock::start(Mode::Tokens { tokens: 2, interval: Duration::ZERO, gated: false }).await;
     let url = format!("redis://:sekret-password@127.0.0.1:{closed}/");
-    let mut binary = Binary::start(&["--redis", &url, "--upstream", &upstream.base]);
+    let mut binary =
+        Binary::start(&["--redis", &url, "--fleet-secret", SECRET, "--upstream", &upstream.base]);
     let (ready, address) = binary.ready().await;
     assert!(ready.contains("replica"), "the startup line names the replica: {ready}");
     let base = format!("http://{address}");
@@ -367,4 +371,131 @@ async fn a_delete_through_another_gateway_cancels_the_request_for_its_tenant_onl
     let rest = client.rest().await;
     assert!(rest.last().is_some_and(|last| last.contains("cancel")), "{rest:?}");
     eventually("both upstream requests are aborted", || async { upstream.dropped() == 2 }).await;
+}
+
+/// An upstream that answers once `gate` opens: a 401 quoting the key it was sent (as OpenAI's
+/// does) to a prompt that says "fail", two chunks and `[DONE]` to any other, with a header of
+/// its own; to a prompt that says "hold", the second chunk waits for `hold`. Its base URL.
+async fn quoting_upstream(
+    gate: tokio::sync::watch::Receiver<bool>,
+    hold: tokio::sync::watch::Receiver<bool>,
+) -> String {
+    use axum::body::{Body, Bytes};
+    use axum::http::HeaderMap;
+    use axum::response::Response;
+    use futures::StreamExt;
+
+    let answer = move |headers: HeaderMap, body: Bytes| {
+        let (mut gate, mut hold) = (gate.clone(), hold.clone());
+        async move {
+            let _ = gate.wait_for(|open| *open).await;
+            let key =
+                headers.get("authorization").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+            if String::from_utf8_lossy(&body).contains("fail") {
+                let error = serde_json::json!({"error": {"message": format!("Incorrect API key provided: {key}"),
+                    "type": "invalid_request_error", "code": "invalid_api_key"}});
+                let response = Response::builder().status(401).header("content-type", "application/json");
+                return response.body(Body::from(error.to_string())).unwrap();
+            }
+            let chunk = |i: usize| {
+                let chunk = serde_json::json!({"id": "c1", "object": "chat.completion.chunk", "model": "m",
+                    "choices": [{"index": 0, "delta": {"content": format!("ANSWER-TEXT-{i} ")}}]});
+                format!("data: {chunk}\n\n")
+            };
+            let held = String::from_utf8_lossy(&body).contains("hold");
+            let first = futures::stream::once(async move { Ok::<_, std::io::Error>(chunk(0)) });
+            let rest = futures::stream::once(async move {
+                if held {
+                    let _ = hold.wait_for(|open| *open).await;
+                }
+                Ok(format!("{}data: [DONE]\n\n", chunk(1)))
+            });
+            let response = Response::builder().header("content-type", "text/event-stream");
+            let body = Body::from_stream(first.chain(rest));
+            response.header("x-upstream-note", "HEADER-VALUE-9f3a").body(body).unwrap()
+        }
+    };
+    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(answer));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+/// Issue 23 (R24, G6): after an answer and an upstream 401 that quotes the operator's key have
+/// gone through two gateways, and a client's resume note has been left, a dump of every key in
+/// Redis holds no prompt, no answer text, no upstream header, no credential and no error text:
+/// all sealed. Yet the follower got both answers whole, the 401 as the upstream sent it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_a_client_sent_or_the_upstream_answered_is_in_clear_in_redis() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let (_release, hold) = tokio::sync::watch::channel(false);
+    let upstream = quoting_upstream(gate, hold).await;
+    let key = "sk-OPERATOR-KEY-5d3e70";
+    let lease = format!("{}ms", LEASE.as_millis());
+    let mut replicas = Vec::new();
+    for name in ["a", "b"] {
+        let flags =
+            ["--redis", &redis.url, "--replica-id", name, "--lease", &lease, "--fleet-secret", SECRET];
+        let mut binary =
+            Binary::start(&[&flags[..], &["--upstream", &upstream, "--upstream-api-key", key]].concat());
+        let (_, address) = binary.ready().await;
+        replicas.push((binary, format!("http://{address}")));
+    }
+    let (a, b) = (replicas[0].1.clone(), replicas[1].1.clone());
+    let ask = |base: &str, prompt: &str| {
+        let (base, prompt) = (base.to_owned(), prompt.to_owned());
+        tokio::spawn(async move { Client::chat(&base, &prompt, Some("Bearer CLIENT-CRED-41c7")).await })
+    };
+    let answered = [ask(&a, "PROMPT-77aa: answer me"), ask(&a, "PROMPT-88bb: fail me")];
+    eventually("a leads both", || async { metric(&a, "streamflight_fleet_led_total").await == 2 }).await;
+    let followed = [ask(&b, "PROMPT-77aa: answer me"), ask(&b, "PROMPT-88bb: fail me")];
+    eventually("b follows both", || async { metric(&b, "streamflight_remote_joins_total").await == 2 }).await;
+    open.send_replace(true);
+    for [answer, failure] in [answered, followed] {
+        let (mut answer, failure) = (answer.await.unwrap(), failure.await.unwrap());
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.headers.get("x-upstream-note").unwrap(), "HEADER-VALUE-9f3a");
+        let events = answer.rest().await;
+        assert_eq!(content(&events), "ANSWER-TEXT-0 ANSWER-TEXT-1 ");
+        assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+        assert_eq!(failure.status, 401, "the upstream's own status, on either gateway (G1)");
+        let body = failure.text().await;
+        assert!(body.contains("Incorrect API key provided"), "{body}");
+    }
+    // A client of a's leaves mid-answer: a's note for its resume is saved in the store.
+    let mut leaving =
+        Client::chat(&a, "PROMPT-99cc: hold, then resume", Some("Bearer CLIENT-CRED-41c7")).await;
+    let _ = leaving.next().await;
+    let id = leaving.id.clone();
+    drop(leaving);
+
+    let mut store = redis.manager().await;
+    eventually("the resume note is saved", || {
+        let mut store = store.clone();
+        async move { store::dump(&mut store).await.iter().any(|(name, _)| name.ends_with(":note")) }
+    })
+    .await;
+    let dumped = store::dump(&mut store).await;
+    assert!(dumped.iter().filter(|(name, _)| name.ends_with(":items")).count() >= 2, "{dumped:?}");
+    for needle in [
+        "PROMPT-77aa",
+        "PROMPT-88bb",
+        "PROMPT-99cc",
+        "ANSWER-TEXT",
+        "chat.completion.chunk",
+        "x-upstream-note",
+        "HEADER-VALUE-9f3a",
+        "Incorrect API key",
+        key,
+        "CLIENT-CRED-41c7",
+        &id,
+        SECRET,
+    ] {
+        assert_eq!(store::holding(&dumped, needle), Vec::<&str>::new(), "{needle} is in clear in Redis");
+    }
+    // The dump would have seen one: the same text planted in clear is found.
+    let () = streamflight_redis::redis::AsyncCommands::set(&mut store, "planted", key).await.unwrap();
+    assert_eq!(store::holding(&store::dump(&mut store).await, key), ["planted"]);
 }

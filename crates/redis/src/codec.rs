@@ -21,7 +21,9 @@
 /// ```
 pub trait Codec<K, T, E>: Send + Sync + 'static {
     /// The key's identity as bytes: equal keys give equal bytes on every replica. Only its
-    /// SHA-256 names anything in the store (R24), never these bytes.
+    /// SHA-256 names anything in the store (R24), never these bytes; the key that seals the
+    /// flight's entries is derived from them, so they should hold all that makes the request
+    /// secret (everything a reader of the store must not be able to guess).
     fn key(&self, key: &K) -> Vec<u8>;
 
     /// An item as the leader appends it.

@@ -34,6 +34,7 @@ pub struct FleetConfig {
     pub(crate) linger: Duration,
     pub(crate) pause: Duration,
     pub(crate) deadline: Option<Duration>,
+    pub(crate) secret: crate::seal::Secret,
 }
 
 impl Default for FleetConfig {
@@ -50,6 +51,7 @@ impl Default for FleetConfig {
             linger: Duration::ZERO,
             pause: Duration::from_secs(1),
             deadline: None,
+            secret: crate::seal::Secret::default(),
         }
     }
 }
@@ -289,7 +291,7 @@ where
         T: Sync,
         E: Sync,
     {
-        let names = Names::new(&self.shared.config.prefix, &self.shared.codec.key(key));
+        let names = self.shared.config.names(&self.shared.codec.key(key));
         let shared = Arc::clone(&self.shared);
         async move {
             let (tx, rx) = unbounded_channel();
@@ -301,7 +303,7 @@ where
     /// Where the flight of `key` that this replica leads or follows is, if it has one in
     /// the store: for a client that will resume elsewhere ([`Fleet::replay`]).
     pub fn place(&self, key: &K) -> Option<Place> {
-        let names = Names::new(&self.shared.config.prefix, &self.shared.codec.key(key));
+        let names = self.shared.config.names(&self.shared.codec.key(key));
         let places = self.shared.places.lock().unwrap_or_else(PoisonError::into_inner);
         let token = places.get(&names)?.0.clone();
         Some(Place { names, token })
@@ -338,24 +340,34 @@ where
     }
 
     /// Keeps `value` under `name` for `ttl`, for any replica to [`load`](Fleet::load): only
-    /// a hash of the name is in the store (R24). Given up after the store's deadline
-    /// ([`StoreError::Deadline`]).
+    /// a hash of the name is in the store (R24), and the value is sealed with a key derived
+    /// from the name (and the fleet's [secret](FleetConfig::secret)): whoever does not know
+    /// the name cannot read it. Given up after the store's deadline ([`StoreError::Deadline`]).
     pub async fn save(&self, name: &[u8], value: &[u8], ttl: Duration) -> Result<(), StoreError> {
         let mut store = self.shared.store.clone();
         let key = Names::note(&self.shared.config.prefix, name);
+        let sealed = crate::seal::seal_note(&self.shared.config.secret, name, &key, value)
+            .ok_or(StoreError::Sealed)?;
         let save = async {
-            Ok(redis::AsyncCommands::pset_ex::<_, _, ()>(&mut store, key, value, millis(ttl)).await?)
+            Ok(redis::AsyncCommands::pset_ex::<_, _, ()>(&mut store, &key, sealed, millis(ttl)).await?)
         };
         self.shared.within(self.shared.deadline(), save).await
     }
 
-    /// What was [`save`](Fleet::save)d under `name`, if it has not expired. Given up after
-    /// the store's deadline ([`StoreError::Deadline`]).
+    /// What was [`save`](Fleet::save)d under `name`, if it has not expired;
+    /// [`StoreError::Sealed`] if what is there does not open with `name`. Given up after the
+    /// store's deadline ([`StoreError::Deadline`]).
     pub async fn load(&self, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let mut store = self.shared.store.clone();
         let key = Names::note(&self.shared.config.prefix, name);
-        let load = async { Ok(redis::AsyncCommands::get(&mut store, key).await?) };
-        self.shared.within(self.shared.deadline(), load).await
+        let load = async { Ok(redis::AsyncCommands::get::<_, Option<Vec<u8>>>(&mut store, &key).await?) };
+        let sealed = self.shared.within(self.shared.deadline(), load).await?;
+        sealed
+            .map(|sealed| {
+                crate::seal::open_note(&self.shared.config.secret, name, &key, &sealed)
+                    .ok_or(StoreError::Sealed)
+            })
+            .transpose()
     }
 
     /// What this replica's fleet link has done since it started.

@@ -55,6 +55,7 @@ where
     E: Send + 'static,
 {
     let keys = Arc::new(Keys {
+        names: names.clone(),
         lease: names.lease(),
         token: token.to_owned(),
         items: names.items(token),
@@ -112,8 +113,9 @@ where
     }
 }
 
-/// The store's keys of the followed flight.
+/// The store's keys of the followed flight, and its names (which open its entries).
 struct Keys {
+    names: Names,
     lease: String,
     token: String,
     items: String,
@@ -136,6 +138,12 @@ fn over<K: 'static, T: 'static, E: 'static>(
         Ending::Lost(lost) => {
             if lost == Lost::Leader {
                 shared.leader_lost();
+            }
+            if lost == Lost::Sealed {
+                tracing::warn!(
+                    "an entry of a flight in the store does not open: altered there, or written by a \
+                     replica with another fleet secret"
+                );
             }
             let _ = tx.send(Err(shared.codec.lost(lost)));
             Followed::Over
@@ -166,7 +174,7 @@ where
         return async move {
             let read = async {
                 let entries = waiting.await.unwrap_or_else(|_| Err(stopped()))?;
-                Ok(Reply::Entries(entries.into_iter().map(entry).collect()))
+                Ok(Reply::Entries(entries.into_iter().map(|read| opened(&keys, read)).collect()))
             };
             (call, shared.call(wait + shared.deadline(), read).await)
         }
@@ -176,19 +184,23 @@ where
         let mut store = shared.store.clone();
         let read = async {
             let entries = stream::read(&mut store, &keys.items, after, Duration::ZERO, BATCH).await?;
-            Ok(Reply::Entries(entries.into_iter().map(entry).collect()))
+            Ok(Reply::Entries(entries.into_iter().map(|read| opened(&keys, read)).collect()))
         };
         (call, shared.call(shared.deadline(), read).await)
     }
     .boxed()
 }
 
-/// An entry of the stream as the machine reads it.
-fn entry((number, entry): (u64, stream::Entry)) -> (u64, Entry) {
-    match entry {
-        stream::Entry::Item(bytes) => (number, Entry::Item(bytes)),
-        stream::Entry::End(bytes) => (number, Entry::End(ending::decode(&bytes))),
-    }
+/// An entry of the stream as the machine reads it: opened with the flight's seal (R24), item
+/// `n` bound to its number, or `Unreadable` (altered in the store, another fleet's).
+fn opened(keys: &Keys, (number, entry): (u64, stream::Entry)) -> (u64, Entry) {
+    let opened = match entry {
+        stream::Entry::Item(sealed) => keys.names.open_item(&keys.token, number, &sealed).map(Entry::Item),
+        stream::Entry::End(sealed) => {
+            keys.names.open_end(&keys.token, &sealed).map(|end| Entry::End(ending::decode(&end)))
+        }
+    };
+    (number, opened.unwrap_or(Entry::Unreadable))
 }
 
 /// The reader went before it answered (its runtime is shutting down).

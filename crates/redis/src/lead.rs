@@ -92,12 +92,16 @@ pub(crate) async fn lead<K, T, E, S>(
                 Action::Finish { call, number, linger } => match &ending {
                     Some(end) => {
                         finishing = Some(call);
-                        finished(shared, &flight, call, number, ending::encode(end), linger)
+                        let end = names.seal_end(flight.lease.token(), &ending::encode(end));
+                        finished(shared, &flight, call, number, end, linger)
                     }
                     None => async move { (call, Reply::Failed) }.boxed(),
                 },
                 Action::Renew(call) => renewed(shared, &flight, call),
-                Action::Abandon { call, number } => abandoned(shared, &flight, call, number),
+                Action::Abandon { call, number } => {
+                    let end = names.seal_end(flight.lease.token(), &ending::encode(&Ending::Abandoned));
+                    abandoned(shared, &flight, call, number, end)
+                }
                 Action::Over(over) => {
                     drop(leading);
                     let ended = held.is_some();
@@ -137,7 +141,9 @@ pub(crate) async fn lead<K, T, E, S>(
                 // This replica's own requests first: the store's copy follows.
                 match next {
                     Some(Ok(item)) => {
-                        written.push(shared.codec.encode_item(&item).into());
+                        let number = written.len() as u64 + 1;
+                        let plain = shared.codec.encode_item(&item);
+                        written.push(names.seal_item(flight.lease.token(), number, &plain).into());
                         if local.as_ref().is_some_and(|tx| tx.send(Ok(item)).is_err()) {
                             local = None;
                             machine.handle_local_gone(shared.now());
@@ -248,8 +254,15 @@ where
     .boxed()
 }
 
-/// `Abandon`: given up if nobody else wants the flight, its end written as entry `number`.
-fn abandoned<K, T, E>(shared: &Arc<Shared<K, T, E>>, flight: &Arc<Flight>, call: CallId, number: u64) -> Call
+/// `Abandon`: given up if nobody else wants the flight, its (sealed) end written as entry
+/// `number`.
+fn abandoned<K, T, E>(
+    shared: &Arc<Shared<K, T, E>>,
+    flight: &Arc<Flight>,
+    call: CallId,
+    number: u64,
+    end: Vec<u8>,
+) -> Call
 where
     K: 'static,
     T: Send + 'static,
@@ -258,7 +271,6 @@ where
     let (shared, flight) = (Arc::clone(shared), Arc::clone(flight));
     async move {
         let mut store = shared.store.clone();
-        let end = ending::encode(&Ending::Abandoned);
         let keep = shared.config.keep;
         let write = async {
             let given =

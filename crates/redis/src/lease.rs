@@ -53,6 +53,10 @@ pub enum StoreError {
     /// The store did not answer within this deadline (a hung store, R23): the call was given
     /// up, though it may still take effect.
     Deadline(Duration),
+    /// A note in the store did not open (R24: altered there, or saved by a replica with
+    /// another fleet secret), or one could not be sealed (no random source): nothing was
+    /// read or written in clear.
+    Sealed,
 }
 
 impl StoreError {
@@ -65,6 +69,7 @@ impl StoreError {
                 error.to_string(),
             ))),
             StoreError::Deadline(deadline) => StoreError::Deadline(*deadline),
+            StoreError::Sealed => StoreError::Sealed,
         }
     }
 }
@@ -74,6 +79,7 @@ impl fmt::Display for StoreError {
         match self {
             StoreError::Redis(error) => write!(f, "the store failed: {error}"),
             StoreError::Deadline(deadline) => write!(f, "the store did not answer within {deadline:?}"),
+            StoreError::Sealed => f.write_str("a note in the store could not be sealed or opened"),
         }
     }
 }
@@ -83,6 +89,7 @@ impl std::error::Error for StoreError {
         match self {
             StoreError::Redis(error) => Some(error),
             StoreError::Deadline(_) => None,
+            StoreError::Sealed => None,
         }
     }
 }

@@ -12,8 +12,9 @@
 //! use streamflight_redis::{Fleet, FleetConfig, Flights, Text};
 //! use streamflight_tokio::Config;
 //!
-//! // Every replica: the same store and codec, its own replica id.
-//! let fleet = Fleet::new("redis://127.0.0.1:6379/", Text, FleetConfig::default().replica("a")).unwrap();
+//! // Every replica: the same store, codec and secret, its own replica id.
+//! let config = FleetConfig::default().replica("a").secret("the fleet's secret");
+//! let fleet = Fleet::new("redis://127.0.0.1:6379/", Text, config).unwrap();
 //! let flights = Flights::new(fleet, Config::default());
 //! // On any replica, at once: one of them runs the upstream, the others read its stream.
 //! let answer = async { Ok::<_, String>(futures::stream::iter([Ok("to".to_owned()), Ok("ken".to_owned())])) };
@@ -79,7 +80,10 @@
 //!   `<prefix>{<SHA-256 of the key>}:...` (the braces keep a flight's keys in one Redis Cluster
 //!   slot, which its scripts need); the lease, the stream (while live: a few lease timeouts
 //!   past the last write; after its end: [`FleetConfig::keep`]), the interest set and notes
-//!   all expire.
+//!   all expire. Every item, the flight's end and every note are sealed (ChaCha20-Poly1305)
+//!   with a key derived from the flight's own key bytes (a note's: from its name) and the
+//!   fleet's [secret](FleetConfig::secret): only a replica holding an identical request reads
+//!   them.
 //! - **Graceful stop** (R26): [`Fleet::leading`] counts the
 //!   flights this replica leads for the fleet until their end is written, for a replica told
 //!   to stop to wait on.
@@ -113,6 +117,7 @@ mod names;
 mod open;
 mod place;
 mod reader;
+mod seal;
 mod signal;
 mod stream;
 

@@ -5,10 +5,16 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::names::Names;
+use crate::seal::Seal;
 
-/// One flight's place in the store: the hash of its key and its leader's token. Shown as
-/// text (no key in it, R24) for a replica to hand to another, e.g. in a note
-/// ([`Fleet::save`](crate::Fleet::save)); [`Fleet::replay`](crate::Fleet::replay) follows it.
+/// One flight's place in the store: the hash of its key, its leader's token, and the key that
+/// opens its entries. Shown as text for a replica to hand to another;
+/// [`Fleet::replay`](crate::Fleet::replay) follows it.
+///
+/// The text holds no part of the flight key (R24), but it does hold the key that opens the
+/// flight's answer in the store: keep it as the answer is kept. The gateway hands it over
+/// only inside a note ([`Fleet::save`](crate::Fleet::save)), which is sealed with a key only
+/// the resuming client's request id gives. Its `Debug` form does not show the key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Place {
     pub(crate) names: Names,
@@ -17,7 +23,8 @@ pub struct Place {
 
 impl fmt::Display for Place {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}", self.names.base(), self.token)
+        write!(f, "{}{}:", self.names.base(), self.token)?;
+        self.names.seal_key().bytes().iter().try_for_each(|byte| write!(f, "{byte:02x}"))
     }
 }
 
@@ -36,8 +43,18 @@ impl std::error::Error for ParsePlaceError {}
 impl FromStr for Place {
     type Err = ParsePlaceError;
 
-    /// The inverse of `Display`: `<prefix>{<64 hex>}:<32 hex>`.
+    /// The inverse of `Display`: `<prefix>{<64 hex>}:<32 hex>:<64 hex>` (the hash of the key,
+    /// the leader's token, the flight's seal).
     fn from_str(text: &str) -> Result<Place, ParsePlaceError> {
+        let (text, sealed) = text.rsplit_once(':').ok_or(ParsePlaceError)?;
+        let mut seal = [0; 32];
+        if sealed.len() != 64 || !sealed.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ParsePlaceError);
+        }
+        for (byte, pair) in seal.iter_mut().zip(sealed.as_bytes().chunks(2)) {
+            let pair = std::str::from_utf8(pair).map_err(|_| ParsePlaceError)?;
+            *byte = u8::from_str_radix(pair, 16).map_err(|_| ParsePlaceError)?;
+        }
         let split = text.rfind("}:").ok_or(ParsePlaceError)? + 2;
         let (base, token) = text.split_at(split);
         let hex = |text: &str, len: usize| text.len() == len && text.bytes().all(|b| b.is_ascii_hexdigit());
@@ -45,29 +62,45 @@ impl FromStr for Place {
         if !hex(token, 32) || !digest.is_some_and(|digest| hex(digest, 64)) {
             return Err(ParsePlaceError);
         }
-        Ok(Place { names: Names::from_base(base.to_owned()), token: token.to_owned() })
+        let names = Names::from_base(base.to_owned(), Seal::from_bytes(seal));
+        Ok(Place { names, token: token.to_owned() })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::Place;
-    use crate::names::Names;
+    use crate::FleetConfig;
 
     #[test]
-    fn a_place_reads_back_as_shown_and_nothing_else_reads_as_one() {
-        let place =
-            Place { names: Names::new("sf:", b"key"), token: "0123456789abcdef0123456789abcdef".into() };
-        assert_eq!(place.to_string().parse::<Place>(), Ok(place.clone()));
+    fn a_place_reads_back_as_shown_with_its_seal_and_nothing_else_reads_as_one() {
+        let names = FleetConfig::default().secret("s").names(b"key");
+        let place = Place { names, token: "0123456789abcdef0123456789abcdef".into() };
         let shown = place.to_string();
+        let read: Place = shown.parse().unwrap();
+        assert_eq!(read, place.clone());
+        // The seal came along: what the flight's leader sealed, the reader of the place opens.
+        let sealed = place.names.seal_item(&place.token, 1, b"an item");
+        assert_eq!(read.names.open_item(&read.token, 1, &sealed).as_deref(), Some(&b"an item"[..]));
+        assert!(!format!("{place:?}").contains(&shown[shown.len() - 64..]), "Debug hides the seal");
+        let token = "0123456789abcdef0123456789abcdef";
+        let seal = "ab".repeat(32);
+        let base = &shown[..shown.len() - 32 - 1 - 64];
         for bad in [
-            "",
-            "sf:",
-            &shown[..shown.len() - 1],
-            &shown.replace('{', "("),
-            "sf:{00}:0123456789abcdef0123456789abcdef",
+            "".to_owned(),
+            "sf:".to_owned(),
+            shown[..shown.len() - 1].to_owned(),
+            shown.replace('{', "("),
+            format!("sf:{{00}}:{token}:{seal}"),
+            format!("{base}{token}"),
+            format!("{base}{token}:{}", &seal[1..]),
+            format!("{base}{token}:{}", seal.replace('a', "g")),
+            format!("{base}{}:{seal}", &token[1..]),
+            format!("{base}{token}:{seal}:{seal}"),
+            format!("{base}{token}:+b{}", &seal[2..]),
         ] {
             assert!(bad.parse::<Place>().is_err(), "{bad}");
         }
+        assert!(format!("{base}{token}:{seal}").parse::<Place>().is_ok());
     }
 }

@@ -233,6 +233,7 @@ impl Follower {
                 Entry::End(Ending::Failed(error)) => return self.end(Followed::Failed(error)),
                 // Given up while this replica's interest had lapsed: the rest is nowhere.
                 Entry::End(Ending::Abandoned) => return self.leader_lost(),
+                Entry::Unreadable => return self.end(Followed::Lost(Lost::Sealed)),
             }
         }
         match last {
@@ -439,6 +440,14 @@ mod tests {
         let (call, ..) = read(&mut f);
         f.handle_reply(1, call, Reply::Entries(vec![(1, Entry::End(Ending::Abandoned))]));
         assert_eq!(drain(&mut f), [Action::Over(Followed::Lost(Lost::Leader))]);
+    }
+
+    #[test]
+    fn an_entry_the_shell_could_not_open_ends_the_flight_there_after_what_came_before() {
+        let mut f = Follower::new(timings(), 0, 0, false);
+        let (call, ..) = read(&mut f);
+        f.handle_reply(1, call, Reply::Entries(vec![item(1), (2, Entry::Unreadable), item(3)]));
+        assert_eq!(drain(&mut f), [Action::Deliver(vec![1]), Action::Over(Followed::Lost(Lost::Sealed))]);
     }
 
     #[test]

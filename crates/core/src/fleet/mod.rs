@@ -125,6 +125,10 @@ pub enum Entry {
     Item(alloc::vec::Vec<u8>),
     /// The flight's end: the stream's last entry.
     End(Ending),
+    /// An entry the shell could not open (R24: altered in the store, or sealed under another
+    /// fleet secret): the follower ends `Lost(Sealed)` there rather than pass on what it
+    /// cannot vouch for.
+    Unreadable,
 }
 
 /// A flight's end, as written in its stream.
@@ -149,6 +153,10 @@ pub enum Lost {
     /// The stream was trimmed past this replica's reader: the items it missed are gone, so the
     /// flight ends rather than skip them.
     Trimmed,
+    /// An entry of the flight's stream did not open (R24): it was altered in the store, or
+    /// sealed by a replica with another fleet secret. The flight ends there on this replica
+    /// rather than pass on what it cannot vouch for. (The shell's, not the machines'.)
+    Sealed,
 }
 
 impl core::fmt::Display for Lost {
@@ -156,6 +164,7 @@ impl core::fmt::Display for Lost {
         f.write_str(match self {
             Lost::Leader => "the replica leading this flight was lost mid-stream",
             Lost::Trimmed => "this replica fell behind the flight's stream past its bound",
+            Lost::Sealed => "an entry of the flight's stream in the store could not be opened",
         })
     }
 }

@@ -214,7 +214,7 @@ mod tests {
 
     #[test]
     fn a_note_reads_back_and_a_cut_one_does_not() {
-        let place = "sf:{0000000000000000000000000000000000000000000000000000000000000000}:0123456789abcdef0123456789abcdef";
+        let place = "sf:{0000000000000000000000000000000000000000000000000000000000000000}:0123456789abcdef0123456789abcdef:abababababababababababababababababababababababababababababababab";
         let api = Api::named("messages").unwrap();
         let note = Note { tenant: [7; 32], include_usage: true, api, place: place.parse().unwrap() };
         let bytes = note.encode();

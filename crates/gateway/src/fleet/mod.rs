@@ -34,5 +34,9 @@ pub(crate) fn connect(url: &str, settings: &Settings) -> Result<Fleet<Key, Part,
     if let Some(replica) = &settings.replica_id {
         config = config.replica(replica.clone());
     }
+    // Keys every seal in the store (R24); `Settings::check` makes sure there is one.
+    if let Some(secret) = &settings.fleet_secret {
+        config = config.secret(secret);
+    }
     Fleet::with_client(client, Wire, config).map_err(|e| format!("--redis: {e}"))
 }

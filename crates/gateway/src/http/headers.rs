@@ -2,7 +2,6 @@
 //! credentials name the tenant, the account/project/version selectors join the key (G4, G5).
 
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use sha2::{Digest, Sha256};
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1): never forwarded.
 const HOP_BY_HOP: &[HeaderName] = &[
@@ -15,7 +14,7 @@ const HOP_BY_HOP: &[HeaderName] = &[
     header::UPGRADE,
 ];
 
-/// Headers that carry a client's credentials: together they name its tenant.
+/// Headers that carry a client's credentials: together they name its tenant (`crate::tenant`).
 pub(crate) const CREDENTIALS: &[&str] = &["authorization", "api-key", "x-api-key"];
 
 /// The end-to-end headers of a message: `headers` without the hop-by-hop ones (those listed
@@ -88,21 +87,6 @@ pub(crate) fn encoded(headers: &HeaderMap) -> Option<String> {
     (!named.is_empty()).then(|| named.join(", "))
 }
 
-/// SHA-256 of the client's credentials (every credential header, in a fixed order): the tenant.
-/// A client without credentials is a tenant of its own kind: the empty one.
-pub(crate) fn tenant(headers: &HeaderMap) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    for name in CREDENTIALS {
-        for value in headers.get_all(*name) {
-            hasher.update(name.as_bytes());
-            hasher.update([0]);
-            hasher.update(value.as_bytes());
-            hasher.update([0]);
-        }
-    }
-    hasher.finalize().into()
-}
-
 /// The `selectors` (request headers that select an account, a project or an API version, which
 /// can change the answer: a dialect names them) and the query string in one canonical text,
 /// for the key.
@@ -164,13 +148,7 @@ mod tests {
     }
 
     #[test]
-    fn tenants_and_selectors() {
-        let a = map(&[("authorization", "Bearer a")]);
-        let b = map(&[("authorization", "Bearer b")]);
-        let azure = map(&[("api-key", "Bearer a")]);
-        assert_ne!(tenant(&a), tenant(&b));
-        assert_ne!(tenant(&a), tenant(&azure), "the same text in another header is another credential");
-        assert_eq!(tenant(&a), tenant(&map(&[("authorization", "Bearer a"), ("user-agent", "x")])));
+    fn selectors_select() {
         let org = map(&[("openai-organization", "org-1")]);
         let openai = ["openai-organization", "openai-project", "openai-beta"];
         assert_ne!(selectors(&openai, &org, None), selectors(&openai, &HeaderMap::new(), None));

@@ -161,7 +161,7 @@ async fn coalesced(
     drop(bytes);
     record.dialect(api.name());
     let query = parts.uri.query().map(str::to_owned);
-    let tenant = headers::tenant(&parts.headers);
+    let tenant = gateway.tenants.of(&parts.headers);
     let canonical: Arc<str> = parsed.canonical.into();
     let key = Key {
         api,
@@ -224,7 +224,7 @@ async fn cancel(State(gateway): State<Shared>, headers: HeaderMap, uri: Uri) -> 
     // The raw path segment: an id is 32 hex digits, so anything percent-encoded is unknown
     // (and never a text/plain rejection of a bad escape).
     let shown = uri.path().trim_start_matches("/v1/requests/");
-    let tenant = headers::tenant(&headers);
+    let tenant = gateway.tenants.of(&headers);
     let Some(id) = ClientId::parse(shown) else {
         return Refusal::RequestNotFound.error().response();
     };
@@ -257,7 +257,7 @@ async fn resume(
     uri: Uri,
 ) -> Response {
     let shown = uri.path().trim_start_matches("/v1/requests/").trim_end_matches("/events");
-    let tenant = headers::tenant(&headers);
+    let tenant = gateway.tenants.of(&headers);
     let Some(id) = ClientId::parse(shown) else {
         return Refusal::RequestNotFound.error().response();
     };
@@ -313,7 +313,7 @@ async fn retrieve(
     let streamed = pairs().any(|(name, value)| name == "stream" && value == "true");
     let after = pairs().find(|(name, _)| *name == "starting_after").map(|(_, value)| value.parse::<u64>());
     let api = Api::under("/v1/responses");
-    let tenant = headers::tenant(request.headers());
+    let tenant = gateway.tenants.of(request.headers());
     let (key, detached) = match gateway.registry.answer(&answer_id, &tenant) {
         Some(Claim::Yours(key, detached)) if streamed => (key, detached),
         Some(Claim::NotYours) => return api.error_response(&Refusal::ResponseNotFound(&answer_id).error()),

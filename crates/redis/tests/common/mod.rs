@@ -206,3 +206,60 @@ pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// Every key in the store, with everything under it (`SCAN`, then by type `GET`, `XRANGE`,
+/// `ZRANGE`, `HGETALL`, `LRANGE`, `SMEMBERS`): one dump per key, its name first.
+pub async fn dump(store: &mut redis::aio::ConnectionManager) -> Vec<(String, Vec<u8>)> {
+    let mut dumped = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) =
+            redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(100).query_async(store).await.unwrap();
+        for key in keys {
+            let kind: String = redis::cmd("TYPE").arg(&key).query_async(store).await.unwrap();
+            let read = match kind.as_str() {
+                "string" => redis::cmd("GET").arg(&key).clone(),
+                "stream" => redis::cmd("XRANGE").arg(&key).arg("-").arg("+").clone(),
+                "zset" => redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).arg("WITHSCORES").clone(),
+                "hash" => redis::cmd("HGETALL").arg(&key).clone(),
+                "list" => redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).clone(),
+                "set" => redis::cmd("SMEMBERS").arg(&key).clone(),
+                // Expired between the scan and the look.
+                "none" => continue,
+                other => panic!("a key of a type the dump does not read: {other}"),
+            };
+            let value: redis::Value = read.query_async(store).await.unwrap();
+            let mut bytes = key.as_bytes().to_vec();
+            flatten(&value, &mut bytes);
+            dumped.push((key, bytes));
+        }
+        if next == 0 {
+            return dumped;
+        }
+        cursor = next;
+    }
+}
+
+/// Every byte string in a reply, one after another.
+pub fn flatten(value: &redis::Value, out: &mut Vec<u8>) {
+    match value {
+        redis::Value::BulkString(bytes) => out.extend_from_slice(bytes),
+        redis::Value::SimpleString(text) | redis::Value::VerbatimString { text, .. } => {
+            out.extend_from_slice(text.as_bytes())
+        }
+        redis::Value::Array(values) | redis::Value::Set(values) => {
+            values.iter().for_each(|value| flatten(value, out))
+        }
+        redis::Value::Map(pairs) => pairs.iter().for_each(|(key, value)| {
+            flatten(key, out);
+            flatten(value, out);
+        }),
+        other => out.extend_from_slice(format!("{other:?}").as_bytes()),
+    }
+}
+
+/// The keys whose dump holds `needle`.
+pub fn holding<'a>(dumped: &'a [(String, Vec<u8>)], needle: &str) -> Vec<&'a str> {
+    let found = |bytes: &[u8]| bytes.windows(needle.len()).any(|window| window == needle.as_bytes());
+    dumped.iter().filter(|(_, bytes)| found(bytes)).map(|(key, _)| key.as_str()).collect()
+}

@@ -1,0 +1,107 @@
+//! Who a client is (G5): its tenant, an HMAC-SHA256 of its credentials keyed with the fleet's
+//! secret, so that a tenant seen in the store or a log cannot be tied back to a credential.
+//!
+//! A plain SHA-256 of an API key can be checked against any key one holds or guesses; an HMAC
+//! under a secret the store never sees cannot. Every replica of a fleet must compute the same
+//! tenant for the same credentials (a client resumes or cancels on any of them), hence one
+//! secret for the fleet (`--fleet-secret`, required with `--redis`); a gateway alone draws a
+//! random one at start, as its tenants never leave the process.
+
+use std::fmt;
+
+use axum::http::HeaderMap;
+use ring::hmac;
+
+use crate::http::headers::CREDENTIALS;
+
+/// What the tenant key is derived from the fleet's secret with: a key of its own, apart from
+/// those the store's seals derive from the same secret.
+const TENANT: &[u8] = b"streamflight/tenant/v1";
+
+/// The fewest bytes a fleet secret may have: 128 bits, written as text.
+pub(crate) const SECRET_MIN: usize = 16;
+
+/// Names tenants: the HMAC key that credentials are hashed with. Never shown.
+pub(crate) struct Tenants {
+    key: hmac::Key,
+}
+
+impl fmt::Debug for Tenants {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Tenants(..)")
+    }
+}
+
+impl Tenants {
+    /// Tenants keyed by the fleet's `secret`: the same on every replica that has it.
+    pub(crate) fn keyed(secret: &[u8]) -> Tenants {
+        let derived = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), TENANT);
+        Tenants { key: hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()) }
+    }
+
+    /// Tenants keyed by a random secret of this process's own (a gateway without a fleet); an
+    /// error (one line) if the system has no random source.
+    pub(crate) fn random() -> Result<Tenants, String> {
+        let mut secret = [0; 32];
+        getrandom::fill(&mut secret).map_err(|e| format!("no random source for the tenants' key: {e}"))?;
+        Ok(Tenants::keyed(&secret))
+    }
+
+    /// The tenant of a request with `headers`: the HMAC of every credential header, in a fixed
+    /// order, each name and value followed by a NUL. A client without credentials is a tenant
+    /// of its own kind: the empty one.
+    pub(crate) fn of(&self, headers: &HeaderMap) -> [u8; 32] {
+        let mut context = hmac::Context::with_key(&self.key);
+        for name in CREDENTIALS {
+            for value in headers.get_all(*name) {
+                context.update(name.as_bytes());
+                context.update(&[0]);
+                context.update(value.as_bytes());
+                context.update(&[0]);
+            }
+        }
+        let mut tenant = [0; 32];
+        for (byte, from) in tenant.iter_mut().zip(context.sign().as_ref()) {
+            *byte = *from;
+        }
+        tenant
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderName, HeaderValue};
+    use sha2::{Digest, Sha256};
+
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(n, v)| (HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn a_tenant_is_its_credentials_keyed_by_the_fleet() {
+        let tenants = Tenants::keyed(b"the fleet's secret");
+        let (a, b) = (map(&[("authorization", "Bearer a")]), map(&[("authorization", "Bearer b")]));
+        assert_ne!(tenants.of(&a), tenants.of(&b));
+        let azure = map(&[("api-key", "Bearer a")]);
+        assert_ne!(
+            tenants.of(&a),
+            tenants.of(&azure),
+            "the same text in another header is another credential"
+        );
+        let other = map(&[("authorization", "Bearer a"), ("user-agent", "x")]);
+        assert_eq!(tenants.of(&a), tenants.of(&other), "only credentials count");
+        // Every replica with the secret agrees; one without it, or a process of its own, not.
+        assert_eq!(tenants.of(&a), Tenants::keyed(b"the fleet's secret").of(&a));
+        assert_ne!(tenants.of(&a), Tenants::keyed(b"another secret").of(&a));
+        assert_ne!(tenants.of(&a), Tenants::random().unwrap().of(&a));
+        // No longer the plain hash that anyone holding the key could check.
+        let plain: [u8; 32] = Sha256::digest(b"authorization\0Bearer a\0").into();
+        assert_ne!(tenants.of(&a), plain);
+        assert!(!format!("{tenants:?}").contains("secret"));
+    }
+}
