@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -173,6 +173,8 @@ pub(crate) struct Shared<K, T, E> {
     /// The token of the flight this replica leads or follows, by key (and how many of its
     /// flights are on it: an aborted local flight's leader may still run for the others).
     places: Mutex<HashMap<Names, (String, usize)>>,
+    /// Flights this replica leads now: lease held, end not yet written ([`Fleet::leading`]).
+    pub(crate) leading: AtomicUsize,
 }
 
 impl<K, T, E> Fleet<K, T, E>
@@ -224,6 +226,7 @@ where
                 counters: Counters::default(),
                 down_until: Mutex::new(None),
                 places: Mutex::default(),
+                leading: AtomicUsize::new(0),
             }),
         })
     }
@@ -376,6 +379,7 @@ async fn fly<K, T, E, S>(
             Ok(Some(lease)) => {
                 shared.counters.led.fetch_add(1, Ordering::Relaxed);
                 let _here = Here::new(&shared, &names, lease.token());
+                let _leading = crate::leading::Leading::new(&shared.leading);
                 return lead::lead(&shared, &names, lease, upstream, tx).await;
             }
             Ok(None) => {}
