@@ -348,7 +348,8 @@ async fn retrieve(
 /// `GET /metrics`, in the Prometheus text format.
 async fn metrics(State(gateway): State<Shared>) -> Response {
     let fleet = gateway.fleet.as_ref().map(|fleet| fleet.stats()).unwrap_or_default();
-    let text = gateway.metrics.render(&gateway.flights.stats(), &fleet);
+    let leading = gateway.fleet.as_ref().map_or(0, |fleet| fleet.leading());
+    let text = gateway.metrics.render(&gateway.flights.stats(), &fleet, leading);
     ([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
