@@ -235,7 +235,7 @@ fn reading(fleet: &GatewayFleet, tenant: [u8; 32]) -> Hand {
 /// What taking a request's hand, to resume it here, gave.
 pub(crate) enum Taken {
     /// It is this replica's now: it was detached (the hand it was, and this reading's).
-    Yours(Hand, Holding),
+    Yours(Box<(Hand, Holding)>),
     /// Another reader has it now: 409, as for a second reader on one replica.
     Busy,
     /// It got its end: nothing to resume.
@@ -269,7 +269,7 @@ pub(crate) async fn take(fleet: &GatewayFleet, id: ClientId, tenant: [u8; 32], l
     match fleet.swap(name.as_bytes(), &bytes, &mine, lasting.reading).await {
         Ok(true) => {
             let holding = Holding { fleet: fleet.clone(), id, tenant, reading: mine, written: None, lasting };
-            Taken::Yours(hand, holding)
+            Taken::Yours(Box::new((hand, holding)))
         }
         // Another resume took it between the two steps.
         Ok(false) => Taken::Busy,
@@ -293,7 +293,7 @@ pub(crate) async fn resume(
 ) -> Result<axum::response::Response, Refusal<'static>> {
     let lasting = Lasting::of(&gateway.settings);
     let (hand, holding) = match take(fleet, id, tenant, lasting).await {
-        Taken::Yours(hand, holding) => (hand, holding),
+        Taken::Yours(taken) => *taken,
         Taken::Busy => return Err(Refusal::RequestStreaming),
         Taken::Ended | Taken::Unknown => return Err(Refusal::RequestNotFound),
     };

@@ -308,7 +308,7 @@ async fn resume(
     let mut taken = None;
     if let (Some(fleet), true) = (&gateway.fleet, found.detached) {
         match handoff::take(fleet, id, tenant, handoff::Lasting::of(&gateway.settings)).await {
-            handoff::Taken::Yours(hand, holding) => taken = Some((hand, holding)),
+            handoff::Taken::Yours(yours) => taken = Some(*yours),
             handoff::Taken::Busy => return api.error_response(&Refusal::RequestStreaming.error()),
             handoff::Taken::Ended => return api.error_response(&Refusal::RequestNotFound.error()),
             handoff::Taken::Unknown => {}
