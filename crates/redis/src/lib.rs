@@ -63,7 +63,7 @@
 //!   compare-and-set script) let one replica at a time hold a name (the gateway: who reads a
 //!   request now); [`Fleet::ask`] publishes a question and waits for its
 //!   [`Fleet::reply`] with a blocking pop on a reader connection, never a poll.
-//! - **Stopping** ([R26](streamflight_core::design#r26)): [`Fleet::leading`] counts the flights this replica leads now, which
+//! - **Stopping** (R26, graceful in a fleet): [`Fleet::leading`] counts the flights this replica leads now, which
 //!   a replica told to stop waits for so that the others' followers get them whole.
 //!
 //! # Why redis-rs
