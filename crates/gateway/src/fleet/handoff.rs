@@ -247,7 +247,17 @@ pub(crate) enum Taken {
 /// Takes the hand of request `id` of `tenant` for a resume here: from a detached holder
 /// (anywhere) to this replica's reading, in one step in the store. One store command for an
 /// unknown id; two for a known one.
-pub(crate) async fn take(fleet: &GatewayFleet, id: ClientId, tenant: [u8; 32], lasting: Lasting) -> Taken {
+///
+/// `detached_here`: this replica keeps the request, detached. A hand that still says this
+/// replica reads it is then taken too: the detach's own write is still on its way (or was
+/// lost), and of two resumes here the local manager lets one through (R18).
+pub(crate) async fn take(
+    fleet: &GatewayFleet,
+    id: ClientId,
+    tenant: [u8; 32],
+    lasting: Lasting,
+    detached_here: bool,
+) -> Taken {
     let name = hand_name(id);
     let bytes = match fleet.load(name.as_bytes()).await {
         Ok(Some(bytes)) => bytes,
@@ -262,8 +272,10 @@ pub(crate) async fn take(fleet: &GatewayFleet, id: ClientId, tenant: [u8; 32], l
     };
     match hand.state {
         Held::Ended => return Taken::Ended,
-        Held::Reading { .. } => return Taken::Busy,
-        Held::Detached { .. } => {}
+        Held::Reading { .. } if !(detached_here && hand.holder == fleet.config().replica_id()) => {
+            return Taken::Busy;
+        }
+        Held::Reading { .. } | Held::Detached { .. } => {}
     }
     let mine = reading(fleet, tenant).encode();
     match fleet.swap(name.as_bytes(), &bytes, &mine, lasting.reading).await {
@@ -292,7 +304,7 @@ pub(crate) async fn resume(
     record: Arc<Record>,
 ) -> Result<axum::response::Response, Refusal<'static>> {
     let lasting = Lasting::of(&gateway.settings);
-    let (hand, holding) = match take(fleet, id, tenant, lasting).await {
+    let (hand, holding) = match take(fleet, id, tenant, lasting, false).await {
         Taken::Yours(taken) => *taken,
         Taken::Busy => return Err(Refusal::RequestStreaming),
         Taken::Ended | Taken::Unknown => return Err(Refusal::RequestNotFound),

@@ -307,7 +307,7 @@ async fn resume(
     // it too (one reader, R18); the store silent or without its hand, this replica's is all.
     let mut taken = None;
     if let (Some(fleet), true) = (&gateway.fleet, found.detached) {
-        match handoff::take(fleet, id, tenant, handoff::Lasting::of(&gateway.settings)).await {
+        match handoff::take(fleet, id, tenant, handoff::Lasting::of(&gateway.settings), true).await {
             handoff::Taken::Yours(yours) => taken = Some(*yours),
             handoff::Taken::Busy => return api.error_response(&Refusal::RequestStreaming.error()),
             handoff::Taken::Ended => return api.error_response(&Refusal::RequestNotFound.error()),
