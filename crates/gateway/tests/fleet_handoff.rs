@@ -188,7 +188,7 @@ async fn one_request_has_one_reader_across_the_fleet_and_a_second_resume_gets_40
     // The reader goes away again; two resumes at once, on a and on b: one reader, never two.
     drop(first);
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut reader = loop {
+    let reader = loop {
         let (on_a, on_b) = tokio::join!(
             Client::send(resumed(&a, &id, 1, "Bearer k")),
             Client::send(resumed(&b, &id, 1, "Bearer k"))
@@ -204,6 +204,10 @@ async fn one_request_has_one_reader_across_the_fleet_and_a_second_resume_gets_40
         }
         assert!(Instant::now() < deadline, "nobody resumed it");
     };
+    // And once more on b, whose own resumed stream starts at the answer's item 2: it reads on
+    // from where its client was, whichever gateway had it last.
+    drop(reader);
+    let mut reader = resume_when_detached(&b, &id).await;
     upstream.open_gate();
     let rest = reader.rest().await;
     assert_eq!(content(&rest), "t1 t2 t3 t4 ");
@@ -253,6 +257,18 @@ async fn a_delete_or_resume_of_an_id_nobody_holds_costs_the_store_at_most_one_co
     let (_a, a) = replica(&redis, &upstream, "a", &[]).await;
     let (_b, b) = replica(&redis, &upstream, "b", &[]).await;
     let mut store = redis.manager().await;
+    // Each gateway subscribes to its cancels as it starts: done before anything is counted.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let channels = ["sf:signal:cancel:a", "sf:signal:cancel:b"];
+        let counts: Vec<(String, u64)> =
+            redis::cmd("PUBSUB").arg("NUMSUB").arg(&channels).query_async(&mut store).await.unwrap();
+        if counts.iter().all(|(_, subscribers)| *subscribers == 1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the gateways never subscribed: {counts:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     const N: u64 = 50;
     // Ids of another shape than the gateway's (32 hex digits): the store is never asked.
     let before = commands(&mut store).await;
@@ -316,4 +332,34 @@ async fn a_delete_or_resume_of_an_id_nobody_holds_costs_the_store_at_most_one_co
     let (publishes, pops, (all, named)) = spent;
     eprintln!("a DELETE of a request held by another replica: {all} store commands ({named})");
     assert_eq!((publishes, pops), (1, 1), "{named}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_count_remote_joins_resumes_and_lingers_apart() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let upstream = Mock::start(Mode::Tokens { tokens: 3, interval: Duration::ZERO, gated: true }).await;
+    let (_a, a) = replica(&redis, &upstream, "a", &["--linger", "10s"]).await;
+    let (_b, b) = replica(&redis, &upstream, "b", &["--linger", "10s"]).await;
+    // A live flight of a's, followed on b: a remote join.
+    let mut led = Client::chat(&a, "joined", Some("Bearer k")).await;
+    assert!(led.next().await.is_some());
+    let mut joined = Client::chat(&b, "joined", Some("Bearer k")).await;
+    assert!(joined.next().await.is_some());
+    // A stream of a's, resumed on b: a remote resume.
+    let id = detached(&a, "resumed").await;
+    let mut again = resume_when_detached(&b, &id).await;
+    upstream.open_gate();
+    for client in [&mut led, &mut joined, &mut again] {
+        assert!(whole(client).await.1, "whole");
+    }
+    // A finished answer of a's, asked for on b within its linger: a fleet linger.
+    assert!(whole(&mut Client::chat(&a, "lingered", Some("Bearer k")).await).await.1);
+    assert!(whole(&mut Client::chat(&b, "lingered", Some("Bearer k")).await).await.1);
+    assert_eq!(upstream.received(), 3, "no upstream request for the join, the resume or the linger");
+    let counted = [
+        metric(&b, "streamflight_remote_joins_total").await,
+        metric(&b, "streamflight_remote_resumed_total").await,
+        metric(&b, "streamflight_fleet_lingered_total").await,
+    ];
+    assert_eq!(counted, [1, 1, 1], "joins, resumes, lingers: each counted once, apart");
 }

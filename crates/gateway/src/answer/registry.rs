@@ -96,6 +96,9 @@ struct Entry {
     /// Detached (its client lost its connection): which detach, so that the window's end
     /// forgets only that one (R18).
     detached: Option<u64>,
+    /// The answer's index of its local flight's first item: 0, but for a stream resumed
+    /// from another replica's flight, whose local flight starts where the resume did.
+    first: u64,
 }
 
 /// A live request found for its tenant.
@@ -109,6 +112,8 @@ pub(crate) struct Found {
     pub include_usage: bool,
     /// Whether its client lost its connection (R18): no one reads it here now.
     pub detached: bool,
+    /// The answer's index of its local flight's first item (see [`Registry::starts_at`]).
+    pub first: u64,
 }
 
 impl Registry {
@@ -196,7 +201,17 @@ impl Registry {
         api: Api,
         include_usage: bool,
     ) {
-        self.live().entries.insert(id, Entry { request, tenant, api, include_usage, detached: None });
+        let entry = Entry { request, tenant, api, include_usage, detached: None, first: 0 };
+        self.live().entries.insert(id, entry);
+    }
+
+    /// The local flight of request `id` starts at the answer's item `first` (a stream resumed
+    /// from another replica's flight): a later resume here reads from the local item that is
+    /// the answer's item it asks for.
+    pub(crate) fn starts_at(&self, id: ClientId, first: u64) {
+        if let Some(entry) = self.live().entries.get_mut(&id) {
+            entry.first = first;
+        }
     }
 
     /// Forgets a request that ended or whose client left.
@@ -209,7 +224,9 @@ impl Registry {
         let table = self.live();
         let entry = table.entries.get(&id).filter(|entry| &entry.tenant == tenant)?;
         let detached = entry.detached.is_some();
-        Some(Found { request: entry.request, api: entry.api, include_usage: entry.include_usage, detached })
+        let (request, api, include_usage, first) =
+            (entry.request, entry.api, entry.include_usage, entry.first);
+        Some(Found { request, api, include_usage, detached, first })
     }
 
     /// Marks `id` detached until `window` passes; then it is forgotten, unless resumed.

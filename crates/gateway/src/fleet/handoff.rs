@@ -330,6 +330,8 @@ pub(crate) async fn resume(
     let registry = Arc::clone(&gateway.registry);
     let asked = Asked { tenant, api, include_usage, record };
     let live = Live::enter(registry, id, subscription.id(), subscription.role(), asked);
+    // Its local flight's first item is the answer's item `from`.
+    gateway.registry.starts_at(id, from);
     let live = live.on_leave(holding.on_leave(api, include_usage, move |_| place));
     tracing::debug!(request_id = %id, from, "resumed from another replica");
     Ok(answer::resumed(api, subscription, live, include_usage, Numbered::From(from), &gateway.keeping))

@@ -314,7 +314,13 @@ async fn resume(
             handoff::Taken::Unknown => {}
         }
     }
-    let subscription = match gateway.flights.resume(found.request, from) {
+    // The answer's item `from` in the request's local flight (which may start further on).
+    let resumed = match from.checked_sub(found.first) {
+        Some(local) => gateway.flights.resume(found.request, local),
+        None if found.detached => Err(ResumeError::Released { missed: found.first - from }),
+        None => Err(ResumeError::NotDetached),
+    };
+    let subscription = match resumed {
         Ok(subscription) => subscription,
         Err(error) => {
             if let Some((hand, holding)) = taken {
@@ -331,6 +337,7 @@ async fn resume(
     let registry = Arc::clone(&gateway.registry);
     let asked = Asked { tenant, api, include_usage: found.include_usage, record };
     let mut live = Live::enter(registry, id, subscription.id(), role, asked);
+    gateway.registry.starts_at(id, found.first);
     if let Some(fleet) = &gateway.fleet {
         // This replica reads it now: its hand says so until the stream ends or detaches again.
         let (holding, place) = match taken {
