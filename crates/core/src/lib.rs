@@ -19,7 +19,7 @@
 extern crate alloc;
 
 mod config;
-/// The design: vocabulary, architecture, the rules ([R1](crate::design#r1)-[R24](crate::design#r24), G1-G9) with the
+/// The design: vocabulary, architecture, the rules ([R1](crate::design#r1)-[R26](crate::design#r26), G1-G9) with the
 /// checks that hold each, and the peer failures ruled out. The repository's
 /// `DESIGN.md`, included here so that the docs can link every rule they cite.
 #[doc = include_str!("../../../DESIGN.md")]

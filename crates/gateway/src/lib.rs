@@ -58,6 +58,8 @@ pub struct App {
     connections: Connections,
     shutdown: Shutdown,
     backend: String,
+    /// With `--redis`: the fleet, whose flights led for other replicas a stop waits for.
+    fleet: Option<handoff::GatewayFleet>,
 }
 
 impl App {
@@ -87,7 +89,8 @@ impl App {
                 fleet.config().replica_id()
             ));
         }
-        Ok(App { router: routes::router(Arc::new(gateway)), connections, shutdown, backend })
+        let fleet = gateway.fleet.clone();
+        Ok(App { router: routes::router(Arc::new(gateway)), connections, shutdown, backend, fleet })
     }
 
     /// What answers the flights, for the startup line.
@@ -95,13 +98,15 @@ impl App {
         &self.backend
     }
 
-    /// Serves on `listener` until `stop` resolves, then drains (see [`serve::serve`]).
+    /// Serves on `listener` until `stop` resolves, then drains (see [`serve::serve`]); in a
+    /// fleet, the drain also waits for the flights this replica leads for the others (R26).
     pub async fn run(
         self,
         listener: TcpListener,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
-        serve::serve(listener, self.router, self.connections, self.shutdown, stop).await
+        let settled = fleet::settled(self.fleet);
+        serve::serve_settling(listener, self.router, self.connections, self.shutdown, stop, settled).await
     }
 }
 

@@ -33,10 +33,11 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Every series in the Prometheus text format; the fleet's are 0 without `--redis`.
-    pub(crate) fn render(&self, stats: &Stats, fleet: &FleetStats) -> String {
+    /// Every series in the Prometheus text format; the fleet's are 0 without `--redis`
+    /// (`leading`: the flights this replica leads for the fleet now).
+    pub(crate) fn render(&self, stats: &Stats, fleet: &FleetStats, leading: usize) -> String {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let rows: [(&str, &str, &str, u64); 22] = [
+        let rows: [(&str, &str, &str, u64); 23] = [
             ("requests_total", "counter", "Coalesced requests admitted.", stats.requests),
             (
                 "flights_total",
@@ -133,6 +134,12 @@ impl Metrics {
             ),
             ("active_flights", "gauge", "Flights in the air.", stats.active_flights as u64),
             ("active_requests", "gauge", "Coalesced requests not yet ended.", stats.active_requests as u64),
+            (
+                "fleet_leading",
+                "gauge",
+                "Flights this replica leads for the fleet now (--redis): a stopping replica waits for 0.",
+                leading as u64,
+            ),
             (
                 "in_flight_requests",
                 "gauge",

@@ -214,6 +214,8 @@ pub(crate) struct Shared<K, T, E> {
     /// The token of the flight this replica leads or follows, by key (and how many of its
     /// flights are on it: an aborted local flight's leader may still run for the others).
     places: Mutex<HashMap<Names, (String, usize)>>,
+    /// Idle connections for [`Fleet::ask`]'s blocking pop (one per ask on its way).
+    pub(crate) asking: Mutex<Vec<redis::aio::MultiplexedConnection>>,
 }
 
 impl<K, T, E> Fleet<K, T, E>
@@ -270,6 +272,7 @@ where
                 leading: AtomicUsize::new(0),
                 down_until: Mutex::new(None),
                 places: Mutex::default(),
+                asking: Mutex::default(),
             }),
         })
     }

@@ -93,6 +93,12 @@
 //! - **Messages between replicas**: [`Fleet::publish`] and [`Fleet::listen`] (`PUBLISH` and
 //!   `SUBSCRIBE`), for what one replica asks of the others (the gateway passes a `DELETE` for
 //!   a request another replica serves).
+//! - **Notes that change hands**: [`Fleet::claim`] (`SET NX PX`) and [`Fleet::swap`] (a
+//!   compare-and-set script) let one replica at a time hold a name (the gateway: who reads a
+//!   request now); [`Fleet::ask`] publishes a question and waits for its
+//!   [`Fleet::reply`] with a blocking pop on a reader connection, never a poll.
+//! - **Stopping** (R26, graceful in a fleet): [`Fleet::leading`] counts the flights this replica leads now, which
+//!   a replica told to stop waits for so that the others' followers get them whole.
 //!
 //! # Why redis-rs
 //!
@@ -114,6 +120,7 @@ mod interest;
 mod lead;
 mod lease;
 mod names;
+mod note;
 mod open;
 mod place;
 mod reader;

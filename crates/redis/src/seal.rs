@@ -112,6 +112,8 @@ pub(crate) enum Kind {
     End,
     /// A note.
     Note,
+    /// A message between replicas.
+    Message,
 }
 
 impl Kind {
@@ -120,6 +122,7 @@ impl Kind {
             Kind::Item => b"item\0",
             Kind::End => b"end\0",
             Kind::Note => b"note\0",
+            Kind::Message => b"message\0",
         }
     }
 }
@@ -164,6 +167,32 @@ impl Seal {
     pub(crate) fn seal(&self, kind: Kind, bound: &[&[u8]], plain: &[u8]) -> Option<Vec<u8>> {
         let mut nonce = [0; NONCE_LEN];
         getrandom::fill(&mut nonce).ok()?;
+        self.seal_with(nonce, kind, bound, plain)
+    }
+
+    /// `plain`, sealed as [`Seal::seal`] does but with a nonce derived from the key, `kind`,
+    /// `bound` and `plain` themselves (HMAC-SHA256, as in SIV): the same text seals the same
+    /// every time, so that the store can compare a sealed note with the one a replica
+    /// expects ([`Fleet::swap`](crate::Fleet::swap)). A nonce repeats only with its whole
+    /// input, which then gives the same bytes again: only the equality of two notes of one
+    /// name shows.
+    pub(crate) fn seal_fixed(&self, kind: Kind, bound: &[&[u8]], plain: &[u8]) -> Option<Vec<u8>> {
+        let mut context = hmac::Context::with_key(&hmac::Key::new(hmac::HMAC_SHA256, &self.key));
+        context.update(b"streamflight/seal/nonce/v1\0");
+        context.update(&aad(kind, bound));
+        context.update(plain);
+        let mut nonce = [0; NONCE_LEN];
+        nonce.copy_from_slice(&context.sign().as_ref()[..NONCE_LEN]);
+        self.seal_with(nonce, kind, bound, plain)
+    }
+
+    fn seal_with(
+        &self,
+        nonce: [u8; NONCE_LEN],
+        kind: Kind,
+        bound: &[&[u8]],
+        plain: &[u8],
+    ) -> Option<Vec<u8>> {
         let key = self.aead()?;
         let mut out = Vec::with_capacity(OVERHEAD + plain.len() + BLOCK);
         out.push(FORMAT);
@@ -248,8 +277,21 @@ fn hkdf(salt: &[u8], ikm: &[u8], info: &[u8]) -> [u8; 32] {
 
 /// A note's value as [`Fleet::save`](crate::Fleet::save) stores it: sealed with the key of its
 /// name, bound to its key in the store. `None` if it cannot be sealed (no random source).
+/// Sealed the same way every time (a nonce derived from the note itself), so that a swap
+/// compares sealed notes in the store.
 pub(crate) fn seal_note(secret: &Secret, name: &[u8], key: &str, value: &[u8]) -> Option<Vec<u8>> {
-    Seal::note(secret, name).seal(Kind::Note, &[key.as_bytes()], value)
+    Seal::note(secret, name).seal_fixed(Kind::Note, &[key.as_bytes()], value)
+}
+
+/// A message published on `channel` (its name in the store), sealed with a key of the fleet's
+/// secret and the channel: a reader of the store without the secret learns nothing from it.
+pub(crate) fn seal_message(secret: &Secret, channel: &str, message: &[u8]) -> Option<Vec<u8>> {
+    Seal::note(secret, channel.as_bytes()).seal(Kind::Message, &[channel.as_bytes()], message)
+}
+
+/// A message as [`seal_message`] sealed it, if it opens.
+pub(crate) fn open_message(secret: &Secret, channel: &str, sealed: &[u8]) -> Option<Vec<u8>> {
+    Seal::note(secret, channel.as_bytes()).open(Kind::Message, &[channel.as_bytes()], sealed)
 }
 
 /// A note's value as [`Fleet::load`](crate::Fleet::load) reads it back, if it opens.

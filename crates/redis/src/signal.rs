@@ -26,10 +26,15 @@ impl Stream for Messages {
 
 impl<K: 'static, T: Send + 'static, E: Send + 'static> Fleet<K, T, E> {
     /// Sends `message` to every replica listening on `channel` now (`PUBLISH`): at most once,
-    /// to those connected. Given up after the store's deadline ([`StoreError::Deadline`]).
+    /// to those connected, sealed with the fleet's [secret](crate::FleetConfig::secret) (a
+    /// message that does not open for a listener is dropped). Given up after the store's deadline ([`StoreError::Deadline`]).
     pub async fn publish(&self, channel: &str, message: &[u8]) -> Result<(), StoreError> {
         let mut store = self.shared.store.clone();
         let name = self.channel(channel);
+        // Sealed with the fleet's secret (R24): the store's readers and subscribers learn
+        // nothing from what replicas tell each other.
+        let message = crate::seal::seal_message(&self.shared.config.secret, &name, message)
+            .ok_or(StoreError::Sealed)?;
         let publish = async {
             let _receivers: i64 =
                 redis::cmd("PUBLISH").arg(name).arg(message).query_async(&mut store).await?;
@@ -61,7 +66,14 @@ impl<K: 'static, T: Send + 'static, E: Send + 'static> Fleet<K, T, E> {
                         tokio::select! {
                             message = messages.next() => match message {
                                 Some(message) => {
-                                    if tx.send(message.get_payload_bytes().to_vec()).is_err() {
+                                    let sealed = message.get_payload_bytes();
+                                    // What does not open is not the fleet's: dropped.
+                                    let Some(message) =
+                                        crate::seal::open_message(&shared.config.secret, &name, sealed)
+                                    else {
+                                        continue;
+                                    };
+                                    if tx.send(message).is_err() {
                                         return;
                                     }
                                 }

@@ -125,7 +125,7 @@ impl Follower {
             had: from,
             waiting: None,
             refresh: None,
-            next_refresh: now.saturating_add(third(timings)),
+            next_refresh: now.saturating_add(timings.third()),
             retry: None,
             last_ok: now,
             failing_since: None,
@@ -287,7 +287,7 @@ impl Follower {
     fn failed(&mut self, now: Millis, last: Option<Last>) {
         self.failing_since.get_or_insert(self.last_ok);
         if !self.cut_off(now) {
-            self.retry = Some((now.saturating_add(backoff(self.timings)), last));
+            self.retry = Some((now.saturating_add(self.timings.backoff()), last));
         }
     }
 
@@ -325,7 +325,7 @@ impl Follower {
         }
         let call = self.calls.next();
         self.refresh = Some(call);
-        self.next_refresh = now.saturating_add(third(self.timings));
+        self.next_refresh = now.saturating_add(self.timings.third());
         self.actions.push_back(Action::Refresh(call));
     }
 
@@ -336,16 +336,6 @@ impl Follower {
         self.retry = None;
         self.actions.push_back(Action::Over(followed));
     }
-}
-
-/// A third of the lease: interest (which lives a lease) is refreshed twice before it lapses.
-fn third(timings: Timings) -> Millis {
-    (timings.lease / 3).max(1)
-}
-
-/// How long a failed read waits before it is tried again.
-fn backoff(timings: Timings) -> Millis {
-    (timings.lease / 10).max(1)
 }
 
 #[cfg(test)]

@@ -147,7 +147,7 @@ impl Leader {
             ask: false,
             write: None,
             renew: None,
-            next_renew: now.saturating_add(renew_every(timings)),
+            next_renew: now.saturating_add(timings.third()),
             retry_at: None,
             failing_since: None,
             over: None,
@@ -304,7 +304,7 @@ impl Leader {
                     self.ask = true;
                 }
                 if !self.failed(now) {
-                    self.retry_at = Some(now.saturating_add(backoff(self.timings)));
+                    self.retry_at = Some(now.saturating_add(self.timings.backoff()));
                 }
             }
         }
@@ -334,7 +334,7 @@ impl Leader {
         if self.renew.is_none() && now >= self.next_renew {
             let call = self.calls.next();
             self.renew = Some(call);
-            self.next_renew = now.saturating_add(renew_every(self.timings));
+            self.next_renew = now.saturating_add(self.timings.third());
             self.actions.push_back(Action::Renew(call));
         }
         if self.write.is_some() || self.retry_at.is_some() {
@@ -363,16 +363,6 @@ impl Leader {
         self.renew = None;
         self.actions.push_back(Action::Over(over));
     }
-}
-
-/// A third of the lease: two renewals may fail before it lapses.
-fn renew_every(timings: Timings) -> Millis {
-    (timings.lease / 3).max(1)
-}
-
-/// How long a failed write waits before it is tried again.
-fn backoff(timings: Timings) -> Millis {
-    (timings.lease / 10).max(1)
 }
 
 #[cfg(test)]

@@ -71,6 +71,17 @@ impl Timings {
     pub fn new(lease: Millis) -> Timings {
         Timings { lease, deadline: 200.min(lease / 3).max(1), linger: 0 }
     }
+
+    /// A third of the lease: how often a leader renews and a follower refreshes its interest
+    /// (both live a lease), so that two may fail before either lapses.
+    pub fn third(self) -> Millis {
+        (self.lease / 3).max(1)
+    }
+
+    /// How long a failed call waits before it is tried again.
+    pub fn backoff(self) -> Millis {
+        (self.lease / 10).max(1)
+    }
 }
 
 /// A store call's reply, as the shell hands it back. Which replies a call may get is written

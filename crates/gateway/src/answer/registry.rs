@@ -96,6 +96,9 @@ struct Entry {
     /// Detached (its client lost its connection): which detach, so that the window's end
     /// forgets only that one (R18).
     detached: Option<u64>,
+    /// The answer's index of its local flight's first item: 0, but for a stream resumed
+    /// from another replica's flight, whose local flight starts where the resume did.
+    first: u64,
 }
 
 /// A live request found for its tenant.
@@ -107,6 +110,10 @@ pub(crate) struct Found {
     pub api: Api,
     /// `stream_options.include_usage` of its client.
     pub include_usage: bool,
+    /// Whether its client lost its connection (R18): no one reads it here now.
+    pub detached: bool,
+    /// The answer's index of its local flight's first item (see [`Registry::starts_at`]).
+    pub first: u64,
 }
 
 impl Registry {
@@ -194,7 +201,17 @@ impl Registry {
         api: Api,
         include_usage: bool,
     ) {
-        self.live().entries.insert(id, Entry { request, tenant, api, include_usage, detached: None });
+        let entry = Entry { request, tenant, api, include_usage, detached: None, first: 0 };
+        self.live().entries.insert(id, entry);
+    }
+
+    /// The local flight of request `id` starts at the answer's item `first` (a stream resumed
+    /// from another replica's flight): a later resume here reads from the local item that is
+    /// the answer's item it asks for.
+    pub(crate) fn starts_at(&self, id: ClientId, first: u64) {
+        if let Some(entry) = self.live().entries.get_mut(&id) {
+            entry.first = first;
+        }
     }
 
     /// Forgets a request that ended or whose client left.
@@ -206,7 +223,10 @@ impl Registry {
     pub(crate) fn find(&self, id: ClientId, tenant: &[u8; 32]) -> Option<Found> {
         let table = self.live();
         let entry = table.entries.get(&id).filter(|entry| &entry.tenant == tenant)?;
-        Some(Found { request: entry.request, api: entry.api, include_usage: entry.include_usage })
+        let detached = entry.detached.is_some();
+        let (request, api, include_usage, first) =
+            (entry.request, entry.api, entry.include_usage, entry.first);
+        Some(Found { request, api, include_usage, detached, first })
     }
 
     /// Marks `id` detached until `window` passes; then it is forgotten, unless resumed.
@@ -229,8 +249,8 @@ pub(crate) struct Live {
     ended: bool,
     /// Detached: the entry outlives this guard, until the resume window passes.
     kept: bool,
-    /// Told the window when the request is detached (to leave a note for other replicas).
-    detached: Option<OnDetach>,
+    /// Told how this reader of the request leaves it (to leave a note for other replicas).
+    leaving: Option<OnLeave>,
     /// Where the request's end is recorded, for its one log line.
     record: Arc<Record>,
     /// The answer's id in its API, once known, while this client reads it.
@@ -249,8 +269,17 @@ pub(crate) struct Asked {
     pub record: Arc<Record>,
 }
 
-/// What a [`Live`] does when its request is detached, besides keeping its entry.
-pub(crate) type OnDetach = Box<dyn FnOnce(Duration) + Send + Sync>;
+/// How a [`Live`] left its request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Leaving {
+    /// Its client lost its connection: the request is detached for this window (R18).
+    Detached(Duration),
+    /// The request ended, was cancelled, or its client left with no window to come back in.
+    Gone,
+}
+
+/// What a [`Live`] does when it leaves its request, besides keeping or dropping its entry.
+pub(crate) type OnLeave = Box<dyn FnOnce(Leaving) + Send + Sync>;
 
 impl Live {
     /// Records `request` of `tenant` as live under `id` until the returned guard drops.
@@ -264,7 +293,7 @@ impl Live {
         let Asked { tenant, api, include_usage, record } = asked;
         registry.insert(id, request, tenant, api, include_usage);
         record.role(role);
-        Live { registry, id, tenant, ended: false, kept: false, detached: None, record, answer: None }
+        Live { registry, id, tenant, ended: false, kept: false, leaving: None, record, answer: None }
     }
 
     /// The answer this client reads is named `answer` by its API (its flight's key is `key`):
@@ -286,9 +315,10 @@ impl Live {
         &self.record
     }
 
-    /// Calls `hook` with the window if the request is detached.
-    pub(crate) fn on_detach(mut self, hook: OnDetach) -> Live {
-        self.detached = Some(hook);
+    /// Calls `hook` once, when this guard leaves its request: detached (with the window) or
+    /// gone (ended, cancelled, or its client left with no window).
+    pub(crate) fn on_leave(mut self, hook: OnLeave) -> Live {
+        self.leaving = Some(hook);
         self
     }
 
@@ -299,8 +329,8 @@ impl Live {
         self.record.end(&"client went away: detached");
         self.registry.detach(self.id, window);
         self.kept = true;
-        if let Some(hook) = self.detached.take() {
-            hook(window);
+        if let Some(hook) = self.leaving.take() {
+            hook(Leaving::Detached(window));
         }
     }
 
@@ -321,6 +351,9 @@ impl Drop for Live {
     fn drop(&mut self) {
         if !self.kept {
             self.registry.remove(self.id);
+            if let Some(hook) = self.leaving.take() {
+                hook(Leaving::Gone);
+            }
         }
         if let Some(answer) = self.answer.take() {
             self.registry.leave_answer(&answer, self.kept.then_some(self.id));

@@ -9,6 +9,7 @@ use std::time::Duration;
 use streamflight_redis::{Fleet, FleetConfig};
 
 use crate::config::Settings;
+use crate::fleet::handoff::GatewayFleet;
 use crate::fleet::wire::Wire;
 use crate::flight::{Part, UpstreamError};
 use crate::key::Key;
@@ -39,4 +40,23 @@ pub(crate) fn connect(url: &str, settings: &Settings) -> Result<Fleet<Key, Part,
         config = config.secret(secret);
     }
     Fleet::with_client(client, Wire, config).map_err(|e| format!("--redis: {e}"))
+}
+
+/// How often a stopping replica looks whether it still leads flights for the others.
+const SETTLE_EVERY: Duration = Duration::from_millis(20);
+
+/// Resolves once this replica leads no flight for its fleet (at once without one): what a
+/// stopping replica waits for, within its grace, so that the replicas that follow its flights
+/// get them whole (R26). The count is looked at every [`SETTLE_EVERY`].
+pub(crate) async fn settled(fleet: Option<GatewayFleet>) {
+    let Some(fleet) = fleet else { return };
+    let leading = fleet.leading();
+    if leading == 0 {
+        return;
+    }
+    tracing::info!(leading, "waiting for the flights this replica leads for other replicas to end");
+    while fleet.leading() > 0 {
+        tokio::time::sleep(SETTLE_EVERY).await;
+    }
+    tracing::info!("no flight led for other replicas any more");
 }

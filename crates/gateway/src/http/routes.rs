@@ -190,10 +190,11 @@ async fn coalesced(
     let asked = Asked { tenant, api, include_usage: parsed.include_usage, record };
     let mut live = Live::enter(registry, id, subscription.id(), role, asked);
     if let Some((fleet, key)) = placed {
-        // Gone, the client may come back through any replica: a note tells it where to read.
+        // Its hand in the store says this replica holds it: a DELETE or a resume through any
+        // replica finds it here; once it is detached, where its flight is, to resume it there.
+        let holding = handoff::Holding::start(fleet, id, tenant, handoff::Lasting::of(settings));
         let place = move |fleet: &handoff::GatewayFleet| fleet.place(&key);
-        live =
-            live.on_detach(handoff::on_detach(fleet.clone(), id, place, tenant, api, parsed.include_usage));
+        live = live.on_leave(holding.on_leave(api, parsed.include_usage, place));
     }
     tracing::debug!(request_id = %id, ?role, key = %digest, stream = parsed.stream, "admitted");
     let wants = Wants {
@@ -220,6 +221,11 @@ fn role_header(role: Role) -> HeaderValue {
 
 /// `DELETE /v1/requests/{id}`: cancels a live request by the id from its `x-request-id`, for
 /// the tenant that made it only; anyone else gets the 404 of an unknown id (G5).
+///
+/// In a fleet the cancel follows the request to the replica that holds it now (its hand in the
+/// store): an id of the wrong shape costs the store nothing, one read here costs nothing, one
+/// nobody holds costs one read, and one held elsewhere a read, a `PUBLISH` and a blocking
+/// wait for the holder's answer.
 async fn cancel(State(gateway): State<Shared>, headers: HeaderMap, uri: Uri) -> Response {
     // The raw path segment: an id is 32 hex digits, so anything percent-encoded is unknown
     // (and never a text/plain rejection of a bad escape).
@@ -230,13 +236,30 @@ async fn cancel(State(gateway): State<Shared>, headers: HeaderMap, uri: Uri) -> 
     };
     let found = gateway.registry.find(id, &tenant);
     let api = found.map_or(Api::chat(), |found| found.api);
-    let cancelled = match found {
-        Some(found) => gateway.flights.cancel(found.request).is_ok(),
-        // Not one of this replica's: the one serving it, if any, is asked through the store.
-        None => match &gateway.fleet {
-            Some(fleet) => handoff::cancel_elsewhere(fleet, id, tenant).await,
-            None => false,
+    let here = |request| gateway.flights.cancel(request).is_ok();
+    let cancelled = match (found, &gateway.fleet) {
+        (Some(found), None) => here(found.request),
+        // Read here now: nobody else can be reading it.
+        (Some(found), Some(_)) if !found.detached => here(found.request),
+        // Detached here: its client may have resumed it through another replica since.
+        (Some(found), Some(fleet)) => match handoff::holder(fleet, id, tenant).await {
+            handoff::Holder::Here | handoff::Holder::Nobody => here(found.request),
+            handoff::Holder::Elsewhere(replica) => {
+                here(found.request);
+                handoff::cancel_at(fleet, &replica, id, tenant).await
+            }
+            // Ended where it was resumed: what is left here is let go.
+            handoff::Holder::Ended => {
+                here(found.request);
+                false
+            }
         },
+        // Not one of this replica's: the one holding it, if any, is asked through the store.
+        (None, Some(fleet)) => match handoff::holder(fleet, id, tenant).await {
+            handoff::Holder::Elsewhere(replica) => handoff::cancel_at(fleet, &replica, id, tenant).await,
+            _ => false,
+        },
+        (None, None) => false,
     };
     if !cancelled {
         return api.error_response(&Refusal::RequestNotFound.error());
@@ -271,26 +294,63 @@ async fn resume(
         Some(Err(_)) => return Refusal::InvalidLastEventId.error().response(),
     };
     let Some(found) = gateway.registry.find(id, &tenant) else {
-        // Not one of this replica's: another's, if it left a note in the fleet's store.
-        let elsewhere = match &gateway.fleet {
-            Some(fleet) => handoff::resume(&gateway, fleet, id, tenant, from, record).await,
-            None => None,
+        // Not one of this replica's: another's, if its hand in the fleet's store says so.
+        return match &gateway.fleet {
+            Some(fleet) => handoff::resume(&gateway, fleet, id, tenant, from, record)
+                .await
+                .unwrap_or_else(|refusal| refusal.error().response()),
+            None => Refusal::RequestNotFound.error().response(),
         };
-        return elsewhere.unwrap_or_else(|| Refusal::RequestNotFound.error().response());
     };
     let api = found.api;
-    let subscription = match gateway.flights.resume(found.request, from) {
-        Ok(subscription) => subscription,
-        Err(ResumeError::NotDetached) => return api.error_response(&Refusal::RequestStreaming.error()),
-        Err(ResumeError::Released { .. } | ResumeError::Ahead { .. }) => {
-            return api.error_response(&Refusal::NoEventsAfter.error());
+    // Detached here, in a fleet: its hand is taken first, so that no other replica resumes
+    // it too (one reader, R18); the store silent or without its hand, this replica's is all.
+    let mut taken = None;
+    if let (Some(fleet), true) = (&gateway.fleet, found.detached) {
+        match handoff::take(fleet, id, tenant, handoff::Lasting::of(&gateway.settings), true).await {
+            handoff::Taken::Yours(yours) => taken = Some(*yours),
+            handoff::Taken::Busy => return api.error_response(&Refusal::RequestStreaming.error()),
+            handoff::Taken::Ended => return api.error_response(&Refusal::RequestNotFound.error()),
+            handoff::Taken::Unknown => {}
         }
-        Err(_) => return api.error_response(&Refusal::RequestNotFound.error()),
+    }
+    // The answer's item `from` in the request's local flight (which may start further on).
+    let resumed = match from.checked_sub(found.first) {
+        Some(local) => gateway.flights.resume(found.request, local),
+        None if found.detached => Err(ResumeError::Released { missed: found.first - from }),
+        None => Err(ResumeError::NotDetached),
+    };
+    let subscription = match resumed {
+        Ok(subscription) => subscription,
+        Err(error) => {
+            if let Some((hand, holding)) = taken {
+                holding.give_back(&hand).await;
+            }
+            return api.error_response(&match error {
+                ResumeError::NotDetached => Refusal::RequestStreaming.error(),
+                ResumeError::Released { .. } | ResumeError::Ahead { .. } => Refusal::NoEventsAfter.error(),
+                _ => Refusal::RequestNotFound.error(),
+            });
+        }
     };
     let role = subscription.role();
     let registry = Arc::clone(&gateway.registry);
     let asked = Asked { tenant, api, include_usage: found.include_usage, record };
-    let live = Live::enter(registry, id, subscription.id(), role, asked);
+    let mut live = Live::enter(registry, id, subscription.id(), role, asked);
+    gateway.registry.starts_at(id, found.first);
+    if let Some(fleet) = &gateway.fleet {
+        // This replica reads it now: its hand says so until the stream ends or detaches again.
+        let (holding, place) = match taken {
+            Some((handoff::Hand { state: handoff::Held::Detached { place, .. }, .. }, holding)) => {
+                (holding, place)
+            }
+            Some((_, holding)) => (holding, None),
+            None => {
+                (handoff::Holding::start(fleet, id, tenant, handoff::Lasting::of(&gateway.settings)), None)
+            }
+        };
+        live = live.on_leave(holding.on_leave(api, found.include_usage, move |_| place));
+    }
     tracing::debug!(request_id = %id, from, "resumed");
     answer::resumed(api, subscription, live, found.include_usage, Numbered::From(from), &gateway.keeping)
 }
@@ -348,7 +408,8 @@ async fn retrieve(
 /// `GET /metrics`, in the Prometheus text format.
 async fn metrics(State(gateway): State<Shared>) -> Response {
     let fleet = gateway.fleet.as_ref().map(|fleet| fleet.stats()).unwrap_or_default();
-    let text = gateway.metrics.render(&gateway.flights.stats(), &fleet);
+    let leading = gateway.fleet.as_ref().map_or(0, |fleet| fleet.leading());
+    let text = gateway.metrics.render(&gateway.flights.stats(), &fleet, leading);
     ([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 

@@ -30,7 +30,9 @@
 //!   finish the request in flight, then close; HTTP/2: GOAWAY), waits up to
 //!   [`Connections::shutdown_grace`], then fires [`Shutdown`] so that the streams still open end
 //!   themselves with an error event, waits up to [`LAST_WRITES`] for those bytes, and closes what
-//!   is left.
+//!   is left. With [`serve_settling`], it also waits (within the same grace period) for
+//!   what else the process must finish before it exits: the gateway's flights led for other
+//!   replicas of its fleet (R26).
 //!
 //! Accept errors (`EMFILE` and the like) never end the server: they are logged and accepting
 //! pauses for [`ACCEPT_BACKOFF`], since retrying at once would only spin while descriptors are out.
@@ -241,6 +243,21 @@ pub async fn serve(
     shutdown: Shutdown,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    serve_settling(listener, app, connections, shutdown, stop, std::future::ready(())).await
+}
+
+/// [`serve`], with one more thing to wait for before the streams still open are told to end:
+/// `settled`, awaited once the connections have closed (or the grace period is over), within
+/// the same grace period. The gateway waits there for the flights it leads for other replicas
+/// of its fleet (R26): its own clients may be gone while theirs still read what it leads.
+pub async fn serve_settling(
+    listener: TcpListener,
+    app: Router,
+    connections: Connections,
+    shutdown: Shutdown,
+    stop: impl Future<Output = ()> + Send + 'static,
+    settled: impl Future<Output = ()> + Send,
+) -> io::Result<()> {
     let protocols = Arc::new(Protocols::new(&connections));
     // Fired once the connections are to finish gracefully.
     let draining = Shutdown::new();
@@ -284,9 +301,14 @@ pub async fn serve(
     let grace = connections.shutdown_grace;
     info!(connections = open.len(), "stopped accepting; letting open requests finish for up to {grace:?}");
     draining.end();
+    let over = Instant::now() + grace;
     let closed = drain(&mut open, grace).await;
     if open.is_empty() {
         info!(closed, "every connection closed within the grace period");
+        // What else holds the process (the fleet's flights), within what is left of the grace.
+        if timeout(over.saturating_duration_since(Instant::now()), settled).await.is_err() {
+            info!("grace period over before the flights led for other replicas ended");
+        }
     } else {
         info!(closed, still_open = open.len(), "grace period over; telling the streams still open to end");
     }
