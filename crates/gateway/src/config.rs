@@ -12,7 +12,7 @@ use crate::upstream::client::UpstreamUrl;
 /// Everything the gateway can be told. Each flag also reads the environment
 /// variable named in its help (`STREAMFLIGHT_*`); a flag on the command line wins.
 #[derive(Clone, Debug, Parser)]
-#[command(name = "streamflight-gateway", version, about)]
+#[command(name = "streamflight-gateway", version = VERSION, about)]
 pub struct Settings {
     /// Address to listen on.
     #[arg(long, env = "STREAMFLIGHT_LISTEN", default_value = "127.0.0.1:8080")]
@@ -189,9 +189,50 @@ pub struct Settings {
     #[arg(long, env = "STREAMFLIGHT_LEASE", default_value = "3s", value_parser = parse_duration)]
     pub lease: Duration,
 
-    /// Log level: error, warn, info, debug or trace.
-    #[arg(long, env = "STREAMFLIGHT_LOG", default_value = "info")]
-    pub log: tracing::Level,
+    /// What to log: a level (error, warn, info, debug or trace) or a tracing filter of
+    /// directives, such as `info,streamflight_gateway=debug`.
+    #[arg(long, env = "STREAMFLIGHT_LOG", default_value = "info", value_parser = parse_filter)]
+    pub log: Filter,
+
+    /// How log lines are written on stderr: `text` for people, `json` (one object a line) for
+    /// a log pipeline.
+    #[arg(long, env = "STREAMFLIGHT_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// The version `--version` prints: the crate's, and the commit it was built from (`unknown`
+/// when built outside a git checkout).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("STREAMFLIGHT_COMMIT"), ")");
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line of text an event, for people.
+    Text,
+    /// One JSON object a line, for a log pipeline.
+    Json,
+}
+
+/// A `--log` filter, checked when the flags are read: its text, which parses as a tracing
+/// `EnvFilter` (that type is not `Clone`, so each subscriber makes its own from the text).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Filter(String);
+
+impl Filter {
+    /// The filter for a subscriber.
+    pub fn filter(&self) -> tracing_subscriber::EnvFilter {
+        // Checked by `parse_filter`: the text parses.
+        tracing_subscriber::EnvFilter::try_new(&self.0)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    }
+}
+
+/// A tracing filter's directives (a bare level is one), refused with the parser's reason.
+fn parse_filter(text: &str) -> Result<Filter, String> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(text)
+        .map(|_| Filter(text.to_owned()))
+        .map_err(|e| format!("not a log level or filter: {e}"))
 }
 
 impl Settings {

@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use streamflight_gateway::config::LogFormat;
 use streamflight_gateway::{App, Settings};
 
 /// With `--features dhat-heap`, every allocation is recorded (see BENCHMARKS.md).
@@ -38,12 +39,11 @@ async fn main() -> ExitCode {
         }
     };
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_max_level(settings.log)
-        .with_target(false)
-        .with_ansi(colour)
-        .with_writer(std::io::stderr)
-        .init();
+    let logs = tracing_subscriber::fmt().with_env_filter(settings.log.filter()).with_writer(std::io::stderr);
+    match settings.log_format {
+        LogFormat::Text => logs.with_target(false).with_ansi(colour).init(),
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
+    }
     let listen = settings.listen;
     let listener = match streamflight_gateway::bind(&settings) {
         Ok(listener) => listener,

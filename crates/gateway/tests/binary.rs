@@ -173,3 +173,49 @@ async fn a_clients_authorization_appears_in_no_response_and_no_log_line() {
     assert!(stderr.contains("cannot reach the upstream"), "the failures were logged: {stderr}");
     assert!(!stderr.contains(SECRET), "{stderr}");
 }
+
+/// Issue 24, first step: `--version` names the commit the binary was built from; with
+/// `--log-format json` every line on stderr is one JSON object (the ready line's fields as
+/// its own), and `--log` takes a tracing filter; a bad filter or format never starts.
+#[tokio::test]
+async fn version_names_its_commit_and_logs_are_json_under_a_filter() {
+    let version = std::process::Command::new(env!("CARGO_BIN_EXE_streamflight-gateway"))
+        .arg("--version")
+        .env_clear()
+        .output()
+        .unwrap();
+    let version = String::from_utf8(version.stdout).unwrap();
+    let expected = concat!("streamflight-gateway ", env!("CARGO_PKG_VERSION"), " (commit ");
+    assert!(version.starts_with(expected), "{version}");
+    let head = std::process::Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).output();
+    if let Some(head) = head.ok().filter(|head| head.status.success()) {
+        let head = String::from_utf8(head.stdout).unwrap();
+        assert!(version.contains(&format!("(commit {})", head.trim())), "{version} is not {head}");
+    }
+
+    // The gateway's own info lines, and nobody's debug ones.
+    let mut binary = Binary::start(&["--log-format", "json", "--log", "warn,streamflight_gateway=info"]);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !binary.stderr().contains("ready") {
+        assert!(tokio::time::Instant::now() < deadline, "no ready line: {}", binary.stderr());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    binary.signal(libc::SIGTERM);
+    assert!(binary.exit().await.success());
+    let lines: Vec<serde_json::Value> = binary
+        .stderr()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let ready =
+        lines.iter().find(|line| line["message"].as_str().is_some_and(|m| m.contains("ready"))).unwrap();
+    assert_eq!(ready["level"], "INFO");
+    assert!(ready["listen"].as_str().is_some_and(|listen| listen.starts_with("127.0.0.1:")), "{ready}");
+    assert!(lines.iter().all(|line| line["level"] != "DEBUG" && line["level"] != "TRACE"), "{lines:?}");
+    assert!(lines.len() >= 3, "ready, the signal, the stop: {lines:?}");
+
+    let (reason, _) = refused(&["--log", "info,=x["]).await;
+    assert!(reason.contains("not a log level or filter"), "{reason}");
+    let (reason, _) = refused(&["--log-format", "yaml"]).await;
+    assert!(reason.contains("--log-format"), "{reason}");
+}
