@@ -10,10 +10,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use futures::{Stream, TryFutureExt};
 use redis::Client;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use streamflight_core::fleet::{Millis, Reply, Timings};
+use streamflight_core::fleet::{CallId, Millis, Reply, Timings};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::names::Names;
@@ -580,6 +582,21 @@ impl<K, T, E> Shared<K, T, E> {
                 Reply::Failed
             }
         }
+    }
+
+    /// Store call `id` of a machine: `make`'s future on the command connection, under the
+    /// store's deadline, its reply (or `Failed`) handed back with the id. The one shape of
+    /// every leader's and follower's call.
+    pub(crate) fn issue<F, Fut>(self: &Arc<Self>, id: CallId, make: F) -> BoxFuture<'static, (CallId, Reply)>
+    where
+        K: 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = Result<Reply, StoreError>> + Send + 'static,
+    {
+        let (shared, call) = (Arc::clone(self), make(self.store.clone()));
+        async move { (id, shared.call(shared.deadline(), call).await) }.boxed()
     }
 
     /// One more flight led for the fleet, until the returned guard goes.

@@ -180,15 +180,10 @@ where
         }
         .boxed();
     }
-    async move {
-        let mut store = shared.store.clone();
-        let read = async {
-            let entries = stream::read(&mut store, &keys.items, after, Duration::ZERO, BATCH).await?;
-            Ok(Reply::Entries(entries.into_iter().map(|read| opened(&keys, read)).collect()))
-        };
-        (call, shared.call(shared.deadline(), read).await)
-    }
-    .boxed()
+    shared.issue(call, move |mut store| async move {
+        let entries = stream::read(&mut store, &keys.items, after, Duration::ZERO, BATCH).await?;
+        Ok(Reply::Entries(entries.into_iter().map(|read| opened(&keys, read)).collect()))
+    })
 }
 
 /// An entry of the stream as the machine reads it: opened with the flight's seal (R24), item
@@ -215,20 +210,15 @@ where
     T: Send + 'static,
     E: Send + 'static,
 {
-    let (shared, keys) = (Arc::clone(shared), Arc::clone(keys));
-    async move {
-        let mut store = shared.store.clone();
-        let check = async {
-            let holder: Option<String> = store.get(&keys.lease).await?;
-            Ok(Reply::Lease(match holder {
-                None => LeaseSeen::Missing,
-                Some(holder) if holder == keys.token => LeaseSeen::Ours,
-                Some(_) => LeaseSeen::Other,
-            }))
-        };
-        (call, shared.call(shared.deadline(), check).await)
-    }
-    .boxed()
+    let keys = Arc::clone(keys);
+    shared.issue(call, move |mut store| async move {
+        let holder: Option<String> = store.get(&keys.lease).await?;
+        Ok(Reply::Lease(match holder {
+            None => LeaseSeen::Missing,
+            Some(holder) if holder == keys.token => LeaseSeen::Ours,
+            Some(_) => LeaseSeen::Other,
+        }))
+    })
 }
 
 /// `Refresh`: this replica's interest kept for a lease more.
@@ -238,17 +228,12 @@ where
     T: Send + 'static,
     E: Send + 'static,
 {
-    let (shared, keys) = (Arc::clone(shared), Arc::clone(keys));
-    async move {
-        let mut store = shared.store.clone();
-        let config = &shared.config;
-        let refreshed = async {
-            refresh(&mut store, &keys.interest, &config.replica, config.lease).await?;
-            Ok(Reply::Done)
-        };
-        (call, shared.call(shared.deadline(), refreshed).await)
-    }
-    .boxed()
+    let keys = Arc::clone(keys);
+    let (replica, lease) = (shared.config.replica.clone(), shared.config.lease);
+    shared.issue(call, move |mut store| async move {
+        refresh(&mut store, &keys.interest, &replica, lease).await?;
+        Ok(Reply::Done)
+    })
 }
 
 /// `Withdraw`: this replica's interest withdrawn. Nothing waits for it: it runs on in a task

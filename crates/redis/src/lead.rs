@@ -21,7 +21,7 @@ use crate::interest::{Abandoned, abandon};
 use crate::lease::renew;
 use crate::names::Names;
 use crate::stream::{Appended, Bounds, append, finish};
-use crate::{Lease, StoreError, ending};
+use crate::{Lease, ending};
 
 /// At most this many items go in one script call: one call stays short for the store. A
 /// longer append (a stream written again) is several calls under one deadline.
@@ -189,22 +189,17 @@ where
     T: Send + 'static,
     E: Send + 'static,
 {
-    let (shared, flight) = (Arc::clone(shared), Arc::clone(flight));
-    async move {
-        let mut store = shared.store.clone();
-        let write = async {
-            let mut top = first.saturating_sub(1);
-            for (n, chunk) in (first..).step_by(BATCH).zip(batch.chunks(BATCH)) {
-                match append(&mut store, &flight.lease, &flight.items, flight.bounds, n, chunk).await? {
-                    Appended::Written(now) => top = now,
-                    other => return Ok(reply(other)),
-                }
+    let flight = Arc::clone(flight);
+    shared.issue(call, move |mut store| async move {
+        let mut top = first.saturating_sub(1);
+        for (n, chunk) in (first..).step_by(BATCH).zip(batch.chunks(BATCH)) {
+            match append(&mut store, &flight.lease, &flight.items, flight.bounds, n, chunk).await? {
+                Appended::Written(now) => top = now,
+                other => return Ok(reply(other)),
             }
-            Ok::<_, StoreError>(Reply::Written { top })
-        };
-        (call, shared.call(shared.deadline(), write).await)
-    }
-    .boxed()
+        }
+        Ok(Reply::Written { top })
+    })
 }
 
 /// `Finish`: the end `end` as entry `number`, the lease kept `linger` ms or deleted.
@@ -221,16 +216,11 @@ where
     T: Send + 'static,
     E: Send + 'static,
 {
-    let (shared, flight) = (Arc::clone(shared), Arc::clone(flight));
-    async move {
-        let mut store = shared.store.clone();
-        let (keep, linger) = (shared.config.keep, std::time::Duration::from_millis(linger));
-        let write = async {
-            Ok(reply(finish(&mut store, &flight.lease, &flight.items, number, &end, keep, linger).await?))
-        };
-        (call, shared.call(shared.deadline(), write).await)
-    }
-    .boxed()
+    let flight = Arc::clone(flight);
+    let (keep, linger) = (shared.config.keep, std::time::Duration::from_millis(linger));
+    shared.issue(call, move |mut store| async move {
+        Ok(reply(finish(&mut store, &flight.lease, &flight.items, number, &end, keep, linger).await?))
+    })
 }
 
 /// `Renew`: the lease and the stream's life extended; the stream's top in the reply.
@@ -240,18 +230,12 @@ where
     T: Send + 'static,
     E: Send + 'static,
 {
-    let (shared, flight) = (Arc::clone(shared), Arc::clone(flight));
-    async move {
-        let mut store = shared.store.clone();
+    let flight = Arc::clone(flight);
+    shared.issue(call, move |mut store| async move {
         let (lease, live) = (&flight.lease, flight.bounds.live);
-        let write = async {
-            let top =
-                renew(&mut store, lease.key(), lease.token(), lease.ttl(), &[&flight.items], live).await?;
-            Ok(top.map_or(Reply::Fenced, |top| Reply::Written { top }))
-        };
-        (call, shared.call(shared.deadline(), write).await)
-    }
-    .boxed()
+        let top = renew(&mut store, lease.key(), lease.token(), lease.ttl(), &[&flight.items], live).await?;
+        Ok(top.map_or(Reply::Fenced, |top| Reply::Written { top }))
+    })
 }
 
 /// `Abandon`: given up if nobody else wants the flight, its (sealed) end written as entry
@@ -268,23 +252,16 @@ where
     T: Send + 'static,
     E: Send + 'static,
 {
-    let (shared, flight) = (Arc::clone(shared), Arc::clone(flight));
-    async move {
-        let mut store = shared.store.clone();
-        let keep = shared.config.keep;
-        let write = async {
-            let given =
-                abandon(&mut store, &flight.lease, &flight.items, &flight.interest, number, &end, keep);
-            Ok(match given.await? {
-                Abandoned::Yes => Reply::Abandoned,
-                Abandoned::Wanted(_) => Reply::Wanted,
-                Abandoned::Fenced => Reply::Fenced,
-                Abandoned::Gap(top) => Reply::Gap { top },
-            })
-        };
-        (call, shared.call(shared.deadline(), write).await)
-    }
-    .boxed()
+    let (flight, keep) = (Arc::clone(flight), shared.config.keep);
+    shared.issue(call, move |mut store| async move {
+        let given = abandon(&mut store, &flight.lease, &flight.items, &flight.interest, number, &end, keep);
+        Ok(match given.await? {
+            Abandoned::Yes => Reply::Abandoned,
+            Abandoned::Wanted(_) => Reply::Wanted,
+            Abandoned::Fenced => Reply::Fenced,
+            Abandoned::Gap(top) => Reply::Gap { top },
+        })
+    })
 }
 
 /// A leader that lost the flight lets its lease go, if it is still its own. Calls given up
