@@ -85,9 +85,9 @@ struct Options {
     /// The API of sections 1 and 2: each one chosen runs both sections with its path and body.
     #[arg(long, value_enum, default_value_t = Dialects::Chat)]
     dialect: Dialects,
-    /// The sections to run, of 1 (non-streaming), 2 (streaming), 2b (paced streaming), 3 (SDK)
-    /// and 4 (burst).
-    #[arg(long, value_delimiter = ',', default_value = "1,2,2b,3,4")]
+    /// The sections to run, of 1 (non-streaming), 2 (streaming), 2b (paced streaming), 3 (SDK),
+    /// 4 (burst) and 5 (what metrics, access logs and traces cost).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,2b,3,4,5")]
     sections: Vec<String>,
     /// Tokens of every simulated answer.
     #[arg(long, default_value_t = 10)]
@@ -115,6 +115,19 @@ struct Options {
     /// the most the gateway has to write to each stream at the first token).
     #[arg(long, default_value_t = 0)]
     burst_token_interval_ms: u64,
+    /// Section 5: requests per second of each run (open loop, unique requests).
+    #[arg(long, default_value_t = 500)]
+    observe_rate: u32,
+    /// Section 5: measured seconds of each run, after a 1 s warm-up.
+    #[arg(long, default_value_t = 5)]
+    observe_seconds: u32,
+    /// Section 5: runs of each variant, in turn (the table shows each variant's median).
+    #[arg(long, default_value_t = 3)]
+    observe_rounds: usize,
+    /// Section 5: a gateway binary built without this build's observability (say, from the commit
+    /// before issue 24), measured as the first variant: what metrics cost, with logs off.
+    #[arg(long)]
+    baseline_gateway: Option<PathBuf>,
     /// The gateway binary (default: `$STREAMFLIGHT_GATEWAY_BIN`, else the workspace's
     /// `target/release/streamflight-gateway`).
     #[arg(long)]
@@ -311,6 +324,9 @@ fn main() {
             Err(why) => println!("skipped: {why}"),
         }
     }
+    if run_section("5") && options.observe_rounds > 0 {
+        goals.extend(observe_section(&runtime, &gateway, &upstream, &options, &run));
+    }
     drop(front);
     drop(upstream);
 
@@ -373,6 +389,12 @@ impl Gateway {
     /// `/healthz`. Another process may take the port between its choice and the bind: then the
     /// child exits, and another port is tried.
     fn start(binary: &Path, name: &'static str, args: &[&str]) -> Gateway {
+        Gateway::start_logging(binary, name, args, None)
+    }
+
+    /// As [`Gateway::start`], its log (standard error) written to `log` (else inherited), and
+    /// `--log warn` only when `args` name no `--log` of their own.
+    fn start_logging(binary: &Path, name: &'static str, args: &[&str], log: Option<&Path>) -> Gateway {
         let mut last = String::new();
         for _attempt in 0..5 {
             let port = free_port();
@@ -380,10 +402,14 @@ impl Gateway {
             command
                 .arg("--listen")
                 .arg(format!("127.0.0.1:{port}"))
-                .args(["--log", "warn"])
+                .args(if args.contains(&"--log") { &[][..] } else { &["--log", "warn"][..] })
                 .args(args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null());
+            if let Some(log) = log {
+                let file = std::fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+                command.stderr(file);
+            }
             // Only the flags given here: no setting of the caller's environment (`STREAMFLIGHT_*`)
             // reaches the gateways. (`TOKIO_WORKER_THREADS` does, for experiments.)
             for (name, _) in std::env::vars_os() {
@@ -1400,6 +1426,192 @@ impl Response {
 async fn flights(client: &reqwest::Client, port: u16) -> Option<u64> {
     let text = client.get(format!("http://127.0.0.1:{port}/metrics")).send().await.ok()?.text().await.ok()?;
     text.lines().find_map(|line| line.strip_prefix("streamflight_flights_total ")?.trim().parse().ok())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Section 5: what metrics, access logs and traces cost.
+
+/// One gateway configuration of section 5, in front of the shared upstream.
+struct Variant {
+    name: &'static str,
+    front: Gateway,
+    /// Where its log went, to count the lines it wrote.
+    log: Option<PathBuf>,
+    /// The gateway's CPU per request (us), one entry per round: non-streaming, then streaming.
+    cpu: [Vec<f64>; 2],
+}
+
+/// Section 5: the same unique requests through gateways that differ only in what they observe,
+/// each run in turn (the order rotated every round), CPU per request of the front gateway alone.
+/// Returns its goals: the cost of metrics with JSON access logs (at most 5%), and with traces
+/// exported as well (at most 15%), each against the first variant.
+fn observe_section(
+    runtime: &tokio::runtime::Runtime,
+    gateway: &Path,
+    upstream: &Gateway,
+    options: &Options,
+    run: &str,
+) -> Vec<String> {
+    let sink = runtime.block_on(OtlpSink::start());
+    let logs = workspace_root().join("target/latency-logs");
+    std::fs::create_dir_all(&logs).expect("a directory for the logs");
+    let endpoint = sink.endpoint();
+    let json = ["--log", "info", "--log-format", "json"];
+    let traced = [&json[..], &["--otlp-endpoint", &endpoint]].concat();
+    let mut plan: Vec<(&'static str, &Path, Vec<&str>, Option<PathBuf>)> = Vec::new();
+    if let Some(baseline) = &options.baseline_gateway {
+        plan.push(("baseline binary (its counters), logs off", baseline, Vec::new(), None));
+    }
+    plan.push(("metrics, logs off", gateway, Vec::new(), None));
+    plan.push(("metrics + JSON access log", gateway, json.to_vec(), Some(logs.join("json.log"))));
+    plan.push(("metrics + JSON access log + traces (OTLP)", gateway, traced, Some(logs.join("traced.log"))));
+    let upstream_flag = upstream.v1();
+    let mut variants: Vec<Variant> = plan
+        .into_iter()
+        .map(|(name, binary, flags, log)| {
+            let args = [&["--upstream", upstream_flag.as_str()][..], &flags].concat();
+            let front = Gateway::start_logging(binary, name, &args, log.as_deref());
+            Variant { name, front, log, cpu: [Vec::new(), Vec::new()] }
+        })
+        .collect();
+    let load = Load {
+        rate: options.observe_rate,
+        warmup: u64::from(options.observe_rate),
+        measured: u64::from(options.observe_seconds) * u64::from(options.observe_rate),
+        connections: options.connections,
+        mode: Mode::Plain,
+        dialect: Dialect::Chat,
+    };
+    println!(
+        "\n5. What observability costs: unique Chat requests, {} /s open loop, {} s after a 1 s warm-up, through \
+         gateways that differ only in what they observe (the JSON log written to a file, traces exported over \
+         OTLP/HTTP to a sink in this process), each in turn, {} rounds; the gateway's CPU per request (us, 10 ms \
+         ticks), median of the rounds",
+        options.observe_rate, options.observe_seconds, options.observe_rounds
+    );
+    let requests = load.warmup + load.measured;
+    for round in 0..options.observe_rounds {
+        for (m, mode) in [Mode::Plain, Mode::Stream].into_iter().enumerate() {
+            let load = Load { mode, ..load };
+            let count = variants.len();
+            for k in 0..count {
+                let variant = &mut variants[(k + round) % count];
+                let tag = format!("{run} observe {round} {m} {}", variant.name);
+                let url = variant.front.url(Dialect::Chat);
+                let (samples, cpu) = measured(runtime, &[&variant.front], (url, None), &load, &tag);
+                if samples.errors > 0 {
+                    println!("{}: {}", variant.name, errors(&samples));
+                }
+                variant.cpu[m].push(cpu[0]);
+            }
+        }
+    }
+    let median = |values: &[f64]| {
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let reference = [median(&variants[0].cpu[0]), median(&variants[0].cpu[1])];
+    let per_request = (options.observe_rounds as u64 * 2 * requests) as f64;
+    println!(
+        "| variant | non-streaming | vs first | streaming | vs first | log lines per request |\n\
+         |---|---:|---:|---:|---:|---:|"
+    );
+    let mut ratios = Vec::new();
+    for variant in &variants {
+        let cpu = [median(&variant.cpu[0]), median(&variant.cpu[1])];
+        let ratio = [cpu[0] / reference[0], cpu[1] / reference[1]];
+        let lines = variant.log.as_ref().map_or(0, |log| {
+            std::fs::read_to_string(log)
+                .map_or(0, |text| text.lines().filter(|l| l.contains("\"request\"")).count())
+        });
+        println!(
+            "| {} | {:.0} | {:.3}x | {:.0} | {:.3}x | {:.2} |",
+            variant.name,
+            cpu[0],
+            ratio[0],
+            cpu[1],
+            ratio[1],
+            lines as f64 / per_request
+        );
+        ratios.push(ratio);
+    }
+    let (spans, batches) = sink.received();
+    println!("the OTLP sink received {batches} exports, {spans} bytes of spans");
+    let last = ratios.len() - 1;
+    let against = variants[0].name;
+    let mut goals = Vec::new();
+    for (m, what) in ["non-streaming", "streaming"].into_iter().enumerate() {
+        goals.push(goal(
+            &format!("CPU with metrics + JSON access log, {what}, against \"{against}\""),
+            ratios[last - 1][m],
+            1.05,
+            "x",
+        ));
+        goals.push(goal(
+            &format!("CPU with traces exported too, {what}, against \"{against}\""),
+            ratios[last][m],
+            1.15,
+            "x",
+        ));
+    }
+    goals
+}
+
+/// An OTLP/HTTP receiver that takes every export and answers 200: the traced variant's collector,
+/// costing the gateway what a real one would (a POST per batch), and counting what it got.
+struct OtlpSink {
+    port: u16,
+    received: Arc<std::sync::Mutex<(u64, u64)>>,
+}
+
+impl OtlpSink {
+    async fn start() -> OtlpSink {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port for the OTLP sink");
+        let port = listener.local_addr().expect("its address").port();
+        let received = Arc::new(std::sync::Mutex::new((0, 0)));
+        let counts = Arc::clone(&received);
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let counts = Arc::clone(&counts);
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                            let counts = Arc::clone(&counts);
+                            async move {
+                                use http_body_util::BodyExt;
+                                let bytes = request
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes().len())
+                                    .unwrap_or(0);
+                                let mut counts =
+                                    counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                                counts.0 += bytes as u64;
+                                counts.1 += 1;
+                                Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                    http_body_util::Empty::<bytes::Bytes>::new(),
+                                ))
+                            }
+                        });
+                    let io = hyper_util::rt::TokioIo::new(socket);
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                });
+            }
+        });
+        OtlpSink { port, received }
+    }
+
+    /// The endpoint to give as `--otlp-endpoint`.
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Bytes of spans received, and exports.
+    fn received(&self) -> (u64, u64) {
+        *self.received.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
