@@ -7,10 +7,12 @@
 #    the `binary` build context (the `build` stage, and its Rust image, are never used);
 #  - `podman build` runs the Dockerfile's RUN with --isolation=chroot (an OCI runtime is
 #    refused here: crun's setrlimit, and cgroups in hybrid mode);
-#  - the image is not run by podman but exported, and its entrypoint run under chroot as the
-#    image's user, with the image's environment, in a network namespace of its own (so that the
-#    image's 0.0.0.0:8080 is nobody else's port): asked for its health URL, the image's
-#    HEALTHCHECK command and one chat completion, then stopped with SIGTERM, which must exit 0.
+#  - the image is exported, and its entrypoint run under chroot as the image's user, with the
+#    image's environment, in a network namespace of its own (so that the image's 0.0.0.0:8080
+#    is nobody else's port): asked for its health URL, the image's HEALTHCHECK command and one
+#    chat completion, then stopped with SIGTERM, which must exit 0;
+#  - then `podman run` does the same with runc (crun is refused here, see below), in that
+#    namespace: `podman healthcheck run`, one completion, `podman stop` exits 0.
 # The base's tarball is kept under the target folder: made once (about 2 minutes), imported
 # again when podman has lost it.
 set -euo pipefail
@@ -139,6 +141,7 @@ listen=$(image_var STREAMFLIGHT_LISTEN)
 health_url=$(image_var HEALTHCHECK_URL)
 [ -n "$listen" ] && [ -n "$health_url" ] || fail "the image sets no STREAMFLIGHT_LISTEN or HEALTHCHECK_URL"
 port=${listen##*:}
+run_env=()
 # Until the gateway has --admin-listen (issue 24, part 2), nothing answers on the image's
 # admin port: its readiness is then asked on the public port's /healthz. This block goes once
 # that flag is merged.
@@ -147,6 +150,7 @@ help=$("$binary" --help)
 if ! grep -q -- '--admin-listen' <<<"$help"; then
     health_url=http://127.0.0.1:$port/healthz
     image_env+=("HEALTHCHECK_URL=$health_url")
+    run_env=(--env "HEALTHCHECK_URL=$health_url")
     echo "this gateway has no --admin-listen yet: the health check asks $health_url"
 fi
 
@@ -168,34 +172,25 @@ done
 step "the image's command under chroot as $user, in a network namespace of its own"
 ip netns add "$netns"
 ip -n "$netns" link set lo up
-log=$work/gateway.log
-# ip netns exec, env and chroot each exec the next: $! is the gateway's own process.
-ip netns exec "$netns" env -i "${image_env[@]}" chroot --userspec="$user" "$root" "${argv[@]}" \
-    >"$log" 2>&1 &
-gateway_pid=$!
-ready=
-for _ in $(seq 1 100); do
-    if ip netns exec "$netns" curl -fsS --max-time 2 -o /dev/null "$health_url" 2>/dev/null; then
-        ready=1
-        break
-    fi
-    kill -0 "$gateway_pid" 2>/dev/null || { cat "$log"; fail "the gateway exited at start"; }
-    sleep 0.2
-done
-[ -n "$ready" ] || { cat "$log"; fail "$health_url did not answer within 20 s"; }
-echo "$health_url: $(ip netns exec "$netns" curl -sS --max-time 5 "$health_url")"
-owner=$(stat -c %u "/proc/$gateway_pid")
-[ "$owner" = "${user%%:*}" ] || fail "the gateway runs as uid $owner, not the image's $user"
-
-echo "the image's HEALTHCHECK, in the image: $health_cmd"
-timeout 10 ip netns exec "$netns" env -i "${image_env[@]}" chroot --userspec="$user" "$root" \
-    /bin/sh -c "$health_cmd" || fail "the image's health check failed"
-
-echo "one chat completion, from the simulated model"
-ip netns exec "$netns" curl -sS --max-time 30 "http://127.0.0.1:$port/v1/chat/completions" \
-    -H 'content-type: application/json' \
-    -d '{"messages":[{"role":"user","content":"hello from the image"}]}' >"$work/answer.json"
-/usr/bin/python3 - "$work/answer.json" <<'PY'
+await_ready() { # ALIVE-COMMAND: waits up to 20 s for the health URL, in the namespace
+    local _
+    for _ in $(seq 1 100); do
+        if ip netns exec "$netns" curl -fsS --max-time 2 -o /dev/null "$health_url" 2>/dev/null; then
+            echo "$health_url: $(ip netns exec "$netns" curl -sS --max-time 5 "$health_url")"
+            return 0
+        fi
+        $1 2>/dev/null || { echo "the gateway exited at start"; return 1; }
+        sleep 0.2
+    done
+    echo "$health_url did not answer within 20 s"
+    return 1
+}
+ask_completion() { # one chat completion on the image's port, from the simulated model
+    echo "one chat completion, from the simulated model"
+    ip netns exec "$netns" curl -sS --max-time 30 "http://127.0.0.1:$port/v1/chat/completions" \
+        -H 'content-type: application/json' \
+        -d '{"messages":[{"role":"user","content":"hello from the image"}]}' >"$work/answer.json"
+    /usr/bin/python3 - "$work/answer.json" <<'PY'
 import json, sys
 answer = json.load(open(sys.argv[1]))
 assert answer.get("object") == "chat.completion", answer
@@ -204,6 +199,21 @@ assert choice["message"]["content"], answer
 assert choice["finish_reason"] in ("stop", "length"), answer
 print(f"{answer['model']}: {len(choice['message']['content'])} characters, {choice['finish_reason']}")
 PY
+}
+log=$work/gateway.log
+# ip netns exec, env and chroot each exec the next: $! is the gateway's own process.
+ip netns exec "$netns" env -i "${image_env[@]}" chroot --userspec="$user" "$root" "${argv[@]}" \
+    >"$log" 2>&1 &
+gateway_pid=$!
+await_ready "kill -0 $gateway_pid" || { cat "$log"; fail "the gateway is not ready"; }
+owner=$(stat -c %u "/proc/$gateway_pid")
+[ "$owner" = "${user%%:*}" ] || fail "the gateway runs as uid $owner, not the image's $user"
+
+echo "the image's HEALTHCHECK, in the image: $health_cmd"
+timeout 10 ip netns exec "$netns" env -i "${image_env[@]}" chroot --userspec="$user" "$root" \
+    /bin/sh -c "$health_cmd" || fail "the image's health check failed"
+
+ask_completion
 
 echo "SIGTERM: the gateway drains and exits 0"
 kill -TERM "$gateway_pid"
@@ -217,5 +227,32 @@ wait "$gateway_pid" || status=$?
 gateway_pid=
 [ "$status" = 0 ] || { cat "$log"; fail "the gateway exited $status after SIGTERM"; }
 tail -n 3 "$log"
+
+step "podman run, with runc, in the same network namespace"
+# crun (podman's default here) is refused: setrlimit of its default RLIMIT_NOFILE and
+# RLIMIT_NPROC (raising them is not allowed in this sandbox), then cgroups in hybrid mode.
+# runc takes hybrid cgroups, and explicit limits below this shell's go through.
+if ! command -v runc >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq runc >/dev/null
+fi
+nproc_limit=4096
+[ "$(ulimit -u)" = unlimited ] || [ "$(ulimit -u)" -gt 4096 ] || nproc_limit=$(($(ulimit -u) / 2))
+# podman says at each step that it cannot reach systemd to time the health checks (there is
+# no systemd here): harmless, and left out of the log.
+no_timer() { "$@" 2> >(grep -v 'systemd connection' >&2); }
+container=$(no_timer timeout 60 podman run --detach --runtime runc --health-interval=disable \
+    --ulimit "nofile=$(ulimit -n):$(ulimit -Hn)" --ulimit "nproc=$nproc_limit:$nproc_limit" \
+    --network "ns:/run/netns/$netns" "${run_env[@]}" "$image")
+await_ready "podman container exists $container" || { podman logs "$container"; fail "the container is not ready"; }
+timeout 30 podman healthcheck run "$container" >/dev/null \
+    || { podman logs "$container"; fail "podman healthcheck run: unhealthy"; }
+echo "podman healthcheck run: healthy"
+ask_completion
+no_timer timeout 60 podman stop --time 40 "$container" >/dev/null
+status=$(podman inspect --format '{{.State.ExitCode}}' "$container")
+[ "$status" = 0 ] || { podman logs "$container"; fail "podman stop: the gateway exited $status"; }
+echo "podman stop: exited 0"
+no_timer podman rm "$container" >/dev/null && container=
 
 echo "the image, the unit and the compose file check out ($((SECONDS - started)) s)"
