@@ -6,7 +6,9 @@
 # replaces that stage with a folder holding `streamflight-gateway`, and then never needs the
 # Rust image (.ci/run does this through scripts/image.sh):
 #   cargo build --release -p streamflight-gateway
-#   podman build --target runtime --build-context binary=target/release .
+#   mkdir -p /tmp/bin && cp target/release/streamflight-gateway /tmp/bin/
+#   podman build --target runtime --build-context binary=/tmp/bin .
+# (a folder with the binary alone: target/release whole would be read as the context).
 #
 # Base images, each a build argument: BASE for the runtime (CI makes one with mmdebstrap and
 # imports it under this name: no image registry is reached there), RUST_IMAGE for the build.

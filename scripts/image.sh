@@ -38,17 +38,18 @@ cleanup() {
     fi
     if mountpoint -q "$root/proc" 2>/dev/null; then umount -l "$root/proc" || true; fi
     if mountpoint -q "$root" 2>/dev/null; then umount -l "$root" || true; fi
-    ip netns delete "$netns" 2>/dev/null || true
     if [ -n "$container" ]; then podman rm -f "$container" >/dev/null 2>&1 || true; fi
+    ip netns delete "$netns" 2>/dev/null || true
     podman rmi -f "$image" >/dev/null 2>&1 || true
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-step "tools: mmdebstrap, podman, systemd-analyze, ip, curl, python3-yaml (Debian's packages, installed when missing)"
+step "tools: mmdebstrap, podman, runc, systemd-analyze, ip, curl, python3-yaml (Debian's packages, installed when missing)"
 missing=()
 command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
 command -v podman >/dev/null || missing+=(podman)
+command -v runc >/dev/null || missing+=(runc)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v curl >/dev/null || missing+=(curl)
@@ -232,10 +233,6 @@ step "podman run, with runc, in the same network namespace"
 # crun (podman's default here) is refused: setrlimit of its default RLIMIT_NOFILE and
 # RLIMIT_NPROC (raising them is not allowed in this sandbox), then cgroups in hybrid mode.
 # runc takes hybrid cgroups, and explicit limits below this shell's go through.
-if ! command -v runc >/dev/null; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq runc >/dev/null
-fi
 nproc_limit=4096
 [ "$(ulimit -u)" = unlimited ] || [ "$(ulimit -u)" -gt 4096 ] || nproc_limit=$(($(ulimit -u) / 2))
 # podman says at each step that it cannot reach systemd to time the health checks (there is
