@@ -100,7 +100,7 @@ else
         mv "$base_tar.part" "$base_tar"
         echo "mmdebstrap: $((SECONDS - t)) s"
     fi
-    podman import --quiet "$base_tar" "$base" >/dev/null
+    timeout 300 podman import --quiet "$base_tar" "$base" >/dev/null
 fi
 
 step "podman build --target runtime, the binary from the host"
@@ -159,8 +159,8 @@ step "the image's file system, exported"
 # On a tmpfs: its thousands of files go at once (an rm -rf of them on this disk took 20 s).
 mkdir "$root"
 mount -t tmpfs -o size=2g,mode=0755 tmpfs "$root"
-container=$(podman create --no-healthcheck "$image")
-podman export "$container" | tar -x -C "$root"
+container=$(timeout 60 podman create --no-healthcheck "$image")
+timeout 300 podman export "$container" | tar -x -C "$root"
 podman rm "$container" >/dev/null && container=
 du -sh "$root" | sed 's/\t.*/ unpacked/'
 # What a container runtime would give it: /proc, and the usual devices.
