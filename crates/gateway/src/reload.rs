@@ -70,7 +70,7 @@ impl Reloader {
         let waiting: Vec<String> = next
             .changed_since(&self.started)
             .into_iter()
-            .filter(|key| !LIVE.contains(&key.as_str()) && key != "config")
+            .filter(|key| !LIVE.contains(&key.as_str()))
             .collect();
         self.apply(&live, &next.settings).map_err(|e| format!("SIGHUP received: {e}; nothing changed"))?;
         let applied: Vec<String> = live

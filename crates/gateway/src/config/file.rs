@@ -49,16 +49,19 @@ pub enum LoadError {
 impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LoadError::Usage(error) => {
-                let text = error.render().to_string();
-                f.write_str(text.lines().next().unwrap_or_default().trim_start_matches("error: "))
-            }
+            LoadError::Usage(error) => f.write_str(&said(error)),
             LoadError::File { path, reason } => write!(f, "config file {}: {reason}", path.display()),
         }
     }
 }
 
 impl std::error::Error for LoadError {}
+
+/// What clap says of `error`, on one line, as the start-up errors are.
+fn said(error: &clap::Error) -> String {
+    let text = error.render().to_string();
+    text.lines().next().unwrap_or_default().trim_start_matches("error: ").to_owned()
+}
 
 impl Settings {
     /// The settings of `args` (the program's name first, as [`std::env::args_os`] gives them),
@@ -191,7 +194,9 @@ fn texts(arg: &Arg, value: &toml::Value) -> Result<Vec<OsString>, String> {
     match (arg.get_action(), value) {
         (ArgAction::SetTrue, toml::Value::Boolean(true)) => Ok(vec![OsString::from(format!("--{key}"))]),
         (ArgAction::SetTrue, toml::Value::Boolean(false)) => Ok(Vec::new()),
-        (ArgAction::SetTrue, _) => Err("expected true or false".to_owned()),
+        (ArgAction::SetFalse, toml::Value::Boolean(false)) => Ok(vec![OsString::from(format!("--{key}"))]),
+        (ArgAction::SetFalse, toml::Value::Boolean(true)) => Ok(Vec::new()),
+        (ArgAction::SetTrue | ArgAction::SetFalse, _) => Err("expected true or false".to_owned()),
         (ArgAction::Append, toml::Value::Array(items)) => {
             items.iter().map(|item| scalar(item).map(|text| flag(&text))).collect()
         }
@@ -211,20 +216,36 @@ fn scalar(value: &toml::Value) -> Result<String, String> {
     }
 }
 
-/// A second parse's error: when an argument from the file is at fault, said of its key.
+/// A second parse's error, which is the file's: the first parse, without it, went through. Said
+/// of the key at fault: the one clap names, else the first that fails alone (a parser of ours
+/// may give clap an error that names no argument).
 fn blame(error: clap::Error, injected: &[(String, OsString)], path: &Path) -> LoadError {
     use clap::error::{ContextKind, ContextValue};
-    let culprit = match error.get(ContextKind::InvalidArg) {
+    let named = match error.get(ContextKind::InvalidArg) {
         Some(ContextValue::String(arg)) => arg.trim_start_matches('-').split([' ', '=']).next(),
         _ => None,
     };
-    let Some(key) = culprit.filter(|name| injected.iter().any(|(key, _)| key == name)).map(str::to_owned)
-    else {
-        return LoadError::Usage(error);
+    let named = named.filter(|name| injected.iter().any(|(key, _)| key == name)).map(str::to_owned);
+    let key = named.or_else(|| {
+        injected
+            .iter()
+            .map(|(key, _)| key)
+            .find(|key| {
+                let alone = injected.iter().filter(|(k, _)| k == *key).map(|(_, arg)| arg.clone());
+                let args = std::iter::once(OsString::from("streamflight-gateway")).chain(alone);
+                Settings::command().try_get_matches_from(args).is_err()
+            })
+            .cloned()
+    });
+    let Some(key) = key else {
+        return LoadError::File { path: path.to_owned(), reason: said(&error) };
     };
+    let secret = keys().any(|arg| key_of(&arg) == key && arg.is_hide_env_values_set());
     let reason = match (error.get(ContextKind::InvalidValue), std::error::Error::source(&error)) {
+        // A secret's value is never written out (G6), nor is what its parser said of it.
+        (Some(_), _) if secret => "invalid value (not shown: a secret)".to_owned(),
         (Some(ContextValue::String(value)), Some(why)) => format!("invalid value `{value}`: {why}"),
-        _ => LoadError::Usage(error).to_string(),
+        _ => said(&error),
     };
     LoadError::File { path: path.to_owned(), reason: format!("key `{key}`: {}", one_line(&reason)) }
 }
@@ -316,6 +337,11 @@ mod tests {
             assert!(reason.contains(&format!("key `{key}`")) && reason.contains(says), "{text}: {reason}");
             assert!(!reason.contains('\n'), "one line: {reason}");
         }
+        // A parser of ours that names no argument to clap: the key is found all the same, and
+        // a secret in the value stays out of the line (G6).
+        let secret = File::new("secret", "sim-tokens = 3\nupstream = \"https://user:s3cret@host/v1\"\n");
+        let said = reason(secret.load(&[]).unwrap_err());
+        assert!(said.starts_with("key `upstream`") && !said.contains("s3cret"), "{said}");
         let broken = File::new("broken", "sim-tokens = \n");
         assert!(reason(broken.load(&[]).unwrap_err()).starts_with("not TOML"));
     }
