@@ -3,9 +3,11 @@
 //!
 //! No flag needs code of its own here: the keys are checked against clap's own arguments, and a
 //! key's value reaches clap as the text a flag would have carried, so it is parsed and refused
-//! exactly as that flag is. A file value is used only for an argument whose value came from
-//! neither the command line nor the environment ([`ArgMatches::value_source`]), so it cannot
-//! overrule either; it is given to clap as an argument in a second parse.
+//! exactly as that flag is. Three parses: the command line and the environment alone (which
+//! say where `--config` is, and where each value came from: [`ArgMatches::value_source`]); the
+//! file's values alone, so that each is checked even where a flag overrides it; then the
+//! command line with the file's values that neither it nor the environment gave, which cannot
+//! overrule either, since those are all the file adds.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -95,15 +97,26 @@ impl Loaded {
         let Some(path) = first.get_one::<PathBuf>(CONFIG).cloned() else {
             return Loaded::of(&first, None);
         };
-        let injected = file_args(&path, &first)?;
+        let given = file_args(&path)?;
+        // Every value is checked, even one a flag or the environment overrides here: the file
+        // must also hold where they do not (another host, a flag dropped, a reload).
+        let program = args.first().cloned().unwrap_or_else(|| OsString::from("streamflight-gateway"));
+        let alone = std::iter::once(program).chain(given.iter().map(|given| given.arg.clone()));
+        Settings::command().try_get_matches_from(alone).map_err(|error| blame(error, &given, &path))?;
+        let used: Vec<Given> = given
+            .into_iter()
+            .filter(|given| {
+                let from = first.value_source(&given.id);
+                !matches!(from, Some(ValueSource::CommandLine | ValueSource::EnvVariable))
+            })
+            .collect();
         // The file's values right after the program's name; none of them is on the command line.
         let mut merged = args;
         let rest = merged.split_off(merged.len().min(1));
-        merged.extend(injected.iter().map(|(_, arg)| arg.clone()));
+        merged.extend(used.iter().map(|given| given.arg.clone()));
         merged.extend(rest);
-        let matches = Settings::command()
-            .try_get_matches_from(merged)
-            .map_err(|error| blame(error, &injected, &path))?;
+        let matches =
+            Settings::command().try_get_matches_from(merged).map_err(|error| blame(error, &used, &path))?;
         Loaded::of(&matches, Some(path))
     }
 
@@ -149,29 +162,35 @@ fn key_of(arg: &Arg) -> &str {
     arg.get_long().unwrap_or_default()
 }
 
-/// The arguments the file at `path` adds to the command line: `(key, --key=value)` for every
-/// key whose argument `first` found neither on the command line nor in the environment.
-fn file_args(path: &Path, first: &ArgMatches) -> Result<Vec<(String, OsString)>, LoadError> {
+/// One argument from the file, as a flag would give it.
+struct Given {
+    /// The key it comes from.
+    key: String,
+    /// Its argument's clap id.
+    id: String,
+    /// `--key=value`, or `--key` for a switch.
+    arg: OsString,
+}
+
+/// The arguments of every key of the file at `path`; an unknown key, or a value of a type its
+/// flag cannot take, is an error.
+fn file_args(path: &Path) -> Result<Vec<Given>, LoadError> {
     let wrong = |reason: String| LoadError::File { path: path.to_owned(), reason };
     let text = std::fs::read_to_string(path).map_err(|e| wrong(format!("cannot be read: {e}")))?;
     let table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| wrong(format!("not TOML: {}", one_line(&e.to_string()))))?;
     let known: Vec<Arg> = keys().collect();
-    let mut injected = Vec::new();
+    let mut given = Vec::new();
     for (key, value) in table {
         let Some(arg) = known.iter().find(|arg| key_of(arg) == key) else {
             return Err(wrong(unknown(&key, &known)));
         };
-        let from = first.value_source(arg.get_id().as_str());
-        if matches!(from, Some(ValueSource::CommandLine | ValueSource::EnvVariable)) {
-            continue;
-        }
         for text in texts(arg, &value).map_err(|e| wrong(format!("key `{key}`: {e}")))? {
-            injected.push((key.clone(), text));
+            given.push(Given { key: key.clone(), id: arg.get_id().to_string(), arg: text });
         }
     }
-    Ok(injected)
+    Ok(given)
 }
 
 /// The error for a key no flag has, with the flag's spelling when it is only spelt otherwise.
@@ -219,19 +238,19 @@ fn scalar(value: &toml::Value) -> Result<String, String> {
 /// A second parse's error, which is the file's: the first parse, without it, went through. Said
 /// of the key at fault: the one clap names, else the first that fails alone (a parser of ours
 /// may give clap an error that names no argument).
-fn blame(error: clap::Error, injected: &[(String, OsString)], path: &Path) -> LoadError {
+fn blame(error: clap::Error, injected: &[Given], path: &Path) -> LoadError {
     use clap::error::{ContextKind, ContextValue};
     let named = match error.get(ContextKind::InvalidArg) {
         Some(ContextValue::String(arg)) => arg.trim_start_matches('-').split([' ', '=']).next(),
         _ => None,
     };
-    let named = named.filter(|name| injected.iter().any(|(key, _)| key == name)).map(str::to_owned);
+    let named = named.filter(|name| injected.iter().any(|given| given.key == *name)).map(str::to_owned);
     let key = named.or_else(|| {
         injected
             .iter()
-            .map(|(key, _)| key)
+            .map(|given| &given.key)
             .find(|key| {
-                let alone = injected.iter().filter(|(k, _)| k == *key).map(|(_, arg)| arg.clone());
+                let alone = injected.iter().filter(|given| given.key == **key).map(|given| given.arg.clone());
                 let args = std::iter::once(OsString::from("streamflight-gateway")).chain(alone);
                 Settings::command().try_get_matches_from(args).is_err()
             })
@@ -267,8 +286,13 @@ mod tests {
     impl File {
         fn new(name: &str, text: &str) -> File {
             let path = std::env::temp_dir().join(format!("streamflight-{}-{name}.toml", std::process::id()));
-            std::fs::write(&path, text).unwrap();
-            File(path)
+            let file = File(path);
+            file.write(text);
+            file
+        }
+
+        fn write(&self, text: &str) {
+            std::fs::write(&self.0, text).unwrap();
         }
 
         fn load(&self, flags: &[&str]) -> Result<Settings, LoadError> {
@@ -347,9 +371,10 @@ mod tests {
     }
 
     #[test]
-    fn a_flag_given_spares_the_files_value_from_being_checked() {
-        // The file's value is never read for a flag the command line gives.
-        let file = File::new("spared", "body-limit = \"lots\"\n");
+    fn a_value_a_flag_overrides_is_checked_all_the_same() {
+        let file = File::new("overridden", "body-limit = \"lots\"\n");
+        assert!(reason(file.load(&["--body-limit", "10"]).unwrap_err()).contains("key `body-limit`"));
+        file.write("body-limit = 20\n");
         assert_eq!(file.load(&["--body-limit", "10"]).unwrap().body_limit, 10);
     }
 
