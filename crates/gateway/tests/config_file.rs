@@ -203,6 +203,14 @@ async fn sighup_applies_the_live_keys_and_never_cuts_a_stream() {
     let third = http().get(format!("{base}/v1/models")).send().await.unwrap();
     assert_eq!(third.status(), 503, "still two at a time, and two are held");
 
+    // Lowered under the two held: neither is cut, and new requests wait for both to end.
+    file.write("max-concurrent-requests = 1\nlog = \"debug\"\n");
+    binary.signal(libc::SIGHUP);
+    let line = binary.line_containing("SIGHUP").await;
+    assert!(line.ends_with("applied max-concurrent-requests=1"), "resume-window as started: {line}");
+    let fourth = http().get(format!("{base}/v1/models")).send().await.unwrap();
+    assert_eq!(fourth.status(), 503);
+
     mock.open_gate();
     assert_eq!(
         held.rest().await,
@@ -210,6 +218,12 @@ async fn sighup_applies_the_live_keys_and_never_cuts_a_stream() {
         "the held stream whole"
     );
     assert_eq!(second.await.unwrap().unwrap().status(), 200);
+    // Both ended: one request at a time again (the permits come back as their bodies are done).
+    eventually("a request is admitted again", || async {
+        // The mock echoes what passes through with a 201.
+        http().get(format!("{base}/v1/models")).send().await.unwrap().status() == 201
+    })
+    .await;
     assert!(binary.child.try_wait().unwrap().is_none(), "SIGHUP never ends the process");
     binary.signal(libc::SIGTERM);
     assert!(binary.exit().await.success(), "{}", binary.stderr());
