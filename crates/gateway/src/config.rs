@@ -20,8 +20,9 @@ use crate::upstream::client::UpstreamUrl;
 pub struct Settings {
     /// A TOML file of settings: each key is a flag's long name (`max-concurrent-requests = 100`,
     /// `cors-origin = ["https://a.example"]`, `upstream-http2 = true`). A flag or its
-    /// environment variable overrides the file's value. SIGHUP re-reads it and applies the log
-    /// filter and the admission limits; other keys need a restart.
+    /// environment variable overrides the file's value. SIGHUP re-reads it and applies `log`,
+    /// `max-concurrent-requests`, `body-limit`, `body-timeout` and `body-deadline` at once;
+    /// other keys need a restart.
     #[arg(long, env = "STREAMFLIGHT_CONFIG")]
     pub config: Option<PathBuf>,
 
