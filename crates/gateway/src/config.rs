@@ -1,5 +1,8 @@
 //! The gateway's settings: command-line flags, each with an environment-variable fallback.
-//! Parsed by clap in `main`; tests build them with [`Settings::parse_from`](clap::Parser::parse_from).
+//! Loaded by [`Settings::load`] (flags, environment, `--config` file: [`mod@file`]); tests also build
+//! them with [`Settings::parse_from`](clap::Parser::parse_from).
+
+pub mod file;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,11 +12,20 @@ use clap::Parser;
 
 use crate::upstream::client::UpstreamUrl;
 
-/// Everything the gateway can be told. Each flag also reads the environment
-/// variable named in its help (`STREAMFLIGHT_*`); a flag on the command line wins.
+/// Everything the gateway can be told. Each flag also reads the environment variable named in
+/// its help (`STREAMFLIGHT_*`) and its key in the `--config` file: a flag on the command line
+/// wins over the environment, which wins over the file, which wins over the default.
 #[derive(Clone, Debug, Parser)]
 #[command(name = "streamflight-gateway", version = VERSION, about)]
 pub struct Settings {
+    /// A TOML file of settings: each key is a flag's long name (`max-concurrent-requests = 100`,
+    /// `cors-origin = ["https://a.example"]`, `upstream-http2 = true`). A flag or its
+    /// environment variable overrides the file's value. SIGHUP re-reads it and applies `log`,
+    /// `max-concurrent-requests`, `body-limit`, `body-timeout` and `body-deadline` at once;
+    /// other keys need a restart.
+    #[arg(long, env = "STREAMFLIGHT_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// Address to listen on.
     #[arg(long, env = "STREAMFLIGHT_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,

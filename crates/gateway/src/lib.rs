@@ -24,12 +24,14 @@ pub mod flight;
 pub mod http;
 mod key;
 mod metrics;
+pub mod reload;
 mod sim;
 pub mod sse;
 mod state;
 mod tenant;
 pub mod upstream;
 
+use std::ffi::OsString;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
@@ -37,8 +39,10 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 pub use config::Settings;
+use config::file::Loaded;
 
 use crate::fleet::handoff;
+use crate::http::limits::Limits;
 use crate::http::serve::{Connections, Shutdown};
 use crate::http::{routes, serve};
 use crate::state::Gateway;
@@ -60,6 +64,8 @@ pub struct App {
     backend: String,
     /// With `--redis`: the fleet, whose flights led for other replicas a stop waits for.
     fleet: Option<handoff::GatewayFleet>,
+    /// The limits a reload changes.
+    limits: Arc<Limits>,
 }
 
 impl App {
@@ -90,7 +96,18 @@ impl App {
             ));
         }
         let fleet = gateway.fleet.clone();
-        Ok(App { router: routes::router(Arc::new(gateway)), connections, shutdown, backend, fleet })
+        let limits = Arc::clone(&gateway.limits);
+        Ok(App { router: routes::router(Arc::new(gateway)), connections, shutdown, backend, fleet, limits })
+    }
+
+    /// What SIGHUP re-reads and changes in this app ([`reload`]): `args` are the program's
+    /// arguments, `loaded` the settings loaded from them (with which this app was made).
+    pub fn reloader<I, T>(&self, args: I, loaded: Loaded) -> reload::Reloader
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        reload::Reloader::new(args.into_iter().map(Into::into).collect(), loaded, Arc::clone(&self.limits))
     }
 
     /// What answers the flights, for the startup line.

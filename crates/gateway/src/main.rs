@@ -1,11 +1,14 @@
-//! The `streamflight-gateway` binary: parses the flags, sets up logging, binds, serves until
-//! SIGTERM or SIGINT. Everything else is in the library, where the tests reach it.
+//! The `streamflight-gateway` binary: loads the settings, sets up logging, binds, serves until
+//! SIGTERM or SIGINT, reloads on SIGHUP. Everything else is in the library, for the tests.
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use streamflight_gateway::App;
 use streamflight_gateway::config::LogFormat;
-use streamflight_gateway::{App, Settings};
+use streamflight_gateway::config::file::{LoadError, Loaded};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, reload};
 
 /// With `--features dhat-heap`, every allocation is recorded (see BENCHMARKS.md).
 #[cfg(feature = "dhat-heap")]
@@ -29,20 +32,27 @@ static MALLOC_CONF: &u8 = &streamflight_gateway::JEMALLOC_CONF[0];
 async fn main() -> ExitCode {
     #[cfg(feature = "dhat-heap")]
     let _profiler = profile();
-    let settings = match Settings::try_parse() {
-        Ok(settings) => settings,
+    let args: Vec<_> = std::env::args_os().collect();
+    let loaded = match Loaded::from_args(&args) {
+        Ok(loaded) => loaded,
         // Help and version go out whole; a usage error is one line, exit code 2.
-        Err(e) if !e.use_stderr() => e.exit(),
-        Err(e) => {
-            let text = e.render().to_string();
-            return fail(text.lines().next().unwrap_or_default().trim_start_matches("error: "));
-        }
+        Err(LoadError::Usage(e)) if !e.use_stderr() => e.exit(),
+        Err(e) => return fail(&e.to_string()),
     };
+    let settings = loaded.settings.clone();
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let logs = tracing_subscriber::fmt().with_env_filter(settings.log.filter()).with_writer(std::io::stderr);
+    // The filter in a reload layer: SIGHUP can set another one.
+    let (filter, filters) = reload::Layer::new(settings.log.filter());
+    let logs = tracing_subscriber::registry().with(filter);
     match settings.log_format {
-        LogFormat::Text => logs.with_target(false).with_ansi(colour).init(),
-        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Text => {
+            logs.with(fmt::layer().with_writer(std::io::stderr).with_target(false).with_ansi(colour)).init()
+        }
+        LogFormat::Json => logs
+            .with(
+                fmt::layer().with_writer(std::io::stderr).json().flatten_event(true).with_current_span(false),
+            )
+            .init(),
     }
     let listen = settings.listen;
     let listener = match streamflight_gateway::bind(&settings) {
@@ -53,7 +63,13 @@ async fn main() -> ExitCode {
         Ok(app) => app,
         Err(e) => return fail(&e),
     };
+    let reloader = app
+        .reloader(args, loaded)
+        .on_log(move |filter| filters.reload(filter.filter()).map_err(|e| format!("the log filter: {e}")));
     // Signals are watched from here on: one sent once the line below is out finds them watched.
+    if let Err(e) = streamflight_gateway::reload::watch(reloader) {
+        return fail(&format!("cannot watch for SIGHUP: {e}"));
+    }
     let stop = streamflight_gateway::http::serve::signal();
     let address = listener.local_addr().map_or_else(|_| listen.to_string(), |a| a.to_string());
     tracing::info!(listen = %address, "streamflight-gateway ready, answering from {}", app.backend());

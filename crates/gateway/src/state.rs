@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use streamflight_redis::Fleet;
 use streamflight_tokio::{Config, Flights};
-use tokio::sync::Semaphore;
 
 use crate::answer::Keeping;
 use crate::answer::registry::Registry;
 use crate::config::Settings;
 use crate::flight::{Part, UpstreamError};
+use crate::http::limits::Limits;
 use crate::http::offload::Offload;
 use crate::http::serve::Shutdown;
 use crate::key::Key;
@@ -35,8 +35,9 @@ pub(crate) struct Gateway {
     pub metrics: Arc<Metrics>,
     /// How every stream is kept: the shutdown's end of grace, the keep-alive, the resume window.
     pub keeping: Keeping,
-    /// One permit per request served at once (`--max-concurrent-requests`).
-    pub permits: Arc<Semaphore>,
+    /// The admission permits (`--max-concurrent-requests`) and the body bounds: a reload
+    /// changes them while requests are served.
+    pub limits: Arc<Limits>,
     /// Where bodies too big for an async worker are parsed.
     pub offload: Offload,
     /// Who a request's credentials make it (G5): keyed by `--fleet-secret`, else a random key.
@@ -54,7 +55,7 @@ impl Gateway {
         }
         let metrics = Arc::new(Metrics::default());
         let backend = Backend::new(&settings, Arc::clone(&metrics))?;
-        let permits = Arc::new(Semaphore::new(settings.max_concurrent_requests.min(Semaphore::MAX_PERMITS)));
+        let limits = Arc::new(Limits::of(&settings));
         let window = settings.linger.max(settings.resume_window);
         let (flights, registry) = (Flights::new(config), Arc::new(Registry::new(window)));
         let resume = (!settings.resume_window.is_zero()).then_some(settings.resume_window);
@@ -72,7 +73,7 @@ impl Gateway {
             backend,
             metrics,
             keeping,
-            permits,
+            limits,
             offload,
             tenants,
         })

@@ -4,7 +4,8 @@
 pub(crate) mod access;
 mod guarded;
 pub(crate) mod headers;
-mod inbound;
+pub(crate) mod inbound;
+pub(crate) mod limits;
 pub(crate) mod offload;
 mod passthrough;
 pub(crate) mod routes;

@@ -26,7 +26,7 @@ use crate::upstream::client;
 pub(super) async fn forward(gateway: &Gateway, request: Request) -> Response {
     Metrics::bump(&gateway.metrics.passthrough);
     match &gateway.backend {
-        Backend::Upstream(upstream) => proxy(upstream, Bounds::of(&gateway.settings), request).await,
+        Backend::Upstream(upstream) => proxy(upstream, gateway.limits.body(), request).await,
         Backend::Simulated(..) => {
             let path = request.uri().path().trim_end_matches('/');
             if request.method() == axum::http::Method::GET && path == "/v1/models" {

@@ -102,7 +102,7 @@ async fn admit(State(gateway): State<Shared>, request: Request, next: Next) -> R
     if matches!(request.uri().path(), "/healthz" | "/metrics") {
         return next.run(request).await;
     }
-    let Ok(permit) = Arc::clone(&gateway.permits).try_acquire_owned() else {
+    let Ok(permit) = Arc::clone(gateway.limits.permits()).try_acquire_owned() else {
         Metrics::bump(&gateway.metrics.rejected);
         let mut response = Api::under(request.uri().path()).error_response(&Refusal::TooManyRequests.error());
         response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
@@ -144,7 +144,7 @@ async fn coalesced(
         return Refusal::UnknownUrl.error().response();
     };
     let settings = &gateway.settings;
-    let bytes = match inbound::read(&parts.headers, body, inbound::Bounds::of(settings)).await {
+    let bytes = match inbound::read(&parts.headers, body, gateway.limits.body()).await {
         Ok(bytes) => bytes,
         Err(failure) => return failure.response(api),
     };

@@ -165,9 +165,10 @@ pub fn bind(address: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     socket.listen(backlog)
 }
 
-/// Resolves on SIGTERM or SIGINT (on other platforms than unix: on ctrl-c); SIGHUP is logged and
-/// ignored, never ending it: the gateway has nothing to reload (its logs go to stderr), and
-/// tools send SIGHUP to ask for a reload or a log reopen, which must not cut every stream.
+/// Resolves on SIGTERM or SIGINT (on other platforms than unix: on ctrl-c); SIGHUP never ends
+/// it: tools send SIGHUP to ask for a reload or a log reopen, which must not cut every stream.
+/// With a reloader watching ([`crate::reload::watch`], as the binary does) SIGHUP is its to
+/// act on; without one it is logged and ignored.
 ///
 /// The signals are watched from the call, not from the first poll: call it before telling
 /// anyone the gateway is up, so that a signal sent then does not find the default action (which
@@ -200,7 +201,11 @@ pub fn signal() -> impl Future<Output = ()> + Send + 'static {
         async fn ignored(signal: Option<Signal>) -> Infallible {
             if let Some(mut signal) = signal {
                 while signal.recv().await.is_some() {
-                    info!("SIGHUP received: ignored; the gateway has nothing to reload (logs go to stderr)");
+                    if !crate::reload::watched() {
+                        info!(
+                            "SIGHUP received: ignored; the gateway has nothing to reload (logs go to stderr)"
+                        );
+                    }
                 }
             }
             pending().await

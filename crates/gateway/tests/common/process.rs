@@ -27,6 +27,13 @@ impl Binary {
         Binary::spawn(Command::new(env!("CARGO_BIN_EXE_streamflight-gateway")), flags)
     }
 
+    /// The binary with `env` as its whole environment (say, `STREAMFLIGHT_*` variables).
+    pub fn start_with_env(env: &[(&str, &str)], flags: &[&str]) -> Binary {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_streamflight-gateway"));
+        command.env_clear().envs(env.iter().copied());
+        Binary::spawn_in(command, flags)
+    }
+
     /// The binary with at most `kib` KiB of address space (`ulimit -v`): an allocation past it
     /// fails, as on a host that has no more memory to give.
     pub fn start_limited(kib: u64, flags: &[&str]) -> Binary {
@@ -38,11 +45,16 @@ impl Binary {
     }
 
     fn spawn(mut command: Command, flags: &[&str]) -> Binary {
+        // Neither a `STREAMFLIGHT_*` fallback nor a proxy of the test's environment applies.
+        command.env_clear();
+        Binary::spawn_in(command, flags)
+    }
+
+    /// Spawns `command`, whose environment is set already.
+    fn spawn_in(mut command: Command, flags: &[&str]) -> Binary {
         let mut child = command
             .args(["--listen", "127.0.0.1:0"])
             .args(flags)
-            // Neither a `STREAMFLIGHT_*` fallback nor a proxy of the test's environment applies.
-            .env_clear()
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -72,6 +84,20 @@ impl Binary {
                 let listen = line.split_whitespace().find_map(|word| word.strip_prefix("listen="));
                 let address = listen.and_then(|a| a.parse().ok()).unwrap_or_else(|| panic!("{line}"));
                 return (line, address);
+            }
+        }
+    }
+
+    /// Waits for a line of stderr containing `text` (lines before it are passed over), and
+    /// returns it.
+    pub async fn line_containing(&mut self, text: &str) -> String {
+        loop {
+            let line = tokio::time::timeout(DEADLINE, self.lines.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no line with `{text}` in time: {}", self.stderr()))
+                .unwrap_or_else(|| panic!("the gateway ended with no line with `{text}`: {}", self.stderr()));
+            if line.contains(text) {
+                return line;
             }
         }
     }
