@@ -27,6 +27,7 @@ mod metrics;
 mod sim;
 pub mod sse;
 mod state;
+mod telemetry;
 mod tenant;
 pub mod upstream;
 
@@ -60,6 +61,8 @@ pub struct App {
     backend: String,
     /// With `--redis`: the fleet, whose flights led for other replicas a stop waits for.
     fleet: Option<handoff::GatewayFleet>,
+    /// With an OTLP endpoint: the exporter, flushed when the server stops.
+    exporting: Option<telemetry::Exporting>,
 }
 
 impl App {
@@ -90,7 +93,15 @@ impl App {
             ));
         }
         let fleet = gateway.fleet.clone();
-        Ok(App { router: routes::router(Arc::new(gateway)), connections, shutdown, backend, fleet })
+        let exporting = match telemetry::install(&gateway.settings)? {
+            Some((traces, exporting)) => {
+                gateway.traces = Some(traces);
+                Some(exporting)
+            }
+            None => None,
+        };
+        let router = routes::router(Arc::new(gateway));
+        Ok(App { router, connections, shutdown, backend, fleet, exporting })
     }
 
     /// What answers the flights, for the startup line.
@@ -106,7 +117,14 @@ impl App {
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
         let settled = fleet::settled(self.fleet);
-        serve::serve_settling(listener, self.router, self.connections, self.shutdown, stop, settled).await
+        let served =
+            serve::serve_settling(listener, self.router, self.connections, self.shutdown, stop, settled)
+                .await;
+        // The spans of the last requests, ended by the drain, are exported before the stop.
+        if let Some(exporting) = self.exporting {
+            exporting.shutdown().await;
+        }
+        served
     }
 }
 
