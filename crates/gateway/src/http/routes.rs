@@ -189,7 +189,7 @@ async fn coalesced(
     // Traced: the request's span says what it asks, and its flight is traced if it leads.
     let traced = gateway.traces.as_ref().and_then(|traces| {
         let client = parts.extensions.get::<Arc<ClientSpan>>()?;
-        Some(telemetry::coalesced(traces, client, parts.uri.path(), api.name(), &key.body, &key))
+        Some(telemetry::coalesced(traces, client, parts.uri.path(), api.name(), &key))
     });
     let (subscription, placed) = match &gateway.fleet {
         Some(fleet) => {

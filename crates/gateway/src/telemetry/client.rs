@@ -80,14 +80,11 @@ impl ClientSpan {
     }
 
     /// A coalesced request of `route`: the span is named as HTTP's conventions name a server
-    /// span (`POST /v1/chat/completions`), and says the operation and model asked for.
-    pub(crate) fn coalesced(&self, route: &str, operation: &'static str, model: Option<&str>) {
+    /// span (`POST /v1/chat/completions`), and says the operation asked for.
+    pub(super) fn coalesced(&self, route: &str, operation: &'static str) {
         self.with(|span| {
             span.update_name(format!("POST {route}"));
             span.set_attribute(KeyValue::new("gen_ai.operation.name", operation));
-            if let Some(model) = model {
-                span.set_attribute(KeyValue::new("gen_ai.request.model", model.to_owned()));
-            }
         });
     }
 

@@ -39,6 +39,8 @@ pub(crate) struct FlightSlot {
     context: OnceLock<SpanContext>,
     /// The leader's `x-request-id`, which names the flight.
     flight_id: OnceLock<Box<str>>,
+    /// The model its body asks for, read by its leader.
+    model: OnceLock<Option<Arc<str>>>,
     /// How many requests joined it (followers and joiners).
     joined: AtomicU64,
     /// The answer's usage, [`UNKNOWN`] until it says.
@@ -54,18 +56,22 @@ const UNKNOWN: u64 = u64::MAX;
 
 impl FlightSlot {
     /// Puts what is known of the flight on a client `span`: the link to the flight's span,
-    /// its id, and the answer's usage.
+    /// its id, the model, and the answer's usage.
     pub(super) fn describe(&self, span: &mut Span) {
         if let Some(context) = self.context.get() {
             span.add_link(context.clone(), Vec::new());
         }
+        self.attributes(span);
+    }
+
+    /// The attributes the flight's span and its requests' share.
+    fn attributes(&self, span: &mut Span) {
         if let Some(id) = self.flight_id.get() {
             span.set_attribute(KeyValue::new("streamflight.flight_id", id.to_string()));
         }
-        self.usage(span);
-    }
-
-    fn usage(&self, span: &mut Span) {
+        if let Some(Some(model)) = self.model.get() {
+            span.set_attribute(KeyValue::new("gen_ai.request.model", model.to_string()));
+        }
         for (name, count) in [
             ("gen_ai.usage.input_tokens", &self.input_tokens),
             ("gen_ai.usage.output_tokens", &self.output_tokens),
@@ -80,6 +86,10 @@ impl FlightSlot {
 
 impl Drop for FlightSlot {
     fn drop(&mut self) {
+        // Never listed (not a leader's): nothing to unlist, no lock to take.
+        if self.flight_id.get().is_none() {
+            return;
+        }
         let Some(leaders) = self.leaders.upgrade() else { return };
         let mut flights = leaders.flights.lock().unwrap_or_else(PoisonError::into_inner);
         // Only if the entry is still this flight's, not a later flight's of the same key.
@@ -117,21 +127,15 @@ pub(crate) struct Flight {
     tracer: SdkTracer,
     parent: SpanContext,
     operation: &'static str,
-    model: Option<Arc<str>>,
 }
 
 impl Traces {
     /// The flight `client` would lead for `key`.
-    pub(super) fn flight(
-        &self,
-        client: &Arc<ClientSpan>,
-        key: &Key,
-        operation: &'static str,
-        model: Option<Arc<str>>,
-    ) -> Flight {
+    pub(super) fn flight(&self, client: &Arc<ClientSpan>, key: &Key, operation: &'static str) -> Flight {
         let slot = Arc::new(FlightSlot {
             context: OnceLock::new(),
             flight_id: OnceLock::new(),
+            model: OnceLock::new(),
             joined: AtomicU64::new(0),
             input_tokens: AtomicU64::new(UNKNOWN),
             output_tokens: AtomicU64::new(UNKNOWN),
@@ -146,7 +150,6 @@ impl Traces {
             tracer,
             parent,
             operation,
-            model,
         }
     }
 }
@@ -165,23 +168,17 @@ impl Flight {
         S: Stream<Item = Result<Part, UpstreamError>>,
     {
         let (slot, tracer, parent) = (Arc::clone(&self.slot), self.tracer.clone(), self.parent.clone());
-        let (operation, model) = (self.operation, self.model.clone());
+        let operation = self.operation;
         async move {
-            let mut attributes = vec![KeyValue::new("gen_ai.operation.name", operation)];
-            let name = match &model {
-                Some(model) => {
-                    attributes.push(KeyValue::new("gen_ai.request.model", model.to_string()));
-                    format!("{operation} {model}")
-                }
-                None => operation.to_owned(),
-            };
+            let attributes = vec![KeyValue::new("gen_ai.operation.name", operation)];
+            // Named `chat`, and `chat gpt-x` at its end, once its leader read the model.
             let span = tracer
-                .span_builder(name)
+                .span_builder(operation)
                 .with_kind(SpanKind::Client)
                 .with_attributes(attributes)
                 .start_with_context(&tracer, &under(parent));
             let _ = slot.context.set(span.span_context().clone());
-            let mut watch = Watch { span, slot };
+            let mut watch = Watch { span, slot, operation };
             match prepare.await {
                 Ok(parts) => Ok(parts.inspect(move |item| watch.see(item))),
                 Err(error) => {
@@ -197,6 +194,7 @@ impl Flight {
     pub(crate) fn placed(self, role: Role, id: &dyn std::fmt::Display) {
         let link = if role == Role::Leader {
             let _ = self.slot.flight_id.set(id.to_string().into());
+            let _ = self.slot.model.set(super::model(&self.slot.key.body));
             let mut flights = self.leaders.flights.lock().unwrap_or_else(PoisonError::into_inner);
             flights.insert(self.slot.key.clone(), Arc::downgrade(&self.slot));
             drop(flights);
@@ -219,6 +217,7 @@ impl Flight {
 struct Watch {
     span: Span,
     slot: Arc<FlightSlot>,
+    operation: &'static str,
 }
 
 impl Watch {
@@ -264,10 +263,11 @@ impl Drop for Watch {
     fn drop(&mut self) {
         let joined = i64::try_from(self.slot.joined.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
         self.span.set_attribute(KeyValue::new("streamflight.joined", joined));
-        if let Some(id) = self.slot.flight_id.get() {
-            self.span.set_attribute(KeyValue::new("streamflight.flight_id", id.to_string()));
+        if let Some(Some(model)) = self.slot.model.get() {
+            // The GenAI conventions' name: the operation and the model.
+            self.span.update_name(format!("{} {model}", self.operation));
         }
-        self.slot.usage(&mut self.span);
+        self.slot.attributes(&mut self.span);
         self.span.end();
     }
 }

@@ -22,6 +22,8 @@
 //! - Every client span, the leader's included, carries a link to its flight's span, and
 //!   `streamflight.flight_id`: the leader's `x-request-id`, on the flight span too. A joiner's
 //!   trace thus points at the trace of the request it rode on.
+//! - The flight span is named as the GenAI conventions name one (`chat gpt-x`); the model is
+//!   read from the body once a flight, by its leader (the others asked the same body).
 //! - Attributes (OpenTelemetry's GenAI and HTTP semantic conventions where they fit):
 //!   `gen_ai.operation.name` (`chat`, `text_completion`, `embeddings`), `gen_ai.request.model`,
 //!   `gen_ai.usage.input_tokens` / `output_tokens` (from the answer's usage when it has one, on
@@ -108,14 +110,14 @@ pub(crate) fn install(settings: &Settings) -> Result<Option<(Traces, Exporting)>
     Ok(Some((Traces { tracer, leaders: Arc::default() }, Exporting { provider })))
 }
 
-/// Names a coalesced request of `dialect` on its span (`route`, the operation and the model
-/// its `body` asks for) and makes the flight it would lead for `key`.
+/// Names a coalesced request of `dialect` on its span (`route`, the operation) and makes the
+/// flight it would lead for `key`. The model is read from the body once a flight, by its
+/// leader: the others of a flight asked the same body.
 pub(crate) fn coalesced(
     traces: &Traces,
     client: &Arc<ClientSpan>,
     route: &str,
     dialect: &str,
-    body: &str,
     key: &Key,
 ) -> Flight {
     // The GenAI conventions' operations; the Responses API and Anthropic's Messages are chats.
@@ -124,9 +126,8 @@ pub(crate) fn coalesced(
         "embeddings" => "embeddings",
         _ => "chat",
     };
-    let model = model(body);
-    client.coalesced(route, operation, model.as_deref());
-    traces.flight(client, key, operation, model)
+    client.coalesced(route, operation);
+    traces.flight(client, key, operation)
 }
 
 /// The model a request's body asks for (its top-level `model`).
