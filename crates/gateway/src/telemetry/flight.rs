@@ -38,7 +38,7 @@ pub(crate) struct FlightSlot {
     /// The flight span's context, once the upstream request started.
     context: OnceLock<SpanContext>,
     /// The leader's `x-request-id`, which names the flight.
-    flight_id: OnceLock<Box<str>>,
+    flight_id: OnceLock<Arc<str>>,
     /// The model its body asks for, read by its leader.
     model: OnceLock<Option<Arc<str>>>,
     /// How many requests joined it (followers and joiners).
@@ -67,10 +67,10 @@ impl FlightSlot {
     /// The attributes the flight's span and its requests' share.
     fn attributes(&self, span: &mut Span) {
         if let Some(id) = self.flight_id.get() {
-            span.set_attribute(KeyValue::new("streamflight.flight_id", id.to_string()));
+            span.set_attribute(KeyValue::new("streamflight.flight_id", Arc::clone(id)));
         }
         if let Some(Some(model)) = self.model.get() {
-            span.set_attribute(KeyValue::new("gen_ai.request.model", model.to_string()));
+            span.set_attribute(KeyValue::new("gen_ai.request.model", Arc::clone(model)));
         }
         for (name, count) in [
             ("gen_ai.usage.input_tokens", &self.input_tokens),
@@ -193,7 +193,7 @@ impl Flight {
     /// the flight under its key, with its `id`; anyone else links to the flight it joined.
     pub(crate) fn placed(self, role: Role, id: &dyn std::fmt::Display) {
         let link = if role == Role::Leader {
-            let _ = self.slot.flight_id.set(id.to_string().into());
+            let _ = self.slot.flight_id.set(Arc::from(id.to_string()));
             let _ = self.slot.model.set(super::model(&self.slot.key.body));
             let mut flights = self.leaders.flights.lock().unwrap_or_else(PoisonError::into_inner);
             flights.insert(self.slot.key.clone(), Arc::downgrade(&self.slot));
