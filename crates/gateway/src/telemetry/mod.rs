@@ -32,6 +32,12 @@
 //!   span's attribute `gen_ai.server.time_to_first_token` (seconds, as the GenAI metric of that
 //!   name): when the first byte of its body went out, whichever role it had.
 //!
+//! Cost, measured ad hoc (sequential unique streaming chats on the simulated model, release
+//! build, gateway CPU time per request on this 2-core machine, noisy): no endpoint, nothing (the
+//! layer is not even installed); spans made but not sampled (`OTEL_TRACES_SAMPLER=always_off`,
+//! which the SDK honours, as the ratio samplers) about +10%; every span exported about +34%
+//! (105 to 140 µs), mostly the SDK's recording and encoding of two spans a request.
+//!
 //! Spans are exported in batches on a thread of the SDK's own (`BatchSpanProcessor`): a
 //! request only queues its span, and a full queue drops spans, so a slow or unreachable
 //! collector never slows or fails a request. The last batch is flushed when the server stops.
