@@ -210,6 +210,11 @@ pub struct Settings {
     /// a log pipeline.
     #[arg(long, env = "STREAMFLIGHT_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// OTLP/HTTP collector to export traces to (its base URL; `/v1/traces` is added). Without
+    /// it, `OTEL_EXPORTER_OTLP_ENDPOINT` is honoured; with neither, no traces.
+    #[arg(long, env = "STREAMFLIGHT_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// The version `--version` prints: the crate's, and the commit it was built from (`unknown`

@@ -28,6 +28,7 @@ pub mod reload;
 mod sim;
 pub mod sse;
 mod state;
+mod telemetry;
 mod tenant;
 pub mod upstream;
 
@@ -66,6 +67,8 @@ pub struct App {
     fleet: Option<handoff::GatewayFleet>,
     /// The limits a reload changes.
     limits: Arc<Limits>,
+    /// With an OTLP endpoint: the exporter, flushed when the server stops.
+    exporting: Option<telemetry::Exporting>,
 }
 
 impl App {
@@ -97,7 +100,15 @@ impl App {
         }
         let fleet = gateway.fleet.clone();
         let limits = Arc::clone(&gateway.limits);
-        Ok(App { router: routes::router(Arc::new(gateway)), connections, shutdown, backend, fleet, limits })
+        let exporting = match telemetry::install(&gateway.settings)? {
+            Some((traces, exporting)) => {
+                gateway.traces = Some(traces);
+                Some(exporting)
+            }
+            None => None,
+        };
+        let router = routes::router(Arc::new(gateway));
+        Ok(App { router, connections, shutdown, backend, fleet, limits, exporting })
     }
 
     /// What SIGHUP re-reads and changes in this app ([`reload`]): `args` are the program's
@@ -123,7 +134,14 @@ impl App {
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
         let settled = fleet::settled(self.fleet);
-        serve::serve_settling(listener, self.router, self.connections, self.shutdown, stop, settled).await
+        let served =
+            serve::serve_settling(listener, self.router, self.connections, self.shutdown, stop, settled)
+                .await;
+        // The spans of the last requests, ended by the drain, are exported before the stop.
+        if let Some(exporting) = self.exporting {
+            exporting.shutdown().await;
+        }
+        served
     }
 }
 

@@ -15,6 +15,7 @@ use crate::http::offload::Offload;
 use crate::http::serve::Shutdown;
 use crate::key::Key;
 use crate::metrics::Metrics;
+use crate::telemetry::Traces;
 use crate::tenant::Tenants;
 use crate::upstream::backend::Backend;
 
@@ -42,6 +43,8 @@ pub(crate) struct Gateway {
     pub offload: Offload,
     /// Who a request's credentials make it (G5): keyed by `--fleet-secret`, else a random key.
     pub tenants: Tenants,
+    /// With an OTLP endpoint: what traces each request (`telemetry`).
+    pub traces: Option<Traces>,
 }
 
 impl Gateway {
@@ -76,6 +79,7 @@ impl Gateway {
             limits,
             offload,
             tenants,
+            traces: None,
         })
     }
 }

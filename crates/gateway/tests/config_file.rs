@@ -62,12 +62,12 @@ async fn a_flag_beats_the_environment_which_beats_the_file_which_beats_the_defau
 
     let default = tokens(&mut Binary::start(&quick)).await;
     let from_file = tokens(&mut Binary::start(&[&quick[..], &config].concat())).await;
-    let from_env = tokens(&mut Binary::start_with_env(&env, &[&quick[..], &config].concat())).await;
+    let from_env = tokens(&mut Binary::start_with_env(&[&quick[..], &config].concat(), &env)).await;
     let flags = [&quick[..], &config, &["--sim-tokens", "7"]].concat();
-    let from_flag = tokens(&mut Binary::start_with_env(&env, &flags)).await;
+    let from_flag = tokens(&mut Binary::start_with_env(&flags, &env)).await;
     // The file named by the environment is read as well as one named by the flag.
     let named_by_env = [("STREAMFLIGHT_CONFIG", file.path())];
-    let file_from_env = tokens(&mut Binary::start_with_env(&named_by_env, &quick)).await;
+    let file_from_env = tokens(&mut Binary::start_with_env(&quick, &named_by_env)).await;
 
     assert_eq!((default, from_file, from_env, from_flag, file_from_env), (40, 3, 5, 7, 3));
 }

@@ -1,6 +1,7 @@
 //! The HTTP surface: which path goes where (coalesced endpoints, cancel, metrics, health,
 //! everything else passed through) and the layers every request crosses (id, admission, CORS).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -12,8 +13,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use bytes::Bytes;
+use futures::Stream;
 use serde_json::json;
-use streamflight_tokio::{ResumeError, Role};
+use streamflight_tokio::{ResumeError, Role, Subscription};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tracing::Instrument;
 
@@ -23,6 +25,7 @@ use crate::answer::{self, Wants};
 use crate::dialect::Api;
 use crate::dialect::error::{Refusal, json_response};
 use crate::fleet::handoff;
+use crate::flight::{Part, UpstreamError};
 use crate::http::access::Record;
 use crate::http::guarded::Guarded;
 use crate::http::headers;
@@ -32,6 +35,7 @@ use crate::http::passthrough;
 use crate::key::Key;
 use crate::metrics::Metrics;
 use crate::state::Gateway;
+use crate::telemetry::{self, ClientSpan};
 use crate::upstream::Outgoing;
 
 type Shared = Arc<Gateway>;
@@ -39,6 +43,7 @@ type Shared = Arc<Gateway>;
 /// The gateway's routes over `gateway`, ready to serve.
 pub(crate) fn router(gateway: Shared) -> Router {
     let cors = cors(&gateway.settings.cors_origins);
+    let traces = gateway.traces.clone();
     let mut router = Router::new();
     for api in Api::all() {
         router = router.route(&api.route(), post(coalesced).fallback(passthrough));
@@ -53,6 +58,10 @@ pub(crate) fn router(gateway: Shared) -> Router {
         .layer(middleware::from_fn_with_state(Arc::clone(&gateway), admit))
         .layer(middleware::from_fn(assign_id))
         .with_state(gateway);
+    // Only with an OTLP endpoint: without one, no request meets any of the traces' code.
+    if let Some(traces) = traces {
+        router = router.layer(middleware::from_fn_with_state(traces, telemetry::serve));
+    }
     if let Some(cors) = cors {
         router = router.layer(cors);
     }
@@ -177,15 +186,23 @@ async fn coalesced(
     let outgoing = Outgoing { api, query, headers: sent, body: parsed.upstream, canonical };
     let prepare = gateway.backend.open(outgoing);
     let named = api.names_answers().then(|| Box::new(key.clone()));
+    // Traced: the request's span says what it asks, and its flight is traced if it leads.
+    let traced = gateway.traces.as_ref().and_then(|traces| {
+        let client = parts.extensions.get::<Arc<ClientSpan>>()?;
+        Some(telemetry::coalesced(traces, client, parts.uri.path(), api.name(), &key))
+    });
     let (subscription, placed) = match &gateway.fleet {
         Some(fleet) => {
             let prepare = fleet.open(&key, prepare);
             let placed = key.clone();
-            (gateway.flights.request(key, prepare), Some((fleet, placed)))
+            (fly(&gateway, key, prepare, traced.as_ref()), Some((fleet, placed)))
         }
-        None => (gateway.flights.request(key, prepare), None),
+        None => (fly(&gateway, key, prepare, traced.as_ref()), None),
     };
     let role = subscription.role();
+    if let Some(traced) = traced {
+        traced.placed(role, &id);
+    }
     let registry = Arc::clone(&gateway.registry);
     let asked = Asked { tenant, api, include_usage: parsed.include_usage, record };
     let mut live = Live::enter(registry, id, subscription.id(), role, asked);
@@ -205,6 +222,23 @@ async fn coalesced(
         key: named,
     };
     answer::reply(subscription, wants, live, &gateway.keeping).await
+}
+
+/// Joins or starts the flight of `key`; with `traced`, its upstream request has a span.
+fn fly<F, S>(
+    gateway: &Gateway,
+    key: Key,
+    prepare: F,
+    traced: Option<&telemetry::Flight>,
+) -> Subscription<Part, UpstreamError>
+where
+    F: Future<Output = Result<S, UpstreamError>> + Send + 'static,
+    S: Stream<Item = Result<Part, UpstreamError>> + Send + 'static,
+{
+    match traced {
+        Some(flight) => gateway.flights.request(key, flight.wrap(prepare)),
+        None => gateway.flights.request(key, prepare),
+    }
 }
 
 /// The gateway's own key, as `api` takes it, when it has one.

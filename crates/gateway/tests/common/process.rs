@@ -24,14 +24,12 @@ pub struct Binary {
 
 impl Binary {
     pub fn start(flags: &[&str]) -> Binary {
-        Binary::spawn(Command::new(env!("CARGO_BIN_EXE_streamflight-gateway")), flags)
+        Binary::start_with_env(flags, &[])
     }
 
-    /// The binary with `env` as its whole environment (say, `STREAMFLIGHT_*` variables).
-    pub fn start_with_env(env: &[(&str, &str)], flags: &[&str]) -> Binary {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_streamflight-gateway"));
-        command.env_clear().envs(env.iter().copied());
-        Binary::spawn_in(command, flags)
+    /// The binary with `variables` set in its otherwise empty environment.
+    pub fn start_with_env(flags: &[&str], variables: &[(&str, &str)]) -> Binary {
+        Binary::spawn(Command::new(env!("CARGO_BIN_EXE_streamflight-gateway")), flags, variables)
     }
 
     /// The binary with at most `kib` KiB of address space (`ulimit -v`): an allocation past it
@@ -41,20 +39,16 @@ impl Binary {
         // `exec`: the process (and its pid, for signals) is the gateway's, not the shell's.
         command.args(["-c", &format!(r#"ulimit -v {kib} && exec "$0" "$@""#)]);
         command.arg(env!("CARGO_BIN_EXE_streamflight-gateway"));
-        Binary::spawn(command, flags)
+        Binary::spawn(command, flags, &[])
     }
 
-    fn spawn(mut command: Command, flags: &[&str]) -> Binary {
-        // Neither a `STREAMFLIGHT_*` fallback nor a proxy of the test's environment applies.
-        command.env_clear();
-        Binary::spawn_in(command, flags)
-    }
-
-    /// Spawns `command`, whose environment is set already.
-    fn spawn_in(mut command: Command, flags: &[&str]) -> Binary {
+    fn spawn(mut command: Command, flags: &[&str], variables: &[(&str, &str)]) -> Binary {
         let mut child = command
             .args(["--listen", "127.0.0.1:0"])
             .args(flags)
+            // Neither a `STREAMFLIGHT_*` fallback nor a proxy of the test's environment applies.
+            .env_clear()
+            .envs(variables.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
