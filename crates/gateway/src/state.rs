@@ -1,5 +1,5 @@
 //! What every handler shares: the settings, the flight manager, the live requests, the
-//! backend chosen at start, the counters, the shutdown signal and the admission permits.
+//! backend chosen at start, the metrics, the shutdown and drain signals and the admission permits.
 
 use std::sync::Arc;
 
@@ -11,6 +11,7 @@ use crate::answer::Keeping;
 use crate::answer::registry::Registry;
 use crate::config::Settings;
 use crate::flight::{Part, UpstreamError};
+use crate::http::admin::StoreLook;
 use crate::http::offload::Offload;
 use crate::http::serve::Shutdown;
 use crate::key::Key;
@@ -41,6 +42,10 @@ pub(crate) struct Gateway {
     pub offload: Offload,
     /// Who a request's credentials make it (G5): keyed by `--fleet-secret`, else a random key.
     pub tenants: Tenants,
+    /// Fired when the gateway stops taking requests (SIGTERM): `/readyz` says 503 from then.
+    pub draining: Shutdown,
+    /// The last look `/readyz` took at the fleet's store.
+    pub store_look: StoreLook,
 }
 
 impl Gateway {
@@ -52,7 +57,7 @@ impl Gateway {
         if let Some(limit) = settings.history_limit {
             config = config.history_limit(limit);
         }
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::new(&settings.metrics_models));
         let backend = Backend::new(&settings, Arc::clone(&metrics))?;
         let permits = Arc::new(Semaphore::new(settings.max_concurrent_requests.min(Semaphore::MAX_PERMITS)));
         let window = settings.linger.max(settings.resume_window);
@@ -75,6 +80,8 @@ impl Gateway {
             permits,
             offload,
             tenants,
+            draining: Shutdown::new(),
+            store_look: StoreLook::default(),
         })
     }
 }
