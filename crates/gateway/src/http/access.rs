@@ -16,7 +16,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, Method};
+use axum::http::{HeaderMap, Method, Uri};
 use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};
 use streamflight_tokio::Role;
@@ -70,7 +70,8 @@ struct Facts {
 pub(crate) struct Record {
     started: Instant,
     method: Method,
-    path: Box<str>,
+    /// Its target, for the path (a clone shares the request's bytes; the query is never logged).
+    uri: Uri,
     id: ClientId,
     metrics: Arc<Metrics>,
     facts: Mutex<Facts>,
@@ -80,12 +81,12 @@ pub(crate) struct Record {
 }
 
 impl Record {
-    /// The record of a request for `path`, shown to its client as `id`, started now.
-    pub(crate) fn new(id: ClientId, method: Method, path: &str, metrics: Arc<Metrics>) -> Record {
+    /// The record of a request for `uri`, shown to its client as `id`, started now.
+    pub(crate) fn new(id: ClientId, method: Method, uri: Uri, metrics: Arc<Metrics>) -> Record {
         Record {
             started: Instant::now(),
             method,
-            path: path.into(),
+            uri,
             id,
             metrics,
             facts: Mutex::new(Facts::default()),
@@ -198,11 +199,13 @@ impl Drop for Record {
             events: self.events.load(Ordering::Relaxed),
         });
         let ms = |took: std::time::Duration| took.as_secs_f64() * 1e3;
-        // The macro looks at the level first: nothing below is formatted when it is off.
+        // The macro looks at the level first: nothing below is formatted when it is off. No
+        // parent: wherever the last holder drops it, no span adds its fields (its id again).
         tracing::info!(
+            parent: None,
             request_id = %facts.shown.unwrap_or(self.id),
             method = %self.method,
-            path = %self.path,
+            path = self.uri.path(),
             dialect = endpoint,
             status = facts.status,
             role,

@@ -91,7 +91,7 @@ async fn assign_id(State(gateway): State<Shared>, mut request: Request, next: Ne
     let id = ClientId::random();
     request.extensions_mut().insert(id);
     let metrics = Arc::clone(&gateway.metrics);
-    let record = Arc::new(Record::new(id, request.method().clone(), request.uri().path(), metrics));
+    let record = Arc::new(Record::new(id, request.method().clone(), request.uri().clone(), metrics));
     request.extensions_mut().insert(Arc::clone(&record));
     // The lines written while it is handled name it; the access line, written after, by itself.
     let span = tracing::info_span!("http", request_id = %id);
