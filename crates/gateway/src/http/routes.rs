@@ -112,6 +112,13 @@ async fn admit(State(gateway): State<Shared>, request: Request, next: Next) -> R
     }
     let Ok(permit) = Arc::clone(&gateway.permits).try_acquire_owned() else {
         Metrics::bump(&gateway.metrics.rejected);
+        // Counted where it would have gone: its dialect's, or passed through.
+        if let Some(record) = request.extensions().get::<Arc<Record>>() {
+            match Api::at(request.uri().path()) {
+                Some(api) if request.method() == axum::http::Method::POST => record.dialect(api.name()),
+                _ => record.passthrough(),
+            }
+        }
         let mut response = Api::under(request.uri().path()).error_response(&Refusal::TooManyRequests.error());
         response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
