@@ -210,35 +210,36 @@ impl Metrics {
         let answer_events = Histograms::<Answered>::new_with_constructor(events as fn() -> Histogram);
         let upstream_head = Histograms::<Headed>::new_with_constructor(seconds as fn() -> Histogram);
         let mut registry = Registry::default();
-        // Counters are named without `_total`: the text adds it to their samples.
+        // Counters are named without `_total`: the text adds it to their samples. The registry
+        // ends each help with a full stop of its own.
         registry.register(
             "streamflight_responses",
-            "Requests to the public port, counted when their response ended.",
+            "Requests to the public port, counted when their response ended",
             responses.clone(),
         );
         registry.register(
             "streamflight_first_event_seconds",
-            "From a request's arrival to the first event its client was sent.",
+            "From a request's arrival to the first event its client was sent",
             first_event.clone(),
         );
         registry.register(
             "streamflight_response_duration_seconds",
-            "From a request's arrival to the end of its response body.",
+            "From a request's arrival to the end of its response body",
             duration.clone(),
         );
         registry.register(
             "streamflight_answer_events",
-            "Events of one coalesced answer a client was sent.",
+            "Events of one coalesced answer a client was sent",
             answer_events.clone(),
         );
         registry.register(
             "streamflight_upstream_head_seconds",
-            "From sending an upstream request to its response head.",
+            "From sending an upstream request to its response head",
             upstream_head.clone(),
         );
         let build = [("version", env!("CARGO_PKG_VERSION")), ("commit", env!("STREAMFLIGHT_COMMIT"))];
         // An info family's sample is its name with `_info`.
-        registry.register("streamflight_build", "The version running, and its commit.", Info::new(build));
+        registry.register("streamflight_build", "The version running, and its commit", Info::new(build));
         registry.register_collector(Box::new(process::Process));
         Metrics {
             upstream_errors: AtomicU64::new(0),
@@ -455,6 +456,7 @@ mod tests {
         );
         assert!(text.lines().any(|l| l == build), "{text}");
         assert_eq!(text.matches("streamflight_requests_total ").count(), 1);
+        assert!(text.lines().all(|line| !line.ends_with("..")), "one full stop a help: {text}");
         // The buckets reach past ten minutes.
         assert!(text.contains(r#"le="1048.576""#), "{text}");
     }

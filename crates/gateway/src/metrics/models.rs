@@ -79,5 +79,6 @@ mod tests {
         assert_eq!(&*capped.label(Some("one-too-many")), "other");
         assert_eq!(&*capped.label(Some("m0")), "m0", "a name seen keeps its label");
         assert_eq!(&*Models::new(&[]).label(Some(&"x".repeat(LONGEST + 1))), "other");
+        assert_eq!(MODELS_CAP, 32, "--metrics-models's help and the README's flags table say 32");
     }
 }
