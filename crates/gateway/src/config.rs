@@ -201,6 +201,24 @@ pub struct Settings {
     #[arg(long, env = "STREAMFLIGHT_LEASE", default_value = "3s", value_parser = parse_duration)]
     pub lease: Duration,
 
+    /// Serves `/metrics`, `/healthz` and `/readyz` on this address, a port for the operator
+    /// alone that keeps answering while the gateway drains after SIGTERM (`/readyz` then says
+    /// 503). With it, the public port serves no `/metrics`. Without it, all three are on the
+    /// public port.
+    #[arg(long, env = "STREAMFLIGHT_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+
+    /// With `--redis`: `/readyz` says ready (200, saying so) while the store is unreachable,
+    /// for an operator who accepts that each replica then serves and coalesces alone. Without
+    /// it, `/readyz` says 503 then, so that traffic goes to replicas that share.
+    #[arg(long, env = "STREAMFLIGHT_READY_WITHOUT_REDIS")]
+    pub ready_without_redis: bool,
+
+    /// The models that get a `model` label of their own in the metrics (comma-separated);
+    /// any other is `other`. Without it, the first 32 distinct names requested get one.
+    #[arg(long, env = "STREAMFLIGHT_METRICS_MODELS", value_delimiter = ',')]
+    pub metrics_models: Vec<String>,
+
     /// What to log: a level (error, warn, info, debug or trace) or a tracing filter of
     /// directives, such as `info,streamflight_gateway=debug`.
     #[arg(long, env = "STREAMFLIGHT_LOG", default_value = "info", value_parser = parse_filter)]

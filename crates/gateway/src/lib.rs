@@ -62,6 +62,8 @@ pub struct App {
     router: axum::Router,
     connections: Connections,
     shutdown: Shutdown,
+    /// Fired once `stop` resolves: `/readyz` says 503 from then.
+    draining: Shutdown,
     backend: String,
     /// With `--redis`: the fleet, whose flights led for other replicas a stop waits for.
     fleet: Option<handoff::GatewayFleet>,
@@ -69,7 +71,13 @@ pub struct App {
     limits: Arc<Limits>,
     /// With an OTLP endpoint: the exporter, flushed when the server stops.
     exporting: Option<telemetry::Exporting>,
+    /// With `--admin-listen`: its socket, bound, and its routes.
+    admin: Option<(TcpListener, axum::Router)>,
 }
+
+/// How long the admin port lets a probe or a scrape in progress finish once the gateway has
+/// drained: they take milliseconds.
+const ADMIN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl App {
     /// Builds the gateway for `settings`. The error is one line for the operator (flags that
@@ -107,8 +115,23 @@ impl App {
             }
             None => None,
         };
-        let router = routes::router(Arc::new(gateway));
-        Ok(App { router, connections, shutdown, backend, fleet, limits, exporting })
+        let draining = gateway.draining.clone();
+        let admin = match gateway.settings.admin_listen {
+            Some(address) => Some(
+                serve::bind(address, ADMIN_BACKLOG)
+                    .map_err(|e| format!("cannot listen on {address} (--admin-listen): {e}"))?,
+            ),
+            None => None,
+        };
+        let gateway = Arc::new(gateway);
+        let admin = admin.map(|listener| (listener, http::admin::router(Arc::clone(&gateway))));
+        let router = routes::router(gateway);
+        Ok(App { router, connections, shutdown, draining, backend, fleet, limits, exporting, admin })
+    }
+
+    /// The admin port's address (`--admin-listen`, its port chosen if it was 0), if there is one.
+    pub fn admin_address(&self) -> Option<std::net::SocketAddr> {
+        self.admin.as_ref().and_then(|(listener, _)| listener.local_addr().ok())
     }
 
     /// What SIGHUP re-reads and changes in this app ([`reload`]): `args` are the program's
@@ -128,15 +151,39 @@ impl App {
 
     /// Serves on `listener` until `stop` resolves, then drains (see [`serve::serve`]); in a
     /// fleet, the drain also waits for the flights this replica leads for the others (R26).
+    /// The admin port, if any, answers until the drain is over, `/readyz` with 503 from `stop`.
     pub async fn run(
         self,
         listener: TcpListener,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
         let settled = fleet::settled(self.fleet);
+        let draining = self.draining;
+        let stop = async move {
+            stop.await;
+            draining.end();
+        };
+        let admin = self.admin.map(|(admin, router)| {
+            let connections = Connections {
+                shutdown_grace: ADMIN_GRACE,
+                // Its own count: `streamflight_write_timeouts_total` is about clients.
+                write_timeouts: Default::default(),
+                ..self.connections.clone()
+            };
+            let (over, drained) = tokio::sync::oneshot::channel::<()>();
+            let drained = async move {
+                let _ = drained.await;
+            };
+            (over, tokio::spawn(serve::serve(admin, router, connections, Shutdown::new(), drained)))
+        });
         let served =
             serve::serve_settling(listener, self.router, self.connections, self.shutdown, stop, settled)
                 .await;
+        if let Some((over, admin)) = admin {
+            drop(over);
+            // Its own errors are its own: the gateway's drain is what the caller asked about.
+            let _ = admin.await;
+        }
         // The spans of the last requests, ended by the drain, are exported before the stop.
         if let Some(exporting) = self.exporting {
             exporting.shutdown().await;
@@ -144,6 +191,9 @@ impl App {
         served
     }
 }
+
+/// The admin port's listen backlog: a few probes and scrapes at a time.
+const ADMIN_BACKLOG: u32 = 128;
 
 /// Binds the listening socket of `settings` (`--listen`, `--backlog`).
 pub fn bind(settings: &Settings) -> io::Result<TcpListener> {

@@ -72,7 +72,8 @@ async fn main() -> ExitCode {
     }
     let stop = streamflight_gateway::http::serve::signal();
     let address = listener.local_addr().map_or_else(|_| listen.to_string(), |a| a.to_string());
-    tracing::info!(listen = %address, "streamflight-gateway ready, answering from {}", app.backend());
+    let admin = app.admin_address().map_or_else(|| "off".to_owned(), |a| a.to_string());
+    tracing::info!(listen = %address, %admin, "streamflight-gateway ready, answering from {}", app.backend());
     match app.run(listener, stop).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

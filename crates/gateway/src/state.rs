@@ -1,5 +1,5 @@
 //! What every handler shares: the settings, the flight manager, the live requests, the
-//! backend chosen at start, the counters, the shutdown signal and the admission permits.
+//! backend chosen at start, the metrics, the shutdown and drain signals and the admission permits.
 
 use std::sync::Arc;
 
@@ -10,6 +10,7 @@ use crate::answer::Keeping;
 use crate::answer::registry::Registry;
 use crate::config::Settings;
 use crate::flight::{Part, UpstreamError};
+use crate::http::admin::StoreLook;
 use crate::http::limits::Limits;
 use crate::http::offload::Offload;
 use crate::http::serve::Shutdown;
@@ -45,6 +46,10 @@ pub(crate) struct Gateway {
     pub tenants: Tenants,
     /// With an OTLP endpoint: what traces each request (`telemetry`).
     pub traces: Option<Traces>,
+    /// Fired when the gateway stops taking requests (SIGTERM): `/readyz` says 503 from then.
+    pub draining: Shutdown,
+    /// The last look `/readyz` took at the fleet's store.
+    pub store_look: StoreLook,
 }
 
 impl Gateway {
@@ -56,7 +61,7 @@ impl Gateway {
         if let Some(limit) = settings.history_limit {
             config = config.history_limit(limit);
         }
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::new(&settings.metrics_models));
         let backend = Backend::new(&settings, Arc::clone(&metrics))?;
         let limits = Arc::new(Limits::of(&settings));
         let window = settings.linger.max(settings.resume_window);
@@ -80,6 +85,8 @@ impl Gateway {
             offload,
             tenants,
             traces: None,
+            draining: Shutdown::new(),
+            store_look: StoreLook::default(),
         })
     }
 }

@@ -121,6 +121,17 @@ async fn over_the_concurrency_limit_a_request_gets_503_until_a_stream_ends() {
     assert_eq!(http().get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
     assert_eq!(metric(&base, "streamflight_rejected_total").await, 2);
     assert_eq!(metric(&base, "streamflight_in_flight_requests").await, 2);
+    // Each refusal is counted under the endpoint it was for, once its body is gone.
+    for endpoint in ["chat", "passthrough"] {
+        let refused = format!(
+            r#"streamflight_responses_total{{endpoint="{endpoint}",role="none",outcome="failed",status_class="5xx",model=""}} 1"#
+        );
+        eventually(&refused, || async {
+            let text = http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+            text.lines().any(|line| line == refused)
+        })
+        .await;
+    }
     assert_eq!(mock.received(), 2, "a refused request never reaches the upstream");
 
     mock.open_gate();

@@ -6,6 +6,7 @@
 
 pub(crate) mod registry;
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -27,6 +28,7 @@ use crate::answer::registry::Live;
 use crate::dialect::Api;
 use crate::dialect::error::{self, Refusal, json_response};
 use crate::flight::{Broken, Event, Head, Part, UpstreamError};
+use crate::http::access::Outcome;
 use crate::http::serve::Shutdown;
 use crate::key::Key;
 use crate::sse;
@@ -131,6 +133,14 @@ impl Failure {
                 }
             },
             Failure::Own(refusal) => own(&refusal.error()),
+        }
+    }
+
+    /// How it ends a client's answer: cancelled (by `DELETE`), or failed.
+    fn outcome(&self) -> Outcome {
+        match self {
+            Failure::Own(Refusal::Cancelled) => Outcome::Cancelled,
+            _ => Outcome::Failed,
         }
     }
 
@@ -261,11 +271,11 @@ pub(crate) async fn reply(
             }
         }
         Some(Step::End(Err(failure))) => {
-            live.ended(&failure.describe());
+            live.ended(failure.outcome(), Some(failure.describe().into()));
             failure.response(api)
         }
         _ => {
-            live.ended(&"no head");
+            live.ended(Outcome::Failed, Some("no head".into()));
             api.error_response(&Refusal::FlightFailed.error())
         }
     };
@@ -290,20 +300,25 @@ fn cut(why: &str) -> io::Error {
 }
 
 /// A non-SSE answer (embeddings): the upstream's body piece by piece.
-fn body_response(head: &Head, flow: Flow, live: Live) -> Response {
+fn body_response(head: &Head, flow: Flow, mut live: Live) -> Response {
+    // The guard lives as long as the body, and records how it ended.
     let body = flow
-        .filter_map(|step| async move {
-            match step {
-                Step::Item(Part::Body(bytes)) => Some(Ok(bytes)),
-                Step::End(Err(_)) => Some(Err(cut("the upstream answer failed midway"))),
-                _ => None,
+        .map(move |step| match step {
+            Step::Item(Part::Body(bytes)) => {
+                live.record().sent();
+                Some(Ok(bytes))
             }
+            Step::End(Ok(())) => {
+                live.ended(Outcome::Done, None);
+                None
+            }
+            Step::End(Err(failure)) => {
+                live.ended(failure.outcome(), Some(failure.describe().into()));
+                Some(Err(cut("the upstream answer failed midway")))
+            }
+            _ => None,
         })
-        .map(move |piece| {
-            // The guard lives as long as the body, and records how it ended.
-            let _ = &live;
-            piece
-        });
+        .filter_map(std::future::ready);
     head_response(head, Body::from_stream(body))
 }
 
@@ -406,14 +421,14 @@ impl futures::Stream for Sse {
                     sse::frame_with_id(index, event.name.as_deref(), &event.data)
                 }
                 Step::End(Ok(())) => {
-                    this.end(&"done");
+                    this.end(Outcome::Done, None);
                     match this.api.done() {
                         Some(done) => sse::frame_with_id(index, None, done),
                         None => return Poll::Ready(None),
                     }
                 }
                 Step::End(Err(failure)) => {
-                    this.end(&failure.describe());
+                    this.end(failure.outcome(), Some(failure.describe().into()));
                     let (name, data) = failure.event(this.api);
                     sse::frame_with_id(index, name.as_deref(), &data)
                 }
@@ -434,10 +449,10 @@ fn name_answer(api: Api, key: &mut Option<Box<Key>>, live: &mut Live, event: &Ev
 }
 
 impl Sse {
-    fn end(&mut self, outcome: &dyn std::fmt::Display) {
+    fn end(&mut self, outcome: Outcome, why: Option<Cow<'static, str>>) {
         self.done = true;
         if let Some(live) = self.live.as_mut() {
-            live.ended(outcome);
+            live.ended(outcome, why);
         }
     }
 }
@@ -499,8 +514,9 @@ async fn merged_response(
         match flow.next().await {
             Some(Step::Item(Part::Event(event))) => {
                 name_answer(api, &mut key, &mut live, &event);
+                live.record().counted();
                 if let Err(error) = merge.push(&event) {
-                    live.ended(&"an answer that cannot be merged");
+                    live.ended(Outcome::Failed, Some("an answer that cannot be merged".into()));
                     return unmergeable(api, &error);
                 }
             }
@@ -510,13 +526,13 @@ async fn merged_response(
         }
     };
     if let Err(failure) = end {
-        live.ended(&failure.describe());
+        live.ended(failure.outcome(), Some(failure.describe().into()));
         return failure.response(api);
     }
-    live.ended(&"done");
+    live.ended(Outcome::Done, None);
     match merge.finish() {
         Ok(body) => {
-            live.record().event();
+            live.record().sent();
             let mut response = head_response(head, Body::from(body));
             response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             response

@@ -2,6 +2,7 @@
 //! its tenant, so that only the tenant that made a request can cancel or resume it (G5); and the
 //! answers the gateway holds by the API's own id (a Responses `resp_…`), for the API's resume.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use streamflight_tokio::{RequestId, Role};
 
 use crate::dialect::Api;
-use crate::http::access::Record;
+use crate::http::access::{Outcome, Record};
 use crate::key::Key;
 
 /// The id a client sees in `x-request-id`: 128 random bits, shown as 32 hex digits.
@@ -326,7 +327,7 @@ impl Live {
     /// for a resume, until `window` passes (the library lets the request go then too).
     pub(crate) fn detach(mut self, window: Duration) {
         self.ended = true;
-        self.record.end(&"client went away: detached");
+        self.record.end(Outcome::Detached, None);
         self.registry.detach(self.id, window);
         self.kept = true;
         if let Some(hook) = self.leaving.take() {
@@ -334,10 +335,10 @@ impl Live {
         }
     }
 
-    /// The request got its end (`outcome` says which, for its log line).
-    pub(crate) fn ended(&mut self, outcome: &dyn fmt::Display) {
+    /// The request got its end: `outcome`, and `why` when it did not end well (its log line).
+    pub(crate) fn ended(&mut self, outcome: Outcome, why: Option<Cow<'static, str>>) {
         self.ended = true;
-        self.record.end(outcome);
+        self.record.end(outcome, why);
     }
 }
 
@@ -359,7 +360,7 @@ impl Drop for Live {
             self.registry.leave_answer(&answer, self.kept.then_some(self.id));
         }
         if !self.ended {
-            self.record.end(&"client went away");
+            self.record.end(Outcome::Cancelled, Some(Cow::Borrowed("client went away")));
         }
     }
 }

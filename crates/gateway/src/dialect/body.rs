@@ -22,6 +22,8 @@ pub struct Body {
     pub canonical: String,
     /// The bytes to send upstream.
     pub upstream: Bytes,
+    /// The top-level `model`, if it is a string (for the access log and the metrics' label).
+    pub model: Option<Box<str>>,
 }
 
 /// Why a body was refused (answered 400 with an OpenAI error body by the caller).
@@ -103,14 +105,21 @@ pub fn parse(bytes: &[u8], owned: Owned) -> Result<Body, BodyError> {
         return Err(BodyError::NotAnObject);
     }
     let mut canonical = String::with_capacity(text.len());
-    if owned == Owned::Nothing {
-        // Sent as it is, so every field is part of the answer: all of them are in the key.
-        walker.object(&mut canonical, 1, None).map_err(not_json)?;
-        let upstream = Bytes::copy_from_slice(bytes);
-        return Ok(Body { stream: false, include_usage: false, canonical, upstream });
-    }
-    let mut transport = Transport { usage: owned == Owned::StreamAndUsage, ..Transport::default() };
+    // Sent as it is with `Owned::Nothing`, so every field is part of the answer: all of them are
+    // in the key.
+    let mut transport = Transport {
+        stream_owned: owned != Owned::Nothing,
+        usage: owned == Owned::StreamAndUsage,
+        ..Transport::default()
+    };
     walker.object(&mut canonical, 1, Some(&mut transport)).map_err(not_json)?;
+    // A name with escapes is read as JSON; a member that is no string names no model.
+    let model = transport.model.take().and_then(|span| serde_json::from_str::<String>(&text[span]).ok());
+    let model = model.map(String::into_boxed_str);
+    if owned == Owned::Nothing {
+        let upstream = Bytes::copy_from_slice(bytes);
+        return Ok(Body { stream: false, include_usage: false, canonical, upstream, model });
+    }
     // Duplicates are refused, so there is one at most.
     let stream = match transport.stream.last().map(|span| &text[span.clone()]) {
         None | Some("null" | "false") => false,
@@ -119,12 +128,12 @@ pub fn parse(bytes: &[u8], owned: Owned) -> Result<Body, BodyError> {
     };
     if !transport.usage {
         let upstream = Bytes::from(upstream_body(text, &transport, None));
-        return Ok(Body { stream, include_usage: false, canonical, upstream });
+        return Ok(Body { stream, include_usage: false, canonical, upstream, model });
     }
     let options = transport.stream_options.last().map(|span| &text[span.clone()]);
     let (include_usage, options) = stream_options(options)?;
     let upstream = Bytes::from(upstream_body(text, &transport, Some(&options)));
-    Ok(Body { stream, include_usage, canonical, upstream })
+    Ok(Body { stream, include_usage, canonical, upstream, model })
 }
 
 /// The canonical text of any JSON value: object keys sorted by their unescaped text (bytewise), no
@@ -282,15 +291,20 @@ impl<'de> Visitor<'de> for Checked {
 /// recursion should the check ever change.
 const MAX_DEPTH: usize = 128;
 
-/// Where the top-level `stream` and `stream_options` members' values are, and where members end.
+/// Where the top-level `stream`, `stream_options` and `model` members' values are, and where
+/// members end.
 #[derive(Default)]
 struct Transport {
     /// The span of every `stream` value, in order.
     stream: Vec<Range<usize>>,
     /// The span of every `stream_options` value, in order (when they are the gateway's).
     stream_options: Vec<Range<usize>>,
+    /// Whether `stream` is the gateway's (not for an endpoint that does not stream).
+    stream_owned: bool,
     /// Whether `stream_options` is the gateway's too.
     usage: bool,
+    /// The span of the `model` value, which stays in the key.
+    model: Option<Range<usize>>,
     /// Whether the object has any member.
     members: bool,
     /// Where the last member's value ends (just after `{` when there is none).
@@ -404,7 +418,7 @@ impl<'a> Walker<'a> {
         let mut starts = Vec::new();
         let (end, any) = self.members(|walker, raw_key, key| {
             let spans = match (transport.as_deref_mut(), key) {
-                (Some(transport), "stream") => Some(&mut transport.stream),
+                (Some(transport), "stream") if transport.stream_owned => Some(&mut transport.stream),
                 (Some(transport), "stream_options") if transport.usage => Some(&mut transport.stream_options),
                 _ => None,
             };
@@ -428,7 +442,13 @@ impl<'a> Walker<'a> {
             starts.push(out.len());
             write_string(out, raw_key, key);
             out.push(':');
-            walker.value(out, depth).map_err(|fault| fault.within(|| Step::Key(key.to_owned())))
+            walker.skip_whitespace();
+            let start = walker.pos;
+            walker.value(out, depth).map_err(|fault| fault.within(|| Step::Key(key.to_owned())))?;
+            if let (Some(transport), "model") = (transport.as_deref_mut(), key) {
+                transport.model = Some(start..walker.pos);
+            }
+            Ok(())
         })?;
         if let Some(transport) = transport {
             transport.members = any;
@@ -1115,6 +1135,17 @@ mod tests {
         // Sent as they are, `stream` and `stream_options` may change the answer: they are in the key.
         assert_eq!(body.canonical, r#"{"input":["a",1e400],"model":"e","stream":"odd","stream_options":3}"#);
         assert!(!body.stream && !body.include_usage);
+        assert_eq!(body.model.as_deref(), Some("e"));
+    }
+
+    #[test]
+    fn the_top_level_model_is_read_as_a_string_or_not_at_all() {
+        let model = |text: &str| parsed(text).model;
+        assert_eq!(model(r#"{"model": "gpt-4o", "messages": []}"#).as_deref(), Some("gpt-4o"));
+        assert_eq!(model(r#"{"model":"a\"b\u0063"}"#).as_deref(), Some("a\"bc"));
+        assert_eq!(model(r#"{"model": 4}"#), None);
+        assert_eq!(model(r#"{"messages": [{"model": "nested"}]}"#), None);
+        assert_eq!(model(r#"{"stream": true}"#), None);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! logged; what the gateway does not coalesce passes through to the upstream unchanged.
 
 pub(crate) mod access;
+pub(crate) mod admin;
 mod guarded;
 pub(crate) mod headers;
 pub(crate) mod inbound;

@@ -13,6 +13,7 @@ use futures::StreamExt;
 use crate::dialect::Api;
 use crate::dialect::error::Refusal;
 use crate::flight::Broken;
+use crate::http::access::Record;
 use crate::http::headers;
 use crate::http::inbound::{self, BodyFailure, Bounds};
 use crate::metrics::Metrics;
@@ -25,6 +26,9 @@ use crate::upstream::client;
 /// Proxies `request` unchanged; without an upstream, the simulated model's `GET /v1/models`.
 pub(super) async fn forward(gateway: &Gateway, request: Request) -> Response {
     Metrics::bump(&gateway.metrics.passthrough);
+    if let Some(record) = request.extensions().get::<Arc<Record>>() {
+        record.passthrough();
+    }
     match &gateway.backend {
         Backend::Upstream(upstream) => proxy(upstream, gateway.limits.body(), request).await,
         Backend::Simulated(..) => {
@@ -70,6 +74,7 @@ async fn proxy(upstream: &Upstream, bounds: Bounds, request: Request) -> Respons
         });
         sent = sent.body(reqwest::Body::wrap_stream(pieces));
     }
+    let sending = tokio::time::Instant::now();
     let response = match tokio::time::timeout(upstream.response_timeout, sent.send()).await {
         Err(_) => {
             let message =
@@ -88,6 +93,7 @@ async fn proxy(upstream: &Upstream, bounds: Bounds, request: Request) -> Respons
         Ok(Ok(response)) => response,
     };
     let status = response.status();
+    upstream.metrics.upstream_head("passthrough", status.as_u16(), sending.elapsed());
     let mut headers = headers::downstream_response(response.headers(), false);
     upstream.scrubber.headers(&mut headers);
     let idle = upstream.idle_timeout;

@@ -7,10 +7,10 @@ use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::{Extension, Request, State};
-use axum::http::header::{ACCEPT_ENCODING, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use axum::http::header::{ACCEPT_ENCODING, HeaderValue, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderName, StatusCode, Uri};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{delete, get, post};
 use bytes::Bytes;
 use futures::Stream;
@@ -26,7 +26,8 @@ use crate::dialect::Api;
 use crate::dialect::error::{Refusal, json_response};
 use crate::fleet::handoff;
 use crate::flight::{Part, UpstreamError};
-use crate::http::access::Record;
+use crate::http::access::{Record, Sent};
+use crate::http::admin;
 use crate::http::guarded::Guarded;
 use crate::http::headers;
 use crate::http::inbound;
@@ -48,15 +49,20 @@ pub(crate) fn router(gateway: Shared) -> Router {
     for api in Api::all() {
         router = router.route(&api.route(), post(coalesced).fallback(passthrough));
     }
-    let mut router = router
+    router = router
         .route("/v1/responses/{id}", get(retrieve).fallback(passthrough))
         .route("/v1/requests/{id}", delete(cancel).fallback(passthrough))
         .route("/v1/requests/{id}/events", get(resume).fallback(passthrough))
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(admin::healthz))
+        .route("/readyz", get(admin::readyz));
+    // With an admin port the metrics are served there only: not to anyone who reaches this one.
+    if gateway.settings.admin_listen.is_none() {
+        router = router.route("/metrics", get(admin::metrics));
+    }
+    let mut router = router
         .fallback(passthrough)
         .layer(middleware::from_fn_with_state(Arc::clone(&gateway), admit))
-        .layer(middleware::from_fn(assign_id))
+        .layer(middleware::from_fn_with_state(Arc::clone(&gateway), assign_id))
         .with_state(gateway);
     // Only with an OTLP endpoint: without one, no request meets any of the traces' code.
     if let Some(traces) = traces {
@@ -88,31 +94,40 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     )
 }
 
-/// Gives every request an id and its [`Record`] (its one log line, written when its response
-/// body is done), and puts the id in the response's `x-request-id`.
-async fn assign_id(mut request: Request, next: Next) -> Response {
+/// Gives every request an id and its [`Record`] (its one access line and its metrics, written
+/// when its response body is done), and puts the id in the response's `x-request-id`.
+async fn assign_id(State(gateway): State<Shared>, mut request: Request, next: Next) -> Response {
     let id = ClientId::random();
     request.extensions_mut().insert(id);
-    let record = Arc::new(Record::new(id.to_string(), request.method().clone(), request.uri().path()));
+    let metrics = Arc::clone(&gateway.metrics);
+    let record = Arc::new(Record::new(id, request.method().clone(), request.uri().clone(), metrics));
     request.extensions_mut().insert(Arc::clone(&record));
-    let span = tracing::info_span!("http", request_id = %id, method = %request.method(), path = %request.uri().path());
+    // The lines written while it is handled name it; the access line, written after, by itself.
+    let span = tracing::info_span!("http", request_id = %id);
     let mut response = next.run(request).instrument(span).await;
-    record.status(response.status().as_u16());
     // A resumed stream keeps the id its client knows.
     let id = response.extensions().get::<ClientId>().copied().unwrap_or(id);
+    record.head(response.status().as_u16(), id, response.headers());
     let shown = HeaderValue::from_str(&id.to_string()).expect("hex is a valid header value");
     response.headers_mut().insert("x-request-id", shown);
-    response.map(|body| axum::body::Body::new(Guarded::new(body, record)))
+    response.map(|body| axum::body::Body::new(Sent::new(body, record)))
 }
 
 /// Over `--max-concurrent-requests`, a 503 with `retry-after`; else the request holds a permit
 /// until its response body is done (a stream holds it to its end). Health and metrics are free.
 async fn admit(State(gateway): State<Shared>, request: Request, next: Next) -> Response {
-    if matches!(request.uri().path(), "/healthz" | "/metrics") {
+    if matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics") {
         return next.run(request).await;
     }
     let Ok(permit) = Arc::clone(gateway.limits.permits()).try_acquire_owned() else {
         Metrics::bump(&gateway.metrics.rejected);
+        // Counted where it would have gone: its dialect's, or passed through.
+        if let Some(record) = request.extensions().get::<Arc<Record>>() {
+            match Api::at(request.uri().path()) {
+                Some(api) if request.method() == axum::http::Method::POST => record.dialect(api.name()),
+                _ => record.passthrough(),
+            }
+        }
         let mut response = Api::under(request.uri().path()).error_response(&Refusal::TooManyRequests.error());
         response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
@@ -152,6 +167,8 @@ async fn coalesced(
     let Some(api) = Api::at(parts.uri.path()) else {
         return Refusal::UnknownUrl.error().response();
     };
+    // Its refusals too are the dialect's, unless it passes through after all.
+    record.dialect(api.name());
     let settings = &gateway.settings;
     let bytes = match inbound::read(&parts.headers, body, gateway.limits.body()).await {
         Ok(bytes) => bytes,
@@ -168,7 +185,10 @@ async fn coalesced(
         return passthrough::forward(&gateway, request).await;
     }
     drop(bytes);
-    record.dialect(api.name());
+    if let Some(model) = parsed.model {
+        let label = gateway.metrics.models.label(Some(&model));
+        record.model(model, label);
+    }
     let query = parts.uri.query().map(str::to_owned);
     let tenant = gateway.tenants.of(&parts.headers);
     let canonical: Arc<str> = parsed.canonical.into();
@@ -213,7 +233,7 @@ async fn coalesced(
         let place = move |fleet: &handoff::GatewayFleet| fleet.place(&key);
         live = live.on_leave(holding.on_leave(api, parsed.include_usage, place));
     }
-    tracing::debug!(request_id = %id, ?role, key = %digest, stream = parsed.stream, "admitted");
+    tracing::debug!(?role, key = %digest, stream = parsed.stream, "admitted");
     let wants = Wants {
         api,
         stream: parsed.stream,
@@ -298,7 +318,7 @@ async fn cancel(State(gateway): State<Shared>, headers: HeaderMap, uri: Uri) -> 
     if !cancelled {
         return api.error_response(&Refusal::RequestNotFound.error());
     }
-    tracing::info!(request_id = %shown, "cancelled by DELETE");
+    tracing::info!(cancelled = %shown, "cancelled by DELETE");
     let body = json!({"id": shown, "object": "request", "status": "cancelled"});
     json_response(StatusCode::OK, Bytes::from(body.to_string()))
 }
@@ -385,7 +405,7 @@ async fn resume(
         };
         live = live.on_leave(holding.on_leave(api, found.include_usage, move |_| place));
     }
-    tracing::debug!(request_id = %id, from, "resumed");
+    tracing::debug!(resumes = %id, from, "resumed");
     answer::resumed(api, subscription, live, found.include_usage, Numbered::From(from), &gateway.keeping)
 }
 
@@ -435,19 +455,6 @@ async fn retrieve(
     let registry = Arc::clone(&gateway.registry);
     let asked = Asked { tenant, api, include_usage: false, record };
     let live = Live::enter(registry, id, subscription.id(), role, asked);
-    tracing::debug!(request_id = %id, response = %answer_id, ?after, "resumed by the API's own call");
+    tracing::debug!(resumes = %id, response = %answer_id, ?after, "resumed by the API's own call");
     answer::resumed(api, subscription, live, false, Numbered::After(after), &gateway.keeping)
-}
-
-/// `GET /metrics`, in the Prometheus text format.
-async fn metrics(State(gateway): State<Shared>) -> Response {
-    let fleet = gateway.fleet.as_ref().map(|fleet| fleet.stats()).unwrap_or_default();
-    let leading = gateway.fleet.as_ref().map_or(0, |fleet| fleet.leading());
-    let text = gateway.metrics.render(&gateway.flights.stats(), &fleet, leading);
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
-}
-
-/// `GET /healthz`.
-async fn healthz() -> &'static str {
-    "ok\n"
 }

@@ -35,7 +35,7 @@ pub(crate) struct ClientSpan {
 /// Traces every request but the health check and the metrics: its span is in the request's
 /// extensions for the handler, and ends when the response body is done.
 pub(crate) async fn serve(State(traces): State<Traces>, mut request: Request, next: Next) -> Response {
-    if matches!(request.uri().path(), "/healthz" | "/metrics") {
+    if matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics") {
         return next.run(request).await;
     }
     let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));

@@ -61,7 +61,8 @@ pub(crate) struct Upstream {
     max_event_bytes: usize,
     max_error_body: usize,
     bounds: Bounds,
-    metrics: Arc<Metrics>,
+    /// Where failures and the time to each response head are counted.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl Upstream {
@@ -135,6 +136,7 @@ impl Upstream {
         // The body sent is JSON whatever the client said it was (curl's `-d` says a form).
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let request = client.post(url).headers(headers).body(outgoing.body);
+        let sending = tokio::time::Instant::now();
         let response = match tokio::time::timeout(self.response_timeout, request.send()).await {
             Err(_) => {
                 let message =
@@ -147,6 +149,7 @@ impl Upstream {
             }
             Ok(Ok(response)) => response,
         };
+        self.metrics.upstream_head(api.name(), response.status().as_u16(), sending.elapsed());
         if let Some(coding) = headers::encoded(response.headers()) {
             // Asked for identity (`accept-encoding: identity`), the upstream encoded anyway: the
             // gateway reads, merges and shares every coalesced answer, so it cannot use it.
