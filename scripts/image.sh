@@ -142,18 +142,6 @@ listen=$(image_var STREAMFLIGHT_LISTEN)
 health_url=$(image_var HEALTHCHECK_URL)
 [ -n "$listen" ] && [ -n "$health_url" ] || fail "the image sets no STREAMFLIGHT_LISTEN or HEALTHCHECK_URL"
 port=${listen##*:}
-run_env=()
-# Until the gateway has --admin-listen (issue 24, part 2), nothing answers on the image's
-# admin port: its readiness is then asked on the public port's /healthz. This block goes once
-# that flag is merged.
-# (--help read whole first: a grep -q that stops early would fail the pipe under pipefail.)
-help=$("$binary" --help)
-if ! grep -q -- '--admin-listen' <<<"$help"; then
-    health_url=http://127.0.0.1:$port/healthz
-    image_env+=("HEALTHCHECK_URL=$health_url")
-    run_env=(--env "HEALTHCHECK_URL=$health_url")
-    echo "this gateway has no --admin-listen yet: the health check asks $health_url"
-fi
 
 step "the image's file system, exported"
 # On a tmpfs: its thousands of files go at once (an rm -rf of them on this disk took 20 s).
@@ -240,7 +228,7 @@ nproc_limit=4096
 no_timer() { "$@" 2> >(grep -v 'systemd connection' >&2); }
 container=$(no_timer timeout 60 podman run --detach --runtime runc --health-interval=disable \
     --ulimit "nofile=$(ulimit -n):$(ulimit -Hn)" --ulimit "nproc=$nproc_limit:$nproc_limit" \
-    --network "ns:/run/netns/$netns" "${run_env[@]}" "$image")
+    --network "ns:/run/netns/$netns" "$image")
 await_ready "podman container exists $container" || { podman logs "$container"; fail "the container is not ready"; }
 timeout 30 podman healthcheck run "$container" >/dev/null \
     || { podman logs "$container"; fail "podman healthcheck run: unhealthy"; }
