@@ -42,6 +42,12 @@
 //!    SDK's pool would), all joining one flight before the upstream's first token: how long
 //!    after the earliest first event each client gets its own, both as the kernel stamped its
 //!    arrival at the client's socket (`SO_TIMESTAMPNS`, Linux) and as the client read it.
+//! 5. What observability costs (issue 24): unique requests, non-streaming then streaming, through
+//!    front gateways that differ only in what they observe: metrics with logs off, metrics with
+//!    the JSON access log (to a file), and with traces exported over OTLP/HTTP as well (to a sink
+//!    in this process); and first, with `--baseline-gateway`, a build without this observability.
+//!    Each runs in turn, the order rotated every round; the table shows each one's median CPU
+//!    per request and its ratio to the first.
 //!
 //! Timings are the machine's and noisy; nothing here asserts one. Flags: `--help`.
 
