@@ -23,6 +23,7 @@ use streamflight_tokio::Role;
 
 use crate::answer::registry::ClientId;
 use crate::metrics::{Finished, Metrics};
+use crate::telemetry::ClientSpan;
 
 /// How a request's answer ended: the `outcome` label and the line's field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,12 +79,21 @@ pub(crate) struct Record {
     first_event: OnceLock<Instant>,
     events: AtomicU32,
     bytes: AtomicU64,
+    /// With traces: the request's span, ended with the record.
+    span: Option<ClientSpan>,
 }
 
 impl Record {
     /// The record of a request for `uri`, shown to its client as `id`, started now.
-    pub(crate) fn new(id: ClientId, method: Method, uri: Uri, metrics: Arc<Metrics>) -> Record {
+    pub(crate) fn new(
+        id: ClientId,
+        method: Method,
+        uri: Uri,
+        metrics: Arc<Metrics>,
+        span: Option<ClientSpan>,
+    ) -> Record {
         Record {
+            span,
             started: Instant::now(),
             method,
             uri,
@@ -94,6 +104,11 @@ impl Record {
             events: AtomicU32::new(0),
             bytes: AtomicU64::new(0),
         }
+    }
+
+    /// The request's span, when it is traced.
+    pub(crate) fn span(&self) -> Option<&ClientSpan> {
+        self.span.as_ref()
     }
 
     fn facts(&self) -> std::sync::MutexGuard<'_, Facts> {
@@ -218,6 +233,9 @@ impl Drop for Record {
             error = why.as_deref(),
             "request"
         );
+        if let Some(span) = &self.span {
+            span.finish(facts.status, first_event);
+        }
     }
 }
 

@@ -44,7 +44,6 @@ type Shared = Arc<Gateway>;
 /// The gateway's routes over `gateway`, ready to serve.
 pub(crate) fn router(gateway: Shared) -> Router {
     let cors = cors(&gateway.settings.cors_origins);
-    let traces = gateway.traces.clone();
     let mut router = Router::new();
     for api in Api::all() {
         router = router.route(&api.route(), post(coalesced).fallback(passthrough));
@@ -64,10 +63,6 @@ pub(crate) fn router(gateway: Shared) -> Router {
         .layer(middleware::from_fn_with_state(Arc::clone(&gateway), admit))
         .layer(middleware::from_fn_with_state(Arc::clone(&gateway), assign_id))
         .with_state(gateway);
-    // Only with an OTLP endpoint: without one, no request meets any of the traces' code.
-    if let Some(traces) = traces {
-        router = router.layer(middleware::from_fn_with_state(traces, telemetry::serve));
-    }
     if let Some(cors) = cors {
         router = router.layer(cors);
     }
@@ -100,7 +95,10 @@ async fn assign_id(State(gateway): State<Shared>, mut request: Request, next: Ne
     let id = ClientId::random();
     request.extensions_mut().insert(id);
     let metrics = Arc::clone(&gateway.metrics);
-    let record = Arc::new(Record::new(id, request.method().clone(), request.uri().clone(), metrics));
+    let traced = gateway.traces.as_ref().and_then(|traces| {
+        ClientSpan::start(traces, request.method(), request.uri().path(), request.headers())
+    });
+    let record = Arc::new(Record::new(id, request.method().clone(), request.uri().clone(), metrics, traced));
     request.extensions_mut().insert(Arc::clone(&record));
     // The lines written while it is handled name it; the access line, written after, by itself.
     let span = tracing::info_span!("http", request_id = %id);
@@ -208,7 +206,7 @@ async fn coalesced(
     let named = api.names_answers().then(|| Box::new(key.clone()));
     // Traced: the request's span says what it asks, and its flight is traced if it leads.
     let traced = gateway.traces.as_ref().and_then(|traces| {
-        let client = parts.extensions.get::<Arc<ClientSpan>>()?;
+        let client = record.span()?;
         Some(telemetry::coalesced(traces, client, parts.uri.path(), api.name(), &key))
     });
     let (subscription, placed) = match &gateway.fleet {
@@ -220,8 +218,8 @@ async fn coalesced(
         None => (fly(&gateway, key, prepare, traced.as_ref()), None),
     };
     let role = subscription.role();
-    if let Some(traced) = traced {
-        traced.placed(role, &id);
+    if let (Some(traced), Some(span)) = (traced, record.span()) {
+        traced.placed(span, role, &id);
     }
     let registry = Arc::clone(&gateway.registry);
     let asked = Asked { tenant, api, include_usage: parsed.include_usage, record };

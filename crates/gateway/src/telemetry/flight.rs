@@ -122,7 +122,6 @@ impl Link {
 #[derive(Debug)]
 pub(crate) struct Flight {
     slot: Arc<FlightSlot>,
-    client: Arc<ClientSpan>,
     leaders: Arc<Leaders>,
     tracer: SdkTracer,
     parent: SpanContext,
@@ -131,7 +130,7 @@ pub(crate) struct Flight {
 
 impl Traces {
     /// The flight `client` would lead for `key`.
-    pub(super) fn flight(&self, client: &Arc<ClientSpan>, key: &Key, operation: &'static str) -> Flight {
+    pub(super) fn flight(&self, client: &ClientSpan, key: &Key, operation: &'static str) -> Flight {
         let slot = Arc::new(FlightSlot {
             context: OnceLock::new(),
             flight_id: OnceLock::new(),
@@ -143,14 +142,7 @@ impl Traces {
             leaders: Arc::downgrade(&self.leaders),
         });
         let (tracer, parent) = (self.tracer.clone(), client.context());
-        Flight {
-            slot,
-            client: Arc::clone(client),
-            leaders: Arc::clone(&self.leaders),
-            tracer,
-            parent,
-            operation,
-        }
+        Flight { slot, leaders: Arc::clone(&self.leaders), tracer, parent, operation }
     }
 }
 
@@ -191,7 +183,8 @@ impl Flight {
 
     /// Where the request of this flight stands, now that its `role` is known: a leader lists
     /// the flight under its key, with its `id`; anyone else links to the flight it joined.
-    pub(crate) fn placed(self, role: Role, id: &dyn std::fmt::Display) {
+    /// `client` is the request's span.
+    pub(crate) fn placed(self, client: &ClientSpan, role: Role, id: &dyn std::fmt::Display) {
         let link = if role == Role::Leader {
             let _ = self.slot.flight_id.set(Arc::from(id.to_string()));
             let _ = self.slot.model.set(super::model(&self.slot.key.body));
@@ -208,7 +201,7 @@ impl Flight {
                 None => Link::Later(Arc::clone(&self.leaders), self.slot.key.clone()),
             }
         };
-        self.client.placed(role_name(role), link);
+        client.placed(role_name(role), link);
     }
 }
 

@@ -30,13 +30,14 @@
 //!   both kinds), `http.request.method`, `url.path`, `http.response.status_code`,
 //!   `streamflight.role` (`leader`, `follower`, `joiner`). Time to first chunk is the client
 //!   span's attribute `gen_ai.server.time_to_first_token` (seconds, as the GenAI metric of that
-//!   name): when the first byte of its body went out, whichever role it had.
+//!   name): when its client was sent the first of its answer (the access line's
+//!   `first_event_ms`), whichever role it had.
+//! - The request's span is started and ended by its access record (`http/access.rs`): no
+//!   layer or body wrapper of its own, so tracing adds nothing to a request's path but its spans.
 //!
-//! Cost, measured ad hoc (sequential unique streaming chats on the simulated model, release
-//! build, gateway CPU time per request on this 2-core machine, noisy): no endpoint, nothing (the
-//! layer is not even installed); spans made but not sampled (`OTEL_TRACES_SAMPLER=always_off`,
-//! which the SDK honours, as the ratio samplers) about +10%; every span exported about +34%
-//! (105 to 140 µs), mostly the SDK's recording and encoding of two spans a request.
+//! Cost: without an endpoint, one branch a request. With one, the latency example's section 5
+//! measures it against the same gateway without (BENCHMARKS.md, issue 24). Spans can be sampled
+//! with the SDK's standard `OTEL_TRACES_SAMPLER` (`parentbased_traceidratio`, ...).
 //!
 //! Spans are exported in batches on a thread of the SDK's own (`BatchSpanProcessor`): a
 //! request only queues its span, and a full queue drops spans, so a slow or unreachable
@@ -58,7 +59,7 @@ use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracer, SdkTracerProvider}
 use crate::config::Settings;
 use crate::key::Key;
 
-pub(crate) use client::{ClientSpan, serve};
+pub(crate) use client::ClientSpan;
 pub(crate) use flight::{Flight, Leaders};
 
 /// The service name when `OTEL_SERVICE_NAME` sets none.
@@ -121,7 +122,7 @@ pub(crate) fn install(settings: &Settings) -> Result<Option<(Traces, Exporting)>
 /// leader: the others of a flight asked the same body.
 pub(crate) fn coalesced(
     traces: &Traces,
-    client: &Arc<ClientSpan>,
+    client: &ClientSpan,
     route: &str,
     dialect: &str,
     key: &Key,
