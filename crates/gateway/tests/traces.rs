@@ -119,6 +119,23 @@ async fn a_coalesced_burst_is_one_flight_span_linked_from_every_client_span() {
     assert_eq!(flights.len(), 1, "one flight span: {flights:?}");
     assert_eq!(served.len(), BURST, "a span per client request: {served:?}");
     let flight = flights[0];
+    // The tree as a collector shows it (`--nocapture`): who led, who joined, what links where.
+    for span in flights.iter().chain(&served) {
+        let short = |bytes: &[u8]| {
+            let all = hex(bytes);
+            all[all.len().saturating_sub(8)..].to_owned()
+        };
+        let links: Vec<String> = span.links.iter().map(|link| short(&link.span_id)).collect();
+        println!(
+            "trace {} span {} parent {:8} {:?} {:28} role={:6} links={links:?}",
+            short(&span.trace_id),
+            short(&span.span_id),
+            short(&span.parent_span_id),
+            SpanKind::try_from(span.kind).unwrap_or(SpanKind::Unspecified),
+            span.name,
+            text(&span.attributes, "streamflight.role").unwrap_or_default(),
+        );
+    }
 
     // The flight: the one upstream request, under its leader's span, counting who joined.
     assert_eq!(flight.name, "chat test-model");
