@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::{Extension, Request, State};
@@ -28,9 +27,9 @@ use crate::fleet::handoff;
 use crate::flight::{Part, UpstreamError};
 use crate::http::access::{Record, Sent};
 use crate::http::admin;
-use crate::http::guarded::Guarded;
 use crate::http::headers;
 use crate::http::inbound;
+use crate::http::limits::Admission;
 use crate::http::offload::Unparsed;
 use crate::http::passthrough;
 use crate::key::Key;
@@ -113,39 +112,29 @@ async fn assign_id(State(gateway): State<Shared>, mut request: Request, next: Ne
 
 /// Over `--max-concurrent-requests`, a 503 with `retry-after`; else the request holds a permit
 /// until its response body is done (a stream holds it to its end). Health and metrics are free.
-async fn admit(State(gateway): State<Shared>, request: Request, next: Next) -> Response {
+async fn admit(
+    State(gateway): State<Shared>,
+    Extension(record): Extension<Arc<Record>>,
+    request: Request,
+    next: Next,
+) -> Response {
     if matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics") {
         return next.run(request).await;
     }
-    let Ok(permit) = Arc::clone(gateway.limits.permits()).try_acquire_owned() else {
+    let Some(admission) = Admission::take(&gateway.limits, &gateway.metrics) else {
         Metrics::bump(&gateway.metrics.rejected);
         // Counted where it would have gone: its dialect's, or passed through.
-        if let Some(record) = request.extensions().get::<Arc<Record>>() {
-            match Api::at(request.uri().path()) {
-                Some(api) if request.method() == axum::http::Method::POST => record.dialect(api.name()),
-                _ => record.passthrough(),
-            }
+        match Api::at(request.uri().path()) {
+            Some(api) if request.method() == axum::http::Method::POST => record.dialect(api.name()),
+            _ => record.passthrough(),
         }
         let mut response = Api::under(request.uri().path()).error_response(&Refusal::TooManyRequests.error());
         response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     };
-    let held = Held { gateway: Arc::clone(&gateway), _permit: permit };
-    gateway.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
-    let response = next.run(request).await;
-    response.map(|body| axum::body::Body::new(Guarded::new(body, held)))
-}
-
-/// A request's admission, released when dropped.
-struct Held {
-    gateway: Shared,
-    _permit: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.gateway.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
+    // Its record hands it to the response body (one wrapper for both): held to the body's end.
+    record.admitted(admission);
+    next.run(request).await
 }
 
 /// Any path or method the gateway does not coalesce.
