@@ -172,10 +172,6 @@ async fn coalesced(
         return passthrough::forward(&gateway, request).await;
     }
     drop(bytes);
-    if let Some(model) = parsed.model {
-        let label = gateway.metrics.models.label(Some(&model));
-        record.model(model, label);
-    }
     let query = parts.uri.query().map(str::to_owned);
     let tenant = gateway.tenants.of(&parts.headers);
     let canonical: Arc<str> = parsed.canonical.into();
@@ -185,7 +181,8 @@ async fn coalesced(
         selectors: api.selectors(&parts.headers, query.as_deref()).into(),
         body: Arc::clone(&canonical),
     };
-    let digest = key.digest();
+    // Hashed only for the line that shows it.
+    let digest = tracing::enabled!(tracing::Level::DEBUG).then(|| key.digest());
     let mut sent = headers::upstream_request(&parts.headers, upstream_credential(&gateway, api));
     // The gateway reads the answer (SSE, merged, shared): it must arrive uncompressed. Said
     // outright: with no `accept-encoding` at all a server may pick any encoding (RFC 9110).
@@ -208,7 +205,11 @@ async fn coalesced(
     };
     let role = subscription.role();
     if let (Some(traced), Some(span)) = (traced, record.span()) {
-        traced.placed(span, role, &id);
+        traced.placed(span, role, &id, parsed.model.as_deref());
+    }
+    if let Some(model) = parsed.model {
+        let label = gateway.metrics.models.label(Some(&model));
+        record.model(model, label);
     }
     let registry = Arc::clone(&gateway.registry);
     let asked = Asked { tenant, api, include_usage: parsed.include_usage, record };
@@ -220,7 +221,7 @@ async fn coalesced(
         let place = move |fleet: &handoff::GatewayFleet| fleet.place(&key);
         live = live.on_leave(holding.on_leave(api, parsed.include_usage, place));
     }
-    tracing::debug!(?role, key = %digest, stream = parsed.stream, "admitted");
+    tracing::debug!(?role, key = digest.as_deref(), stream = parsed.stream, "admitted");
     let wants = Wants {
         api,
         stream: parsed.stream,

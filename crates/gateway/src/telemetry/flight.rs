@@ -39,7 +39,7 @@ pub(crate) struct FlightSlot {
     context: OnceLock<SpanContext>,
     /// The leader's `x-request-id`, which names the flight.
     flight_id: OnceLock<Arc<str>>,
-    /// The model its body asks for, read by its leader.
+    /// The model its leader's body asked for.
     model: OnceLock<Option<Arc<str>>>,
     /// How many requests joined it (followers and joiners).
     joined: AtomicU64,
@@ -163,7 +163,7 @@ impl Flight {
         let operation = self.operation;
         async move {
             let attributes = vec![KeyValue::new("gen_ai.operation.name", operation)];
-            // Named `chat`, and `chat gpt-x` at its end, once its leader read the model.
+            // Named `chat`, and `chat gpt-x` at its end, once its leader named the model.
             let span = tracer
                 .span_builder(operation)
                 .with_kind(SpanKind::Client)
@@ -182,12 +182,18 @@ impl Flight {
     }
 
     /// Where the request of this flight stands, now that its `role` is known: a leader lists
-    /// the flight under its key, with its `id`; anyone else links to the flight it joined.
-    /// `client` is the request's span.
-    pub(crate) fn placed(self, client: &ClientSpan, role: Role, id: &dyn std::fmt::Display) {
+    /// the flight under its key, with its `id` and the `model` its body asked for; anyone else
+    /// links to the flight it joined. `client` is the request's span.
+    pub(crate) fn placed(
+        self,
+        client: &ClientSpan,
+        role: Role,
+        id: &dyn std::fmt::Display,
+        model: Option<&str>,
+    ) {
         let link = if role == Role::Leader {
             let _ = self.slot.flight_id.set(Arc::from(id.to_string()));
-            let _ = self.slot.model.set(super::model(&self.slot.key.body));
+            let _ = self.slot.model.set(model.map(Arc::from));
             let mut flights = self.leaders.flights.lock().unwrap_or_else(PoisonError::into_inner);
             flights.insert(self.slot.key.clone(), Arc::downgrade(&self.slot));
             drop(flights);
