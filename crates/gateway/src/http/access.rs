@@ -226,8 +226,8 @@ impl Drop for Record {
         // parent: wherever the last holder drops it, no span adds its fields (its id again).
         tracing::info!(
             parent: None,
-            request_id = %facts.shown.unwrap_or(self.id),
-            method = %self.method,
+            request_id = facts.shown.unwrap_or(self.id).digits().as_str(),
+            method = self.method.as_str(),
             path = self.uri.path(),
             dialect = endpoint,
             status = facts.status,

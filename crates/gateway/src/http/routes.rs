@@ -100,12 +100,12 @@ async fn assign_id(State(gateway): State<Shared>, mut request: Request, next: Ne
     let record = Arc::new(Record::new(id, request.method().clone(), request.uri().clone(), metrics, traced));
     request.extensions_mut().insert(Arc::clone(&record));
     // The lines written while it is handled name it; the access line, written after, by itself.
-    let span = tracing::info_span!("http", request_id = %id);
+    let span = tracing::info_span!("http", request_id = id.digits().as_str());
     let mut response = next.run(request).instrument(span).await;
     // A resumed stream keeps the id its client knows.
     let id = response.extensions().get::<ClientId>().copied().unwrap_or(id);
     record.head(response.status().as_u16(), id, response.headers());
-    let shown = HeaderValue::from_str(&id.to_string()).expect("hex is a valid header value");
+    let shown = HeaderValue::from_str(id.digits().as_str()).expect("hex is a valid header value");
     response.headers_mut().insert("x-request-id", shown);
     response.map(|body| axum::body::Body::new(Sent::new(body, record)))
 }

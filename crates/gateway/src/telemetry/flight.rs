@@ -1,12 +1,12 @@
 //! The span of one flight (kind `CLIENT`, the upstream request), under its leader's span, and
 //! how the requests of a flight find it: by key, while any of them or the flight lives.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
 use futures::{Stream, StreamExt};
+use hashbrown::HashMap;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{Span as _, SpanContext, SpanKind, Status, Tracer as _};
 use opentelemetry_sdk::trace::{SdkTracer, Span};
@@ -20,7 +20,8 @@ use crate::http::access::role_name;
 use crate::key::Key;
 
 /// The flight of each key that has a traced leader, for the requests that join it to link to.
-/// Weak: an entry goes when its flight and every request of it are done.
+/// Weak: an entry goes when its flight and every request of it are done. hashbrown's hasher:
+/// a key holds the whole canonical body, which SipHash would walk slowly at every request.
 #[derive(Debug, Default)]
 pub(crate) struct Leaders {
     flights: Mutex<HashMap<Key, Weak<FlightSlot>>>,
@@ -275,7 +276,11 @@ impl Drop for Watch {
 /// the bytes after `"usage"` are parsed, and only as far as that object goes.
 fn usage(data: &[u8]) -> Option<(Option<u64>, Option<u64>)> {
     let at = memchr::memmem::rfind(data, b"\"usage\"")?;
-    let rest = data[at + b"\"usage\"".len()..].trim_ascii_start().strip_prefix(b":")?;
+    let rest = data[at + b"\"usage\"".len()..].trim_ascii_start().strip_prefix(b":")?.trim_ascii_start();
+    // Chat's chunks say `"usage":null` until the last: no parse (and no error built) for those.
+    if !rest.starts_with(b"{") {
+        return None;
+    }
     let usage = serde_json::Deserializer::from_slice(rest).into_iter::<Usage>().next()?.ok()?;
     Some((usage.input_tokens.or(usage.prompt_tokens), usage.output_tokens.or(usage.completion_tokens)))
 }
