@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError, Weak};
 
 use futures::{Stream, StreamExt};
 use hashbrown::HashMap;
@@ -275,7 +275,10 @@ impl Drop for Watch {
 /// The input and output token counts of the last usage object in `data`, if it has one. Only
 /// the bytes after `"usage"` are parsed, and only as far as that object goes.
 fn usage(data: &[u8]) -> Option<(Option<u64>, Option<u64>)> {
-    let at = memchr::memmem::rfind(data, b"\"usage\"")?;
+    // Built once: a searcher's setup costs more than the search of a short event.
+    static USAGE: LazyLock<memchr::memmem::FinderRev<'static>> =
+        LazyLock::new(|| memchr::memmem::FinderRev::new(b"\"usage\""));
+    let at = USAGE.rfind(data)?;
     let rest = data[at + b"\"usage\"".len()..].trim_ascii_start().strip_prefix(b":")?.trim_ascii_start();
     // Chat's chunks say `"usage":null` until the last: no parse (and no error built) for those.
     if !rest.starts_with(b"{") {
