@@ -163,7 +163,9 @@ impl Flight {
         let (slot, tracer, parent) = (Arc::clone(&self.slot), self.tracer.clone(), self.parent.clone());
         let operation = self.operation;
         async move {
-            let attributes = vec![KeyValue::new("gen_ai.operation.name", operation)];
+            // Room for the seven attributes it ends with: no regrowth.
+            let mut attributes = Vec::with_capacity(7);
+            attributes.push(KeyValue::new("gen_ai.operation.name", operation));
             // Named `chat`, and `chat gpt-x` at its end, once its leader named the model.
             let span = tracer
                 .span_builder(operation)
@@ -227,7 +229,12 @@ impl Watch {
                 let status = i64::from(head.status.as_u16());
                 self.span.set_attribute(KeyValue::new("http.response.status_code", status));
             }
-            Ok(Part::Event(event)) => self.usage(&event.data),
+            // A named event carries usage only if it is one of those that do (the Responses
+            // API's end, Anthropic's start and delta): the many deltas are not searched.
+            Ok(Part::Event(event)) if event.name.as_deref().is_none_or(carries_usage) => {
+                self.usage(&event.data)
+            }
+            Ok(Part::Event(_)) => {}
             Ok(Part::Body(piece)) => self.usage(piece),
             Err(error) => self.failed(error),
         }
@@ -270,6 +277,19 @@ impl Drop for Watch {
         self.slot.attributes(&mut self.span);
         self.span.end();
     }
+}
+
+/// Whether an event of this name may carry a usage object: the Responses API's last events and
+/// Anthropic's `message_start` (input tokens) and `message_delta` (output tokens).
+fn carries_usage(name: &[u8]) -> bool {
+    matches!(
+        name,
+        b"response.completed"
+            | b"response.incomplete"
+            | b"response.failed"
+            | b"message_start"
+            | b"message_delta"
+    )
 }
 
 /// The input and output token counts of the last usage object in `data`, if it has one. Only
