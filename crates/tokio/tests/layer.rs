@@ -21,11 +21,28 @@ use tokio::time::Instant;
 /// Chunks of an answer after its first: they flow once the gate opens.
 const CHUNKS: usize = 4;
 
-/// The handler's state: how often it was called, and the gate its bodies wait on.
+/// The handler's state: how often it was called, the gate its bodies wait on, and how many of
+/// its bodies were dropped before their end (the layer let go of them).
 #[derive(Clone)]
 struct Handler {
     calls: Arc<AtomicUsize>,
     gate: watch::Sender<bool>,
+    cut: Arc<AtomicUsize>,
+}
+
+/// Held by a body while it streams: counts it as cut if dropped before its last chunk.
+struct Streaming {
+    cut: Arc<AtomicUsize>,
+    /// Chunks sent so far, of `CHUNKS + 1`.
+    sent: usize,
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        if self.sent <= CHUNKS {
+            self.cut.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 /// The answer to `body`: a first chunk that echoes it, then `CHUNKS` more.
@@ -43,7 +60,8 @@ async fn answer(State(handler): State<Handler>, body: String) -> Body {
     handler.calls.fetch_add(1, Ordering::SeqCst);
     let first = format!("you sent {} bytes: {body}\n", body.len());
     let gate = handler.gate.subscribe();
-    let chunks = futures::stream::unfold(0, move |i| {
+    let streaming = Streaming { cut: handler.cut.clone(), sent: 0 };
+    let chunks = futures::stream::unfold((0, streaming), move |(i, mut streaming)| {
         let mut gate = gate.clone();
         let first = first.clone();
         async move {
@@ -55,7 +73,8 @@ async fn answer(State(handler): State<Handler>, body: String) -> Body {
                 }
                 _ => return None,
             };
-            Some((Ok::<_, Infallible>(Bytes::from(chunk)), i + 1))
+            streaming.sent = i + 1;
+            Some((Ok::<_, Infallible>(Bytes::from(chunk)), (i + 1, streaming)))
         }
     });
     Body::from_stream(chunks)
@@ -72,7 +91,7 @@ async fn panics(State(handler): State<Handler>) -> Body {
 async fn serve(layer: CoalesceLayer) -> (SocketAddr, Handler) {
     // reqwest, in a workspace build, has the gateway's rustls without a default crypto provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let handler = Handler { calls: Arc::default(), gate: watch::Sender::new(false) };
+    let handler = Handler { calls: Arc::default(), gate: watch::Sender::new(false), cut: Arc::default() };
     let app = Router::new()
         .route("/answer", post(answer))
         .route("/panic", post(panics))
@@ -207,4 +226,29 @@ async fn a_failure_before_the_head_is_a_502_for_every_client() {
         assert!(got.role.is_some(), "a failure says its role too");
     }
     assert_eq!(handler.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_affects_no_other_and_the_last_one_out_cancels() {
+    let layer = CoalesceLayer::new(Config::default());
+    let (address, handler) = serve(layer.clone()).await;
+    let client = reqwest::Client::new();
+    let send = || client.post(format!("http://{address}/answer")).body("{}").send();
+    let mut leaver = send().await.unwrap();
+    let stayer = send().await.unwrap();
+    assert_eq!(stayer.headers()["x-streamflight-role"], "joiner");
+    assert_eq!(leaver.chunk().await.unwrap().unwrap(), "you sent 2 bytes: {}\n");
+    drop(leaver);
+    until("the leaver's request to be cancelled", || layer.stats().cancelled == 1).await;
+    handler.gate.send_replace(true);
+    assert_eq!(stayer.text().await.unwrap(), expected("{}"), "the leader left: the joiner got it all");
+    assert_eq!((handler.calls.load(Ordering::SeqCst), handler.cut.load(Ordering::SeqCst)), (1, 0));
+
+    // Every client of a flight leaves: its inner body is dropped, before its end.
+    handler.gate.send_replace(false);
+    let (first, second) = (send().await.unwrap(), send().await.unwrap());
+    assert_eq!(handler.calls.load(Ordering::SeqCst), 2);
+    drop((first, second));
+    until("the flight to be aborted", || layer.stats().aborted == 1).await;
+    until("the handler's body to be dropped", || handler.cut.load(Ordering::SeqCst) == 1).await;
 }
