@@ -7,6 +7,8 @@
 mod key;
 mod request;
 mod response;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 use std::future::{Future, poll_fn};
