@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# What observability costs a request in instructions, counted by valgrind's callgrind: the same
-# figure for the same binary and requests whatever else the machine does, where the latency
-# example's CPU time moves by 10% between runs. User-space instructions of the front gateway
-# only: the kernel's share (sockets, the log's write) and the time are the latency example's.
+# What observability costs a request in instructions, counted by valgrind's callgrind: within a
+# percent or two for the same binary and requests whatever else the machine does, where the
+# latency example's CPU time moves by 10% between runs (how often a task is polled depends on
+# the threads' timing, so each count is the median of ROUNDS runs, 3 unless the variable says).
+# User-space instructions of the front gateway only: the kernel's share (sockets, the log's
+# write) and the time are the latency example's.
 #
 #   scripts/instructions.sh [GATEWAY] [REQUESTS] [BASELINE_GATEWAY]
 #
@@ -18,6 +20,7 @@ cd "$(dirname "$0")/.."
 gateway=${1:-target/release/streamflight-gateway}
 requests=${2:-1000}
 baseline=${3:-}
+rounds=${ROUNDS:-3}
 command -v valgrind > /dev/null || { echo "instructions: valgrind is needed" >&2; exit 1; }
 work=$(mktemp -d)
 pids=()
@@ -92,7 +95,7 @@ variants+=("logs off|$gateway|0|--log warn")
 variants+=("JSON access log|$gateway|0|--log info --log-format json")
 variants+=("JSON access log + traces|$gateway|6|--log info --log-format json --otlp-endpoint http://127.0.0.1:$sink")
 
-echo "instructions per request, $requests unique Chat requests, $(date -u '+%Y-%m-%d %H:%M UTC'), $gateway"
+echo "instructions per request, $requests unique Chat requests, median of $rounds runs, $(date -u '+%Y-%m-%d %H:%M UTC'), $gateway"
 echo "| variant | non-streaming | vs first | streaming | vs first |"
 echo "|---|---:|---:|---:|---:|"
 first=()
@@ -101,8 +104,12 @@ for variant in "${variants[@]}"; do
     row="| $name"
     for m in 0 1; do
         mode=$([ $m = 0 ] && echo plain || echo stream)
-        # shellcheck disable=SC2086 # the flags are words
-        n=$(count "$binary" "$mode" "$settle" $flags)
+        counts=()
+        for _ in $(seq "$rounds"); do
+            # shellcheck disable=SC2086 # the flags are words
+            counts+=("$(count "$binary" "$mode" "$settle" $flags)")
+        done
+        n=$(printf '%s\n' "${counts[@]}" | sort -n | sed -n "$(((rounds + 1) / 2))p")
         [ -z "${first[$m]:-}" ] && first[m]=$n
         row+=" | $n | $(python3 -c "print(f'{$n / ${first[$m]}:.3f}x')")"
     done

@@ -109,6 +109,11 @@ impl Record {
         }
     }
 
+    /// The id its client was shown first.
+    pub(crate) fn id(&self) -> ClientId {
+        self.id
+    }
+
     /// The request's span, when it is traced.
     pub(crate) fn span(&self) -> Option<&ClientSpan> {
         self.span.as_ref()

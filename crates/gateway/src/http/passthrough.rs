@@ -1,6 +1,7 @@
 //! Every request the gateway does not coalesce (G3): method, path, query, headers and body go
 //! upstream unchanged and the answer comes back as it is, streamed both ways, within bounds.
 
+use std::borrow::Cow;
 use std::io;
 use std::sync::{Arc, Mutex};
 
@@ -13,7 +14,7 @@ use futures::StreamExt;
 use crate::dialect::Api;
 use crate::dialect::error::Refusal;
 use crate::flight::Broken;
-use crate::http::access::Record;
+use crate::http::access::{Outcome, Record};
 use crate::http::headers;
 use crate::http::inbound::{self, BodyFailure, Bounds};
 use crate::metrics::Metrics;
@@ -47,6 +48,8 @@ async fn proxy(upstream: &Upstream, bounds: Bounds, request: Request) -> Respons
     let (parts, body) = request.into_parts();
     // Whose error shape and credential header the request gets: the API its path lies under.
     let api = Api::under(parts.uri.path());
+    // A failure is told on the request's access line too.
+    let record = parts.extensions.get::<Arc<Record>>().cloned();
     if inbound::declared_too_large(&parts.headers, bounds.limit) {
         return BodyFailure::TooLarge.response(api);
     }
@@ -79,7 +82,7 @@ async fn proxy(upstream: &Upstream, bounds: Bounds, request: Request) -> Respons
         Err(_) => {
             let message =
                 format!("no response head from the upstream within {:?}", upstream.response_timeout);
-            return failure(api, Broken::Timeout, &message);
+            return failure(record.as_ref(), api, Broken::Timeout, &message);
         }
         Ok(Err(e)) => {
             let noted = *client_failed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -88,7 +91,7 @@ async fn proxy(upstream: &Upstream, bounds: Bounds, request: Request) -> Respons
                 return failure.response(api);
             }
             let message = format!("cannot reach the upstream {}: {}", upstream.url, client::describe(&e));
-            return failure(api, Broken::Unreachable, &message);
+            return failure(record.as_ref(), api, Broken::Unreachable, &message);
         }
         Ok(Ok(response)) => response,
     };
@@ -117,7 +120,14 @@ async fn proxy(upstream: &Upstream, bounds: Bounds, request: Request) -> Respons
     out
 }
 
-fn failure(api: Api, kind: Broken, message: &str) -> Response {
-    tracing::warn!(%message, "passthrough failed");
+/// The upstream could not be reached or answered no head: the API's error answer, and the
+/// reason on the request's access line (its `error`) and in a warning naming the request.
+fn failure(record: Option<&Arc<Record>>, api: Api, kind: Broken, message: &str) -> Response {
+    if let Some(record) = record {
+        tracing::warn!(request_id = record.id().digits().as_str(), %message, "passthrough failed");
+        record.end(Outcome::Failed, Some(Cow::Owned(message.to_owned())));
+    } else {
+        tracing::warn!(%message, "passthrough failed");
+    }
     api.error_response(&Refusal::Upstream { kind, message }.error())
 }

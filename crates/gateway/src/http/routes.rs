@@ -99,8 +99,11 @@ async fn assign_id(State(gateway): State<Shared>, mut request: Request, next: Ne
     });
     let record = Arc::new(Record::new(id, request.method().clone(), request.uri().clone(), metrics, traced));
     request.extensions_mut().insert(Arc::clone(&record));
-    // The lines written while it is handled name it; the access line, written after, by itself.
-    let span = tracing::info_span!("http", request_id = id.digits().as_str());
+    // The debug lines written while it is handled name it; the access line, written after, by
+    // itself. Not at info: the access line says at that level all there is to say of a request
+    // (a warning in its handling names it), and a span entered at every poll costs a JSON log
+    // as much again as its line.
+    let span = tracing::debug_span!("http", request_id = id.digits().as_str());
     let mut response = next.run(request).instrument(span).await;
     // A resumed stream keeps the id its client knows.
     let id = response.extensions().get::<ClientId>().copied().unwrap_or(id);
