@@ -89,7 +89,7 @@ async fn two_identical_requests_share_one_generation() {
     // The first response head waits for the first token (the status depends on it), so the
     // second request arrives while the flight streams: it joins, and replays from the start.
     let mut second = Client::ask(&base, "why%20is%20the%20sky%20blue").await;
-    assert_eq!((first.role.as_str(), second.role.as_str()), ("Leader", "Joiner"));
+    assert_eq!((first.role.as_str(), second.role.as_str()), ("leader", "joiner"));
     let (a, b) = (first.rest().await, second.rest().await);
     assert_eq!(a.len(), 31, "30 tokens then done: {a:?}");
     assert_eq!(a, b, "both clients saw the same stream");
