@@ -32,6 +32,8 @@ pub mod fleet;
 pub mod history;
 mod id;
 mod machine;
+#[cfg(feature = "sse")]
+pub mod sse;
 #[cfg(feature = "std")]
 mod sync;
 #[cfg(feature = "testkit")]

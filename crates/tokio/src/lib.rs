@@ -22,6 +22,8 @@
 
 #[cfg(feature = "axum")]
 pub mod axum;
+#[cfg(feature = "sse")]
+pub mod sse;
 
 use std::future::Future;
 use std::time::Duration;
