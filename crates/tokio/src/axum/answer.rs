@@ -103,15 +103,11 @@ where
     /// so that a client (a browser's `EventSource`, which reconnects when a
     /// stream just closes) knows the answer is over and how. Keep-alive
     /// comments are sent while the upstream is quiet.
-    pub async fn sse<F>(mut self, item: F) -> Response
+    pub async fn sse<F>(self, item: F) -> Response
     where
         F: FnMut(T) -> SseEvent + Send + 'static,
     {
-        if let Some(response) = self.first().await {
-            return with_headers(response, self.headers);
-        }
-        let events = SseEvents::new(self.subscription, item);
-        with_headers(Sse::new(events).keep_alive(KeepAlive::default()).into_response(), self.headers)
+        self.events(item, false).await
     }
 
     /// A resumable Server-Sent Events response: as [`sse`](Answer::sse), and each item's event
@@ -154,14 +150,23 @@ where
     /// assert_eq!(body, "data: Hel\nid: 0\n\ndata: lo\nid: 1\n\nevent: done\ndata: [DONE]\n\n");
     /// # }
     /// ```
-    pub async fn sse_resumable<F>(mut self, item: F) -> Response
+    pub async fn sse_resumable<F>(self, item: F) -> Response
+    where
+        F: FnMut(T) -> SseEvent + Send + 'static,
+    {
+        self.events(item, true).await
+    }
+
+    /// The SSE response of [`sse`](Answer::sse) and [`sse_resumable`](Answer::sse_resumable),
+    /// once the first event chose the status.
+    async fn events<F>(mut self, item: F, resumable: bool) -> Response
     where
         F: FnMut(T) -> SseEvent + Send + 'static,
     {
         if let Some(response) = self.first().await {
             return with_headers(response, self.headers);
         }
-        let events = SseEvents::resumable(self.subscription, item);
+        let events = SseEvents::new(self.subscription, item, resumable);
         with_headers(Sse::new(events).keep_alive(KeepAlive::default()).into_response(), self.headers)
     }
 

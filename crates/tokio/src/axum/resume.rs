@@ -154,3 +154,52 @@ impl IntoResponse for ResumeRefused {
         (self.status(), self.reason()).into_response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::http::Request;
+    use futures::StreamExt;
+
+    use super::*;
+    use crate::{Config, Event};
+
+    fn parts(last: &str) -> Parts {
+        Request::builder().header("last-event-id", last).body(()).unwrap().into_parts().0
+    }
+
+    #[tokio::test]
+    async fn a_gap_is_gone_and_every_refusal_has_its_status() {
+        let config = Config::default().history_limit(2).resume_window(Duration::from_secs(30));
+        let flights: Flights<&str, u32, String> = Flights::new(config);
+        let (items, upstream) = futures::channel::mpsc::unbounded();
+        let mut answer = flights.request("k", async { Ok(upstream) });
+        items.unbounded_send(Ok(0)).unwrap();
+        assert_eq!(answer.next().await, Some(Event::Item(0)));
+        let id = answer.detach();
+        for item in 1..5 {
+            items.unbounded_send(Ok(item)).unwrap();
+        }
+        drop(items);
+        // The flight reads its upstream to the end, releasing all but the last two items.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while flights.stats().active_flights > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "the flight ends within 10 s");
+            tokio::task::yield_now().await;
+        }
+        let gap = resume(&flights, id, &parts("0")).unwrap_err();
+        assert_eq!(gap, ResumeRefused::Resume(ResumeError::Released { missed: 2 }));
+        assert_eq!(gap.into_response().status(), StatusCode::GONE);
+        let ahead = resume(&flights, id, &parts("9")).unwrap_err();
+        assert_eq!(ahead.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(resume(&flights, id, &parts("x")).unwrap_err(), ResumeRefused::InvalidLastEventId);
+        assert_eq!(ResumeRefused::from(ParseIdError::Malformed).status(), StatusCode::NOT_FOUND);
+
+        // Still detached after the refusals: from what is held, the rest and the end.
+        let rest = resume(&flights, id, &parts("2")).unwrap().into_subscription();
+        assert_eq!(rest.collect::<Vec<_>>().await, [Event::Item(3), Event::Item(4), Event::Done]);
+        let gone = resume(&flights, id, &parts("2")).unwrap_err();
+        assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    }
+}

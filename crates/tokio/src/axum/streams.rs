@@ -25,15 +25,11 @@ pub(super) struct SseEvents<T, E, F> {
 }
 
 impl<T, E, F> SseEvents<T, E, F> {
-    /// The events of `subscription`, each item's made by `item`.
-    pub(super) fn new(subscription: Subscription<T, E>, item: F) -> Self {
-        SseEvents { subscription: Some(subscription), item, next_id: None }
-    }
-
-    /// The same, each item's event with its index in the flight as its `id`, and the request
-    /// detached if the events are dropped before their end.
-    pub(super) fn resumable(subscription: Subscription<T, E>, item: F) -> Self {
-        let next_id = Some(subscription.position());
+    /// The events of `subscription`, each item's made by `item`. Resumable, each item's event
+    /// has its index in the flight as its `id`, and the request is detached if the events are
+    /// dropped before their end.
+    pub(super) fn new(subscription: Subscription<T, E>, item: F, resumable: bool) -> Self {
+        let next_id = resumable.then(|| subscription.position());
         SseEvents { subscription: Some(subscription), item, next_id }
     }
 }
