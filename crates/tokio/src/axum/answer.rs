@@ -47,7 +47,7 @@ type OnFailure<E> = Box<dyn FnOnce(&Failure<E>) -> Response + Send>;
 ///     let (id, role) = (answer.id(), answer.role());
 ///     answer
 ///         .header("x-request-id", HeaderValue::from_str(&id.to_string()).unwrap())
-///         .header("x-streamflight-role", HeaderValue::from_str(&role.to_string()).unwrap())
+///         .header("x-streamflight-role", HeaderValue::from_static(role.as_str()))
 ///         .header("content-type", HeaderValue::from_static("text/plain"))
 ///         .body()
 ///         .await
