@@ -31,6 +31,8 @@ pub mod fleet;
 #[cfg(feature = "std")]
 pub mod history;
 mod id;
+#[cfg(feature = "json")]
+pub mod json;
 mod machine;
 #[cfg(feature = "sse")]
 pub mod sse;

@@ -260,14 +260,7 @@ fn main() {
             &["--sim-first-token-delay", &first, "--sim-token-interval", &interval, "--sim-tokens", &tokens],
         );
         let paced_front = Gateway::start(&gateway, "paced front", &["--upstream", &paced_upstream.v1()]);
-        let pairs = Load {
-            rate: options.paced_rate,
-            warmup: u64::from(options.paced_rate),
-            measured: u64::from(options.paced_seconds) * u64::from(options.paced_rate),
-            connections: options.connections,
-            mode: Mode::Pair,
-            dialect: Dialect::Chat,
-        };
+        let pairs = Load::paced(options.paced_rate, options.paced_seconds, options.connections, Mode::Pair);
         println!(
             "\n2b. Between two events, on the same events: a paced upstream ({tokens} tokens {interval} apart, the \
              first after {first}); each request sent twice at once, direct and through the gateway, both served by \
@@ -560,6 +553,14 @@ struct Load {
     connections: usize,
     mode: Mode,
     dialect: Dialect,
+}
+
+impl Load {
+    /// Chat requests at `rate` a second for `seconds`, after a second of warm-up.
+    fn paced(rate: u32, seconds: u32, connections: usize, mode: Mode) -> Load {
+        let measured = u64::from(seconds) * u64::from(rate);
+        Load { rate, warmup: u64::from(rate), measured, connections, mode, dialect: Dialect::Chat }
+    }
 }
 
 /// The `--dialect` flag: one API, or each in turn.
@@ -1480,14 +1481,7 @@ fn observe_section(
             Variant { name, front, log, cpu: [Vec::new(), Vec::new()] }
         })
         .collect();
-    let load = Load {
-        rate: options.observe_rate,
-        warmup: u64::from(options.observe_rate),
-        measured: u64::from(options.observe_seconds) * u64::from(options.observe_rate),
-        connections: options.connections,
-        mode: Mode::Plain,
-        dialect: Dialect::Chat,
-    };
+    let load = Load::paced(options.observe_rate, options.observe_seconds, options.connections, Mode::Plain);
     println!(
         "\n5. What observability costs: unique Chat requests, {} /s open loop, {} s after a 1 s warm-up, through \
          gateways that differ only in what they observe (the JSON log written to a file, traces exported over \

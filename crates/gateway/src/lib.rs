@@ -23,6 +23,7 @@ mod fleet;
 pub mod flight;
 pub mod http;
 mod key;
+pub mod logs;
 mod metrics;
 pub mod reload;
 mod sim;

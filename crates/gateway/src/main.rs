@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use streamflight_gateway::App;
 use streamflight_gateway::config::LogFormat;
 use streamflight_gateway::config::file::{LoadError, Loaded};
+use streamflight_gateway::logs::{JsonFields, JsonLines};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, reload};
@@ -49,9 +50,7 @@ async fn main() -> ExitCode {
             logs.with(fmt::layer().with_writer(std::io::stderr).with_target(false).with_ansi(colour)).init()
         }
         LogFormat::Json => logs
-            .with(
-                fmt::layer().with_writer(std::io::stderr).json().flatten_event(true).with_current_span(false),
-            )
+            .with(fmt::layer().with_writer(std::io::stderr).event_format(JsonLines).fmt_fields(JsonFields))
             .init(),
     }
     let listen = settings.listen;

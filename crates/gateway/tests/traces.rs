@@ -240,3 +240,47 @@ async fn an_unreachable_collector_fails_no_request() {
     binary.signal(libc::SIGTERM);
     assert!(binary.exit().await.success(), "{}", binary.stderr());
 }
+
+/// The flight span of one streamed request to `path` with `body`, its model's usage read from the
+/// events that carry it in that API (named events: only those are searched).
+async fn usage_of(path: &str, body: serde_json::Value) -> (Option<i64>, Option<i64>) {
+    let (collector, received) = receiver().await;
+    let mut binary = Binary::start(&["--otlp-endpoint", &collector]);
+    let (_, address) = binary.ready().await;
+    let answer = http()
+        .post(format!("http://{address}{path}"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert!(!answer.text().await.unwrap().is_empty());
+    binary.signal(libc::SIGTERM);
+    assert!(binary.exit().await.success(), "{}", binary.stderr());
+    let spans = received.lock().unwrap().clone();
+    let flight = spans
+        .iter()
+        .map(|(_, span)| span)
+        .find(|span| span.kind == SpanKind::Client as i32)
+        .unwrap_or_else(|| panic!("a flight span: {spans:?}"));
+    (
+        int(&flight.attributes, "gen_ai.usage.input_tokens"),
+        int(&flight.attributes, "gen_ai.usage.output_tokens"),
+    )
+}
+
+#[tokio::test]
+async fn the_responses_api_and_anthropic_messages_give_their_usage_to_the_flight_span() {
+    let responses = serde_json::json!({"model": "m", "input": "how many tokens?", "stream": true});
+    let (input, output) = usage_of("/v1/responses", responses).await;
+    assert!(input.is_some_and(|n| n > 0) && output.is_some_and(|n| n > 0), "{input:?} {output:?}");
+    let messages = serde_json::json!({
+        "model": "m",
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": "how many tokens?"}],
+        "stream": true,
+    });
+    let (input, output) = usage_of("/v1/messages", messages).await;
+    assert!(input.is_some_and(|n| n > 0) && output.is_some_and(|n| n > 0), "{input:?} {output:?}");
+}

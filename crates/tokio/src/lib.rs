@@ -24,6 +24,13 @@
 pub mod axum;
 #[cfg(feature = "sse")]
 pub mod sse;
+#[cfg(feature = "tower")]
+pub mod tower;
+
+/// Lossless canonical JSON (feature `tower`): the tower layer's default body key, and the
+/// gateway's. The same as [`streamflight_core::json`].
+#[cfg(feature = "tower")]
+pub use streamflight_core::json;
 
 use std::future::Future;
 use std::time::Duration;

@@ -33,11 +33,35 @@ impl ClientId {
         let hex = text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit());
         hex.then(|| u128::from_str_radix(text, 16).ok().map(ClientId)).flatten()
     }
+
+    /// Its 32 lowercase hex digits, made without an allocation or the formatting machinery (a
+    /// request writes them two or three times: its header, its access line, its log span).
+    pub(crate) fn digits(self) -> Digits {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut digits = [0; 32];
+        for (at, digit) in digits.iter_mut().enumerate() {
+            let nibble = (self.0 >> (4 * (31 - at))) & 0xf;
+            *digit = HEX[nibble as usize];
+        }
+        Digits(digits)
+    }
+}
+
+/// A [`ClientId`]'s 32 hex digits.
+#[derive(Clone, Copy)]
+pub(crate) struct Digits([u8; 32]);
+
+impl Digits {
+    /// The digits as text.
+    pub(crate) fn as_str(&self) -> &str {
+        // Only ASCII digits and letters were written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 impl fmt::Display for ClientId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
+        f.write_str(self.digits().as_str())
     }
 }
 
@@ -368,6 +392,15 @@ impl Drop for Live {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_shows_as_its_32_hex_digits_and_reads_back() {
+        for raw in [0, 1, 0xabc, u128::MAX, 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210] {
+            let id = ClientId(raw);
+            assert_eq!(id.digits().as_str(), format!("{raw:032x}"));
+            assert_eq!(ClientId::parse(id.digits().as_str()), Some(id));
+        }
+    }
 
     #[test]
     fn ids_round_trip_and_refuse_anything_else() {

@@ -22,6 +22,7 @@ use http_body::{Body as _, Frame, SizeHint};
 use streamflight_tokio::Role;
 
 use crate::answer::registry::ClientId;
+use crate::http::limits::Admission;
 use crate::metrics::{Finished, Metrics};
 use crate::telemetry::ClientSpan;
 
@@ -64,6 +65,8 @@ struct Facts {
     /// The model as the client named it (for the line) and its label.
     model: Option<(Box<str>, Arc<str>)>,
     upstream_id: Option<Box<str>>,
+    /// Its admission, until its response body takes it.
+    admission: Option<Admission>,
 }
 
 /// What is known of one request's answer so far; written once, when it is dropped.
@@ -125,6 +128,11 @@ impl Record {
         facts.status = status;
         facts.shown = (shown != self.id).then_some(shown);
         facts.upstream_id = upstream;
+    }
+
+    /// It was admitted: `admission` is held until its response body is done.
+    pub(crate) fn admitted(&self, admission: Admission) {
+        self.facts().admission = Some(admission);
     }
 
     /// The dialect that coalesced it (a later call wins: a coalesced path may pass it through).
@@ -214,8 +222,8 @@ impl Drop for Record {
         // parent: wherever the last holder drops it, no span adds its fields (its id again).
         tracing::info!(
             parent: None,
-            request_id = %facts.shown.unwrap_or(self.id),
-            method = %self.method,
+            request_id = facts.shown.unwrap_or(self.id).digits().as_str(),
+            method = self.method.as_str(),
             path = self.uri.path(),
             dialect = endpoint,
             status = facts.status,
@@ -236,17 +244,20 @@ impl Drop for Record {
 }
 
 /// A response body whose bytes are counted into its [`Record`], and whose end is noted there:
-/// sent whole, broken, or (dropped before its end) left by its client.
+/// sent whole, broken, or (dropped before its end) left by its client. It holds the request's
+/// admission to its end.
 pub(crate) struct Sent {
     body: Body,
     record: Arc<Record>,
     ended: bool,
+    _admission: Option<Admission>,
 }
 
 impl Sent {
     /// `body`, unchanged (its size too, so a known length keeps its `content-length`).
     pub(crate) fn new(body: Body, record: Arc<Record>) -> Sent {
-        Sent { body, record, ended: false }
+        let admission = record.facts().admission.take();
+        Sent { body, record, ended: false, _admission: admission }
     }
 }
 

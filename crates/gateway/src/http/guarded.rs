@@ -1,5 +1,5 @@
-//! A response body that holds a guard until hyper is done with it: how a request keeps its
-//! admission permit (routes) or its connection's in-flight count (serve) to the end of its body.
+//! A response body that holds a guard until hyper is done with it: how an HTTP/2 request keeps
+//! its connection's in-flight count (serve) to the end of its body.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};

@@ -1,12 +1,14 @@
 //! The limits a request is admitted and read under (`--max-concurrent-requests`, the body
 //! bounds), kept where a reload (SIGHUP) can change them while requests are served.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Settings;
 use crate::http::inbound::Bounds;
+use crate::metrics::Metrics;
 
 /// The admission permits and the body bounds, read by each request as it comes.
 pub(crate) struct Limits {
@@ -30,6 +32,7 @@ impl Limits {
     }
 
     /// The admission permits.
+    #[cfg(test)]
     pub(crate) fn permits(&self) -> &Arc<Semaphore> {
         &self.permits
     }
@@ -69,6 +72,29 @@ impl Limits {
             }
         }
         *now = most;
+    }
+}
+
+/// A request's admission: one of the permits, counted in the in-flight gauge until dropped
+/// (with its response body, which holds it to its end).
+#[derive(Debug)]
+pub(crate) struct Admission {
+    _permit: OwnedSemaphorePermit,
+    metrics: Arc<Metrics>,
+}
+
+impl Admission {
+    /// A permit now, or `None` when `--max-concurrent-requests` are being served.
+    pub(crate) fn take(limits: &Limits, metrics: &Arc<Metrics>) -> Option<Admission> {
+        let permit = Arc::clone(&limits.permits).try_acquire_owned().ok()?;
+        metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some(Admission { _permit: permit, metrics: Arc::clone(metrics) })
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::{Extension, Request, State};
@@ -28,9 +27,9 @@ use crate::fleet::handoff;
 use crate::flight::{Part, UpstreamError};
 use crate::http::access::{Record, Sent};
 use crate::http::admin;
-use crate::http::guarded::Guarded;
 use crate::http::headers;
 use crate::http::inbound;
+use crate::http::limits::Admission;
 use crate::http::offload::Unparsed;
 use crate::http::passthrough;
 use crate::key::Key;
@@ -101,51 +100,41 @@ async fn assign_id(State(gateway): State<Shared>, mut request: Request, next: Ne
     let record = Arc::new(Record::new(id, request.method().clone(), request.uri().clone(), metrics, traced));
     request.extensions_mut().insert(Arc::clone(&record));
     // The lines written while it is handled name it; the access line, written after, by itself.
-    let span = tracing::info_span!("http", request_id = %id);
+    let span = tracing::info_span!("http", request_id = id.digits().as_str());
     let mut response = next.run(request).instrument(span).await;
     // A resumed stream keeps the id its client knows.
     let id = response.extensions().get::<ClientId>().copied().unwrap_or(id);
     record.head(response.status().as_u16(), id, response.headers());
-    let shown = HeaderValue::from_str(&id.to_string()).expect("hex is a valid header value");
+    let shown = HeaderValue::from_str(id.digits().as_str()).expect("hex is a valid header value");
     response.headers_mut().insert("x-request-id", shown);
     response.map(|body| axum::body::Body::new(Sent::new(body, record)))
 }
 
 /// Over `--max-concurrent-requests`, a 503 with `retry-after`; else the request holds a permit
 /// until its response body is done (a stream holds it to its end). Health and metrics are free.
-async fn admit(State(gateway): State<Shared>, request: Request, next: Next) -> Response {
+async fn admit(
+    State(gateway): State<Shared>,
+    Extension(record): Extension<Arc<Record>>,
+    request: Request,
+    next: Next,
+) -> Response {
     if matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics") {
         return next.run(request).await;
     }
-    let Ok(permit) = Arc::clone(gateway.limits.permits()).try_acquire_owned() else {
+    let Some(admission) = Admission::take(&gateway.limits, &gateway.metrics) else {
         Metrics::bump(&gateway.metrics.rejected);
         // Counted where it would have gone: its dialect's, or passed through.
-        if let Some(record) = request.extensions().get::<Arc<Record>>() {
-            match Api::at(request.uri().path()) {
-                Some(api) if request.method() == axum::http::Method::POST => record.dialect(api.name()),
-                _ => record.passthrough(),
-            }
+        match Api::at(request.uri().path()) {
+            Some(api) if request.method() == axum::http::Method::POST => record.dialect(api.name()),
+            _ => record.passthrough(),
         }
         let mut response = Api::under(request.uri().path()).error_response(&Refusal::TooManyRequests.error());
         response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     };
-    let held = Held { gateway: Arc::clone(&gateway), _permit: permit };
-    gateway.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
-    let response = next.run(request).await;
-    response.map(|body| axum::body::Body::new(Guarded::new(body, held)))
-}
-
-/// A request's admission, released when dropped.
-struct Held {
-    gateway: Shared,
-    _permit: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.gateway.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
+    // Its record hands it to the response body (one wrapper for both): held to the body's end.
+    record.admitted(admission);
+    next.run(request).await
 }
 
 /// Any path or method the gateway does not coalesce.
@@ -183,10 +172,6 @@ async fn coalesced(
         return passthrough::forward(&gateway, request).await;
     }
     drop(bytes);
-    if let Some(model) = parsed.model {
-        let label = gateway.metrics.models.label(Some(&model));
-        record.model(model, label);
-    }
     let query = parts.uri.query().map(str::to_owned);
     let tenant = gateway.tenants.of(&parts.headers);
     let canonical: Arc<str> = parsed.canonical.into();
@@ -196,7 +181,8 @@ async fn coalesced(
         selectors: api.selectors(&parts.headers, query.as_deref()).into(),
         body: Arc::clone(&canonical),
     };
-    let digest = key.digest();
+    // Hashed only for the line that shows it.
+    let digest = tracing::enabled!(tracing::Level::DEBUG).then(|| key.digest());
     let mut sent = headers::upstream_request(&parts.headers, upstream_credential(&gateway, api));
     // The gateway reads the answer (SSE, merged, shared): it must arrive uncompressed. Said
     // outright: with no `accept-encoding` at all a server may pick any encoding (RFC 9110).
@@ -219,7 +205,11 @@ async fn coalesced(
     };
     let role = subscription.role();
     if let (Some(traced), Some(span)) = (traced, record.span()) {
-        traced.placed(span, role, &id);
+        traced.placed(span, role, &id, parsed.model.as_deref());
+    }
+    if let Some(model) = parsed.model {
+        let label = gateway.metrics.models.label(Some(&model));
+        record.model(model, label);
     }
     let registry = Arc::clone(&gateway.registry);
     let asked = Asked { tenant, api, include_usage: parsed.include_usage, record };
@@ -231,7 +221,7 @@ async fn coalesced(
         let place = move |fleet: &handoff::GatewayFleet| fleet.place(&key);
         live = live.on_leave(holding.on_leave(api, parsed.include_usage, place));
     }
-    tracing::debug!(?role, key = %digest, stream = parsed.stream, "admitted");
+    tracing::debug!(?role, key = digest.as_deref(), stream = parsed.stream, "admitted");
     let wants = Wants {
         api,
         stream: parsed.stream,

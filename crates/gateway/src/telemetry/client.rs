@@ -38,10 +38,10 @@ impl ClientSpan {
         }
         let parent = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
         let method = method_name(method);
-        let attributes = vec![
-            KeyValue::new("http.request.method", method.clone()),
-            KeyValue::new("url.path", path.to_owned()),
-        ];
+        // Room for the ten attributes a coalesced request's span ends with: no regrowth.
+        let mut attributes = Vec::with_capacity(10);
+        attributes.push(KeyValue::new("http.request.method", method.clone()));
+        attributes.push(KeyValue::new("url.path", path.to_owned()));
         let span = traces
             .tracer
             .span_builder(method)

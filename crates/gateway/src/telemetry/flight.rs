@@ -1,12 +1,12 @@
 //! The span of one flight (kind `CLIENT`, the upstream request), under its leader's span, and
 //! how the requests of a flight find it: by key, while any of them or the flight lives.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError, Weak};
 
 use futures::{Stream, StreamExt};
+use hashbrown::HashMap;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{Span as _, SpanContext, SpanKind, Status, Tracer as _};
 use opentelemetry_sdk::trace::{SdkTracer, Span};
@@ -20,7 +20,8 @@ use crate::http::access::role_name;
 use crate::key::Key;
 
 /// The flight of each key that has a traced leader, for the requests that join it to link to.
-/// Weak: an entry goes when its flight and every request of it are done.
+/// Weak: an entry goes when its flight and every request of it are done. hashbrown's hasher:
+/// a key holds the whole canonical body, which SipHash would walk slowly at every request.
 #[derive(Debug, Default)]
 pub(crate) struct Leaders {
     flights: Mutex<HashMap<Key, Weak<FlightSlot>>>,
@@ -39,7 +40,7 @@ pub(crate) struct FlightSlot {
     context: OnceLock<SpanContext>,
     /// The leader's `x-request-id`, which names the flight.
     flight_id: OnceLock<Arc<str>>,
-    /// The model its body asks for, read by its leader.
+    /// The model its leader's body asked for.
     model: OnceLock<Option<Arc<str>>>,
     /// How many requests joined it (followers and joiners).
     joined: AtomicU64,
@@ -162,8 +163,10 @@ impl Flight {
         let (slot, tracer, parent) = (Arc::clone(&self.slot), self.tracer.clone(), self.parent.clone());
         let operation = self.operation;
         async move {
-            let attributes = vec![KeyValue::new("gen_ai.operation.name", operation)];
-            // Named `chat`, and `chat gpt-x` at its end, once its leader read the model.
+            // Room for the seven attributes it ends with: no regrowth.
+            let mut attributes = Vec::with_capacity(7);
+            attributes.push(KeyValue::new("gen_ai.operation.name", operation));
+            // Named `chat`, and `chat gpt-x` at its end, once its leader named the model.
             let span = tracer
                 .span_builder(operation)
                 .with_kind(SpanKind::Client)
@@ -182,12 +185,18 @@ impl Flight {
     }
 
     /// Where the request of this flight stands, now that its `role` is known: a leader lists
-    /// the flight under its key, with its `id`; anyone else links to the flight it joined.
-    /// `client` is the request's span.
-    pub(crate) fn placed(self, client: &ClientSpan, role: Role, id: &dyn std::fmt::Display) {
+    /// the flight under its key, with its `id` and the `model` its body asked for; anyone else
+    /// links to the flight it joined. `client` is the request's span.
+    pub(crate) fn placed(
+        self,
+        client: &ClientSpan,
+        role: Role,
+        id: &dyn std::fmt::Display,
+        model: Option<&str>,
+    ) {
         let link = if role == Role::Leader {
             let _ = self.slot.flight_id.set(Arc::from(id.to_string()));
-            let _ = self.slot.model.set(super::model(&self.slot.key.body));
+            let _ = self.slot.model.set(model.map(Arc::from));
             let mut flights = self.leaders.flights.lock().unwrap_or_else(PoisonError::into_inner);
             flights.insert(self.slot.key.clone(), Arc::downgrade(&self.slot));
             drop(flights);
@@ -220,7 +229,12 @@ impl Watch {
                 let status = i64::from(head.status.as_u16());
                 self.span.set_attribute(KeyValue::new("http.response.status_code", status));
             }
-            Ok(Part::Event(event)) => self.usage(&event.data),
+            // A named event carries usage only if it is one of those that do (the Responses
+            // API's end, Anthropic's start and delta): the many deltas are not searched.
+            Ok(Part::Event(event)) if event.name.as_deref().is_none_or(carries_usage) => {
+                self.usage(&event.data)
+            }
+            Ok(Part::Event(_)) => {}
             Ok(Part::Body(piece)) => self.usage(piece),
             Err(error) => self.failed(error),
         }
@@ -265,11 +279,31 @@ impl Drop for Watch {
     }
 }
 
+/// Whether an event of this name may carry a usage object: the Responses API's last events and
+/// Anthropic's `message_start` (input tokens) and `message_delta` (output tokens).
+fn carries_usage(name: &[u8]) -> bool {
+    matches!(
+        name,
+        b"response.completed"
+            | b"response.incomplete"
+            | b"response.failed"
+            | b"message_start"
+            | b"message_delta"
+    )
+}
+
 /// The input and output token counts of the last usage object in `data`, if it has one. Only
 /// the bytes after `"usage"` are parsed, and only as far as that object goes.
 fn usage(data: &[u8]) -> Option<(Option<u64>, Option<u64>)> {
-    let at = memchr::memmem::rfind(data, b"\"usage\"")?;
-    let rest = data[at + b"\"usage\"".len()..].trim_ascii_start().strip_prefix(b":")?;
+    // Built once: a searcher's setup costs more than the search of a short event.
+    static USAGE: LazyLock<memchr::memmem::FinderRev<'static>> =
+        LazyLock::new(|| memchr::memmem::FinderRev::new(b"\"usage\""));
+    let at = USAGE.rfind(data)?;
+    let rest = data[at + b"\"usage\"".len()..].trim_ascii_start().strip_prefix(b":")?.trim_ascii_start();
+    // Chat's chunks say `"usage":null` until the last: no parse (and no error built) for those.
+    if !rest.starts_with(b"{") {
+        return None;
+    }
     let usage = serde_json::Deserializer::from_slice(rest).into_iter::<Usage>().next()?.ok()?;
     Some((usage.input_tokens.or(usage.prompt_tokens), usage.output_tokens.or(usage.completion_tokens)))
 }

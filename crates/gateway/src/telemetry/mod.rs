@@ -22,8 +22,8 @@
 //! - Every client span, the leader's included, carries a link to its flight's span, and
 //!   `streamflight.flight_id`: the leader's `x-request-id`, on the flight span too. A joiner's
 //!   trace thus points at the trace of the request it rode on.
-//! - The flight span is named as the GenAI conventions name one (`chat gpt-x`); the model is
-//!   read from the body once a flight, by its leader (the others asked the same body).
+//! - The flight span is named as the GenAI conventions name one (`chat gpt-x`): the model its
+//!   leader's body named (the others asked the same body).
 //! - Attributes (OpenTelemetry's GenAI and HTTP semantic conventions where they fit):
 //!   `gen_ai.operation.name` (`chat`, `text_completion`, `embeddings`), `gen_ai.request.model`,
 //!   `gen_ai.usage.input_tokens` / `output_tokens` (from the answer's usage when it has one, on
@@ -47,7 +47,6 @@ mod client;
 mod export;
 mod flight;
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -118,8 +117,7 @@ pub(crate) fn install(settings: &Settings) -> Result<Option<(Traces, Exporting)>
 }
 
 /// Names a coalesced request of `dialect` on its span (`route`, the operation) and makes the
-/// flight it would lead for `key`. The model is read from the body once a flight, by its
-/// leader: the others of a flight asked the same body.
+/// flight it would lead for `key`.
 pub(crate) fn coalesced(
     traces: &Traces,
     client: &ClientSpan,
@@ -135,16 +133,6 @@ pub(crate) fn coalesced(
     };
     client.coalesced(route, operation);
     traces.flight(client, key, operation)
-}
-
-/// The model a request's body asks for (its top-level `model`).
-fn model(body: &str) -> Option<Arc<str>> {
-    #[derive(serde::Deserialize)]
-    struct Asked<'a> {
-        #[serde(borrow)]
-        model: Option<Cow<'a, str>>,
-    }
-    serde_json::from_str::<Asked<'_>>(body).ok()?.model.map(|model| Arc::from(&*model))
 }
 
 /// The traces' URL under a collector's base URL, as `OTEL_EXPORTER_OTLP_ENDPOINT` is read.
