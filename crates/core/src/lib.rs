@@ -34,6 +34,8 @@ mod id;
 #[cfg(feature = "json")]
 pub mod json;
 mod machine;
+#[cfg(feature = "sse")]
+pub mod sse;
 #[cfg(feature = "std")]
 mod sync;
 #[cfg(feature = "testkit")]

@@ -23,14 +23,29 @@ pub enum Role {
     Joiner,
 }
 
+impl Role {
+    /// `leader`, `follower` or `joiner`: the role's name as a header value or a metric label
+    /// (the gateway's `x-streamflight-role`), with no allocation.
+    ///
+    /// ```
+    /// use streamflight_core::Role;
+    ///
+    /// assert_eq!(Role::Joiner.as_str(), "joiner");
+    /// assert_eq!(Role::Leader.to_string(), Role::Leader.as_str());
+    /// ```
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Joiner => "joiner",
+        }
+    }
+}
+
 impl fmt::Display for Role {
-    /// `Leader`, `Follower` or `Joiner` (as a header value, a log field).
+    /// [`Role::as_str`]: `leader`, `follower` or `joiner` (as a header value, a log field).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Role::Leader => "Leader",
-            Role::Follower => "Follower",
-            Role::Joiner => "Joiner",
-        })
+        f.write_str(self.as_str())
     }
 }
 

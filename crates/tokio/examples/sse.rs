@@ -90,7 +90,7 @@ async fn ask(State(app): State<App>, Query(Ask { prompt }): Query<Ask>) -> Respo
     let shown = answer.id().to_string();
     app.requests.lock().unwrap().insert(shown.clone(), answer.id());
     let id = HeaderValue::from_str(&shown).expect("ids are ASCII");
-    let role = HeaderValue::from_str(&answer.role().to_string()).expect("roles are ASCII");
+    let role = HeaderValue::from_static(answer.role().as_str());
     // The id stops being cancellable when the response stream goes, however it goes.
     let forget = Forget { requests: app.requests.clone(), id: shown };
     // 200 once the first token is there (a failed preparation is a 502 instead), then one

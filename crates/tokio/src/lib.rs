@@ -22,6 +22,8 @@
 
 #[cfg(feature = "axum")]
 pub mod axum;
+#[cfg(feature = "sse")]
+pub mod sse;
 #[cfg(feature = "tower")]
 pub mod tower;
 

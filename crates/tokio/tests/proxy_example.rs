@@ -188,7 +188,7 @@ async fn ten_identical_requests_make_one_upstream_request_and_get_the_same_body(
     let roles: Vec<String> = responses.iter().map(|r| header(r, "x-streamflight-role")).collect();
     let mut ids: Vec<String> = responses.iter().map(|r| header(r, "x-request-id")).collect();
     assert!(responses.iter().all(|r| r.status() == 200));
-    assert_eq!(roles.iter().filter(|role| *role == "Leader").count(), 1, "one leader: {roles:?}");
+    assert_eq!(roles.iter().filter(|role| *role == "leader").count(), 1, "one leader: {roles:?}");
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 10, "ten requests, ten ids: {ids:?}");
@@ -262,7 +262,7 @@ async fn a_client_that_goes_away_leaves_the_other_its_whole_body() {
 async fn a_lone_client_that_goes_away_aborts_the_upstream_request() {
     let setup = Setup::new().await;
     let mut lone = setup.ask("slow").await;
-    assert_eq!(header(&lone, "x-streamflight-role"), "Leader");
+    assert_eq!(header(&lone, "x-streamflight-role"), "leader");
     first_bytes(&mut lone).await;
     drop(lone); // mid-stream, and nobody else listens
     eventually("the upstream body dropped", || async { setup.upstream.dropped.load(Ordering::SeqCst) }).await;

@@ -8,13 +8,17 @@ mod sse;
 use std::time::Duration;
 
 use futures::StreamExt;
+use streamflight_tokio::sse::{EventsError, SseEvent};
+
+/// The events of a response body, as the library's bounded decoder reads them.
+type Events =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<SseEvent, EventsError<reqwest::Error>>> + Send>>;
 
 /// One client's view of an SSE response: its id, role, and events as `(event, data)`.
 struct Client {
     id: String,
     role: String,
-    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
-    buffer: String,
+    events: Events,
 }
 
 /// reqwest, in a workspace build, has the gateway's rustls without a default crypto provider.
@@ -29,32 +33,17 @@ impl Client {
         assert_eq!(response.status(), 200);
         let header = |name| response.headers()[name].to_str().unwrap().to_owned();
         let (id, role) = (header("x-request-id"), header("x-streamflight-role"));
-        Client { id, role, body: Box::pin(response.bytes_stream()), buffer: String::new() }
+        Client { id, role, events: Box::pin(streamflight_tokio::sse::events(response, 64 * 1024)) }
     }
 
-    /// The next SSE event, skipping keep-alive comments; `None` when the stream closes.
+    /// The next SSE event (keep-alive comments are no events); `None` when the stream closes.
     async fn next(&mut self) -> Option<(String, String)> {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let (mut event, mut data) = ("message".to_owned(), String::new());
-                for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("event: ") {
-                        event = v.to_owned();
-                    } else if let Some(v) = line.strip_prefix("data: ") {
-                        data.push_str(v);
-                    }
-                }
-                if !data.is_empty() {
-                    return Some((event, data));
-                }
-                continue;
-            }
-            let chunk = tokio::time::timeout(Duration::from_secs(10), self.body.next())
-                .await
-                .expect("an SSE event within 10 s")?;
-            self.buffer.push_str(std::str::from_utf8(&chunk.expect("body chunk")).unwrap());
-        }
+        let event = tokio::time::timeout(Duration::from_secs(10), self.events.next())
+            .await
+            .expect("an SSE event within 10 s")?
+            .expect("a whole event");
+        let text = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).unwrap();
+        Some((event.name.as_deref().map_or_else(|| "message".to_owned(), text), text(&event.data)))
     }
 
     async fn rest(&mut self) -> Vec<(String, String)> {
@@ -89,7 +78,7 @@ async fn two_identical_requests_share_one_generation() {
     // The first response head waits for the first token (the status depends on it), so the
     // second request arrives while the flight streams: it joins, and replays from the start.
     let mut second = Client::ask(&base, "why%20is%20the%20sky%20blue").await;
-    assert_eq!((first.role.as_str(), second.role.as_str()), ("Leader", "Joiner"));
+    assert_eq!((first.role.as_str(), second.role.as_str()), ("leader", "joiner"));
     let (a, b) = (first.rest().await, second.rest().await);
     assert_eq!(a.len(), 31, "30 tokens then done: {a:?}");
     assert_eq!(a, b, "both clients saw the same stream");

@@ -120,6 +120,45 @@ impl<T, E> Subscription<T, E> {
         self.role
     }
 
+    /// The index in its flight of the next item this subscription yields: the number of the
+    /// flight's items before it. It starts at 0 for a request that reads its flight's whole
+    /// history, at the tail under [`LateJoin::Tail`](crate::LateJoin::Tail), at `from` for a
+    /// [resumed](super::Flights::resume) one, and counts every item yielded (an item
+    /// [`ready`](Subscription::ready) looked at is not yielded yet). What to number events
+    /// with, and what to resume from after a [`detach`](Subscription::detach).
+    ///
+    /// ```
+    /// use futures::{StreamExt, stream};
+    /// # use streamflight_core::driver::Runtime;
+    /// # #[derive(Default)]
+    /// # struct Tokio;
+    /// # impl Runtime for Tokio {
+    /// #     fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) -> bool {
+    /// #         drop(tokio::spawn(task));
+    /// #         true
+    /// #     }
+    /// #     fn sleep(&self, d: std::time::Duration) -> impl Future<Output = ()> + Send + 'static {
+    /// #         async move { tokio::time::sleep(d).await }
+    /// #     }
+    /// # }
+    /// # type Flights<K, T, E> = streamflight_core::driver::Flights<K, T, E, Tokio>;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    ///
+    /// let flights = Flights::<&str, u32, String>::default();
+    /// let mut answer = flights.request("a", async { Ok(stream::iter([Ok(10), Ok(11)])) });
+    /// assert_eq!(answer.position(), 0);
+    /// answer.ready().await;
+    /// assert_eq!(answer.position(), 0, "looked at, not yielded");
+    /// answer.next().await;
+    /// assert_eq!(answer.position(), 1);
+    /// # }
+    /// ```
+    pub fn position(&self) -> u64 {
+        let peeked_item = matches!(self.peeked.as_deref(), Some(Event::Item(_)));
+        self.reader.position() - u64::from(peeked_item)
+    }
+
     /// Cancels this request; the same as `Flights::cancel(self.id())`, and
     /// idempotent: cancelling an ended request does nothing.
     pub fn cancel(&self) {

@@ -196,11 +196,7 @@ impl Record {
 
 /// A role as `x-streamflight-role` and the line and the label name it.
 pub(crate) fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Leader => "leader",
-        Role::Follower => "follower",
-        Role::Joiner => "joiner",
-    }
+    role.as_str()
 }
 
 impl Drop for Record {

@@ -15,13 +15,13 @@ use axum::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use bytes::Bytes;
 use futures::stream;
 use futures::{Stream, StreamExt};
+use streamflight_tokio::sse::{DecodeError, Decoder, SseEvent};
 
 use crate::config::Settings;
 use crate::dialect::{Api, Class};
 use crate::flight::{Broken, Head, Part, Parts, UpstreamError};
 use crate::http::headers;
 use crate::metrics::Metrics;
-use crate::sse::{Decoder, TooLarge};
 use crate::upstream::bounds::Bounds;
 use crate::upstream::client::{ClientOptions, UpstreamUrl};
 use crate::upstream::lanes::{Lanes, Ticket};
@@ -282,11 +282,16 @@ fn events(
         let (mut body, mut decoder, scrubber) = state?;
         loop {
             match decoder.next_event() {
-                Err(TooLarge { limit }) => {
-                    let message = format!("an upstream event exceeded {limit} bytes (--max-event-bytes)");
+                Err(error) => {
+                    let message = match error {
+                        DecodeError::TooLarge { limit } => {
+                            format!("an upstream event exceeded {limit} bytes (--max-event-bytes)")
+                        }
+                        other => format!("the upstream's event stream was refused: {other}"),
+                    };
                     return Some((Err(UpstreamError::broken(Broken::TooLarge, message)), None));
                 }
-                Ok(Some((name, data))) => {
+                Ok(Some(SseEvent { name, data, .. })) => {
                     match api.classify(name.map(|n| scrubber.bytes(n)), scrubber.bytes(data)) {
                         Class::Keep(event) => {
                             return Some((Ok(Part::Event(event)), Some((body, decoder, scrubber))));

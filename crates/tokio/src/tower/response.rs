@@ -226,11 +226,7 @@ pub fn failure_response(failure: &Failure<BoxError>) -> Response<Bytes> {
 
 /// `role` as the role header says it.
 pub(super) fn role_value(role: Role) -> HeaderValue {
-    HeaderValue::from_static(match role {
-        Role::Leader => "leader",
-        Role::Follower => "follower",
-        Role::Joiner => "joiner",
-    })
+    HeaderValue::from_static(role.as_str())
 }
 
 /// The default name of the role header.

@@ -1,33 +1,16 @@
-//! axum glue (feature `axum`): a [`Subscription`] as an HTTP response whose status is chosen
-//! on its first event, so a flight that fails before its first item is an error status, never a 200 with a cut body.
-//!
-//! ```
-//! use axum::response::Response;
-//! use axum::response::sse::Event as SseEvent;
-//! use streamflight_tokio::Flights;
-//! use streamflight_tokio::axum::Answer;
-//!
-//! async fn handler(flights: Flights<String, String, std::io::Error>, prompt: String) -> Response {
-//!     let upstream = async { Ok(futures::stream::iter([Ok("Hello".to_string())])) };
-//!     let subscription = flights.request(prompt, upstream);
-//!     // 200 and the events once the first token is there; 502 if the upstream failed first.
-//!     Answer::new(subscription).sse(|token| SseEvent::default().data(token)).await
-//! }
-//! ```
+//! [`Answer`]: a subscription on its way to becoming a response, its status chosen on its
+//! first event.
 
-use std::convert::Infallible;
 use std::fmt;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
 use axum::http::header::{self, IntoHeaderName};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_core::Stream;
-use streamflight_core::driver::Results;
 
+use super::failure::failure_response;
+use super::streams::{Chunks, SseEvents};
 use crate::{Event, Failure, RequestId, Role, Subscription};
 
 /// How a failure before the first item becomes a response.
@@ -43,7 +26,8 @@ type OnFailure<E> = Box<dyn FnOnce(&Failure<E>) -> Response + Send>;
 /// stream then ends with an `error` event (or a `cancelled` one), and a plain
 /// body is cut with an error, so that no client takes it for a whole answer.
 /// Dropping the response (the client went away), even while it waits for the
-/// first event, drops the subscription: a cancellation ([R12](streamflight_core::design#r12)).
+/// first event, drops the subscription: a cancellation ([R12](streamflight_core::design#r12)),
+/// save for a [resumable](Answer::sse_resumable) stream already under way, which is detached.
 ///
 /// The response head waits for the first event, by design (the status
 /// depends on it): an upstream slow to its first byte keeps the client
@@ -63,7 +47,7 @@ type OnFailure<E> = Box<dyn FnOnce(&Failure<E>) -> Response + Send>;
 ///     let (id, role) = (answer.id(), answer.role());
 ///     answer
 ///         .header("x-request-id", HeaderValue::from_str(&id.to_string()).unwrap())
-///         .header("x-streamflight-role", HeaderValue::from_str(&role.to_string()).unwrap())
+///         .header("x-streamflight-role", HeaderValue::from_static(role.as_str()))
 ///         .header("content-type", HeaderValue::from_static("text/plain"))
 ///         .body()
 ///         .await
@@ -119,15 +103,83 @@ where
     /// so that a client (a browser's `EventSource`, which reconnects when a
     /// stream just closes) knows the answer is over and how. Keep-alive
     /// comments are sent while the upstream is quiet.
-    pub async fn sse<F>(mut self, item: F) -> Response
+    pub async fn sse<F>(self, item: F) -> Response
+    where
+        F: FnMut(T) -> SseEvent + Send + 'static,
+    {
+        self.events(item, false).await
+    }
+
+    /// A resumable Server-Sent Events response: as [`sse`](Answer::sse), and each item's event
+    /// carries an `id:`, its index in the flight (from `0`), so that a client that lost the
+    /// stream can ask for the rest with the last id it had (`Last-Event-ID`, as a browser's
+    /// `EventSource` sends it when it reconnects) through [`resume`](super::resume). The end
+    /// event has no id.
+    ///
+    /// When the client goes away once the stream is under way, the request is
+    /// [detached](Subscription::detach), not cancelled: with a resume window
+    /// ([`Config::resume_window`](crate::Config::resume_window)) it stays live, and keeps its
+    /// flight going, for that long; without one (the default) it is dropped, as with
+    /// [`sse`](Answer::sse). A client that goes before the status is chosen never had the
+    /// request's id: that request is cancelled.
+    ///
+    /// `item` must not set the event's id itself (axum's `Event::id` panics when called twice).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use axum::http::HeaderValue;
+    /// use axum::response::Response;
+    /// use axum::response::sse::Event as SseEvent;
+    /// use streamflight_tokio::axum::Answer;
+    /// use streamflight_tokio::{Config, Flights};
+    ///
+    /// async fn ask(flights: Flights<String, String, std::io::Error>, prompt: String) -> Response {
+    ///     let upstream = async { Ok(futures::stream::iter([Ok("Hel".to_string()), Ok("lo".into())])) };
+    ///     let answer = Answer::new(flights.request(prompt, upstream));
+    ///     // The id to resume with: `GET /requests/{id}/events` and `Last-Event-ID`.
+    ///     let id = HeaderValue::from_str(&answer.id().to_string()).unwrap();
+    ///     // `data: Hel` with `id: 0`, `data: lo` with `id: 1`, then `event: done`.
+    ///     answer.header("x-request-id", id).sse_resumable(|token| SseEvent::default().data(token)).await
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let flights = Flights::new(Config::default().resume_window(Duration::from_secs(30)));
+    /// let response = ask(flights, "hello".to_string()).await;
+    /// assert_eq!(response.status(), 200);
+    /// let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+    /// assert_eq!(body, "data: Hel\nid: 0\n\ndata: lo\nid: 1\n\nevent: done\ndata: [DONE]\n\n");
+    /// # }
+    /// ```
+    pub async fn sse_resumable<F>(self, item: F) -> Response
+    where
+        F: FnMut(T) -> SseEvent + Send + 'static,
+    {
+        self.events(item, true).await
+    }
+
+    /// The SSE response of [`sse`](Answer::sse) and [`sse_resumable`](Answer::sse_resumable),
+    /// once the first event chose the status.
+    async fn events<F>(mut self, item: F, resumable: bool) -> Response
     where
         F: FnMut(T) -> SseEvent + Send + 'static,
     {
         if let Some(response) = self.first().await {
             return with_headers(response, self.headers);
         }
-        let events = SseEvents { subscription: Some(self.subscription), item };
+        let events = SseEvents::new(self.subscription, item, resumable);
         with_headers(Sse::new(events).keep_alive(KeepAlive::default()).into_response(), self.headers)
+    }
+
+    /// Detaches the request instead of answering it ([`Subscription::detach`]): it stays live
+    /// for the resume window, for a [`resume`](super::resume) to answer later.
+    pub fn detach(self) -> RequestId {
+        self.subscription.detach()
+    }
+
+    /// The subscription back, to answer it in a way of your own (what this answer was told by
+    /// [`header`](Answer::header) and [`on_failure`](Answer::on_failure) is dropped).
+    pub fn into_subscription(self) -> Subscription<T, E> {
+        self.subscription
     }
 
     /// A streamed body response: the items' bytes, one after the other,
@@ -181,96 +233,5 @@ fn with_headers(mut response: Response, headers: HeaderMap) -> Response {
 impl<T, E> fmt::Debug for Answer<T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Answer").field("subscription", &self.subscription).finish_non_exhaustive()
-    }
-}
-
-/// The default response for a flight that ended before its first item: a
-/// status that says whose fault it is, and a short plain-text reason. The
-/// upstream's error or panic: `502 Bad Gateway`; no runtime: `503 Service
-/// Unavailable`; a cancel: `409 Conflict` (someone cancelled this request on
-/// purpose); anything else (a reader that lagged): `500`.
-///
-/// The upstream's own error text is never sent: it may hold an internal
-/// address or a secret (a `reqwest::Error` names its URL). Answer with it,
-/// or with your own shape, through [`Answer::on_failure`].
-pub fn failure_response<E>(failure: &Failure<E>) -> Response {
-    let status = match failure {
-        Failure::Upstream(_) | Failure::Panicked => StatusCode::BAD_GATEWAY,
-        Failure::NoRuntime => StatusCode::SERVICE_UNAVAILABLE,
-        Failure::Cancelled => StatusCode::CONFLICT,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    (status, failure_reason(failure)).into_response()
-}
-
-/// The text of a failure for a client, in a response body or the last SSE event: a short
-/// reason, never the upstream's own text.
-fn failure_reason<E>(failure: &Failure<E>) -> &'static str {
-    match failure {
-        Failure::Upstream(_) => "the upstream failed",
-        Failure::Panicked => "the upstream panicked",
-        Failure::NoRuntime => "no runtime to run the upstream on",
-        Failure::Lagged { .. } => "this client fell behind the retained history",
-        Failure::Cancelled => "the request was cancelled",
-        _ => "the answer was lost",
-    }
-}
-
-/// The events of [`Answer::sse`].
-struct SseEvents<T, E, F> {
-    /// `None` once the last event is out.
-    subscription: Option<Subscription<T, E>>,
-    item: F,
-}
-
-// Nothing in it is ever pinned: `item` is only called by `&mut`.
-impl<T, E, F> Unpin for SseEvents<T, E, F> {}
-
-impl<T, E, F> Stream for SseEvents<T, E, F>
-where
-    T: Clone,
-    F: FnMut(T) -> SseEvent,
-{
-    type Item = Result<SseEvent, Infallible>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        let Some(subscription) = this.subscription.as_mut() else { return Poll::Ready(None) };
-        let event = match Pin::new(subscription).poll_next(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Some(Event::Item(item))) => return Poll::Ready(Some(Ok((this.item)(item)))),
-            Poll::Ready(Some(Event::Failed(failure))) => {
-                Some(SseEvent::default().event("error").data(failure_reason(&failure)))
-            }
-            Poll::Ready(Some(Event::Cancelled)) => {
-                Some(SseEvent::default().event("cancelled").data("cancelled"))
-            }
-            Poll::Ready(Some(Event::Done)) => Some(SseEvent::default().event("done").data("[DONE]")),
-            Poll::Ready(None) => None,
-        };
-        // The end: the subscription is done (and told its manager so).
-        this.subscription = None;
-        Poll::Ready(event.map(Ok))
-    }
-}
-
-/// The chunks of [`Answer::body`].
-struct Chunks<T, E> {
-    results: Results<T, E>,
-}
-
-impl<T, E> Stream for Chunks<T, E>
-where
-    T: Clone + Into<Bytes>,
-{
-    type Item = Result<Bytes, std::io::Error>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let results = Pin::new(&mut self.get_mut().results);
-        results.poll_next(cx).map(|result| {
-            result.map(|result| {
-                result.map(Into::into).map_err(|failure| std::io::Error::other(failure_reason(&failure)))
-            })
-        })
     }
 }
