@@ -1,7 +1,10 @@
 //! How a manager behaves: late joins, orphaned flights, the history bound, linger and resume.
 //! One `Config` is shared by the machine and every adapter.
 
+use alloc::sync::Arc;
 use core::time::Duration;
+
+use crate::observe::{Observer, Slot};
 
 /// What a request for a key whose flight is already streaming does ([R3](crate::design#r3)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -44,6 +47,7 @@ pub struct Config {
     history_limit: Option<usize>,
     linger: Duration,
     resume_window: Duration,
+    observer: Slot,
 }
 
 impl Config {
@@ -86,6 +90,21 @@ impl Config {
     pub fn resume_window(mut self, window: Duration) -> Self {
         self.resume_window = window;
         self
+    }
+
+    /// Sets the [`Observer`] the manager tells of every flight's start, first item and end,
+    /// and of every request's admission, cancel, detach, resume and end. Default: none, and
+    /// then the driver makes no call and allocates nothing for it. Two configurations are
+    /// equal when they hold the same observer (the same `Arc`). See [`Observer`] for when
+    /// and where each hook runs, and an example.
+    pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = Slot(Some(observer));
+        self
+    }
+
+    /// The observer set by [`observer`](Config::observer), if any.
+    pub fn observer_ref(&self) -> Option<&Arc<dyn Observer>> {
+        self.observer.0.as_ref()
     }
 
     /// The linger after `Done` ([R17](crate::design#r17)).

@@ -34,6 +34,7 @@ mod id;
 #[cfg(feature = "json")]
 pub mod json;
 mod machine;
+mod observe;
 #[cfg(feature = "sse")]
 pub mod sse;
 #[cfg(feature = "std")]
@@ -49,3 +50,4 @@ pub use machine::{
     Action, Admission, CancelError, FlightError, FlightId, Machine, Position, RequestId, ResumeError, Role,
     Stats,
 };
+pub use observe::{FlightSummary, Observer, Outcome, RequestEvent};

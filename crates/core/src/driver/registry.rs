@@ -5,18 +5,26 @@
 use alloc::collections::BTreeMap;
 use core::time::Duration;
 
+use smallvec::SmallVec;
+
 use super::Runtime;
 use super::abort::AbortSignal;
 use super::slots::Slots;
 use crate::history::{Canceller, History, Reader};
 use crate::sync::{Arc, Mutex, MutexGuard, lock};
-use crate::{Action, Admission, CancelError, Config, FlightId, Machine, Position, RequestId, ResumeError};
+use crate::{
+    Action, Admission, CancelError, Config, FlightId, FlightSummary, Machine, Observer, Outcome, Position,
+    RequestEvent, RequestId, ResumeError,
+};
 
 /// What a manager and its flights' tasks and subscriptions share: the
 /// registry behind its lock, and the runtime the flights run on.
 pub(super) struct Shared<K, T, E, R> {
     registry: Mutex<Registry<K, T, E>>,
     pub(super) runtime: R,
+    /// The config's observer, if any, read without the lock: every hook is called once the
+    /// lock is released, and only a branch on this `Option` is paid without one.
+    observer: Option<alloc::sync::Arc<dyn Observer>>,
     /// The manager's clock: the machine's time is the time since this instant.
     epoch: std::time::Instant,
     /// The manager itself, for its timer task to reach it (and not keep it alive).
@@ -41,6 +49,8 @@ pub(super) struct Registry<K, T, E> {
     detached: BTreeMap<RequestId, Arc<History<T, E>>>,
     /// The deadline the manager's one timer task sleeps until, if one does.
     armed: Option<Duration>,
+    /// An observer is set: the actions only it needs to hear of are noted in the effects.
+    observed: bool,
 }
 
 /// What the driver held for a request that left, to release unlocked.
@@ -57,6 +67,18 @@ pub(super) enum Held<T, E> {
 pub(super) struct FlightHandles<T, E> {
     history: Arc<History<T, E>>,
     abort: Arc<AbortSignal>,
+    /// Requests admitted to it ([`FlightSummary::served`]); resumes are not new requests.
+    served: u64,
+}
+
+/// What the observer is to hear of an input, beside what its caller tells it: actions a
+/// timeout may take several of, noted only when an observer is set.
+#[derive(Clone, Copy)]
+enum Note {
+    /// `Abort`: the flight was abandoned ([R11](crate::design#r11)).
+    Aborted(FlightId, FlightSummary),
+    /// `Forget`: a detached request's window passed ([R12](crate::design#r12), [R18](crate::design#r18)).
+    Forgotten(RequestId),
 }
 
 /// A flight the machine just started, for its task: its own handles.
@@ -87,6 +109,8 @@ pub(super) struct Effects<T, E> {
     released: Option<FlightHandles<T, E>>,
     /// What was held for a request that left (finished, dropped, forgotten), released.
     left: Option<Held<T, E>>,
+    /// What the observer hears of once the effects ran; empty without one.
+    notes: SmallVec<[Note; 1]>,
 }
 
 impl<T, E> Default for Effects<T, E> {
@@ -100,6 +124,7 @@ impl<T, E> Default for Effects<T, E> {
             abort: None,
             released: None,
             left: None,
+            notes: SmallVec::new(),
         }
     }
 }
@@ -121,6 +146,17 @@ impl<T, E> Effects<T, E> {
     }
 }
 
+/// Tells `observer` what the machine's actions noted, in their order.
+#[cold]
+fn tell(observer: &dyn Observer, notes: &[Note]) {
+    for &note in notes {
+        match note {
+            Note::Aborted(flight, summary) => observer.flight_ended(flight, summary),
+            Note::Forgotten(request) => observer.request(request, RequestEvent::Dropped),
+        }
+    }
+}
+
 /// Sets an effect the machine asks for at most once per input.
 fn once<V>(slot: &mut Option<V>, value: V) {
     debug_assert!(slot.is_none(), "the machine asked for one effect twice in one input");
@@ -135,7 +171,9 @@ impl<K, T, E, R> Shared<K, T, E, R> {
         R: Runtime,
         Self: Send + Sync + 'static,
     {
+        let observer = config.observer_ref().cloned();
         let registry = Registry {
+            observed: observer.is_some(),
             machine: Machine::new(config),
             handles: Slots::new(),
             cancellers: Slots::new(),
@@ -145,10 +183,16 @@ impl<K, T, E, R> Shared<K, T, E, R> {
         let registry = Mutex::new(registry);
         let epoch = std::time::Instant::now();
         #[cfg(not(all(test, loom)))]
-        let shared =
-            Arc::new_cyclic(|me| Shared { registry, runtime, epoch, me: me.clone(), arm: Self::arm });
+        let shared = Arc::new_cyclic(|me| Shared {
+            registry,
+            runtime,
+            observer,
+            epoch,
+            me: me.clone(),
+            arm: Self::arm,
+        });
         #[cfg(all(test, loom))]
-        let shared = Arc::new(Shared { registry, runtime, epoch, arm: Self::arm });
+        let shared = Arc::new(Shared { registry, runtime, observer, epoch, arm: Self::arm });
         shared
     }
 
@@ -159,6 +203,27 @@ impl<K, T, E, R> Shared<K, T, E, R> {
         if let Some(deadline) = effects.arm.take() {
             (self.arm)(self, deadline);
         }
+    }
+
+    /// Tells the observer, if one is set, of `event` for the request `id`, then of what the
+    /// machine's actions noted (the flight it left abandoned, after it). Only with no lock held,
+    /// after the effects ran.
+    #[inline(always)]
+    fn told(&self, id: RequestId, event: Option<RequestEvent>, notes: &[Note]) {
+        if let Some(observer) = &self.observer {
+            if let Some(event) = event {
+                observer.request(id, event);
+            }
+            if !notes.is_empty() {
+                tell(&**observer, notes);
+            }
+        }
+    }
+
+    /// The observer, if one is set: for the flight's task to tell it of its first item.
+    #[inline(always)]
+    pub(super) fn observer(&self) -> Option<&dyn Observer> {
+        self.observer.as_deref()
     }
 
     /// The manager's clock, as the machine reads it.
@@ -237,6 +302,9 @@ where
             }
         });
         self.finish(&mut effects);
+        if let Some(observer) = &self.observer {
+            tell(&**observer, &effects.notes);
+        }
     }
 }
 
@@ -253,6 +321,15 @@ impl<K, T, E, R> Shared<K, T, E, R> {
         let reader = effects.reader.take().expect("the machine subscribes every request it admits");
         let started = effects.started.take();
         self.finish(&mut effects);
+        if let Some(observer) = &self.observer {
+            if let Some(started) = &started {
+                observer.flight_started(started.flight);
+            }
+            observer.request(
+                admission.id,
+                RequestEvent::Joined { flight: admission.flight, role: admission.role },
+            );
+        }
         (admission, reader, started)
     }
 
@@ -268,7 +345,10 @@ impl<K, T, E, R> Shared<K, T, E, R> {
         let admission = self.input(&mut effects, |registry, _| registry.machine.handle_join(key));
         let reader = effects.reader.take();
         self.finish(&mut effects);
-        Some((admission?, reader.expect("the machine subscribes every request it admits")))
+        let admission = admission?;
+        let joined = RequestEvent::Joined { flight: admission.flight, role: admission.role };
+        self.told(admission.id, Some(joined), &[]);
+        Some((admission, reader.expect("the machine subscribes every request it admits")))
     }
 
     /// `flight` prepared: from now on its late requests are joiners ([R3](crate::design#r3), [R4](crate::design#r4)).
@@ -288,14 +368,26 @@ impl<K, T, E, R> Shared<K, T, E, R> {
     /// `flight` ended, `Done` or not: the machine frees its key ([R7](crate::design#r7)), or
     /// lets a `Done` one linger ([R17](crate::design#r17)). Returns whether the task is to publish
     /// its end: `false` once the flight was aborted.
-    pub(super) fn ended(&self, flight: FlightId, done: bool) -> bool {
+    ///
+    /// The observer hears of it here, with the flight's `items`, unless it was aborted (it
+    /// heard of that then).
+    pub(super) fn ended(&self, flight: FlightId, outcome: Outcome, items: u64) -> bool {
         let mut effects = Effects::default();
         let now = self.now();
-        self.input(&mut effects, |registry, _| match done {
-            true => registry.report(flight, |machine, flight| machine.handle_done(flight, now)),
-            false => registry.report(flight, Machine::handle_ended),
+        let served = self.input(&mut effects, |registry, _| {
+            let served = registry.handles.get(flight.slot()).map_or(0, |handles| handles.served);
+            match outcome {
+                Outcome::Done => registry.report(flight, |machine, flight| machine.handle_done(flight, now)),
+                _ => registry.report(flight, Machine::handle_ended),
+            }
+            served
         });
         self.finish(&mut effects);
+        if effects.close
+            && let Some(observer) = &self.observer
+        {
+            observer.flight_ended(flight, FlightSummary { outcome, items, served });
+        }
         effects.close
     }
 
@@ -304,6 +396,7 @@ impl<K, T, E, R> Shared<K, T, E, R> {
         let mut effects = Effects::default();
         let result = self.input(&mut effects, |registry, _| registry.machine.handle_cancel(id));
         self.finish(&mut effects);
+        self.told(id, result.ok().map(|()| RequestEvent::Cancelled), &effects.notes);
         result
     }
 
@@ -316,6 +409,7 @@ impl<K, T, E, R> Shared<K, T, E, R> {
             registry.machine.handle_finished(id)
         });
         self.finish(&mut effects);
+        self.told(id, result.ok().map(|()| RequestEvent::Finished), &effects.notes);
         result.is_ok()
     }
 
@@ -323,11 +417,12 @@ impl<K, T, E, R> Shared<K, T, E, R> {
     pub(super) fn dropped(&self, id: RequestId) {
         let mut effects = Effects::default();
         // Refused if a cancel reached the machine first: the request is gone already.
-        let _ = self.input(&mut effects, |registry, effects| {
+        let result = self.input(&mut effects, |registry, effects| {
             effects.left = registry.leave(id);
             registry.machine.handle_drop(id)
         });
         self.finish(&mut effects);
+        self.told(id, result.ok().map(|()| RequestEvent::Dropped), &effects.notes);
     }
 
     /// A live request's client went away for now ([R18](crate::design#r18)): it stays live for the
@@ -335,16 +430,19 @@ impl<K, T, E, R> Shared<K, T, E, R> {
     pub(super) fn detach(&self, id: RequestId, history: Arc<History<T, E>>) {
         let mut effects = Effects::default();
         let now = self.now();
-        self.input(&mut effects, |registry, effects| {
+        let told = self.input(&mut effects, |registry, effects| {
             if registry.machine.handle_detach(id, now).is_err() {
-                return; // A cancel got there first: the request is gone.
+                return None; // A cancel got there first: the request is gone.
             }
             effects.left = registry.cancellers.take(id.slot()).map(Held::Reading);
-            if registry.machine.is_detached(id) {
-                registry.detached.insert(id, history);
+            if !registry.machine.is_detached(id) {
+                return Some(RequestEvent::Dropped); // No resume window.
             }
+            registry.detached.insert(id, history);
+            Some(RequestEvent::Detached)
         });
         self.finish(&mut effects);
+        self.told(id, told, &effects.notes);
     }
 
     /// Resumes a detached request from item `from` ([R18](crate::design#r18)): its admission and
@@ -370,6 +468,7 @@ impl<K, T, E, R> Shared<K, T, E, R> {
         let reader = effects.reader.take();
         self.finish(&mut effects);
         let admission = admission?;
+        self.told(id, Some(RequestEvent::Resumed { from }), &[]);
         Ok((admission, reader.expect("the machine subscribes every request it resumes")))
     }
 }
@@ -424,7 +523,8 @@ impl<K, T, E> Registry<K, T, E> {
             Action::Start { flight } => {
                 let history = History::new(self.machine.config().history_limit_items());
                 let abort = Arc::new(AbortSignal::default());
-                let handles = FlightHandles { history: Arc::clone(&history), abort: Arc::clone(&abort) };
+                let handles =
+                    FlightHandles { history: Arc::clone(&history), abort: Arc::clone(&abort), served: 0 };
                 self.handles.insert(flight.slot(), handles);
                 once(&mut effects.started, Started { flight, history, abort });
             }
@@ -438,7 +538,8 @@ impl<K, T, E> Registry<K, T, E> {
             }
             Action::Subscribe { request, flight, from } => {
                 // The machine subscribes only to flights it has not released.
-                if let Some(handles) = self.handles.get(flight.slot()) {
+                if let Some(handles) = self.handles.get_mut(flight.slot()) {
+                    handles.served += 1;
                     let reader = History::subscribe_to(&handles.history, from);
                     self.cancellers.insert(request.slot(), reader.canceller());
                     once(&mut effects.reader, reader);
@@ -449,7 +550,12 @@ impl<K, T, E> Registry<K, T, E> {
                 // Detached: nobody reads, nothing to wake; what was kept goes.
                 held => effects.left = held,
             },
-            Action::Forget { request } => effects.left = self.take(request),
+            Action::Forget { request } => {
+                effects.left = self.take(request);
+                if self.observed {
+                    effects.notes.push(Note::Forgotten(request));
+                }
+            }
             Action::Close { .. } => effects.close = true,
             Action::Release { flight } => {
                 if let Some(handles) = self.handles.take(flight.slot()) {
@@ -458,6 +564,11 @@ impl<K, T, E> Registry<K, T, E> {
             }
             Action::Abort { flight } => {
                 if let Some(handles) = self.handles.take(flight.slot()) {
+                    if self.observed {
+                        let (items, served) = (handles.history.appended(), handles.served);
+                        let summary = FlightSummary { outcome: Outcome::Aborted, items, served };
+                        effects.notes.push(Note::Aborted(flight, summary));
+                    }
                     once(&mut effects.abort, Arc::clone(&handles.abort));
                     once(&mut effects.released, handles);
                 }

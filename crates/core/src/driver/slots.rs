@@ -33,6 +33,11 @@ impl<V> Slots<V> {
         self.values.get(slot as usize)?.as_ref()
     }
 
+    /// The value at `slot`, to change.
+    pub(super) fn get_mut(&mut self, slot: u32) -> Option<&mut V> {
+        self.values.get_mut(slot as usize)?.as_mut()
+    }
+
     /// Takes the value at `slot` out.
     pub(super) fn take(&mut self, slot: u32) -> Option<V> {
         let value = self.values.get_mut(slot as usize)?.take();

@@ -13,7 +13,7 @@ use super::abort::AbortWatch;
 use super::registry::{Shared, Started};
 use crate::history::{Batch, History};
 use crate::sync::Arc;
-use crate::{End, FlightId};
+use crate::{End, FlightId, Outcome};
 
 /// Items taken from a ready upstream before they are appended as one batch
 /// (one publication, one wake of the parked readers).
@@ -62,6 +62,9 @@ struct Flight<K, T, E, R> {
     polling: bool,
     /// The flight's end was reported: the task reports nothing more.
     ended: bool,
+    /// An observer waits for the flight's first item: false without one, so that an
+    /// unobserved flight pays one branch per batch for it.
+    awaits_first: bool,
 }
 
 /// What one pull of the upstream gave.
@@ -80,6 +83,7 @@ impl<K, T, E, R, Fut, S> FlightTask<K, T, E, R, Fut, S> {
     pub(super) fn new(shared: Arc<Shared<K, T, E, R>>, started: Started<T, E>, start: Fut) -> Self {
         FlightTask {
             flight: Flight {
+                awaits_first: shared.observer().is_some(),
                 shared,
                 id: started.flight,
                 history: started.history,
@@ -170,6 +174,9 @@ impl<K, T, E, R> Flight<K, T, E, R> {
                 self.shared.truncated(self.id);
             }
             self.history.publish();
+            if self.awaits_first && written > 0 {
+                self.first_item();
+            }
             match pulled {
                 Pulled::Items => {}
                 Pulled::Pending => return Poll::Pending,
@@ -181,11 +188,26 @@ impl<K, T, E, R> Flight<K, T, E, R> {
         Poll::Pending
     }
 
+    /// The flight's first item is out: the observer hears of it, with no lock held.
+    #[cold]
+    fn first_item(&mut self) {
+        self.awaits_first = false;
+        if let Some(observer) = self.shared.observer() {
+            observer.first_item(self.id);
+        }
+    }
+
     /// The flight ended with `end`: the machine frees the key first ([R7](crate::design#r7)),
     /// then every reader sees `end` after its remaining items.
     fn end(&mut self, end: End<E>) {
         self.ended = true;
-        if self.shared.ended(self.id, matches!(end, End::Done)) {
+        let outcome = match end {
+            End::Done => Outcome::Done,
+            End::Upstream(_) => Outcome::Failed,
+            End::Panicked => Outcome::Panicked,
+            End::NoRuntime => Outcome::NoRuntime,
+        };
+        if self.shared.ended(self.id, outcome, self.history.appended()) {
             self.history.close(end);
         }
     }
