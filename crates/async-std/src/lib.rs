@@ -31,7 +31,8 @@ use std::time::Duration;
 
 pub use streamflight_core::driver::{Ready, Results, Runtime, Subscription};
 pub use streamflight_core::{
-    CancelError, Config, Event, Failure, LateJoin, Orphan, ParseIdError, RequestId, ResumeError, Role, Stats,
+    CancelError, Config, Event, Failure, FlightId, FlightSummary, LateJoin, Observer, Orphan, Outcome,
+    ParseIdError, RequestEvent, RequestId, ResumeError, Role, Stats,
 };
 
 /// The manager on async-std: `request`, `cancel`, `stats`, `is_idle`, `new`, `with_runtime`, all

@@ -33,7 +33,8 @@ use smol::Executor;
 
 pub use streamflight_core::driver::{Ready, Results, Runtime, Subscription};
 pub use streamflight_core::{
-    CancelError, Config, Event, Failure, LateJoin, Orphan, ParseIdError, RequestId, ResumeError, Role, Stats,
+    CancelError, Config, Event, Failure, FlightId, FlightSummary, LateJoin, Observer, Orphan, Outcome,
+    ParseIdError, RequestEvent, RequestId, ResumeError, Role, Stats,
 };
 
 /// The manager on smol: `request`, `cancel`, `stats`, `is_idle`, `new`, `with_runtime`, all
