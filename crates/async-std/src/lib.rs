@@ -30,6 +30,10 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use streamflight_core::driver::{Ready, Results, Runtime, Subscription};
+/// An observer with a `tracing` span per flight and per request (feature `tracing`): the same
+/// as [`streamflight_core::spans`].
+#[cfg(feature = "tracing")]
+pub use streamflight_core::spans;
 pub use streamflight_core::{
     CancelError, Config, Event, Failure, FlightId, FlightSummary, LateJoin, Observer, Orphan, Outcome,
     ParseIdError, RequestEvent, RequestId, ResumeError, Role, Stats,

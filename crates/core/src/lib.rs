@@ -35,6 +35,8 @@ mod id;
 pub mod json;
 mod machine;
 mod observe;
+#[cfg(feature = "tracing")]
+pub mod spans;
 #[cfg(feature = "sse")]
 pub mod sse;
 #[cfg(feature = "std")]
