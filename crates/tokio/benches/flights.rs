@@ -13,6 +13,8 @@
 //!   `Pending` once after every item, waking itself (the broadcast writers yield instead).
 //!   N is 100,000, capped at 25.6 M / K deliveries (`FANOUT_N` forces N), as in
 //!   `crates/core/benches/fanout.rs`.
+//! - `request`, `join`, `fanout-*` also run `streamflight+observer`: the same manager with
+//!   an [`Observer`] that counts every hook call, to compare with the unobserved one (issue 25).
 //! - `scale`: 100,000 subscribers on one flight, 1,000 items to all, against tokio broadcast.
 //!
 //! Runs on a tokio multi-thread runtime with 2 workers. Bytes per subscriber and per flight
@@ -21,14 +23,17 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::pin::{Pin, pin};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use futures::{Stream, StreamExt, stream};
-use streamflight_tokio::{Event, Flights, Role, Subscription};
+use streamflight_tokio::{
+    Config, Event, FlightId, FlightSummary, Flights, Observer, RequestEvent, RequestId, Role, Subscription,
+};
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 
@@ -43,6 +48,33 @@ const KS: [usize; 4] = [1, 16, 256, 4096];
 const JOIN_CHUNK: u64 = 10_000;
 
 type Manager = Flights<u64, Bytes, ()>;
+
+/// An observer as cheap as a useful one gets: it counts every hook call.
+#[derive(Default)]
+struct Counting(AtomicU64);
+
+impl Observer for Counting {
+    fn flight_started(&self, _: FlightId) {
+        self.0.fetch_add(1, Relaxed);
+    }
+    fn first_item(&self, _: FlightId) {
+        self.0.fetch_add(1, Relaxed);
+    }
+    fn flight_ended(&self, _: FlightId, _: FlightSummary) {
+        self.0.fetch_add(1, Relaxed);
+    }
+    fn request(&self, _: RequestId, _: RequestEvent) {
+        self.0.fetch_add(1, Relaxed);
+    }
+}
+
+/// The manager of the `streamflight+observer` runs: a [`Counting`] observer.
+fn observed() -> Manager {
+    Manager::new(Config::default().observer(Arc::new(Counting::default())))
+}
+
+/// The name of the observed runs, beside `streamflight`.
+const OBSERVED: &str = "streamflight+observer";
 
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime")
@@ -59,24 +91,25 @@ fn request(c: &mut Criterion) {
     group.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
     let item = Bytes::from_static(b"data: token\n\n");
 
-    let flights = Manager::default();
-    let mut key = 0;
-    group.bench_function("streamflight", |b| {
-        b.iter_custom(|iters| {
-            let (flights, item, first) = (flights.clone(), item.clone(), key);
-            key += iters;
-            on_worker(&rt, async move {
-                let start = Instant::now();
-                for key in first..first + iters {
-                    let item = item.clone();
-                    let mut answer = flights.request(key, async move { Ok(stream::iter([Ok(item)])) });
-                    black_box(answer.next().await);
-                }
-                start.elapsed()
+    for (name, flights) in [("streamflight", Manager::default()), (OBSERVED, observed())] {
+        let mut key = 0;
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let (flights, item, first) = (flights.clone(), item.clone(), key);
+                key += iters;
+                on_worker(&rt, async move {
+                    let start = Instant::now();
+                    for key in first..first + iters {
+                        let item = item.clone();
+                        let mut answer = flights.request(key, async move { Ok(stream::iter([Ok(item)])) });
+                        black_box(answer.next().await);
+                    }
+                    start.elapsed()
+                })
             })
-        })
-    });
-    assert!(flights.is_idle(), "every flight ended");
+        });
+        assert!(flights.is_idle(), "every flight ended");
+    }
 
     group.bench_function("spawn+mpsc", |b| {
         b.iter_custom(|iters| {
@@ -126,14 +159,18 @@ fn join(c: &mut Criterion) {
     group.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
     let flights = Manager::default();
     let _leader = live_flight(&rt, &flights, 7);
+    let watched = observed();
+    let _watched_leader = live_flight(&rt, &watched, 7);
 
     // Joins held (the subscriptions dropped, untimed, every JOIN_CHUNK).
-    group.bench_function("streamflight", |b| {
-        b.iter_custom(|iters| {
-            let _runtime = rt.enter();
-            joins_held(iters, || flights.request(7, async { Ok(stream::pending()) }))
-        })
-    });
+    for (name, flights) in [("streamflight", &flights), (OBSERVED, &watched)] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let _runtime = rt.enter();
+                joins_held(iters, || flights.request(7, async { Ok(stream::pending()) }))
+            })
+        });
+    }
     // A join, then its drop (a cancellation in company, R10/R12), both timed.
     group.bench_function("streamflight-join+drop", |b| {
         let _runtime = rt.enter();
@@ -201,8 +238,8 @@ fn fanout_run(rt: &Runtime, system: System, n: usize, k: usize, paced: bool) -> 
     let items = items(n);
     rt.block_on(async move {
         let (start, readers) = match system {
-            System::Ours(_) => {
-                let flights = Manager::default();
+            System::Ours(name) => {
+                let flights = if name == OBSERVED { observed() } else { Manager::default() };
                 let (go, ready) = oneshot::channel::<()>();
                 let upstream = async move {
                     ready.await.map_err(drop)?;
@@ -255,7 +292,7 @@ fn fanout(c: &mut Criterion) {
         for k in KS {
             let n = n_for(k);
             group.throughput(Throughput::Elements((n * k) as u64));
-            for system in [OURS, System::TokioBroadcast, System::AsyncBroadcast] {
+            for system in [OURS, System::Ours(OBSERVED), System::TokioBroadcast, System::AsyncBroadcast] {
                 group.bench_function(BenchmarkId::new(system.name(), k), |b| {
                     b.iter_custom(|iters| (0..iters).map(|_| fanout_run(&rt, system, n, k, paced)).sum())
                 });
