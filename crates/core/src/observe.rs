@@ -20,7 +20,7 @@ use crate::{FlightId, RequestId, Role};
 /// |---|---|---|
 /// | [`flight_started`](Observer::flight_started) | a request leads a new flight ([R1](crate::design#r1)), before its task is spawned | the caller of `request` |
 /// | [`first_item`](Observer::first_item) | the flight's first batch of items is published (readers may see it first) | the flight's task |
-/// | [`flight_ended`](Observer::flight_ended) | the flight ended: its key is free already, and no subscriber has seen the end yet ([R7](crate::design#r7)); or it was aborted ([R11](crate::design#r11)) | the flight's task; for `Aborted`, whoever left last (a cancel, a drop, the manager's timer); for `NoRuntime`, whoever dropped the task |
+/// | [`flight_ended`](Observer::flight_ended) | the flight ended: its key is free already (or lingers, [R17](crate::design#r17)), and no subscriber has seen the end yet ([R7](crate::design#r7)); or it was aborted ([R11](crate::design#r11)) | the flight's task; for `Aborted`, whoever left last (a cancel, a drop, the manager's timer); for `NoRuntime`, whoever dropped the task |
 /// | [`request`](Observer::request) `Joined` | a request is admitted, leader included, before its subscription is returned | the caller of `request`, `join` |
 /// | `request` `Resumed` | a detached request got its new subscription ([R18](crate::design#r18)) | the caller of `resume` |
 /// | `request` `Detached` | a subscription was detached within a resume window ([R18](crate::design#r18)) | the caller of `detach` |
