@@ -25,6 +25,11 @@
 //! ```
 #![forbid(unsafe_code)]
 
+/// Server-Sent Events from an upstream (feature `sse`): `streamflight-core`'s bounded decoder,
+/// and [`sse::Events`], any stream of byte chunks (a response body) as a stream of its events.
+#[cfg(feature = "sse")]
+pub use streamflight_core::sse;
+
 use std::future::Future;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
