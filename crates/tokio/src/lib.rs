@@ -18,6 +18,16 @@
 //! assert_eq!(answer.next().await, None);
 //! # }
 //! ```
+//!
+//! # Features
+//!
+//! - `axum`: [`axum::Answer`], a subscription as a response whose status waits for its first
+//!   event; [`Answer::sse_resumable`](axum::Answer::sse_resumable) and [`axum::resume`], a cut
+//!   stream resumed from its client's `Last-Event-ID`.
+//! - `tower`: [`tower::CoalesceLayer`], any HTTP service whose response body streams, coalesced
+//!   by a key of the request (its body as [`json`]'s lossless canonical JSON by default).
+//! - `sse`: [`sse`], the bounded decoder of an upstream's Server-Sent Events; with `reqwest`,
+//!   [`sse::events`], a `reqwest::Response` as a `Stream` of them.
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "axum")]
