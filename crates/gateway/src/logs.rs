@@ -98,9 +98,10 @@ impl<W: fmt::Write> Members<'_, W> {
             return;
         }
         self.result = (|| {
-            self.out.write_char(',')?;
-            string(self.out, field.name())?;
-            self.out.write_char(':')?;
+            // A field's name is a Rust identifier (or `message`): nothing to escape.
+            self.out.write_str(",\"")?;
+            self.out.write_str(field.name())?;
+            self.out.write_str("\":")?;
             value(self.out)
         })();
     }
@@ -149,6 +150,19 @@ fn string(out: &mut impl fmt::Write, value: &str) -> fmt::Result {
     out.write_char('"')
 }
 
+/// The bytes a JSON string cannot hold as they are: the control characters, `"` and `\`.
+static SPECIAL: [bool; 256] = {
+    let mut special = [false; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        special[byte] = true;
+        byte += 1;
+    }
+    special[b'"' as usize] = true;
+    special[b'\\' as usize] = true;
+    special
+};
+
 /// Writes what it is given escaped for the inside of a JSON string: `"`, `\` and the control
 /// characters (RFC 8259, section 7); runs of anything else go through in one piece.
 struct Escaped<'a, W: fmt::Write>(&'a mut W);
@@ -157,14 +171,17 @@ impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
     fn write_str(&mut self, text: &str) -> fmt::Result {
         let mut start = 0;
         for (at, byte) in text.bytes().enumerate() {
+            // One load a byte: most text has nothing to escape.
+            if !SPECIAL[usize::from(byte)] {
+                continue;
+            }
             let escape = match byte {
                 b'"' => "\\\"",
                 b'\\' => "\\\\",
                 b'\n' => "\\n",
                 b'\r' => "\\r",
                 b'\t' => "\\t",
-                0..=0x1f => "",
-                _ => continue,
+                _ => "",
             };
             self.0.write_str(&text[start..at])?;
             if escape.is_empty() {

@@ -25,6 +25,11 @@
 //! ```
 #![forbid(unsafe_code)]
 
+/// Server-Sent Events from an upstream (feature `sse`): `streamflight-core`'s bounded decoder,
+/// and [`sse::Events`], any stream of byte chunks (a response body) as a stream of its events.
+#[cfg(feature = "sse")]
+pub use streamflight_core::sse;
+
 use std::future::Future;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -73,6 +78,27 @@ pub use streamflight_core::{
 /// let mut answer = flights.request("prompt", async { Ok(futures::stream::iter([Ok(1)])) });
 /// let end = futures::executor::block_on(answer.next());
 /// assert_eq!(end, Some(Event::Failed(Failure::NoRuntime)));
+/// ```
+///
+/// # What the key, the items and the error must be
+///
+/// `K: Hash + Eq + Clone + Send + Sync + 'static` (the key identical requests share),
+/// `T: Clone + Send + Sync + 'static` (an item: every subscriber gets its own clone, so a cheap
+/// clone such as `Bytes` or `Arc<str>` keeps fan-out cheap) and `E: Send + Sync + 'static` (the
+/// upstream's error, shared by every subscriber behind an `Arc`). A boxed error must say `Sync`
+/// too: `Box<dyn Error + Send + Sync>` (or `anyhow::Error`), not `Box<dyn Error + Send>`, which
+/// the compiler refuses with E0277 where the manager is used:
+///
+/// ```compile_fail,E0277
+/// let flights: streamflight_smol::Flights<&str, u32, Box<dyn std::error::Error + Send>> = Default::default();
+/// let _ = flights.request("key", async { Ok(futures::stream::iter([Ok(1)])) });
+/// ```
+///
+/// The same with `Sync`:
+///
+/// ```
+/// let flights: streamflight_smol::Flights<&str, u32, Box<dyn std::error::Error + Send + Sync>> = Default::default();
+/// let _ = flights.request("key", async { Ok(futures::stream::iter([Ok(1)])) });
 /// ```
 pub type Flights<K, T, E> = streamflight_core::driver::Flights<K, T, E, Smol>;
 

@@ -18,6 +18,18 @@
 //! assert_eq!(answer.next().await, None);
 //! # }
 //! ```
+//!
+//! # Features
+//!
+//! - `axum`: [`axum::Answer`], a subscription as a response whose status waits for its first
+//!   event; [`Answer::sse_resumable`](axum::Answer::sse_resumable) and [`axum::resume`], a cut
+//!   stream resumed from its client's `Last-Event-ID`.
+//! - `tower`: [`tower::CoalesceLayer`], any HTTP service whose response body streams, coalesced
+//!   by a key of the request (its body as [`json`]'s lossless canonical JSON by default).
+//! - `sse`: [`sse`], the bounded decoder of an upstream's Server-Sent Events; with `reqwest`,
+//!   [`sse::events`], a `reqwest::Response` as a `Stream` of them.
+//! - `tracing`: [`spans::Spans`], an [`Observer`] with a `tracing` span per flight and per
+//!   request. An observer of your own needs no feature: set it with [`Config::observer`].
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "axum")]
@@ -73,6 +85,27 @@ pub use streamflight_core::{
 /// let mut answer = current.request("prompt", async { Ok(futures::stream::iter([Ok(1)])) });
 /// let end = futures::executor::block_on(answer.next());
 /// assert_eq!(end, Some(Event::Failed(Failure::NoRuntime)));
+/// ```
+///
+/// # What the key, the items and the error must be
+///
+/// `K: Hash + Eq + Clone + Send + Sync + 'static` (the key identical requests share),
+/// `T: Clone + Send + Sync + 'static` (an item: every subscriber gets its own clone, so a cheap
+/// clone such as `Bytes` or `Arc<str>` keeps fan-out cheap) and `E: Send + Sync + 'static` (the
+/// upstream's error, shared by every subscriber behind an `Arc`). A boxed error must say `Sync`
+/// too: `Box<dyn Error + Send + Sync>` (or `anyhow::Error`), not `Box<dyn Error + Send>`, which
+/// the compiler refuses with E0277 where the manager is used:
+///
+/// ```compile_fail,E0277
+/// let flights: streamflight_tokio::Flights<&str, u32, Box<dyn std::error::Error + Send>> = Default::default();
+/// let _ = flights.request("key", async { Ok(futures::stream::iter([Ok(1)])) });
+/// ```
+///
+/// The same with `Sync`:
+///
+/// ```
+/// let flights: streamflight_tokio::Flights<&str, u32, Box<dyn std::error::Error + Send + Sync>> = Default::default();
+/// let _ = flights.request("key", async { Ok(futures::stream::iter([Ok(1)])) });
 /// ```
 pub type Flights<K, T, E> = streamflight_core::driver::Flights<K, T, E, Tokio>;
 

@@ -208,7 +208,7 @@ async fn coalesced(
     };
     let role = subscription.role();
     if let (Some(traced), Some(span)) = (traced, record.span()) {
-        traced.placed(span, role, &id, parsed.model.as_deref());
+        traced.placed(span, role, id, parsed.model.as_deref());
     }
     if let Some(model) = parsed.model {
         let label = gateway.metrics.models.label(Some(&model));

@@ -15,6 +15,7 @@ use streamflight_tokio::Role;
 
 use super::Traces;
 use super::client::{ClientSpan, under};
+use crate::answer::registry::ClientId;
 use crate::flight::{Part, UpstreamError};
 use crate::http::access::role_name;
 use crate::key::Key;
@@ -187,15 +188,9 @@ impl Flight {
     /// Where the request of this flight stands, now that its `role` is known: a leader lists
     /// the flight under its key, with its `id` and the `model` its body asked for; anyone else
     /// links to the flight it joined. `client` is the request's span.
-    pub(crate) fn placed(
-        self,
-        client: &ClientSpan,
-        role: Role,
-        id: &dyn std::fmt::Display,
-        model: Option<&str>,
-    ) {
+    pub(crate) fn placed(self, client: &ClientSpan, role: Role, id: ClientId, model: Option<&str>) {
         let link = if role == Role::Leader {
-            let _ = self.slot.flight_id.set(Arc::from(id.to_string()));
+            let _ = self.slot.flight_id.set(Arc::from(id.digits().as_str()));
             let _ = self.slot.model.set(model.map(Arc::from));
             let mut flights = self.leaders.flights.lock().unwrap_or_else(PoisonError::into_inner);
             flights.insert(self.slot.key.clone(), Arc::downgrade(&self.slot));
@@ -295,6 +290,11 @@ fn carries_usage(name: &[u8]) -> bool {
 /// The input and output token counts of the last usage object in `data`, if it has one. Only
 /// the bytes after `"usage"` are parsed, and only as far as that object goes.
 fn usage(data: &[u8]) -> Option<(Option<u64>, Option<u64>)> {
+    // Every Chat chunk but the last ends so (with `include_usage`, which the gateway asks for):
+    // the last usage in it is none, as the search below would find, for nothing.
+    if data.trim_ascii_end().ends_with(br#""usage":null}"#) {
+        return None;
+    }
     // Built once: a searcher's setup costs more than the search of a short event.
     static USAGE: LazyLock<memchr::memmem::FinderRev<'static>> =
         LazyLock::new(|| memchr::memmem::FinderRev::new(b"\"usage\""));
@@ -336,6 +336,9 @@ mod tests {
         // No usage, a usage that is not an object, the word in a text: nothing.
         assert_eq!(usage(br#"{"choices":[{"delta":{"content":"hi"}}]}"#), None);
         assert_eq!(usage(br#"{"usage":null}"#), None);
+        assert_eq!(usage(br#"{"choices":[],"usage":null}"#), None);
+        // An earlier usage than the last one does not count: the last says none.
+        assert_eq!(usage(br#"{"a":{"usage":{"prompt_tokens":1}},"usage":null}"#), None);
         assert_eq!(usage(br#"{"content":"the \"usage\" word"}"#), None);
     }
 }
