@@ -125,6 +125,8 @@ mod open;
 mod place;
 mod reader;
 mod seal;
+#[cfg(feature = "serde")]
+mod serde_codec;
 mod signal;
 mod stream;
 
@@ -135,6 +137,8 @@ pub use lease::{Lease, StoreError};
 pub use place::{ParsePlaceError, Place};
 /// The Redis client this crate is built on, for [`Fleet::with_client`].
 pub use redis;
+#[cfg(feature = "serde")]
+pub use serde_codec::SerdeCodec;
 pub use signal::Messages;
 pub use stream::{Appended, Bounds, Entry, append, finish, read};
 /// The timings every replica's fleet machines share ([`FleetConfig::timings`]).
