@@ -88,14 +88,16 @@ impl FleetConfig {
     }
 
     /// How long a flight's stream stays after its end, for replicas still reading it and for
-    /// resumes: at least the resume window of the requests on it.
+    /// resumes: at least the resume window of the requests on it ([`matching`](Self::matching)
+    /// raises it to that; [`check`](Self::check) says when it falls short).
     pub fn keep(mut self, keep: Duration) -> Self {
         self.keep = keep;
         self
     }
 
     /// How long after its end a flight is still joined by new requests on any replica (R17),
-    /// as the local manager's linger does within one replica. At most [`keep`](Self::keep).
+    /// as the local manager's linger does within one replica. At most [`keep`](Self::keep), and
+    /// the local manager's own ([`matching`](Self::matching) takes it from there).
     pub fn linger(mut self, linger: Duration) -> Self {
         self.linger = linger;
         self

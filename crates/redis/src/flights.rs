@@ -7,7 +7,7 @@ use std::hash::Hash;
 use futures::Stream;
 use streamflight_tokio::{CancelError, Config, RequestId, ResumeError, Stats, Subscription};
 
-use crate::{Fleet, FleetStats};
+use crate::{Codec, ConfigError, Fleet, FleetConfig, FleetStats, StoreError};
 
 /// [`streamflight_tokio::Flights`] across a fleet: the same API, and one upstream request per
 /// key for every replica on the store (R19). Within a replica, flights are the local
@@ -53,9 +53,63 @@ where
     E: Send + Sync + 'static,
 {
     /// A manager on `fleet`, its local flights configured by `config` (spawned on the tokio
-    /// runtime `request` is called from).
+    /// runtime `request` is called from). The fleet's linger and keep are not checked against
+    /// `config` (a disagreement is logged): [`try_new`](Self::try_new) refuses one, and
+    /// [`connect`](Self::connect) derives them from `config`.
     pub fn new(fleet: Fleet<K, T, E>, config: Config) -> Self {
+        if let Err(error) = fleet.config().check(&config) {
+            tracing::warn!(%error, "the fleet's settings disagree with the local manager's");
+        }
         Flights { local: streamflight_tokio::Flights::new(config), fleet }
+    }
+
+    /// A manager on `fleet`, as [`new`](Self::new), if the fleet's settings agree with the
+    /// local manager's `config` ([`FleetConfig::check`]): the same linger, and a finished
+    /// stream kept at least as long as the linger and the resume window.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::time::Duration;
+    /// use streamflight_redis::{ConfigError, Fleet, FleetConfig, Flights, Text};
+    /// use streamflight_tokio::Config;
+    ///
+    /// let local = Config::default().linger(Duration::from_secs(5));
+    /// let fleet = Fleet::new("redis://127.0.0.1:6379/", Text, FleetConfig::default()).unwrap();
+    /// let refused = Flights::try_new(fleet, local.clone()).unwrap_err();
+    /// assert!(matches!(refused, ConfigError::Linger { .. }));
+    /// let fleet = Fleet::new("redis://127.0.0.1:6379/", Text, FleetConfig::default().matching(&local)).unwrap();
+    /// assert!(Flights::try_new(fleet, local).is_ok());
+    /// # }
+    /// ```
+    pub fn try_new(fleet: Fleet<K, T, E>, config: Config) -> Result<Self, ConfigError> {
+        fleet.config().check(&config)?;
+        Ok(Flights::new(fleet, config))
+    }
+
+    /// A manager on the store at `url` whose fleet settings take their linger and keep from
+    /// the local manager's `config` ([`FleetConfig::matching`]): linger and the resume window
+    /// are set in one place. No connection is made yet, as [`Fleet::new`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::time::Duration;
+    /// use streamflight_redis::{FleetConfig, Flights, Text};
+    /// use streamflight_tokio::Config;
+    ///
+    /// let local = Config::default().linger(Duration::from_secs(5)).resume_window(Duration::from_secs(60));
+    /// let flights = Flights::connect("redis://127.0.0.1:6379/", Text, FleetConfig::default(), local).unwrap();
+    /// assert_eq!(flights.fleet().config().linger_duration(), Duration::from_secs(5));
+    /// assert_eq!(flights.fleet().config().keep_duration(), Duration::from_secs(60));
+    /// # }
+    /// ```
+    pub fn connect(
+        url: &str,
+        codec: impl Codec<K, T, E>,
+        fleet: FleetConfig,
+        config: Config,
+    ) -> Result<Self, StoreError> {
+        let fleet = Fleet::new(url, codec, fleet.matching(&config))?;
+        Ok(Flights::new(fleet, config))
     }
 
     /// Joins the flight of `key` on this replica, or starts it: then it follows the replica

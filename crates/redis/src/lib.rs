@@ -111,6 +111,7 @@
 //! multiplexed connection plus one connection for the blocking reader was all this needed.
 #![forbid(unsafe_code)]
 
+mod agree;
 mod codec;
 mod ending;
 mod fleet;
@@ -130,6 +131,7 @@ mod serde_codec;
 mod signal;
 mod stream;
 
+pub use agree::ConfigError;
 pub use codec::{Codec, Lost, Text};
 pub use fleet::{Fleet, FleetConfig, FleetStats, Upstream};
 pub use flights::Flights;

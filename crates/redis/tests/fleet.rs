@@ -227,11 +227,13 @@ async fn another_replica_replays_a_flight_from_its_place_after_the_items_a_clien
     assert_eq!(b.fleet().load(b"client 8").await.unwrap(), None);
 }
 
-/// Two replicas whose finished answers linger for `linger`, in the fleet and in each manager.
+/// Two replicas whose finished answers linger for `linger`, in the fleet and in each manager:
+/// set once, on the manager's config, and derived for the fleet.
 fn lingering(server: &RedisServer, name: &str, linger: Duration) -> Replica {
     let config = FleetConfig::default().replica(name).lease(LEASE).pause(Duration::from_millis(200));
-    let fleet = Fleet::new(&server.url, Text, config.linger(linger)).unwrap();
-    Flights::new(fleet, Config::default().linger(linger))
+    let replica = Flights::connect(&server.url, Text, config, Config::default().linger(linger)).unwrap();
+    assert_eq!(replica.fleet().config().linger_duration(), linger);
+    replica
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
