@@ -20,9 +20,10 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::names::Names;
 use crate::open::Opened;
+use crate::placement::Deciding;
 use crate::reader::{self, Reader};
 use crate::stream::millis;
-use crate::{Codec, Place, StoreError, follow, interest, lead, open};
+use crate::{Codec, FleetRole, Place, StoreError, follow, interest, lead, open};
 
 /// How a replica takes part in its fleet. Every replica of a fleet uses the same prefix and
 /// timings; each its own replica id.
@@ -298,13 +299,7 @@ where
         T: Sync,
         E: Sync,
     {
-        let names = self.shared.config.names(&self.shared.codec.key(key));
-        let shared = Arc::clone(&self.shared);
-        async move {
-            let (tx, rx) = unbounded_channel();
-            tokio::spawn(fly(shared, names, prepare.try_flatten_stream(), tx));
-            Ok(Upstream { rx })
-        }
+        self.open_placed(key, prepare, None)
     }
 
     /// Where the flight of `key` that this replica leads or follows is, if it has one in
@@ -405,6 +400,27 @@ where
     }
 }
 
+impl<K: Send + Sync + 'static, T: Send + Sync + 'static, E: Send + Sync + 'static> Fleet<K, T, E> {
+    /// [`open`](Self::open), telling `placement` (if any) each decision its flight takes.
+    pub(crate) fn open_placed<F: Future<Output = Result<S, E>> + Send + 'static, S>(
+        &self,
+        key: &K,
+        prepare: F,
+        placement: Option<Deciding>,
+    ) -> impl Future<Output = Result<Upstream<T, E>, E>> + Send + 'static + use<F, S, K, T, E>
+    where
+        S: Stream<Item = Result<T, E>> + Send + 'static,
+    {
+        let names = self.shared.config.names(&self.shared.codec.key(key));
+        let shared = Arc::clone(&self.shared);
+        async move {
+            let (tx, rx) = unbounded_channel();
+            tokio::spawn(fly(shared, names, prepare.try_flatten_stream(), tx, placement));
+            Ok(Upstream { rx })
+        }
+    }
+}
+
 /// A local flight's upstream when it goes through the fleet: what [`Fleet::open`] resolves to.
 pub struct Upstream<T, E> {
     rx: UnboundedReceiver<Result<T, E>>,
@@ -435,20 +451,28 @@ async fn fly<K, T, E, S>(
     names: Names,
     upstream: S,
     tx: UnboundedSender<Result<T, E>>,
+    placement: Option<Deciding>,
 ) where
     S: Stream<Item = Result<T, E>> + Send + 'static,
     K: 'static,
     T: Send + 'static,
     E: Send + 'static,
 {
+    let decided = |role| {
+        if let Some(Deciding(placement)) = &placement {
+            placement.decided(role);
+        }
+    };
     for _ in 0..ATTEMPTS {
         match open::open(&shared, &names).await {
             Opened::Lead(lease) => {
+                decided(FleetRole::Led);
                 shared.counters.led.fetch_add(1, Ordering::Relaxed);
                 let _here = Here::new(&shared, &names, lease.token());
                 return lead::lead(&shared, &names, lease, upstream, tx).await;
             }
             Opened::Follow { token, ended } => {
+                decided(FleetRole::Followed);
                 // Counted apart: a live flight joined, or a finished one replayed (R17).
                 let counter = if ended { &shared.counters.lingered } else { &shared.counters.remote_joins };
                 counter.fetch_add(1, Ordering::Relaxed);
@@ -464,6 +488,7 @@ async fn fly<K, T, E, S>(
             Opened::Alone => break,
         }
     }
+    decided(FleetRole::Alone);
     shared.counters.alone.fetch_add(1, Ordering::Relaxed);
     lead::alone(upstream, tx).await;
 }

@@ -1,13 +1,17 @@
 //! The manager whose flights span replicas: the tokio manager of this replica, with each new
 //! local flight's preparation made fleet-wide by its [`Fleet`].
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use futures::Stream;
-use streamflight_tokio::{CancelError, Config, RequestId, ResumeError, Stats, Subscription};
+use streamflight_tokio::{CancelError, Config, RequestId, ResumeError, Role, Stats};
 
-use crate::{Codec, ConfigError, Fleet, FleetConfig, FleetStats, StoreError};
+use crate::placement::{Deciding, Placement};
+use crate::{Codec, ConfigError, Fleet, FleetConfig, FleetStats, StoreError, Subscription};
 
 /// [`streamflight_tokio::Flights`] across a fleet: the same API, and one upstream request per
 /// key for every replica on the store (R19). Within a replica, flights are the local
@@ -32,11 +36,39 @@ use crate::{Codec, ConfigError, Fleet, FleetConfig, FleetStats, StoreError};
 pub struct Flights<K, T, E> {
     local: streamflight_tokio::Flights<K, T, E>,
     fleet: Fleet<K, T, E>,
+    placements: Arc<Mutex<Placements<K>>>,
+}
+
+/// The placement of each key's latest local flight, for the requests that join it.
+struct Placements<K> {
+    /// Strong: a lingering flight's placement outlives its fleet task and its subscriptions,
+    /// for a joiner within the linger to read; [`Placements::prune`] forgets it after.
+    by_key: HashMap<K, Arc<Placement>>,
+    /// How long a finished local flight is joined (the local manager's linger).
+    linger: Duration,
+    /// Prune when the map grows past this: amortised, one sweep per doubling.
+    prune_at: usize,
+}
+
+impl<K: Hash + Eq> Placements<K> {
+    /// Forgets the placements nobody can read any more: no subscription holds them, and their
+    /// flight's fleet task ended longer than a linger ago.
+    fn prune(&mut self) {
+        let linger = self.linger;
+        self.by_key.retain(|_, placement| {
+            Arc::strong_count(placement) > 1 || placement.over().is_none_or(|over| over.elapsed() <= linger)
+        });
+        self.prune_at = (self.by_key.len() * 2).max(64);
+    }
 }
 
 impl<K, T, E> Clone for Flights<K, T, E> {
     fn clone(&self) -> Self {
-        Flights { local: self.local.clone(), fleet: self.fleet.clone() }
+        Flights {
+            local: self.local.clone(),
+            fleet: self.fleet.clone(),
+            placements: Arc::clone(&self.placements),
+        }
     }
 }
 
@@ -60,7 +92,10 @@ where
         if let Err(error) = fleet.config().check(&config) {
             tracing::warn!(%error, "the fleet's settings disagree with the local manager's");
         }
-        Flights { local: streamflight_tokio::Flights::new(config), fleet }
+        let placements =
+            Placements { by_key: HashMap::new(), linger: config.linger_duration(), prune_at: 64 };
+        let placements = Arc::new(Mutex::new(placements));
+        Flights { local: streamflight_tokio::Flights::new(config), fleet, placements }
     }
 
     /// A manager on `fleet`, as [`new`](Self::new), if the fleet's settings agree with the
@@ -119,8 +154,23 @@ where
         F: Future<Output = Result<S, E>> + Send + 'static,
         S: Stream<Item = Result<T, E>> + Send + 'static,
     {
-        let upstream = self.fleet.open(&key, prepare);
-        self.local.request(key, upstream)
+        let placement = Arc::new(Placement::default());
+        let upstream = self.fleet.open_placed(&key, prepare, Some(Deciding(Arc::clone(&placement))));
+        // Under the lock, so that the map follows the local manager's order: a request that
+        // joins a flight finds the placement of the one that started it, never an older one's.
+        let mut placements = self.placements.lock().unwrap_or_else(PoisonError::into_inner);
+        let local = self.local.request(key.clone(), upstream);
+        let placement = if local.role() == Role::Leader {
+            if placements.by_key.len() >= placements.prune_at {
+                placements.prune();
+            }
+            placements.by_key.insert(key, Arc::clone(&placement));
+            Some(placement)
+        } else {
+            placements.by_key.get(&key).cloned()
+        };
+        drop(placements);
+        Subscription::new(local, placement)
     }
 
     /// Cancels a live request of this replica, as [`streamflight_tokio::Flights::cancel`]: its
@@ -130,7 +180,11 @@ where
     }
 
     /// Resumes a detached request of this replica, as [`streamflight_tokio::Flights::resume`].
-    pub fn resume(&self, id: RequestId, from: u64) -> Result<Subscription<T, E>, ResumeError> {
+    pub fn resume(
+        &self,
+        id: RequestId,
+        from: u64,
+    ) -> Result<streamflight_tokio::Subscription<T, E>, ResumeError> {
         self.local.resume(id, from)
     }
 

@@ -124,12 +124,14 @@ mod names;
 mod note;
 mod open;
 mod place;
+mod placement;
 mod reader;
 mod seal;
 #[cfg(feature = "serde")]
 mod serde_codec;
 mod signal;
 mod stream;
+mod subscription;
 
 pub use agree::ConfigError;
 pub use codec::{Codec, Lost, Text};
@@ -137,6 +139,7 @@ pub use fleet::{Fleet, FleetConfig, FleetStats, Upstream};
 pub use flights::Flights;
 pub use lease::{Lease, StoreError};
 pub use place::{ParsePlaceError, Place};
+pub use placement::FleetRole;
 /// The Redis client this crate is built on, for [`Fleet::with_client`].
 pub use redis;
 #[cfg(feature = "serde")]
@@ -145,3 +148,4 @@ pub use signal::Messages;
 pub use stream::{Appended, Bounds, Entry, append, finish, read};
 /// The timings every replica's fleet machines share ([`FleetConfig::timings`]).
 pub use streamflight_core::fleet::Timings;
+pub use subscription::Subscription;

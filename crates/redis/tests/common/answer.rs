@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use streamflight_tokio::{Event, Subscription};
+use streamflight_redis::Subscription;
+use streamflight_tokio::Event;
 use tokio::sync::Semaphore;
 
 /// An upstream the test drives: it yields item `i` once the test has released it, and counts
