@@ -458,21 +458,22 @@ async fn fly<K, T, E, S>(
     T: Send + 'static,
     E: Send + 'static,
 {
-    let decided = |role| {
+    let decided = |role, token: Option<&str>| {
         if let Some(Deciding(placement)) = &placement {
-            placement.decided(role);
+            let place = token.map(|token| Place { names: names.clone(), token: token.to_owned() });
+            placement.decided(role, place);
         }
     };
     for _ in 0..ATTEMPTS {
         match open::open(&shared, &names).await {
             Opened::Lead(lease) => {
-                decided(FleetRole::Led);
+                decided(FleetRole::Led, Some(lease.token()));
                 shared.counters.led.fetch_add(1, Ordering::Relaxed);
                 let _here = Here::new(&shared, &names, lease.token());
                 return lead::lead(&shared, &names, lease, upstream, tx).await;
             }
             Opened::Follow { token, ended } => {
-                decided(FleetRole::Followed);
+                decided(FleetRole::Followed, Some(&token));
                 // Counted apart: a live flight joined, or a finished one replayed (R17).
                 let counter = if ended { &shared.counters.lingered } else { &shared.counters.remote_joins };
                 counter.fetch_add(1, Ordering::Relaxed);
@@ -488,7 +489,7 @@ async fn fly<K, T, E, S>(
             Opened::Alone => break,
         }
     }
-    decided(FleetRole::Alone);
+    decided(FleetRole::Alone, None);
     shared.counters.alone.fetch_add(1, Ordering::Relaxed);
     lead::alone(upstream, tx).await;
 }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -37,6 +38,12 @@ pub struct Flights<K, T, E> {
     local: streamflight_tokio::Flights<K, T, E>,
     fleet: Fleet<K, T, E>,
     placements: Arc<Mutex<Placements<K>>>,
+    /// The requests resumed here from a hand-off, each its own flight ([`crate::Ticket`]).
+    pub(crate) resumes: streamflight_tokio::Flights<u64, T, E>,
+    /// The key of the next resume's flight.
+    pub(crate) resumed: Arc<AtomicU64>,
+    /// The local manager's resume window: how long a hand-off waits.
+    pub(crate) resume_window: Duration,
 }
 
 /// The placement of each key's latest local flight, for the requests that join it.
@@ -68,6 +75,9 @@ impl<K, T, E> Clone for Flights<K, T, E> {
             local: self.local.clone(),
             fleet: self.fleet.clone(),
             placements: Arc::clone(&self.placements),
+            resumes: self.resumes.clone(),
+            resumed: Arc::clone(&self.resumed),
+            resume_window: self.resume_window,
         }
     }
 }
@@ -95,7 +105,14 @@ where
         let placements =
             Placements { by_key: HashMap::new(), linger: config.linger_duration(), prune_at: 64 };
         let placements = Arc::new(Mutex::new(placements));
-        Flights { local: streamflight_tokio::Flights::new(config), fleet, placements }
+        Flights {
+            resumes: crate::handoff::resumes(&config),
+            resumed: Arc::default(),
+            resume_window: config.resume_window_duration(),
+            local: streamflight_tokio::Flights::new(config),
+            fleet,
+            placements,
+        }
     }
 
     /// A manager on `fleet`, as [`new`](Self::new), if the fleet's settings agree with the
@@ -175,17 +192,24 @@ where
 
     /// Cancels a live request of this replica, as [`streamflight_tokio::Flights::cancel`]: its
     /// flight goes on for the others, on every replica.
+    /// A request resumed here from a [hand-off](Self::resume_ticket) is cancelled the same way.
     pub fn cancel(&self, id: RequestId) -> Result<(), CancelError> {
-        self.local.cancel(id)
+        // An id is its manager's alone: the other one refuses it unchanged.
+        self.local.cancel(id).or_else(|_| self.resumes.cancel(id))
     }
 
-    /// Resumes a detached request of this replica, as [`streamflight_tokio::Flights::resume`].
+    /// Resumes a detached request of this replica, as [`streamflight_tokio::Flights::resume`]
+    /// (one resumed here from a [hand-off](Self::resume_ticket) too). On another replica, a
+    /// request [handed off](Self::hand_off) resumes with [`resume_ticket`](Self::resume_ticket).
     pub fn resume(
         &self,
         id: RequestId,
         from: u64,
     ) -> Result<streamflight_tokio::Subscription<T, E>, ResumeError> {
-        self.local.resume(id, from)
+        match self.local.resume(id, from) {
+            Err(ResumeError::UnknownRequest) => self.resumes.resume(id, from),
+            resumed => resumed,
+        }
     }
 
     /// This replica's counters.
@@ -200,7 +224,7 @@ where
 
     /// Whether this replica holds no state for any key, flight or request.
     pub fn is_idle(&self) -> bool {
-        self.local.is_idle()
+        self.local.is_idle() && self.resumes.is_idle()
     }
 
     /// The local manager.

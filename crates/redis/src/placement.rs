@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
+use crate::Place;
+
 /// How a replica takes part in one flight of the fleet: what a [`Subscription`](crate::Subscription)
 /// says with [`fleet_role`](crate::Subscription::fleet_role), where its
 /// [`role`](crate::Subscription::role) says only how it came to the local flight.
@@ -63,6 +65,8 @@ pub(crate) struct Placement {
     /// When its fleet task ended (or was dropped before it ran): from then, only the linger
     /// of the local flight keeps the placement worth remembering for newcomers.
     over: Mutex<Option<Instant>>,
+    /// Its flight in the store, while led or followed: what a hand-off gives another replica.
+    place: Mutex<Option<Place>>,
 }
 
 impl Placement {
@@ -71,9 +75,15 @@ impl Placement {
         FleetRole::from_code(self.role.load(Ordering::Acquire))
     }
 
-    /// The fleet task decided `role`.
-    pub(crate) fn decided(&self, role: FleetRole) {
+    /// The fleet task decided `role`, for the flight at `place` in the store (none: alone).
+    pub(crate) fn decided(&self, role: FleetRole, place: Option<Place>) {
+        *self.place.lock().unwrap_or_else(PoisonError::into_inner) = place;
         self.role.store(role.code(), Ordering::Release);
+    }
+
+    /// Its flight in the store, if it has one.
+    pub(crate) fn place(&self) -> Option<Place> {
+        self.place.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// When its fleet task ended, if it did.

@@ -46,6 +46,11 @@ impl<T, E> Subscription<T, E> {
         Subscription { local, placement }
     }
 
+    /// Its local flight's placement, if known.
+    pub(crate) fn placement(&self) -> Option<&Placement> {
+        self.placement.as_deref()
+    }
+
     /// Whether its flight is led by this replica for the fleet, followed from another replica,
     /// or served here alone. `None` until the flight's fleet task has decided (on the local
     /// flight's first poll, within the store's deadline), and for a request that joined a
