@@ -105,8 +105,10 @@ pub async fn take(subscription: &mut Subscription<String, String>, n: usize) -> 
     taken
 }
 
-/// Everything a subscription yields.
-pub async fn all(subscription: Subscription<String, String>) -> Vec<Event<String, String>> {
+/// Everything a subscription (the fleet's or the local manager's) yields.
+pub async fn all(
+    subscription: impl futures::Stream<Item = Event<String, String>>,
+) -> Vec<Event<String, String>> {
     tokio::time::timeout(Duration::from_secs(20), subscription.collect()).await.expect("the stream ends")
 }
 
