@@ -195,7 +195,14 @@ where
         if !self.fleet().swap(&note, &seen, TAKEN, self.window()).await? {
             return Err(TicketError::Taken);
         }
-        let replayed = self.fleet().replay(&place, from).await?;
+        let replayed = match self.fleet().replay(&place, from).await {
+            Ok(replayed) => replayed,
+            Err(error) => {
+                // Not resumed after all: the ticket goes back as it was, for another try.
+                let _ = self.fleet().swap(&note, TAKEN, &seen, self.window()).await;
+                return Err(TicketError::Store(error));
+            }
+        };
         // A flight of its own in the manager of resumes, so that it is a request like any
         // other here: cancel, detach and resume work on it.
         let key = self.resumed.fetch_add(1, Ordering::Relaxed);
