@@ -22,9 +22,10 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::channel::mpsc::{UnboundedSender, unbounded};
+use streamflight_redis::Subscription;
 use streamflight_redis::redis::{self, aio::MultiplexedConnection};
 use streamflight_redis::{Fleet, FleetConfig, Flights, Text};
-use streamflight_tokio::{Config, Event, Subscription};
+use streamflight_tokio::{Config, Event};
 use tokio::sync::{oneshot, watch};
 
 /// Items per flight in the latency and command-count parts.

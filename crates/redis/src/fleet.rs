@@ -20,9 +20,10 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::names::Names;
 use crate::open::Opened;
+use crate::placement::Deciding;
 use crate::reader::{self, Reader};
 use crate::stream::millis;
-use crate::{Codec, Place, StoreError, follow, interest, lead, open};
+use crate::{Codec, FleetRole, Place, StoreError, follow, interest, lead, open};
 
 /// How a replica takes part in its fleet. Every replica of a fleet uses the same prefix and
 /// timings; each its own replica id.
@@ -88,14 +89,16 @@ impl FleetConfig {
     }
 
     /// How long a flight's stream stays after its end, for replicas still reading it and for
-    /// resumes: at least the resume window of the requests on it.
+    /// resumes: at least the resume window of the requests on it ([`matching`](Self::matching)
+    /// raises it to that; [`check`](Self::check) says when it falls short).
     pub fn keep(mut self, keep: Duration) -> Self {
         self.keep = keep;
         self
     }
 
     /// How long after its end a flight is still joined by new requests on any replica (R17),
-    /// as the local manager's linger does within one replica. At most [`keep`](Self::keep).
+    /// as the local manager's linger does within one replica. At most [`keep`](Self::keep), and
+    /// the local manager's own ([`matching`](Self::matching) takes it from there).
     pub fn linger(mut self, linger: Duration) -> Self {
         self.linger = linger;
         self
@@ -296,13 +299,7 @@ where
         T: Sync,
         E: Sync,
     {
-        let names = self.shared.config.names(&self.shared.codec.key(key));
-        let shared = Arc::clone(&self.shared);
-        async move {
-            let (tx, rx) = unbounded_channel();
-            tokio::spawn(fly(shared, names, prepare.try_flatten_stream(), tx));
-            Ok(Upstream { rx })
-        }
+        self.open_placed(key, prepare, None)
     }
 
     /// Where the flight of `key` that this replica leads or follows is, if it has one in
@@ -403,6 +400,27 @@ where
     }
 }
 
+impl<K: Send + Sync + 'static, T: Send + Sync + 'static, E: Send + Sync + 'static> Fleet<K, T, E> {
+    /// [`open`](Self::open), telling `placement` (if any) each decision its flight takes.
+    pub(crate) fn open_placed<F: Future<Output = Result<S, E>> + Send + 'static, S>(
+        &self,
+        key: &K,
+        prepare: F,
+        placement: Option<Deciding>,
+    ) -> impl Future<Output = Result<Upstream<T, E>, E>> + Send + 'static + use<F, S, K, T, E>
+    where
+        S: Stream<Item = Result<T, E>> + Send + 'static,
+    {
+        let names = self.shared.config.names(&self.shared.codec.key(key));
+        let shared = Arc::clone(&self.shared);
+        async move {
+            let (tx, rx) = unbounded_channel();
+            tokio::spawn(fly(shared, names, prepare.try_flatten_stream(), tx, placement));
+            Ok(Upstream { rx })
+        }
+    }
+}
+
 /// A local flight's upstream when it goes through the fleet: what [`Fleet::open`] resolves to.
 pub struct Upstream<T, E> {
     rx: UnboundedReceiver<Result<T, E>>,
@@ -433,20 +451,29 @@ async fn fly<K, T, E, S>(
     names: Names,
     upstream: S,
     tx: UnboundedSender<Result<T, E>>,
+    placement: Option<Deciding>,
 ) where
     S: Stream<Item = Result<T, E>> + Send + 'static,
     K: 'static,
     T: Send + 'static,
     E: Send + 'static,
 {
+    let decided = |role, token: Option<&str>| {
+        if let Some(Deciding(placement)) = &placement {
+            let place = token.map(|token| Place { names: names.clone(), token: token.to_owned() });
+            placement.decided(role, place);
+        }
+    };
     for _ in 0..ATTEMPTS {
         match open::open(&shared, &names).await {
             Opened::Lead(lease) => {
+                decided(FleetRole::Led, Some(lease.token()));
                 shared.counters.led.fetch_add(1, Ordering::Relaxed);
                 let _here = Here::new(&shared, &names, lease.token());
                 return lead::lead(&shared, &names, lease, upstream, tx).await;
             }
             Opened::Follow { token, ended } => {
+                decided(FleetRole::Followed, Some(&token));
                 // Counted apart: a live flight joined, or a finished one replayed (R17).
                 let counter = if ended { &shared.counters.lingered } else { &shared.counters.remote_joins };
                 counter.fetch_add(1, Ordering::Relaxed);
@@ -462,6 +489,7 @@ async fn fly<K, T, E, S>(
             Opened::Alone => break,
         }
     }
+    decided(FleetRole::Alone, None);
     shared.counters.alone.fetch_add(1, Ordering::Relaxed);
     lead::alone(upstream, tx).await;
 }

@@ -1,13 +1,18 @@
 //! The manager whose flights span replicas: the tokio manager of this replica, with each new
 //! local flight's preparation made fleet-wide by its [`Fleet`].
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use futures::Stream;
-use streamflight_tokio::{CancelError, Config, RequestId, ResumeError, Stats, Subscription};
+use streamflight_tokio::{CancelError, Config, RequestId, ResumeError, Role, Stats};
 
-use crate::{Fleet, FleetStats};
+use crate::placement::{Deciding, Placement};
+use crate::{Codec, ConfigError, Fleet, FleetConfig, FleetStats, StoreError, Subscription};
 
 /// [`streamflight_tokio::Flights`] across a fleet: the same API, and one upstream request per
 /// key for every replica on the store (R19). Within a replica, flights are the local
@@ -32,11 +37,48 @@ use crate::{Fleet, FleetStats};
 pub struct Flights<K, T, E> {
     local: streamflight_tokio::Flights<K, T, E>,
     fleet: Fleet<K, T, E>,
+    placements: Arc<Mutex<Placements<K>>>,
+    /// The requests resumed here from a hand-off, each its own flight ([`crate::Ticket`]).
+    pub(crate) resumes: streamflight_tokio::Flights<u64, T, E>,
+    /// The key of the next resume's flight.
+    pub(crate) resumed: Arc<AtomicU64>,
+    /// The local manager's resume window: how long a hand-off waits.
+    pub(crate) resume_window: Duration,
+}
+
+/// The placement of each key's latest local flight, for the requests that join it.
+struct Placements<K> {
+    /// Strong: a lingering flight's placement outlives its fleet task and its subscriptions,
+    /// for a joiner within the linger to read; [`Placements::prune`] forgets it after.
+    by_key: HashMap<K, Arc<Placement>>,
+    /// How long a finished local flight is joined (the local manager's linger).
+    linger: Duration,
+    /// Prune when the map grows past this: amortised, one sweep per doubling.
+    prune_at: usize,
+}
+
+impl<K: Hash + Eq> Placements<K> {
+    /// Forgets the placements nobody can read any more: no subscription holds them, and their
+    /// flight's fleet task ended longer than a linger ago.
+    fn prune(&mut self) {
+        let linger = self.linger;
+        self.by_key.retain(|_, placement| {
+            Arc::strong_count(placement) > 1 || placement.over().is_none_or(|over| over.elapsed() <= linger)
+        });
+        self.prune_at = (self.by_key.len() * 2).max(64);
+    }
 }
 
 impl<K, T, E> Clone for Flights<K, T, E> {
     fn clone(&self) -> Self {
-        Flights { local: self.local.clone(), fleet: self.fleet.clone() }
+        Flights {
+            local: self.local.clone(),
+            fleet: self.fleet.clone(),
+            placements: Arc::clone(&self.placements),
+            resumes: self.resumes.clone(),
+            resumed: Arc::clone(&self.resumed),
+            resume_window: self.resume_window,
+        }
     }
 }
 
@@ -53,9 +95,73 @@ where
     E: Send + Sync + 'static,
 {
     /// A manager on `fleet`, its local flights configured by `config` (spawned on the tokio
-    /// runtime `request` is called from).
+    /// runtime `request` is called from). The fleet's linger and keep are not checked against
+    /// `config` (a disagreement is logged): [`try_new`](Self::try_new) refuses one, and
+    /// [`connect`](Self::connect) derives them from `config`.
     pub fn new(fleet: Fleet<K, T, E>, config: Config) -> Self {
-        Flights { local: streamflight_tokio::Flights::new(config), fleet }
+        if let Err(error) = fleet.config().check(&config) {
+            tracing::warn!(%error, "the fleet's settings disagree with the local manager's");
+        }
+        let placements =
+            Placements { by_key: HashMap::new(), linger: config.linger_duration(), prune_at: 64 };
+        let placements = Arc::new(Mutex::new(placements));
+        Flights {
+            resumes: crate::handoff::resumes(&config),
+            resumed: Arc::default(),
+            resume_window: config.resume_window_duration(),
+            local: streamflight_tokio::Flights::new(config),
+            fleet,
+            placements,
+        }
+    }
+
+    /// A manager on `fleet`, as [`new`](Self::new), if the fleet's settings agree with the
+    /// local manager's `config` ([`FleetConfig::check`]): the same linger, and a finished
+    /// stream kept at least as long as the linger and the resume window.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::time::Duration;
+    /// use streamflight_redis::{ConfigError, Fleet, FleetConfig, Flights, Text};
+    /// use streamflight_tokio::Config;
+    ///
+    /// let local = Config::default().linger(Duration::from_secs(5));
+    /// let fleet = Fleet::new("redis://127.0.0.1:6379/", Text, FleetConfig::default()).unwrap();
+    /// let refused = Flights::try_new(fleet, local.clone()).unwrap_err();
+    /// assert!(matches!(refused, ConfigError::Linger { .. }));
+    /// let fleet = Fleet::new("redis://127.0.0.1:6379/", Text, FleetConfig::default().matching(&local)).unwrap();
+    /// assert!(Flights::try_new(fleet, local).is_ok());
+    /// # }
+    /// ```
+    pub fn try_new(fleet: Fleet<K, T, E>, config: Config) -> Result<Self, ConfigError> {
+        fleet.config().check(&config)?;
+        Ok(Flights::new(fleet, config))
+    }
+
+    /// A manager on the store at `url` whose fleet settings take their linger and keep from
+    /// the local manager's `config` ([`FleetConfig::matching`]): linger and the resume window
+    /// are set in one place. No connection is made yet, as [`Fleet::new`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::time::Duration;
+    /// use streamflight_redis::{FleetConfig, Flights, Text};
+    /// use streamflight_tokio::Config;
+    ///
+    /// let local = Config::default().linger(Duration::from_secs(5)).resume_window(Duration::from_secs(60));
+    /// let flights = Flights::connect("redis://127.0.0.1:6379/", Text, FleetConfig::default(), local).unwrap();
+    /// assert_eq!(flights.fleet().config().linger_duration(), Duration::from_secs(5));
+    /// assert_eq!(flights.fleet().config().keep_duration(), Duration::from_secs(60));
+    /// # }
+    /// ```
+    pub fn connect(
+        url: &str,
+        codec: impl Codec<K, T, E>,
+        fleet: FleetConfig,
+        config: Config,
+    ) -> Result<Self, StoreError> {
+        let fleet = Fleet::new(url, codec, fleet.matching(&config))?;
+        Ok(Flights::new(fleet, config))
     }
 
     /// Joins the flight of `key` on this replica, or starts it: then it follows the replica
@@ -65,19 +171,45 @@ where
         F: Future<Output = Result<S, E>> + Send + 'static,
         S: Stream<Item = Result<T, E>> + Send + 'static,
     {
-        let upstream = self.fleet.open(&key, prepare);
-        self.local.request(key, upstream)
+        let placement = Arc::new(Placement::default());
+        let upstream = self.fleet.open_placed(&key, prepare, Some(Deciding(Arc::clone(&placement))));
+        // Under the lock, so that the map follows the local manager's order: a request that
+        // joins a flight finds the placement of the one that started it, never an older one's.
+        let mut placements = self.placements.lock().unwrap_or_else(PoisonError::into_inner);
+        let local = self.local.request(key.clone(), upstream);
+        let placement = if local.role() == Role::Leader {
+            if placements.by_key.len() >= placements.prune_at {
+                placements.prune();
+            }
+            placements.by_key.insert(key, Arc::clone(&placement));
+            Some(placement)
+        } else {
+            placements.by_key.get(&key).cloned()
+        };
+        drop(placements);
+        Subscription::new(local, placement)
     }
 
     /// Cancels a live request of this replica, as [`streamflight_tokio::Flights::cancel`]: its
     /// flight goes on for the others, on every replica.
+    /// A request resumed here from a [hand-off](Self::resume_ticket) is cancelled the same way.
     pub fn cancel(&self, id: RequestId) -> Result<(), CancelError> {
-        self.local.cancel(id)
+        // An id is its manager's alone: the other one refuses it unchanged.
+        self.local.cancel(id).or_else(|_| self.resumes.cancel(id))
     }
 
-    /// Resumes a detached request of this replica, as [`streamflight_tokio::Flights::resume`].
-    pub fn resume(&self, id: RequestId, from: u64) -> Result<Subscription<T, E>, ResumeError> {
-        self.local.resume(id, from)
+    /// Resumes a detached request of this replica, as [`streamflight_tokio::Flights::resume`]
+    /// (one resumed here from a [hand-off](Self::resume_ticket) too). On another replica, a
+    /// request [handed off](Self::hand_off) resumes with [`resume_ticket`](Self::resume_ticket).
+    pub fn resume(
+        &self,
+        id: RequestId,
+        from: u64,
+    ) -> Result<streamflight_tokio::Subscription<T, E>, ResumeError> {
+        match self.local.resume(id, from) {
+            Err(ResumeError::UnknownRequest) => self.resumes.resume(id, from),
+            resumed => resumed,
+        }
     }
 
     /// This replica's counters.
@@ -92,7 +224,7 @@ where
 
     /// Whether this replica holds no state for any key, flight or request.
     pub fn is_idle(&self) -> bool {
-        self.local.is_idle()
+        self.local.is_idle() && self.resumes.is_idle()
     }
 
     /// The local manager.

@@ -87,9 +87,16 @@
 //! - **Graceful stop** (R26): [`Fleet::leading`] counts the
 //!   flights this replica leads for the fleet until their end is written, for a replica told
 //!   to stop to wait on.
-//! - **Resume on another replica**: [`Fleet::place`] names the flight a replica is on,
-//!   [`Fleet::save`]/[`Fleet::load`] pass it along, and [`Fleet::replay`] reads it from any
-//!   item on, with this replica's interest.
+//! - **Resume on another replica**: [`Flights::hand_off`] detaches a request and gives a
+//!   [`Ticket`] for it; [`Flights::resume_ticket`] on any replica takes it (once, in one step
+//!   in the store) and reads the flight from the client's next item. Underneath:
+//!   [`Fleet::place`] names the flight a replica is on, [`Fleet::save`]/[`Fleet::load`] pass
+//!   it along, and [`Fleet::replay`] reads it from any item on, with this replica's interest.
+//! - **One fleet API**: [`Flights::request`]'s [`Subscription`] says where its flight runs
+//!   ([`FleetRole`]: led here, followed from another replica, or alone);
+//!   [`Flights::connect`] and [`FleetConfig::matching`] derive the fleet's linger and keep from
+//!   the local manager's [`Config`](streamflight_tokio::Config), [`Flights::try_new`] refuses
+//!   settings that disagree; with feature `serde`, `SerdeCodec` stores any serde types.
 //! - **Messages between replicas**: [`Fleet::publish`] and [`Fleet::listen`] (`PUBLISH` and
 //!   `SUBSCRIBE`), for what one replica asks of the others (the gateway passes a `DELETE` for
 //!   a request another replica serves).
@@ -111,11 +118,13 @@
 //! multiplexed connection plus one connection for the blocking reader was all this needed.
 #![forbid(unsafe_code)]
 
+mod agree;
 mod codec;
 mod ending;
 mod fleet;
 mod flights;
 mod follow;
+mod handoff;
 mod interest;
 mod lead;
 mod lease;
@@ -123,19 +132,29 @@ mod names;
 mod note;
 mod open;
 mod place;
+mod placement;
 mod reader;
 mod seal;
+#[cfg(feature = "serde")]
+mod serde_codec;
 mod signal;
 mod stream;
+mod subscription;
 
+pub use agree::ConfigError;
 pub use codec::{Codec, Lost, Text};
 pub use fleet::{Fleet, FleetConfig, FleetStats, Upstream};
 pub use flights::Flights;
+pub use handoff::{HandOffError, ParseTicketError, Ticket, TicketError};
 pub use lease::{Lease, StoreError};
 pub use place::{ParsePlaceError, Place};
+pub use placement::FleetRole;
 /// The Redis client this crate is built on, for [`Fleet::with_client`].
 pub use redis;
+#[cfg(feature = "serde")]
+pub use serde_codec::SerdeCodec;
 pub use signal::Messages;
 pub use stream::{Appended, Bounds, Entry, append, finish, read};
 /// The timings every replica's fleet machines share ([`FleetConfig::timings`]).
 pub use streamflight_core::fleet::Timings;
+pub use subscription::Subscription;

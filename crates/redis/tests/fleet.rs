@@ -9,8 +9,8 @@ use common::answer::{Upstream, all, done, items, next, take};
 use common::{RedisServer, eventually};
 use futures::StreamExt;
 use redis::AsyncCommands;
-use streamflight_redis::{Fleet, FleetConfig, Flights, Lost, Place, Text};
-use streamflight_tokio::{Config, Event, Failure};
+use streamflight_redis::{Fleet, FleetConfig, FleetRole, Flights, Lost, Place, Text};
+use streamflight_tokio::{Config, Event, Failure, Role};
 
 const LEASE: Duration = Duration::from_millis(300);
 
@@ -227,11 +227,13 @@ async fn another_replica_replays_a_flight_from_its_place_after_the_items_a_clien
     assert_eq!(b.fleet().load(b"client 8").await.unwrap(), None);
 }
 
-/// Two replicas whose finished answers linger for `linger`, in the fleet and in each manager.
+/// Two replicas whose finished answers linger for `linger`, in the fleet and in each manager:
+/// set once, on the manager's config, and derived for the fleet.
 fn lingering(server: &RedisServer, name: &str, linger: Duration) -> Replica {
     let config = FleetConfig::default().replica(name).lease(LEASE).pause(Duration::from_millis(200));
-    let fleet = Fleet::new(&server.url, Text, config.linger(linger)).unwrap();
-    Flights::new(fleet, Config::default().linger(linger))
+    let replica = Flights::connect(&server.url, Text, config, Config::default().linger(linger)).unwrap();
+    assert_eq!(replica.fleet().config().linger_duration(), linger);
+    replica
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -299,4 +301,36 @@ async fn a_replica_counts_the_flights_it_leads_until_their_end_is_written() {
     upstream.release(2);
     assert_eq!(done(&follower.await.unwrap()), (items(3), true));
     eventually("a's end is written", || a.fleet().leading() == 0).await;
+}
+
+/// A request says whether its flight is led on its replica or followed from another (the
+/// local role says only how it came to its replica's flight), and, with the store gone, that
+/// its replica serves it alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_says_whether_its_flight_is_led_here_or_followed_from_another_replica() {
+    let Some(mut server) = RedisServer::start().await else { return };
+    let [a, b, _] = three(&server).await;
+    let upstream = Upstream::default();
+    let mut led = a.request("k".to_owned(), upstream.answer(2, None));
+    eventually("a decided", || led.fleet_role().is_some()).await;
+    assert_eq!(led.fleet_role(), Some(FleetRole::Led));
+    let mut followed = b.request("k".to_owned(), upstream.answer(2, None));
+    eventually("b decided", || followed.fleet_role().is_some()).await;
+    assert_eq!((followed.role(), followed.fleet_role()), (Role::Leader, Some(FleetRole::Followed)));
+    // b's next request joins b's flight: followed too, known at once.
+    let joined = b.request("k".to_owned(), upstream.answer(2, None));
+    assert_ne!(joined.role(), Role::Leader);
+    assert_eq!(joined.fleet_role(), Some(FleetRole::Followed));
+    upstream.release(2);
+    assert_eq!(take(&mut led, 2).await, items(2));
+    assert_eq!(take(&mut followed, 2).await, items(2));
+    assert_eq!(done(&all(joined).await), (items(2), true));
+    assert_eq!(upstream.started(), 1);
+
+    server.kill();
+    let alone = Upstream::default();
+    let mut served = a.request("k2".to_owned(), alone.answer(1, None));
+    alone.release(1);
+    assert_eq!(take(&mut served, 1).await, items(1));
+    assert_eq!(served.fleet_role(), Some(FleetRole::Alone));
 }

@@ -11,8 +11,9 @@ use std::time::Duration;
 use common::{RedisServer, dump, eventually, holding};
 use futures::StreamExt;
 use redis::Value;
+use streamflight_redis::Subscription;
 use streamflight_redis::{Fleet, FleetConfig, Flights, Lost, Place, Text};
-use streamflight_tokio::{Config, Event, Failure, Subscription};
+use streamflight_tokio::{Config, Event, Failure};
 use tokio::sync::Semaphore;
 
 const LEASE: Duration = Duration::from_millis(300);

@@ -168,6 +168,10 @@ pub enum Lost {
     /// sealed by a replica with another fleet secret. The flight ends there on this replica
     /// rather than pass on what it cannot vouch for. (The shell's, not the machines'.)
     Sealed,
+    /// An entry opened but this replica's codec could not read it: replicas built with
+    /// different item or error types share the store (a rolling upgrade). The flight ends there
+    /// on this replica rather than pass on a guess. (The codec's, not the machines'.)
+    Undecodable,
 }
 
 impl core::fmt::Display for Lost {
@@ -176,6 +180,7 @@ impl core::fmt::Display for Lost {
             Lost::Leader => "the replica leading this flight was lost mid-stream",
             Lost::Trimmed => "this replica fell behind the flight's stream past its bound",
             Lost::Sealed => "an entry of the flight's stream in the store could not be opened",
+            Lost::Undecodable => "an entry of the flight's stream in the store could not be decoded",
         })
     }
 }

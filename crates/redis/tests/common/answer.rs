@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use streamflight_tokio::{Event, Subscription};
+use streamflight_redis::Subscription;
+use streamflight_tokio::Event;
 use tokio::sync::Semaphore;
 
 /// An upstream the test drives: it yields item `i` once the test has released it, and counts
@@ -104,8 +105,10 @@ pub async fn take(subscription: &mut Subscription<String, String>, n: usize) -> 
     taken
 }
 
-/// Everything a subscription yields.
-pub async fn all(subscription: Subscription<String, String>) -> Vec<Event<String, String>> {
+/// Everything a subscription (the fleet's or the local manager's) yields.
+pub async fn all(
+    subscription: impl futures::Stream<Item = Event<String, String>>,
+) -> Vec<Event<String, String>> {
     tokio::time::timeout(Duration::from_secs(20), subscription.collect()).await.expect("the stream ends")
 }
 

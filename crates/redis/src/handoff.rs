@@ -1,0 +1,229 @@
+//! Resume across replicas (R18 in a fleet): a request detached on one replica is handed off
+//! as a [`Ticket`], and any replica resumes it from its flight in the store.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use streamflight_tokio::{Config, RequestId};
+
+use crate::placement::Placement;
+use crate::{Flights, Place, StoreError, Subscription};
+
+/// A request handed off to the fleet ([`Flights::hand_off`]): shown as text (32 hex digits)
+/// for the client to keep, and read back by any replica's [`Flights::resume_ticket`]. Random:
+/// only its holder can resume the request, and the note it names in the store is sealed with a
+/// key derived from it (R24).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Ticket([u8; 16]);
+
+impl Ticket {
+    /// The name of its note in the store.
+    fn note(&self) -> Vec<u8> {
+        [&b"ticket:"[..], &self.0].concat()
+    }
+}
+
+impl fmt::Display for Ticket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+    }
+}
+
+impl fmt::Debug for Ticket {
+    /// Not the ticket itself: whoever reads a log must not resume the request.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Ticket(..)")
+    }
+}
+
+/// Text that is not a [`Ticket`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParseTicketError;
+
+impl fmt::Display for ParseTicketError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not a ticket: 32 hex digits")
+    }
+}
+
+impl std::error::Error for ParseTicketError {}
+
+impl FromStr for Ticket {
+    type Err = ParseTicketError;
+
+    fn from_str(text: &str) -> Result<Ticket, ParseTicketError> {
+        let mut bytes = [0; 16];
+        if text.len() != 32 || !text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+            return Err(ParseTicketError);
+        }
+        for (byte, pair) in bytes.iter_mut().zip(text.as_bytes().chunks(2)) {
+            let pair = std::str::from_utf8(pair).map_err(|_| ParseTicketError)?;
+            *byte = u8::from_str_radix(pair, 16).map_err(|_| ParseTicketError)?;
+        }
+        Ok(Ticket(bytes))
+    }
+}
+
+/// Why a request could not be handed off ([`Flights::hand_off`]). Either way it was detached
+/// here, and resumes by its id on this replica within the resume window ([`Flights::resume`]).
+#[non_exhaustive]
+#[derive(Debug)]
+pub enum HandOffError {
+    /// Its flight is not in the store (served alone, or not decided yet): no other replica
+    /// can read it.
+    NotShared {
+        /// The detached request, on this replica.
+        id: RequestId,
+    },
+    /// The store could not keep the ticket's note.
+    Store {
+        /// The detached request, on this replica.
+        id: RequestId,
+        /// What the store did.
+        error: StoreError,
+    },
+}
+
+impl fmt::Display for HandOffError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandOffError::NotShared { .. } => {
+                f.write_str("the request's flight is not shared through the store")
+            }
+            HandOffError::Store { error, .. } => write!(f, "the store could not keep the hand-off: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for HandOffError {}
+
+/// Why a ticket could not be resumed ([`Flights::resume_ticket`]).
+#[non_exhaustive]
+#[derive(Debug)]
+pub enum TicketError {
+    /// No hand-off under this ticket: never made, or its resume window passed.
+    Unknown,
+    /// Another resume took it first: a ticket is resumed once.
+    Taken,
+    /// The store failed.
+    Store(StoreError),
+}
+
+impl fmt::Display for TicketError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TicketError::Unknown => f.write_str("no request handed off under this ticket"),
+            TicketError::Taken => f.write_str("the request was resumed already"),
+            TicketError::Store(error) => write!(f, "the store failed: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for TicketError {}
+
+impl From<StoreError> for TicketError {
+    fn from(error: StoreError) -> TicketError {
+        TicketError::Store(error)
+    }
+}
+
+/// What a taken ticket's note holds instead of the place: taken notes are never resumed again.
+const TAKEN: &[u8] = b"taken";
+
+impl<K, T, E> Flights<K, T, E>
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    /// Detaches `subscription` (its client went away) and hands it off to the fleet: the
+    /// returned [`Ticket`] resumes it on any replica within the local manager's resume window
+    /// ([`resume_ticket`](Self::resume_ticket)). Meanwhile the request stays live here
+    /// ([R18](streamflight_core::design#r18)), keeping its flight going.
+    ///
+    /// See [`resume_ticket`](Self::resume_ticket) for an example.
+    pub async fn hand_off(&self, subscription: Subscription<T, E>) -> Result<Ticket, HandOffError> {
+        let place = subscription.placement().and_then(Placement::place);
+        let id = subscription.detach();
+        let Some(place) = place else { return Err(HandOffError::NotShared { id }) };
+        let mut ticket = [0; 16];
+        getrandom::fill(&mut ticket).map_err(|_| HandOffError::Store { id, error: StoreError::Sealed })?;
+        let ticket = Ticket(ticket);
+        let saved = self.fleet().save(&ticket.note(), place.to_string().as_bytes(), self.window()).await;
+        saved.map_err(|error| HandOffError::Store { id, error })?;
+        Ok(ticket)
+    }
+
+    /// Resumes the request handed off under `ticket`, on this replica: its flight's items
+    /// after the first `from` (those its client has), read from the store, then its end. Once
+    /// per ticket. Its subscription's first item is the flight's item `from`.
+    ///
+    /// ```no_run
+    /// # #[tokio::main] async fn main() {
+    /// use futures::StreamExt;
+    /// use streamflight_redis::{FleetConfig, Flights, Text, Ticket};
+    /// use streamflight_tokio::{Config, RequestId};
+    ///
+    /// let config = Config::default().resume_window(std::time::Duration::from_secs(60));
+    /// let connect = |name| {
+    ///     let fleet = FleetConfig::default().replica(name);
+    ///     Flights::connect("redis://127.0.0.1:6379/", Text, fleet, config.clone()).unwrap()
+    /// };
+    /// let (a, b) = (connect("a"), connect("b"));
+    /// let answer = async { Ok::<_, String>(futures::stream::iter(["to", "ken"].map(|t| Ok(t.to_owned())))) };
+    /// let mut first = a.request("a prompt".to_owned(), answer);
+    /// let _to = first.next().await;
+    /// // The client goes away from a, and comes back through b with its ticket.
+    /// let ticket: String = a.hand_off(first).await.unwrap().to_string();
+    /// let ticket: Ticket = ticket.parse().unwrap();
+    /// let rest: Vec<_> = b.resume_ticket(&ticket, 1).await.unwrap().collect().await;
+    /// # }
+    /// ```
+    pub async fn resume_ticket(&self, ticket: &Ticket, from: u64) -> Result<Subscription<T, E>, TicketError> {
+        let note = ticket.note();
+        let seen = self.fleet().load(&note).await?.ok_or(TicketError::Unknown)?;
+        if seen == TAKEN {
+            return Err(TicketError::Taken);
+        }
+        let place: Place = std::str::from_utf8(&seen)
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .ok_or(TicketError::Store(StoreError::Sealed))?;
+        // One step in the store: of two resumes of one ticket, one takes it.
+        if !self.fleet().swap(&note, &seen, TAKEN, self.window()).await? {
+            return Err(TicketError::Taken);
+        }
+        let replayed = match self.fleet().replay(&place, from).await {
+            Ok(replayed) => replayed,
+            Err(error) => {
+                // Not resumed after all: the ticket goes back as it was, for another try.
+                let _ = self.fleet().swap(&note, TAKEN, &seen, self.window()).await;
+                return Err(TicketError::Store(error));
+            }
+        };
+        // A flight of its own in the manager of resumes, so that it is a request like any
+        // other here: cancel, detach and resume work on it.
+        let key = self.resumed.fetch_add(1, Ordering::Relaxed);
+        let local = self.resumes.request(key, async move { Ok(replayed) });
+        let placement = Placement::default();
+        placement.decided(crate::FleetRole::Followed, Some(place));
+        Ok(Subscription::new(local, Some(std::sync::Arc::new(placement))))
+    }
+
+    /// How long a hand-off waits: the local manager's resume window, at least a second.
+    fn window(&self) -> Duration {
+        self.resume_window.max(Duration::from_secs(1))
+    }
+}
+
+/// The manager of resumed requests: a flight per resume, keyed by a counter.
+pub(crate) fn resumes<T, E>(config: &Config) -> streamflight_tokio::Flights<u64, T, E>
+where
+    T: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    // No linger: a resume's flight is its own and never joined.
+    streamflight_tokio::Flights::new(config.clone().linger(Duration::ZERO))
+}
