@@ -150,48 +150,13 @@ fn string(out: &mut impl fmt::Write, value: &str) -> fmt::Result {
     out.write_char('"')
 }
 
-/// The bytes a JSON string cannot hold as they are: the control characters, `"` and `\`.
-static SPECIAL: [bool; 256] = {
-    let mut special = [false; 256];
-    let mut byte = 0;
-    while byte < 0x20 {
-        special[byte] = true;
-        byte += 1;
-    }
-    special[b'"' as usize] = true;
-    special[b'\\' as usize] = true;
-    special
-};
-
-/// Writes what it is given escaped for the inside of a JSON string: `"`, `\` and the control
-/// characters (RFC 8259, section 7); runs of anything else go through in one piece.
+/// Writes what it is given escaped for the inside of a JSON string (the core's escaping, the
+/// canonical key's too).
 struct Escaped<'a, W: fmt::Write>(&'a mut W);
 
 impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
     fn write_str(&mut self, text: &str) -> fmt::Result {
-        let mut start = 0;
-        for (at, byte) in text.bytes().enumerate() {
-            // One load a byte: most text has nothing to escape.
-            if !SPECIAL[usize::from(byte)] {
-                continue;
-            }
-            let escape = match byte {
-                b'"' => "\\\"",
-                b'\\' => "\\\\",
-                b'\n' => "\\n",
-                b'\r' => "\\r",
-                b'\t' => "\\t",
-                _ => "",
-            };
-            self.0.write_str(&text[start..at])?;
-            if escape.is_empty() {
-                write!(self.0, "\\u{byte:04x}")?;
-            } else {
-                self.0.write_str(escape)?;
-            }
-            start = at + 1;
-        }
-        self.0.write_str(&text[start..])
+        streamflight_core::json::escape_str(self.0, text)
     }
 }
 

@@ -20,6 +20,7 @@
 //! It turns on serde_json's `arbitrary_precision` feature (to check numbers of any size), which
 //! cargo then turns on for every crate of the build that uses serde_json.
 
+mod escape;
 mod number;
 #[cfg(test)]
 mod tests;
@@ -31,6 +32,7 @@ use std::string::String;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
+pub use self::escape::escape_str;
 use self::walker::{Fault, Walker};
 
 /// The canonical text of a JSON value: compact JSON of the same value, object members sorted by

@@ -317,28 +317,8 @@ fn write_string(out: &mut String, raw: &str, text: &str) {
         return;
     }
     out.push('"');
-    let mut plain = 0;
-    for (at, byte) in text.bytes().enumerate() {
-        let escape = match byte {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0..=0x1f => "",
-            _ => continue,
-        };
-        out.push_str(&text[plain..at]);
-        if escape.is_empty() {
-            let _ = write!(out, "\\u{byte:04x}");
-        } else {
-            out.push_str(escape);
-        }
-        plain = at + 1;
-    }
-    out.push_str(&text[plain..]);
+    // Writing to a `String` cannot fail.
+    let _ = super::escape_str(out, text);
     out.push('"');
 }
 
