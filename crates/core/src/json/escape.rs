@@ -47,3 +47,17 @@ pub fn escape_str<W: fmt::Write + ?Sized>(out: &mut W, text: &str) -> fmt::Resul
     }
     out.write_str(&text[plain..])
 }
+
+#[cfg(test)]
+mod tests {
+    use std::string::String;
+
+    #[test]
+    fn escapes_as_serde_json_does() {
+        let every: String = (0u8..0x80).map(char::from).chain("é\u{2028}".chars()).collect();
+        let mut out = String::from("\"");
+        super::escape_str(&mut out, &every).unwrap();
+        out.push('"');
+        assert_eq!(out, serde_json::to_string(&every).unwrap());
+    }
+}
