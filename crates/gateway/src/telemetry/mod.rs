@@ -35,18 +35,25 @@
 //! - The request's span is started and ended by its access record (`http/access.rs`): no
 //!   layer or body wrapper of its own, so tracing adds nothing to a request's path but its spans.
 //!
-//! Cost: without an endpoint, one branch a request. With one, about 60,000 instructions a
-//! unique request for its two spans (`scripts/instructions.sh`): two thirds of them the SDK's
-//! export (each span turned into its protobuf form and encoded, on the SDK's thread), a third
-//! recording them on the request's path. The latency example's section 5 measures the CPU time
+//! Cost: without an endpoint, one branch a request. With one, about 20,000 instructions a
+//! unique request for its two spans (`scripts/instructions.sh`): some 12,000 to record them on
+//! the request's path, about 6,000 a span to encode and post them, on the SDK's thread. The
+//! SDK's own OTLP exporter took 19,000 a span, which is why the gateway has its own
+//! (`encode.rs` says where they went). The latency example's section 5 measures the CPU time
 //! against the same gateway without (BENCHMARKS.md, issue 24). Spans can be sampled with the
 //! SDK's standard `OTEL_TRACES_SAMPLER` (`parentbased_traceidratio`, ...), which cuts both.
+//!
+//! The collector is `--otlp-endpoint`'s, else OpenTelemetry's standard variables':
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as it is) or `OTEL_EXPORTER_OTLP_ENDPOINT` (a base,
+//! `/v1/traces` added); `OTEL_EXPORTER_OTLP[_TRACES]_HEADERS` and `_TIMEOUT` are honoured, and a
+//! `_PROTOCOL` other than `http/protobuf` is refused at the start.
 //!
 //! Spans are exported in batches on a thread of the SDK's own (`BatchSpanProcessor`): a
 //! request only queues its span, and a full queue drops spans, so a slow or unreachable
 //! collector never slows or fails a request. The last batch is flushed when the server stops.
 
 mod client;
+mod encode;
 mod export;
 mod flight;
 
@@ -54,7 +61,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracer, SdkTracerProvider};
 
@@ -87,28 +93,13 @@ pub(crate) struct Exporting {
 /// called on a tokio runtime (the exports run on it). The error is one line for the operator.
 pub(crate) fn install(settings: &Settings) -> Result<Option<(Traces, Exporting)>, String> {
     let env = |name: &str| std::env::var(name).ok().filter(|value| !value.trim().is_empty());
-    let endpoint = match settings.otlp_endpoint.as_deref().filter(|e| !e.trim().is_empty()) {
-        Some(base) => Some(signal_url(base)),
-        // The exporter reads the standard variables itself (the traces' own first).
-        None if env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
-            || env("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() =>
-        {
-            None
-        }
-        None => return Ok(None),
+    let flag = settings.otlp_endpoint.as_deref().filter(|e| !e.trim().is_empty());
+    let Some(destination) = export::Destination::resolve(flag, env, EXPORT_TIMEOUT)? else {
+        return Ok(None);
     };
     let runtime = tokio::runtime::Handle::try_current()
         .map_err(|_| "traces need the tokio runtime the gateway runs on".to_owned())?;
-    let poster = export::Poster::new(runtime, EXPORT_TIMEOUT)?;
-    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_protocol(Protocol::HttpBinary)
-        .with_timeout(EXPORT_TIMEOUT)
-        .with_http_client(poster);
-    if let Some(url) = endpoint {
-        exporter = exporter.with_endpoint(url);
-    }
-    let exporter = exporter.build().map_err(|e| format!("cannot export traces: {e}"))?;
+    let exporter = export::Otlp::new(runtime, destination)?;
     // The SDK's defaults (a queue of 2,048 spans, a batch every 5 s), or the `OTEL_BSP_*`.
     let processor = BatchSpanProcessor::builder(exporter).build();
     let service = env("OTEL_SERVICE_NAME").unwrap_or_else(|| SERVICE_NAME.to_owned());
@@ -138,12 +129,6 @@ pub(crate) fn coalesced(
     traces.flight(client, key, operation)
 }
 
-/// The traces' URL under a collector's base URL, as `OTEL_EXPORTER_OTLP_ENDPOINT` is read.
-fn signal_url(base: &str) -> String {
-    let base = base.trim().trim_end_matches('/');
-    if base.ends_with("/v1/traces") { base.to_owned() } else { format!("{base}/v1/traces") }
-}
-
 impl Exporting {
     /// Exports the spans still queued and stops the exporter, within [`EXPORT_TIMEOUT`] (and a
     /// bit): the SDK's shutdown blocks, so it runs off the async workers.
@@ -155,17 +140,5 @@ impl Exporting {
             Ok(Ok(Err(e))) => tracing::warn!("the last traces were not exported: {e}"),
             Ok(Err(_)) | Err(_) => tracing::warn!("the last traces were not exported in time"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::signal_url;
-
-    #[test]
-    fn the_signal_path_is_added_once() {
-        assert_eq!(signal_url("http://c:4318"), "http://c:4318/v1/traces");
-        assert_eq!(signal_url("http://c:4318/"), "http://c:4318/v1/traces");
-        assert_eq!(signal_url("http://c:4318/v1/traces"), "http://c:4318/v1/traces");
     }
 }
