@@ -57,11 +57,14 @@ impl Gateway {
     /// error (one line, for the operator) if they cannot work.
     pub(crate) fn new(settings: Settings, shutdown: Shutdown) -> Result<Gateway, String> {
         settings.check()?;
-        let mut config = Config::default().linger(settings.linger).resume_window(settings.resume_window);
+        let metrics = Arc::new(Metrics::new(&settings.metrics_models));
+        let mut config = Config::default()
+            .linger(settings.linger)
+            .resume_window(settings.resume_window)
+            .observer(metrics.observer());
         if let Some(limit) = settings.history_limit {
             config = config.history_limit(limit);
         }
-        let metrics = Arc::new(Metrics::new(&settings.metrics_models));
         let backend = Backend::new(&settings, Arc::clone(&metrics))?;
         let limits = Arc::new(Limits::of(&settings));
         let window = settings.linger.max(settings.resume_window);

@@ -231,6 +231,10 @@ async fn after_a_burst_the_admin_port_has_labelled_counts_and_histograms() {
     assert_eq!(total(&text, "streamflight_answer_events_sum", &chat), 5.0 * 3.0);
     let head = r#"streamflight_upstream_head_seconds_count{endpoint="chat",status_class="2xx"}"#;
     assert_eq!(sample(&text, head), Some(1.0), "{text}");
+    // From the flight manager's hooks: one flight, ended done, that served the five.
+    assert_eq!(sample(&text, r#"streamflight_flights_ended_total{outcome="done"}"#), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "streamflight_flight_requests_count"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "streamflight_flight_requests_sum"), Some(5.0), "{text}");
     let top = r#"streamflight_first_event_seconds_bucket{le="+Inf",endpoint="chat",role="leader",model="test-model"}"#;
     assert_eq!(sample(&text, top), Some(1.0), "{text}");
     let build = format!(r#"streamflight_build_info{{version="{}",commit=""#, env!("CARGO_PKG_VERSION"));

@@ -41,6 +41,8 @@
 //! | `streamflight_response_duration_seconds` | histogram | `endpoint`, `role`, `outcome`, `model` | From a request's arrival to the end of its response body. |
 //! | `streamflight_answer_events` | histogram | `endpoint`, `role`, `outcome` | Events of one coalesced answer a client was sent (answers with at least one). |
 //! | `streamflight_upstream_head_seconds` | histogram | `endpoint`, `status_class` | From sending an upstream request (a flight's, or a passthrough) to its response head. |
+//! | `streamflight_flights_ended_total` | counter | `outcome` | Flights ended here (`done`, `failed`, `panicked`, `no_runtime`, `aborted`), told by the flight manager's hooks. |
+//! | `streamflight_flight_requests` | histogram | | Requests each flight served by its end, its leader included (1: nobody shared it); from the hooks. |
 //! | `streamflight_build_info` | info | `version`, `commit` | Always 1: what is running. |
 //! | `process_cpu_seconds_total` | counter | | CPU time, user and system (Linux). |
 //! | `process_resident_memory_bytes` | gauge | | Resident memory (Linux). |
@@ -64,6 +66,7 @@
 //!
 //! Seconds are bucketed from 1 ms to 17 min, doubling ([`SECONDS`]); events from 1 to 65,536.
 
+mod flights;
 mod models;
 mod process;
 
@@ -197,6 +200,8 @@ pub(crate) struct Metrics {
     duration: Histograms<Lasted>,
     events: Histograms<Answered>,
     upstream_head: Histograms<Headed>,
+    /// The series the flight manager's hooks feed (`flights.rs`).
+    flights: flights::Flights,
     /// The families above, `streamflight_build_info` and the process's series.
     registry: Registry,
 }
@@ -241,6 +246,7 @@ impl Metrics {
         // An info family's sample is its name with `_info`.
         registry.register("streamflight_build", "The version running, and its commit", Info::new(build));
         registry.register_collector(Box::new(process::Process));
+        let flights = flights::Flights::new(&mut registry, events());
         Metrics {
             upstream_errors: AtomicU64::new(0),
             passthrough: AtomicU64::new(0),
@@ -254,8 +260,15 @@ impl Metrics {
             duration,
             events: answer_events,
             upstream_head,
+            flights,
             registry,
         }
+    }
+
+    /// The observer to give the flight manager ([`Config::observer`](streamflight_tokio::Config::observer)):
+    /// it feeds `streamflight_flights_ended_total` and `streamflight_flight_requests`.
+    pub(crate) fn observer(&self) -> Arc<dyn streamflight_tokio::Observer> {
+        Arc::new(self.flights.clone())
     }
 
     /// Adds one to `counter`.
