@@ -74,7 +74,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Deserialize;
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::Deserializer;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -200,7 +200,8 @@ impl Collector {
         self.pushed += 1;
         // Most chunks of a long answer are a few words of one choice's content: those are merged
         // without building the chunk (issue 21: building each one cost 12 times forwarding it).
-        if self.fast && self.kind == Kind::Chat {
+        // Nothing merged yet (the first chunk), nothing can be repeated: no fast path to try.
+        if self.fast && self.kind == Kind::Chat && !self.top.is_empty() {
             if self.push_repeat(chunk) {
                 return Ok(());
             }
@@ -211,11 +212,7 @@ impl Collector {
             }
         }
         self.template = None;
-        self.push_value(index, chunk)?;
-        if let Ok(members) = serde_json::from_slice::<Members<'_>>(chunk) {
-            self.remember(&members);
-        }
-        Ok(())
+        self.push_value(index, chunk)
     }
 
     /// Merges a chunk that only adds text to the `content` of choices already merged and
@@ -231,9 +228,16 @@ impl Collector {
             ("service_tier", known.service_tier),
             ("usage", known.usage),
         ];
+        // A usage that is not `null` is a snapshot, replaced whole, as the generic merge does.
+        let mut usage = None;
         for (key, raw) in repeated {
             let Some(raw) = raw else { continue };
             let text = raw.get();
+            if key == "usage" && text != "null" {
+                let Ok(value) = serde_json::from_str::<Value>(text) else { return false };
+                usage = Some(value);
+                continue;
+            }
             let known = text == "null" || self.repeated.iter().any(|(k, v)| k == key && **v == *text);
             if !known || !self.top.contains_key(key) {
                 return false;
@@ -245,23 +249,30 @@ impl Collector {
         let words = Some(known.choices);
         let Some(words) = words else { return false };
         // Every choice must already hold every key the generic merge would add (a `null` adds
-        // its key), and a text `content` to append to; `logprobs` and `finish_reason` must be
-        // absent or `null` (serde reads both as `None`, hence the keys' presence is required).
+        // its key), and a text `content` to append to; `logprobs` must be absent or `null`
+        // (serde reads both as `None`, hence the keys' presence is required), `finish_reason`
+        // too or a string (a status: the last one replaces it, as the generic merge does).
         let fits = self.top.contains_key("choices")
             && words.iter().all(|word| {
                 let Some(merged) = self.choices.get(&word.index) else { return false };
                 let content = merged.get("delta").and_then(|delta| delta.get("content"));
                 matches!(content, Some(Value::String(_)))
                     && word.logprobs.is_none()
-                    && word.finish_reason.is_none()
+                    && word.finish_reason.is_none_or(|raw| raw.get().starts_with('"'))
                     && merged.contains_key("logprobs")
                     && merged.contains_key("finish_reason")
             });
         if !fits {
             return false;
         }
+        // Everything is read before anything is merged: a chunk refused here changed nothing.
         let mut texts = Vec::with_capacity(words.len());
+        let mut finishes = Vec::new();
         for word in &words {
+            if let Some(raw) = word.finish_reason {
+                let Ok(reason) = serde_json::from_str::<String>(raw.get()) else { return false };
+                finishes.push((word.index, reason));
+            }
             let Some(raw) = word.delta.content else { continue };
             let Ok(text) = serde_json::from_str::<Cow<'_, str>>(raw.get()) else { return false };
             texts.push((word.index, text));
@@ -269,8 +280,18 @@ impl Collector {
         for (index, text) in &texts {
             self.append(*index, text);
         }
+        // Only a chunk of words alone is a template: a repeat would not set these again.
+        let plain = finishes.is_empty() && usage.is_none();
+        for (index, reason) in finishes {
+            if let Some(merged) = self.choices.get_mut(&index) {
+                merged.insert("finish_reason".to_owned(), Value::String(reason));
+            }
+        }
+        if let Some(usage) = usage {
+            self.top.insert("usage".to_owned(), usage);
+        }
         self.template = match (&words[..], &texts[..]) {
-            ([word], [(index, _)]) => {
+            ([word], [(index, _)]) if plain => {
                 word.delta.content.and_then(|raw| Template::around(chunk, raw)).map(|t| (t, *index))
             }
             _ => None,
@@ -303,17 +324,17 @@ impl Collector {
         }
     }
 
-    /// Remembers the raw text of the chunk's top-level scalar members that are not `null`.
-    fn remember(&mut self, members: &Members<'_>) {
-        for (key, raw) in &members.0 {
-            let text = raw.get();
-            if text == "null" || text.starts_with(['[', '{']) {
-                continue;
-            }
-            match self.repeated.iter_mut().find(|(k, _)| k == key.as_ref()) {
-                Some((_, value)) => *value = text.into(),
-                None => self.repeated.push((key.to_string(), text.into())),
-            }
+    /// Remembers the text of a top-level member that is a scalar, not `null`, as written again
+    /// from its value: where a later chunk spells the same value otherwise (an escape), the
+    /// texts differ and that chunk takes the generic merge, which is never wrong.
+    fn remember(&mut self, key: &str, value: &Value) {
+        if !matches!(value, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
+            return;
+        }
+        let text = value.to_string().into_boxed_str();
+        match self.repeated.iter_mut().find(|(k, _)| k == key) {
+            Some((_, known)) => *known = text,
+            None => self.repeated.push((key.to_owned(), text)),
         }
     }
 
@@ -329,6 +350,9 @@ impl Collector {
             return Err(CollectError::Upstream(error.clone()));
         }
         for (key, value) in chunk {
+            if self.fast {
+                self.remember(&key, &value);
+            }
             match key.as_str() {
                 "choices" => {
                     self.top.entry(key).or_insert(Value::Null);
@@ -404,31 +428,6 @@ impl Collector {
             top.shift_insert(at, "object".to_owned(), object);
         }
         Ok(Value::Object(top))
-    }
-}
-
-/// A chunk's top-level members in order, as raw text: read without building them.
-struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Members<'a>, D::Error> {
-        struct Walk<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for Walk<'a> {
-            type Value = Members<'a>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'a>, A::Error> {
-                let mut members = Vec::with_capacity(8);
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                    members.push((key, map.next_value::<&'de RawValue>()?));
-                }
-                Ok(Members(members))
-            }
-        }
-        deserializer.deserialize_map(Walk(std::marker::PhantomData))
     }
 }
 
@@ -1069,6 +1068,19 @@ mod tests {
                 ),
                 chunk(&word("g "), r#","error":null"#),
                 chunk(r#"{"index":0,"delta":{"content":"h ","refusal":null}}"#, ""),
+            ],
+            // Finishes and usage on the fast path: a finish with words, a reason spelt with an
+            // escape, words after a finish, usage twice (the last replaces), two choices.
+            vec![
+                chunk(role, ""),
+                chunk(&format!("{},{}", word("a "), role.replace("\"index\":0", "\"index\":1")), ""),
+                chunk(&word("b "), r#","usage":null"#),
+                chunk(r#"{"index":0,"delta":{"content":"c"},"logprobs":null,"finish_reason":"length"}"#, ""),
+                chunk(&word("d "), ""),
+                chunk(&word("e "), ""),
+                chunk(r#"{"index":1,"delta":{},"logprobs":null,"finish_reason":"\u0073top"}"#, r#","usage":null"#),
+                format!(r#"{{{head},"choices":[],"usage":{{"prompt_tokens":1,"completion_tokens":2}}}}"#),
+                format!(r#"{{{head},"choices":[],"usage":{{"prompt_tokens":1,"total_tokens":3}}}}"#),
             ],
         ];
         for stream in streams {
