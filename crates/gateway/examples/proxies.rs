@@ -34,7 +34,9 @@
 //!
 //! Every load is bounded (a fixed count of requests, each with a 10 s timeout; every wait has a
 //! deadline). The servers are stopped when this program ends, panics included; should it be
-//! killed, they get SIGTERM (nginx's master then stops its workers) or SIGKILL from the kernel.
+//! killed, they get SIGTERM (nginx's master then stops its workers) or SIGKILL from the kernel,
+//! and the proxies' directories (`streamflight-nginx-<pid>`, `streamflight-haproxy-<pid>` in the
+//! system's temporary directory) stay behind.
 //! Timings are the machine's and noisy; nothing here asserts one. Flags: `--help`.
 
 use std::io::Write as _;
@@ -573,7 +575,8 @@ fn memory_section(
         options.held
     );
     let tag = run_tag();
-    for name in ["nginx", "haproxy", "gateway"] {
+    let mut per_stream = [f64::NAN; 3];
+    for (i, name) in ["nginx", "haproxy", "gateway"].into_iter().enumerate() {
         let (port, server): (u16, Box<dyn Server>) = match name {
             "nginx" => {
                 let proxy = Proxy::nginx(nginx, upstream.port, options.keepalive);
@@ -599,11 +602,19 @@ fn memory_section(
                 let during = settled_rss(server.as_ref());
                 let per = (during as f64 - before as f64) / streams.len() as f64;
                 println!("| {name} | {before} | {during} | {per:.1} KiB |");
+                per_stream[i] = per;
                 drop(streams);
             }
             Err(why) => println!("| {name} | {before} | failed: {why} | |"),
         }
     }
+    let [nginx, haproxy, ours] = per_stream;
+    println!(
+        "gateway / nginx {:.2}x, gateway / haproxy {:.2}x; issue 26's goal, at most nginx's: {}",
+        ours / nginx,
+        ours / haproxy,
+        verdict(ours <= nginx)
+    );
 }
 
 /// Ten short streams read to their end, at once, before the baseline: the proxy's workers,
