@@ -444,3 +444,27 @@ async fn over_http2_no_request_waits_behind_an_upstream_s_stream_limit() {
     }
     assert_eq!(connections.load(Ordering::SeqCst), 3);
 }
+
+#[tokio::test]
+async fn an_upstream_silent_past_the_idle_timeout_is_cut_and_a_slow_steady_one_is_not() {
+    // 30 chunks 50 ms apart: a stream of 1.5 s, longer than the 1 s allowed between two pieces.
+    let steady = Mode::Tokens { tokens: 30, interval: Duration::from_millis(50), gated: false };
+    let mock = Mock::start(steady).await;
+    let base = gateway(&["--upstream", &mock.base, "--idle-timeout", "1s"]).await;
+    let mut client = Client::chat(&base, "steady", None).await;
+    assert_eq!(client.rest().await, expected_stream(30));
+
+    // One chunk, then nothing: the gate is never opened.
+    let mock = Mock::start(gated()).await;
+    let base = gateway(&["--upstream", &mock.base, "--idle-timeout", "300ms"]).await;
+    let mut clients =
+        vec![Client::chat(&base, "silent", None).await, Client::chat(&base, "silent", None).await];
+    for client in &mut clients {
+        assert_eq!(client.next().await.unwrap(), mock_chunk(0));
+        let events = client.rest().await;
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_upstream_error(&events[0], "sent nothing for 300ms");
+    }
+    assert_eq!(mock.received(), 1);
+    assert_eq!(metric(&base, "streamflight_upstream_errors_total").await, 1);
+}

@@ -331,7 +331,9 @@ impl Collector {
         if !matches!(value, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
             return;
         }
-        let text = value.to_string().into_boxed_str();
+        // `to_string` of the value, not its `Display`, which goes through the formatter.
+        let Ok(text) = serde_json::to_string(value) else { return };
+        let text = text.into_boxed_str();
         match self.repeated.iter_mut().find(|(k, _)| k == key) {
             Some((_, known)) => *known = text,
             None => self.repeated.push((key.to_owned(), text)),

@@ -4,6 +4,7 @@
 pub(crate) mod backend;
 pub(crate) mod bounds;
 pub mod client;
+mod idle;
 mod lanes;
 pub(crate) mod scrub;
 
@@ -24,6 +25,7 @@ use crate::http::headers;
 use crate::metrics::Metrics;
 use crate::upstream::bounds::Bounds;
 use crate::upstream::client::{ClientOptions, UpstreamUrl};
+use crate::upstream::idle::Idle;
 use crate::upstream::lanes::{Lanes, Ticket};
 use crate::upstream::scrub::Scrubber;
 
@@ -211,21 +213,6 @@ impl Upstream {
     }
 }
 
-/// The next chunk of a response body within `idle`, or why there is none.
-async fn next_chunk(body: &mut (impl Body + Unpin), idle: Duration) -> Result<Option<Bytes>, UpstreamError> {
-    match tokio::time::timeout(idle, body.next()).await {
-        Err(_) => {
-            Err(UpstreamError::broken(Broken::Timeout, format!("the upstream sent nothing for {idle:?}")))
-        }
-        Ok(None) => Ok(None),
-        Ok(Some(Err(e))) => Err(UpstreamError::broken(
-            Broken::Truncated,
-            format!("the upstream response broke: {}", client::describe(&e)),
-        )),
-        Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
-    }
-}
-
 /// A response's body alone: its head (headers, URL, extensions) is not kept while a stream
 /// lasts (BENCHMARKS.md, issue 15).
 trait Body: Stream<Item = reqwest::Result<Bytes>> + Send + 'static {}
@@ -245,10 +232,10 @@ fn holding(parts: impl Stream<Item = Result<Part, UpstreamError>> + Send + 'stat
 /// A body that is not SSE, piece by piece as it arrives, scrubbed (a piece's tail that may
 /// start the key waits for the next piece).
 fn body_parts(body: impl Body + Unpin, idle: Duration, scrubber: Scrubber) -> Parts {
-    stream::unfold(Some((body, scrubber.pieces())), move |state| async move {
+    stream::unfold(Some((Idle::new(body, idle), scrubber.pieces())), move |state| async move {
         let (mut body, mut pieces) = state?;
         loop {
-            match next_chunk(&mut body, idle).await {
+            match body.next().await {
                 Ok(Some(chunk)) => {
                     let chunk = pieces.push(chunk);
                     if chunk.is_empty() {
@@ -278,7 +265,7 @@ fn events(
     scrubber: Scrubber,
 ) -> Parts {
     let decoder = Decoder::with_names(max_event_bytes, api.event_names());
-    stream::unfold(Some((body, decoder, scrubber)), move |state| async move {
+    stream::unfold(Some((Idle::new(body, idle), decoder, scrubber)), move |state| async move {
         let (mut body, mut decoder, scrubber) = state?;
         loop {
             match decoder.next_event() {
@@ -305,7 +292,7 @@ fn events(
                 }
                 Ok(None) => {}
             }
-            match next_chunk(&mut body, idle).await {
+            match body.next().await {
                 Ok(Some(chunk)) => decoder.push(&chunk),
                 Ok(None) => {
                     let message = "the upstream stream ended before its end event";

@@ -1,0 +1,69 @@
+//! An upstream response body read piece by piece, failed when the upstream sends nothing for
+//! `--idle-timeout`: one timer for the whole body, moved on only when it fires.
+
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::time::{Instant, Sleep};
+
+use super::{Body, client};
+use crate::flight::{Broken, UpstreamError};
+
+/// A body and its idle bound. A timeout per piece (tokio's `timeout`) put a timer in the
+/// wheel and took it out again for every piece, a tenth of a stream's cost; here a piece only
+/// notes when it came, and the one timer, when it fires, is set again from the last piece.
+pub(super) struct Idle<B> {
+    body: B,
+    idle: Duration,
+    /// When the last piece came (or the body was first read).
+    last: Instant,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl<B: Body + Unpin> Idle<B> {
+    /// `body`, whose pieces may be at most `idle` apart (the first within `idle` of now).
+    pub(super) fn new(body: B, idle: Duration) -> Idle<B> {
+        let last = Instant::now();
+        Idle { body, idle, last, timer: Box::pin(tokio::time::sleep_until(last + idle)) }
+    }
+
+    /// The next piece of the body, `None` at its end, or why there is none.
+    pub(super) async fn next(&mut self) -> Result<Option<Bytes>, UpstreamError> {
+        let piece = poll_fn(|cx| {
+            if let Poll::Ready(piece) = self.body.poll_next_unpin(cx) {
+                self.last = Instant::now();
+                return Poll::Ready(Some(piece));
+            }
+            loop {
+                match self.timer.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(()) => {
+                        let deadline = self.last + self.idle;
+                        if Instant::now() >= deadline {
+                            return Poll::Ready(None);
+                        }
+                        // A piece came since the timer was set: it waits from that piece.
+                        self.timer.as_mut().reset(deadline);
+                    }
+                }
+            }
+        })
+        .await;
+        match piece {
+            None => {
+                let message = format!("the upstream sent nothing for {:?}", self.idle);
+                Err(UpstreamError::broken(Broken::Timeout, message))
+            }
+            Some(None) => Ok(None),
+            Some(Some(Err(e))) => Err(UpstreamError::broken(
+                Broken::Truncated,
+                format!("the upstream response broke: {}", client::describe(&e)),
+            )),
+            Some(Some(Ok(piece))) => Ok(Some(piece)),
+        }
+    }
+}
