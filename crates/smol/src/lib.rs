@@ -43,7 +43,7 @@ pub use streamflight_core::driver::{Ready, Results, Runtime, Subscription};
 pub use streamflight_core::spans;
 pub use streamflight_core::{
     CancelError, Config, Event, Failure, FlightId, FlightSummary, LateJoin, Observer, Orphan, Outcome,
-    ParseIdError, RequestEvent, RequestId, ResumeError, Role, Stats,
+    Overflow, ParseIdError, RequestEvent, RequestId, ResumeError, Role, Stats, Weigher,
 };
 
 /// The manager on smol: `request`, `cancel`, `stats`, `is_idle`, `new`, `with_runtime`, all

@@ -56,7 +56,7 @@ pub use streamflight_core::driver::{Ready, Results, Runtime, Subscription};
 pub use streamflight_core::spans;
 pub use streamflight_core::{
     CancelError, Config, Event, Failure, FlightId, FlightSummary, LateJoin, Observer, Orphan, Outcome,
-    ParseIdError, RequestEvent, RequestId, ResumeError, Role, Stats,
+    Overflow, ParseIdError, RequestEvent, RequestId, ResumeError, Role, Stats, Weigher,
 };
 
 /// The manager on tokio: `request`, `cancel`, `stats`, `is_idle`, `new`, `with_runtime`, all

@@ -243,3 +243,38 @@ fn loom_truncation_of_growing_chunks_races_reader() {
         assert_eq!(state.chunks.iter().map(|chunk| chunk.number()).collect::<Vec<_>>(), [2, 3]);
     });
 }
+
+#[test]
+fn loom_a_bound_in_bytes_moves_the_window_races_reader() {
+    loom::model(|| {
+        // Item i weighs i bytes, at most 5 retained: [0, 1, 2] fit, 3 releases 0 and 1,
+        // 4 releases 2 and 3: the window's start moves by what items weigh, not by count.
+        let history = History::<u32, u8>::weighed(None, Some(5), Some(|item: &u32| *item as usize));
+        let mut reader = History::subscribe_to(&history, Position::Start);
+        let writer = {
+            let history = history.clone();
+            thread::spawn(move || {
+                history.extend([0, 1, 2]);
+                history.append(3);
+                history.append(4);
+                history.close(End::Done);
+            })
+        };
+        let events = read_all(&mut reader);
+        writer.join().unwrap();
+        let read = prefix_len(&events);
+        match events.last() {
+            Some(Event::Done) => assert_eq!(read, 5),
+            Some(Event::Failed(Failure::Lagged { missed })) => {
+                // Exactly the released items it had not read: at most 4.
+                assert!(*missed >= 1 && u64::from(read) + missed <= 4, "{events:?}");
+            }
+            other => panic!("unexpected end {other:?}"),
+        }
+        assert_eq!((history.released(), history.bytes()), (4, 4));
+        // Chunks [0], [1, 2], [3, 4]: only the last holds a retained item.
+        drop(reader);
+        let state = lock(&history.state);
+        assert_eq!(state.chunks.iter().map(|chunk| chunk.number()).collect::<Vec<_>>(), [2]);
+    });
+}

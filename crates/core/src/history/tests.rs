@@ -368,6 +368,12 @@ fn limit() -> impl Strategy<Value = Option<usize>> {
     ]
 }
 
+/// No bound in bytes (the history weighs nothing), or one of 0 (only the newest item is kept),
+/// a few items' worth, or some dozens'.
+fn max_bytes() -> impl Strategy<Value = Option<usize>> {
+    prop_oneof![2 => Just(None), 1 => Just(Some(0)), 1 => Just(Some(6)), 1 => Just(Some(40))]
+}
+
 fn config() -> ProptestConfig {
     if cfg!(miri) {
         ProptestConfig { cases: 8, failure_persistence: None, ..ProptestConfig::default() }
@@ -380,7 +386,11 @@ proptest! {
     #![proptest_config(config())]
 
     #[test]
-    fn history_matches_the_model(limit in limit(), ops in proptest::collection::vec(op(), 0..80)) {
-        run(limit, ops);
+    fn history_matches_the_model(
+        limit in limit(),
+        max_bytes in max_bytes(),
+        ops in proptest::collection::vec(op(), 0..80),
+    ) {
+        run(limit, max_bytes, ops);
     }
 }
