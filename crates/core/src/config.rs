@@ -89,8 +89,11 @@ impl Config {
         self
     }
 
-    /// Bounds a flight's history to `items` ([R15](crate::design#r15)). Default: unbounded.
-    /// A bound of 0 is taken as 1: the newest item is always retained.
+    /// Bounds a flight's history to `items` ([R15](crate::design#r15)): past it the oldest
+    /// items are released, subscribers that fall behind end with `Lagged`, and late requests
+    /// are served as the [`overflow`](Config::overflow) policy says. Default: unbounded.
+    /// A bound of 0 is taken as 1: the newest item is always retained. For a bound in bytes,
+    /// see [`flight_bytes`](Config::flight_bytes); both may be set.
     ///
     /// Appends never wait for readers, and a fast upstream's ready items are
     /// appended in bursts of up to a thousand: keep the bound above the
