@@ -17,8 +17,8 @@
 //! bound in bytes, the writer moves the retained window's start (one atomic,
 //! published before the length) and releases the chunks wholly before it; a
 //! reader behind the window ends with [`Failure::Lagged`] ([R15](crate::design#r15)).
-//! A weighed history keeps each retained item's weight, so that its bytes are
-//! exact whatever it released. A [`Canceller`] ends one reader
+//! A weighed history keeps each retained item's weight (8 bytes) when a bound
+//! may release it, so that its bytes stay exact whatever it released. A [`Canceller`] ends one reader
 //! with [`Event::Cancelled`], ahead of anything it has not yet yielded ([R10](crate::design#r10),
 //! [R13](crate::design#r13)). Wakers are always called after every lock is released.
 //!
@@ -130,6 +130,9 @@ pub struct History<T, E> {
     max_bytes: u128,
     /// How items are weighed, if they are.
     weigh: Weigh<T>,
+    /// A weighed history keeps each retained item's weight only if a bound may release it:
+    /// weighed for the linger budget alone, it keeps their sum.
+    keeps_weights: bool,
     /// The chunks' sizes.
     geometry: Geometry,
     /// The writer's side; only the writer locks it.
@@ -152,7 +155,7 @@ struct Writer<T> {
     /// Items released, published or not (`History::released` is the published count).
     released: u64,
     /// The weight of each item from `released` to `written`, oldest first: kept only
-    /// by a weighed history.
+    /// by a weighed and bounded history (`History::keeps_weights`).
     weights: VecDeque<u64>,
     /// Their sum.
     bytes: u128,
@@ -263,12 +266,14 @@ impl<T, E> History<T, E> {
             n => (n / 2).max(1).ilog2().min(MAX_CHUNK_SHIFT),
         };
         let geometry = Geometry::new(MIN_CHUNK_SHIFT, max_shift);
+        let max_bytes = max_bytes.map_or(u128::MAX, |n| n as u128);
         Arc::new(History {
             len: AtomicU64::new(0),
             ended: AtomicBool::new(false),
             released: AtomicU64::new(0),
+            keeps_weights: !matches!(weigh, Weigh::Not) && (limit != u64::MAX || max_bytes != u128::MAX),
             limit,
-            max_bytes: max_bytes.map_or(u128::MAX, |n| n as u128),
+            max_bytes,
             weigh,
             geometry,
             writer: Mutex::new(Writer {
@@ -517,7 +522,9 @@ impl<T: Send + Sync, E> Batch<'_, T, E> {
         writer.written += 1;
         self.len += 1;
         if let Some(weight) = weight {
-            writer.weights.push_back(weight);
+            if self.history.keeps_weights {
+                writer.weights.push_back(weight);
+            }
             writer.bytes += u128::from(weight);
         }
         writer.trim(self.history.limit, self.history.max_bytes);

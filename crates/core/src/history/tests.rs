@@ -394,3 +394,33 @@ proptest! {
         run(limit, max_bytes, ops);
     }
 }
+
+#[test]
+fn a_weighed_history_counts_what_it_retains_exactly_under_both_bounds() {
+    let by_value = |item: &u32| *item as usize;
+    // At most 3 items and 10 bytes: whichever is tighter releases.
+    let history = History::<u32, u8>::weighed(Some(3), Some(10), Some(by_value));
+    history.extend([1, 1, 1]);
+    assert_eq!((history.released(), history.bytes()), (0, 3));
+    history.append(1); // four items: the count releases one
+    assert_eq!((history.released(), history.bytes()), (1, 3));
+    history.append(9); // 1 + 1 + 9 = 11 bytes: the weight releases two more
+    assert_eq!((history.released(), history.bytes()), (3, 10));
+    history.append(0); // weighs nothing: fits
+    assert_eq!((history.released(), history.bytes()), (3, 10));
+    history.append(20); // alone past the bound, and kept: the newest always stays
+    assert_eq!((history.released(), history.bytes()), (6, 20));
+    let mut late = history.subscribe(Position::At(history.released()));
+    history.close(End::Done);
+    assert_eq!(drain(&mut late), [Event::Item(20), Event::Done]);
+
+    // Weighed with no bound (for the linger budget): the sum only, no weight kept per item.
+    let history = History::<u32, u8>::weighed(None, None, Some(by_value));
+    history.extend(0..100);
+    assert_eq!((history.released(), history.bytes()), (0, 4950));
+    assert!(lock(&history.writer).weights.is_empty());
+    // Without a weigher an item weighs its size.
+    let history = History::<u32, u8>::weighed(None, Some(8), None);
+    history.extend(0..5);
+    assert_eq!((history.released(), history.bytes()), (3, 8));
+}
