@@ -39,6 +39,7 @@ mod loom_tests;
 #[cfg(all(test, not(loom)))]
 mod tests;
 
+use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::fmt;
@@ -126,13 +127,6 @@ pub struct History<T, E> {
     released: AtomicU64,
     /// The retained window, in items (`u64::MAX` for unbounded).
     limit: u64,
-    /// The retained window, in bytes (`u128::MAX` for unbounded).
-    max_bytes: u128,
-    /// How items are weighed, if they are.
-    weigh: Weigh<T>,
-    /// A weighed history keeps each retained item's weight only if a bound may release it:
-    /// weighed for the linger budget alone, it keeps their sum.
-    keeps_weights: bool,
     /// The chunks' sizes.
     geometry: Geometry,
     /// The writer's side; only the writer locks it.
@@ -154,11 +148,9 @@ struct Writer<T> {
     written: u64,
     /// Items released, published or not (`History::released` is the published count).
     released: u64,
-    /// The weight of each item from `released` to `written`, oldest first: kept only
-    /// by a weighed and bounded history (`History::keeps_weights`).
-    weights: VecDeque<u64>,
-    /// Their sum.
-    bytes: u128,
+    /// How a weighed history weighs its items, and what they weigh: boxed, so that a history
+    /// that weighs nothing pays one pointer for it.
+    scale: Option<Box<Scale<T>>>,
     closed: bool,
     /// Reused buffer for the wakers to call after unlocking.
     wake: Wakes,
@@ -168,14 +160,19 @@ struct Writer<T> {
 /// have one reader, so that they never allocate for it.
 type Wakes = SmallVec<[Waker; 1]>;
 
-/// How a history weighs its items ([`Config::weigher`](crate::Config::weigher)).
-enum Weigh<T> {
-    /// Not at all: no bound in bytes.
-    Not,
-    /// Each item weighs `size_of::<T>()`: no call per item.
-    BySize,
-    /// By the user's function.
-    By(fn(&T) -> usize),
+/// What a weighed history keeps beside its items ([`Config::weigher`](crate::Config::weigher)).
+struct Scale<T> {
+    /// `None`: each item weighs `size_of::<T>()`, with no call.
+    weigher: Option<fn(&T) -> usize>,
+    /// The retained window, in bytes (`u128::MAX` for unbounded).
+    max_bytes: u128,
+    /// Whether a bound may release items: only then is each retained item's weight kept
+    /// (weighed for the linger budget alone, a history keeps their sum).
+    keeps_weights: bool,
+    /// The weight of each item from `Writer::released` to `Writer::written`, oldest first.
+    weights: VecDeque<u64>,
+    /// What they weigh together.
+    bytes: u128,
 }
 
 struct State<T, E> {
@@ -229,7 +226,7 @@ impl<T, E> History<T, E> {
     /// ([`Config::max_history`](crate::Config::max_history)): past it the
     /// oldest items are released (`None`: unbounded; `Some(0)` counts as 1).
     pub fn new(limit: Option<usize>) -> Arc<Self> {
-        Self::build(limit, None, Weigh::Not)
+        Self::build(limit, None)
     }
 
     /// A new, empty history whose items are weighed as they are appended, by `weigher`
@@ -253,11 +250,13 @@ impl<T, E> History<T, E> {
         max_bytes: Option<usize>,
         weigher: Option<fn(&T) -> usize>,
     ) -> Arc<Self> {
-        let weigh = weigher.map_or(Weigh::BySize, Weigh::By);
-        Self::build(limit, max_bytes, weigh)
+        let max_bytes = max_bytes.map_or(u128::MAX, |n| n as u128);
+        let keeps_weights = limit.is_some() || max_bytes != u128::MAX;
+        let scale = Scale { weigher, max_bytes, keeps_weights, weights: VecDeque::new(), bytes: 0 };
+        Self::build(limit, Some(Box::new(scale)))
     }
 
-    fn build(limit: Option<usize>, max_bytes: Option<usize>, weigh: Weigh<T>) -> Arc<Self> {
+    fn build(limit: Option<usize>, scale: Option<Box<Scale<T>>>) -> Arc<Self> {
         let limit = limit.map_or(u64::MAX, |n| n.max(1) as u64);
         // Chunks at most half the window, so that at most `1.5 * limit` items
         // are ever retained.
@@ -266,23 +265,18 @@ impl<T, E> History<T, E> {
             n => (n / 2).max(1).ilog2().min(MAX_CHUNK_SHIFT),
         };
         let geometry = Geometry::new(MIN_CHUNK_SHIFT, max_shift);
-        let max_bytes = max_bytes.map_or(u128::MAX, |n| n as u128);
         Arc::new(History {
             len: AtomicU64::new(0),
             ended: AtomicBool::new(false),
             released: AtomicU64::new(0),
-            keeps_weights: !matches!(weigh, Weigh::Not) && (limit != u64::MAX || max_bytes != u128::MAX),
             limit,
-            max_bytes,
-            weigh,
             geometry,
             writer: Mutex::new(Writer {
                 tail: None,
                 oldest_end: geometry.start(1),
                 written: 0,
                 released: 0,
-                weights: VecDeque::new(),
-                bytes: 0,
+                scale,
                 closed: false,
                 wake: Wakes::new(),
             }),
@@ -309,7 +303,8 @@ impl<T, E> History<T, E> {
     /// included: 0 for a history that is not [`weighed`](History::weighed). Saturates at
     /// `u64::MAX`.
     pub fn bytes(&self) -> u64 {
-        u64::try_from(lock(&self.writer).bytes).unwrap_or(u64::MAX)
+        let bytes = lock(&self.writer).scale.as_ref().map_or(0, |scale| scale.bytes);
+        u64::try_from(bytes).unwrap_or(u64::MAX)
     }
 
     /// The capacities of the first chunk and of the largest, for the reference model.
@@ -490,11 +485,7 @@ impl<T: Send + Sync, E> Batch<'_, T, E> {
             return;
         }
         // Weighed before it is moved into its slot; an unweighed history pays one branch.
-        let weight = match self.history.weigh {
-            Weigh::Not => None,
-            Weigh::BySize => Some(crate::weigh::default_weight::<T>() as u64),
-            Weigh::By(weigh) => Some(weigh(&item) as u64),
-        };
+        let weight = writer.scale.as_ref().map(|scale| scale.weigh(&item));
         let tail = match &writer.tail {
             Some(tail) if !tail.is_full() => tail,
             full_or_none => {
@@ -521,13 +512,10 @@ impl<T: Send + Sync, E> Batch<'_, T, E> {
         };
         writer.written += 1;
         self.len += 1;
-        if let Some(weight) = weight {
-            if self.history.keeps_weights {
-                writer.weights.push_back(weight);
-            }
-            writer.bytes += u128::from(weight);
+        if let (Some(scale), Some(weight)) = (&mut writer.scale, weight) {
+            scale.add(weight);
         }
-        writer.trim(self.history.limit, self.history.max_bytes);
+        writer.trim(self.history.limit);
     }
 
     /// Whether publishing what was written releases the first item ([R15](crate::design#r15)):
@@ -557,16 +545,49 @@ impl<T, E> fmt::Debug for Batch<'_, T, E> {
 
 impl<T> Writer<T> {
     /// Moves the window's start past the oldest items until the rest fit both bounds; the
-    /// newest item always stays. Without a bound in bytes, one comparison.
+    /// newest item always stays. Unweighed, one comparison.
     #[inline(always)]
-    fn trim(&mut self, limit: u64, max_bytes: u128) {
-        while self.written - self.released > limit
-            || (self.bytes > max_bytes && self.written - self.released > 1)
+    fn trim(&mut self, limit: u64) {
+        while self.written - self.released > limit {
+            self.release_oldest();
+        }
+        while self.scale.as_ref().is_some_and(|scale| scale.bytes > scale.max_bytes)
+            && self.written - self.released > 1
         {
-            self.released += 1;
-            if let Some(weight) = self.weights.pop_front() {
-                self.bytes -= u128::from(weight);
-            }
+            self.release_oldest();
+        }
+    }
+
+    fn release_oldest(&mut self) {
+        self.released += 1;
+        if let Some(scale) = &mut self.scale {
+            scale.remove_oldest();
+        }
+    }
+}
+
+impl<T> Scale<T> {
+    /// What `item` weighs.
+    #[inline]
+    fn weigh(&self, item: &T) -> u64 {
+        match self.weigher {
+            None => crate::weigh::default_weight::<T>() as u64,
+            Some(weigh) => weigh(item) as u64,
+        }
+    }
+
+    /// One more item, weighing `weight`, is retained.
+    fn add(&mut self, weight: u64) {
+        if self.keeps_weights {
+            self.weights.push_back(weight);
+        }
+        self.bytes += u128::from(weight);
+    }
+
+    /// The oldest retained item is released.
+    fn remove_oldest(&mut self) {
+        if let Some(weight) = self.weights.pop_front() {
+            self.bytes -= u128::from(weight);
         }
     }
 }
