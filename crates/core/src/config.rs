@@ -46,7 +46,9 @@ pub enum Overflow {
     /// is started for it, and it is told what it missed.
     Lagged,
     /// A late request still joins (the flight still lingers once `Done`) and reads the
-    /// truncated history: from the oldest retained item, then the live items and the end.
+    /// truncated history: from the oldest retained item when it joins, then the live items and
+    /// the end (if it then falls behind the window, it lags as any reader does). For items
+    /// that stand alone (log lines, events), not for an answer that is read whole.
     Truncate,
 }
 
