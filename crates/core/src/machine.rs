@@ -340,9 +340,12 @@ pub struct Machine<K> {
     /// The end of each detached request's resume window ([R18](crate::design#r18)): detached
     /// requests are few, so they alone pay for it.
     windows: BTreeMap<RequestId, Duration>,
-    /// The lingering flights by the end of their linger, so the oldest first, with their
-    /// weight in bytes ([`Config::linger_budget`]); their total is `lingering_bytes`.
-    lingering: BTreeMap<(Duration, FlightId), u64>,
+    /// Under a linger budget ([`Config::linger_budget`]), the lingering flights with their
+    /// weight in bytes, by the end of their linger and then the order they finished in: the
+    /// oldest first, ties included (not by id: slots are reused). Their total is
+    /// `lingering_bytes`; `finished` numbers them.
+    lingering: BTreeMap<(Duration, u64), (FlightId, u64)>,
+    finished: u64,
     /// Wider than a weight: a total may briefly reach twice the budget.
     lingering_bytes: u128,
     actions: VecDeque<Action>,
@@ -475,7 +478,8 @@ impl<K> Machine<K> {
         self.timers.insert((deadline, Timer::Linger(flight)));
         self.actions.push_back(Action::Close { flight });
         if let Some(budget) = budget {
-            self.lingering.insert((deadline, flight), bytes);
+            self.lingering.insert((deadline, self.finished), (flight, bytes));
+            self.finished += 1;
             self.lingering_bytes += u128::from(bytes);
             while self.lingering_bytes > budget {
                 self.evict_oldest();
@@ -486,7 +490,7 @@ impl<K> Machine<K> {
 
     /// Releases the lingering flight that started lingering first, before its linger is over.
     fn evict_oldest(&mut self) {
-        let Some(((deadline, flight), bytes)) = self.lingering.pop_first() else { return };
+        let Some(((deadline, _), (flight, bytes))) = self.lingering.pop_first() else { return };
         self.lingering_bytes -= u128::from(bytes);
         self.timers.remove(&(deadline, Timer::Linger(flight)));
         self.stats.evicted += 1;
@@ -545,7 +549,9 @@ impl<K> Machine<K> {
             self.timers.pop_first();
             match timer {
                 Timer::Linger(flight) => {
-                    if let Some(bytes) = self.lingering.remove(&(deadline, flight)) {
+                    let weighed = self.lingering.range((deadline, 0)..=(deadline, u64::MAX));
+                    let entry = weighed.filter(|(_, (f, _))| *f == flight).map(|(&key, _)| key).next();
+                    if let Some((_, bytes)) = entry.and_then(|key| self.lingering.remove(&key)) {
                         self.lingering_bytes -= u128::from(bytes);
                     }
                     self.release_lingering(flight);
@@ -660,6 +666,7 @@ impl<K: Hash + Eq> Machine<K> {
             timers: BTreeSet::new(),
             windows: BTreeMap::new(),
             lingering: BTreeMap::new(),
+            finished: 0,
             lingering_bytes: 0,
             actions: VecDeque::new(),
             stats: Stats::default(),
@@ -801,9 +808,9 @@ impl<K: Hash + Eq> Machine<K> {
             assert_eq!(self.lingering.len(), lingering, "weighed lingering flights");
             assert!(self.lingering_bytes <= budget as u128, "the linger budget");
         }
-        let total: u128 = self.lingering.values().map(|&b| u128::from(b)).sum();
+        let total: u128 = self.lingering.values().map(|&(_, b)| u128::from(b)).sum();
         assert_eq!(total, self.lingering_bytes, "lingering bytes");
-        for &(deadline, flight) in self.lingering.keys() {
+        for (&(deadline, _), &(flight, _)) in &self.lingering {
             assert!(self.timers.contains(&(deadline, Timer::Linger(flight))), "a weighed flight lingers");
         }
         for &(deadline, timer) in &self.timers {
