@@ -139,6 +139,7 @@ impl Config {
     /// Without a weigher an item weighs `size_of::<T>()`, with no call; with neither bound set,
     /// nothing is weighed at all. `T` is the manager's item type: a manager built with a
     /// weigher of another type panics ([`Flights::with_runtime`](crate::driver::Flights::with_runtime)).
+    /// Two configurations are equal when they hold the same weigher: set once, then cloned.
     ///
     /// ```
     /// use streamflight_core::Config;

@@ -12,6 +12,7 @@ use super::{Error, expect_item, manager, ready, seq, to_end};
 scenarios! {
     r15_a_byte_bound_releases_by_weight_and_a_reader_that_keeps_up_reads_everything,
     r15_r17_a_truncated_answer_lingers_as_the_overflow_policy_says,
+    r15_a_late_request_to_a_truncated_streaming_flight_is_served_as_the_policy_says,
     r17_the_linger_budget_evicts_the_oldest_answer_first,
 }
 
@@ -95,4 +96,43 @@ async fn r17_the_linger_budget_evicts_the_oldest_answer_first<R: TestRuntime>() 
     assert_eq!(flights.request("c", ready(&Script::new())).role(), Role::Joiner);
     assert_eq!(flights.request("a", ready(&Script::new())).role(), Role::Leader, "evicted");
     assert_eq!(flights.stats().evicted, 1);
+}
+
+/// While the flight still streams, a late request to a flight that released items starts a new
+/// flight (`NewFlight`), ends at once with what it missed (`Lagged`), or reads the retained
+/// items and then the live ones (`Truncate`).
+async fn r15_a_late_request_to_a_truncated_streaming_flight_is_served_as_the_policy_says<R: TestRuntime>() {
+    for policy in [Overflow::NewFlight, Overflow::Lagged, Overflow::Truncate] {
+        let flights = manager::<R>(Config::default().weigher(by_value).flight_bytes(9).overflow(policy));
+        let script = Script::<u64, Error>::new();
+        let mut first = flights.request("k", ready(&script));
+        for item in 1..=5 {
+            script.push(item);
+            expect_item::<R>(&mut first, item).await;
+        }
+        // Retained: 4 and 5 (9 bytes); 1, 2 and 3 were released.
+        let mut late = flights.request("k", ready(&Script::new()));
+        match policy {
+            Overflow::NewFlight => assert_eq!(late.role(), Role::Leader, "{policy:?}"),
+            Overflow::Lagged => {
+                assert_eq!(late.role(), Role::Joiner);
+                assert_eq!(
+                    to_end::<R>(&mut late).await,
+                    (vec![], Event::Failed(Failure::Lagged { missed: 3 }))
+                );
+            }
+            _ => {
+                assert_eq!(late.role(), Role::Joiner);
+                expect_item::<R>(&mut late, 4).await;
+                expect_item::<R>(&mut late, 5).await;
+                script.push(6);
+                expect_item::<R>(&mut late, 6).await;
+            }
+        }
+        script.finish();
+        if policy == Overflow::Truncate {
+            assert_eq!(to_end::<R>(&mut late).await, (vec![], Event::Done));
+        }
+        assert_eq!(to_end::<R>(&mut first).await.1, Event::Done, "{policy:?}: the first reader kept up");
+    }
 }
