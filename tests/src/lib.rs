@@ -23,7 +23,7 @@ use futures::FutureExt;
 pub use streamflight_async_std::AsyncStd;
 pub use streamflight_core::driver::{Flights, Runtime, Subscription};
 pub use streamflight_core::{
-    CancelError, Config, Event, Failure, LateJoin, Orphan, RequestId, ResumeError, Role, Stats,
+    CancelError, Config, Event, Failure, LateJoin, Orphan, Overflow, RequestId, ResumeError, Role, Stats,
 };
 pub use streamflight_smol::Smol;
 pub use streamflight_tokio::Tokio;

@@ -44,8 +44,9 @@ mod sync;
 #[cfg(feature = "testkit")]
 #[doc(hidden)]
 pub mod testkit;
+mod weigh;
 
-pub use config::{Config, LateJoin, Orphan};
+pub use config::{Config, LateJoin, Orphan, Overflow};
 pub use event::{End, Event, Failure};
 pub use id::ParseIdError;
 pub use machine::{
@@ -53,3 +54,4 @@ pub use machine::{
     Stats,
 };
 pub use observe::{FlightSummary, Observer, Outcome, RequestEvent};
+pub use weigh::Weigher;

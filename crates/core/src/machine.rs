@@ -8,7 +8,7 @@ use core::time::Duration;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use hashbrown::{DefaultHashBuilder, HashTable};
 
-use crate::config::{Config, LateJoin, Orphan};
+use crate::config::{Config, LateJoin, Orphan, Overflow};
 pub use crate::id::{FlightId, RequestId};
 use crate::id::{Slab, next_tag};
 
@@ -185,6 +185,9 @@ pub struct Stats {
     pub lingered: u64,
     /// Detached requests resumed ([R18](crate::design#r18)).
     pub resumed: u64,
+    /// Finished flights released before their linger was over, or never lingered, to keep
+    /// lingering flights within [`Config::linger_budget`] ([R17](crate::design#r17)).
+    pub evicted: u64,
     /// Flights not yet ended.
     pub active_flights: usize,
     /// Requests not yet ended ([R13](crate::design#r13)).
@@ -337,6 +340,14 @@ pub struct Machine<K> {
     /// The end of each detached request's resume window ([R18](crate::design#r18)): detached
     /// requests are few, so they alone pay for it.
     windows: BTreeMap<RequestId, Duration>,
+    /// Under a linger budget ([`Config::linger_budget`]), the lingering flights with their
+    /// weight in bytes, by the end of their linger and then the order they finished in: the
+    /// oldest first, ties included (not by id: slots are reused). Their total is
+    /// `lingering_bytes`; `finished` numbers them.
+    lingering: BTreeMap<(Duration, u64), (FlightId, u64)>,
+    finished: u64,
+    /// Wider than a weight: a total may briefly reach twice the budget.
+    lingering_bytes: u128,
     actions: VecDeque<Action>,
     stats: Stats,
 }
@@ -437,16 +448,60 @@ impl<K> Machine<K> {
     /// `Release` when the linger is over. `now` is the caller's monotonic
     /// time, as a `Duration` since an epoch of its choosing.
     pub fn handle_done(&mut self, flight: FlightId, now: Duration) -> Result<(), FlightError> {
+        self.handle_done_weighed(flight, now, 0)
+    }
+
+    /// [`handle_done`](Machine::handle_done) for a flight whose retained items weigh `bytes`
+    /// ([`Config::linger_budget`]): if lingering it would take the lingering flights past the
+    /// budget, those that started lingering first are released (`Release`, counted in
+    /// [`Stats::evicted`]) until it fits; a flight that alone weighs more than the budget
+    /// does not linger (and is counted too).
+    pub fn handle_done_weighed(
+        &mut self,
+        flight: FlightId,
+        now: Duration,
+        bytes: u64,
+    ) -> Result<(), FlightError> {
         let linger = self.config.linger_duration();
+        let budget = self.config.linger_budget_bytes().map(|b| b as u128);
         let f = self.active_flights.get_mut(flight.0).filter(|f| !f.ended).ok_or(FlightError::Stale)?;
         if linger.is_zero() || !f.joinable {
             return self.handle_ended(flight);
         }
+        if budget.is_some_and(|budget| u128::from(bytes) > budget) {
+            self.stats.evicted += 1;
+            return self.handle_ended(flight);
+        }
         f.ended = true;
         self.stats.active_flights -= 1;
-        self.timers.insert((now.saturating_add(linger), Timer::Linger(flight)));
+        let deadline = now.saturating_add(linger);
+        self.timers.insert((deadline, Timer::Linger(flight)));
         self.actions.push_back(Action::Close { flight });
+        if let Some(budget) = budget {
+            self.lingering.insert((deadline, self.finished), (flight, bytes));
+            self.finished += 1;
+            self.lingering_bytes += u128::from(bytes);
+            while self.lingering_bytes > budget {
+                self.evict_oldest();
+            }
+        }
         Ok(())
+    }
+
+    /// Releases the lingering flight that started lingering first, before its linger is over.
+    fn evict_oldest(&mut self) {
+        let Some(((deadline, _), (flight, bytes))) = self.lingering.pop_first() else { return };
+        self.lingering_bytes -= u128::from(bytes);
+        self.timers.remove(&(deadline, Timer::Linger(flight)));
+        self.stats.evicted += 1;
+        self.release_lingering(flight);
+    }
+
+    /// A lingering flight is over: its key is freed and its history released.
+    fn release_lingering(&mut self, flight: FlightId) {
+        self.unjoin(flight);
+        self.active_flights.remove(flight.0);
+        self.actions.push_back(Action::Release { flight });
     }
 
     /// A live request's client went away for now ([R18](crate::design#r18)): the request stays
@@ -494,9 +549,12 @@ impl<K> Machine<K> {
             self.timers.pop_first();
             match timer {
                 Timer::Linger(flight) => {
-                    self.unjoin(flight);
-                    self.active_flights.remove(flight.0);
-                    self.actions.push_back(Action::Release { flight });
+                    let weighed = self.lingering.range((deadline, 0)..=(deadline, u64::MAX));
+                    let entry = weighed.filter(|(_, (f, _))| *f == flight).map(|(&key, _)| key).next();
+                    if let Some((_, bytes)) = entry.and_then(|key| self.lingering.remove(&key)) {
+                        self.lingering_bytes -= u128::from(bytes);
+                    }
+                    self.release_lingering(flight);
                 }
                 // The window passed with no resume: a drop (R12).
                 Timer::Window(id) => {
@@ -508,11 +566,15 @@ impl<K> Machine<K> {
         }
     }
 
-    /// `flight`'s history released its first item ([R15](crate::design#r15)): late requests for its
-    /// key start a new flight from now on.
+    /// `flight`'s history released its first item ([R15](crate::design#r15)): under
+    /// [`Overflow::NewFlight`] late requests for its key start a new flight from now on (and it
+    /// will not linger); under the other policies it stays joinable, and the driver serves late
+    /// joiners as the policy says.
     pub fn handle_truncated(&mut self, flight: FlightId) -> Result<(), FlightError> {
         self.running(flight).ok_or(FlightError::Stale)?;
-        self.unjoin(flight);
+        if self.config.overflow_policy() == Overflow::NewFlight {
+            self.unjoin(flight);
+        }
         Ok(())
     }
 
@@ -603,6 +665,9 @@ impl<K: Hash + Eq> Machine<K> {
             active_requests: Slab::new(tag),
             timers: BTreeSet::new(),
             windows: BTreeMap::new(),
+            lingering: BTreeMap::new(),
+            finished: 0,
+            lingering_bytes: 0,
             actions: VecDeque::new(),
             stats: Stats::default(),
         }
@@ -738,6 +803,16 @@ impl<K: Hash + Eq> Machine<K> {
         let detached = self.active_requests.iter().filter(|(_, r)| r.detached).count();
         assert_eq!(self.timers.len(), lingering + detached, "timers");
         assert_eq!(self.windows.len(), detached, "windows");
+        // Under a linger budget, every lingering flight is weighed once, and the total is within it.
+        if let Some(budget) = self.config.linger_budget_bytes() {
+            assert_eq!(self.lingering.len(), lingering, "weighed lingering flights");
+            assert!(self.lingering_bytes <= budget as u128, "the linger budget");
+        }
+        let total: u128 = self.lingering.values().map(|&(_, b)| u128::from(b)).sum();
+        assert_eq!(total, self.lingering_bytes, "lingering bytes");
+        for (&(deadline, _), &(flight, _)) in &self.lingering {
+            assert!(self.timers.contains(&(deadline, Timer::Linger(flight))), "a weighed flight lingers");
+        }
         for &(deadline, timer) in &self.timers {
             match timer {
                 Timer::Linger(flight) => assert!(self.active_flights.get(flight.0).is_some_and(|f| f.ended)),
@@ -978,6 +1053,71 @@ mod tests {
         m.handle_finished(leader.id).unwrap();
         assert_eq!(drain(&mut m), [Action::Abort { flight: leader.flight }]);
         assert_eq!(m.stats().cancelled, 0);
+    }
+
+    /// A flight of `key` that streamed and finished `Done` at `now`, weighing `bytes`.
+    fn done(m: &mut Machine<&'static str>, key: &'static str, now: Duration, bytes: u64) -> FlightId {
+        let leader = m.handle_request(key);
+        m.handle_prepared(leader.flight).unwrap();
+        drain(m);
+        m.handle_done_weighed(leader.flight, now, bytes).unwrap();
+        leader.flight
+    }
+
+    #[test]
+    fn r17_the_linger_budget_evicts_the_oldest_lingering_flights_first() {
+        let minute = Duration::from_secs(60);
+        let mut m = Machine::new(Config::default().linger(minute).linger_budget(100));
+        let a = done(&mut m, "a", Duration::from_secs(1), 40);
+        let b = done(&mut m, "b", Duration::from_secs(2), 40);
+        assert_eq!(drain(&mut m), [Action::Close { flight: b }]);
+        m.audit();
+        // 40 + 40 + 30 > 100: the oldest, `a`, goes; `b` and `c` stay joinable.
+        let c = done(&mut m, "c", Duration::from_secs(3), 30);
+        assert_eq!(drain(&mut m), [Action::Close { flight: c }, Action::Release { flight: a }]);
+        assert_eq!(m.stats().evicted, 1);
+        m.audit();
+        assert_eq!(m.handle_request("a").role, Role::Leader, "an evicted flight is no longer joinable");
+        assert_eq!(m.handle_request("b").role, Role::Joiner);
+        assert_eq!(m.handle_request("c").role, Role::Joiner);
+        drain(&mut m);
+        // Heavier than the whole budget: it never lingers, and the others are untouched.
+        let heavy = done(&mut m, "heavy", Duration::from_secs(4), 101);
+        assert_eq!(drain(&mut m), [Action::Close { flight: heavy }, Action::Release { flight: heavy }]);
+        assert_eq!(m.stats().evicted, 2);
+        // One that needs every other lingering flight gone takes them oldest first.
+        let d = done(&mut m, "d", Duration::from_secs(5), 100);
+        let evictions = [Action::Release { flight: b }, Action::Release { flight: c }];
+        assert_eq!(drain(&mut m)[1..], evictions);
+        assert_eq!(m.stats().evicted, 4);
+        m.audit();
+        // The survivor's linger still ends on time, and frees its weight.
+        m.handle_timeout(Duration::from_secs(5) + minute);
+        assert!(drain(&mut m).contains(&Action::Release { flight: d }));
+        m.audit();
+        let e = done(&mut m, "e", Duration::from_secs(70), 100);
+        assert_eq!(drain(&mut m), [Action::Close { flight: e }], "the budget is whole again");
+    }
+
+    #[test]
+    fn r15_r17_a_truncated_flight_stays_joinable_and_lingers_unless_the_policy_is_new_flight() {
+        let minute = Duration::from_secs(60);
+        for policy in [Overflow::NewFlight, Overflow::Lagged, Overflow::Truncate] {
+            let mut m = Machine::new(Config::default().linger(minute).history_limit(2).overflow(policy));
+            let leader = m.handle_request("k");
+            m.handle_prepared(leader.flight).unwrap();
+            m.handle_truncated(leader.flight).unwrap();
+            let late = m.handle_request("k");
+            let joins = policy != Overflow::NewFlight;
+            assert_eq!(late.role == Role::Joiner, joins, "{policy:?}: a late request while streaming");
+            m.handle_finished(late.id).unwrap();
+            drain(&mut m);
+            m.handle_done(leader.flight, Duration::ZERO).unwrap();
+            drain(&mut m);
+            let after = m.handle_request("k");
+            assert_eq!(after.flight == leader.flight, joins, "{policy:?}: lingers");
+            m.audit();
+        }
     }
 
     #[test]

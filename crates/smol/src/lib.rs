@@ -23,6 +23,43 @@
 //!     assert_eq!(answer.next().await, None);
 //! });
 //! ```
+//!
+//! # Bounds
+//!
+//! A flight's history is shared by its subscribers and unbounded by default. Bound it in items
+//! ([`Config::history_limit`]) or in bytes ([`Config::flight_bytes`], each item weighed once by
+//! [`Config::weigher`]); [`Config::overflow`] says what a late request gets from a flight that
+//! released its first items, and whether that flight lingers. [`Config::linger_budget`] caps
+//! what finished answers held for late requests ([`Config::linger`]) weigh in all: the oldest
+//! go first, counted in [`Stats::evicted`].
+//!
+//! ```
+//! use std::time::Duration;
+//! use futures::StreamExt;
+//! use streamflight_smol::{Config, Flights, Overflow, Role};
+//!
+//! /// An upstream that answers `words` at once.
+//! async fn answer(words: &'static [&str]) -> Result<impl futures::Stream<Item = Result<String, String>>, String> {
+//!     Ok(futures::stream::iter(words.iter().map(|word| Ok(word.to_string()))))
+//! }
+//!
+//! # smol::block_on(async {
+//! let config = Config::default()
+//!     .weigher(|text: &String| text.len())
+//!     .flight_bytes(1 << 20) // each answer: its newest MiB
+//!     .overflow(Overflow::Lagged) // a late joiner of a longer one is told what it missed
+//!     .linger(Duration::from_secs(60))
+//!     .linger_budget(16); // finished answers: 16 bytes in all
+//! let flights: Flights<&str, String, String> = Flights::new(config);
+//! let first = flights.request("first", answer(&["Hello", ", world"])); // 12 bytes
+//! assert_eq!(first.count().await, 3);
+//! assert_eq!(flights.request("first", answer(&[])).role(), Role::Joiner, "it lingers");
+//! let second = flights.request("second", answer(&["Goodbye"])); // 7 more: past 16
+//! assert_eq!(second.count().await, 2);
+//! assert_eq!(flights.stats().evicted, 1, "the oldest answer made room");
+//! assert_eq!(flights.request("first", answer(&[])).role(), Role::Leader);
+//! # });
+//! ```
 #![forbid(unsafe_code)]
 
 /// Server-Sent Events from an upstream (feature `sse`): `streamflight-core`'s bounded decoder,
@@ -43,7 +80,7 @@ pub use streamflight_core::driver::{Ready, Results, Runtime, Subscription};
 pub use streamflight_core::spans;
 pub use streamflight_core::{
     CancelError, Config, Event, Failure, FlightId, FlightSummary, LateJoin, Observer, Orphan, Outcome,
-    ParseIdError, RequestEvent, RequestId, ResumeError, Role, Stats,
+    Overflow, ParseIdError, RequestEvent, RequestId, ResumeError, Role, Stats, Weigher,
 };
 
 /// The manager on smol: `request`, `cancel`, `stats`, `is_idle`, `new`, `with_runtime`, all

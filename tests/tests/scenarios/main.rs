@@ -1,8 +1,10 @@
 //! Every scenario of the suite, each written once and run on tokio, async-std and smol.
 //! `rules` has one scenario (or more) per rule R1-R16; `semantics` the adapter guarantees; `stress` the load run;
 //! `outside` the managers used from outside any runtime (`Flights::with_runtime`, the default runtime);
-//! `time` the rules with time, linger (R17) and detach/resume (R18); `hooks` what an observer hears.
+//! `time` the rules with time, linger (R17) and detach/resume (R18); `hooks` what an observer hears;
+//! `bytes` the bounds in bytes (R15, R17).
 
+mod bytes;
 mod hooks;
 mod outside;
 mod rules;

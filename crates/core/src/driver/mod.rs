@@ -114,6 +114,11 @@ where
 {
     /// A manager with no flight, on the runtime's default value (for the
     /// adapters: the runtime `request` is called from).
+    ///
+    /// # Panics
+    ///
+    /// As [`with_runtime`](Flights::with_runtime): a [`weigher`](Config::weigher) of another
+    /// item type than `T`.
     pub fn new(config: Config) -> Self
     where
         R: Default,
@@ -123,6 +128,12 @@ where
 
     /// A manager with no flight whose flights run on `runtime`: a handle on a
     /// runtime the manager was not built in, or a dedicated one.
+    ///
+    /// # Panics
+    ///
+    /// If `config` has a [`weigher`](Config::weigher) of another item type than `T`: a
+    /// type error the config cannot catch (it is not generic over the item), caught here,
+    /// when the manager is built, rather than at the first item.
     ///
     /// ```
     /// use futures::{StreamExt, stream};

@@ -13,8 +13,8 @@ use super::slots::Slots;
 use crate::history::{Canceller, History, Reader};
 use crate::sync::{Arc, Mutex, MutexGuard, lock};
 use crate::{
-    Action, Admission, CancelError, Config, FlightId, FlightSummary, Machine, Observer, Outcome, Position,
-    RequestEvent, RequestId, ResumeError,
+    Action, Admission, CancelError, Config, FlightId, FlightSummary, Machine, Observer, Outcome, Overflow,
+    Position, RequestEvent, RequestId, ResumeError,
 };
 
 /// What a manager and its flights' tasks and subscriptions share: the
@@ -51,6 +51,17 @@ pub(super) struct Registry<K, T, E> {
     armed: Option<Duration>,
     /// An observer is set: the actions only it needs to hear of are noted in the effects.
     observed: bool,
+    /// How each flight's history is built: weighed or not, and how.
+    weighing: Weighing<T>,
+}
+
+/// Whether and how flights weigh their items ([`Config::weigher`]), decided once per manager.
+#[derive(Clone, Copy)]
+enum Weighing<T> {
+    /// No bound in bytes: histories weigh nothing.
+    Not,
+    /// By the config's weigher, or by size (`None`).
+    By(Option<fn(&T) -> usize>),
 }
 
 /// What the driver held for a request that left, to release unlocked.
@@ -169,10 +180,20 @@ impl<K, T, E, R> Shared<K, T, E, R> {
     where
         K: core::hash::Hash + Eq,
         R: Runtime,
+        T: 'static,
         Self: Send + Sync + 'static,
     {
         let observer = config.observer_ref().cloned();
+        let weighing = match config.weigher_for::<T>() {
+            Ok(weigher) if config.weighs() => Weighing::By(weigher),
+            Ok(_) => Weighing::Not,
+            Err(other) => panic!(
+                "Config::weigher weighs `{other}`, but this manager's items are `{}`",
+                core::any::type_name::<T>()
+            ),
+        };
         let registry = Registry {
+            weighing,
             observed: observer.is_some(),
             machine: Machine::new(config),
             handles: Slots::new(),
@@ -371,13 +392,16 @@ impl<K, T, E, R> Shared<K, T, E, R> {
     ///
     /// The observer hears of it here, with the flight's `items`, unless it was aborted (it
     /// heard of that then).
-    pub(super) fn ended(&self, flight: FlightId, outcome: Outcome, items: u64) -> bool {
+    /// `bytes` is what its retained items weigh, for the linger budget.
+    pub(super) fn ended(&self, flight: FlightId, outcome: Outcome, items: u64, bytes: u64) -> bool {
         let mut effects = Effects::default();
         let now = self.now();
         let served = self.input(&mut effects, |registry, _| {
             let served = registry.handles.get(flight.slot()).map_or(0, |handles| handles.served);
             match outcome {
-                Outcome::Done => registry.report(flight, |machine, flight| machine.handle_done(flight, now)),
+                Outcome::Done => {
+                    registry.report(flight, |machine, flight| machine.handle_done_weighed(flight, now, bytes))
+                }
                 _ => registry.report(flight, Machine::handle_ended),
             }
             served
@@ -521,7 +545,12 @@ impl<K, T, E> Registry<K, T, E> {
     fn apply(&mut self, action: Action, effects: &mut Effects<T, E>) {
         match action {
             Action::Start { flight } => {
-                let history = History::new(self.machine.config().history_limit_items());
+                let config = self.machine.config();
+                let limit = config.history_limit_items();
+                let history = match self.weighing {
+                    Weighing::Not => History::new(limit),
+                    Weighing::By(weigher) => History::weighed(limit, config.flight_bytes_limit(), weigher),
+                };
                 let abort = Arc::new(AbortSignal::default());
                 let handles =
                     FlightHandles { history: Arc::clone(&history), abort: Arc::clone(&abort), served: 0 };
@@ -540,6 +569,11 @@ impl<K, T, E> Registry<K, T, E> {
                 // The machine subscribes only to flights it has not released.
                 if let Some(handles) = self.handles.get_mut(flight.slot()) {
                     handles.served += 1;
+                    // R15: the truncated history, from its oldest retained item, if the policy says so.
+                    let from = match (from, self.machine.config().overflow_policy()) {
+                        (Position::Start, Overflow::Truncate) => Position::At(handles.history.released()),
+                        _ => from,
+                    };
                     let reader = History::subscribe_to(&handles.history, from);
                     self.cancellers.insert(request.slot(), reader.canceller());
                     once(&mut effects.reader, reader);

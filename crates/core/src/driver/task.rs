@@ -167,10 +167,11 @@ impl<K, T, E, R> Flight<K, T, E, R> {
             let mut batch = self.history.batch();
             let pulled = pull(upstream.as_mut(), cx, &mut batch);
             let written = batch.len();
+            let releases_first = batch.releases_first();
             drop(batch);
             // R15: the machine hears of the first release before any reader
             // can see it, so that no late join is admitted onto a released item.
-            if self.history.releases_first(written) {
+            if releases_first {
                 self.shared.truncated(self.id);
             }
             self.history.publish();
@@ -207,7 +208,9 @@ impl<K, T, E, R> Flight<K, T, E, R> {
             End::Panicked => Outcome::Panicked,
             End::NoRuntime => Outcome::NoRuntime,
         };
-        if self.shared.ended(self.id, outcome, self.history.appended()) {
+        // Read before the registry is locked: the history's writer comes first (see `driver`).
+        let bytes = self.history.bytes();
+        if self.shared.ended(self.id, outcome, self.history.appended(), bytes) {
             self.history.close(end);
         }
     }
@@ -236,7 +239,12 @@ where
 {
     while batch.len() < BATCH {
         match catch_unwind(AssertUnwindSafe(|| upstream.as_mut().poll_next(cx))) {
-            Ok(Poll::Ready(Some(Ok(item)))) => batch.push(item),
+            // The item's weigher, if any, runs in `push`: its panic is the upstream's (R9).
+            Ok(Poll::Ready(Some(Ok(item)))) => {
+                if catch_unwind(AssertUnwindSafe(|| batch.push(item))).is_err() {
+                    return Pulled::Ended(End::Panicked);
+                }
+            }
             Ok(Poll::Ready(Some(Err(e)))) => return Pulled::Ended(End::upstream(e)),
             Ok(Poll::Ready(None)) => return Pulled::Ended(End::Done),
             Ok(Poll::Pending) if batch.is_empty() => return Pulled::Pending,

@@ -259,3 +259,105 @@ fn a_ready_upstream_is_appended_in_batches_and_the_task_yields() {
     }
     assert_eq!(poll(&mut sub), Poll::Ready(Some(Event::Done)));
 }
+
+/// Items weigh their value, in bytes.
+fn by_value(item: &u32) -> usize {
+    *item as usize
+}
+
+/// A flight of `key` on `flights` whose upstream yields `items` then ends, run to its end;
+/// every other task spawned meanwhile (a timer) is dropped.
+fn finished(flights: &super::testing::Manager, runtime: &Manual, key: &'static str, items: &[u32]) -> Sub {
+    let (upstream, start) = feed();
+    let sub = flights.request(key, start);
+    let mut task = runtime.take().expect("the leader's task");
+    items.iter().for_each(|&item| upstream.unbounded_send(Ok(item)).unwrap());
+    drop(upstream);
+    assert_eq!(run(&mut task), Poll::Ready(()));
+    // A linger armed the manager's timer, a task of its own: the test drives no clock.
+    while runtime.take().is_some() {}
+    sub
+}
+
+fn read_all(sub: &mut Sub) -> Vec<Event<u32, u8>> {
+    core::iter::from_fn(|| match poll(sub) {
+        Poll::Ready(Some(event)) => Some(event),
+        _ => None,
+    })
+    .collect()
+}
+
+#[test]
+fn a_byte_bound_truncates_and_a_late_joiner_gets_what_the_overflow_policy_says() {
+    use crate::Overflow;
+    let minute = Duration::from_secs(60);
+    for policy in [Overflow::NewFlight, Overflow::Lagged, Overflow::Truncate] {
+        let runtime = Manual::new();
+        let config = Config::default().weigher(by_value).flight_bytes(10).overflow(policy).linger(minute);
+        let flights = manager(config, &runtime);
+        // 1 + 2 + 3 + 4 = 10 bytes fit; with 5, items 1..=3 go (4 + 5 = 9 bytes).
+        let mut first = finished(&flights, &runtime, "k", &[1, 2, 3, 4, 5]);
+        assert_eq!(read_all(&mut first), [Event::Failed(Failure::Lagged { missed: 3 })], "{policy:?}");
+        let mut late = flights.request("k", preparing());
+        let expected = match policy {
+            Overflow::NewFlight => {
+                assert_eq!(late.role(), Role::Leader, "a truncated answer does not linger");
+                continue;
+            }
+            Overflow::Lagged => vec![Event::Failed(Failure::Lagged { missed: 3 })],
+            Overflow::Truncate => vec![Event::Item(4), Event::Item(5), Event::Done],
+        };
+        assert_eq!(late.role(), Role::Joiner, "{policy:?}: the truncated answer lingers");
+        assert_eq!(read_all(&mut late), expected, "{policy:?}");
+        assert_eq!(flights.stats().flights, 1);
+    }
+}
+
+#[test]
+fn the_linger_budget_evicts_the_oldest_finished_answer_and_counts_it() {
+    let runtime = Manual::new();
+    let config = Config::default().weigher(by_value).linger(Duration::from_secs(60)).linger_budget(10);
+    let flights = manager(config, &runtime);
+    let mut a = finished(&flights, &runtime, "a", &[3, 3]);
+    let mut b = finished(&flights, &runtime, "b", &[4]);
+    assert_eq!(flights.stats().evicted, 0, "6 + 4 bytes fit");
+    let mut c = finished(&flights, &runtime, "c", &[2]);
+    assert_eq!(flights.stats().evicted, 1, "12 bytes do not: the oldest goes");
+    for (sub, items) in [(&mut a, vec![3, 3]), (&mut b, vec![4]), (&mut c, vec![2])] {
+        let mut expected: Vec<_> = items.into_iter().map(Event::Item).collect();
+        expected.push(Event::Done);
+        assert_eq!(read_all(sub), expected, "readers of an evicted answer read it whole");
+    }
+    // Heavier than the budget: never lingers, and evicts nothing.
+    drop(finished(&flights, &runtime, "heavy", &[11]));
+    assert_eq!(flights.stats().evicted, 2);
+    assert_eq!(flights.request("heavy", preparing()).role(), Role::Leader);
+    assert_eq!(flights.request("a", preparing()).role(), Role::Leader, "evicted");
+    assert_eq!(flights.request("b", preparing()).role(), Role::Joiner, "still lingering");
+    assert_eq!(flights.request("c", preparing()).role(), Role::Joiner, "still lingering");
+}
+
+#[test]
+fn without_a_weigher_an_item_weighs_its_size() {
+    let runtime = Manual::new();
+    let flights = manager(Config::default().flight_bytes(3 * size_of::<u32>()), &runtime);
+    let mut sub = finished(&flights, &runtime, "k", &[7, 8, 9, 10]);
+    assert_eq!(read_all(&mut sub), [Event::Failed(Failure::Lagged { missed: 1 })]);
+}
+
+#[test]
+#[should_panic(
+    expected = "Config::weigher weighs `alloc::string::String`, but this manager's items are `u32`"
+)]
+fn a_weigher_of_another_item_type_is_refused_when_the_manager_is_built() {
+    let _ = manager(Config::default().weigher(|text: &String| text.len()).flight_bytes(1), &Manual::new());
+}
+
+#[test]
+fn a_panicking_weigher_ends_its_flight_panicked() {
+    let runtime = Manual::new();
+    let flights = manager(Config::default().weigher(|_: &u32| panic!("weigher")).flight_bytes(1), &runtime);
+    let mut sub = finished(&flights, &runtime, "k", &[1]);
+    assert_eq!(read_all(&mut sub), [Event::Failed(Failure::Panicked)]);
+    assert!(flights.is_idle(), "the key is free, nothing held");
+}

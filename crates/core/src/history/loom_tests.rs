@@ -179,33 +179,40 @@ fn loom_subscribe_races_close() {
     });
 }
 
+/// Races a `Start` reader of `history` against a writer thread that runs `write`, then
+/// closes: the reader reads all `items` and `Done`, or lags, `missed` being exactly the released
+/// items it had not read (`released` at most, in all). The reader is dropped on return.
+fn race_truncation(history: &Arc<History<u32, u8>>, items: u32, released: u64, write: fn(&History<u32, u8>)) {
+    let mut reader = History::subscribe_to(history, Position::Start);
+    let writer = {
+        let history = history.clone();
+        thread::spawn(move || {
+            write(&history);
+            history.close(End::Done);
+        })
+    };
+    let events = read_all(&mut reader);
+    writer.join().unwrap();
+    let read = prefix_len(&events);
+    match events.last() {
+        Some(Event::Done) => assert_eq!(read, items),
+        Some(Event::Failed(Failure::Lagged { missed })) => {
+            assert!(*missed >= 1 && u64::from(read) + missed <= released, "{events:?}");
+        }
+        other => panic!("unexpected end {other:?}"),
+    }
+}
+
 #[test]
 fn loom_truncation_races_slow_reader() {
     loom::model(|| {
         // Limit 1: chunks of one item, each append past the first releases one.
         let history = History::<u32, u8>::new(Some(1));
-        let mut reader = History::subscribe_to(&history, Position::Start);
-        let writer = {
-            let history = history.clone();
-            thread::spawn(move || {
-                history.extend([0, 1]);
-                history.append(2);
-                history.close(End::Done);
-            })
-        };
-        let events = read_all(&mut reader);
-        writer.join().unwrap();
-        let read = prefix_len(&events);
-        match events.last() {
-            Some(Event::Done) => assert_eq!(read, 3),
-            Some(Event::Failed(Failure::Lagged { missed })) => {
-                // Exactly the released items it had not read: at most 2 released.
-                assert!(*missed >= 1 && u64::from(read) + missed <= 2, "{events:?}");
-            }
-            other => panic!("unexpected end {other:?}"),
-        }
+        race_truncation(&history, 3, 2, |history| {
+            history.extend([0, 1]);
+            history.append(2);
+        });
         // What is retained is the window: the last item only (plus none pinned).
-        drop(reader);
         assert_eq!(lock(&history.state).chunks.len(), 1);
     });
 }
@@ -216,30 +223,31 @@ fn loom_truncation_of_growing_chunks_races_reader() {
         // Limit 4: chunks [0], [1, 2], [3, 4], [5, 6]; 7 items release 3,
         // that is the first two chunks, at two different appends.
         let history = History::<u32, u8>::new(Some(4));
-        let mut reader = History::subscribe_to(&history, Position::Start);
-        let writer = {
-            let history = history.clone();
-            thread::spawn(move || {
-                history.extend([0, 1, 2]);
-                history.extend([3, 4, 5]); // releases [0]
-                history.append(6); // releases [1, 2]
-                history.close(End::Done);
-            })
-        };
-        let events = read_all(&mut reader);
-        writer.join().unwrap();
-        let read = prefix_len(&events);
-        match events.last() {
-            Some(Event::Done) => assert_eq!(read, 7),
-            Some(Event::Failed(Failure::Lagged { missed })) => {
-                // Exactly the released items it had not read: at most 3.
-                assert!(*missed >= 1 && u64::from(read) + missed <= 3, "{events:?}");
-            }
-            other => panic!("unexpected end {other:?}"),
-        }
+        race_truncation(&history, 7, 3, |history| {
+            history.extend([0, 1, 2]);
+            history.extend([3, 4, 5]); // releases [0]
+            history.append(6); // releases [1, 2]
+        });
         // The retained chunks are [3, 4] and [5, 6]; the reader pinned none past its end.
-        drop(reader);
         let state = lock(&history.state);
         assert_eq!(state.chunks.iter().map(|chunk| chunk.number()).collect::<Vec<_>>(), [2, 3]);
+    });
+}
+
+#[test]
+fn loom_a_bound_in_bytes_moves_the_window_races_reader() {
+    loom::model(|| {
+        // Item i weighs i bytes, at most 5 retained: [0, 1, 2] fit, 3 releases 0 and 1,
+        // 4 releases 2 and 3: the window's start moves by what items weigh, not by count.
+        let history = History::<u32, u8>::weighed(None, Some(5), Some(|item: &u32| *item as usize));
+        race_truncation(&history, 5, 4, |history| {
+            history.extend([0, 1, 2]);
+            history.append(3);
+            history.append(4);
+        });
+        assert_eq!((history.released(), history.bytes()), (4, 4));
+        // Chunks [0], [1, 2], [3, 4]: only the last holds a retained item.
+        let state = lock(&history.state);
+        assert_eq!(state.chunks.iter().map(|chunk| chunk.number()).collect::<Vec<_>>(), [2]);
     });
 }

@@ -13,9 +13,12 @@
 //! write; it locks only to step to the next chunk (found in closed form from
 //! its index) or to park its `Waker`. The writer wakes parked readers once per
 //! append and only when some are parked (an atomic hint, checked after a
-//! `SeqCst` fence that pairs with the reader's). With a `history_limit`, whole
-//! chunks out of the retained window are released; a reader behind the window
-//! ends with [`Failure::Lagged`] ([R15](crate::design#r15)). A [`Canceller`] ends one reader
+//! `SeqCst` fence that pairs with the reader's). With a `history_limit` or a
+//! bound in bytes, the writer moves the retained window's start (one atomic,
+//! published before the length) and releases the chunks wholly before it; a
+//! reader behind the window ends with [`Failure::Lagged`] ([R15](crate::design#r15)).
+//! A weighed history keeps each retained item's weight (8 bytes) when a bound
+//! may release it, so that its bytes stay exact whatever it released. A [`Canceller`] ends one reader
 //! with [`Event::Cancelled`], ahead of anything it has not yet yielded ([R10](crate::design#r10),
 //! [R13](crate::design#r13)). Wakers are always called after every lock is released.
 //!
@@ -36,6 +39,7 @@ mod loom_tests;
 #[cfg(all(test, not(loom)))]
 mod tests;
 
+use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::fmt;
@@ -118,6 +122,9 @@ pub struct History<T, E> {
     /// Set (under `state`) once the end is published; the final `len` is
     /// published before it.
     ended: AtomicBool,
+    /// The start of the retained window: items released so far. Stored by
+    /// the writer only (under `writer`), with `Release`, before `len`.
+    released: AtomicU64,
     /// The retained window, in items (`u64::MAX` for unbounded).
     limit: u64,
     /// The chunks' sizes.
@@ -139,6 +146,11 @@ struct Writer<T> {
     oldest_end: u64,
     /// Items written, published or not (`len` is the published count).
     written: u64,
+    /// Items released, published or not (`History::released` is the published count).
+    released: u64,
+    /// How a weighed history weighs its items, and what they weigh: boxed, so that a history
+    /// that weighs nothing pays one pointer for it.
+    scale: Option<Box<Scale<T>>>,
     closed: bool,
     /// Reused buffer for the wakers to call after unlocking.
     wake: Wakes,
@@ -147,6 +159,21 @@ struct Writer<T> {
 /// Wakers to call after unlocking: room for one inline, as most flights
 /// have one reader, so that they never allocate for it.
 type Wakes = SmallVec<[Waker; 1]>;
+
+/// What a weighed history keeps beside its items ([`Config::weigher`](crate::Config::weigher)).
+struct Scale<T> {
+    /// `None`: each item weighs `size_of::<T>()`, with no call.
+    weigher: Option<fn(&T) -> usize>,
+    /// The retained window, in bytes (`u128::MAX` for unbounded).
+    max_bytes: u128,
+    /// Whether a bound may release items: only then is each retained item's weight kept
+    /// (weighed for the linger budget alone, a history keeps their sum).
+    keeps_weights: bool,
+    /// The weight of each item from `Writer::released` to `Writer::written`, oldest first.
+    weights: VecDeque<u64>,
+    /// What they weigh together.
+    bytes: u128,
+}
 
 struct State<T, E> {
     /// The retained chunks, oldest first, numbered consecutively. Never
@@ -199,6 +226,37 @@ impl<T, E> History<T, E> {
     /// ([`Config::max_history`](crate::Config::max_history)): past it the
     /// oldest items are released (`None`: unbounded; `Some(0)` counts as 1).
     pub fn new(limit: Option<usize>) -> Arc<Self> {
+        Self::build(limit, None)
+    }
+
+    /// A new, empty history whose items are weighed as they are appended, by `weigher`
+    /// (`None`: each weighs `size_of::<T>()`), bounded by `limit` items and `max_bytes`
+    /// bytes: past either, the oldest items are released, though never the newest
+    /// ([R15](crate::design#r15)). [`bytes`](History::bytes) tells what the retained items weigh.
+    ///
+    /// ```
+    /// use streamflight_core::history::History;
+    ///
+    /// let history = History::<String, ()>::weighed(None, Some(10), Some(|s: &String| s.len()));
+    /// history.extend(["abcd", "efgh"].map(String::from));
+    /// assert_eq!((history.released(), history.bytes()), (0, 8));
+    /// history.append("ijkl".to_string()); // 12 bytes > 10: the oldest item goes
+    /// assert_eq!((history.released(), history.bytes()), (1, 8));
+    /// history.append("a string of 24 bytes....".to_string()); // the newest stays, whatever it weighs
+    /// assert_eq!((history.released(), history.bytes()), (3, 24));
+    /// ```
+    pub fn weighed(
+        limit: Option<usize>,
+        max_bytes: Option<usize>,
+        weigher: Option<fn(&T) -> usize>,
+    ) -> Arc<Self> {
+        let max_bytes = max_bytes.map_or(u128::MAX, |n| n as u128);
+        let keeps_weights = limit.is_some() || max_bytes != u128::MAX;
+        let scale = Scale { weigher, max_bytes, keeps_weights, weights: VecDeque::new(), bytes: 0 };
+        Self::build(limit, Some(Box::new(scale)))
+    }
+
+    fn build(limit: Option<usize>, scale: Option<Box<Scale<T>>>) -> Arc<Self> {
         let limit = limit.map_or(u64::MAX, |n| n.max(1) as u64);
         // Chunks at most half the window, so that at most `1.5 * limit` items
         // are ever retained.
@@ -210,12 +268,15 @@ impl<T, E> History<T, E> {
         Arc::new(History {
             len: AtomicU64::new(0),
             ended: AtomicBool::new(false),
+            released: AtomicU64::new(0),
             limit,
             geometry,
             writer: Mutex::new(Writer {
                 tail: None,
                 oldest_end: geometry.start(1),
                 written: 0,
+                released: 0,
+                scale,
                 closed: false,
                 wake: Wakes::new(),
             }),
@@ -232,18 +293,18 @@ impl<T, E> History<T, E> {
         self.len.load(Ordering::Acquire)
     }
 
-    /// Number of items released so far because of the limit ([R15](crate::design#r15)).
+    /// Number of items released so far because of the bounds ([R15](crate::design#r15)):
+    /// the index of the oldest retained item.
     pub fn released(&self) -> u64 {
-        self.appended().saturating_sub(self.limit)
+        self.released.load(Ordering::Acquire)
     }
 
-    /// Whether publishing `more` items releases the first item ([R15](crate::design#r15)): true
-    /// for exactly one publication of a bounded history. The driver asks this
-    /// between writing a batch and publishing it, to tell the machine first
-    /// (`handle_truncated`), so that no late join is admitted onto a released item.
-    pub fn releases_first(&self, more: usize) -> bool {
-        let appended = self.appended();
-        appended <= self.limit && appended.saturating_add(more as u64) > self.limit
+    /// What the retained items weigh, in bytes, items written and not yet published
+    /// included: 0 for a history that is not [`weighed`](History::weighed). Saturates at
+    /// `u64::MAX`.
+    pub fn bytes(&self) -> u64 {
+        let bytes = lock(&self.writer).scale.as_ref().map_or(0, |scale| scale.bytes);
+        u64::try_from(bytes).unwrap_or(u64::MAX)
     }
 
     /// The capacities of the first chunk and of the largest, for the reference model.
@@ -274,6 +335,7 @@ impl<T, E> History<T, E> {
         }
         writer.closed = true;
         // Items written and not yet published come before the end.
+        self.released.store(writer.released, Ordering::Release);
         self.len.store(writer.written, Ordering::Release);
         let tail = writer.tail.take();
         drop(writer);
@@ -365,16 +427,17 @@ impl<T: Send + Sync, E> History<T, E> {
         if len == self.len.load(Ordering::Relaxed) {
             return;
         }
+        // The window's start first: a reader that sees the new length sees it too.
+        self.released.store(writer.released, Ordering::Release);
         self.len.store(len, Ordering::Release);
         // Pairs with the fence in `Reader::park`: either we see its parked
         // hint, or it sees our new length.
         fence(Ordering::SeqCst);
         let must_wake = self.wakers.parked.load(Ordering::Relaxed) != 0;
 
-        // Release the chunks wholly out of the window. `len` is published
-        // first, so a reader holding `state` after this sees a length whose
-        // window excludes them.
-        let released = len.saturating_sub(self.limit);
+        // Release the chunks wholly out of the window. The window's start is
+        // published first, so a reader holding `state` after this sees it.
+        let released = writer.released;
         let mut popped = Vec::new();
         if released >= writer.oldest_end {
             let mut state = lock(&self.state);
@@ -421,6 +484,8 @@ impl<T: Send + Sync, E> Batch<'_, T, E> {
         if writer.closed {
             return;
         }
+        // Weighed before it is moved into its slot; an unweighed history pays one branch.
+        let weight = writer.scale.as_ref().map(|scale| scale.weigh(&item));
         let tail = match &writer.tail {
             Some(tail) if !tail.is_full() => tail,
             full_or_none => {
@@ -447,6 +512,18 @@ impl<T: Send + Sync, E> Batch<'_, T, E> {
         };
         writer.written += 1;
         self.len += 1;
+        if let (Some(scale), Some(weight)) = (&mut writer.scale, weight) {
+            scale.add(weight);
+        }
+        writer.trim(self.history.limit);
+    }
+
+    /// Whether publishing what was written releases the first item ([R15](crate::design#r15)):
+    /// true for exactly one publication of a bounded history. The driver asks this between
+    /// writing a batch and publishing it, to tell the machine first (`handle_truncated`), so
+    /// that no late join is admitted onto a released item.
+    pub fn releases_first(&self) -> bool {
+        self.writer.released > 0 && self.history.released.load(Ordering::Relaxed) == 0
     }
 
     /// Items written through this batch.
@@ -463,6 +540,55 @@ impl<T: Send + Sync, E> Batch<'_, T, E> {
 impl<T, E> fmt::Debug for Batch<'_, T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Batch").field("len", &self.len).finish_non_exhaustive()
+    }
+}
+
+impl<T> Writer<T> {
+    /// Moves the window's start past the oldest items until the rest fit both bounds; the
+    /// newest item always stays. Unweighed, one comparison.
+    #[inline(always)]
+    fn trim(&mut self, limit: u64) {
+        while self.written - self.released > limit {
+            self.release_oldest();
+        }
+        while self.scale.as_ref().is_some_and(|scale| scale.bytes > scale.max_bytes)
+            && self.written - self.released > 1
+        {
+            self.release_oldest();
+        }
+    }
+
+    fn release_oldest(&mut self) {
+        self.released += 1;
+        if let Some(scale) = &mut self.scale {
+            scale.remove_oldest();
+        }
+    }
+}
+
+impl<T> Scale<T> {
+    /// What `item` weighs.
+    #[inline]
+    fn weigh(&self, item: &T) -> u64 {
+        match self.weigher {
+            None => crate::weigh::default_weight::<T>() as u64,
+            Some(weigh) => weigh(item) as u64,
+        }
+    }
+
+    /// One more item, weighing `weight`, is retained.
+    fn add(&mut self, weight: u64) {
+        if self.keeps_weights {
+            self.weights.push_back(weight);
+        }
+        self.bytes += u128::from(weight);
+    }
+
+    /// The oldest retained item is released.
+    fn remove_oldest(&mut self) {
+        if let Some(weight) = self.weights.pop_front() {
+            self.bytes -= u128::from(weight);
+        }
     }
 }
 
@@ -635,7 +761,7 @@ impl<T: Clone, E> Reader<T, E> {
     fn next_batch(&mut self, len: u64) -> Event<T, E> {
         let history = &*self.history;
         let cursor = self.cursor();
-        let released = len.saturating_sub(history.limit);
+        let released = history.released.load(Ordering::Acquire);
         if cursor < released {
             return self.lagged(released);
         }
@@ -646,7 +772,7 @@ impl<T: Clone, E> Reader<T, E> {
             // Look again under the lock: the writer may have released our
             // chunk since, but only after publishing a length that shows it.
             len = history.len.load(Ordering::Acquire);
-            let released = len.saturating_sub(history.limit);
+            let released = history.released.load(Ordering::Acquire);
             if cursor < released {
                 drop(state);
                 return self.lagged(released);

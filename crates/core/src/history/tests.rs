@@ -156,17 +156,23 @@ fn lagged_counts_exactly_what_was_released_unread() {
     assert_eq!(poll(&mut slow), Poll::Ready(Some(Event::Item(0))));
     assert_eq!(poll(&mut slow), Poll::Ready(Some(Event::Item(1))));
     assert_eq!(drain(&mut fast), items(0..3));
-    assert!(!history.releases_first(1));
-    assert!(history.releases_first(2));
-    history.append(3);
-    assert!(history.releases_first(1));
-    assert!(!history.releases_first(0));
-    assert_eq!(drain(&mut fast), items(3..4));
-    history.extend(4..10); // releases 0..6 (the chunks up to [3, 4])
+    let mut batch = history.batch();
+    batch.push(3);
+    assert!(!batch.releases_first(), "4 items fit");
+    batch.push(4);
+    assert!(batch.releases_first(), "the fifth releases the first");
+    drop(batch);
+    assert_eq!(history.released(), 0, "not before it is published");
+    history.publish();
+    assert_eq!(drain(&mut fast), items(3..5));
+    let mut batch = history.batch();
+    (5..10).for_each(|item| batch.push(item)); // releases 0..6 (the chunks up to [3, 4])
+    assert!(!batch.releases_first(), "the first release happens once");
+    drop(batch);
+    history.publish();
     assert_eq!(history.released(), 6);
-    assert!(!history.releases_first(1), "the first release happens once");
     assert_eq!(lock(&history.state).chunks.front().map(|chunk| chunk.number()), Some(3));
-    assert_eq!(drain(&mut fast), [Event::Failed(Failure::Lagged { missed: 2 })]);
+    assert_eq!(drain(&mut fast), [Event::Failed(Failure::Lagged { missed: 1 })]);
     // Item 2 is in its batch: it counts as read. Items 3..6 were missed.
     assert_eq!(poll(&mut slow), Poll::Ready(Some(Event::Item(2))));
     assert_eq!(poll(&mut slow), Poll::Ready(Some(Event::Failed(Failure::Lagged { missed: 3 }))));
@@ -362,6 +368,12 @@ fn limit() -> impl Strategy<Value = Option<usize>> {
     ]
 }
 
+/// No bound in bytes (the history weighs nothing), or one of 0 (only the newest item is kept),
+/// a few items' worth, or some dozens'.
+fn max_bytes() -> impl Strategy<Value = Option<usize>> {
+    prop_oneof![2 => Just(None), 1 => Just(Some(0)), 1 => Just(Some(6)), 1 => Just(Some(40))]
+}
+
 fn config() -> ProptestConfig {
     if cfg!(miri) {
         ProptestConfig { cases: 8, failure_persistence: None, ..ProptestConfig::default() }
@@ -374,7 +386,41 @@ proptest! {
     #![proptest_config(config())]
 
     #[test]
-    fn history_matches_the_model(limit in limit(), ops in proptest::collection::vec(op(), 0..80)) {
-        run(limit, ops);
+    fn history_matches_the_model(
+        limit in limit(),
+        max_bytes in max_bytes(),
+        ops in proptest::collection::vec(op(), 0..80),
+    ) {
+        run(limit, max_bytes, ops);
     }
+}
+
+#[test]
+fn a_weighed_history_counts_what_it_retains_exactly_under_both_bounds() {
+    let by_value = |item: &u32| *item as usize;
+    // At most 3 items and 10 bytes: whichever is tighter releases.
+    let history = History::<u32, u8>::weighed(Some(3), Some(10), Some(by_value));
+    history.extend([1, 1, 1]);
+    assert_eq!((history.released(), history.bytes()), (0, 3));
+    history.append(1); // four items: the count releases one
+    assert_eq!((history.released(), history.bytes()), (1, 3));
+    history.append(9); // 1 + 1 + 9 = 11 bytes: the weight releases two more
+    assert_eq!((history.released(), history.bytes()), (3, 10));
+    history.append(0); // weighs nothing: fits
+    assert_eq!((history.released(), history.bytes()), (3, 10));
+    history.append(20); // alone past the bound, and kept: the newest always stays
+    assert_eq!((history.released(), history.bytes()), (6, 20));
+    let mut late = history.subscribe(Position::At(history.released()));
+    history.close(End::Done);
+    assert_eq!(drain(&mut late), [Event::Item(20), Event::Done]);
+
+    // Weighed with no bound (for the linger budget): the sum only, no weight kept per item.
+    let history = History::<u32, u8>::weighed(None, None, Some(by_value));
+    history.extend(0..100);
+    assert_eq!((history.released(), history.bytes()), (0, 4950));
+    assert!(lock(&history.writer).scale.as_ref().is_some_and(|scale| scale.weights.is_empty()));
+    // Without a weigher an item weighs its size.
+    let history = History::<u32, u8>::weighed(None, Some(8), None);
+    history.extend(0..5);
+    assert_eq!((history.released(), history.bytes()), (3, 8));
 }

@@ -1,5 +1,6 @@
 //! The history's reference model and checker: random appends, reads, closes, cancels,
-//! subscribes and drops against a plain count of items, shared by the proptest and the fuzz target.
+//! subscribes and drops against a plain count of items (and their weights, for a bound in
+//! bytes), shared by the proptest and the fuzz target.
 
 use std::sync::Arc as StdArc;
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering as StdOrdering};
@@ -82,6 +83,13 @@ struct ModelReader {
 struct Model {
     len: u64,
     limit: u64,
+    /// The bound in bytes, if any: items are then weighed by [`weight`].
+    max_bytes: Option<u64>,
+    /// `prefix[i]`: what items `0..i` weigh together.
+    prefix: Vec<u64>,
+    /// Items released: the smallest start of a window that fits both bounds and holds the
+    /// newest item, found afresh from the prefix sums (not as the history moves it).
+    released: u64,
     /// The first chunk's size and the largest's: the reference walks the
     /// sizes from one to the other, doubling, apart from the history's
     /// closed form.
@@ -90,7 +98,40 @@ struct Model {
     end: Option<End<u8>>,
 }
 
+/// What item `value` weighs under a bound in bytes: 0 to 4 bytes, zero weights included.
+fn weight_of(value: u64) -> u64 {
+    value % 5
+}
+
+/// The history's weigher.
+fn weight(item: &Tracked) -> usize {
+    weight_of(item.value) as usize
+}
+
 impl Model {
+    /// `count` more items were appended.
+    fn append(&mut self, count: u64) {
+        for value in self.len..self.len + count {
+            self.prefix.push(self.prefix.last().copied().unwrap_or(0) + weight_of(value));
+        }
+        self.len += count;
+        let by_count = self.len.saturating_sub(self.limit);
+        let by_bytes = match self.max_bytes {
+            Some(max) if self.len > 0 => {
+                let total = self.prefix[self.len as usize];
+                let fits = self.prefix.partition_point(|&before| total - before > max) as u64;
+                fits.min(self.len - 1)
+            }
+            _ => 0,
+        };
+        self.released = by_count.max(by_bytes);
+    }
+
+    /// What the retained items weigh.
+    fn bytes(&self) -> u64 {
+        self.prefix[self.len as usize] - self.prefix[self.released as usize]
+    }
+
     /// One past the last index of the chunk holding `index`.
     fn chunk_end(&self, index: u64) -> u64 {
         let (mut end, mut size) = (self.first_chunk, self.first_chunk);
@@ -117,7 +158,7 @@ impl ModelReader {
             return Some(Some(Event::Item(self.cursor - 1)));
         }
         if self.cursor < model.len {
-            let released = model.len.saturating_sub(model.limit);
+            let released = model.released;
             if self.cursor < released {
                 self.finished = true;
                 return Some(Some(Event::Failed(Failure::Lagged { missed: released - self.cursor })));
@@ -165,14 +206,21 @@ impl Sub {
     }
 }
 
-/// Runs `ops` on a history bounded by `limit` and checks every event, wake-up,
-/// the memory bound and, at the end, that nothing leaked. Panics on any disagreement.
-pub(crate) fn run(limit: Option<usize>, ops: Vec<Op>) {
+/// Runs `ops` on a history bounded by `limit` items and `max_bytes` bytes and checks every
+/// event, wake-up, the weight of the retained items, the memory bound and, at the end, that
+/// nothing leaked. Panics on any disagreement.
+pub(crate) fn run(limit: Option<usize>, max_bytes: Option<usize>, ops: Vec<Op>) {
     let live = StdArc::new(AtomicIsize::new(0));
-    let history = History::<Tracked, u8>::new(limit);
+    let history = match max_bytes {
+        None => History::<Tracked, u8>::new(limit),
+        Some(max) => History::weighed(limit, Some(max), Some(weight)),
+    };
     let mut model = Model {
         len: 0,
         limit: limit.map_or(u64::MAX, |n| n.max(1) as u64),
+        max_bytes: max_bytes.map(|max| max as u64),
+        prefix: std::vec![0],
+        released: 0,
         first_chunk: history.chunk_capacities().0,
         max_chunk: history.chunk_capacities().1,
         end: None,
@@ -193,7 +241,7 @@ pub(crate) fn run(limit: Option<usize>, ops: Vec<Op>) {
                     history.extend(batch);
                 }
                 if model.end.is_none() {
-                    model.len += u64::from(count);
+                    model.append(u64::from(count));
                 }
             }
             Op::Subscribe(start) => {
@@ -245,6 +293,10 @@ pub(crate) fn run(limit: Option<usize>, ops: Vec<Op>) {
             }
         }
         assert_eq!(history.appended(), model.len);
+        assert_eq!(history.released(), model.released, "the window's start");
+        if model.max_bytes.is_some() {
+            assert_eq!(history.bytes(), model.bytes(), "the retained items' weight");
+        }
         // No lost wake-up: a parked reader that now has something to yield was woken.
         for sub in &subs {
             if let (Some(_), Some(at)) = (&sub.reader, sub.parked_at)
@@ -255,8 +307,8 @@ pub(crate) fn run(limit: Option<usize>, ops: Vec<Op>) {
         }
         // Memory: the retained window (rounded to chunks) plus one chunk per reader.
         let readers = subs.iter().filter(|sub| sub.reader.is_some()).count() as u64;
-        let bound =
-            model.len.min(model.limit.saturating_add(model.max_chunk - 1)) + readers * model.max_chunk;
+        let window = model.len - model.released;
+        let bound = model.len.min(window + model.max_chunk - 1) + readers * model.max_chunk;
         assert!(live.load(StdOrdering::SeqCst) as u64 <= bound);
     }
     drop(subs);
@@ -272,6 +324,7 @@ pub fn check_history(data: &[u8]) {
     let mut bytes = arbitrary::Unstructured::new(data);
     let limits = [None, Some(1), Some(2), Some(4), Some(7), Some(16)];
     let Ok(limit) = bytes.choose(&limits).copied() else { return };
+    let Ok(max_bytes) = bytes.choose(&[None, Some(0), Some(4), Some(12)]).copied() else { return };
     let mut ops = Vec::new();
     while !bytes.is_empty() && ops.len() < 200 {
         match bytes.arbitrary() {
@@ -279,5 +332,5 @@ pub fn check_history(data: &[u8]) {
             Err(_) => break,
         }
     }
-    run(limit, ops);
+    run(limit, max_bytes, ops);
 }

@@ -7,8 +7,8 @@ use alloc::vec::Vec;
 use core::time::Duration;
 
 use crate::{
-    Action, CancelError, Config, FlightError, FlightId, LateJoin, Machine, Orphan, Position, RequestId,
-    ResumeError, Role, Stats,
+    Action, CancelError, Config, FlightError, FlightId, LateJoin, Machine, Orphan, Overflow, Position,
+    RequestId, ResumeError, Role, Stats,
 };
 
 /// The linger of the timed configs (R17), in the harness's milliseconds.
@@ -98,7 +98,8 @@ pub fn check_machine(data: &[u8]) {
 }
 
 /// Every config the checks run under: each late-join policy with each orphan
-/// policy, without time and with a linger and a resume window (R17, R18).
+/// policy, without time and with a linger and a resume window (R17, R18), and one whose
+/// truncated flights stay joinable (`Overflow::Lagged`, R15).
 pub fn configs() -> Vec<Config> {
     let mut all = Vec::new();
     for timed in [false, true] {
@@ -114,6 +115,10 @@ pub fn configs() -> Vec<Config> {
             }
         }
     }
+    // A truncated flight that stays joinable and lingers (R15, R17); the machine does not tell
+    // `Lagged` from `Truncate` (the driver does).
+    let timed = Config::default().linger(Duration::from_millis(LINGER_MS));
+    all.push(timed.resume_window(Duration::from_millis(WINDOW_MS)).overflow(Overflow::Lagged));
     all
 }
 
@@ -304,7 +309,11 @@ impl Model {
             Input::Truncated(f) => Reply::Flight(match self.active_flight(f) {
                 None => Err(FlightError::Stale),
                 Some(f) => {
-                    self.flights[f].joinable = false;
+                    // R15: under the other overflow policies a truncated flight stays joinable
+                    // (and lingers); the driver serves its late joiners.
+                    if self.config.overflow_policy() == Overflow::NewFlight {
+                        self.flights[f].joinable = false;
+                    }
                     self.flights[f].truncated = true;
                     Ok(())
                 }
