@@ -166,6 +166,12 @@ pub struct Settings {
     #[arg(long, env = "STREAMFLIGHT_LINGER", default_value = "0s", value_parser = parse_duration)]
     pub linger: Duration,
 
+    /// Most bytes all lingering answers may hold together (their events' data and names):
+    /// past it, the answers that finished first stop lingering first (their readers keep
+    /// reading them), and an answer larger than it all never lingers. Unbounded if not given.
+    #[arg(long, env = "STREAMFLIGHT_LINGER_BUDGET")]
+    pub linger_budget: Option<usize>,
+
     /// How long a streaming client that lost its connection may resume its stream
     /// (`GET /v1/requests/{id}/events` with `Last-Event-ID`): its request stays
     /// live that long, and its upstream goes on. 0: a lost connection cancels.

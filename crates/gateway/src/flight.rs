@@ -31,6 +31,17 @@ pub enum Part {
     Body(Bytes),
 }
 
+/// What a part of an answer weighs against `--linger-budget`: the bytes it holds (an event's
+/// data and name, a body piece; a head's headers), plus a small fixed share for the item.
+pub(crate) fn weight(part: &Part) -> usize {
+    const ITEM: usize = 64;
+    ITEM + match part {
+        Part::Head(head) => head.headers.iter().map(|(name, value)| name.as_str().len() + value.len()).sum(),
+        Part::Event(event) => event.data.len() + event.name.as_ref().map_or(0, Bytes::len),
+        Part::Body(piece) => piece.len(),
+    }
+}
+
 /// One SSE event of a streamed answer, classified once when it arrives.
 #[derive(Clone, Debug)]
 pub struct Event {

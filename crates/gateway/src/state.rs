@@ -65,6 +65,9 @@ impl Gateway {
         if let Some(limit) = settings.history_limit {
             config = config.history_limit(limit);
         }
+        if let Some(budget) = settings.linger_budget {
+            config = config.weigher(crate::flight::weight as fn(&Part) -> usize).linger_budget(budget);
+        }
         let backend = Backend::new(&settings, Arc::clone(&metrics))?;
         let limits = Arc::new(Limits::of(&settings));
         let window = settings.linger.max(settings.resume_window);

@@ -299,6 +299,29 @@ async fn linger_serves_a_finished_answer_then_lets_it_go() {
     assert_eq!(mock.received(), 2);
 }
 
+#[tokio::test]
+async fn past_the_linger_budget_the_answer_that_finished_first_stops_lingering() {
+    // An answer of 10 chunks weighs about 2.5 KB against the budget: one fits in 4,000 bytes,
+    // two do not.
+    let mock =
+        Mock::start(Mode::Tokens { tokens: 10, interval: Duration::from_millis(1), gated: false }).await;
+    let base = gateway(&["--upstream", &mock.base, "--linger", "60s", "--linger-budget", "4000"]).await;
+    assert_eq!(Client::chat(&base, "first", None).await.rest().await, expected_stream(10));
+    assert_eq!(Client::chat(&base, "second", None).await.rest().await, expected_stream(10));
+    eventually("the first answer is evicted", || async {
+        metric(&base, "streamflight_evicted_total").await == 1
+    })
+    .await;
+    let mut second = Client::chat(&base, "second", None).await;
+    assert_eq!(second.role, "joiner", "the newer answer still lingers");
+    assert_eq!(second.rest().await, expected_stream(10));
+    assert_eq!(mock.received(), 2);
+    let mut first = Client::chat(&base, "first", None).await;
+    assert_eq!(first.role, "leader", "the older one was let go: a new upstream request");
+    assert_eq!(first.rest().await, expected_stream(10));
+    assert_eq!(mock.received(), 3);
+}
+
 /// GETs the resumed stream of `id`, after the event `last` if given.
 async fn resume(base: &str, id: &str, last: Option<&str>, authorization: Option<&str>) -> Client {
     let mut request = http().get(format!("{base}/v1/requests/{id}/events"));

@@ -19,6 +19,7 @@
 //! | `streamflight_cancelled_total` | counter | | Requests cancelled by `DELETE` or by their client leaving. |
 //! | `streamflight_aborted_total` | counter | | Flights aborted because nobody was left to listen. |
 //! | `streamflight_lingered_total` | counter | | Requests served by a finished answer within `--linger`. |
+//! | `streamflight_evicted_total` | counter | | Finished answers released before their `--linger` ended, to keep within `--linger-budget`. |
 //! | `streamflight_resumed_total` | counter | | Streams resumed after their client lost its connection. |
 //! | `streamflight_upstream_errors_total` | counter | | Flights whose upstream failed. |
 //! | `streamflight_passthrough_total` | counter | | Requests proxied unchanged. |
@@ -350,6 +351,11 @@ impl Metrics {
                 ("cancelled", "Requests cancelled by DELETE or by their client leaving.", stats.cancelled),
                 ("aborted", "Flights aborted because nobody was left to listen.", stats.aborted),
                 (
+                    "evicted",
+                    "Finished answers that stopped lingering before --linger ended, to keep within --linger-budget.",
+                    stats.evicted,
+                ),
+                (
                     "lingered",
                     "Requests served by a finished answer within --linger, with no upstream request.",
                     stats.lingered,
@@ -410,7 +416,7 @@ fn status_class(status: u16) -> &'static str {
 /// The counts read at one scrape: (name without the prefix nor `_total`, help, value).
 #[derive(Debug)]
 struct Counts {
-    counters: [(&'static str, &'static str, u64); 19],
+    counters: [(&'static str, &'static str, u64); 20],
     gauges: [(&'static str, &'static str, u64); 4],
 }
 
