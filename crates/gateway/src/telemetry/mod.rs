@@ -35,9 +35,10 @@
 //! - The request's span is started and ended by its access record (`http/access.rs`): no
 //!   layer or body wrapper of its own, so tracing adds nothing to a request's path but its spans.
 //!
-//! Cost: without an endpoint, one branch a request. With one, about 20,000 instructions a
-//! unique request for its two spans (`scripts/instructions.sh`): some 12,000 to record them on
-//! the request's path, about 6,000 a span to encode and post them, on the SDK's thread. The
+//! Cost: without an endpoint, one branch a request. With one, 25,000 to 50,000 instructions a
+//! unique request for its two spans (`scripts/instructions.sh`; the traced count moves from run
+//! to run): some 12,000 to record them on the request's path, about 6,000 a span to encode and
+//! post them on the SDK's thread, and the wakes of that thread's posts. The
 //! SDK's own OTLP exporter took 19,000 a span, which is why the gateway has its own
 //! (`encode.rs` says where they went). The latency example's section 5 measures the CPU time
 //! against the same gateway without (BENCHMARKS.md, issue 24). Spans can be sampled with the
