@@ -1078,7 +1078,10 @@ mod tests {
                 chunk(r#"{"index":0,"delta":{"content":"c"},"logprobs":null,"finish_reason":"length"}"#, ""),
                 chunk(&word("d "), ""),
                 chunk(&word("e "), ""),
-                chunk(r#"{"index":1,"delta":{},"logprobs":null,"finish_reason":"\u0073top"}"#, r#","usage":null"#),
+                chunk(
+                    r#"{"index":1,"delta":{},"logprobs":null,"finish_reason":"\u0073top"}"#,
+                    r#","usage":null"#,
+                ),
                 format!(r#"{{{head},"choices":[],"usage":{{"prompt_tokens":1,"completion_tokens":2}}}}"#),
                 format!(r#"{{{head},"choices":[],"usage":{{"prompt_tokens":1,"total_tokens":3}}}}"#),
             ],
