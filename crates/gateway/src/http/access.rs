@@ -16,7 +16,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, Uri};
+use axum::http::{HeaderMap, Method};
 use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};
 use streamflight_tokio::Role;
@@ -74,8 +74,9 @@ struct Facts {
 pub(crate) struct Record {
     started: Instant,
     method: Method,
-    /// Its target, for the path (a clone shares the request's bytes; the query is never logged).
-    uri: Uri,
+    /// Its target's path (the query is never logged), copied: a clone of the request's `Uri`
+    /// would keep hyper's whole read buffer, which it was parsed from, for the answer's life.
+    path: Box<str>,
     id: ClientId,
     metrics: Arc<Metrics>,
     facts: Mutex<Facts>,
@@ -87,11 +88,11 @@ pub(crate) struct Record {
 }
 
 impl Record {
-    /// The record of a request for `uri`, shown to its client as `id`, started now.
+    /// The record of a request for `path`, shown to its client as `id`, started now.
     pub(crate) fn new(
         id: ClientId,
         method: Method,
-        uri: Uri,
+        path: &str,
         metrics: Arc<Metrics>,
         span: Option<ClientSpan>,
     ) -> Record {
@@ -99,7 +100,7 @@ impl Record {
             span,
             started: Instant::now(),
             method,
-            uri,
+            path: path.into(),
             id,
             metrics,
             facts: Mutex::new(Facts::default()),
@@ -229,7 +230,7 @@ impl Drop for Record {
             parent: None,
             request_id = facts.shown.unwrap_or(self.id).digits().as_str(),
             method = self.method.as_str(),
-            path = self.uri.path(),
+            path = &*self.path,
             dialect = endpoint,
             status = facts.status,
             role,

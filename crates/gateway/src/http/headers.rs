@@ -35,10 +35,23 @@ pub(crate) fn end_to_end(headers: &HeaderMap) -> HeaderMap {
             || name.as_str() == "keep-alive"
             || named.iter().any(|n| n == name.as_str());
         if !dropped {
-            kept.append(name.clone(), value.clone());
+            kept.append(name.clone(), owned(value));
         }
     }
     kept
+}
+
+/// `value` in an allocation of its own. hyper parses a head's values as slices of its read
+/// buffer: a clone kept (the upstream's head for a flight's life, a client's headers until
+/// they are sent upstream) would keep that whole 8 KiB buffer, and hyper would read into a
+/// new one (BENCHMARKS.md, issue 26).
+fn owned(value: &HeaderValue) -> HeaderValue {
+    let Ok(mut copy) = HeaderValue::from_bytes(value.as_bytes()) else {
+        // Not reached: the bytes are those of a valid value.
+        return value.clone();
+    };
+    copy.set_sensitive(value.is_sensitive());
+    copy
 }
 
 /// The headers sent upstream for a client's request: its end-to-end headers, with its
@@ -133,6 +146,25 @@ mod tests {
         let kept = end_to_end(&headers);
         let names: Vec<&str> = kept.keys().map(HeaderName::as_str).collect();
         assert_eq!(names, ["user-agent", "traceparent"]);
+    }
+
+    #[test]
+    fn kept_values_do_not_hold_the_buffer_they_were_parsed_from() {
+        // As hyper parses a head: each value a slice of one read buffer.
+        let buffer = bytes::Bytes::from(b"Bearer client; OpenAI/Python".to_vec());
+        let span = buffer.as_ptr_range();
+        let mut headers = HeaderMap::new();
+        let mut key = HeaderValue::from_maybe_shared(buffer.slice(..13)).unwrap();
+        key.set_sensitive(true);
+        headers.insert(header::AUTHORIZATION, key);
+        headers.insert(header::USER_AGENT, HeaderValue::from_maybe_shared(buffer.slice(15..)).unwrap());
+        let kept = end_to_end(&headers);
+        for (name, value) in &kept {
+            assert_eq!(value, headers.get(name).unwrap());
+            assert!(!span.contains(&value.as_bytes().as_ptr()), "{name} still points into the buffer");
+        }
+        assert!(kept.get(header::AUTHORIZATION).unwrap().is_sensitive(), "a credential stays sensitive");
+        assert!(!kept.get(header::USER_AGENT).unwrap().is_sensitive());
     }
 
     #[test]

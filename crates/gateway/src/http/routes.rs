@@ -97,7 +97,7 @@ async fn assign_id(State(gateway): State<Shared>, mut request: Request, next: Ne
     let traced = gateway.traces.as_ref().and_then(|traces| {
         ClientSpan::start(traces, request.method(), request.uri().path(), request.headers())
     });
-    let record = Arc::new(Record::new(id, request.method().clone(), request.uri().clone(), metrics, traced));
+    let record = Arc::new(Record::new(id, request.method().clone(), request.uri().path(), metrics, traced));
     request.extensions_mut().insert(Arc::clone(&record));
     // The debug lines written while it is handled name it; the access line, written after, by
     // itself. Not at info: the access line says at that level all there is to say of a request
