@@ -21,25 +21,34 @@ inclusive() {
         END { if (!found) printf "0" }' "$work/annotated"
 }
 
+# Each stage's functions, as callgrind names them.
+functions=(
+    'catch=hyper::proto::h1::dispatch::Dispatcher<D,Bs,I,T>::poll_catch'
+    'service=streamflight_gateway::http::serve::service::{{closure}}::{{closure}}'
+    'sent=<streamflight_gateway::http::access::Sent as http_body::Body>::poll_frame'
+    'parse=streamflight_gateway::dialect::body::parse'
+    'tenant=streamflight_gateway::tenant::Tenants::of'
+    'fly=streamflight_gateway::http::routes::fly'
+    'open=streamflight_gateway::upstream::Upstream::open::{{closure}}'
+    'bounded=<streamflight_gateway::upstream::bounds::Bounded as futures_core::stream::Stream>::poll_next'
+    'classify=<streamflight_gateway::dialect::chat::Chat as streamflight_gateway::dialect::Dialect>::classify'
+    'push=streamflight_gateway::dialect::chunks::Collector::push'
+    'finish=<streamflight_gateway::dialect::chat::Chunks as streamflight_gateway::dialect::Merge>::finish'
+    'record=core::ptr::drop_in_place<streamflight_gateway::http::access::Record>'
+    'metrics=streamflight_gateway::metrics::Metrics::finished'
+)
+
 echo "instructions per request (thousands) by stage, $requests unique Chat requests, logs off, $(date -u '+%Y-%m-%d %H:%M UTC'), $gateway"
 declare -A column
 for mode in plain stream; do
     count "$gateway" "$mode" 0 --log warn > /dev/null
     callgrind_annotate --inclusive=yes --threshold=100 "$work/last.out" > "$work/annotated" 2> /dev/null
     total=$(awk '/^(summary|totals):/ { printf "%d", $2 / 1000 / '"$requests"'; exit }' "$work/last.out")
-    catch=$(inclusive 'hyper::proto::h1::dispatch::Dispatcher<D,Bs,I,T>::poll_catch')
-    service=$(inclusive 'streamflight_gateway::http::serve::service::{{closure}}::{{closure}}')
-    sent=$(inclusive '<streamflight_gateway::http::access::Sent as http_body::Body>::poll_frame')
-    parse=$(inclusive 'streamflight_gateway::dialect::body::parse')
-    tenant=$(inclusive 'streamflight_gateway::tenant::Tenants::of')
-    fly=$(inclusive 'streamflight_gateway::http::routes::fly')
-    open=$(inclusive 'streamflight_gateway::upstream::Upstream::open::{{closure}}')
-    bounded=$(inclusive '<streamflight_gateway::upstream::bounds::Bounded as futures_core::stream::Stream>::poll_next')
-    classify=$(inclusive '<streamflight_gateway::dialect::chat::Chat as streamflight_gateway::dialect::Dialect>::classify')
-    push=$(inclusive 'streamflight_gateway::dialect::chunks::Collector::push')
-    finish=$(inclusive '<streamflight_gateway::dialect::chat::Chunks as streamflight_gateway::dialect::Merge>::finish')
-    record=$(inclusive 'core::ptr::drop_in_place<streamflight_gateway::http::access::Record>')
-    metrics=$(inclusive 'streamflight_gateway::metrics::Metrics::finished')
+    declare -A at
+    for pair in "${functions[@]}"; do at[${pair%%=*}]=$(inclusive "${pair#*=}"); done
+    catch=${at[catch]} service=${at[service]} sent=${at[sent]} parse=${at[parse]} tenant=${at[tenant]}
+    fly=${at[fly]} open=${at[open]} bounded=${at[bounded]} classify=${at[classify]} push=${at[push]}
+    finish=${at[finish]} record=${at[record]} metrics=${at[metrics]}
     http=$((catch - service - sent))
     named=$((http + parse + tenant + fly + open + bounded + push + finish + sent + record + metrics))
     column[$mode]="$http $parse $tenant $fly $open $((bounded - classify)) $classify $((push + finish)) $sent $((record + metrics)) $((total - named)) $total"
