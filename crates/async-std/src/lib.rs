@@ -71,7 +71,7 @@ pub use streamflight_core::sse;
 use std::future::Future;
 use std::time::Duration;
 
-pub use streamflight_core::driver::{Ready, Results, Runtime, Subscription};
+pub use streamflight_core::driver::{BuildError, Ready, Results, Runtime, Subscription};
 /// An observer with a `tracing` span per flight and per request (feature `tracing`): the same
 /// as [`streamflight_core::spans`].
 #[cfg(feature = "tracing")]
@@ -83,6 +83,8 @@ pub use streamflight_core::{
 
 /// The manager on async-std: `request`, `cancel`, `stats`, `is_idle`, `new`, `with_runtime`, all
 /// listed below (they are [`streamflight_core::driver::Flights`]'s, with the runtime filled in).
+/// `try_new` and `try_with_runtime` build the same manager but return a [`BuildError`] where
+/// `new` would panic: a [`Config::weigher`] of another item type than the manager's.
 ///
 /// Flight tasks run on async-std's global executor, wherever `request` is
 /// called; [`Flights::new`](streamflight_core::driver::Flights::new) and

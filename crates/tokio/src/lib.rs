@@ -86,7 +86,7 @@ use std::time::Duration;
 
 use tokio::runtime::Handle;
 
-pub use streamflight_core::driver::{Ready, Results, Runtime, Subscription};
+pub use streamflight_core::driver::{BuildError, Ready, Results, Runtime, Subscription};
 /// An observer with a `tracing` span per flight and per request (feature `tracing`): the same
 /// as [`streamflight_core::spans`].
 #[cfg(feature = "tracing")]
@@ -98,6 +98,8 @@ pub use streamflight_core::{
 
 /// The manager on tokio: `request`, `cancel`, `stats`, `is_idle`, `new`, `with_runtime`, all
 /// listed below (they are [`streamflight_core::driver::Flights`]'s, with the runtime filled in).
+/// `try_new` and `try_with_runtime` build the same manager but return a [`BuildError`] where
+/// `new` would panic: a [`Config::weigher`] of another item type than the manager's.
 ///
 /// [`Flights::new`](streamflight_core::driver::Flights::new) (or `default`)
 /// spawns each flight's task on the runtime `request` is called from: called

@@ -29,6 +29,7 @@
 //! `Drop`, nothing else.
 
 mod abort;
+mod build;
 mod registry;
 mod slots;
 mod subscription;
@@ -47,6 +48,7 @@ use core::time::Duration;
 
 use futures_core::Stream;
 
+pub use self::build::BuildError;
 use self::registry::Shared;
 use self::subscription::control;
 pub use self::subscription::{Ready, Results, Subscription};
@@ -118,12 +120,48 @@ where
     /// # Panics
     ///
     /// As [`with_runtime`](Flights::with_runtime): a [`weigher`](Config::weigher) of another
-    /// item type than `T`.
+    /// item type than `T`. [`try_new`](Flights::try_new) says so with an error instead.
     pub fn new(config: Config) -> Self
     where
         R: Default,
     {
         Flights::with_runtime(config, R::default())
+    }
+
+    /// As [`new`](Flights::new), but a config that cannot build this manager is an error
+    /// rather than a panic: a [`weigher`](Config::weigher) of another item type than `T`.
+    ///
+    /// ```
+    /// use streamflight_core::Config;
+    /// use streamflight_core::driver::{BuildError, Flights, Runtime};
+    /// # #[derive(Default)]
+    /// # struct Nowhere;
+    /// # impl Runtime for Nowhere {
+    /// #     fn spawn<F: Future<Output = ()> + Send + 'static>(&self, _: F) -> bool { false }
+    /// #     fn sleep(&self, _: std::time::Duration) -> impl Future<Output = ()> + Send + 'static {
+    /// #         std::future::pending()
+    /// #     }
+    /// # }
+    ///
+    /// // Items are `u32`s, but the weigher weighs `String`s.
+    /// let config = Config::default().weigher(|text: &String| text.len()).flight_bytes(1 << 20);
+    /// let built = Flights::<&str, u32, String, Nowhere>::try_new(config);
+    /// assert!(matches!(built, Err(BuildError::WeigherType { items: "u32", .. })));
+    ///
+    /// let config = Config::default().weigher(|n: &u32| *n as usize).flight_bytes(1 << 20);
+    /// assert!(Flights::<&str, u32, String, Nowhere>::try_new(config).is_ok());
+    /// ```
+    pub fn try_new(config: Config) -> Result<Self, BuildError>
+    where
+        R: Default,
+    {
+        Flights::try_with_runtime(config, R::default())
+    }
+
+    /// As [`with_runtime`](Flights::with_runtime), but a config that cannot build this manager
+    /// is an error rather than a panic (see [`try_new`](Flights::try_new)).
+    pub fn try_with_runtime(config: Config, runtime: R) -> Result<Self, BuildError> {
+        Ok(Flights { shared: Shared::try_new(config, runtime)? })
     }
 
     /// A manager with no flight whose flights run on `runtime`: a handle on a
@@ -134,6 +172,7 @@ where
     /// If `config` has a [`weigher`](Config::weigher) of another item type than `T`: a
     /// type error the config cannot catch (it is not generic over the item), caught here,
     /// when the manager is built, rather than at the first item.
+    /// [`try_with_runtime`](Flights::try_with_runtime) says so with an error instead.
     ///
     /// ```
     /// use futures::{StreamExt, stream};
@@ -162,7 +201,10 @@ where
     /// assert_eq!(events, [Event::Item(1), Event::Done]);
     /// ```
     pub fn with_runtime(config: Config, runtime: R) -> Self {
-        Flights { shared: Shared::new(config, runtime) }
+        match Flights::try_with_runtime(config, runtime) {
+            Ok(flights) => flights,
+            Err(error) => panic!("{error}"),
+        }
     }
 
     /// Joins the live flight for `key`, or starts one ([R1](crate::design#r1)-[R3](crate::design#r3)). `start` is

@@ -7,9 +7,9 @@ use core::time::Duration;
 
 use smallvec::SmallVec;
 
-use super::Runtime;
 use super::abort::AbortSignal;
 use super::slots::Slots;
+use super::{BuildError, Runtime};
 use crate::history::{Canceller, History, Reader};
 use crate::sync::{Arc, Mutex, MutexGuard, lock};
 use crate::{
@@ -175,8 +175,9 @@ fn once<V>(slot: &mut Option<V>, value: V) {
 }
 
 impl<K, T, E, R> Shared<K, T, E, R> {
-    /// A manager with no flight, running flights on `runtime`.
-    pub(super) fn new(config: Config, runtime: R) -> Arc<Self>
+    /// A manager with no flight, running flights on `runtime`; an error if `config` cannot
+    /// build one for items of type `T`.
+    pub(super) fn try_new(config: Config, runtime: R) -> Result<Arc<Self>, BuildError>
     where
         K: core::hash::Hash + Eq,
         R: Runtime,
@@ -187,10 +188,9 @@ impl<K, T, E, R> Shared<K, T, E, R> {
         let weighing = match config.weigher_for::<T>() {
             Ok(weigher) if config.weighs() => Weighing::By(weigher),
             Ok(_) => Weighing::Not,
-            Err(other) => panic!(
-                "Config::weigher weighs `{other}`, but this manager's items are `{}`",
-                core::any::type_name::<T>()
-            ),
+            Err(weighs) => {
+                return Err(BuildError::WeigherType { weighs, items: core::any::type_name::<T>() });
+            }
         };
         let registry = Registry {
             weighing,
@@ -214,7 +214,7 @@ impl<K, T, E, R> Shared<K, T, E, R> {
         });
         #[cfg(all(test, loom))]
         let shared = Arc::new(Shared { registry, runtime, observer, epoch, arm: Self::arm });
-        shared
+        Ok(shared)
     }
 
     /// Runs an input's effects once the lock is released, its timer included.

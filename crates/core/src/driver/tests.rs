@@ -12,8 +12,8 @@ use std::vec::Vec;
 use futures::channel::mpsc::{UnboundedSender, unbounded};
 use futures::{Stream, future, stream};
 
-use super::Subscription;
-use super::testing::{Manual, Task, manager};
+use super::testing::{Manager, Manual, Task, manager};
+use super::{BuildError, Subscription};
 use crate::{Config, Event, Failure, Role};
 
 type Sub = Subscription<u32, u8>;
@@ -351,6 +351,20 @@ fn without_a_weigher_an_item_weighs_its_size() {
 )]
 fn a_weigher_of_another_item_type_is_refused_when_the_manager_is_built() {
     let _ = manager(Config::default().weigher(|text: &String| text.len()).flight_bytes(1), &Manual::new());
+}
+
+#[test]
+fn try_with_runtime_says_which_types_a_weigher_mismatched() {
+    let config = Config::default().weigher(|text: &String| text.len()).flight_bytes(1);
+    let Err(error) = Manager::try_with_runtime(config, Manual::new()) else { panic!("built") };
+    assert_eq!(error, BuildError::WeigherType { weighs: "alloc::string::String", items: "u32" });
+    assert_eq!(
+        error.to_string(),
+        "Config::weigher weighs `alloc::string::String`, but this manager's items are `u32`"
+    );
+    let config = Config::default().weigher(|n: &u32| *n as usize).flight_bytes(1);
+    assert!(Manager::try_with_runtime(config, Manual::new()).is_ok());
+    assert!(Manager::try_with_runtime(Config::default(), Manual::new()).is_ok());
 }
 
 #[test]
