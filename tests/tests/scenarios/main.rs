@@ -2,13 +2,14 @@
 //! `rules` has one scenario (or more) per rule R1-R16; `semantics` the adapter guarantees; `stress` the load run;
 //! `outside` the managers used from outside any runtime (`Flights::with_runtime`, the default runtime);
 //! `time` the rules with time, linger (R17) and detach/resume (R18); `hooks` what an observer hears;
-//! `bytes` the bounds in bytes (R15, R17).
+//! `bytes` the bounds in bytes (R15, R17); `sse` an upstream's events read through the decoder.
 
 mod bytes;
 mod hooks;
 mod outside;
 mod rules;
 mod semantics;
+mod sse;
 mod stress;
 mod time;
 

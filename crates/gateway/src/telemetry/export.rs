@@ -69,7 +69,7 @@ impl Destination {
 }
 
 /// The traces' URL under a collector's base URL, as `OTEL_EXPORTER_OTLP_ENDPOINT` is read.
-pub(super) fn signal_url(base: &str) -> String {
+fn signal_url(base: &str) -> String {
     let base = base.trim().trim_end_matches('/');
     if base.ends_with("/v1/traces") { base.to_owned() } else { format!("{base}/v1/traces") }
 }
