@@ -38,12 +38,14 @@ pub struct FleetConfig {
     pub(crate) pause: Duration,
     pub(crate) deadline: Option<Duration>,
     pub(crate) secret: crate::seal::Secret,
+    pub(crate) holding: Duration,
 }
 
 impl Default for FleetConfig {
     /// Prefix `sf:`, a random replica id, a 3 s lease, streams of about 100,000 entries kept
-    /// 30 s after their end, no linger, 1 s without the store after it failed, and store calls
-    /// given up after 200 ms (at most a third of the lease).
+    /// 30 s after their end, no linger, 1 s without the store after it failed, store calls
+    /// given up after 200 ms (at most a third of the lease), and the hand of a request being
+    /// read kept an hour.
     fn default() -> Self {
         FleetConfig {
             prefix: "sf:".to_owned(),
@@ -55,6 +57,7 @@ impl Default for FleetConfig {
             pause: Duration::from_secs(1),
             deadline: None,
             secret: crate::seal::Secret::default(),
+            holding: Duration::from_secs(3_600),
         }
     }
 }
@@ -101,6 +104,14 @@ impl FleetConfig {
     /// the local manager's own ([`matching`](Self::matching) takes it from there).
     pub fn linger(mut self, linger: Duration) -> Self {
         self.linger = linger;
+        self
+    }
+
+    /// How long the hand of a request being read ([`Flights::hold`](crate::Flights::hold))
+    /// lasts in the store without a word from its replica: as long as the longest answer and
+    /// a resume window more, or a replica that died mid-answer leaves it read for that long.
+    pub fn holding(mut self, holding: Duration) -> Self {
+        self.holding = holding.max(Duration::from_secs(1));
         self
     }
 

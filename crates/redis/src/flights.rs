@@ -36,7 +36,8 @@ use crate::{Codec, ConfigError, Fleet, FleetConfig, FleetStats, StoreError, Subs
 /// ```
 pub struct Flights<K, T, E> {
     local: streamflight_tokio::Flights<K, T, E>,
-    fleet: Fleet<K, T, E>,
+    /// `None`: on no fleet ([`Flights::alone`]), every flight is served here alone.
+    fleet: Option<Fleet<K, T, E>>,
     placements: Arc<Mutex<Placements<K>>>,
     /// The requests resumed here from a hand-off, each its own flight ([`crate::Ticket`]).
     pub(crate) resumes: streamflight_tokio::Flights<u64, T, E>,
@@ -44,6 +45,8 @@ pub struct Flights<K, T, E> {
     pub(crate) resumed: Arc<AtomicU64>,
     /// The local manager's resume window: how long a hand-off waits.
     pub(crate) resume_window: Duration,
+    /// The placement of every flight on no fleet: decided, alone.
+    alone: Arc<Placement>,
 }
 
 /// The placement of each key's latest local flight, for the requests that join it.
@@ -78,6 +81,7 @@ impl<K, T, E> Clone for Flights<K, T, E> {
             resumes: self.resumes.clone(),
             resumed: Arc::clone(&self.resumed),
             resume_window: self.resume_window,
+            alone: Arc::clone(&self.alone),
         }
     }
 }
@@ -102,9 +106,40 @@ where
         if let Err(error) = fleet.config().check(&config) {
             tracing::warn!(%error, "the fleet's settings disagree with the local manager's");
         }
+        Flights::on(Some(fleet), config)
+    }
+
+    /// A manager on no fleet: the local manager alone, behind the same API, for an application
+    /// that shares flights across replicas only when it is given a store. Every request is
+    /// served on this replica ([`FleetRole::Alone`](crate::FleetRole::Alone)); what needs
+    /// the store finds nothing there ([`holder`](Self::holder) says `Here`, [`take`](Self::take)
+    /// `Unknown`, [`replay`](Self::replay) fails with [`StoreError::NoFleet`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use futures::StreamExt;
+    /// use streamflight_redis::{FleetRole, Flights};
+    /// use streamflight_tokio::{Config, Event};
+    ///
+    /// let flights = Flights::<String, String, String>::alone(Config::default());
+    /// let answer = async { Ok::<_, String>(futures::stream::iter([Ok("token".to_owned())])) };
+    /// let mut subscription = flights.request("a prompt".to_owned(), answer);
+    /// assert_eq!(subscription.fleet_role(), Some(FleetRole::Alone));
+    /// assert_eq!(subscription.next().await, Some(Event::Item("token".to_owned())));
+    /// assert!(flights.fleet().is_none());
+    /// # }
+    /// ```
+    pub fn alone(config: Config) -> Self {
+        Flights::on(None, config)
+    }
+
+    /// A manager on `fleet`, or on none.
+    fn on(fleet: Option<Fleet<K, T, E>>, config: Config) -> Self {
         let placements =
             Placements { by_key: HashMap::new(), linger: config.linger_duration(), prune_at: 64 };
         let placements = Arc::new(Mutex::new(placements));
+        let alone = Placement::default();
+        alone.decided(crate::FleetRole::Alone, None);
         Flights {
             resumes: crate::handoff::resumes(&config),
             resumed: Arc::default(),
@@ -112,6 +147,7 @@ where
             local: streamflight_tokio::Flights::new(config),
             fleet,
             placements,
+            alone: Arc::new(alone),
         }
     }
 
@@ -150,8 +186,8 @@ where
     ///
     /// let local = Config::default().linger(Duration::from_secs(5)).resume_window(Duration::from_secs(60));
     /// let flights = Flights::connect("redis://127.0.0.1:6379/", Text, FleetConfig::default(), local).unwrap();
-    /// assert_eq!(flights.fleet().config().linger_duration(), Duration::from_secs(5));
-    /// assert_eq!(flights.fleet().config().keep_duration(), Duration::from_secs(60));
+    /// assert_eq!(flights.fleet().unwrap().config().linger_duration(), Duration::from_secs(5));
+    /// assert_eq!(flights.fleet().unwrap().config().keep_duration(), Duration::from_secs(60));
     /// # }
     /// ```
     pub fn connect(
@@ -171,8 +207,11 @@ where
         F: Future<Output = Result<S, E>> + Send + 'static,
         S: Stream<Item = Result<T, E>> + Send + 'static,
     {
+        let Some(fleet) = &self.fleet else {
+            return Subscription::new(self.local.request(key, prepare), Some(Arc::clone(&self.alone)));
+        };
         let placement = Arc::new(Placement::default());
-        let upstream = self.fleet.open_placed(&key, prepare, Some(Deciding(Arc::clone(&placement))));
+        let upstream = fleet.open_placed(&key, prepare, Some(Deciding(Arc::clone(&placement))));
         // Under the lock, so that the map follows the local manager's order: a request that
         // joins a flight finds the placement of the one that started it, never an older one's.
         let mut placements = self.placements.lock().unwrap_or_else(PoisonError::into_inner);
@@ -217,9 +256,9 @@ where
         self.local.stats()
     }
 
-    /// What this replica's fleet link has done.
+    /// What this replica's fleet link has done (nothing on no fleet).
     pub fn fleet_stats(&self) -> FleetStats {
-        self.fleet.stats()
+        self.fleet.as_ref().map(Fleet::stats).unwrap_or_default()
     }
 
     /// Whether this replica holds no state for any key, flight or request.
@@ -232,8 +271,13 @@ where
         &self.local
     }
 
-    /// The fleet link.
-    pub fn fleet(&self) -> &Fleet<K, T, E> {
-        &self.fleet
+    /// The fleet link; `None` on no fleet ([`alone`](Self::alone)).
+    pub fn fleet(&self) -> Option<&Fleet<K, T, E>> {
+        self.fleet.as_ref()
+    }
+
+    /// The fleet link, if any (for the crate, whatever the bounds).
+    pub(crate) fn fleet_link(&self) -> Option<&Fleet<K, T, E>> {
+        self.fleet.as_ref()
     }
 }

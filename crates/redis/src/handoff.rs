@@ -3,13 +3,13 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use streamflight_tokio::{Config, RequestId};
 
 use crate::placement::Placement;
-use crate::{Flights, Place, StoreError, Subscription};
+use crate::hands::Taken;
+use crate::{Flights, StoreError, Subscription};
 
 /// A request handed off to the fleet ([`Flights::hand_off`]): shown as text (32 hex digits)
 /// for the client to keep, and read back by any replica's [`Flights::resume_ticket`]. Random:
@@ -19,9 +19,25 @@ use crate::{Flights, Place, StoreError, Subscription};
 pub struct Ticket([u8; 16]);
 
 impl Ticket {
-    /// The name of its note in the store.
-    fn note(&self) -> Vec<u8> {
-        [&b"ticket:"[..], &self.0].concat()
+    /// A new ticket from the operating system's random source.
+    ///
+    /// # Panics
+    /// Without a random source (a broken host: the process cannot make unguessable tickets).
+    pub fn random() -> Ticket {
+        let mut bytes = [0; 16];
+        getrandom::fill(&mut bytes).expect("the operating system's random source");
+        Ticket(bytes)
+    }
+
+    /// The ticket of these 16 bytes: an id the application already gave its client (random,
+    /// or nobody else's requests are safe from a guess).
+    pub fn from_bytes(bytes: [u8; 16]) -> Ticket {
+        Ticket(bytes)
+    }
+
+    /// Its 16 bytes.
+    pub fn bytes(&self) -> &[u8; 16] {
+        &self.0
     }
 }
 
@@ -129,9 +145,6 @@ impl From<StoreError> for TicketError {
     }
 }
 
-/// What a taken ticket's note holds instead of the place: taken notes are never resumed again.
-const TAKEN: &[u8] = b"taken";
-
 impl<K, T, E> Flights<K, T, E>
 where
     K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
@@ -148,11 +161,9 @@ where
         let place = subscription.placement().and_then(Placement::place);
         let id = subscription.detach();
         let Some(place) = place else { return Err(HandOffError::NotShared { id }) };
-        let mut ticket = [0; 16];
-        getrandom::fill(&mut ticket).map_err(|_| HandOffError::Store { id, error: StoreError::Sealed })?;
-        let ticket = Ticket(ticket);
-        let saved = self.fleet().save(&ticket.note(), place.to_string().as_bytes(), self.window()).await;
-        saved.map_err(|error| HandOffError::Store { id, error })?;
+        let ticket = Ticket::random();
+        let left = self.left_detached(&ticket, place, self.window()).await;
+        left.map_err(|error| HandOffError::Store { id, error })?;
         Ok(ticket)
     }
 
@@ -182,38 +193,29 @@ where
     /// # }
     /// ```
     pub async fn resume_ticket(&self, ticket: &Ticket, from: u64) -> Result<Subscription<T, E>, TicketError> {
-        let note = ticket.note();
-        let seen = self.fleet().load(&note).await?.ok_or(TicketError::Unknown)?;
-        if seen == TAKEN {
-            return Err(TicketError::Taken);
-        }
-        let place: Place = std::str::from_utf8(&seen)
-            .ok()
-            .and_then(|text| text.parse().ok())
-            .ok_or(TicketError::Store(StoreError::Sealed))?;
-        // One step in the store: of two resumes of one ticket, one takes it.
-        if !self.fleet().swap(&note, &seen, TAKEN, self.window()).await? {
-            return Err(TicketError::Taken);
-        }
-        let replayed = match self.fleet().replay(&place, from).await {
-            Ok(replayed) => replayed,
+        // The hand of a hand-off has no owner: the ticket is all it takes.
+        let taken = match self.take_hand(ticket, &[], false).await? {
+            Taken::Yours(taken) => taken,
+            Taken::Busy | Taken::Ended => return Err(TicketError::Taken),
+            Taken::Unknown => return Err(TicketError::Unknown),
+        };
+        let Some(place) = taken.place().cloned() else {
+            taken.give_back().await;
+            return Err(TicketError::Unknown);
+        };
+        match self.replay(&place, from).await {
+            // Its hand keeps saying this replica reads it: no second resume takes it.
+            Ok(subscription) => Ok(subscription),
             Err(error) => {
                 // Not resumed after all: the ticket goes back as it was, for another try.
-                let _ = self.fleet().swap(&note, TAKEN, &seen, self.window()).await;
-                return Err(TicketError::Store(error));
+                taken.give_back().await;
+                Err(TicketError::Store(error))
             }
-        };
-        // A flight of its own in the manager of resumes, so that it is a request like any
-        // other here: cancel, detach and resume work on it.
-        let key = self.resumed.fetch_add(1, Ordering::Relaxed);
-        let local = self.resumes.request(key, async move { Ok(replayed) });
-        let placement = Placement::default();
-        placement.decided(crate::FleetRole::Followed, Some(place));
-        Ok(Subscription::new(local, Some(std::sync::Arc::new(placement))))
+        }
     }
 
     /// How long a hand-off waits: the local manager's resume window, at least a second.
-    fn window(&self) -> Duration {
+    pub(crate) fn window(&self) -> Duration {
         self.resume_window.max(Duration::from_secs(1))
     }
 }

@@ -57,6 +57,8 @@ pub enum StoreError {
     /// another fleet secret), or one could not be sealed (no random source): nothing was
     /// read or written in clear.
     Sealed,
+    /// The manager is on no fleet ([`Flights::alone`](crate::Flights::alone)): there is no store.
+    NoFleet,
 }
 
 impl StoreError {
@@ -70,6 +72,7 @@ impl StoreError {
             ))),
             StoreError::Deadline(deadline) => StoreError::Deadline(*deadline),
             StoreError::Sealed => StoreError::Sealed,
+            StoreError::NoFleet => StoreError::NoFleet,
         }
     }
 }
@@ -80,6 +83,7 @@ impl fmt::Display for StoreError {
             StoreError::Redis(error) => write!(f, "the store failed: {error}"),
             StoreError::Deadline(deadline) => write!(f, "the store did not answer within {deadline:?}"),
             StoreError::Sealed => f.write_str("a note in the store could not be sealed or opened"),
+            StoreError::NoFleet => f.write_str("the manager is on no fleet"),
         }
     }
 }
@@ -89,7 +93,7 @@ impl std::error::Error for StoreError {
         match self {
             StoreError::Redis(error) => Some(error),
             StoreError::Deadline(_) => None,
-            StoreError::Sealed => None,
+            StoreError::Sealed | StoreError::NoFleet => None,
         }
     }
 }

@@ -51,6 +51,11 @@ impl<T, E> Subscription<T, E> {
         self.placement.as_deref()
     }
 
+    /// Its local flight's placement, if known, to keep.
+    pub(crate) fn placement_arc(&self) -> Option<Arc<Placement>> {
+        self.placement.clone()
+    }
+
     /// Whether its flight is led by this replica for the fleet, followed from another replica,
     /// or served here alone. `None` until the flight's fleet task has decided (on the local
     /// flight's first poll, within the store's deadline), and for a request that joined a

@@ -116,7 +116,7 @@ async fn a_hung_store_stalls_no_request_and_followers_end_within_two_leases() {
     let resumed = Instant::now();
     loop {
         let leases = store.keys::<_, Vec<String>>("sf:*:lease").await.unwrap().len();
-        let leading: usize = [&a, &b, &c].iter().map(|replica| replica.fleet().leading()).sum();
+        let leading: usize = [&a, &b, &c].iter().map(|replica| replica.fleet().unwrap().leading()).sum();
         if leases <= leading {
             break;
         }

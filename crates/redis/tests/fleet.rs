@@ -211,12 +211,12 @@ async fn another_replica_replays_a_flight_from_its_place_after_the_items_a_clien
     upstream.release(3);
     take(&mut first, 3).await;
     // a hands the place over as text (in a note any replica can load, named by the client).
-    let place = a.fleet().place(&key).expect("a is on the flight");
-    a.fleet().save(b"client 7", place.to_string().as_bytes(), Duration::from_secs(10)).await.unwrap();
-    let note = b.fleet().load(b"client 7").await.unwrap().expect("the note");
+    let place = a.fleet().unwrap().place(&key).expect("a is on the flight");
+    a.fleet().unwrap().save(b"client 7", place.to_string().as_bytes(), Duration::from_secs(10)).await.unwrap();
+    let note = b.fleet().unwrap().load(b"client 7").await.unwrap().expect("the note");
     let place: Place = String::from_utf8(note).unwrap().parse().unwrap();
     // The client had two items: b replays from the third, then the live ones, then the end.
-    let replayed = b.fleet().replay(&place, 2).await.unwrap();
+    let replayed = b.fleet().unwrap().replay(&place, 2).await.unwrap();
     drop(first);
     upstream.release(2);
     let replayed: Vec<_> =
@@ -224,7 +224,7 @@ async fn another_replica_replays_a_flight_from_its_place_after_the_items_a_clien
     assert_eq!(replayed, ["t2", "t3", "t4"].map(|item| Ok(item.to_owned())));
     assert_eq!(upstream.aborted(), 0, "b's interest kept the upstream going");
     assert_eq!(b.fleet_stats().replays, 1);
-    assert_eq!(b.fleet().load(b"client 8").await.unwrap(), None);
+    assert_eq!(b.fleet().unwrap().load(b"client 8").await.unwrap(), None);
 }
 
 /// Two replicas whose finished answers linger for `linger`, in the fleet and in each manager:
@@ -232,7 +232,7 @@ async fn another_replica_replays_a_flight_from_its_place_after_the_items_a_clien
 fn lingering(server: &RedisServer, name: &str, linger: Duration) -> Replica {
     let config = FleetConfig::default().replica(name).lease(LEASE).pause(Duration::from_millis(200));
     let replica = Flights::connect(&server.url, Text, config, Config::default().linger(linger)).unwrap();
-    assert_eq!(replica.fleet().config().linger_duration(), linger);
+    assert_eq!(replica.fleet().unwrap().config().linger_duration(), linger);
     replica
 }
 
@@ -293,14 +293,14 @@ async fn a_replica_counts_the_flights_it_leads_until_their_end_is_written() {
     take(&mut leader, 1).await;
     let follower = tokio::spawn(all(b.request("k".to_owned(), upstream.answer(3, None))));
     eventually("b follows", || b.fleet_stats().remote_joins == 1).await;
-    assert_eq!((a.fleet().leading(), b.fleet().leading()), (1, 0));
+    assert_eq!((a.fleet().unwrap().leading(), b.fleet().unwrap().leading()), (1, 0));
     // a's own client leaves: a still leads the flight for b.
     drop(leader);
     eventually("a's local flight is gone", || a.is_idle()).await;
-    assert_eq!(a.fleet().leading(), 1);
+    assert_eq!(a.fleet().unwrap().leading(), 1);
     upstream.release(2);
     assert_eq!(done(&follower.await.unwrap()), (items(3), true));
-    eventually("a's end is written", || a.fleet().leading() == 0).await;
+    eventually("a's end is written", || a.fleet().unwrap().leading() == 0).await;
 }
 
 /// A request says whether its flight is led on its replica or followed from another (the
