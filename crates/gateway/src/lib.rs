@@ -67,7 +67,7 @@ pub struct App {
     draining: Shutdown,
     backend: String,
     /// With `--redis`: the fleet, whose flights led for other replicas a stop waits for.
-    fleet: Option<handoff::GatewayFleet>,
+    fleet: Option<streamflight_redis::Fleet<key::Key, flight::Part, flight::UpstreamError>>,
     /// The limits a reload changes.
     limits: Arc<Limits>,
     /// With an OTLP endpoint: the exporter, flushed when the server stops.
@@ -94,20 +94,16 @@ impl App {
             // The connection layer counts into the metrics' counter.
             write_timeouts: gateway.metrics.write_timeouts.clone(),
         };
-        // With `--redis`, this replica joins the fleet, and carries out the cancels it passes on.
-        if let Some(url) = gateway.settings.redis.as_deref() {
-            let fleet = fleet::connect(url, &gateway.settings)?;
-            handoff::serve_cancels(&fleet, Arc::clone(&gateway.registry), gateway.flights.clone());
-            gateway.fleet = Some(fleet);
-        }
+        // With `--redis`, this replica carries out the cancels the others pass on.
+        handoff::serve_cancels(&gateway.flights, Arc::clone(&gateway.registry));
         let mut backend = gateway.backend.describe();
-        if let Some(fleet) = &gateway.fleet {
+        if let Some(fleet) = gateway.flights.fleet() {
             backend.push_str(&format!(
                 ", flights shared through Redis as replica {}",
                 fleet.config().replica_id()
             ));
         }
-        let fleet = gateway.fleet.clone();
+        let fleet = gateway.flights.fleet().cloned();
         let limits = Arc::clone(&gateway.limits);
         let exporting = match telemetry::install(&gateway.settings)? {
             Some((traces, exporting)) => {

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use streamflight_redis::Fleet;
-use streamflight_tokio::{Config, Flights};
+use streamflight_redis::Flights;
+use streamflight_tokio::Config;
 
 use crate::answer::Keeping;
 use crate::answer::registry::Registry;
@@ -20,15 +20,16 @@ use crate::telemetry::Traces;
 use crate::tenant::Tenants;
 use crate::upstream::backend::Backend;
 
+/// The gateway's flight manager: on the fleet `--redis` names, or on none.
+pub(crate) type GatewayFlights = Flights<Key, Part, UpstreamError>;
+
 /// The gateway's shared state.
 pub(crate) struct Gateway {
     /// The settings it was started with.
     pub settings: Settings,
-    /// One flight per key in the air.
-    pub flights: Flights<Key, Part, UpstreamError>,
-    /// With `--redis`: this replica's link to the others, through which each new local flight
-    /// leads or follows the fleet's flight of its key.
-    pub fleet: Option<Fleet<Key, Part, UpstreamError>>,
+    /// One flight per key in the air; with `--redis`, each new local flight leads or follows
+    /// the fleet's flight of its key, and requests are held, cancelled and resumed across it.
+    pub flights: GatewayFlights,
     /// Live coalesced requests by client id.
     pub registry: Arc<Registry>,
     /// Where flights go.
@@ -53,7 +54,7 @@ pub(crate) struct Gateway {
 }
 
 impl Gateway {
-    /// The state for `settings`, in no fleet yet (`App::new` joins the one `--redis` names); an
+    /// The state for `settings`, on the fleet `--redis` names (no connection is made yet); an
     /// error (one line, for the operator) if they cannot work.
     pub(crate) fn new(settings: Settings, shutdown: Shutdown) -> Result<Gateway, String> {
         settings.check()?;
@@ -71,7 +72,11 @@ impl Gateway {
         let backend = Backend::new(&settings, Arc::clone(&metrics))?;
         let limits = Arc::new(Limits::of(&settings));
         let window = settings.linger.max(settings.resume_window);
-        let (flights, registry) = (Flights::new(config), Arc::new(Registry::new(window)));
+        let flights = match settings.redis.as_deref() {
+            Some(url) => Flights::new(crate::fleet::connect(url, &settings)?, config),
+            None => Flights::alone(config),
+        };
+        let registry = Arc::new(Registry::new(window));
         let resume = (!settings.resume_window.is_zero()).then_some(settings.resume_window);
         let keeping = Keeping { shutdown, keep_alive: settings.keep_alive, resume };
         let offload = Offload::new(Arc::clone(&metrics));
@@ -82,7 +87,6 @@ impl Gateway {
         Ok(Gateway {
             settings,
             flights,
-            fleet: None,
             registry,
             backend,
             metrics,

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use streamflight_tokio::{Config, RequestId};
 
-use crate::placement::Placement;
 use crate::hands::Taken;
+use crate::placement::Placement;
 use crate::{Flights, StoreError, Subscription};
 
 /// A request handed off to the fleet ([`Flights::hand_off`]): shown as text (32 hex digits)

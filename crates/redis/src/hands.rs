@@ -291,9 +291,8 @@ fn parse_cancel(message: &[u8]) -> Option<(Ticket, Vec<u8>, String)> {
     if owner.len() % 2 != 0 || !owner.bytes().all(|byte| byte.is_ascii_hexdigit()) {
         return None;
     }
-    let owner = owner.as_bytes().chunks(2).map(|pair| {
-        u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()
-    });
+    let owner =
+        owner.as_bytes().chunks(2).map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok());
     let owner = owner.collect::<Option<Vec<u8>>>()?;
     let reply = words.next()?.to_owned();
     words.next().is_none().then_some((ticket, owner, reply))
@@ -349,6 +348,13 @@ where
     pub fn hold(&self, subscription: &Subscription<T, E>, ticket: &Ticket, owner: &[u8]) -> Holding<K, T, E> {
         let flight = Flight::Placed(subscription.placement_arc());
         self.reading(ticket, owner, flight, true)
+    }
+
+    /// Records in the store, as [`hold`](Self::hold), that this replica reads request `ticket`
+    /// of `owner`, for a request whose flight it cannot name (one resumed by its id,
+    /// [`resume`](Self::resume)): detached, it resumes on this replica only.
+    pub fn hold_ticket(&self, ticket: &Ticket, owner: &[u8]) -> Holding<K, T, E> {
+        self.reading(ticket, owner, Flight::At(None), true)
     }
 
     /// A reading of `ticket` by this replica, its hand written first if `write`.
@@ -448,7 +454,12 @@ where
 
     /// Writes that request `ticket`, with no owner, is detached here for `ttl`, its flight at
     /// `place`: a [hand-off](Self::hand_off), awaited.
-    pub(crate) async fn left_detached(&self, ticket: &Ticket, place: Place, ttl: Duration) -> Result<(), StoreError> {
+    pub(crate) async fn left_detached(
+        &self,
+        ticket: &Ticket,
+        place: Place,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         let fleet = self.fleet_link().ok_or(StoreError::NoFleet)?;
         let holder = fleet.config().replica_id().to_owned();
         let state = State::Detached { context: Vec::new(), place: Some(place) };
@@ -466,7 +477,7 @@ where
         let local = self.resumes.request(key, async move { Ok(replayed) });
         let placement = Placement::default();
         placement.decided(crate::FleetRole::Followed, Some(place.clone()));
-        Ok(Subscription::new(local, Some(Arc::new(placement))))
+        Ok(Subscription::new(local, Some(Arc::new(placement))).starting_at(from))
     }
 
     /// Asks `replica` to cancel request `ticket` of `owner`, and waits up to `wait` (no longer
@@ -539,7 +550,9 @@ mod tests {
         let ticket = Ticket::random();
         let message = cancel_message(&ticket, &[9; 32], "reply");
         assert_eq!(parse_cancel(message.as_bytes()), Some((ticket.clone(), vec![9; 32], "reply".to_owned())));
-        for bad in ["", "x y z", &format!("{ticket} 0 reply"), &format!("{ticket} 00"), &format!("{message} more")] {
+        for bad in
+            ["", "x y z", &format!("{ticket} 0 reply"), &format!("{ticket} 00"), &format!("{message} more")]
+        {
             assert_eq!(parse_cancel(bad.as_bytes()), None, "{bad}");
         }
     }

@@ -87,11 +87,20 @@
 //! - **Graceful stop** (R26): [`Fleet::leading`] counts the
 //!   flights this replica leads for the fleet until their end is written, for a replica told
 //!   to stop to wait on.
-//! - **Resume on another replica**: [`Flights::hand_off`] detaches a request and gives a
-//!   [`Ticket`] for it; [`Flights::resume_ticket`] on any replica takes it (once, in one step
-//!   in the store) and reads the flight from the client's next item. Underneath:
-//!   [`Fleet::place`] names the flight a replica is on, [`Fleet::save`]/[`Fleet::load`] pass
-//!   it along, and [`Fleet::replay`] reads it from any item on, with this replica's interest.
+//! - **Who holds a request, across replicas** (R18 and tenants, across the fleet): a request's
+//!   *hand* in the store, under its [`Ticket`] and for its owner only, says which replica
+//!   reads it ([`Flights::hold`]), keeps it detached with the caller's context and its
+//!   flight's place ([`Holding::detached`]), or saw its end ([`Holding::ended`]).
+//!   [`Flights::holder`] says who holds it; [`Flights::take`] moves a detached hand to a new
+//!   reader in one step in the store (two resumes never both get it), and [`Flights::replay`]
+//!   reads its flight from the client's next item; [`Flights::cancel_at`] passes a cancel to
+//!   the holder, which [`Flights::serve_cancels`] answers at once. The application's own
+//!   ids can be tickets ([`Ticket::from_bytes`]); the gateway's are.
+//! - **Resume on another replica, in one call**: [`Flights::hand_off`] detaches a request and
+//!   gives a [`Ticket`] for it; [`Flights::resume_ticket`] on any replica takes it (once) and
+//!   reads the flight from the client's next item: a hand with no owner, underneath.
+//! - **Optional fleet**: [`Flights::alone`] is the same API on no store, for an application
+//!   that joins a fleet only when it is given one.
 //! - **One fleet API**: [`Flights::request`]'s [`Subscription`] says where its flight runs
 //!   ([`FleetRole`]: led here, followed from another replica, or alone);
 //!   [`Flights::connect`] and [`FleetConfig::matching`] derive the fleet's linger and keep from
@@ -101,8 +110,8 @@
 //!   `SUBSCRIBE`), for what one replica asks of the others (the gateway passes a `DELETE` for
 //!   a request another replica serves).
 //! - **Notes that change hands**: [`Fleet::claim`] (`SET NX PX`) and [`Fleet::swap`] (a
-//!   compare-and-set script) let one replica at a time hold a name (the gateway: who reads a
-//!   request now); [`Fleet::ask`] publishes a question and waits for its
+//!   compare-and-set script) let one replica at a time hold a name (the hands above);
+//!   [`Fleet::ask`] publishes a question and waits for its
 //!   [`Fleet::reply`] with a blocking pop on a reader connection, never a poll.
 //! - **Stopping** (R26, graceful in a fleet): [`Fleet::leading`] counts the flights this replica leads now, which
 //!   a replica told to stop waits for so that the others' followers get them whole.

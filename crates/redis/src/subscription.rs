@@ -36,6 +36,9 @@ pub struct Subscription<T, E> {
     /// Its local flight's placement; `None` when it is not known (a request that joined a
     /// lingering flight this replica no longer remembers the placement of).
     placement: Option<Arc<Placement>>,
+    /// The index in the fleet's flight of its local flight's first item: a request replayed
+    /// from the store ([`Flights::replay`](crate::Flights::replay)) starts further on.
+    first: u64,
 }
 
 impl<T, E> Subscription<T, E> {
@@ -43,7 +46,13 @@ impl<T, E> Subscription<T, E> {
         local: streamflight_tokio::Subscription<T, E>,
         placement: Option<Arc<Placement>>,
     ) -> Self {
-        Subscription { local, placement }
+        Subscription { local, placement, first: 0 }
+    }
+
+    /// The same, its local flight's first item the flight's item `first`.
+    pub(crate) fn starting_at(mut self, first: u64) -> Self {
+        self.first = first;
+        self
     }
 
     /// Its local flight's placement, if known.
@@ -76,9 +85,11 @@ impl<T, E> Subscription<T, E> {
         self.local.role()
     }
 
-    /// The index in its flight of the next item it yields, as [`streamflight_tokio::Subscription::position`].
+    /// The index in its flight of the next item it yields, as [`streamflight_tokio::Subscription::position`];
+    /// for a request replayed from the store from item `from`, counted from the flight's
+    /// first item, not from `from` (the local subscription's own counts from there).
     pub fn position(&self) -> u64 {
-        self.local.position()
+        self.first + self.local.position()
     }
 
     /// Cancels it, as [`streamflight_tokio::Subscription::cancel`].

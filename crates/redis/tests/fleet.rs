@@ -212,7 +212,11 @@ async fn another_replica_replays_a_flight_from_its_place_after_the_items_a_clien
     take(&mut first, 3).await;
     // a hands the place over as text (in a note any replica can load, named by the client).
     let place = a.fleet().unwrap().place(&key).expect("a is on the flight");
-    a.fleet().unwrap().save(b"client 7", place.to_string().as_bytes(), Duration::from_secs(10)).await.unwrap();
+    a.fleet()
+        .unwrap()
+        .save(b"client 7", place.to_string().as_bytes(), Duration::from_secs(10))
+        .await
+        .unwrap();
     let note = b.fleet().unwrap().load(b"client 7").await.unwrap().expect("the note");
     let place: Place = String::from_utf8(note).unwrap().parse().unwrap();
     // The client had two items: b replays from the third, then the live ones, then the end.

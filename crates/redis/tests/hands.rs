@@ -15,6 +15,9 @@ use streamflight_tokio::{Config, Event, RequestId};
 
 type Replica = Flights<String, String, String>;
 
+/// What a replica knows of its requests: ticket to (request, owner), as an application keeps it.
+type Known = Arc<Mutex<HashMap<Ticket, (RequestId, Vec<u8>)>>>;
+
 fn replica(server: &RedisServer, name: &str) -> Replica {
     let fleet = FleetConfig::default().replica(name).lease(Duration::from_millis(300));
     let local = Config::default().resume_window(Duration::from_secs(10));
@@ -38,8 +41,7 @@ async fn held_as(replica: &Replica, ticket: &Ticket, owner: &[u8], expected: Hol
 async fn a_request_read_on_one_replica_is_cancelled_through_another_by_its_owner_only() {
     let Some(server) = RedisServer::start().await else { return };
     let (a, b) = (replica(&server, "a"), replica(&server, "b"));
-    // What a knows of its requests: ticket to (request, owner), as an application keeps it.
-    let known: Arc<Mutex<HashMap<Ticket, (RequestId, Vec<u8>)>>> = Arc::default();
+    let known = Known::default();
     let (cancelling, by_ticket) = (a.clone(), Arc::clone(&known));
     a.serve_cancels(move |ticket, owner| {
         let known = by_ticket.lock().unwrap();
@@ -93,6 +95,7 @@ async fn a_detached_request_is_taken_once_and_resumed_elsewhere_with_its_context
     assert_eq!(a.holder(&ticket, b"alice").await, Holder::Elsewhere("b".to_owned()));
     let place = taken.place().cloned().expect("its flight is in the store");
     let resumed = b.replay(&place, 2).await.unwrap();
+    assert_eq!(resumed.position(), 2, "counted in the flight, as on a");
     let holding = taken.into_holding();
     upstream.release(3);
     assert_eq!(done(&all(resumed).await), (items(5)[2..].to_vec(), true), "the rest, then the end");

@@ -93,7 +93,11 @@ async fn a_dump_of_the_store_shows_no_prompt_answer_error_or_secret_and_a_follow
     assert_eq!(a.fleet_stats().led + b.fleet_stats().led, 1, "one leads, the other follows");
     // The resume note a replica leaves for a client: the flight's place, under its request id.
     let place = a.fleet().unwrap().place(&prompt).expect("a is on the flight");
-    a.fleet().unwrap().save(note.as_bytes(), place.to_string().as_bytes(), Duration::from_secs(30)).await.unwrap();
+    a.fleet()
+        .unwrap()
+        .save(note.as_bytes(), place.to_string().as_bytes(), Duration::from_secs(30))
+        .await
+        .unwrap();
     gate.add_permits(items.len() + 1);
     let (on_a, on_b) = tokio::join!(all(on_a), all(on_b));
     for events in [on_a, on_b] {
@@ -183,6 +187,9 @@ async fn a_replica_with_another_fleet_secret_cannot_read_the_fleets_flights() {
     assert_eq!(items_and_error(&all(theirs).await), (vec![], Some(Lost::Sealed.to_string())));
     // Nor its notes.
     a.fleet().unwrap().save(b"client", b"a place", Duration::from_secs(10)).await.unwrap();
-    assert!(matches!(stranger.fleet().unwrap().load(b"client").await, Err(streamflight_redis::StoreError::Sealed)));
+    assert!(matches!(
+        stranger.fleet().unwrap().load(b"client").await,
+        Err(streamflight_redis::StoreError::Sealed)
+    ));
     assert_eq!(a.fleet().unwrap().load(b"client").await.unwrap().as_deref(), Some(&b"a place"[..]));
 }

@@ -28,6 +28,16 @@ impl ClientId {
         ClientId(u128::from_le_bytes(bytes))
     }
 
+    /// Its 16 bytes, most significant first: their hex digits are its text.
+    pub(crate) fn bytes(self) -> [u8; 16] {
+        self.0.to_be_bytes()
+    }
+
+    /// The id of these 16 bytes ([`bytes`](Self::bytes)).
+    pub(crate) fn of_bytes(bytes: &[u8; 16]) -> Option<ClientId> {
+        Some(ClientId(u128::from_be_bytes(*bytes)))
+    }
+
     /// The id shown as `text`, if it is one (32 hex digits).
     pub(crate) fn parse(text: &str) -> Option<ClientId> {
         let hex = text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit());

@@ -9,7 +9,6 @@ use std::time::Duration;
 use streamflight_redis::{Fleet, FleetConfig};
 
 use crate::config::Settings;
-use crate::fleet::handoff::GatewayFleet;
 use crate::fleet::wire::Wire;
 use crate::flight::{Part, UpstreamError};
 use crate::key::Key;
@@ -31,7 +30,9 @@ pub(crate) fn connect(url: &str, settings: &Settings) -> Result<Fleet<Key, Part,
         .lease(settings.lease)
         .linger(settings.linger)
         // Long enough for a slow replica to read the end, and for every resume window.
-        .keep(settings.resume_window.max(settings.linger).max(Duration::from_secs(30)));
+        .keep(settings.resume_window.max(settings.linger).max(Duration::from_secs(30)))
+        // A request's hand, while it is read: as long as the longest answer, and a window more.
+        .holding(settings.max_answer_duration.saturating_add(settings.resume_window));
     if let Some(replica) = &settings.replica_id {
         config = config.replica(replica.clone());
     }
@@ -48,7 +49,7 @@ const SETTLE_EVERY: Duration = Duration::from_millis(20);
 /// Resolves once this replica leads no flight for its fleet (at once without one): what a
 /// stopping replica waits for, within its grace, so that the replicas that follow its flights
 /// get them whole (R26). The count is looked at every [`SETTLE_EVERY`].
-pub(crate) async fn settled(fleet: Option<GatewayFleet>) {
+pub(crate) async fn settled(fleet: Option<Fleet<Key, Part, UpstreamError>>) {
     let Some(fleet) = fleet else { return };
     let leading = fleet.leading();
     if leading == 0 {

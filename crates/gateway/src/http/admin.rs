@@ -40,8 +40,8 @@ pub(crate) fn router(gateway: Shared) -> Router {
 
 /// `GET /metrics`: every series, as OpenMetrics text.
 pub(crate) async fn metrics(State(gateway): State<Shared>) -> Response {
-    let fleet = gateway.fleet.as_ref().map(|fleet| fleet.stats()).unwrap_or_default();
-    let leading = gateway.fleet.as_ref().map_or(0, |fleet| fleet.leading());
+    let fleet = gateway.flights.fleet_stats();
+    let leading = gateway.flights.fleet().map_or(0, |fleet| fleet.leading());
     let text = gateway.metrics.render(&gateway.flights.stats(), &fleet, leading);
     ([(CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }
@@ -59,7 +59,7 @@ pub(crate) async fn readyz(State(gateway): State<Shared>) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining: stopping after SIGTERM or SIGINT\n")
             .into_response();
     }
-    if gateway.fleet.is_some() && !gateway.store_look.reachable(&gateway).await {
+    if gateway.flights.fleet().is_some() && !gateway.store_look.reachable(&gateway).await {
         if gateway.settings.ready_without_redis {
             let text = "ready: the store is unreachable, serving alone (--ready-without-redis)\n";
             return (StatusCode::OK, text).into_response();
@@ -78,7 +78,7 @@ impl StoreLook {
     /// Whether the store answered a read within [`STORE_PROBE_TIMEOUT`], looked at again if
     /// the last look is older than [`STORE_LOOK_LASTS`]. True without a fleet.
     async fn reachable(&self, gateway: &Gateway) -> bool {
-        let Some(fleet) = &gateway.fleet else { return true };
+        let Some(fleet) = gateway.flights.fleet() else { return true };
         let last = *self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((at, reachable)) = last
             && at.elapsed() < STORE_LOOK_LASTS

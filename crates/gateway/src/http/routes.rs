@@ -14,7 +14,8 @@ use axum::routing::{delete, get, post};
 use bytes::Bytes;
 use futures::Stream;
 use serde_json::json;
-use streamflight_tokio::{ResumeError, Role, Subscription};
+use streamflight_redis::{Holder, Taken};
+use streamflight_tokio::{ResumeError, Role};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tracing::Instrument;
 
@@ -198,14 +199,15 @@ async fn coalesced(
         let client = record.span()?;
         Some(telemetry::coalesced(traces, client, parts.uri.path(), api.name(), &key))
     });
-    let (subscription, placed) = match &gateway.fleet {
-        Some(fleet) => {
-            let prepare = fleet.open(&key, prepare);
-            let placed = key.clone();
-            (fly(&gateway, key, prepare, traced.as_ref()), Some((fleet, placed)))
-        }
-        None => (fly(&gateway, key, prepare, traced.as_ref()), None),
-    };
+    let subscription = fly(&gateway, key, prepare, traced.as_ref());
+    // Its hand in the store says this replica holds it: a DELETE or a resume through any
+    // replica finds it here; once it is detached, where its flight is, to resume it there.
+    let reading = gateway
+        .flights
+        .fleet()
+        .is_some()
+        .then(|| gateway.flights.hold(&subscription, &handoff::ticket(id), &tenant));
+    let subscription = subscription.into_local();
     let role = subscription.role();
     if let (Some(traced), Some(span)) = (traced, record.span()) {
         traced.placed(span, role, id, parsed.model.as_deref());
@@ -217,12 +219,8 @@ async fn coalesced(
     let registry = Arc::clone(&gateway.registry);
     let asked = Asked { tenant, api, include_usage: parsed.include_usage, record };
     let mut live = Live::enter(registry, id, subscription.id(), role, asked);
-    if let Some((fleet, key)) = placed {
-        // Its hand in the store says this replica holds it: a DELETE or a resume through any
-        // replica finds it here; once it is detached, where its flight is, to resume it there.
-        let holding = handoff::Holding::start(fleet, id, tenant, handoff::Lasting::of(settings));
-        let place = move |fleet: &handoff::GatewayFleet| fleet.place(&key);
-        live = live.on_leave(holding.on_leave(api, parsed.include_usage, place));
+    if let Some(reading) = reading {
+        live = live.on_leave(handoff::on_leave(reading, api, parsed.include_usage));
     }
     tracing::debug!(?role, key = digest.as_deref(), stream = parsed.stream, "admitted");
     let wants = Wants {
@@ -241,7 +239,7 @@ fn fly<F, S>(
     key: Key,
     prepare: F,
     traced: Option<&telemetry::Flight>,
-) -> Subscription<Part, UpstreamError>
+) -> streamflight_redis::Subscription<Part, UpstreamError>
 where
     F: Future<Output = Result<S, UpstreamError>> + Send + 'static,
     S: Stream<Item = Result<Part, UpstreamError>> + Send + 'static,
@@ -282,29 +280,31 @@ async fn cancel(State(gateway): State<Shared>, headers: HeaderMap, uri: Uri) -> 
     let found = gateway.registry.find(id, &tenant);
     let api = found.map_or(Api::chat(), |found| found.api);
     let here = |request| gateway.flights.cancel(request).is_ok();
-    let cancelled = match (found, &gateway.fleet) {
-        (Some(found), None) => here(found.request),
-        // Read here now: nobody else can be reading it.
-        (Some(found), Some(_)) if !found.detached => here(found.request),
+    let in_fleet = gateway.flights.fleet().is_some();
+    let ticket = handoff::ticket(id);
+    let holder = || gateway.flights.holder(&ticket, &tenant);
+    let cancelled = match found {
+        // Read here now, or on no fleet: nobody else can be reading it.
+        Some(found) if !found.detached || !in_fleet => here(found.request),
         // Detached here: its client may have resumed it through another replica since.
-        (Some(found), Some(fleet)) => match handoff::holder(fleet, id, tenant).await {
-            handoff::Holder::Here | handoff::Holder::Nobody => here(found.request),
-            handoff::Holder::Elsewhere(replica) => {
+        Some(found) => match holder().await {
+            Holder::Elsewhere(replica) => {
                 here(found.request);
-                handoff::cancel_at(fleet, &replica, id, tenant).await
+                handoff::cancel_at(&gateway, &replica, id, tenant).await
             }
             // Ended where it was resumed: what is left here is let go.
-            handoff::Holder::Ended => {
+            Holder::Ended => {
                 here(found.request);
                 false
             }
+            _ => here(found.request),
         },
         // Not one of this replica's: the one holding it, if any, is asked through the store.
-        (None, Some(fleet)) => match handoff::holder(fleet, id, tenant).await {
-            handoff::Holder::Elsewhere(replica) => handoff::cancel_at(fleet, &replica, id, tenant).await,
+        None if in_fleet => match holder().await {
+            Holder::Elsewhere(replica) => handoff::cancel_at(&gateway, &replica, id, tenant).await,
             _ => false,
         },
-        (None, None) => false,
+        None => false,
     };
     if !cancelled {
         return api.error_response(&Refusal::RequestNotFound.error());
@@ -340,23 +340,20 @@ async fn resume(
     };
     let Some(found) = gateway.registry.find(id, &tenant) else {
         // Not one of this replica's: another's, if its hand in the fleet's store says so.
-        return match &gateway.fleet {
-            Some(fleet) => handoff::resume(&gateway, fleet, id, tenant, from, record)
-                .await
-                .unwrap_or_else(|refusal| refusal.error().response()),
-            None => Refusal::RequestNotFound.error().response(),
-        };
+        return handoff::resume(&gateway, id, tenant, from, record)
+            .await
+            .unwrap_or_else(|refusal| refusal.error().response());
     };
     let api = found.api;
     // Detached here, in a fleet: its hand is taken first, so that no other replica resumes
     // it too (one reader, R18); the store silent or without its hand, this replica's is all.
     let mut taken = None;
-    if let (Some(fleet), true) = (&gateway.fleet, found.detached) {
-        match handoff::take(fleet, id, tenant, handoff::Lasting::of(&gateway.settings), true).await {
-            handoff::Taken::Yours(yours) => taken = Some(*yours),
-            handoff::Taken::Busy => return api.error_response(&Refusal::RequestStreaming.error()),
-            handoff::Taken::Ended => return api.error_response(&Refusal::RequestNotFound.error()),
-            handoff::Taken::Unknown => {}
+    if found.detached {
+        match gateway.flights.take(&handoff::ticket(id), &tenant, true).await {
+            Taken::Yours(yours) => taken = Some(yours),
+            Taken::Busy => return api.error_response(&Refusal::RequestStreaming.error()),
+            Taken::Ended => return api.error_response(&Refusal::RequestNotFound.error()),
+            _ => {}
         }
     }
     // The answer's item `from` in the request's local flight (which may start further on).
@@ -368,8 +365,8 @@ async fn resume(
     let subscription = match resumed {
         Ok(subscription) => subscription,
         Err(error) => {
-            if let Some((hand, holding)) = taken {
-                holding.give_back(&hand).await;
+            if let Some(taken) = taken {
+                taken.give_back().await;
             }
             return api.error_response(&match error {
                 ResumeError::NotDetached => Refusal::RequestStreaming.error(),
@@ -383,18 +380,17 @@ async fn resume(
     let asked = Asked { tenant, api, include_usage: found.include_usage, record };
     let mut live = Live::enter(registry, id, subscription.id(), role, asked);
     gateway.registry.starts_at(id, found.first);
-    if let Some(fleet) = &gateway.fleet {
-        // This replica reads it now: its hand says so until the stream ends or detaches again.
-        let (holding, place) = match taken {
-            Some((handoff::Hand { state: handoff::Held::Detached { place, .. }, .. }, holding)) => {
-                (holding, place)
-            }
-            Some((_, holding)) => (holding, None),
-            None => {
-                (handoff::Holding::start(fleet, id, tenant, handoff::Lasting::of(&gateway.settings)), None)
-            }
-        };
-        live = live.on_leave(holding.on_leave(api, found.include_usage, move |_| place));
+    // This replica reads it now: its hand says so until the stream ends or detaches again.
+    let reading = match taken {
+        Some(taken) => Some(taken.into_holding()),
+        None => gateway
+            .flights
+            .fleet()
+            .is_some()
+            .then(|| gateway.flights.hold_ticket(&handoff::ticket(id), &tenant)),
+    };
+    if let Some(reading) = reading {
+        live = live.on_leave(handoff::on_leave(reading, api, found.include_usage));
     }
     tracing::debug!(resumes = %id, from, "resumed");
     answer::resumed(api, subscription, live, found.include_usage, Numbered::From(from), &gateway.keeping)
@@ -431,7 +427,7 @@ async fn retrieve(
     };
     // Joined only if still joinable (live, or lingering): a flight is never restarted for it.
     // Else a reader whose client went away still holds the whole answer: it is resumed.
-    let (id, subscription) = match gateway.flights.join(&key) {
+    let (id, subscription) = match gateway.flights.local().join(&key) {
         Some(subscription) => (id, subscription),
         None => {
             let resumed = detached.into_iter().find_map(|client| {
