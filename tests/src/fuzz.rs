@@ -12,7 +12,9 @@ use arbitrary::{Arbitrary, Unstructured};
 use futures::Stream;
 
 use crate::doubles::{Gate, Probed, Script, ScriptStream};
-use crate::{Config, Event, Failure, Flights, LateJoin, Orphan, RequestId, ResumeError, Subscription, Tokio};
+use crate::{
+    Config, Event, Failure, Flights, LateJoin, Orphan, Overflow, RequestId, ResumeError, Subscription, Tokio,
+};
 
 type Upstream = Probed<ScriptStream<u32, u8>>;
 
@@ -81,7 +83,12 @@ impl Request {
     }
 }
 
-fn configs() -> [Config; 5] {
+/// A weight per item that varies, so that a flight's bound in bytes releases unevenly.
+fn uneven(item: &u32) -> usize {
+    *item as usize % 5 + 1
+}
+
+fn configs() -> [Config; 7] {
     [
         Config::default(),
         Config::default().orphan(Orphan::Finish),
@@ -89,6 +96,10 @@ fn configs() -> [Config; 5] {
         Config::default().late_join(LateJoin::Tail),
         // A window no case outlives: detached requests are resumed or cancelled, never expire.
         Config::default().resume_window(Duration::from_secs(3600)),
+        // Bounds in bytes: three items' worth (each weighs its size), a late request starts anew.
+        Config::default().flight_bytes(3 * std::mem::size_of::<u32>()),
+        // Uneven weights; a late request joins and is told it lagged.
+        Config::default().weigher(uneven as fn(&u32) -> usize).flight_bytes(8).overflow(Overflow::Lagged),
     ]
 }
 
@@ -98,8 +109,8 @@ pub fn check_cancellation(data: &[u8]) {
     let configs = configs();
     let Ok(choice) = input.choose_index(configs.len()) else { return };
     let config = configs[choice].clone();
-    let (bounded, tail) =
-        (config.history_limit_items().is_some(), config.late_join_policy() == LateJoin::Tail);
+    let bounded = config.history_limit_items().is_some() || config.flight_bytes_limit().is_some();
+    let tail = config.late_join_policy() == LateJoin::Tail;
     let windowed = !config.resume_window_duration().is_zero();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
