@@ -1,5 +1,5 @@
 //! `Http1` against upstreams on real sockets that answer from a script: keep-alive reuse, a
-//! connection closed while idle, and a body cut short.
+//! connection closed while idle, a body cut short, a head too large.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -197,4 +197,12 @@ async fn an_upstream_that_dies_mid_stream_is_an_error_as_it_is_through_reqwest()
     assert!(through_reqwest.next().await.expect("an error, not the end").is_err());
     // Both are the same `Broken::Truncated` then (`Idle::next`), with their client's text.
     assert!(error.contains("unexpected EOF"), "{error}");
+}
+
+#[tokio::test]
+async fn a_response_head_over_the_read_buffer_is_refused() {
+    let answer = format!("HTTP/1.1 200 OK\r\nx-large: {}\r\ncontent-length: 2\r\n\r\n{{}}", "a".repeat(5000));
+    let upstream = Scripted::start(answer.leak(), After::KeepAlive).await;
+    let refused = client(&upstream.url).post("/v1/x", HeaderMap::new(), Bytes::new()).await.err();
+    assert!(refused.as_deref().is_some_and(|reason| reason.contains("too large")), "{refused:?}");
 }
