@@ -54,7 +54,7 @@ for mode in plain stream; do
     column[$mode]="$http $parse $tenant $fly $open $((bounded - classify)) $classify $((push + finish)) $sent $((record + metrics)) $((total - named)) $total"
 done
 stages=("client HTTP/1.1 (hyper: head, dispatch, writes)" "request body: parse, model, canonical key"
-    "credential hash (tenant HMAC)" "flight creation (registry)" "upstream request (reqwest: build, pool, send, head)"
+    "credential hash (tenant HMAC)" "flight creation (registry)" "upstream request (build, pool, send, head)"
     "upstream body read, SSE decode" "chunk classification" "collection into one completion"
     "SSE frames to the client" "access record, metrics" "the rest (tasks, wakes, flight, history, drops)" "total")
 read -r -a plain <<< "${column[plain]}"

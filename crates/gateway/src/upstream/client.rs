@@ -25,7 +25,7 @@ const EXAMPLE: &str = "as in https://api.openai.com/v1";
 
 /// How long an unused pooled upstream connection is kept: long enough to carry a steady
 /// trickle of requests, short enough to be dropped before most servers drop it themselves.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+pub(crate) const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The upstream's base URL (`/v1` included), checked at start.
 ///
@@ -93,12 +93,43 @@ impl UpstreamUrl {
     /// base `https://h/v1` + `/chat/completions` + `Some("api-version=2024-06-01")` is
     /// `https://h/v1/chat/completions?api-version=2024-06-01`. An empty query is dropped.
     pub fn join(&self, path: &str, query: Option<&str>) -> Url {
-        let base = self.url.path().trim_end_matches('/');
-        let slash = if path.starts_with('/') { "" } else { "/" };
         let mut url = self.url.clone();
-        url.set_path(&format!("{base}{slash}{path}"));
+        url.set_path(&self.below(path));
         url.set_query(query.filter(|query| !query.is_empty()));
         url
+    }
+
+    /// What [`UpstreamUrl::join`] names below the origin, as a request line's target:
+    /// `/v1/chat/completions?api-version=2024-06-01`, with no URL parsed.
+    pub(crate) fn path_and_query(&self, path: &str, query: Option<&str>) -> String {
+        let mut target = self.below(path);
+        if let Some(query) = query.filter(|query| !query.is_empty()) {
+            target.push('?');
+            target.push_str(query);
+        }
+        target
+    }
+
+    /// `path` below the base's path.
+    fn below(&self, path: &str) -> String {
+        let base = self.url.path().trim_end_matches('/');
+        let slash = if path.starts_with('/') { "" } else { "/" };
+        format!("{base}{slash}{path}")
+    }
+
+    /// For a plain `http://` URL: the host to connect to (an IPv6 address without its
+    /// brackets), the port, and the `Host` header's value (the host and any port the URL names).
+    pub(crate) fn plain_http(&self) -> Option<(&str, u16, String)> {
+        if self.url.scheme() != "http" {
+            return None;
+        }
+        let shown = self.url.host_str()?;
+        let host = shown.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(shown);
+        let authority = match self.url.port() {
+            Some(port) => format!("{shown}:{port}"),
+            None => shown.to_owned(),
+        };
+        Some((host, self.url.port_or_known_default()?, authority))
     }
 
     /// The URL's origin (scheme://host:port) plus `path_and_query` as sent by a client (for
@@ -233,11 +264,7 @@ pub fn clients(
     // reqwest leaves a preconfigured config's ALPN as it is, and speaks HTTP/2 when h2 is
     // negotiated.
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let proxies: Vec<&str> =
-        ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
-            .into_iter()
-            .filter(|name| std::env::var_os(name).is_some_and(|value| !value.is_empty()))
-            .collect();
+    let proxies = proxy_variables();
     if !proxies.is_empty() {
         // Names only: a proxy URL may hold a password.
         tracing::info!(variables = ?proxies, "upstream requests go through the proxy the environment names");
@@ -255,6 +282,14 @@ pub fn clients(
         let builder = if options.http2 { builder.http2_prior_knowledge() } else { builder };
         builder.build().map_err(|e| format!("cannot build the upstream HTTP client: {}", describe(&e)))
     })
+}
+
+/// The proxy variables the environment sets (not empty), by name.
+pub(crate) fn proxy_variables() -> Vec<&'static str> {
+    ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
+        .into_iter()
+        .filter(|name| std::env::var_os(name).is_some_and(|value| !value.is_empty()))
+        .collect()
 }
 
 /// The roots a server certificate may chain to.
@@ -285,7 +320,7 @@ fn roots(ca_file: Option<&Path>) -> Result<RootCertStore, String> {
 }
 
 /// `error` and its sources joined, with any userinfo of any URL in it removed.
-pub fn describe(error: &reqwest::Error) -> String {
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
@@ -405,6 +440,27 @@ mod tests {
             deep.join("/chat/completions", Some("api-version=2024-06-01&x=a%20b")).as_str(),
             "https://r.openai.azure.com/openai/deployments/gpt/chat/completions?api-version=2024-06-01&x=a%20b"
         );
+    }
+
+    #[test]
+    fn path_and_query_is_what_join_puts_below_the_origin() {
+        let base = url("http://h:8000/v1/");
+        for (path, query) in
+            [("/chat/completions", Some("api-version=1&x=a%20b")), ("models", Some("")), ("/x", None)]
+        {
+            let joined = base.join(path, query);
+            let expected =
+                format!("{}{}", joined.path(), joined.query().map_or(String::new(), |q| format!("?{q}")));
+            assert_eq!(base.path_and_query(path, query), expected);
+        }
+    }
+
+    #[test]
+    fn plain_http_names_where_to_connect_and_the_host_header() {
+        assert_eq!(url("http://h:8000/v1").plain_http(), Some(("h", 8000, "h:8000".to_owned())));
+        assert_eq!(url("http://h/v1").plain_http(), Some(("h", 80, "h".to_owned())));
+        assert_eq!(url("http://[::1]:11434/v1").plain_http(), Some(("::1", 11434, "[::1]:11434".to_owned())));
+        assert_eq!(url("https://h/v1").plain_http(), None);
     }
 
     #[test]

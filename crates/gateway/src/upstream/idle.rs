@@ -10,23 +10,23 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::time::{Instant, Sleep};
 
-use super::{Body, client};
+use super::response::Body;
 use crate::flight::{Broken, UpstreamError};
 
 /// A body and its idle bound. A timeout per piece (tokio's `timeout`) put a timer in the
 /// wheel and took it out again for every piece, a tenth of a stream's cost; here a piece only
 /// notes when it came, and the one timer, when it fires, is set again from the last piece.
-pub(super) struct Idle<B> {
-    body: B,
+pub(super) struct Idle {
+    body: Body,
     idle: Duration,
     /// When the last piece came (or the body was first read).
     last: Instant,
     timer: Pin<Box<Sleep>>,
 }
 
-impl<B: Body + Unpin> Idle<B> {
+impl Idle {
     /// `body`, whose pieces may be at most `idle` apart (the first within `idle` of now).
-    pub(super) fn new(body: B, idle: Duration) -> Idle<B> {
+    pub(super) fn new(body: Body, idle: Duration) -> Idle {
         let last = Instant::now();
         Idle { body, idle, last, timer: Box::pin(tokio::time::sleep_until(last + idle)) }
     }
@@ -59,11 +59,15 @@ impl<B: Body + Unpin> Idle<B> {
                 Err(UpstreamError::broken(Broken::Timeout, message))
             }
             Some(None) => Ok(None),
-            Some(Some(Err(e))) => Err(UpstreamError::broken(
-                Broken::Truncated,
-                format!("the upstream response broke: {}", client::describe(&e)),
-            )),
+            Some(Some(Err(e))) => {
+                Err(UpstreamError::broken(Broken::Truncated, format!("the upstream response broke: {e}")))
+            }
             Some(Some(Ok(piece))) => Ok(Some(piece)),
         }
+    }
+
+    /// The answer has ended normally ([`Body::finish`]).
+    pub(super) fn finish(self) {
+        self.body.finish();
     }
 }

@@ -1,11 +1,13 @@
-//! Where a flight's request goes (`backend`: the simulated model or a real upstream), and a real
-//! upstream: one request per flight through [`client`], its SSE decoded, each event classified once.
+//! Where a flight's request goes (`backend`: the simulated model or an upstream), and an upstream:
+//! a request per flight (`h1`, or reqwest's [`client`]), its SSE decoded, each event classified once.
 
 pub(crate) mod backend;
 pub(crate) mod bounds;
 pub mod client;
+mod h1;
 mod idle;
 mod lanes;
+mod response;
 pub(crate) mod scrub;
 
 use std::sync::Arc;
@@ -14,8 +16,8 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 use axum::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use bytes::Bytes;
+use futures::StreamExt;
 use futures::stream;
-use futures::{Stream, StreamExt};
 use streamflight_tokio::sse::{DecodeError, Decoder, SseEvent};
 
 use crate::config::Settings;
@@ -25,8 +27,10 @@ use crate::http::headers;
 use crate::metrics::Metrics;
 use crate::upstream::bounds::Bounds;
 use crate::upstream::client::{ClientOptions, UpstreamUrl};
+use crate::upstream::h1::Http1;
 use crate::upstream::idle::Idle;
-use crate::upstream::lanes::{Lanes, Ticket};
+use crate::upstream::lanes::Lanes;
+use crate::upstream::response::{Body, Response};
 use crate::upstream::scrub::Scrubber;
 
 /// A coalesced request as its flight sends it: built from the leading client's request.
@@ -49,6 +53,9 @@ pub(crate) struct Upstream {
     /// The HTTP clients (TLS, connect timeout, no redirects), at most
     /// `--upstream-streams-per-connection` requests on each.
     pub(crate) lanes: Lanes,
+    /// For a plain `http://` upstream over HTTP/1.1 with no proxy, the client that sends the
+    /// flights' requests in reqwest's place (passthrough keeps reqwest).
+    http1: Option<Http1>,
     /// Base URL, `/v1` included.
     pub(crate) url: UpstreamUrl,
     /// `--upstream-api-key`, sent in place of the clients' credentials, in the header each
@@ -77,6 +84,12 @@ impl Upstream {
             http2: settings.upstream_http2,
         })?;
         let lanes = Lanes::new(settings.upstream_streams_per_connection as usize, clients)?;
+        // An `http://` URL goes through a proxy that `HTTP_PROXY` or `ALL_PROXY` names (reqwest
+        // knows `NO_PROXY`'s exceptions too, so any such proxy keeps it).
+        let proxied = client::proxy_variables().iter().any(|name| !name.eq_ignore_ascii_case("https_proxy"));
+        let http1 = (!settings.upstream_http2 && !proxied)
+            .then(|| Http1::new(&url, settings.connect_timeout))
+            .flatten();
         let api_key = settings.upstream_api_key.clone();
         if api_key.as_deref().is_some_and(|key| HeaderValue::from_str(&format!("Bearer {key}")).is_err()) {
             return Err("--upstream-api-key holds characters a header cannot carry".to_owned());
@@ -85,6 +98,7 @@ impl Upstream {
             scrubber: Scrubber::new(api_key.as_deref()),
             api_key,
             lanes,
+            http1,
             url,
             response_timeout: settings.response_timeout,
             idle_timeout: settings.idle_timeout,
@@ -132,106 +146,100 @@ impl Upstream {
 
     async fn send(&self, outgoing: Outgoing) -> Result<Parts, UpstreamError> {
         let api = outgoing.api;
-        let url = self.url.join(api.path(), outgoing.query.as_deref());
-        let (client, ticket) = self.lanes.take();
         let mut headers = outgoing.headers;
         // The body sent is JSON whatever the client said it was (curl's `-d` says a form).
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let request = client.post(url).headers(headers).body(outgoing.body);
         let sending = tokio::time::Instant::now();
-        let response = match tokio::time::timeout(self.response_timeout, request.send()).await {
+        let request = self.request(api, outgoing.query.as_deref(), headers, outgoing.body);
+        let response = match tokio::time::timeout(self.response_timeout, request).await {
             Err(_) => {
                 let message =
                     format!("no response head from the upstream within {:?}", self.response_timeout);
                 return Err(UpstreamError::broken(Broken::Timeout, message));
             }
-            Ok(Err(e)) => {
-                let message = format!("cannot reach the upstream {}: {}", self.url, client::describe(&e));
+            Ok(Err(reason)) => {
+                let message = format!("cannot reach the upstream {}: {reason}", self.url);
                 return Err(UpstreamError::broken(Broken::Unreachable, message));
             }
             Ok(Ok(response)) => response,
         };
-        self.metrics.upstream_head(api.name(), response.status().as_u16(), sending.elapsed());
-        if let Some(coding) = headers::encoded(response.headers()) {
+        let Response { status, headers, body } = response;
+        self.metrics.upstream_head(api.name(), status.as_u16(), sending.elapsed());
+        if let Some(coding) = headers::encoded(&headers) {
             // Asked for identity (`accept-encoding: identity`), the upstream encoded anyway: the
             // gateway reads, merges and shares every coalesced answer, so it cannot use it.
             let message = format!(
-                "the upstream answered {} with `content-encoding: {coding}` though the gateway asked \
+                "the upstream answered {status} with `content-encoding: {coding}` though the gateway asked \
                  for `accept-encoding: identity`: it reads every coalesced answer, so it must be sent uncompressed",
-                response.status()
             );
             return Err(UpstreamError::broken(Broken::Malformed, message));
         }
-        let mut headers = headers::downstream_response(response.headers(), true);
+        let mut headers = headers::downstream_response(&headers, true);
         self.scrubber.headers(&mut headers);
-        let head = Arc::new(Head { status: response.status(), headers });
+        let head = Arc::new(Head { status, headers });
         if !head.status.is_success() {
-            let body = self.error_body(response).await;
+            let body = self.error_body(body).await;
             return Err(UpstreamError::Status { head, body });
         }
         let first = stream::iter([Ok(Part::Head(Arc::clone(&head)))]);
         if !api.streams() {
-            let body = body_parts(response.bytes_stream(), self.idle_timeout, self.scrubber.clone());
-            return Ok(holding(first.chain(body), ticket));
+            return Ok(first.chain(body_parts(body, self.idle_timeout, self.scrubber.clone())).boxed());
         }
         let content_type = head.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         if !content_type.starts_with("text/event-stream") {
             let message = format!("the upstream answered a streaming request with `{content_type}`, not SSE");
             return Err(UpstreamError::broken(Broken::Malformed, message));
         }
-        Ok(holding(
-            first.chain(events(
-                api,
-                response.bytes_stream(),
-                self.idle_timeout,
-                self.max_event_bytes,
-                self.scrubber.clone(),
-            )),
-            ticket,
-        ))
+        let events = events(api, body, self.idle_timeout, self.max_event_bytes, self.scrubber.clone());
+        Ok(first.chain(events).boxed())
+    }
+
+    /// Sends the request through [`Http1`] if the upstream has it, else reqwest; the error is
+    /// its text.
+    async fn request(
+        &self,
+        api: Api,
+        query: Option<&str>,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Response, String> {
+        if let Some(http1) = &self.http1 {
+            let target = self.url.path_and_query(api.path(), query);
+            return http1.post(&target, headers, body).await.map(Response::http1);
+        }
+        let url = self.url.join(api.path(), query);
+        let (client, ticket) = self.lanes.take();
+        match client.post(url).headers(headers).body(body).send().await {
+            Ok(response) => Ok(Response::reqwest(response, ticket)),
+            Err(error) => Err(client::describe(&error)),
+        }
     }
 
     /// At most `max_error_body` bytes of an error response's body, as sent but for the key
     /// (an upstream 401 may quote the key it refused).
-    async fn error_body(&self, mut response: reqwest::Response) -> Bytes {
-        let mut body = Vec::new();
+    async fn error_body(&self, mut body: Body) -> Bytes {
+        let mut read = Vec::new();
         let mut whole = false;
-        while body.len() < self.max_error_body {
-            match tokio::time::timeout(self.idle_timeout, response.chunk()).await {
-                Ok(Ok(Some(chunk))) => body.extend_from_slice(&chunk),
-                Ok(Ok(None)) => {
+        while read.len() < self.max_error_body {
+            match tokio::time::timeout(self.idle_timeout, body.next()).await {
+                Ok(Some(Ok(chunk))) => read.extend_from_slice(&chunk),
+                Ok(None) => {
                     whole = true;
                     break;
                 }
                 _ => break,
             }
         }
-        whole &= body.len() <= self.max_error_body;
-        body.truncate(self.max_error_body);
-        let body = Bytes::from(body);
-        if whole { self.scrubber.bytes(body) } else { self.scrubber.cut(body) }
+        whole &= read.len() <= self.max_error_body;
+        read.truncate(self.max_error_body);
+        let read = Bytes::from(read);
+        if whole { self.scrubber.bytes(read) } else { self.scrubber.cut(read) }
     }
-}
-
-/// A response's body alone: its head (headers, URL, extensions) is not kept while a stream
-/// lasts (BENCHMARKS.md, issue 15).
-trait Body: Stream<Item = reqwest::Result<Bytes>> + Send + 'static {}
-
-impl<S: Stream<Item = reqwest::Result<Bytes>> + Send + 'static> Body for S {}
-
-/// `parts`, which keep the request's place on its lane until they are read or dropped.
-fn holding(parts: impl Stream<Item = Result<Part, UpstreamError>> + Send + 'static, ticket: Ticket) -> Parts {
-    parts
-        .map(move |part| {
-            let _held = &ticket;
-            part
-        })
-        .boxed()
 }
 
 /// A body that is not SSE, piece by piece as it arrives, scrubbed (a piece's tail that may
 /// start the key waits for the next piece).
-fn body_parts(body: impl Body + Unpin, idle: Duration, scrubber: Scrubber) -> Parts {
+fn body_parts(body: Body, idle: Duration, scrubber: Scrubber) -> Parts {
     stream::unfold(Some((Idle::new(body, idle), scrubber.pieces())), move |state| async move {
         let (mut body, mut pieces) = state?;
         loop {
@@ -257,13 +265,7 @@ fn body_parts(body: impl Body + Unpin, idle: Duration, scrubber: Scrubber) -> Pa
 /// The SSE events of a streamed answer, each classified once by `api`, up to its end (Chat's
 /// `[DONE]`, `response.completed`, `message_stop`); a stream that stops before it is an error.
 /// Each event's name and data are scrubbed whole before anything else sees them.
-fn events(
-    api: Api,
-    body: impl Body + Unpin,
-    idle: Duration,
-    max_event_bytes: usize,
-    scrubber: Scrubber,
-) -> Parts {
+fn events(api: Api, body: Body, idle: Duration, max_event_bytes: usize, scrubber: Scrubber) -> Parts {
     let decoder = Decoder::with_names(max_event_bytes, api.event_names());
     stream::unfold(Some((Idle::new(body, idle), decoder, scrubber)), move |state| async move {
         let (mut body, mut decoder, scrubber) = state?;
@@ -285,8 +287,10 @@ fn events(
                         }
                         Class::KeepAlive => continue,
                         // The last event is stored; the stream ends after it, whatever follows.
-                        Class::Last(Some(event)) => return Some((Ok(Part::Event(event)), None)),
-                        Class::Last(None) => return None,
+                        Class::Last(last) => {
+                            body.finish();
+                            return last.map(|event| (Ok(Part::Event(event)), None));
+                        }
                         Class::Failure(event) => return Some((Err(UpstreamError::InStream(event)), None)),
                     }
                 }
