@@ -41,15 +41,17 @@ measure() {
 echo "$requests unique Chat requests on one connection, $(date -u '+%Y-%m-%d %H:%M UTC'), $gateway"
 echo "| proxy | mode | context switches | system calls | task clock, µs |"
 echo "|---|---|---:|---:|---:|"
-for workers in 2 1; do
+# Each variant: its name, TOKIO_WORKER_THREADS, and the gateway's connection threads.
+for variant in "2 worker threads:2:0" "1 worker thread:1:0" "2 connection threads:2:2"; do
+    IFS=: read -r name workers threads <<< "$variant"
     front=$(port)
-    TOKIO_WORKER_THREADS=$workers "$gateway" --listen "127.0.0.1:$front" --log warn \
-        --upstream "http://127.0.0.1:$upstream/v1" > /dev/null 2>&1 &
+    TOKIO_WORKER_THREADS=$workers STREAMFLIGHT_CONNECTION_THREADS=$threads "$gateway" \
+        --listen "127.0.0.1:$front" --log warn --upstream "http://127.0.0.1:$upstream/v1" > /dev/null 2>&1 &
     pid=$!
     pids+=("$pid")
     up "$front"
     for mode in complete stream; do
-        measure "gateway, $workers worker thread(s)" "$pid" "$front" "$mode"
+        measure "gateway, $name" "$pid" "$front" "$mode"
     done
     kill "$pid"
 done

@@ -140,6 +140,13 @@ pub struct Settings {
     #[arg(long, env = "STREAMFLIGHT_BACKLOG", default_value_t = 4096)]
     pub backlog: u32,
 
+    /// Threads that serve client connections, each one a single-threaded runtime that serves
+    /// the connections given to it from start to end (their flights, upstream connections and
+    /// timers), as nginx's workers do: a request's tasks then never wake another thread. 0:
+    /// every connection on the main, work-stealing runtime. Read at start.
+    #[arg(long, env = "STREAMFLIGHT_CONNECTION_THREADS", default_value_t = 0)]
+    pub connection_threads: usize,
+
     /// Time without an event after which a streaming client gets a keep-alive (an SSE comment;
     /// Anthropic's clients an `event: ping`), so that nothing on its way closes a quiet stream.
     #[arg(long, env = "STREAMFLIGHT_KEEP_ALIVE", default_value = "15s", value_parser = parse_duration)]

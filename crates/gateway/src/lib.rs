@@ -93,6 +93,7 @@ impl App {
             write_timeout: settings.write_timeout,
             // The connection layer counts into the metrics' counter.
             write_timeouts: gateway.metrics.write_timeouts.clone(),
+            workers: settings.connection_threads,
         };
         // With `--redis`, this replica carries out the cancels the others pass on.
         handoff::serve_cancels(&gateway.flights, Arc::clone(&gateway.registry));
@@ -165,6 +166,8 @@ impl App {
                 shutdown_grace: ADMIN_GRACE,
                 // Its own count: `streamflight_write_timeouts_total` is about clients.
                 write_timeouts: Default::default(),
+                // The admin port's few requests stay on the main runtime.
+                workers: 0,
                 ..self.connections.clone()
             };
             let (over, drained) = tokio::sync::oneshot::channel::<()>();

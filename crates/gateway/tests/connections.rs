@@ -127,6 +127,7 @@ impl Server {
                 shutdown_grace,
                 write_timeout: NEVER,
                 write_timeouts: Default::default(),
+                workers: 0,
             },
             shutdown.clone(),
             async move {

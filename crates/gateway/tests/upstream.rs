@@ -27,11 +27,25 @@ fn expected_stream(tokens: usize) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_identical_streams_make_one_upstream_request() {
+    identical_streams_make_one_upstream_request(&[], 50).await;
+}
+
+/// With connection threads, each connection is served on one of them: the flight is still one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_streams_on_every_connection_thread_make_one_upstream_request() {
+    identical_streams_make_one_upstream_request(&["--connection-threads", "2"], 16).await;
+}
+
+/// `n` identical streaming requests, held at once (each a connection of its own), through a
+/// gateway with `flags`: one upstream request, and every client the whole stream.
+async fn identical_streams_make_one_upstream_request(flags: &[&str], n: u64) {
     let mock = Mock::start(gated()).await;
-    let base = gateway(&["--upstream", &mock.base]).await;
+    let mut args = vec!["--upstream", &mock.base];
+    args.extend_from_slice(flags);
+    let base = gateway(&args).await;
     let clients =
-        futures::future::join_all((0..50).map(|_| Client::chat(&base, "popular question", None))).await;
-    eventually("all 50 are in", || async { metric(&base, "streamflight_active_requests").await == 50 }).await;
+        futures::future::join_all((0..n).map(|_| Client::chat(&base, "popular question", None))).await;
+    eventually("all are in", || async { metric(&base, "streamflight_active_requests").await == n }).await;
     mock.open_gate();
     let streams =
         futures::future::join_all(clients.into_iter().map(|mut c| async move { c.rest().await })).await;
@@ -43,9 +57,9 @@ async fn fifty_identical_streams_make_one_upstream_request() {
     assert_eq!(body["stream"], true, "the upstream is always asked to stream");
     assert_eq!(body["stream_options"]["include_usage"], true, "and for usage");
     assert_eq!(body["messages"][0]["content"], "popular question");
-    assert_eq!(metric(&base, "streamflight_requests_total").await, 50);
+    assert_eq!(metric(&base, "streamflight_requests_total").await, n);
     assert_eq!(metric(&base, "streamflight_flights_total").await, 1);
-    assert_eq!(metric(&base, "streamflight_joined_total").await, 49);
+    assert_eq!(metric(&base, "streamflight_joined_total").await, n - 1);
     eventually("no request is left", || async { metric(&base, "streamflight_active_requests").await == 0 })
         .await;
     assert_eq!(metric(&base, "streamflight_active_flights").await, 0);

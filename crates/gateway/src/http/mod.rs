@@ -11,4 +11,5 @@ pub(crate) mod offload;
 mod passthrough;
 pub(crate) mod routes;
 pub mod serve;
+mod workers;
 pub mod write_timeout;

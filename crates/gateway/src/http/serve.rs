@@ -85,6 +85,10 @@ pub struct Connections {
     pub write_timeout: Duration,
     /// Where the connections closed by `write_timeout` are counted.
     pub write_timeouts: WriteTimeouts,
+    /// Connection workers (`--connection-threads`): 0 serves every connection on the caller's
+    /// runtime; more, each connection on one of that many single-threaded runtimes. The
+    /// process's first serve sets their number for its life.
+    pub workers: usize,
 }
 
 /// What the connection layer knows of the connection a request arrived on: it is in every
@@ -282,14 +286,15 @@ pub async fn serve_settling(
             accepted = listener.accept(), if resume.is_none() => match accepted {
                 Ok((stream, peer)) => {
                     trace!(%peer, "connection accepted");
-                    open.spawn(connection(
-                        Arc::clone(&protocols),
-                        stream,
-                        peer,
-                        app.clone(),
-                        connections.header_timeout,
-                        draining.clone(),
-                    ));
+                    let (protocols, app, draining) = (Arc::clone(&protocols), app.clone(), draining.clone());
+                    let header_timeout = connections.header_timeout;
+                    let serve = move |stream| connection(protocols, stream, peer, app, header_timeout, draining);
+                    match crate::http::workers::workers(connections.workers) {
+                        Some(workers) => workers.serve(&mut open, stream, serve),
+                        None => {
+                            open.spawn(serve(stream));
+                        }
+                    }
                 }
                 // The peer gave up before the accept: nothing is short, try the next one.
                 Err(error) if transient(&error) => debug!(%error, "accept failed"),

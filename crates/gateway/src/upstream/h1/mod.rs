@@ -52,12 +52,14 @@ pub(crate) struct Http1 {
 
 impl Http1 {
     /// The client of `url` if it is a plain `http://` URL, else `None`.
-    pub(crate) fn new(url: &UpstreamUrl, connect_timeout: Duration) -> Option<Http1> {
+    /// `per_thread`: each idle connection is reused only from the thread that last used it
+    /// (connection threads, `--connection-threads`).
+    pub(crate) fn new(url: &UpstreamUrl, connect_timeout: Duration, per_thread: bool) -> Option<Http1> {
         let (host, port, authority) = url.plain_http()?;
         let authority = HeaderValue::from_str(&authority).ok()?;
         let mut handshake = Builder::new();
         handshake.read_buf_exact_size(Some(READ_BUF));
-        let pool = Pool::new(MAX_IDLE, POOL_IDLE_TIMEOUT);
+        let pool = Pool::new(MAX_IDLE, POOL_IDLE_TIMEOUT, per_thread);
         Some(Http1 { host: host.to_owned(), port, authority, connect_timeout, handshake, pool })
     }
 

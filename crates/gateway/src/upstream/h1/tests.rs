@@ -103,7 +103,7 @@ const BROKEN: &str = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntran
                       9\r\ndata: a\n\n\r\n";
 
 fn client(url: &UpstreamUrl) -> Http1 {
-    Http1::new(url, Duration::from_secs(5)).expect("an http:// URL")
+    Http1::new(url, Duration::from_secs(5), false).expect("an http:// URL")
 }
 
 async fn post(http1: &Http1) -> Body {
@@ -205,4 +205,30 @@ async fn a_response_head_over_the_read_buffer_is_refused() {
     let upstream = Scripted::start(answer.leak(), After::KeepAlive).await;
     let refused = client(&upstream.url).post("/v1/x", HeaderMap::new(), Bytes::new()).await.err();
     assert!(refused.as_deref().is_some_and(|reason| reason.contains("too large")), "{refused:?}");
+}
+
+/// With connection threads, a connection goes back to the thread that used it: another
+/// thread's request opens its own rather than wake that thread's runtime at every step.
+#[tokio::test]
+async fn per_thread_a_connection_is_reused_by_its_own_thread_only() {
+    let upstream = Scripted::start(WHOLE, After::KeepAlive).await;
+    let http1 = Arc::new(Http1::new(&upstream.url, Duration::from_secs(5), true).expect("an http:// URL"));
+    // Each request on a thread of its own with its own runtime, as a connection thread is.
+    let on_a_thread = |http1: Arc<Http1>| {
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async move { read(post(&http1).await).await.unwrap() })
+        })
+    };
+    // This test's thread, twice: one connection.
+    read(post(&http1).await).await.unwrap();
+    read(post(&http1).await).await.unwrap();
+    assert_eq!(upstream.connections(), 1);
+    // Another thread does not take it (joined off this one, which serves the upstream).
+    let other = on_a_thread(Arc::clone(&http1));
+    tokio::task::spawn_blocking(move || other.join().unwrap()).await.unwrap();
+    assert_eq!(upstream.connections(), 2);
+    // This thread's is still there for it.
+    read(post(&http1).await).await.unwrap();
+    assert_eq!((upstream.connections(), upstream.requests()), (2, 4));
 }
