@@ -18,8 +18,14 @@ use crate::{End, FlightId, Outcome};
 /// Items taken from a ready upstream before they are appended as one batch
 /// (one publication, one wake of the parked readers).
 const BATCH: usize = 64;
-/// Batches per poll before the task yields to its runtime.
-const BATCHES_PER_POLL: usize = 16;
+/// Items per poll before the task yields to its runtime (tens of microseconds of
+/// writing). Each yield lets the readers catch up and park, and wakes them all again
+/// after it: with 1,024 items a poll, 4,096 readers of a fast upstream spent more
+/// time idling between polls than reading (issue 26, BENCHMARKS.md).
+const ITEMS_PER_POLL: usize = 4096;
+/// Batches per poll at most, for an upstream that yields one item at a time
+/// (each batch a publication: a fence, and a wake of the readers parked since).
+const BATCHES_PER_POLL: usize = 256;
 
 pin_project! {
     /// The task of one flight. It reports to the registry (prepared,
@@ -163,10 +169,12 @@ impl<K, T, E, R> Flight<K, T, E, R> {
         T: Send + Sync,
         S: Stream<Item = Result<T, E>>,
     {
+        let mut taken = 0;
         for _ in 0..BATCHES_PER_POLL {
             let mut batch = self.history.batch();
             let pulled = pull(upstream.as_mut(), cx, &mut batch);
             let written = batch.len();
+            taken += written;
             let releases_first = batch.releases_first();
             drop(batch);
             // R15: the machine hears of the first release before any reader
@@ -179,7 +187,8 @@ impl<K, T, E, R> Flight<K, T, E, R> {
                 self.first_item();
             }
             match pulled {
-                Pulled::Items => {}
+                Pulled::Items if taken < ITEMS_PER_POLL => {}
+                Pulled::Items => break,
                 Pulled::Pending => return Poll::Pending,
                 Pulled::Ended(end) => return Poll::Ready(end),
             }
@@ -229,7 +238,7 @@ impl<K, T, E, R> Flight<K, T, E, R> {
 
 /// Polls the upstream for up to [`BATCH`] ready items into `batch`, catching
 /// its panics ([R9](crate::design#r9)). A pull that took items never reports `Pending`: the
-/// upstream is polled again (within [`BATCHES_PER_POLL`]) before the task
+/// upstream is polled again (within [`ITEMS_PER_POLL`] and [`BATCHES_PER_POLL`]) before the task
 /// waits, so that a self-waking upstream is drained several items per task
 /// poll and its readers woken once per batch.
 fn pull<T, E, S>(mut upstream: Pin<&mut S>, cx: &mut Context<'_>, batch: &mut Batch<'_, T, E>) -> Pulled<E>

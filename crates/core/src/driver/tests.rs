@@ -246,15 +246,53 @@ fn the_machine_hears_of_truncation_before_the_first_release() {
 fn a_ready_upstream_is_appended_in_batches_and_the_task_yields() {
     let runtime = Manual::new();
     let flights = manager(Config::default(), &runtime);
-    let items: Vec<Result<u32, u8>> = (0..5000).map(Ok).collect();
+    let items: Vec<Result<u32, u8>> = (0..20_000).map(Ok).collect();
     let mut sub = flights.request("k", future::ready(Ok::<_, u8>(stream::iter(items))));
     let mut task = runtime.take().expect("the leader's task");
     let mut polls = 0;
     while run(&mut task).is_pending() {
         polls += 1;
     }
-    assert!(polls >= 4, "a poll appends at most 1,024 items, then yields: {polls}");
-    for expected in 0..5000 {
+    assert!(polls >= 4, "a poll appends at most 4,096 items, then yields: {polls}");
+    for expected in 0..20_000 {
+        assert_eq!(poll(&mut sub), Poll::Ready(Some(Event::Item(expected))));
+    }
+    assert_eq!(poll(&mut sub), Poll::Ready(Some(Event::Done)));
+}
+
+/// An upstream that returns `Pending` after every item, waking itself: always ready, one item
+/// at a time.
+struct OneByOne {
+    items: core::ops::Range<u32>,
+    rest: bool,
+}
+
+impl Stream for OneByOne {
+    type Item = Result<u32, u8>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if core::mem::take(&mut self.rest) {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        self.rest = true;
+        Poll::Ready(self.items.next().map(Ok))
+    }
+}
+
+#[test]
+fn an_upstream_ready_one_item_at_a_time_is_drained_256_batches_a_poll() {
+    let runtime = Manual::new();
+    let flights = manager(Config::default(), &runtime);
+    let upstream = OneByOne { items: 0..1000, rest: false };
+    let mut sub = flights.request("k", future::ready(Ok::<_, u8>(upstream)));
+    let mut task = runtime.take().expect("the leader's task");
+    let mut polls = 0;
+    while run(&mut task).is_pending() {
+        polls += 1;
+    }
+    assert!((3..=4).contains(&polls), "256 one-item batches a poll, then a yield: {polls}");
+    for expected in 0..1000 {
         assert_eq!(poll(&mut sub), Poll::Ready(Some(Event::Item(expected))));
     }
     assert_eq!(poll(&mut sub), Poll::Ready(Some(Event::Done)));
