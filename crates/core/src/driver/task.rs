@@ -163,39 +163,47 @@ where
 impl<K, T, E, R> Flight<K, T, E, R> {
     /// One poll's worth of streaming: batches of ready items, each written
     /// straight into the history and published at once, until the upstream
-    /// waits or ends, or the task must yield.
+    /// waits or ends, or the task must yield; then one wake of the parked readers.
     fn stream<S>(&mut self, mut upstream: Pin<&mut S>, cx: &mut Context<'_>) -> Poll<End<E>>
     where
         T: Send + Sync,
         S: Stream<Item = Result<T, E>>,
     {
         let mut taken = 0;
-        for _ in 0..BATCHES_PER_POLL {
-            let mut batch = self.history.batch();
-            let pulled = pull(upstream.as_mut(), cx, &mut batch);
-            let written = batch.len();
-            taken += written;
-            let releases_first = batch.releases_first();
-            drop(batch);
-            // R15: the machine hears of the first release before any reader
-            // can see it, so that no late join is admitted onto a released item.
-            if releases_first {
-                self.shared.truncated(self.id);
+        let mut published = false;
+        let polled = 'poll: {
+            for _ in 0..BATCHES_PER_POLL {
+                let mut batch = self.history.batch();
+                let pulled = pull(upstream.as_mut(), cx, &mut batch);
+                let written = batch.len();
+                taken += written;
+                let releases_first = batch.releases_first();
+                drop(batch);
+                // R15: the machine hears of the first release before any reader
+                // can see it, so that no late join is admitted onto a released item.
+                if releases_first {
+                    self.shared.truncated(self.id);
+                }
+                published |= self.history.publish_unwoken();
+                if self.awaits_first && written > 0 {
+                    self.first_item();
+                }
+                match pulled {
+                    Pulled::Items if taken < ITEMS_PER_POLL => {}
+                    Pulled::Items => break,
+                    Pulled::Pending => break 'poll Poll::Pending,
+                    Pulled::Ended(end) => break 'poll Poll::Ready(end),
+                }
             }
-            self.history.publish();
-            if self.awaits_first && written > 0 {
-                self.first_item();
-            }
-            match pulled {
-                Pulled::Items if taken < ITEMS_PER_POLL => {}
-                Pulled::Items => break,
-                Pulled::Pending => return Poll::Pending,
-                Pulled::Ended(end) => return Poll::Ready(end),
-            }
+            // A fast upstream lets the runtime run its readers now and then.
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        };
+        // The readers parked meanwhile, once for every batch of this poll.
+        if published {
+            self.history.wake();
         }
-        // A fast upstream lets the runtime run its readers now and then.
-        cx.waker().wake_by_ref();
-        Poll::Pending
+        polled
     }
 
     /// The flight's first item is out: the observer hears of it, with no lock held.
