@@ -12,7 +12,7 @@
 //! chunk as one batch, then yields them one by one without any lock or shared
 //! write; it locks only to step to the next chunk (found in closed form from
 //! its index) or to park its `Waker`. The writer wakes parked readers once per
-//! append and only when some are parked (an atomic hint, checked after a
+//! append (or, publishing unwoken, once for several) and only when some are parked (an atomic hint, checked after a
 //! `SeqCst` fence that pairs with the reader's). With a `history_limit` or a
 //! bound in bytes, the writer moves the retained window's start (one atomic,
 //! published before the length) and releases the chunks wholly before it; a
@@ -152,8 +152,6 @@ struct Writer<T> {
     /// that weighs nothing pays one pointer for it.
     scale: Option<Box<Scale<T>>>,
     closed: bool,
-    /// Reused buffer for the wakers to call after unlocking.
-    wake: Wakes,
 }
 
 /// Wakers to call after unlocking: room for one inline, as most flights
@@ -278,7 +276,6 @@ impl<T, E> History<T, E> {
                 released: 0,
                 scale,
                 closed: false,
-                wake: Wakes::new(),
             }),
             state: Mutex::new(State { chunks: VecDeque::new(), end: None }),
             wakers: Arc::new(Wakers {
@@ -470,13 +467,10 @@ impl<T: Send + Sync, E> History<T, E> {
         if self.wakers.parked.load(Ordering::Relaxed) == 0 {
             return;
         }
-        let mut wake = mem::take(&mut lock(&self.writer).wake);
+        // Once per writer's poll, not per batch: no buffer kept for it (one waker is inline).
+        let mut wake = Wakes::new();
         self.wakers.take_parked(&mut wake);
-        wake.drain(..).for_each(Waker::wake);
-        let mut writer = lock(&self.writer);
-        if wake.capacity() > writer.wake.capacity() {
-            writer.wake = wake;
-        }
+        wake.into_iter().for_each(Waker::wake);
     }
 }
 
