@@ -91,6 +91,9 @@ pub(super) fn control<T, E, C: Control<T, E> + 'static>(shared: &Arc<C>) -> Arc<
 /// [`into_results`](Subscription::into_results) turns it into a stream of
 /// `Result`s for bodies and `?`.
 ///
+/// After 64 items in a row it returns `Pending` once, having woken itself, as tokio's own
+/// channels do when their task's budget runs out: other tasks of its worker run meanwhile.
+///
 /// Dropping it is a cancellation with nobody left to tell ([R12](crate::design#r12)).
 pub struct Subscription<T, E> {
     id: RequestId,
