@@ -22,26 +22,28 @@
 
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use futures::{Stream, StreamExt, stream};
+use futures::{StreamExt, stream};
 use streamflight_tokio::{
-    Config, Event, FlightId, FlightSummary, Flights, Observer, RequestEvent, RequestId, Role, Subscription,
+    Config, FlightId, FlightSummary, Flights, Observer, RequestEvent, RequestId, Role, Subscription,
 };
 use tokio::runtime::Runtime;
-use tokio::sync::oneshot;
 
 // The baselines, shared with the history-level fan-out bench.
 #[path = "../../core/benches/support/broadcasts.rs"]
 mod broadcasts;
 
 use broadcasts::{System, items, n_for};
+
+// streamflight's side, shared with the `fanout_check` example.
+#[path = "support/fanout.rs"]
+mod fanout;
 
 const KS: [usize; 4] = [1, 16, 256, 4096];
 /// Joins timed in one go before they are dropped (untimed).
@@ -206,29 +208,6 @@ fn joins_held<S>(iters: u64, mut join: impl FnMut() -> S) -> Duration {
     timed
 }
 
-/// The fan-out's upstream: its items, all ready (full speed) or, paced, with a `Pending`
-/// after every item that wakes itself, as a trickling token stream.
-struct Upstream {
-    items: std::vec::IntoIter<Bytes>,
-    paced: bool,
-    /// Paced, and the last poll yielded an item.
-    rest: bool,
-}
-
-impl Stream for Upstream {
-    type Item = Result<Bytes, ()>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if std::mem::take(&mut self.rest) {
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        let item = self.items.next();
-        self.rest = self.paced && item.is_some();
-        Poll::Ready(item.map(Ok))
-    }
-}
-
 const OURS: System = System::Ours("streamflight");
 
 /// One fan-out run: K subscribers made (untimed), then the clock starts, the readers and
@@ -240,35 +219,7 @@ fn fanout_run(rt: &Runtime, system: System, n: usize, k: usize, paced: bool) -> 
         let (start, readers) = match system {
             System::Ours(name) => {
                 let flights = if name == OBSERVED { observed() } else { Manager::default() };
-                let (go, ready) = oneshot::channel::<()>();
-                let upstream = async move {
-                    ready.await.map_err(drop)?;
-                    Ok(Upstream { items: items.into_iter(), paced, rest: false })
-                };
-                let mut subscriptions = vec![flights.request(0, upstream)];
-                subscriptions.extend((1..k).map(|_| flights.request(0, async { Err::<Upstream, ()>(()) })));
-                let start = Instant::now();
-                let readers: Vec<_> = subscriptions
-                    .into_iter()
-                    .map(|mut answer| {
-                        tokio::spawn(async move {
-                            let mut read = 0;
-                            while let Some(event) = answer.next().await {
-                                match event {
-                                    Event::Item(item) => {
-                                        black_box(item);
-                                        read += 1;
-                                    }
-                                    Event::Done => {}
-                                    other => panic!("{other:?}"),
-                                }
-                            }
-                            read
-                        })
-                    })
-                    .collect();
-                go.send(()).expect("the flight is preparing");
-                (start, readers)
+                fanout::streamflight(&flights, items, k, paced)
             }
             System::TokioBroadcast => broadcasts::tokio_broadcast(items, k, paced),
             System::AsyncBroadcast => broadcasts::async_broadcast(items, k, paced),

@@ -18,8 +18,14 @@ use crate::{End, FlightId, Outcome};
 /// Items taken from a ready upstream before they are appended as one batch
 /// (one publication, one wake of the parked readers).
 const BATCH: usize = 64;
-/// Batches per poll before the task yields to its runtime.
-const BATCHES_PER_POLL: usize = 16;
+/// Items per poll before the task yields to its runtime (tens of microseconds of
+/// writing). Each yield lets the readers catch up and park, and wakes them all again
+/// after it: with 1,024 items a poll, 4,096 readers of a fast upstream spent more
+/// time idling between polls than reading (issue 26, BENCHMARKS.md).
+const ITEMS_PER_POLL: usize = 4096;
+/// Batches per poll at most, for an upstream that yields one item at a time
+/// (each batch a publication: a fence, and a wake of the readers parked since).
+const BATCHES_PER_POLL: usize = 256;
 
 pin_project! {
     /// The task of one flight. It reports to the registry (prepared,
@@ -157,36 +163,47 @@ where
 impl<K, T, E, R> Flight<K, T, E, R> {
     /// One poll's worth of streaming: batches of ready items, each written
     /// straight into the history and published at once, until the upstream
-    /// waits or ends, or the task must yield.
+    /// waits or ends, or the task must yield; then one wake of the parked readers.
     fn stream<S>(&mut self, mut upstream: Pin<&mut S>, cx: &mut Context<'_>) -> Poll<End<E>>
     where
         T: Send + Sync,
         S: Stream<Item = Result<T, E>>,
     {
-        for _ in 0..BATCHES_PER_POLL {
-            let mut batch = self.history.batch();
-            let pulled = pull(upstream.as_mut(), cx, &mut batch);
-            let written = batch.len();
-            let releases_first = batch.releases_first();
-            drop(batch);
-            // R15: the machine hears of the first release before any reader
-            // can see it, so that no late join is admitted onto a released item.
-            if releases_first {
-                self.shared.truncated(self.id);
+        let mut taken = 0;
+        let mut published = false;
+        let polled = 'poll: {
+            for _ in 0..BATCHES_PER_POLL {
+                let mut batch = self.history.batch();
+                let pulled = pull(upstream.as_mut(), cx, &mut batch);
+                let written = batch.len();
+                taken += written;
+                let releases_first = batch.releases_first();
+                drop(batch);
+                // R15: the machine hears of the first release before any reader
+                // can see it, so that no late join is admitted onto a released item.
+                if releases_first {
+                    self.shared.truncated(self.id);
+                }
+                published |= self.history.publish_unwoken();
+                if self.awaits_first && written > 0 {
+                    self.first_item();
+                }
+                match pulled {
+                    Pulled::Items if taken < ITEMS_PER_POLL => {}
+                    Pulled::Items => break,
+                    Pulled::Pending => break 'poll Poll::Pending,
+                    Pulled::Ended(end) => break 'poll Poll::Ready(end),
+                }
             }
-            self.history.publish();
-            if self.awaits_first && written > 0 {
-                self.first_item();
-            }
-            match pulled {
-                Pulled::Items => {}
-                Pulled::Pending => return Poll::Pending,
-                Pulled::Ended(end) => return Poll::Ready(end),
-            }
+            // A fast upstream lets the runtime run its readers now and then.
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        };
+        // The readers parked meanwhile, once for every batch of this poll.
+        if published {
+            self.history.wake();
         }
-        // A fast upstream lets the runtime run its readers now and then.
-        cx.waker().wake_by_ref();
-        Poll::Pending
+        polled
     }
 
     /// The flight's first item is out: the observer hears of it, with no lock held.
@@ -229,7 +246,7 @@ impl<K, T, E, R> Flight<K, T, E, R> {
 
 /// Polls the upstream for up to [`BATCH`] ready items into `batch`, catching
 /// its panics ([R9](crate::design#r9)). A pull that took items never reports `Pending`: the
-/// upstream is polled again (within [`BATCHES_PER_POLL`]) before the task
+/// upstream is polled again (within [`ITEMS_PER_POLL`] and [`BATCHES_PER_POLL`]) before the task
 /// waits, so that a self-waking upstream is drained several items per task
 /// poll and its readers woken once per batch.
 fn pull<T, E, S>(mut upstream: Pin<&mut S>, cx: &mut Context<'_>, batch: &mut Batch<'_, T, E>) -> Pulled<E>

@@ -39,6 +39,34 @@ fn poll(sub: &mut Sub) -> Poll<Option<Event<u32, u8>>> {
     poll_with(sub, Waker::noop())
 }
 
+/// Counts its wakes.
+#[derive(Default)]
+struct Counter(AtomicUsize);
+
+impl Wake for Counter {
+    fn wake(self: StdArc<Self>) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Reads `sub`'s items `0..n` and its `Done`, counting the times it returned `Pending` between
+/// them: after every run of items it yields once, woken at once (`subscription::RUN`).
+fn read_past_yields(sub: &mut Sub, n: u32) -> usize {
+    let counter = StdArc::new(Counter::default());
+    let waker = Waker::from(counter.clone());
+    let mut yields = 0;
+    for expected in (0..n).map(Event::Item).chain([Event::Done]) {
+        let mut polled = poll_with(sub, &waker);
+        if polled.is_pending() {
+            yields += 1;
+            polled = poll_with(sub, &waker);
+        }
+        assert_eq!(polled, Poll::Ready(Some(expected)));
+    }
+    assert_eq!(counter.0.load(Ordering::Relaxed), yields, "woken at each yield");
+    yields
+}
+
 fn run_with(task: &mut Task, waker: &Waker) -> Poll<()> {
     task.as_mut().poll(&mut Context::from_waker(waker))
 }
@@ -246,18 +274,50 @@ fn the_machine_hears_of_truncation_before_the_first_release() {
 fn a_ready_upstream_is_appended_in_batches_and_the_task_yields() {
     let runtime = Manual::new();
     let flights = manager(Config::default(), &runtime);
-    let items: Vec<Result<u32, u8>> = (0..5000).map(Ok).collect();
+    let items: Vec<Result<u32, u8>> = (0..20_000).map(Ok).collect();
     let mut sub = flights.request("k", future::ready(Ok::<_, u8>(stream::iter(items))));
     let mut task = runtime.take().expect("the leader's task");
     let mut polls = 0;
     while run(&mut task).is_pending() {
         polls += 1;
     }
-    assert!(polls >= 4, "a poll appends at most 1,024 items, then yields: {polls}");
-    for expected in 0..5000 {
-        assert_eq!(poll(&mut sub), Poll::Ready(Some(Event::Item(expected))));
+    assert!(polls >= 4, "a poll appends at most 4,096 items, then yields: {polls}");
+    assert_eq!(read_past_yields(&mut sub, 20_000), 20_000 / 64, "a yield after every 64 items");
+}
+
+/// An upstream that returns `Pending` after every item, waking itself: always ready, one item
+/// at a time.
+struct OneByOne {
+    items: core::ops::Range<u32>,
+    rest: bool,
+}
+
+impl Stream for OneByOne {
+    type Item = Result<u32, u8>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if core::mem::take(&mut self.rest) {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        self.rest = true;
+        Poll::Ready(self.items.next().map(Ok))
     }
-    assert_eq!(poll(&mut sub), Poll::Ready(Some(Event::Done)));
+}
+
+#[test]
+fn an_upstream_ready_one_item_at_a_time_is_drained_256_batches_a_poll() {
+    let runtime = Manual::new();
+    let flights = manager(Config::default(), &runtime);
+    let upstream = OneByOne { items: 0..1000, rest: false };
+    let mut sub = flights.request("k", future::ready(Ok::<_, u8>(upstream)));
+    let mut task = runtime.take().expect("the leader's task");
+    let mut polls = 0;
+    while run(&mut task).is_pending() {
+        polls += 1;
+    }
+    assert!((3..=4).contains(&polls), "256 one-item batches a poll, then a yield: {polls}");
+    read_past_yields(&mut sub, 1000);
 }
 
 /// Items weigh their value, in bytes.

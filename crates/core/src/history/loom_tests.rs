@@ -95,6 +95,35 @@ fn loom_writer_and_two_readers() {
 }
 
 #[test]
+fn loom_batches_published_unwoken_then_one_wake() {
+    loom::model(|| {
+        let history = History::<u32, u8>::new(None);
+        let mut reader = History::subscribe_to(&history, Position::Start);
+        // The reader gets every item from the one wake that follows both publications:
+        // the end is published only once it has read them all.
+        let writer = {
+            let history = history.clone();
+            thread::spawn(move || {
+                for item in [0, 1] {
+                    let mut batch = history.batch();
+                    batch.push(item);
+                    drop(batch);
+                    assert!(history.publish_unwoken());
+                }
+                assert!(!history.publish_unwoken(), "nothing new");
+                history.wake();
+            })
+        };
+        read_items(&mut reader, 2);
+        writer.join().unwrap();
+        history.close(End::Done);
+        assert_eq!(read_all(&mut reader), [Event::Done]);
+        drop(reader);
+        no_waker_left(&history);
+    });
+}
+
+#[test]
 fn loom_cancel_while_appending() {
     loom::model(|| {
         let history = History::<u32, u8>::new(None);

@@ -12,7 +12,7 @@
 //! chunk as one batch, then yields them one by one without any lock or shared
 //! write; it locks only to step to the next chunk (found in closed form from
 //! its index) or to park its `Waker`. The writer wakes parked readers once per
-//! append and only when some are parked (an atomic hint, checked after a
+//! append (or, publishing unwoken, once for several) and only when some are parked (an atomic hint, checked after a
 //! `SeqCst` fence that pairs with the reader's). With a `history_limit` or a
 //! bound in bytes, the writer moves the retained window's start (one atomic,
 //! published before the length) and releases the chunks wholly before it; a
@@ -152,8 +152,6 @@ struct Writer<T> {
     /// that weighs nothing pays one pointer for it.
     scale: Option<Box<Scale<T>>>,
     closed: bool,
-    /// Reused buffer for the wakers to call after unlocking.
-    wake: Wakes,
 }
 
 /// Wakers to call after unlocking: room for one inline, as most flights
@@ -278,7 +276,6 @@ impl<T, E> History<T, E> {
                 released: 0,
                 scale,
                 closed: false,
-                wake: Wakes::new(),
             }),
             state: Mutex::new(State { chunks: VecDeque::new(), end: None }),
             wakers: Arc::new(Wakers {
@@ -422,18 +419,25 @@ impl<T: Send + Sync, E> History<T, E> {
     /// Publishes every item written so far: readers see them, the parked
     /// ones are woken (once), and chunks out of the window are released.
     pub fn publish(&self) {
+        if self.publish_unwoken() {
+            self.wake();
+        }
+    }
+
+    /// Publishes as [`publish`](History::publish) does, but wakes no parked reader: the writer
+    /// calls [`wake`](History::wake) before it waits. A writer with many batches ready wakes
+    /// its readers once for them all, not once per batch, so that readers on other threads do
+    /// not park and wake again for each batch, all at the same item (issue 26). Readers still
+    /// running see every published item at once. Returns whether anything new was published.
+    pub fn publish_unwoken(&self) -> bool {
         let mut writer = lock(&self.writer);
         let len = writer.written;
         if len == self.len.load(Ordering::Relaxed) {
-            return;
+            return false;
         }
         // The window's start first: a reader that sees the new length sees it too.
         self.released.store(writer.released, Ordering::Release);
         self.len.store(len, Ordering::Release);
-        // Pairs with the fence in `Reader::park`: either we see its parked
-        // hint, or it sees our new length.
-        fence(Ordering::SeqCst);
-        let must_wake = self.wakers.parked.load(Ordering::Relaxed) != 0;
 
         // Release the chunks wholly out of the window. The window's start is
         // published first, so a reader holding `state` after this sees it.
@@ -449,20 +453,24 @@ impl<T: Send + Sync, E> History<T, E> {
                 popped.extend(state.chunks.pop_front());
             }
         }
-        if !must_wake {
-            drop(writer);
-            drop(popped);
-            return;
-        }
-        let mut wake = mem::take(&mut writer.wake);
         drop(writer);
         drop(popped);
-        self.wakers.take_parked(&mut wake);
-        wake.drain(..).for_each(Waker::wake);
-        let mut writer = lock(&self.writer);
-        if wake.capacity() > writer.wake.capacity() {
-            writer.wake = wake;
+        true
+    }
+
+    /// Wakes the readers parked since the last wake: after
+    /// [`publish_unwoken`](History::publish_unwoken), before the writer waits.
+    pub fn wake(&self) {
+        // Pairs with the fence in `Reader::poll_slow`: either we see its parked
+        // hint, or it sees every length published before this call.
+        fence(Ordering::SeqCst);
+        if self.wakers.parked.load(Ordering::Relaxed) == 0 {
+            return;
         }
+        // Once per writer's poll, not per batch: no buffer kept for it (one waker is inline).
+        let mut wake = Wakes::new();
+        self.wakers.take_parked(&mut wake);
+        wake.into_iter().for_each(Waker::wake);
     }
 }
 

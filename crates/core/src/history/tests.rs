@@ -424,3 +424,31 @@ fn a_weighed_history_counts_what_it_retains_exactly_under_both_bounds() {
     history.extend(0..5);
     assert_eq!((history.released(), history.bytes()), (3, 8));
 }
+
+/// Counts its wakes.
+struct Wakes(core::sync::atomic::AtomicUsize);
+
+impl Wake for Wakes {
+    fn wake(self: StdArc<Self>) {
+        self.0.fetch_add(1, StdOrdering::Relaxed);
+    }
+}
+
+#[test]
+fn batches_published_unwoken_wake_a_parked_reader_once_on_wake() {
+    let history = History::<u32, u8>::new(None);
+    let mut reader = history.subscribe(Position::Start);
+    let wakes = StdArc::new(Wakes(Default::default()));
+    let waker = Waker::from(wakes.clone());
+    assert_eq!(reader.poll_next(&mut Context::from_waker(&waker)), Poll::Pending);
+    for item in 0..3 {
+        history.batch().push(item);
+        assert!(history.publish_unwoken());
+    }
+    assert!(!history.publish_unwoken(), "nothing new to publish");
+    assert_eq!(wakes.0.load(StdOrdering::Relaxed), 0, "not woken before the writer's wake");
+    history.wake();
+    history.wake();
+    assert_eq!(wakes.0.load(StdOrdering::Relaxed), 1, "woken once for the three batches");
+    assert_eq!(drain(&mut reader), items(0..3));
+}
