@@ -95,6 +95,19 @@ struct Options {
     /// `target/release/streamflight-gateway`).
     #[arg(long)]
     gateway: Option<PathBuf>,
+    /// A flag for the gateway in front (not its upstream), as in `--gateway-arg=--connection-threads=2`;
+    /// repeat for more.
+    #[arg(long = "gateway-arg", allow_hyphen_values = true)]
+    gateway_args: Vec<String>,
+}
+
+impl Options {
+    /// The front gateway's flags: its upstream, and `--gateway-arg`'s.
+    fn front(&self, upstream: &Gateway) -> Vec<String> {
+        let mut args = vec!["--upstream".to_owned(), upstream.v1()];
+        args.extend(self.gateway_args.iter().cloned());
+        args
+    }
 }
 
 fn main() {
@@ -110,7 +123,7 @@ fn main() {
     let tokens = options.tokens.to_string();
     let zero = ["--sim-first-token-delay", "0ms", "--sim-token-interval", "0ms", "--sim-tokens", &tokens];
     let upstream = Gateway::start(&gateway, "upstream", &zero);
-    let servers = Fronts::start(&gateway, &nginx, &haproxy, &upstream, options.keepalive);
+    let servers = Fronts::start(&gateway, &nginx, &haproxy, &upstream, &options);
     println!(
         "upstream: the gateway's simulated model, zero delays, {tokens} tokens, 127.0.0.1:{}; nginx :{}, haproxy \
          :{}, gateway :{} in front of it",
@@ -320,11 +333,16 @@ struct Fronts {
 }
 
 impl Fronts {
-    fn start(gateway: &Path, nginx: &Path, haproxy: &Path, upstream: &Gateway, keepalive: usize) -> Fronts {
+    fn start(gateway: &Path, nginx: &Path, haproxy: &Path, upstream: &Gateway, options: &Options) -> Fronts {
+        let front = options.front(upstream);
         Fronts {
-            nginx: Proxy::nginx(nginx, upstream.port, keepalive),
-            haproxy: Proxy::haproxy(haproxy, upstream.port, keepalive),
-            gateway: Gateway::start(gateway, "gateway", &["--upstream", &upstream.v1()]),
+            nginx: Proxy::nginx(nginx, upstream.port, options.keepalive),
+            haproxy: Proxy::haproxy(haproxy, upstream.port, options.keepalive),
+            gateway: Gateway::start(
+                gateway,
+                "gateway",
+                &front.iter().map(String::as_str).collect::<Vec<_>>(),
+            ),
         }
     }
 }
@@ -587,7 +605,9 @@ fn memory_section(
                 (proxy.port, Box::new(proxy))
             }
             _ => {
-                let front = Gateway::start(gateway, "gateway", &["--upstream", &upstream.v1()]);
+                let args = options.front(&upstream);
+                let front =
+                    Gateway::start(gateway, "gateway", &args.iter().map(String::as_str).collect::<Vec<_>>());
                 (front.port, Box::new(front))
             }
         };
