@@ -70,15 +70,7 @@ impl FromStr for Ticket {
     type Err = ParseTicketError;
 
     fn from_str(text: &str) -> Result<Ticket, ParseTicketError> {
-        let mut bytes = [0; 16];
-        if text.len() != 32 || !text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
-            return Err(ParseTicketError);
-        }
-        for (byte, pair) in bytes.iter_mut().zip(text.as_bytes().chunks(2)) {
-            let pair = std::str::from_utf8(pair).map_err(|_| ParseTicketError)?;
-            *byte = u8::from_str_radix(pair, 16).map_err(|_| ParseTicketError)?;
-        }
-        Ok(Ticket(bytes))
+        crate::hex::decode_array(text).map(Ticket).ok_or(ParseTicketError)
     }
 }
 

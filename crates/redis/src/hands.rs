@@ -279,7 +279,7 @@ const UNKNOWN: &[u8] = b"unknown";
 /// A cancel message: the ticket (32 hex digits), the owner (hex) and the reply's name, each
 /// after a space but the first.
 fn cancel_message(ticket: &Ticket, owner: &[u8], reply: &str) -> String {
-    format!("{ticket} {} {reply}", hex(owner))
+    format!("{ticket} {} {reply}", crate::hex::encode(owner))
 }
 
 /// A cancel message's ticket, owner and reply, if it is one.
@@ -287,20 +287,9 @@ fn parse_cancel(message: &[u8]) -> Option<(Ticket, Vec<u8>, String)> {
     let text = std::str::from_utf8(message).ok()?;
     let mut words = text.split(' ');
     let ticket = words.next()?.parse().ok()?;
-    let owner = words.next()?;
-    if owner.len() % 2 != 0 || !owner.bytes().all(|byte| byte.is_ascii_hexdigit()) {
-        return None;
-    }
-    let owner =
-        owner.as_bytes().chunks(2).map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok());
-    let owner = owner.collect::<Option<Vec<u8>>>()?;
+    let owner = crate::hex::decode(words.next()?)?;
     let reply = words.next()?.to_owned();
     words.next().is_none().then_some((ticket, owner, reply))
-}
-
-/// `bytes` as lowercase hex digits.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 impl<K, T, E> Flights<K, T, E>

@@ -135,6 +135,7 @@ mod flights;
 mod follow;
 mod handoff;
 mod hands;
+mod hex;
 mod interest;
 mod lead;
 mod lease;

@@ -47,14 +47,7 @@ impl FromStr for Place {
     /// the leader's token, the flight's seal).
     fn from_str(text: &str) -> Result<Place, ParsePlaceError> {
         let (text, sealed) = text.rsplit_once(':').ok_or(ParsePlaceError)?;
-        let mut seal = [0; 32];
-        if sealed.len() != 64 || !sealed.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(ParsePlaceError);
-        }
-        for (byte, pair) in seal.iter_mut().zip(sealed.as_bytes().chunks(2)) {
-            let pair = std::str::from_utf8(pair).map_err(|_| ParsePlaceError)?;
-            *byte = u8::from_str_radix(pair, 16).map_err(|_| ParsePlaceError)?;
-        }
+        let seal: [u8; 32] = crate::hex::decode_array(sealed).ok_or(ParsePlaceError)?;
         let split = text.rfind("}:").ok_or(ParsePlaceError)? + 2;
         let (base, token) = text.split_at(split);
         let hex = |text: &str, len: usize| text.len() == len && text.bytes().all(|b| b.is_ascii_hexdigit());
