@@ -51,7 +51,7 @@ impl Merge for Chunks {
     }
 
     fn finish(self: Box<Self>) -> Result<Bytes, CollectError> {
-        self.0.finish().map(|object| super::body_of(&object))
+        self.0.finish_body().map(Bytes::from)
     }
 }
 

@@ -62,6 +62,12 @@
 //!   `index` and lose that streaming-only `index`; a call that never said its `type` but has a
 //!   `function` gets `"type": "function"`.
 //!
+//! # The plain merge
+//!
+//! A chat answer whose chunks keep to the shape every provider streams is merged on its raw
+//! JSON (the private `dialect::plain` module), to the same object; the first chunk outside that
+//! shape hands what was merged to the merge above.
+//!
 //! # Errors
 //!
 //! A non-streaming client must never get 200 with a token silently missing, so any chunk this
@@ -78,6 +84,7 @@ use serde::de::Deserializer;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::dialect::plain::Plain;
 use crate::dialect::template::Template;
 
 /// Which completion object to build.
@@ -173,6 +180,9 @@ pub struct Collector {
     /// choice's index: a chunk equal to it but for that string is merged by comparing bytes.
     /// Forgotten whenever the generic merge runs (it may change what a repeat would change).
     template: Option<(Template, u64)>,
+    /// A chat answer's merge on raw JSON while its chunks keep to the common shape
+    /// ([`crate::dialect::plain`]); `None` once one did not, or for text completions.
+    plain: Option<Plain>,
 }
 
 impl Collector {
@@ -186,6 +196,7 @@ impl Collector {
             repeated: Vec::new(),
             fast: true,
             template: None,
+            plain: (kind == Kind::Chat).then(Plain::default),
         }
     }
 
@@ -196,6 +207,19 @@ impl Collector {
     /// [`CollectError::Malformed`] or [`CollectError::Upstream`] for this chunk; the
     /// collector must then be dropped, since the chunk may be partly merged.
     pub fn push(&mut self, chunk: &[u8]) -> Result<(), CollectError> {
+        if let Some(plain) = &mut self.plain {
+            if plain.push(chunk) {
+                return Ok(());
+            }
+            // The first chunk outside the common shape: the generic merge takes over from one
+            // chunk that brings it to the same state.
+            let (merged, count) = (plain.as_chunk(), plain.merged());
+            self.plain = None;
+            if let Some(merged) = merged {
+                self.push_value(count - 1, &merged)?;
+            }
+            self.pushed = count;
+        }
         let index = self.pushed;
         self.pushed += 1;
         // Most chunks of a long answer are a few words of one choice's content: those are merged
@@ -249,9 +273,10 @@ impl Collector {
         let words = Some(known.choices);
         let Some(words) = words else { return false };
         // Every choice must already hold every key the generic merge would add (a `null` adds
-        // its key), and a text `content` to append to; `logprobs` must be absent or `null`
-        // (serde reads both as `None`, hence the keys' presence is required), `finish_reason`
-        // too or a string (a status: the last one replaces it, as the generic merge does).
+        // its key; so does `index`, which a choice may have left out before), and a text
+        // `content` to append to; `logprobs` must be absent or `null` (serde reads both as
+        // `None`, hence the keys' presence is required), `finish_reason` too or a string (a
+        // status: the last one replaces it, as the generic merge does).
         let fits = self.top.contains_key("choices")
             && words.iter().all(|word| {
                 let Some(merged) = self.choices.get(&word.index) else { return false };
@@ -259,6 +284,7 @@ impl Collector {
                 matches!(content, Some(Value::String(_)))
                     && word.logprobs.is_none()
                     && word.finish_reason.is_none_or(|raw| raw.get().starts_with('"'))
+                    && merged.contains_key("index")
                     && merged.contains_key("logprobs")
                     && merged.contains_key("finish_reason")
             });
@@ -328,8 +354,15 @@ impl Collector {
     /// from its value: where a later chunk spells the same value otherwise (an escape), the
     /// texts differ and that chunk takes the generic merge, which is never wrong.
     fn remember(&mut self, key: &str, value: &Value) {
-        if !matches!(value, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
-            return;
+        match value {
+            Value::String(_) | Value::Number(_) | Value::Bool(_) => {}
+            // `null` changes nothing; an object or an array replaces a scalar, or merges into
+            // what it found: the text remembered before is no longer what was merged.
+            Value::Null => return,
+            Value::Object(_) | Value::Array(_) => {
+                self.repeated.retain(|(k, _)| k != key);
+                return;
+            }
         }
         // `to_string` of the value, not its `Display`, which goes through the formatter.
         let Ok(text) = serde_json::to_string(value) else { return };
@@ -409,12 +442,33 @@ impl Collector {
         Ok(())
     }
 
+    /// The completion object the pushed chunks add up to, as the JSON body a client is sent
+    /// (what `serde_json` writes of [`Collector::finish`]'s object, built without it while
+    /// the chunks keep to the common shape).
+    ///
+    /// # Errors
+    ///
+    /// [`CollectError::Empty`] if no chunk carried a choice.
+    pub fn finish_body(self) -> Result<Vec<u8>, CollectError> {
+        match &self.plain {
+            Some(plain) => plain.finish().ok_or(CollectError::Empty),
+            None => self.finish().map(|object| serde_json::to_vec(&object).unwrap_or_default()),
+        }
+    }
+
     /// The completion object the pushed chunks add up to.
     ///
     /// # Errors
     ///
     /// [`CollectError::Empty`] if no chunk carried a choice.
     pub fn finish(self) -> Result<Value, CollectError> {
+        if let Some(plain) = &self.plain {
+            let body = plain.finish().ok_or(CollectError::Empty)?;
+            return serde_json::from_slice(&body).map_err(|error| CollectError::Malformed {
+                index: plain.merged(),
+                reason: format!("the merged object is not JSON: {error}"),
+            });
+        }
         if self.choices.is_empty() {
             return Err(CollectError::Empty);
         }
@@ -672,9 +726,44 @@ fn finish_tool_calls(calls: &mut [Value]) {
 mod tests {
     use super::*;
 
-    /// `collect` over chunks given as text.
+    /// `collect` over chunks given as text, checked to be what the generic merge alone, and
+    /// with its fast path but not the plain merge, make of them, the body included.
     fn run(kind: Kind, chunks: &[&str]) -> Result<Value, CollectError> {
+        same_merges(kind, chunks).ok();
         collect(kind, chunks.iter().map(|chunk| chunk.as_bytes()))
+    }
+
+    /// A collector without the plain merge, and without the fast path too unless `fast`.
+    fn without_plain(kind: Kind, fast: bool) -> Collector {
+        let mut collector = Collector::new(kind);
+        collector.plain = None;
+        collector.fast = fast;
+        collector
+    }
+
+    /// Asserts that every merge makes the same of `chunks`: the same object or error, and the
+    /// same body; the generic merge's result.
+    #[track_caller]
+    fn same_merges<S: AsRef<str>>(kind: Kind, chunks: &[S]) -> Result<Value, CollectError> {
+        let push = |mut collector: Collector| {
+            for chunk in chunks {
+                collector.push(chunk.as_ref().as_bytes())?;
+            }
+            Ok(collector)
+        };
+        let body = push(Collector::new(kind)).and_then(Collector::finish_body);
+        let [plain, fast, generic] =
+            [Collector::new(kind), without_plain(kind, true), without_plain(kind, false)]
+                .map(|collector| push(collector).and_then(Collector::finish));
+        fn text(result: &Result<Value, CollectError>) -> Result<String, CollectError> {
+            result.as_ref().map(Value::to_string).map_err(Clone::clone)
+        }
+        let chunks: Vec<&str> = chunks.iter().map(AsRef::as_ref).collect();
+        assert_eq!(text(&plain), text(&generic), "plain merge, chunks {chunks:#?}");
+        assert_eq!(text(&fast), text(&generic), "fast path, chunks {chunks:#?}");
+        let body = body.map(|body| String::from_utf8(body).expect("a body is UTF-8"));
+        assert_eq!(body.ok(), text(&generic).ok(), "body, chunks {chunks:#?}");
+        generic
     }
 
     /// Asserts that `actual` serialises exactly as the JSON text `expected` (key order and
@@ -1023,6 +1112,127 @@ mod tests {
         assert_eq!(collector.finish().unwrap().to_string(), run(Kind::Chat, &chunks).unwrap().to_string());
     }
 
+    /// Random streams around the common shape, with now and then a chunk outside it (a tool
+    /// call, an unknown member, a member twice, an escaped key, an error, not JSON) and chunks
+    /// repeated but for their text: every merge makes the same of each (seeded, reproducible).
+    #[test]
+    fn every_merge_makes_the_same_of_random_streams() {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        // Each list of values starts with those of the common shape: a tame stream picks only
+        // those (the first `tame`), a wild one any.
+        let pick = |next: &mut dyn FnMut(usize) -> usize, options: &[&'static str], tame: Option<usize>| {
+            options[next(tame.unwrap_or(options.len()))]
+        };
+        let mut outside = 0;
+        for _ in 0..3_000 {
+            let wild = next(2) == 0;
+            let tame = |n: usize| (!wild).then_some(n);
+            let mut stream: Vec<String> = Vec::new();
+            for _ in 0..1 + next(8) {
+                if let Some(last) = stream.last().filter(|_| next(3) == 0)
+                    && let Some(at) = last.find(r#""content":""#)
+                {
+                    // The last chunk again, another text where its content was.
+                    let start = at + r#""content":""#.len();
+                    let end = start + last[start..].find('"').unwrap_or(0);
+                    let text = pick(&mut next, &["x", "", r"\u00e9", " y z", r#"\"q\""#], None);
+                    stream.push(format!("{}{text}{}", &last[..start], &last[end..]));
+                    continue;
+                }
+                let mut members: Vec<String> = Vec::new();
+                for (name, values, plain) in [
+                    ("id", &["\"c1\"", "\"c2\"", "null", r#""\u0063""#, "\"é/x\"", r#""\/""#][..], 6),
+                    ("object", &["\"chat.completion.chunk\"", "null"], 2),
+                    (
+                        "created",
+                        &["1700000000", "1E5", "2.50", "null", "-5", "-0", "123456789012345678901234567890"],
+                        7,
+                    ),
+                    ("model", &["\"m\"", "\"m2\"", "null", "true"], 4),
+                    ("system_fingerprint", &["\"fp\"", "null"], 2),
+                    ("service_tier", &["\"default\"", "null", "{\"a\":1}"], 2),
+                    ("usage", &["null", "{\"total_tokens\":3}", "{\"total_tokens\":4,\"x\":[1E2]}", "7"], 4),
+                    ("obfuscation", &["\"pad\""], 1),
+                    ("error", &["null", "{\"message\":\"no\"}"], 1),
+                    ("extra", &["1", "null"], 0),
+                    ("\\u0069d", &["\"esc\""], 0),
+                ] {
+                    let rare = matches!(name, "extra" | "\\u0069d" | "error") && next(4) != 0;
+                    if next(2) == 0 || (plain == 0 && !wild) || rare {
+                        continue;
+                    }
+                    members.push(format!(r#""{name}":{}"#, pick(&mut next, values, tame(plain))));
+                }
+                let mut choices = Vec::new();
+                for _ in 0..next(3) {
+                    let mut fields = Vec::new();
+                    for (name, values, plain) in [
+                        ("role", &["\"assistant\"", "\"\"", "null", "\"tool\"", "1"][..], 4),
+                        ("content", &["\"a\"", "\"\"", "null", r#""b\u00e9\n""#, "\"c d\""], 5),
+                        ("refusal", &["null", "\"no\"", "\"\""], 3),
+                        ("obfuscation", &["\"pad\""], 1),
+                        (
+                            "tool_calls",
+                            &[r#"[{"index":0,"id":"t","function":{"name":"f","arguments":"{}"}}]"#],
+                            0,
+                        ),
+                    ] {
+                        if next(2) == 0 || (plain == 0 && (!wild || next(4) != 0)) {
+                            continue;
+                        }
+                        fields.push(format!(r#""{name}":{}"#, pick(&mut next, values, tame(plain))));
+                    }
+                    let mut choice: Vec<String> = Vec::new();
+                    for (name, values, plain) in [
+                        ("index", &["0", "1", "0", "null"][..], 3),
+                        ("delta", &["DELTA", "DELTA", "null"], 3),
+                        ("logprobs", &["null", "{\"content\":[]}"], 1),
+                        ("finish_reason", &["null", "\"stop\"", r#""\u0073top""#, "null"], 4),
+                        ("obfuscation", &["\"pad\""], 1),
+                    ] {
+                        if next(4) == 0 && (wild || name != "index") {
+                            continue;
+                        }
+                        let value = pick(&mut next, values, tame(plain))
+                            .replace("DELTA", &format!("{{{}}}", fields.join(",")));
+                        choice.push(format!(r#""{name}":{value}"#));
+                    }
+                    if next(6) == 0 {
+                        choice.reverse();
+                    }
+                    choices.push(format!("{{{}}}", choice.join(",")));
+                }
+                if next(5) != 0 {
+                    let at = next(members.len() + 1);
+                    let choices =
+                        if next(12) == 0 { "null".to_owned() } else { format!("[{}]", choices.join(",")) };
+                    members.insert(at, format!(r#""choices":{choices}"#));
+                }
+                if wild && next(20) == 0 && !members.is_empty() {
+                    members.push(members[0].clone());
+                }
+                let chunk = format!("{{{}}}", members.join(","));
+                stream.push(if wild && next(60) == 0 { format!("{chunk} trailing") } else { chunk });
+            }
+            let mut plain = Collector::new(Kind::Chat);
+            for chunk in &stream {
+                if plain.push(chunk.as_bytes()).is_err() || plain.plain.is_none() {
+                    outside += 1;
+                    break;
+                }
+            }
+            same_merges(Kind::Chat, &stream).ok();
+        }
+        // Both kinds of stream were made: those merged plain to the end, and the others.
+        assert!((900..2_100).contains(&outside), "{outside} of 3,000 streams left the plain merge");
+    }
+
     /// Streams whose chunks take the fast path, or nearly: each is merged with and without it,
     /// and the two objects must be the same, key order included.
     #[test]
@@ -1087,17 +1297,21 @@ mod tests {
                 format!(r#"{{{head},"choices":[],"usage":{{"prompt_tokens":1,"completion_tokens":2}}}}"#),
                 format!(r#"{{{head},"choices":[],"usage":{{"prompt_tokens":1,"total_tokens":3}}}}"#),
             ],
+            // Found by the random streams below, both once wrong on the fast path: a status that
+            // became an object and then is repeated as the scalar it was (the text remembered
+            // was stale), and a choice that left out its `index` before naming it.
+            vec![
+                chunk(role, r#","service_tier":"default""#),
+                chunk(&word("a "), r#","service_tier":{"a":1}"#),
+                chunk(&word("b "), r#","service_tier":"default""#),
+            ],
+            vec![
+                chunk(r#"{"delta":{"content":"a "},"logprobs":null,"finish_reason":null}"#, ""),
+                chunk(&word("b "), ""),
+            ],
         ];
         for stream in streams {
-            let mut fast = Collector::new(Kind::Chat);
-            let mut generic = Collector::new(Kind::Chat);
-            generic.fast = false;
-            for chunk in &stream {
-                fast.push(chunk.as_bytes()).unwrap();
-                generic.push(chunk.as_bytes()).unwrap();
-            }
-            let (fast, generic) = (fast.finish().unwrap(), generic.finish().unwrap());
-            assert_eq!(fast.to_string(), generic.to_string());
+            same_merges(Kind::Chat, &stream).unwrap();
         }
     }
 }

@@ -6,6 +6,7 @@
 pub mod body;
 pub mod chunks;
 pub mod error;
+mod plain;
 mod template;
 
 use std::fmt;
