@@ -157,9 +157,8 @@ impl Decoder {
                 return Ok(None);
             };
             self.after_cr = self.pending[end] == b'\r';
-            let line = self.pending.split_to(end + 1);
-            let line = &line[..end];
-            if line.is_empty() {
+            if end == 0 {
+                self.pending.advance(1);
                 let (name, id) = (self.name.take(), self.id.take());
                 if self.has_data {
                     self.has_data = false;
@@ -168,6 +167,9 @@ impl Decoder {
                 }
                 continue;
             }
+            // Read in place and then passed over: splitting each line off as a `BytesMut` of
+            // its own cost a shared buffer's reference count, up and down, per line.
+            let line = &self.pending[..end];
             let (field, value) = match line.iter().position(|&b| b == b':') {
                 Some(colon) => {
                     let value = &line[colon + 1..];
@@ -203,6 +205,7 @@ impl Decoder {
                 }
                 self.id = Some(Bytes::copy_from_slice(value));
             }
+            self.pending.advance(end + 1);
         }
     }
 }
