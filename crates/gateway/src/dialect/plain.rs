@@ -107,6 +107,18 @@ pub(crate) struct Plain {
     /// chunk equal to it but for that string adds the same way (every other member of a merged
     /// chunk, merged again, changes nothing).
     template: Option<(Template, u64, Field)>,
+    /// The bytes before `choices` of the last chunk read whole, and what they named: a chunk
+    /// that starts with them is read from its `choices` on (those members, merged again, change
+    /// nothing: only a chunk read whole changes them, and it replaces this).
+    prefix: Option<Prefix>,
+}
+
+/// The start of a chunk, up to its `choices`' value.
+#[derive(Debug)]
+struct Prefix {
+    bytes: Box<[u8]>,
+    /// The members named there, `error` and `obfuscation` included: none may come again after.
+    names: Vec<&'static str>,
 }
 
 /// One choice's merged members.
@@ -129,8 +141,24 @@ impl Plain {
             self.merged += 1;
             return true;
         }
-        let Ok(read) = serde_json::from_slice::<Read<'_>>(chunk) else { return false };
-        let Some(read) = read.0 else { return false };
+        let mut rest = Vec::new();
+        let read = match &self.prefix {
+            Some(prefix) if chunk.starts_with(&prefix.bytes) => read_after(chunk, prefix, &mut rest),
+            _ => None,
+        };
+        let read = match read {
+            Some(read) => read,
+            None => {
+                let Ok(Read(Some(mut read))) = serde_json::from_slice::<Read<'_>>(chunk) else {
+                    return false;
+                };
+                self.prefix = read.choices_at.take().and_then(|(raw, names)| {
+                    let at = (raw.get().as_ptr() as usize).checked_sub(chunk.as_ptr() as usize)?;
+                    Some(Prefix { bytes: chunk.get(..at)?.into(), names })
+                });
+                read
+            }
+        };
         let Some(texts) = read.texts() else { return false };
         self.template = None;
         for (top, value) in &read.top {
@@ -428,6 +456,29 @@ struct Chunk<'a> {
     /// Members with their values (`None` for `choices`), `null` included.
     top: Vec<(Top, Option<&'a RawValue>)>,
     choices: Vec<ChunkChoice<'a>>,
+    /// The value of `choices`, and the members named before it.
+    choices_at: Option<(&'a RawValue, Vec<&'static str>)>,
+    /// The members named, `error` and `obfuscation` included.
+    names: Vec<&'static str>,
+}
+
+/// `chunk` read from `at`, where a prefix of the names in `prefix` ends and its `choices`
+/// starts; `None` if what follows is not a plain chunk's end or names a member again (the
+/// chunk is then read whole). `rest` holds the members after `choices`.
+fn read_after<'a>(chunk: &'a [u8], prefix: &Prefix, rest: &'a mut Vec<u8>) -> Option<Chunk<'a>> {
+    let after = chunk.get(prefix.bytes.len()..)?;
+    let mut values = serde_json::Deserializer::from_slice(after).into_iter::<Choices<'a>>();
+    let Choices(Some(choices)) = values.next()?.ok()? else { return None };
+    let tail = after.get(values.byte_offset()..)?.trim_ascii();
+    if tail == b"}" {
+        return Some(Chunk { top: Vec::new(), choices, choices_at: None, names: Vec::new() });
+    }
+    // `,"usage":{..}}` is read as the object `{"usage":{..}}`.
+    rest.push(b'{');
+    rest.extend_from_slice(tail.strip_prefix(b",")?);
+    let Read(Some(members)) = serde_json::from_slice::<Read<'a>>(rest).ok()? else { return None };
+    let again = members.names.iter().any(|name| prefix.names.contains(name) || *name == "choices");
+    (!again).then_some(Chunk { choices, ..members })
 }
 
 struct ChunkChoice<'a> {
@@ -508,46 +559,46 @@ impl<'de> Visitor<'de> for ChunkVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Read<'de>, A::Error> {
-        let mut chunk = Chunk { top: Vec::with_capacity(8), choices: Vec::new() };
+        let mut chunk = Chunk {
+            top: Vec::with_capacity(8),
+            choices: Vec::new(),
+            choices_at: None,
+            names: Vec::with_capacity(8),
+        };
         let mut plain = true;
-        let mut seen_error = false;
-        let mut seen_obfuscation = false;
         while let Some(name) = map.next_key::<&'de str>()? {
-            let top = match Top::named(name) {
-                Some(top) if plain && !chunk.top.iter().any(|(seen, _)| *seen == top) => top,
-                _ if name == "error" && !seen_error => {
-                    seen_error = true;
-                    plain &= map.next_value::<&RawValue>()?.get() == "null";
-                    continue;
-                }
-                _ if name == "obfuscation" && !seen_obfuscation => {
-                    seen_obfuscation = true;
-                    map.next_value::<IgnoredAny>()?;
-                    continue;
-                }
-                _ => {
+            let (top, name) = match Top::named(name) {
+                Some(top) => (Some(top), top.name()),
+                None if name == "error" => (None, "error"),
+                None if name == "obfuscation" => (None, "obfuscation"),
+                None => {
                     plain = false;
                     map.next_value::<IgnoredAny>()?;
                     continue;
                 }
             };
-            if top == Top::Choices {
-                match map.next_value::<Option<Choices<'de>>>()? {
-                    Some(Choices(Some(choices))) => chunk.choices = choices,
-                    Some(Choices(None)) => plain = false,
-                    None => {}
+            plain &= !chunk.names.contains(&name);
+            chunk.names.push(name);
+            let value = map.next_value::<&'de RawValue>()?;
+            match top {
+                None if name == "error" => plain &= value.get() == "null",
+                None => {}
+                Some(Top::Choices) => {
+                    match serde_json::from_str::<Option<Choices<'de>>>(value.get()) {
+                        Ok(Some(Choices(Some(choices)))) => chunk.choices = choices,
+                        Ok(None) => {}
+                        _ => plain = false,
+                    }
+                    let before = chunk.names[..chunk.names.len() - 1].to_vec();
+                    chunk.choices_at = Some((value, before));
+                    chunk.top.push((Top::Choices, None));
                 }
-                chunk.top.push((top, None));
-                continue;
+                Some(top) => {
+                    plain &= top == Top::Usage || scalar(value);
+                    chunk.top.push((top, Some(value)));
+                }
             }
-            let value = map.next_value::<&RawValue>()?;
-            plain &= top == Top::Usage || scalar(value);
-            chunk.top.push((top, Some(value)));
         }
-        // Two choices of one index in one chunk: the generic merge's business.
-        let mut indexes = chunk.choices.iter().map(|choice| choice.index).collect::<Vec<_>>();
-        indexes.sort_unstable();
-        plain &= indexes.windows(2).all(|pair| pair[0] != pair[1]);
         Ok(Read(plain.then_some(chunk)))
     }
 }
@@ -564,12 +615,15 @@ impl<'de: 'a, 'a> de::Deserialize<'de> for Choices<'a> {
                 f.write_str("an array of choices")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Choices<'de>, A::Error> {
-                let mut choices = Vec::with_capacity(1);
+                let mut choices: Vec<ChunkChoice<'de>> = Vec::with_capacity(1);
                 let mut plain = true;
                 while let Some(choice) = seq.next_element::<ChoiceRead<'de>>()? {
                     match choice.0 {
-                        Some(choice) => choices.push(choice),
-                        None => plain = false,
+                        // Two choices of one index in one chunk: the generic merge's business.
+                        Some(choice) if choices.iter().all(|seen| seen.index != choice.index) => {
+                            choices.push(choice)
+                        }
+                        _ => plain = false,
                     }
                 }
                 Ok(Choices(plain.then_some(choices)))
