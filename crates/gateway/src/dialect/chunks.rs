@@ -200,6 +200,12 @@ impl Collector {
         }
     }
 
+    /// A collector that takes the generic merge for every chunk, neither the plain merge nor
+    /// the fast path: the reference they are checked against (tests, the `merge` fuzz target).
+    pub fn reference(kind: Kind) -> Self {
+        Collector { fast: false, plain: None, ..Collector::new(kind) }
+    }
+
     /// Merges the next chunk of the stream.
     ///
     /// # Errors
@@ -735,10 +741,7 @@ mod tests {
 
     /// A collector without the plain merge, and without the fast path too unless `fast`.
     fn without_plain(kind: Kind, fast: bool) -> Collector {
-        let mut collector = Collector::new(kind);
-        collector.plain = None;
-        collector.fast = fast;
-        collector
+        Collector { fast, ..Collector::reference(kind) }
     }
 
     /// Asserts that every merge makes the same of `chunks`: the same object or error, and the
@@ -1110,6 +1113,21 @@ mod tests {
             collector.push(chunk.as_bytes()).unwrap();
         }
         assert_eq!(collector.finish().unwrap().to_string(), run(Kind::Chat, &chunks).unwrap().to_string());
+    }
+
+    /// Found by the `merge` fuzz target: after `choices`, only JSON's whitespace is whitespace
+    /// (a form feed after the last brace is not JSON, for every merge).
+    #[test]
+    fn only_json_whitespace_ends_a_chunk() {
+        let head = r#"{"id":"c","object":"chat.completion.chunk","choices":["#;
+        let word = |text: &str, end: &str| {
+            format!(
+                r#"{head}{{"index":0,"delta":{{"content":"{text}"}},"logprobs":null}}],"usage":null}}{end}"#
+            )
+        };
+        let stream = [word("a", ""), word("b", " \r\n"), word("c", "\u{c}"), word("d", "")];
+        let result = same_merges(Kind::Chat, &stream);
+        assert!(matches!(result, Err(CollectError::Malformed { index: 2, .. })), "{result:?}");
     }
 
     /// Random streams around the common shape, with now and then a chunk outside it (a tool

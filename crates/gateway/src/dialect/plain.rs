@@ -469,13 +469,13 @@ fn read_after<'a>(chunk: &'a [u8], prefix: &Prefix, rest: &'a mut Vec<u8>) -> Op
     let after = chunk.get(prefix.bytes.len()..)?;
     let mut values = serde_json::Deserializer::from_slice(after).into_iter::<Choices<'a>>();
     let Choices(Some(choices)) = values.next()?.ok()? else { return None };
-    let tail = after.get(values.byte_offset()..)?.trim_ascii();
-    if tail == b"}" {
+    let tail = after.get(values.byte_offset()..)?;
+    if json_trim(tail) == b"}" {
         return Some(Chunk { top: Vec::new(), choices, choices_at: None, names: Vec::new() });
     }
     // `,"usage":{..}}` is read as the object `{"usage":{..}}`.
     rest.push(b'{');
-    rest.extend_from_slice(tail.strip_prefix(b",")?);
+    rest.extend_from_slice(json_trim(tail).strip_prefix(b",")?);
     let Read(Some(members)) = serde_json::from_slice::<Read<'a>>(rest).ok()? else { return None };
     let again = members.names.iter().any(|name| prefix.names.contains(name) || *name == "choices");
     (!again).then_some(Chunk { choices, ..members })
@@ -530,6 +530,14 @@ impl<'de> de::Deserialize<'de> for Text<'de> {
         }
         deserializer.deserialize_str(Visit)
     }
+}
+
+/// `bytes` without JSON's whitespace around them (not `trim_ascii`'s: a form feed is not JSON's).
+fn json_trim(bytes: &[u8]) -> &[u8] {
+    let json_space = |byte: &u8| matches!(byte, b' ' | b'\t' | b'\n' | b'\r');
+    let start = bytes.iter().position(|byte| !json_space(byte)).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|byte| !json_space(byte)).map_or(start, |end| end + 1);
+    &bytes[start..end]
 }
 
 /// Whether `raw` is a scalar: a string, a number, a boolean or `null`.
