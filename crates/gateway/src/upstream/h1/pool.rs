@@ -22,7 +22,7 @@ pub(crate) struct Pool {
 impl Pool {
     /// A pool of at most `max_idle` connections, each kept `timeout` unused. Inside a tokio
     /// runtime a task drops the expired ones every `timeout / 4`, so that a quiet gateway does
-    /// not hold them (and their buffers) until the next request.
+    /// not hold them (and the upstream its end of them) until the next request.
     pub(crate) fn new(max_idle: usize, timeout: Duration, per_thread: bool) -> Arc<Pool> {
         let pool = Arc::new(Pool { idle: Mutex::default(), max_idle, timeout, per_thread });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
