@@ -317,6 +317,14 @@ impl Stepped {
     }
 }
 
+/// An upstream answering in `pieces`, its client, and the body of the client's request.
+async fn answered_in(pieces: Vec<Piece>) -> (Stepped, Http1, Body) {
+    let upstream = Stepped::start(pieces).await;
+    let http1 = client(&upstream.url);
+    let body = post(&http1).await;
+    (upstream, http1, body)
+}
+
 /// `body`'s next piece of data.
 async fn piece(body: &mut Body) -> Vec<u8> {
     body.next().await.expect("a piece").expect("data").to_vec()
@@ -324,7 +332,7 @@ async fn piece(body: &mut Body) -> Vec<u8> {
 
 #[tokio::test]
 async fn a_chunked_body_cut_at_awkward_places_comes_out_whole_and_its_connection_is_kept() {
-    let upstream = Stepped::start(vec![
+    let (upstream, http1, mut body) = answered_in(vec![
         // The head cut in two, then the first chunk and the start of the second's size line.
         Piece::Now("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-enc"),
         Piece::Now("oding: chunked\r\n\r\n9\r\ndata: a\n\n\r\na"),
@@ -339,8 +347,6 @@ async fn a_chunked_body_cut_at_awkward_places_comes_out_whole_and_its_connection
         Piece::Told("\n"),
     ])
     .await;
-    let http1 = client(&upstream.url);
-    let mut body = post(&http1).await;
     let mut data = Vec::new();
     for _ in 0..3 {
         data.extend(piece(&mut body).await);
@@ -357,14 +363,12 @@ async fn a_chunked_body_cut_at_awkward_places_comes_out_whole_and_its_connection
 
 #[tokio::test]
 async fn a_length_delimited_body_cut_in_pieces_comes_out_whole_and_its_connection_is_kept() {
-    let upstream = Stepped::start(vec![
+    let (upstream, http1, mut body) = answered_in(vec![
         Piece::Now("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 9\r\n\r\n{\"a"),
         Piece::Told("\":"),
         Piece::Told("123}"),
     ])
     .await;
-    let http1 = client(&upstream.url);
-    let mut body = post(&http1).await;
     let mut data = piece(&mut body).await;
     upstream.next();
     data.extend(piece(&mut body).await);
@@ -375,12 +379,10 @@ async fn a_length_delimited_body_cut_in_pieces_comes_out_whole_and_its_connectio
 
 #[tokio::test]
 async fn a_body_dropped_before_its_end_is_a_close_the_upstream_sees() {
-    let upstream = Stepped::start(vec![Piece::Now(
+    let (upstream, http1, mut body) = answered_in(vec![Piece::Now(
         "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n9\r\ndata: a\n\n\r\n",
     )])
     .await;
-    let http1 = client(&upstream.url);
-    let mut body = post(&http1).await;
     assert_eq!(piece(&mut body).await, b"data: a\n\n");
     drop(body);
     until("the upstream sees the connection closed", || upstream.closed()).await;
