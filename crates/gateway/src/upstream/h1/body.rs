@@ -2,6 +2,7 @@
 //! the connection goes back to the pool at the body's clean end, and is closed if dropped before.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -113,9 +114,10 @@ impl Body {
                 self.end();
                 return Poll::Ready(None);
             }
-            let mut buf = [0; READ_BUF];
+            // Not zeroed first: `ReadBuf` hands out only what the read filled.
+            let mut buf = [MaybeUninit::<u8>::uninit(); READ_BUF];
             let wanted = self.framing.wanted(READ_BUF);
-            let mut read = ReadBuf::new(&mut buf[..wanted]);
+            let mut read = ReadBuf::uninit(&mut buf[..wanted]);
             if let Err(error) = ready!(Pin::new(stream).poll_read(cx, &mut read)) {
                 return Poll::Ready(Some(Err(io::Error::new(
                     error.kind(),
