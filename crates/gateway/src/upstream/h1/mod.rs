@@ -121,8 +121,8 @@ impl Http1 {
     }
 }
 
-/// Why a request got no response, and whether the upstream can have seen it whole: a request
-/// it cannot have answered may be sent again.
+/// Why a request got no response, and whether nothing at all came back: only such a request
+/// may be sent again (on a new connection, when this one was reused).
 struct Failed {
     text: String,
     /// Nothing came back: the connection failed as the request was written, or closed (or was
