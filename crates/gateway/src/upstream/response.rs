@@ -1,5 +1,5 @@
 //! An upstream response as a flight reads it, whichever client sent its request (reqwest, or
-//! hyper's own over plain HTTP/1.1, `h1`): its status, its headers and its body's pieces.
+//! the gateway's own over plain HTTP/1.1, `h1`): its status, its headers and its body's pieces.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};

@@ -1,42 +1,32 @@
-//! A plain `http://` upstream over HTTP/1.1 (vLLM, Ollama) through hyper's own client connections,
-//! pooled here: reqwest's layers cost a held stream and a request more (BENCHMARKS.md, issue 26).
+//! A plain `http://` upstream over HTTP/1.1 (vLLM, Ollama) through a client of the gateway's
+//! own: a pooled socket per request, read by the flight's task (BENCHMARKS.md, issue 26).
 //!
-//! TLS, HTTP/2 and proxies stay with reqwest. G6: no redirect is followed (hyper follows none) and
-//! the URL holds no credential. G9: `TCP_NODELAY`, and a connection is reused once its response ends.
+//! No task or channel per connection, and no buffer held between a stream's pieces: hyper's
+//! client kept ~20 KB a held stream. TLS, HTTP/2 and proxies stay with reqwest. G6: no redirect
+//! is followed and the URL holds no credential. G9: `TCP_NODELAY`, and a connection is reused
+//! once its response ends.
 
+mod body;
+mod framing;
+mod head;
 mod pool;
+mod request;
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::http::header::{ACCEPT, HOST};
-use axum::http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
+use axum::http::{HeaderMap, HeaderValue, Response};
 use bytes::Bytes;
-use futures::FutureExt;
-use http_body::{Body as _, Frame};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::client::conn::http1::Builder;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::upstream::client::{POOL_IDLE_TIMEOUT, UpstreamUrl, describe};
-use pool::{Pool, Sender};
+pub(crate) use body::Body;
+use pool::Pool;
 
-/// What hyper reads from a connection at a time, and so the largest response head taken: an
-/// LLM server's head is a few hundred bytes, and a held stream keeps this buffer (hyper's
-/// adaptive default starts at 8 KiB and may grow to 400).
-const READ_BUF: usize = 4096;
+use crate::upstream::client::{POOL_IDLE_TIMEOUT, UpstreamUrl};
 
 /// Idle connections kept for the next requests: beyond this many, a burst's connections are
-/// closed when it ends (each idle one holds ~20 KB: hyper's write buffer and dispatch channel).
+/// closed when it ends.
 const MAX_IDLE: usize = 256;
-
-/// How long the rest of a body whose answer has ended (after Chat's `[DONE]`) is waited for,
-/// so that its connection can be used again: the upstream sends it at once.
-const LINGER: Duration = Duration::from_secs(1);
 
 /// The client of one plain `http://` upstream.
 pub(crate) struct Http1 {
@@ -46,7 +36,6 @@ pub(crate) struct Http1 {
     /// The `Host` header: the URL's host and any port it names.
     authority: HeaderValue,
     connect_timeout: Duration,
-    handshake: Builder,
     pool: Arc<Pool>,
 }
 
@@ -57,58 +46,62 @@ impl Http1 {
     pub(crate) fn new(url: &UpstreamUrl, connect_timeout: Duration, per_thread: bool) -> Option<Http1> {
         let (host, port, authority) = url.plain_http()?;
         let authority = HeaderValue::from_str(&authority).ok()?;
-        let mut handshake = Builder::new();
-        handshake.read_buf_exact_size(Some(READ_BUF));
         let pool = Pool::new(MAX_IDLE, POOL_IDLE_TIMEOUT, per_thread);
-        Some(Http1 { host: host.to_owned(), port, authority, connect_timeout, handshake, pool })
+        Some(Http1 { host: host.to_owned(), port, authority, connect_timeout, pool })
     }
 
     /// POSTs `body` with `headers` (end-to-end ones; `Host` is set here) to `path_and_query`
-    /// on an idle connection, or a new one. A request that an idle connection never sent
-    /// (the upstream closed it as it was taken) is sent again on another. The error is its
+    /// on an idle connection, or a new one, and reads the response's head. The error is its
     /// text, for the operator.
+    ///
+    /// An idle connection the upstream closed meanwhile (its idle timeout, a restart) shows as
+    /// a failed write or as a close before any response byte: the request is then sent once
+    /// more, on a new connection. Only then: as every HTTP client does (hyper, Go's, curl), a
+    /// POST is never sent again once any byte of an answer came, or when a new connection
+    /// failed, since the upstream may have begun to generate.
     pub(crate) async fn post(
         &self,
         path_and_query: &str,
-        mut headers: HeaderMap,
+        headers: HeaderMap,
         body: Bytes,
     ) -> Result<Response<Body>, String> {
-        let uri =
-            Uri::try_from(path_and_query).map_err(|e| format!("the request's path is not valid: {e}"))?;
-        headers.insert(HOST, self.authority.clone());
-        // What reqwest sends when the client sent none: the same upstream request either way.
-        headers.entry(ACCEPT).or_insert(HeaderValue::from_static("*/*"));
-        let mut request = Request::new(Full::new(body));
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = uri;
-        *request.headers_mut() = headers;
+        let head = request::head(path_and_query, &self.authority, &headers, body.len())?;
+        let mut idle = self.pool.take();
         loop {
-            let (mut sender, reused) = match self.pool.take() {
-                Some(sender) => (sender, true),
-                None => (self.connect().await?, false),
+            let reused = idle.is_some();
+            let stream = match idle.take() {
+                Some(stream) => stream,
+                None => self.connect().await?,
             };
-            // A reused connection may still be reading the end of its last response.
-            if let Err(error) = sender.ready().await {
-                if reused {
-                    continue;
-                }
-                return Err(describe(&error));
-            }
-            match sender.try_send_request(request).await {
-                Ok(response) => {
-                    let pool = Arc::clone(&self.pool);
-                    return Ok(response.map(|incoming| Body { incoming, sender: Some(sender), pool }));
-                }
-                Err(mut error) => match error.take_message() {
-                    Some(unsent) if reused => request = unsent,
-                    _ => return Err(describe(&error.into_error())),
-                },
+            match self.exchange(stream, &head, &body).await {
+                Ok(response) => return Ok(response),
+                Err(failed) if failed.unanswered && reused => continue,
+                Err(failed) => return Err(failed.text),
             }
         }
     }
 
-    /// A new connection, its task spawned.
-    async fn connect(&self) -> Result<Sender, String> {
+    /// Sends the request's `head` and `body` on `stream` and reads the response's head.
+    async fn exchange(
+        &self,
+        mut stream: TcpStream,
+        head: &[u8],
+        body: &[u8],
+    ) -> Result<Response<Body>, Failed> {
+        if let Err(error) = request::write(&mut stream, head, body).await {
+            return Err(Failed::unanswered(format!("cannot send the request: {error}")));
+        }
+        let head = head::read(&mut stream).await?;
+        let body = Body::new(stream, head.framing, head.keep_alive, head.rest, Arc::clone(&self.pool))
+            .map_err(|text| Failed::answered(format!("the response's body is not valid: {text}")))?;
+        let mut response = Response::new(body);
+        *response.status_mut() = head.status;
+        *response.headers_mut() = head.headers;
+        Ok(response)
+    }
+
+    /// A new connection.
+    async fn connect(&self) -> Result<TcpStream, String> {
         let connecting = TcpStream::connect((self.host.as_str(), self.port));
         let stream = match tokio::time::timeout(self.connect_timeout, connecting).await {
             Err(_) => {
@@ -118,14 +111,7 @@ impl Http1 {
             Ok(Ok(stream)) => stream,
         };
         stream.set_nodelay(true).map_err(|e| format!("cannot set TCP_NODELAY: {e}"))?;
-        let (sender, connection) =
-            self.handshake.handshake(TokioIo::new(stream)).await.map_err(|e| describe(&e))?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(error = %describe(&error), "an upstream connection ended");
-            }
-        });
-        Ok(sender)
+        Ok(stream)
     }
 
     /// How many connections are idle.
@@ -135,65 +121,24 @@ impl Http1 {
     }
 }
 
-/// A response's body: its connection goes back to the pool when the body has ended, and is
-/// closed if the body is dropped before (the upstream then stops generating).
-pub(crate) struct Body {
-    incoming: Incoming,
-    sender: Option<Sender>,
-    pool: Arc<Pool>,
+/// Why a request got no response, and whether nothing at all came back: only such a request
+/// may be sent again (on a new connection, when this one was reused).
+struct Failed {
+    text: String,
+    /// Nothing came back: the connection failed as the request was written, or closed (or was
+    /// reset) before any byte of a response.
+    unanswered: bool,
 }
 
-impl Body {
-    /// The answer has ended: waits up to [`LINGER`] for the body's own end (its last chunk) in
-    /// a task of its own, so that its connection can be used again.
-    pub(crate) fn finish(mut self) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        if self.sender.is_none() {
-            return;
-        }
-        // Already there, most often: no task needed.
-        if std::future::poll_fn(|cx| self.poll_rest(cx)).now_or_never().is_some() {
-            return;
-        }
-        runtime.spawn(async move {
-            let _ = tokio::time::timeout(LINGER, std::future::poll_fn(|cx| self.poll_rest(cx))).await;
-        });
+impl Failed {
+    /// A failure before any byte of a response.
+    fn unanswered(text: String) -> Failed {
+        Failed { text, unanswered: true }
     }
 
-    /// Reads and drops the rest of the body, at most [`READ_BUF`] bytes of it (more is not an
-    /// answer's end).
-    fn poll_rest(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let mut read = 0;
-        loop {
-            match Pin::new(&mut *self).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(frame))) => {
-                    read += frame.data_ref().map_or(0, Bytes::len);
-                    if read > READ_BUF {
-                        return Poll::Ready(());
-                    }
-                }
-                Poll::Ready(_) => return Poll::Ready(()),
-            }
-        }
-    }
-}
-
-impl http_body::Body for Body {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.incoming).poll_frame(cx);
-        if let Poll::Ready(None) = polled
-            && let Some(sender) = self.sender.take()
-        {
-            self.pool.put(sender);
-        }
-        polled
+    /// A failure once a response had begun, or that a retry would not mend.
+    fn answered(text: String) -> Failed {
+        Failed { text, unanswered: false }
     }
 }
 
