@@ -1130,6 +1130,26 @@ mod tests {
         assert!(matches!(result, Err(CollectError::Malformed { index: 2, .. })), "{result:?}");
     }
 
+    /// The `merge` fuzz target's corpus and regressions (`fuzz/merge`), each merged as the fuzz
+    /// target does (a chunk a line; bytes that are not UTF-8 replaced), every way alike.
+    #[test]
+    fn the_fuzz_corpus_merges_alike() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/merge");
+        let mut inputs = 0;
+        for dir in ["corpus/merge", "regressions/merge"] {
+            for entry in std::fs::read_dir(root.join(dir)).expect("the fuzz inputs are in the repository") {
+                let data = std::fs::read(entry.expect("a directory entry").path()).expect("a fuzz input");
+                let chunks: Vec<String> = data
+                    .split(|&byte| byte == b'\n')
+                    .map(|chunk| String::from_utf8_lossy(chunk).into_owned())
+                    .collect();
+                same_merges(Kind::Chat, &chunks).ok();
+                inputs += 1;
+            }
+        }
+        assert!(inputs >= 4, "{inputs} fuzz inputs");
+    }
+
     /// Random streams around the common shape, with now and then a chunk outside it (a tool
     /// call, an unknown member, a member twice, an escaped key, an error, not JSON) and chunks
     /// repeated but for their text: every merge makes the same of each (seeded, reproducible).
