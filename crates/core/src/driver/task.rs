@@ -75,8 +75,9 @@ struct Flight<K, T, E, R> {
     /// unobserved flight pays one branch per batch for it.
     awaits_first: bool,
     /// Items published whose readers are not woken yet: the task polls its upstream once
-    /// more first (see [`Flight::holds`]).
-    held: usize,
+    /// more first (see [`Flight::holds`]). Fewer than a [`BATCH`]: a byte, which fits beside
+    /// the flags where a word made every task 128 bytes larger (tokio pads its tasks' cells).
+    held: u8,
 }
 
 /// What one pull of the upstream gave.
@@ -213,7 +214,8 @@ impl<K, T, E, R> Flight<K, T, E, R> {
         };
         if published || self.held > 0 {
             if waits && self.holds(before, taken) {
-                self.held += taken;
+                // Below a batch, as `holds` says: it fits in a byte.
+                self.held = (usize::from(self.held) + taken) as u8;
                 cx.waker().wake_by_ref();
             } else {
                 // The readers parked meanwhile, once for every batch of this poll (and the
@@ -233,7 +235,7 @@ impl<K, T, E, R> Flight<K, T, E, R> {
     /// whole read, and write it at once, where they woke and wrote once per item on a
     /// single-threaded runtime (issue 26). Never for the first items, nor past a batch.
     fn holds(&self, before: u64, taken: usize) -> bool {
-        taken > 0 && before >= PROMPT_ITEMS && self.held + taken < BATCH
+        taken > 0 && before >= PROMPT_ITEMS && usize::from(self.held) + taken < BATCH
     }
 
     /// The flight's first item is out: the observer hears of it, with no lock held.
