@@ -1,6 +1,7 @@
 # What instructions.sh and stages.sh share: the upstream (the gateway's simulated model at zero
 # delay, 10 tokens), an OTLP sink, a load client, and `count`, which runs a front gateway under
 # callgrind. Sourced with `gateway` and `requests` set; leaves the last profile in $work/last.out.
+# GATEWAY_ARGS, if set, are more flags for every front gateway (say `--connection-threads 2`).
 command -v valgrind > /dev/null || { echo "$0: valgrind is needed" >&2; exit 1; }
 work=$(mktemp -d)
 pids=()
@@ -53,8 +54,9 @@ count() {
     local front out
     front=$(port)
     out=$work/callgrind.$front
+    # shellcheck disable=SC2086 # GATEWAY_ARGS are words
     valgrind --tool=callgrind --callgrind-out-file="$out" "$binary" --listen "127.0.0.1:$front" \
-        --upstream "http://127.0.0.1:$upstream/v1" "$@" > /dev/null 2> "$work/front.$front.log" &
+        --upstream "http://127.0.0.1:$upstream/v1" "$@" ${GATEWAY_ARGS:-} > /dev/null 2> "$work/front.$front.log" &
     local pid=$!
     up "$front"
     python3 "$work/load.py" "$front" 100 "$mode"

@@ -15,6 +15,8 @@
 # per request of the variants: logs off (--log warn), the JSON access log (to a file), and
 # traces exported too (OTLP/HTTP to a sink that answers 200; the counters are read after the
 # SDK's 5 s batch, so the export is counted). BASELINE_GATEWAY, if given, is run logs off first.
+# LOGS_OFF_ONLY=1 runs the logs-off variants alone; GATEWAY_ARGS adds flags to every gateway
+# counted (callgrind-common.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 gateway=${1:-target/release/streamflight-gateway}
@@ -27,10 +29,12 @@ source scripts/callgrind-common.sh
 variants=()
 [ -n "$baseline" ] && variants+=("baseline, logs off|$baseline|0|--log warn")
 variants+=("logs off|$gateway|0|--log warn")
-variants+=("JSON access log|$gateway|0|--log info --log-format json")
-variants+=("JSON access log + traces|$gateway|6|--log info --log-format json --otlp-endpoint http://127.0.0.1:$sink")
+if [ -z "${LOGS_OFF_ONLY:-}" ]; then
+    variants+=("JSON access log|$gateway|0|--log info --log-format json")
+    variants+=("JSON access log + traces|$gateway|6|--log info --log-format json --otlp-endpoint http://127.0.0.1:$sink")
+fi
 
-echo "instructions per request, $requests unique Chat requests, median of $rounds runs, $(date -u '+%Y-%m-%d %H:%M UTC'), $gateway"
+echo "instructions per request, $requests unique Chat requests, median of $rounds runs, $(date -u '+%Y-%m-%d %H:%M UTC'), $gateway ${GATEWAY_ARGS:-}"
 echo "| variant | non-streaming | vs first | streaming | vs first |"
 echo "|---|---:|---:|---:|---:|"
 first=()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Where the kernel's half of a request's CPU time comes from: context switches and system calls
-# per request of the front gateway (its tokio runtime with 2 worker threads, then 1) and of nginx
+# per request of the front gateway (one tokio runtime with 2 worker threads, then 1; then 2
+# connection threads, `--connection-threads 2`, each its connections' runtime) and of nginx
 # (2 workers, an upstream keep-alive pool, no buffering, no access log, as in the proxies
 # example), counted by `perf stat` on their processes alone, with the task clock beside them.
 # Unique Chat requests one after another on one keep-alive connection, in front of the gateway's
@@ -11,7 +12,9 @@
 #
 # GATEWAY defaults to target/release/streamflight-gateway (build it first), REQUESTS to 2000.
 # Needs perf (with access to the processes' counters: root, or perf_event_paranoid <= 1) and nginx
-# (Debian's nginx-light) on PATH.
+# (Debian's nginx-light) on PATH. With KINDS=1, each row is followed by the system calls by kind
+# per request, counted by `strace -c -f` in a second run of REQUESTS (strace slows the threads and
+# so may change how they meet: the perf row is the figure, this one says what it is made of).
 set -euo pipefail
 gateway=${1:-target/release/streamflight-gateway}
 requests=${2:-2000}
@@ -38,6 +41,22 @@ measure() {
         END { printf "| %s | %s | %.1f | %.1f | %.0f |\n", name, mode, switches, calls, clock }' "$work/stat"
 }
 
+# kinds NAME PIDS PORT MODE: the system calls of the row before, by kind, per request.
+kinds() {
+    local name=$1 pids=$2 front=$3 mode=$4 traced=()
+    for pid in ${pids//,/ }; do traced+=(-p "$pid"); done
+    strace -c -f -o "$work/strace" "${traced[@]}" 2> /dev/null &
+    local tracer=$!
+    sleep 0.5
+    python3 "$work/load.py" "$front" "$requests" "$mode"
+    kill -INT "$tracer"
+    wait "$tracer" 2> /dev/null || true
+    sort -k4 -nr "$work/strace" | awk -v name="$name" -v mode="$mode" -v n="$requests" '
+        $NF != "total" && $NF != "syscall" && $4 ~ /^[0-9]+$/ && $4 / n >= 0.05 {
+            kinds = kinds sprintf("%s%s %.2f", kinds == "" ? "" : ", ", $NF, $4 / n) }
+        END { printf "| %s, by kind | %s | %s |||\n", name, mode, kinds }'
+}
+
 echo "$requests unique Chat requests on one connection, $(date -u '+%Y-%m-%d %H:%M UTC'), $gateway"
 echo "| proxy | mode | context switches | system calls | task clock, µs |"
 echo "|---|---|---:|---:|---:|"
@@ -52,6 +71,7 @@ for variant in "2 worker threads:2:0" "1 worker thread:1:0" "2 connection thread
     up "$front"
     for mode in complete stream; do
         measure "gateway, $name" "$pid" "$front" "$mode"
+        if [ -n "${KINDS:-}" ]; then kinds "gateway, $name" "$pid" "$front" "$mode"; fi
     done
     kill "$pid"
 done
@@ -83,4 +103,5 @@ for _ in $(seq 50); do [ -s "$work/nginx.pid" ] && break; sleep 0.1; done
 workers=$(pgrep -d, -P "$(cat "$work/nginx.pid")")
 for mode in complete stream; do
     measure "nginx, 2 workers" "$workers" "$front" "$mode"
+    if [ -n "${KINDS:-}" ]; then kinds "nginx, 2 workers" "$workers" "$front" "$mode"; fi
 done

@@ -142,10 +142,11 @@ pub struct Settings {
 
     /// Threads that serve client connections, each one a single-threaded runtime that serves
     /// the connections given to it from start to end (their flights, upstream connections and
-    /// timers), as nginx's workers do: a request's tasks then never wake another thread. 0:
-    /// every connection on the main, work-stealing runtime. Read at start.
-    #[arg(long, env = "STREAMFLIGHT_CONNECTION_THREADS", default_value_t = 0)]
-    pub connection_threads: usize,
+    /// timers), as nginx's workers do: a request's tasks then never wake another thread. None:
+    /// one per CPU the process may run on; 0: every connection on the main, work-stealing
+    /// runtime. Read at start.
+    #[arg(long, env = "STREAMFLIGHT_CONNECTION_THREADS")]
+    pub connection_threads: Option<usize>,
 
     /// Time without an event after which a streaming client gets a keep-alive (an SSE comment;
     /// Anthropic's clients an `event: ping`), so that nothing on its way closes a quiet stream.
@@ -284,6 +285,14 @@ fn parse_filter(text: &str) -> Result<Filter, String> {
 }
 
 impl Settings {
+    /// The connection threads to start: `--connection-threads`, else one per CPU the process
+    /// may run on (fewer, per request, context switches, system calls and instructions than the
+    /// work-stealing runtime's, streamed or not: BENCHMARKS.md, issue 26).
+    pub fn connection_threads(&self) -> usize {
+        self.connection_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
+    }
+
     /// Checks what clap cannot: combinations of flags. The error is one line, for the operator.
     pub fn check(&self) -> Result<(), String> {
         if self.share_across_tenants && self.upstream.is_some() && self.upstream_api_key.is_none() {

@@ -93,7 +93,7 @@ impl App {
             write_timeout: settings.write_timeout,
             // The connection layer counts into the metrics' counter.
             write_timeouts: gateway.metrics.write_timeouts.clone(),
-            workers: settings.connection_threads,
+            workers: settings.connection_threads(),
         };
         // With `--redis`, this replica carries out the cancels the others pass on.
         handoff::serve_cancels(&gateway.flights, Arc::clone(&gateway.registry));

@@ -36,6 +36,12 @@ async fn identical_streams_on_every_connection_thread_make_one_upstream_request(
     identical_streams_make_one_upstream_request(&["--connection-threads", "2"], 16).await;
 }
 
+/// Without connection threads (every connection on the main, work-stealing runtime).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_streams_on_the_main_runtime_make_one_upstream_request() {
+    identical_streams_make_one_upstream_request(&["--connection-threads", "0"], 16).await;
+}
+
 /// `n` identical streaming requests, held at once (each a connection of its own), through a
 /// gateway with `flags`: one upstream request, and every client the whole stream.
 async fn identical_streams_make_one_upstream_request(flags: &[&str], n: u64) {

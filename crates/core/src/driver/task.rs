@@ -26,6 +26,9 @@ const ITEMS_PER_POLL: usize = 4096;
 /// Batches per poll at most, for an upstream that yields one item at a time
 /// (each batch a publication: a fence, and a wake of the readers parked since).
 const BATCHES_PER_POLL: usize = 256;
+/// A flight's first items, whose readers are woken as soon as they are published: a client
+/// waits for them most (in the gateway, the response's head and its first event).
+const PROMPT_ITEMS: u64 = 2;
 
 pin_project! {
     /// The task of one flight. It reports to the registry (prepared,
@@ -71,6 +74,10 @@ struct Flight<K, T, E, R> {
     /// An observer waits for the flight's first item: false without one, so that an
     /// unobserved flight pays one branch per batch for it.
     awaits_first: bool,
+    /// Items published whose readers are not woken yet: the task polls its upstream once
+    /// more first (see [`Flight::holds`]). Fewer than a [`BATCH`]: a byte, which fits beside
+    /// the flags where a word made every task 128 bytes larger (tokio pads its tasks' cells).
+    held: u8,
 }
 
 /// What one pull of the upstream gave.
@@ -96,6 +103,7 @@ impl<K, T, E, R, Fut, S> FlightTask<K, T, E, R, Fut, S> {
                 abort: AbortWatch::new(started.abort),
                 polling: false,
                 ended: false,
+                held: 0,
             },
             stage: Stage::Preparing { start },
         }
@@ -169,8 +177,10 @@ impl<K, T, E, R> Flight<K, T, E, R> {
         T: Send + Sync,
         S: Stream<Item = Result<T, E>>,
     {
+        let before = self.history.appended();
         let mut taken = 0;
         let mut published = false;
+        let mut waits = false;
         let polled = 'poll: {
             for _ in 0..BATCHES_PER_POLL {
                 let mut batch = self.history.batch();
@@ -191,7 +201,10 @@ impl<K, T, E, R> Flight<K, T, E, R> {
                 match pulled {
                     Pulled::Items if taken < ITEMS_PER_POLL => {}
                     Pulled::Items => break,
-                    Pulled::Pending => break 'poll Poll::Pending,
+                    Pulled::Pending => {
+                        waits = true;
+                        break 'poll Poll::Pending;
+                    }
                     Pulled::Ended(end) => break 'poll Poll::Ready(end),
                 }
             }
@@ -199,11 +212,30 @@ impl<K, T, E, R> Flight<K, T, E, R> {
             cx.waker().wake_by_ref();
             Poll::Pending
         };
-        // The readers parked meanwhile, once for every batch of this poll.
-        if published {
-            self.history.wake();
+        if published || self.held > 0 {
+            if waits && self.holds(before, taken) {
+                // Below a batch, as `holds` says: it fits in a byte.
+                self.held = (usize::from(self.held) + taken) as u8;
+                cx.waker().wake_by_ref();
+            } else {
+                // The readers parked meanwhile, once for every batch of this poll (and the
+                // polls held before it).
+                self.held = 0;
+                self.history.wake();
+            }
         }
         polled
+    }
+
+    /// Whether the readers of the `taken` items just published (after `before` others) wait
+    /// for one more poll of the upstream, the task woken again at once for it. An upstream
+    /// that hands a read over item by item from a task of its own (hyper's body channel
+    /// holds one chunk) has the rest of that read ready once its task has run, which a
+    /// runtime's queue does before this task again: the readers are then woken once for the
+    /// whole read, and write it at once, where they woke and wrote once per item on a
+    /// single-threaded runtime (issue 26). Never for the first items, nor past a batch.
+    fn holds(&self, before: u64, taken: usize) -> bool {
+        taken > 0 && before >= PROMPT_ITEMS && usize::from(self.held) + taken < BATCH
     }
 
     /// The flight's first item is out: the observer hears of it, with no lock held.

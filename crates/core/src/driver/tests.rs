@@ -435,3 +435,47 @@ fn a_panicking_weigher_ends_its_flight_panicked() {
     assert_eq!(read_all(&mut sub), [Event::Failed(Failure::Panicked)]);
     assert!(flights.is_idle(), "the key is free, nothing held");
 }
+
+#[test]
+fn a_bursts_readers_are_woken_once_the_upstream_has_nothing_more_ready() {
+    let runtime = Manual::new();
+    let flights = manager(Config::default(), &runtime);
+    let (upstream, start) = feed();
+    let mut sub = flights.request("k", start);
+    let mut task = runtime.take().expect("the leader's task");
+    let reader = StdArc::new(Counter::default());
+    let reader_waker = Waker::from(reader.clone());
+    let task_wakes = StdArc::new(Counter::default());
+    let task_waker = Waker::from(task_wakes.clone());
+    let woken = |counter: &Counter| counter.0.load(Ordering::Relaxed);
+    // The task's wakes during a run of it are its own (the channel wakes it at each send).
+    let run_woken = |task: &mut Task| {
+        let before = woken(&task_wakes);
+        assert_eq!(run_with(task, &task_waker), Poll::Pending);
+        woken(&task_wakes) - before
+    };
+    // The first items wake their parked reader at once.
+    for item in 0..2 {
+        assert_eq!(poll_with(&mut sub, &reader_waker), Poll::Pending);
+        upstream.unbounded_send(Ok(item)).unwrap();
+        assert_eq!(run_woken(&mut task), 0, "item {item}: the task does not wake itself");
+        assert_eq!(woken(&reader), item as usize + 1, "item {item} woke its reader");
+        assert_eq!(poll(&mut sub), Poll::Ready(Some(Event::Item(item))));
+    }
+    // Later, the upstream's items one poll at a time: the reader waits while each poll took
+    // some, the task woken again for the next; the poll that finds nothing wakes the reader.
+    assert_eq!(poll_with(&mut sub, &reader_waker), Poll::Pending);
+    for item in 2..5 {
+        upstream.unbounded_send(Ok(item)).unwrap();
+        assert_eq!(run_woken(&mut task), 1, "item {item}: the task polls its upstream once more");
+    }
+    assert_eq!(woken(&reader), 2, "not yet");
+    assert_eq!(run_woken(&mut task), 0);
+    assert_eq!(woken(&reader), 3, "once for the three");
+    for item in 2..5 {
+        assert_eq!(poll(&mut sub), Poll::Ready(Some(Event::Item(item))));
+    }
+    upstream.close_channel();
+    assert_eq!(run(&mut task), Poll::Ready(()));
+    assert_eq!(poll(&mut sub), Poll::Ready(Some(Event::Done)));
+}

@@ -20,12 +20,21 @@ use crate::key::Key;
 pub(crate) struct ClientId(u128);
 
 impl ClientId {
-    /// A fresh id from the operating system's random source.
+    /// A fresh id from the operating system's random source, read for [`IDS_PER_READ`] ids
+    /// at a time by each thread: a `getrandom` call per request was one of its system calls.
     pub(crate) fn random() -> ClientId {
-        let mut bytes = [0; 16];
-        // Without a random source the process cannot make unguessable ids: a broken host.
-        getrandom::fill(&mut bytes).expect("the operating system's random source");
-        ClientId(u128::from_le_bytes(bytes))
+        RANDOM.with_borrow_mut(|random| {
+            if random.next == IDS_PER_READ {
+                // Without a random source the process cannot make unguessable ids: a broken host.
+                getrandom::fill(&mut random.bytes).expect("the operating system's random source");
+                random.next = 0;
+            }
+            let at = random.next * 16;
+            random.next += 1;
+            let mut bytes = [0; 16];
+            bytes.copy_from_slice(&random.bytes[at..at + 16]);
+            ClientId(u128::from_le_bytes(bytes))
+        })
     }
 
     /// Its 16 bytes, most significant first: their hex digits are its text.
@@ -55,6 +64,21 @@ impl ClientId {
         }
         Digits(digits)
     }
+}
+
+/// Ids made from one read of the random source.
+const IDS_PER_READ: usize = 64;
+
+/// A thread's random bytes for its next ids, each id's 16 used once.
+struct Random {
+    bytes: [u8; 16 * IDS_PER_READ],
+    /// The next id's index in `bytes`: [`IDS_PER_READ`] once they are all used.
+    next: usize,
+}
+
+thread_local! {
+    static RANDOM: std::cell::RefCell<Random> =
+        const { std::cell::RefCell::new(Random { bytes: [0; 16 * IDS_PER_READ], next: IDS_PER_READ }) };
 }
 
 /// A [`ClientId`]'s 32 hex digits.
@@ -420,5 +444,12 @@ mod tests {
         assert_eq!(ClientId::parse("xyz"), None);
         assert_eq!(ClientId::parse(&"g".repeat(32)), None);
         assert_eq!(ClientId::parse(&"+1".repeat(16)), None);
+    }
+
+    #[test]
+    fn ids_from_several_reads_of_the_random_source_all_differ() {
+        let ids: std::collections::HashSet<_> = (0..3 * IDS_PER_READ).map(|_| ClientId::random()).collect();
+        assert_eq!(ids.len(), 3 * IDS_PER_READ);
+        assert!(!ids.contains(&ClientId(0)), "no id is the buffer's zeroes");
     }
 }

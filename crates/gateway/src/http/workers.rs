@@ -12,7 +12,12 @@ use std::future::Future;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use std::time::Duration;
+
 use tokio::runtime::Handle;
+
+/// How often a worker's own timer fires (see [`tick`]).
+const TICK: Duration = Duration::from_secs(1);
 
 /// The process's connection workers, started on first use and kept for its life.
 pub(crate) struct Workers {
@@ -48,7 +53,7 @@ impl Workers {
             let spawned = std::thread::Builder::new()
                 .name(format!("streamflight-worker-{index}"))
                 // The runtime runs its tasks only while a thread blocks on it: this one, for good.
-                .spawn(move || runtime.block_on(std::future::pending::<()>()));
+                .spawn(move || runtime.block_on(tick()));
             if let Err(error) = spawned {
                 tracing::warn!(%error, "cannot start a connection worker; connections stay on the main runtime");
                 return None;
@@ -89,5 +94,20 @@ impl Workers {
             },
             self.pick(),
         );
+    }
+}
+
+/// What a worker's thread runs besides its connections: a timer that fires every [`TICK`],
+/// for good, so that its runtime never waits with no timer or only far ones. Tokio wakes a
+/// runtime's driver (a write to its eventfd, then one more `epoll_wait`) whenever a timer is
+/// set sooner than the one it last waited for, even from the runtime's own thread: a
+/// request's timers, each sooner than the one before (the upstream's response timeout, 120 s;
+/// its idle timeout, 60 s; the connection's header timeout, 30 s), did so twice a request
+/// (BENCHMARKS.md, issue 26). An idle worker wakes once a second for it.
+async fn tick() {
+    let mut ticks = tokio::time::interval(TICK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
     }
 }

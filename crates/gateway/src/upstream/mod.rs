@@ -88,7 +88,7 @@ impl Upstream {
         // knows `NO_PROXY`'s exceptions too, so any such proxy keeps it).
         let proxied = client::proxy_variables().iter().any(|name| !name.eq_ignore_ascii_case("https_proxy"));
         let http1 = (!settings.upstream_http2 && !proxied)
-            .then(|| Http1::new(&url, settings.connect_timeout, settings.connection_threads > 0))
+            .then(|| Http1::new(&url, settings.connect_timeout, settings.connection_threads() > 0))
             .flatten();
         let api_key = settings.upstream_api_key.clone();
         if api_key.as_deref().is_some_and(|key| HeaderValue::from_str(&format!("Bearer {key}")).is_err()) {
