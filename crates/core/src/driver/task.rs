@@ -78,6 +78,12 @@ struct Flight<K, T, E, R> {
     /// more first (see [`Flight::holds`]). Fewer than a [`BATCH`]: a byte, which fits beside
     /// the flags where a word made every task 128 bytes larger (tokio pads its tasks' cells).
     held: u8,
+    /// Holding the readers back may pay: no hold has yet ended without its polls finding
+    /// more. A paced upstream hands over an item at a time, and the poll made for a hold finds
+    /// nothing: the flight then stops holding, rather than pay a poll for every item.
+    holds_pay: bool,
+    /// A poll made for the current hold found more items.
+    hold_grew: bool,
 }
 
 /// What one pull of the upstream gave.
@@ -104,6 +110,8 @@ impl<K, T, E, R, Fut, S> FlightTask<K, T, E, R, Fut, S> {
                 polling: false,
                 ended: false,
                 held: 0,
+                holds_pay: true,
+                hold_grew: false,
             },
             stage: Stage::Preparing { start },
         }
@@ -214,13 +222,17 @@ impl<K, T, E, R> Flight<K, T, E, R> {
         };
         if published || self.held > 0 {
             if waits && self.holds(before, taken) {
+                self.hold_grew |= self.held > 0;
                 // Below a batch, as `holds` says: it fits in a byte.
                 self.held = (usize::from(self.held) + taken) as u8;
                 cx.waker().wake_by_ref();
             } else {
                 // The readers parked meanwhile, once for every batch of this poll (and the
                 // polls held before it).
+                // A hold whose polls found nothing more: this upstream does not pay for one.
+                self.holds_pay &= !(self.held > 0 && taken == 0 && !self.hold_grew);
                 self.held = 0;
+                self.hold_grew = false;
                 self.history.wake();
             }
         }
@@ -235,7 +247,7 @@ impl<K, T, E, R> Flight<K, T, E, R> {
     /// whole read, and write it at once, where they woke and wrote once per item on a
     /// single-threaded runtime (issue 26). Never for the first items, nor past a batch.
     fn holds(&self, before: u64, taken: usize) -> bool {
-        taken > 0 && before >= PROMPT_ITEMS && usize::from(self.held) + taken < BATCH
+        self.holds_pay && taken > 0 && before >= PROMPT_ITEMS && usize::from(self.held) + taken < BATCH
     }
 
     /// The flight's first item is out: the observer hears of it, with no lock held.

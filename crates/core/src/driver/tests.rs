@@ -475,6 +475,21 @@ fn a_bursts_readers_are_woken_once_the_upstream_has_nothing_more_ready() {
     for item in 2..5 {
         assert_eq!(poll(&mut sub), Poll::Ready(Some(Event::Item(item))));
     }
+    // Then paced, an item at a time: the poll made for the first hold finds nothing, and the
+    // flight stops holding; each later item wakes its reader at once, with no poll more.
+    assert_eq!(poll_with(&mut sub, &reader_waker), Poll::Pending);
+    upstream.unbounded_send(Ok(5)).unwrap();
+    assert_eq!(run_woken(&mut task), 1, "item 5 is held");
+    assert_eq!(run_woken(&mut task), 0);
+    assert_eq!(woken(&reader), 4, "item 5 after a poll that found nothing");
+    assert_eq!(poll(&mut sub), Poll::Ready(Some(Event::Item(5))));
+    for item in 6..8 {
+        assert_eq!(poll_with(&mut sub, &reader_waker), Poll::Pending);
+        upstream.unbounded_send(Ok(item)).unwrap();
+        assert_eq!(run_woken(&mut task), 0, "item {item}: no hold");
+        assert_eq!(woken(&reader), item as usize - 1, "item {item} woke its reader at once");
+        assert_eq!(poll(&mut sub), Poll::Ready(Some(Event::Item(item))));
+    }
     upstream.close_channel();
     assert_eq!(run(&mut task), Poll::Ready(()));
     assert_eq!(poll(&mut sub), Poll::Ready(Some(Event::Done)));
