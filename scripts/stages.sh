@@ -23,7 +23,8 @@ inclusive() {
 
 # Each stage's functions, as callgrind names them.
 functions=(
-    'catch=hyper::proto::h1::dispatch::Dispatcher<D,Bs,I,T>::poll_catch'
+    # The client's connection whole (hyper inlines its dispatcher's poll_catch into it now).
+    'catch=<hyper::server::conn::http1::UpgradeableConnection<I,S> as core::future::future::Future>::poll'
     'service=streamflight_gateway::http::serve::service::{{closure}}::{{closure}}'
     'sent=<streamflight_gateway::http::access::Sent as http_body::Body>::poll_frame'
     'parse=streamflight_gateway::dialect::body::parse'
