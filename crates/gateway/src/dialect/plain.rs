@@ -146,30 +146,24 @@ impl Plain {
             Some(prefix) if chunk.starts_with(&prefix.bytes) => read_after(chunk, prefix, &mut rest),
             _ => None,
         };
-        let read = match read {
-            Some(read) => read,
-            None => {
-                let Ok(Read(Some(mut read))) = serde_json::from_slice::<Read<'_>>(chunk) else {
-                    return false;
-                };
-                self.prefix = read.choices_at.take().and_then(|(raw, names)| {
-                    let at = (raw.get().as_ptr() as usize).checked_sub(chunk.as_ptr() as usize)?;
-                    Some(Prefix { bytes: chunk.get(..at)?.into(), names })
-                });
-                read
-            }
+        let (mut read, whole) = match read {
+            Some(read) => (read, false),
+            None => match serde_json::from_slice::<Read<'_>>(chunk) {
+                Ok(Read(Some(read))) => (read, true),
+                _ => return false,
+            },
         };
         let Some(texts) = read.texts() else { return false };
+        if whole {
+            // Read whole: its start, up to `choices`, is the one a next chunk may share.
+            self.prefix = read.choices_at.take().and_then(|(raw, names)| {
+                let at = (raw.get().as_ptr() as usize).checked_sub(chunk.as_ptr() as usize)?;
+                Some(Prefix { bytes: chunk.get(..at)?.into(), names })
+            });
+        }
         self.template = None;
         for (top, value) in &read.top {
-            let slot = match self.top.iter_mut().find(|(seen, _)| seen == top) {
-                Some((_, slot)) => slot,
-                None => {
-                    self.top.push((*top, None));
-                    &mut self.top.last_mut().expect("just pushed").1
-                }
-            };
-            set_status(slot, *value);
+            set_status(slot(&mut self.top, *top), *value);
         }
         let mut added = Vec::new();
         for (choice, texts) in read.choices.iter().zip(texts) {
@@ -181,13 +175,7 @@ impl Plain {
             }
             set_status(&mut merged.finish_reason, choice.finish_reason);
             for ((field, raw), text) in choice.fields.iter().zip(texts) {
-                let slot = match merged.fields.iter_mut().find(|(seen, _)| seen == field) {
-                    Some((_, slot)) => slot,
-                    None => {
-                        merged.fields.push((*field, None));
-                        &mut merged.fields.last_mut().expect("just pushed").1
-                    }
-                };
+                let slot = slot(&mut merged.fields, *field);
                 let Some(text) = text else { continue };
                 match (field, slot) {
                     // Set once: the first that is neither `null` nor `""`.
@@ -381,6 +369,18 @@ impl Choice {
         string_or_null(out, refusal);
         out.push(b'}');
     }
+}
+
+/// The value of `key` in `members` (first seen, in order), added as `None` if it is not there.
+fn slot<K: PartialEq, V>(members: &mut Vec<(K, Option<V>)>, key: K) -> &mut Option<V> {
+    let at = match members.iter().position(|(seen, _)| *seen == key) {
+        Some(at) => at,
+        None => {
+            members.push((key, None));
+            members.len() - 1
+        }
+    };
+    &mut members[at].1
 }
 
 /// A status: the last value that is not `null` replaces the one before.
