@@ -83,8 +83,9 @@ pub(crate) struct Record {
     first_event: OnceLock<Instant>,
     events: AtomicU32,
     bytes: AtomicU64,
-    /// With traces: the request's span, ended with the record.
-    span: Option<ClientSpan>,
+    /// With traces: the request's span, ended with the record. Boxed: it is larger than the
+    /// rest of the record, which every held stream keeps, traced or not.
+    span: Option<Box<ClientSpan>>,
 }
 
 impl Record {
@@ -97,7 +98,7 @@ impl Record {
         span: Option<ClientSpan>,
     ) -> Record {
         Record {
-            span,
+            span: span.map(Box::new),
             started: Instant::now(),
             method,
             path: path.into(),
@@ -117,7 +118,7 @@ impl Record {
 
     /// The request's span, when it is traced.
     pub(crate) fn span(&self) -> Option<&ClientSpan> {
-        self.span.as_ref()
+        self.span.as_deref()
     }
 
     fn facts(&self) -> std::sync::MutexGuard<'_, Facts> {

@@ -3,7 +3,7 @@
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,27 +33,32 @@ impl Idle {
 
     /// The next piece of the body, `None` at its end, or why there is none.
     pub(super) async fn next(&mut self) -> Result<Option<Bytes>, UpstreamError> {
-        let piece = poll_fn(|cx| {
-            if let Poll::Ready(piece) = self.body.poll_next_unpin(cx) {
+        poll_fn(|cx| self.poll_piece(cx)).await
+    }
+
+    /// [`Idle::next`], polled: for a stream that holds its state in its own fields, not in a
+    /// future beside them.
+    pub(super) fn poll_piece(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, UpstreamError>> {
+        let piece = match self.body.poll_next_unpin(cx) {
+            Poll::Ready(piece) => {
                 self.last = Instant::now();
-                return Poll::Ready(Some(piece));
+                Some(piece)
             }
-            loop {
+            Poll::Pending => loop {
                 match self.timer.as_mut().poll(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(()) => {
                         let deadline = self.last + self.idle;
                         if Instant::now() >= deadline {
-                            return Poll::Ready(None);
+                            break None;
                         }
                         // A piece came since the timer was set: it waits from that piece.
                         self.timer.as_mut().reset(deadline);
                     }
                 }
-            }
-        })
-        .await;
-        match piece {
+            },
+        };
+        Poll::Ready(match piece {
             None => {
                 let message = format!("the upstream sent nothing for {:?}", self.idle);
                 Err(UpstreamError::broken(Broken::Timeout, message))
@@ -63,7 +68,7 @@ impl Idle {
                 Err(UpstreamError::broken(Broken::Truncated, format!("the upstream response broke: {e}")))
             }
             Some(Some(Ok(piece))) => Ok(Some(piece)),
-        }
+        })
     }
 
     /// The answer has ended normally ([`Body::finish`]).

@@ -10,14 +10,16 @@ mod lanes;
 mod response;
 pub(crate) mod scrub;
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::http::HeaderMap;
 use axum::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use bytes::Bytes;
-use futures::StreamExt;
 use futures::stream;
+use futures::{Stream, StreamExt};
 use streamflight_tokio::sse::{DecodeError, Decoder, SseEvent};
 
 use crate::config::Settings;
@@ -267,8 +269,25 @@ fn body_parts(body: Body, idle: Duration, scrubber: Scrubber) -> Parts {
 /// Each event's name and data are scrubbed whole before anything else sees them.
 fn events(api: Api, body: Body, idle: Duration, max_event_bytes: usize, scrubber: Scrubber) -> Parts {
     let decoder = Decoder::with_names(max_event_bytes, api.event_names());
-    stream::unfold(Some((Idle::new(body, idle), decoder, scrubber)), move |state| async move {
-        let (mut body, mut decoder, scrubber) = state?;
+    Events { api, reading: Some((Idle::new(body, idle), decoder)), scrubber }.boxed()
+}
+
+/// [`events`]' stream. Written out rather than an `unfold`, which holds its state twice while a
+/// piece is awaited (in itself and in its future): this is kept by every flight for its life.
+struct Events {
+    api: Api,
+    /// The body and its decoder, until the stream has ended.
+    reading: Option<(Idle, Decoder)>,
+    scrubber: Scrubber,
+}
+
+impl Stream for Events {
+    type Item = Result<Part, UpstreamError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let Events { api, reading, scrubber } = &mut *self;
+        let Some((body, decoder)) = reading else { return Poll::Ready(None) };
+        let api = *api;
         loop {
             match decoder.next_event() {
                 Err(error) => {
@@ -278,33 +297,40 @@ fn events(api: Api, body: Body, idle: Duration, max_event_bytes: usize, scrubber
                         }
                         other => format!("the upstream's event stream was refused: {other}"),
                     };
-                    return Some((Err(UpstreamError::broken(Broken::TooLarge, message)), None));
+                    *reading = None;
+                    return Poll::Ready(Some(Err(UpstreamError::broken(Broken::TooLarge, message))));
                 }
                 Ok(Some(SseEvent { name, data, .. })) => {
                     match api.classify(name.map(|n| scrubber.bytes(n)), scrubber.bytes(data)) {
-                        Class::Keep(event) => {
-                            return Some((Ok(Part::Event(event)), Some((body, decoder, scrubber))));
-                        }
+                        Class::Keep(event) => return Poll::Ready(Some(Ok(Part::Event(event)))),
                         Class::KeepAlive => continue,
                         // The last event is stored; the stream ends after it, whatever follows.
                         Class::Last(last) => {
-                            body.finish();
-                            return last.map(|event| (Ok(Part::Event(event)), None));
+                            if let Some((body, _)) = reading.take() {
+                                body.finish();
+                            }
+                            return Poll::Ready(last.map(|event| Ok(Part::Event(event))));
                         }
-                        Class::Failure(event) => return Some((Err(UpstreamError::InStream(event)), None)),
+                        Class::Failure(event) => {
+                            *reading = None;
+                            return Poll::Ready(Some(Err(UpstreamError::InStream(event))));
+                        }
                     }
                 }
                 Ok(None) => {}
             }
-            match body.next().await {
+            match ready!(body.poll_piece(cx)) {
                 Ok(Some(chunk)) => decoder.push(&chunk),
                 Ok(None) => {
+                    *reading = None;
                     let message = "the upstream stream ended before its end event";
-                    return Some((Err(UpstreamError::broken(Broken::Truncated, message)), None));
+                    return Poll::Ready(Some(Err(UpstreamError::broken(Broken::Truncated, message))));
                 }
-                Err(error) => return Some((Err(error), None)),
+                Err(error) => {
+                    *reading = None;
+                    return Poll::Ready(Some(Err(error)));
+                }
             }
         }
-    })
-    .boxed()
+    }
 }
