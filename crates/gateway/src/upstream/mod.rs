@@ -183,8 +183,8 @@ impl Upstream {
             let body = self.error_body(body).await;
             return Err(UpstreamError::Status { head, body });
         }
-        let first = stream::iter([Ok(Part::Head(Arc::clone(&head)))]);
         if !api.streams() {
+            let first = stream::iter([Ok(Part::Head(head))]);
             return Ok(first.chain(body_parts(body, self.idle_timeout, self.scrubber.clone())).boxed());
         }
         let content_type = head.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -192,8 +192,7 @@ impl Upstream {
             let message = format!("the upstream answered a streaming request with `{content_type}`, not SSE");
             return Err(UpstreamError::broken(Broken::Malformed, message));
         }
-        let events = events(api, body, self.idle_timeout, self.max_event_bytes, self.scrubber.clone());
-        Ok(first.chain(events).boxed())
+        Ok(events(api, head, body, self.idle_timeout, self.max_event_bytes, self.scrubber.clone()))
     }
 
     /// Sends the request through [`Http1`] if the upstream has it, else reqwest; the error is
@@ -264,18 +263,27 @@ fn body_parts(body: Body, idle: Duration, scrubber: Scrubber) -> Parts {
     .boxed()
 }
 
-/// The SSE events of a streamed answer, each classified once by `api`, up to its end (Chat's
-/// `[DONE]`, `response.completed`, `message_stop`); a stream that stops before it is an error.
-/// Each event's name and data are scrubbed whole before anything else sees them.
-fn events(api: Api, body: Body, idle: Duration, max_event_bytes: usize, scrubber: Scrubber) -> Parts {
+/// `head`, then the SSE events of a streamed answer, each classified once by `api`, up to its
+/// end (Chat's `[DONE]`, `response.completed`, `message_stop`); a stream that stops before it
+/// is an error. Each event's name and data are scrubbed whole before anything else sees them.
+fn events(
+    api: Api,
+    head: Arc<Head>,
+    body: Body,
+    idle: Duration,
+    max_event_bytes: usize,
+    scrubber: Scrubber,
+) -> Parts {
     let decoder = Decoder::with_names(max_event_bytes, api.event_names());
-    Events { api, reading: Some((Idle::new(body, idle), decoder)), scrubber }.boxed()
+    Events { api, head: Some(head), reading: Some((Idle::new(body, idle), decoder)), scrubber }.boxed()
 }
 
 /// [`events`]' stream. Written out rather than an `unfold`, which holds its state twice while a
 /// piece is awaited (in itself and in its future): this is kept by every flight for its life.
 struct Events {
     api: Api,
+    /// The response's head, until it has been given (the first part; no stream chained for it).
+    head: Option<Arc<Head>>,
     /// The body and its decoder, until the stream has ended.
     reading: Option<(Idle, Decoder)>,
     scrubber: Scrubber,
@@ -285,7 +293,10 @@ impl Stream for Events {
     type Item = Result<Part, UpstreamError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let Events { api, reading, scrubber } = &mut *self;
+        let Events { api, head, reading, scrubber } = &mut *self;
+        if let Some(head) = head.take() {
+            return Poll::Ready(Some(Ok(Part::Head(head))));
+        }
         let Some((body, decoder)) = reading else { return Poll::Ready(None) };
         let api = *api;
         loop {
