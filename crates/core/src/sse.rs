@@ -132,6 +132,27 @@ impl Decoder {
         self.pending.extend_from_slice(bytes);
     }
 
+    /// Frees the room of the bytes received, if none is pending: for a caller about to wait
+    /// for more, maybe long (a held stream), so that its largest read's room is not kept
+    /// meanwhile. The next [`Decoder::push`] allocates again, as much as it needs.
+    ///
+    /// ```
+    /// use streamflight_core::sse::Decoder;
+    ///
+    /// let mut decoder = Decoder::new(1024);
+    /// decoder.push(b"data: a\n\ndata: b");
+    /// assert_eq!(&decoder.next_event().unwrap().unwrap().data[..], b"a");
+    /// assert!(decoder.next_event().unwrap().is_none());
+    /// decoder.release(); // `data: b` is pending: kept
+    /// decoder.push(b"\n\n");
+    /// assert_eq!(&decoder.next_event().unwrap().unwrap().data[..], b"b");
+    /// ```
+    pub fn release(&mut self) {
+        if self.pending.is_empty() && self.pending.capacity() > 0 {
+            self.pending = BytesMut::new();
+        }
+    }
+
     /// The next complete event, if one is complete. An event without data is no event (as
     /// for browsers): its name and id are forgotten.
     ///

@@ -12,7 +12,7 @@ pub(crate) mod scrub;
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::http::HeaderMap;
@@ -330,7 +330,16 @@ impl Stream for Events {
                 }
                 Ok(None) => {}
             }
-            match ready!(body.poll_piece(cx)) {
+            let piece = match body.poll_piece(cx) {
+                Poll::Ready(piece) => piece,
+                Poll::Pending => {
+                    // Waiting, maybe for long: the room of the last read is not kept meanwhile
+                    // (half a KB a held stream).
+                    decoder.release();
+                    return Poll::Pending;
+                }
+            };
+            match piece {
                 Ok(Some(chunk)) => decoder.push(&chunk),
                 Ok(None) => {
                     *reading = None;
