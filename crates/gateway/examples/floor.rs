@@ -1,6 +1,7 @@
-//! The memory floor of a held stream under the gateway: what hyper alone, hyper with axum, and
-//! hyper-util's auto (HTTP/1.1 and h2c) connection with axum cost per held HTTP/1.1 streaming
-//! response, before any of the gateway's own state (issue 15; BENCHMARKS.md).
+//! The memory floor of a held stream under the gateway: what hyper alone, hyper with axum,
+//! hyper-util's auto (HTTP/1.1 and h2c) connection with axum, and the gateway's own connection
+//! layer with axum cost per held HTTP/1.1 streaming response, before any of the gateway's own
+//! state (issues 15 and 26; BENCHMARKS.md).
 //!
 //! ```sh
 //! cargo run --release -p streamflight-gateway --example floor -- [--streams 2000]
@@ -34,10 +35,20 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 static MALLOC_CONF: &u8 = &streamflight_gateway::JEMALLOC_CONF[0];
 
 /// The servers measured, from the least.
-const SERVERS: [(&str, &str); 3] = [
+const SERVERS: [(&str, &str); 4] = [
     ("hyper", "hyper's HTTP/1.1 connection, a service_fn that reads the request's body"),
-    ("hyper-axum", "hyper's HTTP/1.1 connection, an axum Router (how the gateway serves HTTP/1.1)"),
-    ("auto-axum", "hyper-util's auto connection (HTTP/1.1 and h2c), an axum Router (the gateway before)"),
+    (
+        "hyper-axum",
+        "hyper's HTTP/1.1 connection, an axum Router (how the gateway served HTTP/1.1 until issue 26)",
+    ),
+    (
+        "auto-axum",
+        "hyper-util's auto connection (HTTP/1.1 and h2c), an axum Router (the gateway before issue 15)",
+    ),
+    (
+        "gateway-axum",
+        "the gateway's own connection layer (`serve::serve`), an axum Router (how the gateway serves)",
+    ),
 ];
 
 /// The event every stream gets first.
@@ -145,6 +156,9 @@ fn serve_as(kind: &str) {
             "/v1/chat/completions",
             axum::routing::post(|| async { axum::response::Response::from(answer()) }),
         );
+        if kind == "gateway-axum" {
+            return gateway_serve(listener, router).await;
+        }
         loop {
             let (stream, _) = listener.accept().await.unwrap();
             stream.set_nodelay(true).unwrap();
@@ -171,6 +185,20 @@ fn serve_as(kind: &str) {
             }
         }
     });
+}
+
+/// The gateway's connection layer, with its defaults (connection threads: one per CPU).
+async fn gateway_serve(listener: tokio::net::TcpListener, router: axum::Router) {
+    use streamflight_gateway::http::serve::{Connections, Shutdown, serve};
+    use streamflight_gateway::http::write_timeout::WriteTimeouts;
+    let connections = Connections {
+        header_timeout: Duration::from_secs(30),
+        shutdown_grace: Duration::from_secs(1),
+        write_timeout: Duration::from_secs(30),
+        write_timeouts: WriteTimeouts::default(),
+        workers: std::thread::available_parallelism().map_or(1, usize::from),
+    };
+    serve(listener, router, connections, Shutdown::new(), std::future::pending()).await.unwrap();
 }
 
 fn http1_builder() -> hyper::server::conn::http1::Builder {
