@@ -46,6 +46,8 @@ impl Refused {
 }
 
 /// What reading a head came to.
+// Returned once per request and taken apart at once: a box would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(super) enum Read {
     /// A head, and what was read after it (its body's start, or pipelined requests).

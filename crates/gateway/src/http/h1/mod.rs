@@ -138,7 +138,7 @@ async fn respond(
         let slot = socket.slot();
         !slot.held && !slot.framing.ended()
     };
-    let asked = Asked { keep_alive: asked.keep_alive && !(unread && !reusable(socket)), ..asked };
+    let asked = Asked { keep_alive: asked.keep_alive && (!unread || reusable(socket)), ..asked };
     let head = write::head(&mut parts, body.size_hint(), asked);
     drop(parts);
     let mut bytes = head.bytes;
