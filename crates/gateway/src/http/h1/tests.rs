@@ -97,7 +97,20 @@ struct Client {
 
 impl Client {
     async fn connect(address: SocketAddr) -> Client {
-        Client { stream: TcpStream::connect(address).await.unwrap(), read: Vec::new() }
+        let stream = TcpStream::connect(address).await.unwrap();
+        // Each write a segment of its own, at once.
+        stream.set_nodelay(true).unwrap();
+        Client { stream, read: Vec::new() }
+    }
+
+    /// A new connection on which `request` is sent in two writes, cut at `cut`; between them
+    /// the server's task runs (a yield lets the runtime poll the sockets first).
+    async fn cut(address: SocketAddr, request: &[u8], cut: usize) -> Client {
+        let mut client = Client::connect(address).await;
+        client.send(&request[..cut]).await;
+        tokio::task::yield_now().await;
+        client.send(&request[cut..]).await;
+        client
     }
 
     async fn send(&mut self, bytes: &[u8]) {
@@ -184,19 +197,13 @@ async fn a_request_cut_at_every_byte_is_read_whole() {
     let address = server(None).await;
     let request: &[u8] = b"POST /echo HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n";
     for cut in 0..=request.len() {
-        let mut client = Client::connect(address).await;
-        client.send(&request[..cut]).await;
-        tokio::task::yield_now().await;
-        client.send(&request[cut..]).await;
+        let mut client = Client::cut(address, request, cut).await;
         let answer = client.response(false).await;
         assert_eq!((answer.status, answer.body.as_slice()), (200, b"abcde".as_slice()), "cut at {cut}");
     }
     let request: &[u8] = b"POST /echo HTTP/1.1\r\ncontent-length: 5\r\n\r\nabcde";
     for cut in 0..=request.len() {
-        let mut client = Client::connect(address).await;
-        client.send(&request[..cut]).await;
-        tokio::task::yield_now().await;
-        client.send(&request[cut..]).await;
+        let mut client = Client::cut(address, request, cut).await;
         client.send(HELLO).await;
         assert_eq!(client.response(false).await.body, b"abcde", "cut at {cut}");
         assert_eq!(client.response(false).await.body, b"hello", "cut at {cut}");
