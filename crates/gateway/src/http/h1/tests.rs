@@ -26,6 +26,12 @@ const DEADLINE: Duration = Duration::from_secs(10);
 /// The streaming handler's body: its first event, then nothing, until it is dropped.
 const EVENT: &str = "data: 1\n\n";
 
+/// How many 100 KB frames the large response has.
+const PIECES: u8 = 16;
+
+/// The server's send buffer (the kernel doubles it): far less than the large response.
+const SEND_BUFFER: usize = 4096;
+
 /// A server of the handlers on a port of its own; `dropped` hears when a stream's body goes.
 async fn server(dropped: Option<oneshot::Sender<()>>) -> SocketAddr {
     let dropped = Arc::new(std::sync::Mutex::new(dropped));
@@ -36,7 +42,7 @@ async fn server(dropped: Option<oneshot::Sender<()>>) -> SocketAddr {
         .route(
             "/big",
             get(|| async {
-                let pieces = (0..64_u8).map(|i| Ok::<_, std::io::Error>(Bytes::from(vec![i; 100_000])));
+                let pieces = (0..PIECES).map(|i| Ok::<_, std::io::Error>(Bytes::from(vec![i; 100_000])));
                 AnyBody::from_stream(futures::stream::iter(pieces))
             }),
         )
@@ -60,6 +66,9 @@ async fn server(dropped: Option<oneshot::Sender<()>>) -> SocketAddr {
         let draining = Shutdown::new();
         loop {
             let (stream, peer) = listener.accept().await.unwrap();
+            // A small send buffer: a large response is written in many partial writes.
+            socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER).unwrap();
+            stream.set_nodelay(true).unwrap();
             let (app, draining) = (app.clone(), draining.clone());
             tokio::spawn(async move {
                 let writes = Arc::new(Limit { after: Duration::ZERO, cut: WriteTimeouts::default() });
@@ -243,7 +252,7 @@ async fn http10_gets_no_chunks_and_a_close() {
     client.send(b"GET /big HTTP/1.0\r\n\r\n").await;
     let answer = client.response(false).await;
     assert_eq!(answer.header("transfer-encoding"), None, "{}", answer.head);
-    assert_eq!(answer.body.len(), 64 * 100_000);
+    assert_eq!(answer.body.len(), usize::from(PIECES) * 100_000);
     assert!(client.closed().await);
     // With keep-alive and a length: kept.
     let mut client = Client::connect(address).await;
@@ -302,6 +311,8 @@ async fn a_client_gone_mid_stream_drops_the_response_body() {
     assert!(heard.is_err(), "the guard was dropped, not sent");
 }
 
+/// Its 100 KB frames go through an 8 KiB send buffer: each is written in many partial writes,
+/// each resumed from the rest of the last.
 #[tokio::test]
 async fn a_response_larger_than_the_socket_buffers_is_written_whole() {
     let address = server(None).await;
@@ -312,7 +323,7 @@ async fn a_response_larger_than_the_socket_buffers_is_written_whole() {
     client.send(b"GET /big HTTP/1.1\r\n\r\n").await;
     let answer = client.response(false).await;
     assert_eq!(answer.header("transfer-encoding"), Some("chunked"));
-    assert_eq!(answer.body.len(), 64 * 100_000);
+    assert_eq!(answer.body.len(), usize::from(PIECES) * 100_000);
     for (i, piece) in answer.body.chunks(100_000).enumerate() {
         assert!(piece.iter().all(|&b| usize::from(b) == i), "piece {i}");
     }
