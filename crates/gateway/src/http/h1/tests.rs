@@ -34,6 +34,15 @@ const SEND_BUFFER: usize = 4096;
 
 /// A server of the handlers on a port of its own; `dropped` hears when a stream's body goes.
 async fn server(dropped: Option<oneshot::Sender<()>>) -> SocketAddr {
+    served(dropped, DEADLINE, Shutdown::new()).await
+}
+
+/// [`server`], with its connections' header timeout, and the signal that drains them.
+async fn served(
+    dropped: Option<oneshot::Sender<()>>,
+    header_timeout: Duration,
+    draining: Shutdown,
+) -> SocketAddr {
     let dropped = Arc::new(std::sync::Mutex::new(dropped));
     let app = Router::new()
         .route("/hello", get(|| async { "hello" }))
@@ -63,7 +72,6 @@ async fn server(dropped: Option<oneshot::Sender<()>>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        let draining = Shutdown::new();
         loop {
             let (stream, peer) = listener.accept().await.unwrap();
             // A small send buffer: a large response is written in many partial writes.
@@ -73,7 +81,7 @@ async fn server(dropped: Option<oneshot::Sender<()>>) -> SocketAddr {
             tokio::spawn(async move {
                 let writes = Arc::new(Limit { after: Duration::ZERO, cut: WriteTimeouts::default() });
                 let accepted = Accepted { peer, nodelay: true };
-                let setup = Setup { app, accepted, header_timeout: DEADLINE, draining: &draining, writes };
+                let setup = Setup { app, accepted, header_timeout, draining: &draining, writes };
                 serve(stream, setup).await;
             });
         }
@@ -329,4 +337,38 @@ async fn a_response_larger_than_the_socket_buffers_is_written_whole() {
     }
     client.send(HELLO).await;
     assert_eq!(client.response(false).await.body, b"hello");
+}
+
+#[tokio::test]
+async fn the_header_timeout_closes_half_sent_heads_and_idle_connections() {
+    // Short, since the test waits for it; the deadline is what fails the test.
+    let address = served(None, Duration::from_millis(200), Shutdown::new()).await;
+    let mut half = Client::connect(address).await;
+    half.send(b"GET /hello HTTP/1.1\r\nhost:").await;
+    let mut idle = Client::connect(address).await;
+    idle.send(HELLO).await;
+    assert_eq!(idle.response(false).await.body, b"hello");
+    assert!(half.closed().await, "a half-sent head");
+    assert!(idle.closed().await, "an idle keep-alive connection");
+}
+
+#[tokio::test]
+async fn draining_closes_idle_connections_at_once_and_busy_ones_after_their_response() {
+    let draining = Shutdown::new();
+    let address = served(None, DEADLINE, draining.clone()).await;
+    let mut idle = Client::connect(address).await;
+    idle.send(HELLO).await;
+    assert_eq!(idle.response(false).await.body, b"hello");
+    // A request in flight when the server drains: its handler waits for its body (the
+    // `100 Continue` says the handler has it).
+    let mut busy = Client::connect(address).await;
+    busy.send(b"POST /echo HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n").await;
+    assert_eq!(busy.response(false).await.status, 100);
+    draining.end();
+    assert!(idle.closed().await, "an idle connection closes at once");
+    busy.send(b"ok").await;
+    let answer = busy.response(false).await;
+    assert_eq!(answer.body, b"ok");
+    assert_eq!(answer.header("connection"), Some("close"), "{}", answer.head);
+    assert!(busy.closed().await);
 }
