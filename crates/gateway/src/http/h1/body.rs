@@ -17,7 +17,7 @@ const READ_BUF: usize = 4096;
 
 /// A request's body. Dropped before its end, it leaves its connection to be closed after the
 /// response (the rest of its bytes are never taken for a request).
-pub(crate) struct Body {
+pub(super) struct Body {
     socket: Arc<Socket>,
     /// Its request's number on the connection ([`Slot::request`]).
     request: u64,

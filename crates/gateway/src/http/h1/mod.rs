@@ -25,7 +25,7 @@ use http_body::Body as _;
 use tower::ServiceExt;
 use tracing::{debug, trace};
 
-pub(crate) use body::Body;
+use body::Body;
 use head::Read;
 use socket::{Interim, Socket, Writer};
 use write::{Asked, Unsent};
