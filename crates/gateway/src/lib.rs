@@ -22,6 +22,7 @@ pub mod dialect;
 mod fleet;
 pub mod flight;
 pub mod http;
+mod http1;
 mod key;
 pub mod logs;
 mod metrics;

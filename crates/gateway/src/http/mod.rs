@@ -4,6 +4,7 @@
 pub(crate) mod access;
 pub(crate) mod admin;
 mod guarded;
+mod h1;
 pub(crate) mod headers;
 pub(crate) mod inbound;
 pub(crate) mod limits;

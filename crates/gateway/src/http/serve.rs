@@ -8,13 +8,13 @@
 //!   of 128 overflowed under a burst of clients).
 //! - **Bounded (G7).** Four guards, so that no connection is kept without a request in flight for
 //!   longer than [`Connections::header_timeout`] (plus at most as long again to close it):
-//!   - HTTP/1: hyper's `header_read_timeout`. In hyper 1.12 its timer starts whenever the
-//!     connection starts reading a request head (`Conn::poll_read_head`), at the start and again
-//!     after every response, so it closes both half-sent heads and idle keep-alive connections.
+//!   - HTTP/1: the connection's header timeout (`http::h1`): its timer starts whenever the
+//!     connection starts reading a request head, at the start and again after every response,
+//!     so it closes both half-sent heads and idle keep-alive connections.
 //!   - Before the protocol is known: the connection's first bytes (HTTP/2's preface or an HTTP/1
 //!     request line) must come within `header_timeout`, so a peer that sends nothing is not held
-//!     forever. Each connection is then served by hyper's HTTP/1.1 or HTTP/2 connection alone
-//!     (`sniff`), which costs a held stream less than hyper-util's auto connection (issue 15).
+//!     forever. Each connection is then served by the gateway's own HTTP/1.1 connection, which
+//!     holds no buffer while a response streams (issue 26), or by hyper's HTTP/2 one (`sniff`).
 //!   - HTTP/2, which has no idle timeout of its own: a watchdog that counts the requests in flight
 //!     (from the moment a head has been parsed until the response body has been sent or dropped).
 //!     Once there has been none for `header_timeout`, it shuts the connection down gracefully,
@@ -243,8 +243,7 @@ pub fn signal() -> impl Future<Output = ()> + Send + 'static {
 /// connections left, and returns Ok.
 ///
 /// Every request carries an [`Accepted`] extension. Accept errors do not end the loop (see the
-/// module's documentation). A connection upgraded by a handler (`Upgrade: ...`) leaves the
-/// server's care once upgraded; it may watch `shutdown` itself.
+/// module's documentation). No protocol upgrade (`Upgrade: ...`) is served: the gateway has none.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -335,20 +334,18 @@ pub async fn serve_settling(
     Ok(())
 }
 
-/// An HTTP/1.1 connection's read buffer, and so the largest request head (a larger one gets
-/// 431): hyper's least. A streaming connection holds it to the end of its answer, and its
-/// default (growing to twice that while the response streams) was the largest part of a held
-/// stream's memory (BENCHMARKS.md, issue 15). Bodies are read through it in pieces.
+/// hyper's HTTP/1.1 read buffer in the `floor` example, and so the largest request head it
+/// takes, as the gateway's own connection does (BENCHMARKS.md, issue 15).
 const READ_BUFFER: usize = 8 * 1024;
 
-/// The hyper connection builders, HTTP/1.1 and h2c, with the timers of the module's
-/// documentation.
+/// The h2c connection builder, with the timers of the module's documentation, and what every
+/// connection shares.
 ///
-/// A connection's protocol is told by its first bytes ([`sniff`]) and it is then served by one
-/// of them, not by hyper-util's auto connection, which holds room for either protocol in every
-/// connection: about 1 KB more per held HTTP/1.1 stream (BENCHMARKS.md, issue 15).
+/// A connection's protocol is told by its first bytes ([`sniff`]) and it is then served by
+/// the gateway's HTTP/1.1 connection or this, not by hyper-util's auto connection, which holds
+/// room for either protocol in every connection: about 1 KB more per held HTTP/1.1 stream
+/// (BENCHMARKS.md, issue 15).
 struct Protocols {
-    http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
     /// Every connection's write timeout.
     writes: Arc<Limit>,
@@ -356,7 +353,6 @@ struct Protocols {
 
 impl Protocols {
     fn new(connections: &Connections) -> Protocols {
-        let http1 = http1_builder(connections.header_timeout);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
@@ -364,13 +360,13 @@ impl Protocols {
             .keep_alive_timeout(H2_PING_TIMEOUT);
         let writes =
             Arc::new(Limit { after: connections.write_timeout, cut: connections.write_timeouts.clone() });
-        Protocols { http1, http2, writes }
+        Protocols { http2, writes }
     }
 }
 
-/// How the gateway serves HTTP/1.1 (public for the `floor` example, which measures what it costs
-/// alone): hyper's header timer, the 8 KiB read buffer, and writes flattened into the write
-/// buffer, which the head needs anyway, rather than queued in a list of their own per connection.
+/// How the gateway served HTTP/1.1 with hyper, before its own connection (`http::h1`): public for
+/// the `floor` example, which measures what hyper's costs alone: its header timer, the 8 KiB read
+/// buffer, and writes flattened into the write buffer rather than queued in a list of their own.
 pub fn http1_builder(header_timeout: Duration) -> http1::Builder {
     let mut http1 = http1::Builder::new();
     http1
@@ -430,7 +426,7 @@ where
     }
 }
 
-/// A connection's socket as hyper drives it: its writes bounded by the write timeout.
+/// An HTTP/2 connection's socket as hyper drives it: its writes bounded by the write timeout.
 type Io = TokioIo<WriteTimeout<TcpStream>>;
 
 /// Accept errors that concern one connection only, not the process's resources.
@@ -506,24 +502,19 @@ async fn connection(
     })
     .await;
     let Some(sniffed) = sniffed else { return };
-    let io: Io = TokioIo::new(WriteTimeout::new(stream, Arc::clone(&protocols.writes)));
     match sniffed {
         Ok(Ok(Some(Protocol::Http1))) => {
-            let service = service(app, accepted, None);
-            let mut conn = pin!(protocols.http1.serve_connection(io, service).with_upgrades());
-            // hyper's header timer closes an idle HTTP/1.1 connection.
-            tokio::select! {
-                ended = conn.as_mut() => closed(peer, ended),
-                () = draining.over() => {
-                    // It closes once the response in flight (if any) is sent; the server bounds
-                    // the wait with its grace period.
-                    conn.as_mut().graceful_shutdown();
-                    closed(peer, conn.await);
-                }
-            }
+            // It closes an idle connection itself (the header timeout), and when draining
+            // finishes the response in flight, if any, then closes; the server bounds the wait
+            // with its grace period.
+            let writes = Arc::clone(&protocols.writes);
+            let served =
+                crate::http::h1::Setup { app, accepted, header_timeout, draining: &draining, writes };
+            crate::http::h1::serve(stream, served).await;
         }
         // Boxed, so that an HTTP/1.1 connection's task has no room for HTTP/2's state.
         Ok(Ok(Some(Protocol::Http2))) => {
+            let io: Io = TokioIo::new(WriteTimeout::new(stream, Arc::clone(&protocols.writes)));
             let in_flight = Arc::new(InFlight::default());
             let service = service(app, accepted, Some(Arc::clone(&in_flight)));
             let mut conn = Box::pin(protocols.http2.serve_connection(io, service));

@@ -1,10 +1,11 @@
 //! The write timeout on a client's connection (G11): a client that takes no byte of its response
 //! for `--write-timeout` has its connection closed, so that what its response holds is freed.
 //!
-//! `WriteTimeout` wraps the accepted socket, under hyper. Its timer runs only while a write is
-//! stuck: it is armed when the socket answers a write (or flush) with `Pending`, its send buffer
-//! full, and disarmed by any progress. When it fires, the stuck write fails with
-//! [`io::ErrorKind::TimedOut`]; hyper then closes the connection and drops the responses on it,
+//! `WriteTimeout` wraps the accepted socket, under the HTTP/1.1 connection (`http::h1`) or
+//! hyper's HTTP/2 one. Its timer runs only while a write is stuck: it is armed when the socket
+//! answers a write (or flush) with `Pending`, its send buffer full, and disarmed by any progress.
+//! When it fires, the stuck write fails with [`io::ErrorKind::TimedOut`]; the connection then
+//! closes and drops the responses on it,
 //! which releases their admission permits and their readers' hold on their flights' histories.
 //!
 //! A stuck write alone does not prove the client took nothing: the kernel reports a full send

@@ -14,8 +14,8 @@ use http_body::Frame;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::framing::Framing;
 use super::pool::Pool;
+use crate::http1::framing::Framing;
 
 /// The most read from a connection at a time. The buffer is on the stack of each read: a held
 /// stream keeps none between its pieces (only a piece of framing cut by a read, rarely).
@@ -36,7 +36,7 @@ pub(crate) struct Body {
     /// Data read with the head, not yet given out.
     first: Option<Bytes>,
     /// Bytes read and not decoded yet: the start of a piece of framing that a read cut (at
-    /// most [`MAX_LINE`](super::framing::MAX_LINE) bytes), or what followed the body's end.
+    /// most [`MAX_LINE`](crate::http1::framing::MAX_LINE) bytes), or what followed the body's end.
     pending: Vec<u8>,
     pool: Arc<Pool>,
 }

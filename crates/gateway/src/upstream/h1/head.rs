@@ -1,13 +1,12 @@
 //! An upstream's response head, read from its connection and parsed with `httparse`: its status
 //! and headers, how its body is framed, and whether the connection may serve another request.
 
-use axum::http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use super::Failed;
-use super::framing::Framing;
+use crate::http1::{self, framing::Framing};
 
 /// The first size of the buffer a head is read into: an LLM server's head is a few hundred
 /// bytes. It doubles for a larger one, up to [`MAX_HEAD`].
@@ -111,7 +110,7 @@ fn parse(buf: &[u8]) -> Result<Option<(usize, Option<Head>)>, String> {
         headers.append(name, value);
     }
     let framing = framing(status, &headers)?;
-    let keep_alive = framing != Framing::Close && persistent(minor, &headers);
+    let keep_alive = framing != Framing::Close && http1::persistent(minor, &headers);
     Ok(Some((end, Some(Head { status, headers, framing, keep_alive, rest: Vec::new() }))))
 }
 
@@ -120,52 +119,13 @@ fn framing(status: StatusCode, headers: &HeaderMap) -> Result<Framing, String> {
     if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok(Framing::Length(0));
     }
-    if let Some(last) = headers.get_all(TRANSFER_ENCODING).iter().next_back() {
-        // The last coding is the framing one; any other ends with the connection.
-        let chunked = last
-            .as_bytes()
-            .rsplit(|&b| b == b',')
-            .next()
-            .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+    // The last coding is the framing one; any other ends with the connection.
+    if let Some(chunked) = http1::chunked(headers) {
         return Ok(if chunked { Framing::chunked() } else { Framing::Close });
     }
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            // Digits only: `u64::from_str` would take a sign too.
-            let parsed = part
-                .iter()
-                .all(u8::is_ascii_digit)
-                .then(|| std::str::from_utf8(part).ok()?.parse::<u64>().ok())
-                .flatten();
-            match (parsed, length) {
-                (None, _) => return Err("the response's content-length is not valid".to_owned()),
-                (Some(n), Some(before)) if n != before => {
-                    return Err("the response has two different content-lengths".to_owned());
-                }
-                (Some(n), _) => length = Some(n),
-            }
-        }
-    }
+    let length =
+        http1::content_length(headers).map_err(|text| format!("the response is not valid: {text}"))?;
     Ok(length.map_or(Framing::Close, Framing::Length))
-}
-
-/// The connection stays open after the response: HTTP/1.1 unless it says `close`, HTTP/1.0
-/// only if it says `keep-alive`.
-fn persistent(minor: u8, headers: &HeaderMap) -> bool {
-    let says = |token: &str| {
-        headers.get_all(CONNECTION).iter().any(|value| {
-            value
-                .as_bytes()
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-        })
-    };
-    match minor {
-        0 => says("keep-alive"),
-        _ => !says("close"),
-    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@
 //! once its response ends.
 
 mod body;
-mod framing;
 mod head;
 mod pool;
 mod request;

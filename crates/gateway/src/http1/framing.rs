@@ -3,11 +3,11 @@
 
 /// The longest piece of chunked framing taken (a size line with its extensions, a trailer
 /// line): a longer one is an error, so what waits for more bytes stays small.
-pub(super) const MAX_LINE: usize = 1024;
+pub(crate) const MAX_LINE: usize = 1024;
 
 /// How a body is framed, and how far its reading is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Framing {
+pub(crate) enum Framing {
     /// `Content-Length`: this many bytes are still to come.
     Length(u64),
     /// `Transfer-Encoding: chunked`, at this point of it.
@@ -18,7 +18,7 @@ pub(super) enum Framing {
 
 /// Where chunked framing is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Chunk {
+pub(crate) enum Chunk {
     /// A chunk's size line comes next.
     Size,
     /// This many bytes of a chunk's data.
@@ -33,18 +33,18 @@ pub(super) enum Chunk {
 
 impl Framing {
     /// A chunked body, from its start.
-    pub(super) fn chunked() -> Framing {
+    pub(crate) fn chunked() -> Framing {
         Framing::Chunked(Chunk::Size)
     }
 
     /// The body has ended (a connection-delimited one ends at its close, seen elsewhere).
-    pub(super) fn ended(&self) -> bool {
+    pub(crate) fn ended(&self) -> bool {
         matches!(self, Framing::Length(0) | Framing::Chunked(Chunk::Done))
     }
 
     /// At most how many bytes to read next: never past the end of a body of known length, so
     /// that the connection holds the next response's bytes only.
-    pub(super) fn wanted(&self, most: usize) -> usize {
+    pub(crate) fn wanted(&self, most: usize) -> usize {
         match *self {
             Framing::Length(left) => most.min(usize::try_from(left).unwrap_or(usize::MAX)),
             _ => most,
@@ -54,7 +54,7 @@ impl Framing {
     /// Takes the body's data out of `input` into `data` and returns how many bytes of `input`
     /// it used: what is left is either the start of a piece of framing that needs more bytes,
     /// or bytes after the body's end. The error is its text.
-    pub(super) fn decode(&mut self, input: &[u8], data: &mut Vec<u8>) -> Result<usize, String> {
+    pub(crate) fn decode(&mut self, input: &[u8], data: &mut Vec<u8>) -> Result<usize, String> {
         match self {
             Framing::Length(left) => {
                 let taken = input.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
