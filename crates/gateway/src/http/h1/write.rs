@@ -211,7 +211,13 @@ impl Out {
             self.line_at += line;
             written -= line;
             let data = written.min(self.data.len());
-            self.data.advance(data);
+            if data == self.data.len() {
+                // Written: let go of it (an advanced `Bytes` still holds its whole allocation
+                // until the next frame, which for a held stream may be long).
+                self.data = Bytes::new();
+            } else {
+                self.data.advance(data);
+            }
             written -= data;
             self.tail = self.tail.get(written..).unwrap_or_default();
         }
