@@ -478,51 +478,56 @@ enum Closing {
 }
 
 /// Serves one connection until it ends, the server drains, or it idles out.
-async fn connection(
+///
+/// Not an `async fn`, which would keep its arguments twice in the connection's task (as its
+/// own and as the locals they are moved to) for the connection's whole life.
+fn connection(
     protocols: Arc<Protocols>,
     stream: TcpStream,
     peer: SocketAddr,
     app: Router,
     header_timeout: Duration,
     draining: Shutdown,
-) {
-    if let Err(error) = stream.set_nodelay(true) {
-        warn!(%peer, %error, "cannot set TCP_NODELAY");
-    }
-    let accepted = Accepted { peer, nodelay: stream.nodelay().unwrap_or(false) };
+) -> impl Future<Output = ()> + Send {
+    async move {
+        if let Err(error) = stream.set_nodelay(true) {
+            warn!(%peer, %error, "cannot set TCP_NODELAY");
+        }
+        let accepted = Accepted { peer, nodelay: stream.nodelay().unwrap_or(false) };
 
-    // Boxed: the compiler would keep this phase's room in the task beside the connection's for
-    // the connection's whole life (0.5 KB per held stream); the box goes once the bytes are seen.
-    // Until the protocol is known, draining ends the connection at once.
-    let sniffed = Box::pin(async {
-        tokio::select! {
-            sniffed = timeout(header_timeout, sniff(&stream)) => Some(sniffed),
-            () = draining.over() => None,
+        // Boxed: the compiler would keep this phase's room in the task beside the connection's for
+        // the connection's whole life (0.5 KB per held stream); the box goes once the bytes are seen.
+        // Until the protocol is known, draining ends the connection at once.
+        let sniffed = Box::pin(async {
+            tokio::select! {
+                sniffed = timeout(header_timeout, sniff(&stream)) => Some(sniffed),
+                () = draining.over() => None,
+            }
+        })
+        .await;
+        let Some(sniffed) = sniffed else { return };
+        match sniffed {
+            Ok(Ok(Some(Protocol::Http1))) => {
+                // It closes an idle connection itself (the header timeout), and when draining
+                // finishes the response in flight, if any, then closes; the server bounds the wait
+                // with its grace period.
+                let writes = Arc::clone(&protocols.writes);
+                let served =
+                    crate::http::h1::Setup { app, accepted, header_timeout, draining: &draining, writes };
+                crate::http::h1::serve(stream, served).await;
+            }
+            // Boxed, so that an HTTP/1.1 connection's task has no room for HTTP/2's state.
+            Ok(Ok(Some(Protocol::Http2))) => {
+                let io: Io = TokioIo::new(WriteTimeout::new(stream, Arc::clone(&protocols.writes)));
+                let in_flight = Arc::new(InFlight::default());
+                let service = service(app, accepted, Some(Arc::clone(&in_flight)));
+                let mut conn = Box::pin(protocols.http2.serve_connection(io, service));
+                Box::pin(watched(conn.as_mut(), peer, &in_flight, &draining, header_timeout)).await;
+            }
+            Ok(Ok(None)) => trace!(%peer, "connection closed before a request"),
+            Ok(Err(error)) => debug!(%peer, %error, "connection failed before a request"),
+            Err(_elapsed) => debug!(%peer, "closing a connection that sent nothing for {header_timeout:?}"),
         }
-    })
-    .await;
-    let Some(sniffed) = sniffed else { return };
-    match sniffed {
-        Ok(Ok(Some(Protocol::Http1))) => {
-            // It closes an idle connection itself (the header timeout), and when draining
-            // finishes the response in flight, if any, then closes; the server bounds the wait
-            // with its grace period.
-            let writes = Arc::clone(&protocols.writes);
-            let served =
-                crate::http::h1::Setup { app, accepted, header_timeout, draining: &draining, writes };
-            crate::http::h1::serve(stream, served).await;
-        }
-        // Boxed, so that an HTTP/1.1 connection's task has no room for HTTP/2's state.
-        Ok(Ok(Some(Protocol::Http2))) => {
-            let io: Io = TokioIo::new(WriteTimeout::new(stream, Arc::clone(&protocols.writes)));
-            let in_flight = Arc::new(InFlight::default());
-            let service = service(app, accepted, Some(Arc::clone(&in_flight)));
-            let mut conn = Box::pin(protocols.http2.serve_connection(io, service));
-            Box::pin(watched(conn.as_mut(), peer, &in_flight, &draining, header_timeout)).await;
-        }
-        Ok(Ok(None)) => trace!(%peer, "connection closed before a request"),
-        Ok(Err(error)) => debug!(%peer, %error, "connection failed before a request"),
-        Err(_elapsed) => debug!(%peer, "closing a connection that sent nothing for {header_timeout:?}"),
     }
 }
 

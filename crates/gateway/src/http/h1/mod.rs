@@ -14,15 +14,18 @@ mod socket;
 mod write;
 
 use std::future::{Future, poll_fn};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body as AnyBody;
-use axum::http::{Request, Response, Version};
+use axum::http::{Request, Response, StatusCode, Version};
 use http_body::Body as _;
+use tokio::time::error::Elapsed;
 use tower::ServiceExt;
+use tower::util::Oneshot;
 use tracing::{debug, trace};
 
 use body::Body;
@@ -49,36 +52,122 @@ pub(crate) struct Setup<'a> {
 
 /// Serves HTTP/1.1 on `stream` until the client closes, a request or response says close,
 /// the server drains, a head is refused or times out, or a write fails.
-pub(crate) async fn serve(stream: tokio::net::TcpStream, served: Setup<'_>) {
+///
+/// Not an `async fn`: its arguments would stay in the connection's task beside what is made of
+/// them. The task holds, while a response streams, the connection's few fields and the
+/// response's writing: every other phase is boxed or lives between two awaits (BENCHMARKS.md,
+/// issue 26: it was 1.9 KB a held stream).
+pub(crate) fn serve(
+    stream: tokio::net::TcpStream,
+    served: Setup<'_>,
+) -> impl Future<Output = ()> + Send + '_ {
     let Setup { app, accepted, header_timeout, draining, writes } = served;
-    let peer = accepted.peer;
     let socket = Arc::new(Socket::new(stream));
     let mut io = WriteTimeout::new(Writer(Arc::clone(&socket)), writes);
-    loop {
-        let received = std::mem::take(&mut socket.slot().received);
-        // Boxed: its timer lives only while a head is awaited, not while a response streams.
-        let reading = Box::pin(async {
-            tokio::select! {
-                biased;
-                () = draining.over() => None,
-                read = tokio::time::timeout(header_timeout, head::read(&socket, received)) => Some(read),
+    let connection = Connection { app, accepted, header_timeout, draining, socket };
+    // Borrowed by `run`, not moved into it: an `async fn` keeps its arguments twice.
+    async move { connection.run(&mut io).await }
+}
+
+/// A client connection's own state, beside the writer of its responses.
+struct Connection<'a> {
+    app: Router,
+    accepted: Accepted,
+    header_timeout: Duration,
+    draining: &'a Shutdown,
+    socket: Arc<Socket>,
+}
+
+/// What to do after a head was read, or was not.
+enum Step {
+    /// Close the connection (why is logged).
+    Close,
+    /// Answer the request: the router's answer, boxed (it is large and lives only until the
+    /// response's head), and what the request asked of its response.
+    Route(Pin<Box<Oneshot<Router, Request<Body>>>>, Asked),
+    /// Refuse the request with this status, then close.
+    Refuse(StatusCode),
+}
+
+impl Connection<'_> {
+    async fn run(&self, io: &mut WriteTimeout<Writer>) {
+        let peer = &self.accepted.peer;
+        loop {
+            let received = std::mem::take(&mut self.socket.slot().received);
+            // Boxed: its timer lives only while a head is awaited, not while a response streams.
+            let reading = Box::pin(async {
+                tokio::select! {
+                    biased;
+                    () = self.draining.over() => None,
+                    read = tokio::time::timeout(self.header_timeout, head::read(&self.socket, received)) => Some(read),
+                }
+            });
+            let (response, asked) = match self.begin(reading.await) {
+                Step::Close => return,
+                Step::Refuse(status) => {
+                    let mut response = Response::new(AnyBody::empty());
+                    *response.status_mut() = status;
+                    (response, Asked { head: false, http10: false, keep_alive: false })
+                }
+                Step::Route(mut answer, asked) => {
+                    let answered = poll_fn(|cx| match answer.as_mut().poll(cx) {
+                        Poll::Ready(Ok(response)) => Poll::Ready(Some(response)),
+                        Poll::Ready(Err(infallible)) => match infallible {},
+                        Poll::Pending => self.socket.poll_gone(cx).map(|_| None),
+                    })
+                    .await;
+                    drop(answer);
+                    let Some(response) = answered else {
+                        return debug!(%peer, "the client closed its connection before its response");
+                    };
+                    (response, Asked { keep_alive: asked.keep_alive && !self.draining.is_over(), ..asked })
+                }
+            };
+            let (head, body) = prepare(&self.socket, response, asked);
+            let keep_alive = head.keep_alive;
+            match write::send(io, &self.socket, head.bytes, head.delimit, body).await {
+                Ok(()) if keep_alive && reusable(&self.socket) => {}
+                Ok(()) => return self.socket.finish(),
+                Err(Unsent::Gone) => {
+                    return debug!(%peer, "the client closed its connection during its response");
+                }
+                Err(Unsent::Write(error)) => return debug!(%peer, %error, "cannot write a response"),
+                Err(Unsent::Body(error)) => {
+                    debug!(%peer, %error, "a response's body failed: closing its connection");
+                    return self.socket.finish();
+                }
             }
-        });
-        let (head, rest) = match reading.await {
-            None => return trace!(%peer, "closing an idle connection: the server drains"),
+            if self.draining.is_over() {
+                return self.socket.finish();
+            }
+        }
+    }
+
+    /// What to do with what reading a head came to (`None`: the server drains); logged here
+    /// when it ends the connection.
+    fn begin(&self, read: Option<Result<Read, Elapsed>>) -> Step {
+        let peer = self.accepted.peer;
+        let (head, rest) = match read {
+            None => {
+                trace!(%peer, "closing an idle connection: the server drains");
+                return Step::Close;
+            }
             Some(Err(_elapsed)) => {
-                return debug!(%peer, "closing a connection without a whole head for {header_timeout:?}");
+                debug!(%peer, "closing a connection without a whole head for {:?}", self.header_timeout);
+                return Step::Close;
             }
             Some(Ok(Read::Head(head, rest))) => (head, rest),
-            Some(Ok(Read::Closed)) => return trace!(%peer, "connection closed"),
-            Some(Ok(Read::Broken(why))) => return debug!(%peer, why, "connection closed"),
+            Some(Ok(Read::Closed)) => {
+                trace!(%peer, "connection closed");
+                return Step::Close;
+            }
+            Some(Ok(Read::Broken(why))) => {
+                debug!(%peer, why, "connection closed");
+                return Step::Close;
+            }
             Some(Ok(Read::Refused(refused))) => {
                 debug!(%peer, status = %refused.status, why = refused.why, "request head refused");
-                let mut response = Response::new(AnyBody::empty());
-                *response.status_mut() = refused.status;
-                let asked = Asked { head: false, http10: false, keep_alive: false };
-                let _ = respond(&mut io, &socket, response, asked).await;
-                return socket.finish();
+                return Step::Refuse(refused.status);
             }
         };
         let asked = Asked {
@@ -87,50 +176,21 @@ pub(crate) async fn serve(stream: tokio::net::TcpStream, served: Setup<'_>) {
             keep_alive: head.keep_alive,
         };
         {
-            let mut slot = socket.slot();
+            let mut slot = self.socket.slot();
             slot.request += 1;
             slot.received = rest;
             slot.framing = head.framing;
             slot.interim = if head.expects_continue { Interim::Owed(0) } else { Interim::None };
         }
-        let mut request = Request::from_parts(head.parts, Body::new(Arc::clone(&socket)));
-        request.extensions_mut().insert(accepted);
-        // Boxed: the router's future is large and lives only until the response's head.
-        let mut answer = Box::pin(app.clone().oneshot(request));
-        let answered = poll_fn(|cx| match answer.as_mut().poll(cx) {
-            Poll::Ready(Ok(response)) => Poll::Ready(Some(response)),
-            Poll::Ready(Err(infallible)) => match infallible {},
-            Poll::Pending => socket.poll_gone(cx).map(|_| None),
-        })
-        .await;
-        drop(answer);
-        let Some(response) = answered else {
-            return debug!(%peer, "the client closed its connection before its response");
-        };
-        let asked = Asked { keep_alive: asked.keep_alive && !draining.is_over(), ..asked };
-        match respond(&mut io, &socket, response, asked).await {
-            Ok(true) if reusable(&socket) => {}
-            Ok(_) => return socket.finish(),
-            Err(Unsent::Gone) => return debug!(%peer, "the client closed its connection during its response"),
-            Err(Unsent::Write(error)) => return debug!(%peer, %error, "cannot write a response"),
-            Err(Unsent::Body(error)) => {
-                debug!(%peer, %error, "a response's body failed: closing its connection");
-                return socket.finish();
-            }
-        }
-        if draining.is_over() {
-            return socket.finish();
-        }
+        let mut request = Request::from_parts(head.parts, Body::new(Arc::clone(&self.socket)));
+        request.extensions_mut().insert(self.accepted);
+        Step::Route(Box::pin(self.app.clone().oneshot(request)), asked)
     }
 }
 
-/// Writes `response` to the request `asked`; whether the connection may serve another.
-async fn respond(
-    io: &mut WriteTimeout<Writer>,
-    socket: &Socket,
-    response: Response<AnyBody>,
-    asked: Asked,
-) -> Result<bool, Unsent> {
+/// `response` to the request `asked`, its head written out (with what is left of a
+/// `100 Continue` begun in front), and its body.
+fn prepare(socket: &Socket, response: Response<AnyBody>, asked: Asked) -> (write::Head, AnyBody) {
     let (mut parts, body) = response.into_parts();
     // A body its handler let go of unread, and whose rest has not come: the response says the
     // connection closes (one still held may yet be read: that is known after the response).
@@ -139,21 +199,16 @@ async fn respond(
         !slot.held && !slot.framing.ended()
     };
     let asked = Asked { keep_alive: asked.keep_alive && (!unread || reusable(socket)), ..asked };
-    let head = write::head(&mut parts, body.size_hint(), asked);
-    drop(parts);
-    let mut bytes = head.bytes;
+    let mut head = write::head(&mut parts, body.size_hint(), asked);
+    // The response comes first: a `100 Continue` not begun is no longer sent, and the rest
+    // of one begun goes before the head.
+    let mut slot = socket.slot();
+    if let Interim::Owed(at) = std::mem::replace(&mut slot.interim, Interim::None)
+        && let Some(rest) = socket::CONTINUE.get(at..).filter(|_| at > 0)
     {
-        // The response comes first: a `100 Continue` not begun is no longer sent, and the rest
-        // of one begun goes before the head.
-        let mut slot = socket.slot();
-        if let Interim::Owed(at) = std::mem::replace(&mut slot.interim, Interim::None)
-            && let Some(rest) = socket::CONTINUE.get(at..).filter(|_| at > 0)
-        {
-            bytes.splice(0..0, rest.iter().copied());
-        }
+        head.bytes.splice(0..0, rest.iter().copied());
     }
-    write::send(io, socket, bytes, head.delimit, body).await?;
-    Ok(head.keep_alive)
+    (head, body)
 }
 
 /// Whether the next request can be read after this one's response: its body has been read to
