@@ -481,6 +481,7 @@ enum Closing {
 ///
 /// Not an `async fn`, which would keep its arguments twice in the connection's task (as its
 /// own and as the locals they are moved to) for the connection's whole life.
+#[allow(clippy::manual_async_fn, reason = "an async fn keeps its arguments twice")]
 fn connection(
     protocols: Arc<Protocols>,
     stream: TcpStream,
