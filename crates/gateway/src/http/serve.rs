@@ -481,7 +481,6 @@ enum Closing {
 ///
 /// Not an `async fn`, which would keep its arguments twice in the connection's task (as its
 /// own and as the locals they are moved to) for the connection's whole life.
-#[allow(clippy::manual_async_fn, reason = "an async fn keeps its arguments twice")]
 fn connection(
     protocols: Arc<Protocols>,
     stream: TcpStream,
@@ -490,11 +489,13 @@ fn connection(
     header_timeout: Duration,
     draining: Shutdown,
 ) -> impl Future<Output = ()> + Send {
+    if let Err(error) = stream.set_nodelay(true) {
+        warn!(%peer, %error, "cannot set TCP_NODELAY");
+    }
+    // Made here, so that the task keeps the peer's address once (in it).
+    let accepted = Accepted { peer, nodelay: stream.nodelay().unwrap_or(false) };
     async move {
-        if let Err(error) = stream.set_nodelay(true) {
-            warn!(%peer, %error, "cannot set TCP_NODELAY");
-        }
-        let accepted = Accepted { peer, nodelay: stream.nodelay().unwrap_or(false) };
+        let peer = accepted.peer;
 
         // Boxed: the compiler would keep this phase's room in the task beside the connection's for
         // the connection's whole life (0.5 KB per held stream); the box goes once the bytes are seen.
