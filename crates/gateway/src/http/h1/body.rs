@@ -94,7 +94,7 @@ impl http_body::Body for Body {
             ready!(socket.stream.poll_read_ready(cx))?;
             let mut buf = [0_u8; READ_BUF];
             let wanted = slot.framing.wanted(READ_BUF);
-            let read = match socket.stream.try_read(&mut buf[..wanted]) {
+            let read = match socket.read(&mut buf[..wanted]) {
                 Ok(0) => {
                     let text = "the client closed its connection before the body's end";
                     return Poll::Ready(Some(Err(io::Error::new(io::ErrorKind::UnexpectedEof, text))));

@@ -4,7 +4,6 @@
 use axum::http::header::EXPECT;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
-use bytes::BufMut;
 
 use super::socket::Socket;
 use crate::http1::{self, framing::Framing};
@@ -88,9 +87,12 @@ pub(super) async fn read(socket: &Socket, mut buf: Vec<u8>) -> Read {
             };
             buf.reserve_exact(room);
         }
-        let limit = MAX_HEAD.saturating_sub(buf.len());
-        let mut spare = (&mut buf).limit(limit);
-        match socket.stream.try_read_buf(&mut spare) {
+        let start = buf.len();
+        let end = buf.capacity().min(MAX_HEAD);
+        buf.resize(end, 0);
+        let read = socket.read(&mut buf[start..]);
+        buf.truncate(start + read.as_ref().map_or(0, |&n| n));
+        match read {
             Ok(0) if buf.is_empty() => return Read::Closed,
             Ok(0) => {
                 return Read::Broken("the client closed its connection in the middle of a head".to_owned());

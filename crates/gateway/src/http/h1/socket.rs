@@ -6,7 +6,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, ready};
 
-use tokio::io::AsyncWrite;
+use std::io::Read as _;
+
+use socket2::SockRef;
+use tokio::io::{AsyncWrite, Interest};
 use tokio::net::TcpStream;
 
 use crate::http::write_timeout::Unacknowledged;
@@ -78,6 +81,30 @@ impl Socket {
         Socket { stream, slot: Mutex::new(slot) }
     }
 
+    /// Reads what the socket has into `buf` (`WouldBlock` when it has nothing).
+    ///
+    /// A read that leaves room in `buf` took all there was (as tokio's own `poll_read` takes
+    /// it, on epoll and kqueue), so the socket is marked not readable until the next bytes
+    /// come: otherwise the next read (the watch for the client's close, during every answer)
+    /// is a system call that finds nothing, one more a request.
+    pub(super) fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut read = None;
+        let outcome = self.stream.try_io(Interest::READABLE, || {
+            let n = (&*SockRef::from(&self.stream)).read(buf)?;
+            read = Some(n);
+            match n > 0 && n < buf.len() {
+                // `WouldBlock` is how readiness is cleared; the bytes are kept in `read`.
+                true => Err(io::ErrorKind::WouldBlock.into()),
+                false => Ok(()),
+            }
+        });
+        match (read, outcome) {
+            (Some(n), _) => Ok(n),
+            (None, Err(error)) => Err(error),
+            (None, Ok(())) => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
     /// The shared reading state. Nothing panics while holding it; if something did, the
     /// state is still whole (each change is one assignment), so a poisoned lock is taken as is.
     pub(super) fn slot(&self) -> MutexGuard<'_, Slot> {
@@ -97,7 +124,7 @@ impl Socket {
                 return Poll::Ready(Gone);
             }
             let mut buf = [0_u8; WATCH_READ];
-            match self.stream.try_read(&mut buf) {
+            match self.read(&mut buf) {
                 Ok(0) => return Poll::Ready(Gone),
                 Ok(read) => {
                     slot.received.extend_from_slice(&buf[..read]);
