@@ -225,6 +225,9 @@ pub(crate) struct Shared<K, T, E> {
     counters: Counters,
     /// Flights this replica leads for the fleet now (the lease held, the end not yet written).
     leading: AtomicUsize,
+    /// The local flights this replica has put on the fleet: each is a member of its own in the
+    /// interest of the flight it follows.
+    members: AtomicU64,
     /// Until when the store is left alone after it failed.
     down_until: Mutex<Option<Instant>>,
     /// The token of the flight this replica leads or follows, by key (and how many of its
@@ -286,6 +289,7 @@ where
                 origin: Instant::now(),
                 counters: Counters::default(),
                 leading: AtomicUsize::new(0),
+                members: AtomicU64::new(0),
                 down_until: Mutex::new(None),
                 places: Mutex::default(),
                 asking: Mutex::default(),
@@ -336,7 +340,8 @@ where
         let config = &self.shared.config;
         let mut store = self.shared.store.clone();
         let interest = place.names.interest(&place.token);
-        let refresh = interest::refresh(&mut store, &interest, &config.replica, config.lease);
+        let member = self.shared.member();
+        let refresh = interest::refresh(&mut store, &interest, &member, config.lease);
         if let Err(error) = self.shared.within(self.shared.deadline(), refresh).await {
             self.shared.failed(&error);
             return Err(error);
@@ -347,7 +352,7 @@ where
         self.shared.counters.replays.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             // A resume never starts over nor serves alone: it ends, `Lost` if the fleet failed it.
-            let _ = follow::follow(&shared, &place.names, &place.token, from, true, &tx).await;
+            let _ = follow::follow(&shared, &place.names, &place.token, &member, from, true, &tx).await;
         });
         Ok(Upstream { rx })
     }
@@ -475,8 +480,9 @@ async fn fly<K, T, E, S>(
             placement.decided(role, place);
         }
     };
+    let member = shared.member();
     for _ in 0..ATTEMPTS {
-        match open::open(&shared, &names).await {
+        match open::open(&shared, &names, &member).await {
             Opened::Lead(lease) => {
                 decided(FleetRole::Led, Some(lease.token()));
                 shared.counters.led.fetch_add(1, Ordering::Relaxed);
@@ -489,7 +495,7 @@ async fn fly<K, T, E, S>(
                 let counter = if ended { &shared.counters.lingered } else { &shared.counters.remote_joins };
                 counter.fetch_add(1, Ordering::Relaxed);
                 let here = Here::new(&shared, &names, &token);
-                let followed = follow::follow(&shared, &names, &token, 0, false, &tx).await;
+                let followed = follow::follow(&shared, &names, &token, &member, 0, false, &tx).await;
                 drop(here);
                 match followed {
                     follow::Followed::Over => return,
@@ -549,6 +555,14 @@ impl Drop for Leading<'_> {
 }
 
 impl<K, T, E> Shared<K, T, E> {
+    /// A new name in interest records for one local flight (or one resume) of this replica.
+    /// Per flight, not per replica: a replica can have two on the same answer at once (one
+    /// whose requests are gone while its join was on its way, and a newer one), and the first
+    /// one's withdrawal must leave the second's interest standing (R22).
+    pub(crate) fn member(&self) -> String {
+        format!("{}/{}", self.config.replica, self.members.fetch_add(1, Ordering::Relaxed))
+    }
+
     /// Whether the store may be tried (it has not failed within the pause).
     pub(crate) fn available(&self) -> bool {
         let down = self.down_until.lock().unwrap_or_else(PoisonError::into_inner);

@@ -40,11 +40,12 @@ type Call = BoxFuture<'static, (CallId, Reply)>;
 /// Follows the flight led under `token` from its item `from` on (0: the start), passing each
 /// item to the local flight, until it ends (its end passed on), the local flight is gone, or
 /// the flight is lost. Only a first follower (not a `resume`) may be told to start `Again`
-/// or serve `Alone`.
+/// or serve `Alone`. `member` names the local flight in the flight's interest.
 pub(crate) async fn follow<K, T, E>(
     shared: &Arc<Shared<K, T, E>>,
     names: &Names,
     token: &str,
+    member: &str,
     from: u64,
     resume: bool,
     tx: &UnboundedSender<Result<T, E>>,
@@ -60,6 +61,7 @@ where
         token: token.to_owned(),
         items: names.items(token),
         interest: names.interest(token),
+        member: member.to_owned(),
     });
     let mut machine = Follower::new(shared.timings, shared.now(), from, resume);
     let mut calls: FuturesUnordered<Call> = FuturesUnordered::new();
@@ -120,6 +122,8 @@ struct Keys {
     token: String,
     items: String,
     interest: String,
+    /// This local flight's name in the interest.
+    member: String,
 }
 
 /// The machine's end, carried out on the local flight.
@@ -221,7 +225,7 @@ where
     })
 }
 
-/// `Refresh`: this replica's interest kept for a lease more.
+/// `Refresh`: this local flight's interest kept for a lease more.
 fn refreshed<K, T, E>(shared: &Arc<Shared<K, T, E>>, keys: &Arc<Keys>, call: CallId) -> Call
 where
     K: 'static,
@@ -229,14 +233,14 @@ where
     E: Send + 'static,
 {
     let keys = Arc::clone(keys);
-    let (replica, lease) = (shared.config.replica.clone(), shared.config.lease);
+    let lease = shared.config.lease;
     shared.issue(call, move |mut store| async move {
-        refresh(&mut store, &keys.interest, &replica, lease).await?;
+        refresh(&mut store, &keys.interest, &keys.member, lease).await?;
         Ok(Reply::Done)
     })
 }
 
-/// `Withdraw`: this replica's interest withdrawn. Nothing waits for it: it runs on in a task
+/// `Withdraw`: this local flight's interest withdrawn (another's on this replica stays). Nothing waits for it: it runs on in a task
 /// of its own if the machine ends first; its reply is handed back if it does not.
 fn withdrawn<K, T, E>(shared: &Arc<Shared<K, T, E>>, keys: &Arc<Keys>, call: CallId) -> Call
 where
@@ -248,7 +252,7 @@ where
     let task = tokio::spawn(async move {
         let mut store = shared.store.clone();
         let withdrawn = async {
-            withdraw(&mut store, &keys.interest, &shared.config.replica).await?;
+            withdraw(&mut store, &keys.interest, &keys.member).await?;
             Ok(Reply::Done)
         };
         shared.call(shared.deadline(), withdrawn).await

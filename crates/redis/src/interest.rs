@@ -1,5 +1,5 @@
-//! Which replicas still want a flight (R22): one expiring member per replica in a sorted set,
-//! scored by its expiry in the store's own clock, and the leader's give-up that reads it.
+//! Which replicas still want a flight (R22): one expiring member per local flight in a sorted
+//! set, scored by its expiry in the store's own clock, and the leader's give-up that reads it.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use redis::aio::ConnectionLike;
 use crate::stream::millis;
 use crate::{Lease, StoreError};
 
-/// Finds who leads (the token at the lease `KEYS[1]`) and registers replica `ARGV[1]`'s
+/// Finds who leads (the token at the lease `KEYS[1]`) and registers member `ARGV[1]`'s
 /// interest in that flight for `ARGV[2]` ms, in one step: a leader that has not given up yet
 /// is sure to see it. Returns the token and whether its stream has ended already (a finished
 /// answer, lingering), or nil when nobody leads.
@@ -40,7 +40,7 @@ pub(crate) struct Joined {
     pub(crate) ended: bool,
 }
 
-/// Keeps replica `ARGV[1]`'s interest in `KEYS[1]` for `ARGV[2]` ms more.
+/// Keeps member `ARGV[1]`'s interest in `KEYS[1]` for `ARGV[2]` ms more.
 const REFRESH: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -91,38 +91,38 @@ static JOIN_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(JOIN));
 static REFRESH_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(REFRESH));
 static ABANDON_SCRIPT: LazyLock<Script> = LazyLock::new(|| crate::stream::leader_script(ABANDON));
 
-/// Who leads the flight at `lease` (and whether it is over), with `replica`'s interest
+/// Who leads the flight at `lease` (and whether it is over), with `member`'s interest
 /// registered in it for `ttl`; `None` when nobody does (the caller may lead).
 pub(crate) async fn join<C: ConnectionLike + Send + Sync>(
     store: &mut C,
     lease: &str,
     base: &str,
-    replica: &str,
+    member: &str,
     ttl: Duration,
 ) -> Result<Option<Joined>, StoreError> {
     let joined: Option<(String, i64)> =
-        JOIN_SCRIPT.key(lease).arg(replica).arg(millis(ttl)).arg(base).invoke_async(store).await?;
+        JOIN_SCRIPT.key(lease).arg(member).arg(millis(ttl)).arg(base).invoke_async(store).await?;
     Ok(joined.map(|(token, ended)| Joined { token, ended: ended == 1 }))
 }
 
-/// Keeps `replica`'s interest at `interest` for `ttl` more.
+/// Keeps `member`'s interest at `interest` for `ttl` more.
 pub(crate) async fn refresh<C: ConnectionLike + Send + Sync>(
     store: &mut C,
     interest: &str,
-    replica: &str,
+    member: &str,
     ttl: Duration,
 ) -> Result<(), StoreError> {
-    let _: i64 = REFRESH_SCRIPT.key(interest).arg(replica).arg(millis(ttl)).invoke_async(store).await?;
+    let _: i64 = REFRESH_SCRIPT.key(interest).arg(member).arg(millis(ttl)).invoke_async(store).await?;
     Ok(())
 }
 
-/// Withdraws `replica`'s interest at `interest` at once (its requests are gone).
+/// Withdraws `member`'s interest at `interest` at once (its requests are gone).
 pub(crate) async fn withdraw<C: ConnectionLike + Send + Sync>(
     store: &mut C,
     interest: &str,
-    replica: &str,
+    member: &str,
 ) -> Result<(), StoreError> {
-    let _: i64 = redis::cmd("ZREM").arg(interest).arg(replica).query_async(store).await?;
+    let _: i64 = redis::cmd("ZREM").arg(interest).arg(member).query_async(store).await?;
     Ok(())
 }
 

@@ -60,10 +60,11 @@
 //!   connection; a new read wakes it with `CLIENT UNBLOCK` on the command connection. A
 //!   replica uses two connections to the store (three with [`Fleet::listen`]), whatever the
 //!   number of flights it leads or follows.
-//! - **Interest** ([R22](streamflight_core::design#r22)): each reading replica keeps an expiring
-//!   member in the flight's interest set (scored by the store's clock, so replicas' clocks do
-//!   not matter), joined in the same script that reads the lease, so that a leader never gives
-//!   up a flight someone just joined. The leader gives up (aborts the upstream) only when its
+//! - **Interest** ([R22](streamflight_core::design#r22)): each local flight that reads keeps an
+//!   expiring member (its replica's name and a number) in the flight's interest set (scored
+//!   by the store's clock, so replicas' clocks do not matter), joined in the same script that
+//!   reads the lease, so that a leader never gives up a flight someone just joined. One member
+//!   per local flight, not per replica: one flight's withdrawal leaves another's standing. The leader gives up (aborts the upstream) only when its
 //!   own requests are gone and the set is empty.
 //! - **Leader loss** ([R21](streamflight_core::design#r21)): a follower whose reads find
 //!   nothing checks the lease: another token's means the flight can never go on; a missing

@@ -85,7 +85,7 @@ impl Names {
         format!("{}{token}:items", self.base)
     }
 
-    /// The interest in the flight led under `token`: one member per replica.
+    /// The interest in the flight led under `token`: one member per local flight on it.
     pub(crate) fn interest(&self, token: &str) -> String {
         format!("{}{token}:interest", self.base)
     }

@@ -41,7 +41,7 @@ enum Got {
 type Call = BoxFuture<'static, (CallId, Reply, Got)>;
 
 /// Runs the [`Open`] machine for the flight at `names` until it decides.
-pub(crate) async fn open<K, T, E>(shared: &Arc<Shared<K, T, E>>, names: &Names) -> Opened
+pub(crate) async fn open<K, T, E>(shared: &Arc<Shared<K, T, E>>, names: &Names, member: &str) -> Opened
 where
     K: 'static,
     T: Send + 'static,
@@ -54,7 +54,7 @@ where
         while let Some(action) = machine.poll_action() {
             match action {
                 Action::Acquire(call) => calls.push(acquire(shared, names, call)),
-                Action::Join(call) => calls.push(join(shared, names, call)),
+                Action::Join(call) => calls.push(join(shared, names, member, call)),
                 Action::Decided(decision) => {
                     let opened = match decision {
                         Decision::Lead => lease.take().map_or(Opened::Alone, Opened::Lead),
@@ -139,21 +139,21 @@ where
     .boxed()
 }
 
-/// `Join`: who leads, with this replica's interest in its flight.
-fn join<K, T, E>(shared: &Arc<Shared<K, T, E>>, names: &Names, call: CallId) -> Call
+/// `Join`: who leads, with this local flight's interest (as `member`) in its flight.
+fn join<K, T, E>(shared: &Arc<Shared<K, T, E>>, names: &Names, member: &str, call: CallId) -> Call
 where
     K: 'static,
     T: Send + 'static,
     E: Send + 'static,
 {
-    let (shared, names) = (Arc::clone(shared), names.clone());
+    let (shared, names, member) = (Arc::clone(shared), names.clone(), member.to_owned());
     async move {
         let mut store = shared.store.clone();
         let mut token = None;
         let join = async {
             let config = &shared.config;
             let lease = names.lease();
-            let joined = interest::join(&mut store, &lease, names.base(), &config.replica, config.lease);
+            let joined = interest::join(&mut store, &lease, names.base(), &member, config.lease);
             Ok::<_, StoreError>(match joined.await? {
                 Some(interest::Joined { token: leader, ended }) => {
                     token = Some(leader);

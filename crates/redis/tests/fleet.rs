@@ -231,6 +231,55 @@ async fn another_replica_replays_a_flight_from_its_place_after_the_items_a_clien
     assert_eq!(b.fleet().unwrap().load(b"client 8").await.unwrap(), None);
 }
 
+/// The members of every flight's interest in the store, sorted.
+async fn interest(store: &mut redis::aio::ConnectionManager) -> Vec<String> {
+    let mut members = Vec::new();
+    for key in store.keys::<_, Vec<String>>("sf:*:interest").await.unwrap() {
+        members.extend(store.zrange::<_, Vec<String>>(key, 0, -1).await.unwrap());
+    }
+    members.sort();
+    members
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_two_flights_on_a_replica_going_leaves_the_others_interest_standing() {
+    // A replica can be on one answer twice: here two resumes; in a gateway, a flight whose
+    // only request went while its join was on its way, and the newer flight of that key.
+    let Some(server) = RedisServer::start().await else { return };
+    let [a, b, _] = three(&server).await;
+    let upstream = Upstream::default();
+    let key = "twice on b".to_owned();
+    let mut first = a.request(key.clone(), upstream.answer(5, None));
+    upstream.release(2);
+    take(&mut first, 2).await;
+    let place = a.fleet().unwrap().place(&key).expect("a is on the flight");
+    let fleet = b.fleet().unwrap();
+    let gone = fleet.replay(&place, 0).await.unwrap();
+    let kept = fleet.replay(&place, 0).await.unwrap();
+    let mut store = server.manager().await;
+    let members = interest(&mut store).await;
+    assert_eq!(members.len(), 2, "each of b's flights has a member of its own: {members:?}");
+    drop(gone);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while interest(&mut store).await.len() == members.len() {
+        assert!(std::time::Instant::now() < deadline, "the withdrawal never came");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // a's own client goes right after the withdrawal: the kept flight's interest alone holds
+    // the upstream, past several of the leader's checks (one every third of the lease).
+    drop(first);
+    let ended = tokio::spawn(tokio::time::timeout(Duration::from_secs(10), kept.collect::<Vec<_>>()));
+    let checks = std::time::Instant::now() + LEASE * 2;
+    while std::time::Instant::now() < checks {
+        assert_eq!(upstream.aborted(), 0, "the leader gave up a flight b still wants");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    upstream.release(3);
+    let ended = ended.await.unwrap().expect("the kept flight ends");
+    assert_eq!(ended, items(5).into_iter().map(Ok).collect::<Vec<_>>());
+    assert_eq!(upstream.aborted(), 0);
+}
+
 /// Two replicas whose finished answers linger for `linger`, in the fleet and in each manager:
 /// set once, on the manager's config, and derived for the fleet.
 fn lingering(server: &RedisServer, name: &str, linger: Duration) -> Replica {

@@ -22,9 +22,10 @@ pub enum Action {
     },
     /// Read the lease: replies `Lease(seen)` or `Failed`.
     CheckLease(CallId),
-    /// Keep this replica's interest for a lease: `Done` or `Failed`.
+    /// Keep this local flight's interest for a lease: `Done` or `Failed`.
     Refresh(CallId),
-    /// Withdraw this replica's interest: `Done` or `Failed`; nothing waits for the reply.
+    /// Withdraw this local flight's interest (only its own: a replica may have two flights on
+    /// one answer): `Done` or `Failed`; nothing waits for the reply.
     Withdraw(CallId),
     /// Pass the next item (its bytes, as in the stream) to the local flight.
     Deliver(Vec<u8>),

@@ -15,8 +15,8 @@ pub enum Action {
     /// Take the flight's lease if it is free (`SET NX PX lease` with a fresh token): replies
     /// `Acquired`, `Held` or `Failed`.
     Acquire(CallId),
-    /// Find who leads and register this replica's interest in its flight for a lease, in one
-    /// step (R22): replies `Joined { ended }`, `NotLed` or `Failed`.
+    /// Find who leads and register this local flight's interest in its flight for a lease, in
+    /// one step (R22): replies `Joined { ended }`, `NotLed` or `Failed`.
     Join(CallId),
     /// The decision; the machine is done.
     Decided(Decision),

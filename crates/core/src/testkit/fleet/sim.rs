@@ -633,10 +633,10 @@ impl<'a> Sim<'a> {
         let client = &mut self.clients[id];
         client.killed = false;
         let (key, from) = (client.key, client.items);
+        let l = self.locals.len();
         // The replica registers its interest before it reads (R22).
         let refresh = crate::fleet::Calls::default().next();
-        self.send(replica, Target::Nobody, refresh, Op::Refresh { token, replica }, false);
-        let l = self.locals.len();
+        self.send(replica, Target::Nobody, refresh, Op::Refresh { token, member: (replica, l) }, false);
         self.client_replica[id] = (replica, l);
         let uid = self.uid();
         let machine = Follower::new(self.timings, now, from, true);
@@ -816,7 +816,13 @@ impl<'a> Sim<'a> {
                     self.send(replica, Target::Open(l, uid), id, Op::Acquire { key }, false)
                 }
                 open::Action::Join(id) => {
-                    self.send(replica, Target::Open(l, uid), id, Op::Join { key, replica }, false);
+                    self.send(
+                        replica,
+                        Target::Open(l, uid),
+                        id,
+                        Op::Join { key, member: (replica, l) },
+                        false,
+                    );
                 }
                 open::Action::Decided(decision) => self.decide(l, decision)?,
             }
@@ -1037,11 +1043,15 @@ impl<'a> Sim<'a> {
                     self.send(replica, target, call, Op::CheckLease { key, token }, false)
                 }
                 follower::Action::Refresh(call) => {
-                    self.send(replica, target, call, Op::Refresh { token, replica }, false)
+                    self.send(replica, target, call, Op::Refresh { token, member: (replica, l) }, false)
                 }
-                follower::Action::Withdraw(call) => {
-                    self.send(replica, Target::Nobody, call, Op::Withdraw { token, replica }, false)
-                }
+                follower::Action::Withdraw(call) => self.send(
+                    replica,
+                    Target::Nobody,
+                    call,
+                    Op::Withdraw { token, member: (replica, l) },
+                    false,
+                ),
                 follower::Action::Deliver(bytes) => self.local_item(l, bytes)?,
                 follower::Action::Over(followed) => {
                     self.note(|| format!("  local {l} followed {followed:?}"));

@@ -13,8 +13,12 @@ use crate::fleet::{Ending, Entry, LeaseSeen, Millis, Reply, Timings};
 pub type Key = u8;
 /// A lease's fencing token: fresh at every `Acquire`, never reused.
 pub type Token = u64;
-/// A replica's name in interest records.
+/// A replica's name.
 pub type Replica = u8;
+/// A name in interest records: one per local flight of a replica (its replica, and which of
+/// the replica's flights), so that one flight's withdrawal leaves another's interest standing
+/// when a replica has two on the same answer at once.
+pub type Member = (Replica, usize);
 
 /// At most this many entries per read (as the shells ask).
 pub const READ_BATCH: usize = 512;
@@ -59,7 +63,7 @@ pub enum Op {
         /// The flight's key.
         key: Key,
         /// Whose interest.
-        replica: Replica,
+        member: Member,
     },
     /// `leader::Action::Append`, with the items' bytes.
     Append {
@@ -120,14 +124,14 @@ pub enum Op {
         /// The followed flight's token.
         token: Token,
         /// Whose interest.
-        replica: Replica,
+        member: Member,
     },
     /// `follower::Action::Withdraw`.
     Withdraw {
         /// The followed flight's token.
         token: Token,
         /// Whose interest.
-        replica: Replica,
+        member: Member,
     },
 }
 
@@ -179,7 +183,7 @@ impl Stream {
 
 #[derive(Clone, Debug, Default)]
 struct Interest {
-    members: BTreeMap<Replica, Millis>,
+    members: BTreeMap<Member, Millis>,
     until: Millis,
 }
 
@@ -290,10 +294,10 @@ impl Store {
                 self.leases.insert(*key, Lease { token, until: now + lease });
                 (Reply::Acquired, Some(token))
             }
-            Op::Join { key, replica } => {
+            Op::Join { key, member } => {
                 let Some(token) = self.holder(*key) else { return (Reply::NotLed, None) };
                 let interest = self.interest.entry(token).or_default();
-                interest.members.insert(*replica, now + lease);
+                interest.members.insert(*member, now + lease);
                 interest.until = now + 2 * lease;
                 let ended = self.streams.get(&token).is_some_and(Stream::ended);
                 (Reply::Joined { ended }, Some(token))
@@ -421,15 +425,15 @@ impl Store {
                 };
                 (Reply::Lease(seen), None)
             }
-            Op::Refresh { token, replica } => {
+            Op::Refresh { token, member } => {
                 let interest = self.interest.entry(*token).or_default();
-                interest.members.insert(*replica, now + lease);
+                interest.members.insert(*member, now + lease);
                 interest.until = now + 2 * lease;
                 (Reply::Done, None)
             }
-            Op::Withdraw { token, replica } => {
+            Op::Withdraw { token, member } => {
                 if let Some(interest) = self.interest.get_mut(token) {
-                    interest.members.remove(replica);
+                    interest.members.remove(member);
                 }
                 (Reply::Done, None)
             }
