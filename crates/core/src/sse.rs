@@ -91,6 +91,8 @@ pub struct Decoder {
     known: &'static [&'static str],
     /// A line ended with `\r`: a `\n` right after it belongs to the same line end.
     after_cr: bool,
+    /// Whether `id` fields are kept (see [`Decoder::without_ids`]).
+    ids: bool,
     limit: usize,
 }
 
@@ -105,8 +107,25 @@ impl Decoder {
             id: None,
             known: &[],
             after_cr: false,
+            ids: true,
             limit,
         }
+    }
+
+    /// The same, without keeping the stream's `id` fields: every event's `id` is `None`. For
+    /// a caller that names events itself (the gateway numbers its own): an `id` kept is an
+    /// allocation an event.
+    ///
+    /// ```
+    /// use streamflight_core::sse::Decoder;
+    ///
+    /// let mut decoder = Decoder::new(1024).without_ids();
+    /// decoder.push(b"id: 7\ndata: a\n\n");
+    /// let event = decoder.next_event().unwrap().unwrap();
+    /// assert_eq!((&event.data[..], event.id), (&b"a"[..], None));
+    /// ```
+    pub fn without_ids(self) -> Decoder {
+        Decoder { ids: false, ..self }
     }
 
     /// The same, borrowing the names in `known` instead of copying them (a stream's events
@@ -219,7 +238,7 @@ impl Decoder {
                     Some(known) => Bytes::from_static(known.as_bytes()),
                     None => Bytes::copy_from_slice(value),
                 });
-            } else if field == b"id" && !value.contains(&0) {
+            } else if field == b"id" && self.ids && !value.contains(&0) {
                 // (An id with a NUL is ignored, as the SSE standard says.)
                 if value.len() > self.limit {
                     return Err(DecodeError::TooLarge { limit: self.limit });

@@ -181,8 +181,7 @@ impl Plain {
                     // Set once: the first that is neither `null` nor `""`.
                     (Field::Role, Some(role)) if !role.is_empty() => {}
                     (Field::Role, slot) => *slot = Some(text.into_owned()),
-                    (_, Some(whole)) => whole.push_str(&text),
-                    (_, slot) => *slot = Some(text.into_owned()),
+                    (_, slot) => grow(slot.get_or_insert_default(), &text),
                 }
                 if *field != Field::Role {
                     added.push((choice.index, *field, *raw));
@@ -205,7 +204,7 @@ impl Plain {
     fn append(&mut self, index: u64, field: Field, text: &str) {
         let Some(choice) = self.choices.get_mut(&index) else { return };
         if let Some((_, slot)) = choice.fields.iter_mut().find(|(seen, _)| *seen == field) {
-            slot.get_or_insert_default().push_str(text);
+            grow(slot.get_or_insert_default(), text);
         }
     }
 
@@ -381,6 +380,18 @@ fn slot<K: PartialEq, V>(members: &mut Vec<(K, Option<V>)>, key: K) -> &mut Opti
         }
     };
     &mut members[at].1
+}
+
+/// The least room a merged text grows by.
+const GROWTH: usize = 128;
+
+/// Appends `text` to `whole`, growing its room by at least [`GROWTH`] bytes: an answer grows a
+/// token at a time, and from nothing by doubling it would be copied five times by 64 bytes.
+fn grow(whole: &mut String, text: &str) {
+    if whole.capacity() - whole.len() < text.len() {
+        whole.reserve(text.len().max(whole.len()).max(GROWTH));
+    }
+    whole.push_str(text);
 }
 
 /// A status: the last value that is not `null` replaces the one before.

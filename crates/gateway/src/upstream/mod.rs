@@ -274,7 +274,7 @@ fn events(
     max_event_bytes: usize,
     scrubber: Scrubber,
 ) -> Parts {
-    let decoder = Decoder::with_names(max_event_bytes, api.event_names());
+    let decoder = Decoder::with_names(max_event_bytes, api.event_names()).without_ids();
     Events { api, head: Some(head), reading: Some((Idle::new(body, idle), decoder)), scrubber }.boxed()
 }
 

@@ -50,7 +50,7 @@ impl Body {
         rest: Vec<u8>,
         pool: Arc<Pool>,
     ) -> Result<Body, String> {
-        let mut data = Vec::new();
+        let mut data = Vec::with_capacity(rest.len());
         let used = framing.decode(&rest, &mut data)?;
         let mut body =
             Body { stream: Some(stream), framing, keep_alive, first: None, pending: Vec::new(), pool };
@@ -134,7 +134,8 @@ impl Body {
                 self.stream = None;
                 return Poll::Ready(None);
             }
-            let mut data = Vec::new();
+            // The data is never longer than what was read: one allocation, never grown.
+            let mut data = Vec::with_capacity(read.len() + self.pending.len());
             let decoded = if self.pending.is_empty() {
                 // Most often: decoded from the read's own buffer, nothing kept.
                 self.decode(read, &mut data).map(|used| self.keep(&read[used..]))
