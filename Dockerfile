@@ -5,10 +5,11 @@
 # A plain build makes `binary` from `build`; a build given a binary already made on the host
 # replaces that stage with a folder holding `streamflight-gateway`, and then never needs the
 # Rust image (.ci/run does this through scripts/image.sh):
-#   cargo build --release -p streamflight-gateway
-#   mkdir -p /tmp/bin && cp target/release/streamflight-gateway /tmp/bin/
+#   cargo build --profile dist -p streamflight-gateway
+#   mkdir -p /tmp/bin && cp target/dist/streamflight-gateway /tmp/bin/
 #   podman build --target runtime --build-context binary=/tmp/bin .
-# (a folder with the binary alone: target/release whole would be read as the context).
+# (a folder with the binary alone: target/dist whole would be read as the context). The `dist`
+# profile is the release one with whole-program LTO (Cargo.toml).
 #
 # Base images, each a build argument: BASE for the runtime (CI makes one with mmdebstrap and
 # imports it under this name: no image registry is reached there), RUST_IMAGE for the build.
@@ -20,8 +21,8 @@ ARG RUST_IMAGE=rust:1-bookworm
 FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p streamflight-gateway \
- && install -D -m 0755 target/release/streamflight-gateway /out/streamflight-gateway
+RUN cargo build --profile dist --locked -p streamflight-gateway \
+ && install -D -m 0755 target/dist/streamflight-gateway /out/streamflight-gateway
 
 # The binary alone: the runtime's one source for it (see above).
 FROM scratch AS binary

@@ -73,9 +73,9 @@ assert len(secrets) == 1, "the gateways do not share one fleet secret"
 print("compose.yaml:", ", ".join(services))
 PY
 
-step "the release binary (cargo build --release -p streamflight-gateway)"
-timeout 1200 cargo build --release --locked -p streamflight-gateway
-binary=$(realpath "$target/release/streamflight-gateway")
+step "the binary as shipped (cargo build --profile dist -p streamflight-gateway: LTO)"
+timeout 1200 cargo build --profile dist --locked -p streamflight-gateway
+binary=$(realpath "$target/dist/streamflight-gateway")
 "$binary" --version
 
 step "the systemd unit: systemd-analyze verify, and its exposure (security --offline)"

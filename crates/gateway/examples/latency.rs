@@ -10,8 +10,8 @@
 //! The upstream is the gateway binary itself with its simulated model (it answers like an OpenAI
 //! server: chunks, `[DONE]`, a JSON completion; and as the Responses and Messages APIs do), with
 //! zero delays and 10 tokens unless said otherwise; "through" is a second gateway in front of it
-//! (`--upstream http://127.0.0.1:P/v1`). Both are child processes of
-//! `target/release/streamflight-gateway` on free ports of 127.0.0.1, killed when this program
+//! (`--upstream http://127.0.0.1:P/v1`). Both are child processes of the gateway binary
+//! (`--gateway`) on free ports of 127.0.0.1, killed when this program
 //! ends (a guard kills on drop, panics included; on Linux they also die with this process).
 //!
 //! Sections, each direct against through in the same run:
@@ -132,8 +132,8 @@ struct Options {
     /// before issue 24), measured as the first variant: what metrics cost, with logs off.
     #[arg(long)]
     baseline_gateway: Option<PathBuf>,
-    /// The gateway binary (default: `$STREAMFLIGHT_GATEWAY_BIN`, else the workspace's
-    /// `target/release/streamflight-gateway`).
+    /// The gateway binary (default: `$STREAMFLIGHT_GATEWAY_BIN`, else the newer of the
+    /// workspace's `target/dist/streamflight-gateway` and `target/release/streamflight-gateway`).
     #[arg(long)]
     gateway: Option<PathBuf>,
     /// The python with the `openai` SDK (default: the workspace's

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! apt-get install nginx-light haproxy        # Debian's packages; any nginx and haproxy on PATH do
-//! cargo build --release -p streamflight-gateway
+//! cargo build --profile dist -p streamflight-gateway   # the binary as shipped (LTO)
 //! cargo run --release -p streamflight-gateway --example proxies -- --rounds 3
 //! ```
 //!
@@ -91,8 +91,8 @@ struct Options {
     /// The haproxy binary (default: `haproxy` on PATH, else /usr/sbin/haproxy).
     #[arg(long)]
     haproxy: Option<PathBuf>,
-    /// The gateway binary (default: `$STREAMFLIGHT_GATEWAY_BIN`, else the workspace's
-    /// `target/release/streamflight-gateway`).
+    /// The gateway binary (default: `$STREAMFLIGHT_GATEWAY_BIN`, else the newer of the
+    /// workspace's `target/dist/streamflight-gateway` and `target/release/streamflight-gateway`).
     #[arg(long)]
     gateway: Option<PathBuf>,
     /// A flag for the gateway in front (not its upstream), as in `--gateway-arg=--connection-threads=2`;

@@ -760,7 +760,7 @@ pub fn gateway_binary(given: Option<PathBuf>, example: &str) -> PathBuf {
     let gateway = given.unwrap_or_else(|| default_gateway(&root));
     if !gateway.is_file() {
         eprintln!(
-            "{example}: no gateway binary at {}: build it first with\n  cargo build --release -p streamflight-gateway",
+            "{example}: no gateway binary at {}: build it first with\n  cargo build --profile dist -p streamflight-gateway",
             gateway.display()
         );
         std::process::exit(2);
@@ -790,12 +790,23 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("the workspace root")
 }
 
+/// `$STREAMFLIGHT_GATEWAY_BIN`, else the newer of the workspace's two builds of the gateway: the
+/// binary as shipped (`--profile dist`, with LTO) and the release one.
 pub fn default_gateway(root: &Path) -> PathBuf {
     if let Some(path) = std::env::var_os("STREAMFLIGHT_GATEWAY_BIN") {
         return PathBuf::from(path);
     }
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |t| root.join(t));
-    target.join("release/streamflight-gateway")
+    let built = |profile: &str| {
+        let path = target.join(profile).join("streamflight-gateway");
+        let modified = path.metadata().and_then(|m| m.modified()).ok();
+        (modified, path)
+    };
+    let (dist, release) = (built("dist"), built("release"));
+    match (dist, release) {
+        ((Some(shipped), dist), (release_at, _)) if release_at.is_none_or(|r| shipped >= r) => dist,
+        (_, (_, release)) => release,
+    }
 }
 
 /// Warns when a source of the gateway (or of the crates under it) is newer than the binary.
@@ -821,7 +832,7 @@ pub fn warn_if_stale(binary: &Path, root: &Path) {
         && modified > built
     {
         eprintln!(
-            "warning: {} is newer than the binary; rebuild with cargo build --release -p streamflight-gateway",
+            "warning: {} is newer than the binary; rebuild it (cargo build --profile dist -p streamflight-gateway)",
             path.display()
         );
     }
