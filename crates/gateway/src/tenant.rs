@@ -50,6 +50,17 @@ thread_local! {
     static SEEN: RefCell<Vec<Seen>> = const { RefCell::new(Vec::new()) };
 }
 
+/// What a tenant is the HMAC of, in pieces: every credential header of `headers`, in a fixed
+/// order, each name and value followed by a NUL.
+fn input(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    CREDENTIALS.iter().flat_map(move |name| {
+        headers
+            .get_all(*name)
+            .into_iter()
+            .flat_map(move |value| [name.as_bytes(), &[0], value.as_bytes(), &[0]])
+    })
+}
+
 /// Whether `a` and `b` are equal, in a time that does not depend on where they differ: a
 /// request's credentials are compared with other clients' here.
 fn same(a: &[u8], b: &[u8]) -> bool {
@@ -83,24 +94,14 @@ impl Tenants {
     /// order, each name and value followed by a NUL. A client without credentials is a tenant
     /// of its own kind: the empty one.
     pub(crate) fn of(&self, headers: &HeaderMap) -> [u8; 32] {
-        let mut input = [0; CACHED_INPUT];
+        let mut buf = [0; CACHED_INPUT];
         let mut len = 0;
-        let mut fits = true;
-        for name in CREDENTIALS {
-            for value in headers.get_all(*name) {
-                for part in [name.as_bytes(), &[0], value.as_bytes(), &[0]] {
-                    fits = fits && len + part.len() <= CACHED_INPUT;
-                    if fits {
-                        input[len..len + part.len()].copy_from_slice(part);
-                        len += part.len();
-                    }
-                }
-            }
+        for part in input(headers) {
+            let Some(room) = buf.get_mut(len..len + part.len()) else { return self.hashed(headers) };
+            room.copy_from_slice(part);
+            len += part.len();
         }
-        if !fits {
-            return self.hashed(headers);
-        }
-        let input = &input[..len];
+        let input = &buf[..len];
         SEEN.with_borrow_mut(|seen| {
             if let Some(hit) = seen.iter().find(|s| s.tenants == self.id && same(&s.input, input)) {
                 return hit.tenant;
@@ -118,13 +119,8 @@ impl Tenants {
     /// [`Tenants::of`] without the cache, for credentials too long for it.
     fn hashed(&self, headers: &HeaderMap) -> [u8; 32] {
         let mut context = hmac::Context::with_key(&self.key);
-        for name in CREDENTIALS {
-            for value in headers.get_all(*name) {
-                context.update(name.as_bytes());
-                context.update(&[0]);
-                context.update(value.as_bytes());
-                context.update(&[0]);
-            }
+        for part in input(headers) {
+            context.update(part);
         }
         let mut tenant = [0; 32];
         tenant.copy_from_slice(context.sign().as_ref());

@@ -201,15 +201,27 @@ async fn with_the_store_down_each_replica_coalesces_alone_and_the_fleet_again_on
     }
 }
 
+/// A client of `replica` on `key`'s flight, which it leads, once the client has its first `had`
+/// of the answer's 5 items.
+async fn led_with(
+    replica: &Replica,
+    upstream: &Upstream,
+    key: &str,
+    had: usize,
+) -> streamflight_redis::Subscription<String, String> {
+    let mut client = replica.request(key.to_owned(), upstream.answer(5, None));
+    upstream.release(had);
+    take(&mut client, had).await;
+    client
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_replica_replays_a_flight_from_its_place_after_the_items_a_client_has() {
     let Some(server) = RedisServer::start().await else { return };
     let [a, b, _] = three(&server).await;
     let upstream = Upstream::default();
     let key = "resume me".to_owned();
-    let mut first = a.request(key.clone(), upstream.answer(5, None));
-    upstream.release(3);
-    take(&mut first, 3).await;
+    let first = led_with(&a, &upstream, &key, 3).await;
     // a hands the place over as text (in a note any replica can load, named by the client).
     let place = a.fleet().unwrap().place(&key).expect("a is on the flight");
     a.fleet()
@@ -249,9 +261,7 @@ async fn one_of_two_flights_on_a_replica_going_leaves_the_others_interest_standi
     let [a, b, _] = three(&server).await;
     let upstream = Upstream::default();
     let key = "twice on b".to_owned();
-    let mut first = a.request(key.clone(), upstream.answer(5, None));
-    upstream.release(2);
-    take(&mut first, 2).await;
+    let first = led_with(&a, &upstream, &key, 2).await;
     let place = a.fleet().unwrap().place(&key).expect("a is on the flight");
     let fleet = b.fleet().unwrap();
     let gone = fleet.replay(&place, 0).await.unwrap();

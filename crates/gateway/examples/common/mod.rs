@@ -797,15 +797,12 @@ pub fn default_gateway(root: &Path) -> PathBuf {
         return PathBuf::from(path);
     }
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |t| root.join(t));
-    let built = |profile: &str| {
-        let path = target.join(profile).join("streamflight-gateway");
-        let modified = path.metadata().and_then(|m| m.modified()).ok();
-        (modified, path)
-    };
-    let (dist, release) = (built("dist"), built("release"));
-    match (dist, release) {
-        ((Some(shipped), dist), (release_at, _)) if release_at.is_none_or(|r| shipped >= r) => dist,
-        (_, (_, release)) => release,
+    let (dist, release) =
+        (target.join("dist/streamflight-gateway"), target.join("release/streamflight-gateway"));
+    let built = |path: &Path| path.metadata().and_then(|m| m.modified()).ok();
+    match (built(&dist), built(&release)) {
+        (Some(shipped), released) if released.is_none_or(|r| shipped >= r) => dist,
+        _ => release,
     }
 }
 
