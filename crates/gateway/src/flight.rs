@@ -4,11 +4,12 @@
 use std::fmt;
 use std::sync::Arc;
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
 use crate::dialect::error::Refusal;
+pub use crate::kept_headers::Headers;
 
 /// The upstream's response head, as each client of the flight gets it: the status and the
 /// end-to-end headers (hop-by-hop ones and `content-length` already removed).
@@ -17,7 +18,7 @@ pub struct Head {
     /// The upstream's status.
     pub status: StatusCode,
     /// The upstream's end-to-end headers.
-    pub headers: HeaderMap,
+    pub headers: Headers,
 }
 
 /// One item of a flight's history. Cheap to clone: every subscriber gets its own copy.
@@ -36,7 +37,7 @@ pub enum Part {
 pub(crate) fn weight(part: &Part) -> usize {
     const ITEM: usize = 64;
     ITEM + match part {
-        Part::Head(head) => head.headers.iter().map(|(name, value)| name.as_str().len() + value.len()).sum(),
+        Part::Head(head) => head.headers.size(),
         Part::Event(event) => event.data.len() + event.name.as_ref().map_or(0, Bytes::len),
         Part::Body(piece) => piece.len(),
     }

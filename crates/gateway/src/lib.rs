@@ -23,6 +23,7 @@ mod fleet;
 pub mod flight;
 pub mod http;
 mod http1;
+mod kept_headers;
 mod key;
 pub mod logs;
 mod metrics;

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
-use axum::http::{HeaderMap, HeaderName, StatusCode};
+use axum::http::{HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -27,7 +27,7 @@ use tokio::time::{Instant, Sleep};
 use crate::answer::registry::Live;
 use crate::dialect::Api;
 use crate::dialect::error::{self, Refusal, json_response};
-use crate::flight::{Broken, Event, Head, Part, UpstreamError};
+use crate::flight::{Broken, Event, Head, Headers, Part, UpstreamError};
 use crate::http::access::Outcome;
 use crate::http::serve::Shutdown;
 use crate::key::Key;
@@ -89,7 +89,7 @@ impl Failure {
             Failure::Upstream(error) => match &**error {
                 UpstreamError::Status { head, body } => {
                     let mut response = (head.status, body.clone()).into_response();
-                    *response.headers_mut() = head.headers.clone();
+                    *response.headers_mut() = head.headers.to_map();
                     return response;
                 }
                 UpstreamError::InStream(event) => {
@@ -289,7 +289,7 @@ pub(crate) async fn reply(
 fn head_response(head: &Head, body: Body) -> Response {
     let mut response = Response::new(body);
     *response.status_mut() = head.status;
-    *response.headers_mut() = head.headers.clone();
+    *response.headers_mut() = head.headers.to_map();
     response
 }
 
@@ -486,7 +486,7 @@ pub(crate) fn resumed(
 ) -> Response {
     live.record().dialect(api.name());
     let id = live.id();
-    let head = Head { status: StatusCode::OK, headers: HeaderMap::new() };
+    let head = Head { status: StatusCode::OK, headers: Headers::default() };
     let (next, skip_through) = match from {
         Numbered::From(next) => (next, None),
         Numbered::After(after) => (0, after),

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use bytes::Bytes;
 use streamflight_redis::{Codec, Lost};
 
-use crate::flight::{Broken, Event, Head, Part, UpstreamError};
+use crate::flight::{Broken, Event, Head, Headers, Part, UpstreamError};
 use crate::key::Key;
 
 /// The gateway's [`Codec`]: every replica of a fleet must run the same wire format.
@@ -200,9 +200,9 @@ fn kind_from(code: u8) -> Option<Broken> {
 fn put_head(out: &mut Vec<u8>, head: &Head) {
     out.extend_from_slice(&head.status.as_u16().to_be_bytes());
     out.extend_from_slice(&length(head.headers.len()).to_be_bytes());
-    for (name, value) in &head.headers {
-        put(out, name.as_str().as_bytes());
-        put(out, value.as_bytes());
+    for (name, value) in head.headers.iter() {
+        put(out, name.as_bytes());
+        put(out, value);
     }
 }
 
@@ -291,7 +291,7 @@ impl<'a> Reader<'a> {
                 HeaderValue::from_bytes(self.field()?).map_err(|_| Malformed("invalid header value"))?;
             headers.try_append(name, value).map_err(|_| Malformed("too many headers"))?;
         }
-        Ok(Head { status, headers })
+        Ok(Head { status, headers: Headers::from(&headers) })
     }
 
     /// Succeeds only if everything was read: trailing bytes mean the writer meant something else.
@@ -314,7 +314,7 @@ mod tests {
                 HeaderValue::from_bytes(value).unwrap(),
             );
         }
-        Arc::new(Head { status: StatusCode::from_u16(status).unwrap(), headers: map })
+        Arc::new(Head { status: StatusCode::from_u16(status).unwrap(), headers: Headers::from(&map) })
     }
 
     /// A head with a repeated name (its values must stay in order) and a value that is not UTF-8.
@@ -417,10 +417,7 @@ mod tests {
 
     /// Headers in the map's order, repeated names included.
     fn pairs(head: &Head) -> Vec<(String, Vec<u8>)> {
-        head.headers
-            .iter()
-            .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
-            .collect()
+        head.headers.iter().map(|(name, value)| (name.to_owned(), value.to_vec())).collect()
     }
 
     fn same_head(a: &Head, b: &Head) -> bool {

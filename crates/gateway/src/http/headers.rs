@@ -20,6 +20,11 @@ pub(crate) const CREDENTIALS: &[&str] = &["authorization", "api-key", "x-api-key
 /// The end-to-end headers of a message: `headers` without the hop-by-hop ones (those listed
 /// above, `keep-alive`, and any named by `Connection`), `host` and `content-length`.
 pub(crate) fn end_to_end(headers: &HeaderMap) -> HeaderMap {
+    end_to_end_with(headers, owned)
+}
+
+/// [`end_to_end`]'s headers, each value made by `value` from the message's.
+fn end_to_end_with(headers: &HeaderMap, value: fn(&HeaderValue) -> HeaderValue) -> HeaderMap {
     let named: Vec<String> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -28,14 +33,14 @@ pub(crate) fn end_to_end(headers: &HeaderMap) -> HeaderMap {
         .map(|name| name.trim().to_ascii_lowercase())
         .collect();
     let mut kept = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
+    for (name, value_of) in headers {
         let dropped = HOP_BY_HOP.contains(name)
             || name == header::HOST
             || name == header::CONTENT_LENGTH
             || name.as_str() == "keep-alive"
             || named.iter().any(|n| n == name.as_str());
         if !dropped {
-            kept.append(name.clone(), owned(value));
+            kept.append(name.clone(), value(value_of));
         }
     }
     kept
@@ -77,7 +82,18 @@ pub(crate) fn upstream_request(
 /// answer, no `set-cookie` (a cookie is one client's, never a flight's) and no `content-encoding`
 /// (the gateway writes that body itself, uncompressed: a header without its bytes would lie).
 pub(crate) fn downstream_response(headers: &HeaderMap, shared: bool) -> HeaderMap {
-    let mut out = end_to_end(headers);
+    downstream(headers, shared, owned)
+}
+
+/// [`downstream_response`]'s headers with their values shared with `headers` (not copied): for
+/// a map dropped before `headers` is, as one made into the
+/// [`Headers`](crate::flight::Headers) a flight keeps.
+pub(crate) fn downstream_shared(headers: &HeaderMap, shared: bool) -> HeaderMap {
+    downstream(headers, shared, HeaderValue::clone)
+}
+
+fn downstream(headers: &HeaderMap, shared: bool, value: fn(&HeaderValue) -> HeaderValue) -> HeaderMap {
+    let mut out = end_to_end_with(headers, value);
     if let Some(id) = out.remove("x-request-id") {
         out.insert(HeaderName::from_static("x-upstream-request-id"), id);
     }

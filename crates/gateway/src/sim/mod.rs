@@ -34,7 +34,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::dialect::Api;
-use crate::flight::{Event, Head, Part, Parts, UpstreamError};
+use crate::flight::{Event, Head, Headers, Part, Parts, UpstreamError};
 
 /// How the simulated model paces its answer.
 #[derive(Clone, Copy, Debug)]
@@ -132,7 +132,7 @@ pub(crate) static BAD_REQUEST_HEAD: LazyLock<Arc<Head>> =
 fn head(status: StatusCode, content_type: &'static str) -> Arc<Head> {
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    Arc::new(Head { status, headers })
+    Arc::new(Head { status, headers: Headers::from(&headers) })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -760,7 +760,6 @@ fn embedding_parts(body: Bytes, delay: Duration) -> Parts {
 #[cfg(test)]
 pub(super) mod testing {
     use axum::http::StatusCode;
-    use axum::http::header::CONTENT_TYPE;
     use futures::StreamExt;
     use serde_json::Value;
 
@@ -774,7 +773,7 @@ pub(super) mod testing {
         let mut parts = parts.into_iter().map(Result::unwrap);
         let Some(Part::Head(head)) = parts.next() else { panic!("the head comes first") };
         assert_eq!(head.status, StatusCode::OK);
-        assert_eq!(head.headers[CONTENT_TYPE], "text/event-stream");
+        assert_eq!(head.headers.get("content-type"), Some(&b"text/event-stream"[..]));
         parts
             .map(|part| match part {
                 Part::Event(event) => {
@@ -884,7 +883,7 @@ mod tests {
     async fn chat_chunks_are_openai_chunks() {
         let (head, events) = events(chat_api(), &chat(json!({})), "seed", PACE).await;
         assert_eq!(head.status, StatusCode::OK);
-        assert_eq!(head.headers[CONTENT_TYPE], "text/event-stream");
+        assert_eq!(head.headers.get("content-type"), Some(&b"text/event-stream"[..]));
         let chunks: Vec<Value> = events.iter().map(|e| serde_json::from_slice(&e.data).unwrap()).collect();
         // Role, 5 tokens, finish, usage.
         assert_eq!(chunks.len(), 8);
@@ -1070,7 +1069,7 @@ mod tests {
         for &(api, body, param) in cases {
             let (head, error) = refused(api, body.as_bytes()).await;
             assert_eq!(head.status, StatusCode::BAD_REQUEST, "{body}");
-            assert_eq!(head.headers[CONTENT_TYPE], "application/json");
+            assert_eq!(head.headers.get("content-type"), Some(&b"application/json"[..]));
             let keys: Vec<&str> = error["error"].as_object().unwrap().keys().map(String::as_str).collect();
             assert_eq!(keys, ["message", "type", "param", "code"], "{body}");
             assert_eq!(error["error"]["type"], "invalid_request_error", "{body}");
@@ -1109,7 +1108,7 @@ mod tests {
         let request = json!({"model": "text-embedding-3-small", "input": ["one two", "three", [1, 2, 3, 4]]});
         let (head, float) = embedding(request.clone(), "seed").await;
         assert_eq!(head.status, StatusCode::OK);
-        assert_eq!(head.headers[CONTENT_TYPE], "application/json");
+        assert_eq!(head.headers.get("content-type"), Some(&b"application/json"[..]));
         assert_eq!(float["object"], "list");
         assert_eq!(float["model"], "text-embedding-3-small");
         assert_eq!(float["usage"], json!({"prompt_tokens": 7, "total_tokens": 7}));

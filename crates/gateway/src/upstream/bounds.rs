@@ -109,7 +109,7 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    use axum::http::{HeaderMap, StatusCode};
+    use axum::http::StatusCode;
     use bytes::Bytes;
     use futures::stream;
 
@@ -121,7 +121,7 @@ mod tests {
     }
 
     fn head() -> Result<Part, UpstreamError> {
-        Ok(Part::Head(Arc::new(Head { status: StatusCode::OK, headers: HeaderMap::new() })))
+        Ok(Part::Head(Arc::new(Head { status: StatusCode::OK, headers: Default::default() })))
     }
 
     fn kind(item: Option<Result<Part, UpstreamError>>) -> Option<Broken> {

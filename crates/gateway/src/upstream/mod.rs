@@ -24,7 +24,7 @@ use streamflight_tokio::sse::{DecodeError, Decoder, SseEvent};
 
 use crate::config::Settings;
 use crate::dialect::{Api, Class};
-use crate::flight::{Broken, Head, Part, Parts, UpstreamError};
+use crate::flight::{Broken, Head, Headers, Part, Parts, UpstreamError};
 use crate::http::headers;
 use crate::metrics::Metrics;
 use crate::upstream::bounds::Bounds;
@@ -176,9 +176,9 @@ impl Upstream {
             );
             return Err(UpstreamError::broken(Broken::Malformed, message));
         }
-        let mut headers = headers::downstream_response(&headers, true);
-        self.scrubber.headers(&mut headers);
-        let head = Arc::new(Head { status, headers });
+        let mut kept = headers::downstream_shared(&headers, true);
+        self.scrubber.headers(&mut kept);
+        let head = Arc::new(Head { status, headers: Headers::from(&kept) });
         if !head.status.is_success() {
             let body = self.error_body(body).await;
             return Err(UpstreamError::Status { head, body });
@@ -187,7 +187,8 @@ impl Upstream {
             let first = stream::iter([Ok(Part::Head(head))]);
             return Ok(first.chain(body_parts(body, self.idle_timeout, self.scrubber.clone())).boxed());
         }
-        let content_type = head.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let content_type =
+            head.headers.get(CONTENT_TYPE.as_str()).and_then(|v| std::str::from_utf8(v).ok()).unwrap_or("");
         if !content_type.starts_with("text/event-stream") {
             let message = format!("the upstream answered a streaming request with `{content_type}`, not SSE");
             return Err(UpstreamError::broken(Broken::Malformed, message));
