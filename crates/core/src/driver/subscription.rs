@@ -91,8 +91,9 @@ pub(super) fn control<T, E, C: Control<T, E> + 'static>(shared: &Arc<C>) -> Arc<
 /// [`into_results`](Subscription::into_results) turns it into a stream of
 /// `Result`s for bodies and `?`.
 ///
-/// After 64 items in a row it returns `Pending` once, having woken itself, as tokio's own
-/// channels do when their task's budget runs out: other tasks of its worker run meanwhile.
+/// After 64 items in a row (512 on a flight of more than 512 readers) it returns `Pending`
+/// once, having woken itself, as tokio's own channels do when their task's budget runs out:
+/// other tasks of its worker run meanwhile.
 ///
 /// Dropping it is a cancellation with nobody left to tell ([R12](crate::design#r12)).
 pub struct Subscription<T, E> {
@@ -106,7 +107,7 @@ pub struct Subscription<T, E> {
     /// It yielded its end: its manager was told, or needs not be.
     ended: bool,
     /// Items yielded since it last returned `Pending`: see [`RUN`].
-    run: u8,
+    run: u16,
 }
 
 /// Items a subscription yields in a row before it returns `Pending` once, waking itself (as
@@ -115,7 +116,17 @@ pub struct Subscription<T, E> {
 /// through thousands of items in one go, on both workers at once, moved every item's reference
 /// count between the cores at each delivery (issue 26, BENCHMARKS.md: 0.8x tokio's broadcast
 /// at K=256, 1.4-1.8x with this).
-const RUN: u8 = 64;
+const RUN: u16 = 64;
+
+/// Readers of a flight above which its subscriptions yield after [`CROWDED_RUN`] items, not
+/// [`RUN`]: with thousands of reader tasks, a task's state is out of the core's cache by its
+/// next turn and the runtime's queue of them is shared between the workers, so a switch costs
+/// more than the items' counts moving between the cores (issue 26, BENCHMARKS.md: 1.54-1.57x
+/// tokio's broadcast at K=4096 with 64, 1.76-1.99x with 512; at K=256, 512 fell to 0.9-1.2x).
+const CROWD: usize = 512;
+
+/// Items a subscription of a crowded flight (more than [`CROWD`] readers) yields in a row.
+const CROWDED_RUN: u16 = 512;
 
 impl<T, E> Subscription<T, E> {
     /// The subscription of an admitted request, reading with `reader`.
@@ -316,7 +327,8 @@ impl<T: Clone, E> Stream for Subscription<T, E> {
         {
             return Poll::Ready(Some(*event));
         }
-        if this.run == RUN {
+        // The readers are counted once a run, at its 64th item.
+        if (this.run == RUN && this.reader.history().readers() <= CROWD) || this.run == CROWDED_RUN {
             this.run = 0;
             cx.waker().wake_by_ref();
             return Poll::Pending;

@@ -285,6 +285,29 @@ fn a_ready_upstream_is_appended_in_batches_and_the_task_yields() {
     assert_eq!(read_past_yields(&mut sub, 20_000), 20_000 / 64, "a yield after every 64 items");
 }
 
+#[test]
+fn a_crowded_flights_subscriptions_yield_less_often() {
+    let runtime = Manual::new();
+    let flights = manager(Config::default(), &runtime);
+    let items: Vec<Result<u32, u8>> = (0..20_000).map(Ok).collect();
+    let mut subs = vec![flights.request("k", future::ready(Ok::<_, u8>(stream::iter(items))))];
+    subs.extend((0..512).map(|_| flights.request("k", preparing())));
+    let mut task = runtime.take().expect("the leader's task");
+    while run(&mut task).is_pending() {}
+    let mut first = subs.swap_remove(0);
+    assert_eq!(
+        read_past_yields(&mut first, 20_000),
+        20_000 / 512,
+        "513 readers: a yield after every 512 items"
+    );
+    // Down to 512 readers (the first has read its end), the others yield as usual again.
+    assert_eq!(
+        read_past_yields(&mut subs[0], 20_000),
+        20_000 / 64,
+        "512 readers: a yield after every 64 items"
+    );
+}
+
 /// An upstream that returns `Pending` after every item, waking itself: always ready, one item
 /// at a time.
 struct OneByOne {

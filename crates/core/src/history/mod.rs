@@ -185,6 +185,9 @@ struct Wakers {
     /// `table.parked.len()`, readable without the lock: the writer skips
     /// waking when it is 0.
     parked: AtomicUsize,
+    /// Slots held (readers neither ended nor dropped), readable without the lock: see
+    /// [`History::readers`].
+    readers: AtomicUsize,
     table: Mutex<WakerTable>,
 }
 
@@ -280,9 +283,17 @@ impl<T, E> History<T, E> {
             state: Mutex::new(State { chunks: VecDeque::new(), end: None }),
             wakers: Arc::new(Wakers {
                 parked: AtomicUsize::new(0),
+                readers: AtomicUsize::new(0),
                 table: Mutex::new(WakerTable::default()),
             }),
         })
+    }
+
+    /// Readers of this history that have neither yielded their end nor been dropped, as
+    /// last counted: a hint (a relaxed load, which may lag a reader that has just come or
+    /// gone), not something to synchronise on.
+    pub(crate) fn readers(&self) -> usize {
+        self.wakers.readers.load(Ordering::Relaxed)
     }
 
     /// Total number of items ever appended (released ones included).
@@ -371,6 +382,7 @@ impl<T, E> History<T, E> {
                     (table.slots.len() - 1) as u32
                 }
             };
+            this.wakers.readers.store(table.held(), Ordering::Relaxed);
             (slot, table.slots[slot as usize].generation)
         };
         let cursor = match from {
@@ -630,7 +642,15 @@ impl Wakers {
         slot.generation = slot.generation.wrapping_add(1);
         let waker = slot.waker.take();
         table.free.push(index);
+        self.readers.store(table.held(), Ordering::Relaxed);
         waker
+    }
+}
+
+impl WakerTable {
+    /// Slots held by a reader.
+    fn held(&self) -> usize {
+        self.slots.len() - self.free.len()
     }
 }
 
