@@ -52,7 +52,7 @@ impl Headers {
 
     /// Each name (lower case) and value, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        // Never empty: a name comes from a `HeaderName`, which is ASCII.
+        // `from_utf8` cannot fail: a name was written from a `HeaderName`, which is ASCII.
         self.pieces().map(|(name, value)| (std::str::from_utf8(name).unwrap_or_default(), value))
     }
 
